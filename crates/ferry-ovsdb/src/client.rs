@@ -1,0 +1,936 @@
+//! The client: one supervised connection at a time, requests multiplexed over it, a
+//! monitor that keeps the [`Mirror`] current, echo in both directions, reconnection with
+//! backoff, and resumption with `monitor_cond_since`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::error::{Error, Result};
+use crate::framing::Framer;
+use crate::mirror::{Mirror, Shape};
+use crate::remote::{BoxRead, BoxWrite, Remote};
+use crate::schema::Schema;
+
+const MONITOR_ID: &str = "ferry";
+const ZERO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Which monitor request to use; [`Config::monitor_method`] `None` picks the best the
+/// server supports (`monitor_cond_since`, then `monitor_cond`, then `monitor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorMethod {
+    /// `monitor_cond_since` (update3, resumable).
+    CondSince,
+    /// `monitor_cond` (update2).
+    Cond,
+    /// `monitor` (RFC 7047 original, full rows).
+    Plain,
+}
+
+impl MonitorMethod {
+    fn name(self) -> &'static str {
+        match self {
+            MonitorMethod::CondSince => "monitor_cond_since",
+            MonitorMethod::Cond => "monitor_cond",
+            MonitorMethod::Plain => "monitor",
+        }
+    }
+
+    fn fallback(self) -> Option<MonitorMethod> {
+        match self {
+            MonitorMethod::CondSince => Some(MonitorMethod::Cond),
+            MonitorMethod::Cond => Some(MonitorMethod::Plain),
+            MonitorMethod::Plain => None,
+        }
+    }
+}
+
+/// How to reach the database and what to mirror.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `unix:PATH` or `tcp:HOST:PORT`, tried in order; for a clustered database the
+    /// leader is preferred.
+    pub remotes: Vec<String>,
+    /// The database to monitor (e.g. `OVN_Northbound`).
+    pub database: String,
+    /// Tables to mirror, each with the columns to mirror (empty = every column).
+    /// An empty map mirrors nothing.
+    pub monitor: BTreeMap<String, Vec<String>>,
+    /// Force a monitor method instead of the best supported one.
+    pub monitor_method: Option<MonitorMethod>,
+    /// Connect only to the RAFT leader of a clustered database (like ovsdb-idl's default).
+    pub leader_only: bool,
+    /// How long a request waits for a connection and then for its reply.
+    pub request_timeout: Duration,
+    /// How often we send our own echo; the connection is dropped when nothing at all was
+    /// received for two intervals.
+    pub echo_interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    /// Defaults: leader only, 30 s request timeout, 5 s echo, backoff 100 ms .. 8 s.
+    pub fn new<S: Into<String>>(
+        remotes: impl IntoIterator<Item = S>,
+        database: impl Into<String>,
+    ) -> Config {
+        Config {
+            remotes: remotes.into_iter().map(Into::into).collect(),
+            database: database.into(),
+            monitor: BTreeMap::new(),
+            monitor_method: None,
+            leader_only: true,
+            request_timeout: Duration::from_secs(30),
+            echo_interval: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(8),
+        }
+    }
+
+    /// Adds a table to mirror (no columns = every column).
+    pub fn monitor_table(mut self, table: &str, columns: &[&str]) -> Config {
+        self.monitor.insert(
+            table.to_owned(),
+            columns.iter().map(|c| (*c).to_owned()).collect(),
+        );
+        self
+    }
+}
+
+/// How the last monitor was (re)established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// `monitor_cond_since` found our last transaction id: only the changes were sent.
+    Changes,
+    /// A full snapshot replaced the mirror.
+    Snapshot,
+}
+
+/// Connection state, for health reporting and tests.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// The remote currently connected, if any.
+    pub connected: Option<String>,
+    /// Successful connections so far (1 after the first, +1 per reconnect).
+    pub connects: u64,
+    /// The monitor method in use.
+    pub monitor_method: Option<MonitorMethod>,
+    /// How the last monitor started.
+    pub last_resume: Option<Resume>,
+    /// The last connection error.
+    pub last_error: Option<String>,
+}
+
+/// A handle to the supervised connection; cheap to clone. The connection is closed when
+/// the last handle is dropped (or on [`Client::shutdown`]).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    _guard: Arc<ShutdownGuard>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("database", &self.inner.config.database)
+            .field("status", &*lock(&self.inner.status))
+            .finish()
+    }
+}
+
+struct ShutdownGuard(watch::Sender<bool>);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+struct Inner {
+    config: Config,
+    remotes: Vec<Remote>,
+    conn: watch::Sender<Option<Arc<Conn>>>,
+    mirror: RwLock<Mirror>,
+    generation: watch::Sender<u64>,
+    status: Mutex<Status>,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Starts the connection supervisor and waits (up to `request_timeout`) until the first
+    /// connection is ready and, if tables are monitored, the mirror holds their contents.
+    /// The client keeps reconnecting in the background after that.
+    pub async fn connect(config: Config) -> Result<Client> {
+        let timeout = config.request_timeout;
+        let client = Client::start(config)?;
+        let mut rx = client.inner.conn.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(_)) => Ok(client),
+            Ok(Err(_)) => Err(Error::Shutdown),
+            Err(_) => Err(Error::NoUsableRemote {
+                remotes: client.inner.config.remotes.clone(),
+                last: lock(&client.inner.status)
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "timed out".into()),
+            }),
+        }
+    }
+
+    /// Starts the supervisor without waiting for a connection (requests wait for one).
+    /// Fails only on a malformed remote. Must be called inside a tokio runtime.
+    pub fn start(config: Config) -> Result<Client> {
+        let remotes = config
+            .remotes
+            .iter()
+            .map(|r| Remote::parse(r))
+            .collect::<Result<Vec<_>>>()?;
+        if remotes.is_empty() {
+            return Err(Error::InvalidRemote {
+                remote: String::new(),
+                reason: "no remote given",
+            });
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            config,
+            remotes,
+            conn: watch::Sender::new(None),
+            mirror: RwLock::new(Mirror::default()),
+            generation: watch::Sender::new(0),
+            status: Mutex::new(Status::default()),
+            shutdown: shutdown_rx,
+        });
+        let span = info_span!("ovsdb", db = %inner.config.database);
+        tokio::spawn(supervise(inner.clone()).instrument(span));
+        Ok(Client {
+            inner,
+            _guard: Arc::new(ShutdownGuard(shutdown_tx)),
+        })
+    }
+
+    /// Closes the connection and stops reconnecting; later requests fail with
+    /// [`Error::Shutdown`].
+    pub fn shutdown(&self) {
+        self._guard.0.send_replace(true);
+    }
+
+    /// Sends any JSON-RPC request (e.g. `lock`, `unlock`) and returns its `result`.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value> {
+        let conn = self.ready_conn(method).await?;
+        conn.call(method, params, self.inner.config.request_timeout)
+            .await
+    }
+
+    /// `list_dbs`.
+    pub async fn list_dbs(&self) -> Result<Vec<String>> {
+        let v = self.call("list_dbs", json!([])).await?;
+        serde_json::from_value(v).map_err(|e| Error::Protocol(format!("list_dbs reply: {e}")))
+    }
+
+    /// `get_schema`, raw.
+    pub async fn get_schema(&self, db: &str) -> Result<Value> {
+        self.call("get_schema", json!([db])).await
+    }
+
+    /// `transact`: runs `ops` (built with [`crate::wire`]) atomically and returns one
+    /// result per operation. A failed operation is [`Error::OpFailed`] with its index; a
+    /// failed commit is [`Error::CommitFailed`]. When this returns `Ok` and the changed
+    /// tables are monitored, the mirror already shows the changes: ovsdb-server sends the
+    /// update notification before the reply, and both are handled in order.
+    pub async fn transact(&self, db: &str, ops: Vec<Value>) -> Result<Vec<Value>> {
+        let names: Vec<String> = ops
+            .iter()
+            .map(|o| o.get("op").and_then(Value::as_str).unwrap_or("?").to_owned())
+            .collect();
+        let mut params = Vec::with_capacity(ops.len() + 1);
+        params.push(Value::String(db.to_owned()));
+        params.extend(ops);
+        let reply = self.call("transact", Value::Array(params)).await?;
+        check_transact(db, &names, reply)
+    }
+
+    /// [`Client::transact`], retried after connection errors until it gets an answer or
+    /// `attempts` are used up. Only for transactions that cannot apply twice: guard them
+    /// with a `wait` (timeout 0) or insert with a caller-chosen uuid; a retry of one that
+    /// had committed then fails with that guard's error instead of writing again.
+    pub async fn transact_retrying(
+        &self,
+        db: &str,
+        ops: Vec<Value>,
+        attempts: u32,
+    ) -> Result<Vec<Value>> {
+        let mut attempt = 1;
+        loop {
+            match self.transact(db, ops.clone()).await {
+                Err(e) if e.is_connection_error() && attempt < attempts => {
+                    debug!(attempt, error = %e, "transact retry");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A copy of the mirror.
+    pub fn snapshot(&self) -> Mirror {
+        self.with_mirror(Mirror::clone)
+    }
+
+    /// Reads the mirror without copying it (do not block inside `f`).
+    pub fn with_mirror<R>(&self, f: impl FnOnce(&Mirror) -> R) -> R {
+        let m = self
+            .inner
+            .mirror
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&m)
+    }
+
+    /// Waits until `pred` holds for the mirror (checked after every applied update), e.g.
+    /// until another client's change has arrived.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Mirror) -> bool,
+    ) -> Result<()> {
+        let mut rx = self.inner.generation.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            rx.borrow_and_update();
+            if self.with_mirror(&mut pred) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::Shutdown),
+                Err(_) => {
+                    return Err(Error::WaitTimeout {
+                        timeout_ms: millis(timeout),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Connection state.
+    pub fn status(&self) -> Status {
+        lock(&self.inner.status).clone()
+    }
+
+    async fn ready_conn(&self, method: &str) -> Result<Arc<Conn>> {
+        if *self.inner.shutdown.borrow() {
+            return Err(Error::Shutdown);
+        }
+        let mut rx = self.inner.conn.subscribe();
+        let timeout = self.inner.config.request_timeout;
+        let mut shutdown = self.inner.shutdown.clone();
+        tokio::select! {
+            r = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)) => match r {
+                Ok(Ok(c)) => c.clone().ok_or(Error::Shutdown),
+                Ok(Err(_)) => Err(Error::Shutdown),
+                Err(_) => Err(Error::NotConnected { method: method.to_owned(), timeout_ms: millis(timeout) }),
+            },
+            _ = shutdown.wait_for(|s| *s) => Err(Error::Shutdown),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Turns a transact reply into per-operation results or the first error.
+fn check_transact(db: &str, names: &[String], reply: Value) -> Result<Vec<Value>> {
+    let Value::Array(results) = reply else {
+        return Err(Error::Protocol("transact reply is not an array".into()));
+    };
+    for (index, r) in results.iter().enumerate() {
+        let Some(error) = r.get("error") else {
+            continue;
+        };
+        let error = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
+        let details = r.get("details").and_then(Value::as_str).map(str::to_owned);
+        return Err(match names.get(index) {
+            Some(op) => Error::OpFailed {
+                db: db.to_owned(),
+                index,
+                op: op.clone(),
+                error,
+                details,
+            },
+            None => Error::CommitFailed {
+                db: db.to_owned(),
+                error,
+                details,
+            },
+        });
+    }
+    Ok(results)
+}
+
+// === connection ===
+
+enum Pending {
+    Call {
+        method: String,
+        tx: oneshot::Sender<Result<Value>>,
+    },
+    /// The monitor reply is applied to the mirror by the reader itself, before any later
+    /// notification, then acknowledged.
+    Monitor {
+        method: MonitorMethod,
+        tx: oneshot::Sender<Result<()>>,
+    },
+    /// Our keep-alive echo: the reply is only proof of life.
+    Echo,
+}
+
+struct Conn {
+    remote: String,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Mutex<(bool, HashMap<u64, Pending>)>,
+    next_id: AtomicU64,
+    last_rx: Mutex<Instant>,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    fn register(&self, p: Pending) -> Option<u64> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut g = lock(&self.pending);
+        if g.0 {
+            return None;
+        }
+        g.1.insert(id, p);
+        Some(id)
+    }
+
+    fn send(&self, id: u64, method: &str, params: &Value) -> bool {
+        let msg = json!({"id": id, "method": method, "params": params});
+        match serde_json::to_vec(&msg) {
+            Ok(bytes) => self.tx.send(bytes).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    async fn call(&self, method: &str, params: Value, timeout: Duration) -> Result<Value> {
+        let lost = || Error::ConnectionLost {
+            method: method.to_owned(),
+        };
+        let (tx, rx) = oneshot::channel();
+        let id = self
+            .register(Pending::Call {
+                method: method.to_owned(),
+                tx,
+            })
+            .ok_or_else(lost)?;
+        if !self.send(id, method, &params) {
+            lock(&self.pending).1.remove(&id);
+            return Err(lost());
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(lost()),
+            Err(_) => {
+                lock(&self.pending).1.remove(&id);
+                Err(Error::Timeout {
+                    method: method.to_owned(),
+                    timeout_ms: millis(timeout),
+                })
+            }
+        }
+    }
+
+    /// Fails every request in flight; later ones fail at once.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let drained: Vec<Pending> = {
+            let mut g = lock(&self.pending);
+            g.0 = true;
+            g.1.drain().map(|(_, p)| p).collect()
+        };
+        for p in drained {
+            match p {
+                Pending::Call { method, tx } => {
+                    let _ = tx.send(Err(Error::ConnectionLost { method }));
+                }
+                Pending::Monitor { method, tx } => {
+                    let _ = tx.send(Err(Error::ConnectionLost {
+                        method: method.name().to_owned(),
+                    }));
+                }
+                Pending::Echo => {}
+            }
+        }
+    }
+}
+
+/// Runs connections one after the other until shutdown.
+async fn supervise(inner: Arc<Inner>) {
+    let mut backoff = inner.config.backoff_min;
+    let mut shutdown = inner.shutdown.clone();
+    let mut start = 0usize;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        match establish(&inner, &mut start).await {
+            Ok(live) => {
+                backoff = inner.config.backoff_min;
+                let remote = live.conn.remote.clone();
+                let why = run(&inner, live).await;
+                inner.conn.send_replace(None);
+                lock(&inner.status).connected = None;
+                if *shutdown.borrow() {
+                    break;
+                }
+                warn!(%remote, reason = %why, "OVSDB connection lost; reconnecting");
+                lock(&inner.status).last_error = Some(why);
+            }
+            Err(e) => {
+                debug!(error = %e, "OVSDB connect failed");
+                lock(&inner.status).last_error = Some(e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        backoff = (backoff * 2).min(inner.config.backoff_max);
+    }
+    inner.conn.send_replace(None);
+    debug!("OVSDB client stopped");
+}
+
+struct Live {
+    conn: Arc<Conn>,
+    reader: tokio::task::JoinHandle<String>,
+    writer: tokio::task::JoinHandle<String>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+        self.conn.close();
+    }
+}
+
+/// Tries each remote once, starting at `start`; returns the first usable connection with
+/// its monitor in place.
+async fn establish(inner: &Arc<Inner>, start: &mut usize) -> Result<Live> {
+    let n = inner.remotes.len();
+    let mut last = String::new();
+    for k in 0..n {
+        let i = (*start + k) % n;
+        let remote = &inner.remotes[i];
+        match open(inner, remote).await {
+            Ok(live) => {
+                *start = i;
+                return Ok(live);
+            }
+            Err(e) => {
+                debug!(%remote, error = %e, "remote not usable");
+                last = e.to_string();
+            }
+        }
+    }
+    *start = (*start + 1) % n;
+    Err(Error::NoUsableRemote {
+        remotes: inner.config.remotes.clone(),
+        last,
+    })
+}
+
+async fn open(inner: &Arc<Inner>, remote: &Remote) -> Result<Live> {
+    let (r, w) = remote.connect().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(Conn {
+        remote: remote.to_string(),
+        tx,
+        pending: Mutex::new((false, HashMap::new())),
+        next_id: AtomicU64::new(1),
+        last_rx: Mutex::new(Instant::now()),
+        closed: AtomicBool::new(false),
+    });
+    let live = Live {
+        reader: tokio::spawn(read_loop(inner.clone(), conn.clone(), r)),
+        writer: tokio::spawn(write_loop(w, rx)),
+        conn,
+    };
+    let timeout = inner.config.request_timeout;
+    let db = &inner.config.database;
+    let conn = &live.conn;
+
+    if inner.config.leader_only {
+        check_leader(conn, db, timeout).await?;
+    }
+    let started = if inner.config.monitor.is_empty() {
+        None
+    } else {
+        let schema_json = conn.call("get_schema", json!([db]), timeout).await?;
+        let schema = Schema::parse(&schema_json)?;
+        Some(start_monitor(inner, conn, schema).await?)
+    };
+    {
+        let mut st = lock(&inner.status);
+        st.connected = Some(conn.remote.clone());
+        st.connects += 1;
+        if let Some((method, resume)) = started {
+            st.monitor_method = Some(method);
+            st.last_resume = Some(resume);
+        }
+    }
+    info!(remote = %conn.remote, ?started, "OVSDB connected");
+    inner.conn.send_replace(Some(conn.clone()));
+    Ok(live)
+}
+
+/// For a clustered database, refuses a server that is not the connected leader.
+async fn check_leader(conn: &Conn, db: &str, timeout: Duration) -> Result<()> {
+    let ops = json!(["_Server", {"op": "select", "table": "Database",
+        "where": [["name", "==", db]], "columns": ["model", "leader", "connected"]}]);
+    let reply = match conn.call("transact", ops, timeout).await {
+        Ok(r) => r,
+        // A server without _Server (very old) is standalone.
+        Err(Error::Rpc { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let row = reply.get(0).and_then(|r| r.get("rows")).and_then(|r| r.get(0));
+    let Some(row) = row else {
+        return Err(Error::Protocol(format!(
+            "{}: database {db} not served",
+            conn.remote
+        )));
+    };
+    let model = row.get("model").and_then(Value::as_str).unwrap_or("");
+    let leader = row.get("leader") == Some(&Value::Bool(true));
+    let connected = row.get("connected") == Some(&Value::Bool(true));
+    if model == "clustered" && !(leader && connected) {
+        return Err(Error::Protocol(format!(
+            "{}: not the connected leader of clustered {db} (leader={leader}, connected={connected})",
+            conn.remote
+        )));
+    }
+    Ok(())
+}
+
+async fn start_monitor(
+    inner: &Arc<Inner>,
+    conn: &Conn,
+    schema: Schema,
+) -> Result<(MonitorMethod, Resume)> {
+    let db = &inner.config.database;
+    let mut columns = BTreeMap::new();
+    let mut requests = serde_json::Map::new();
+    for (table, cols) in &inner.config.monitor {
+        let Some(known) = schema.tables.get(table) else {
+            return Err(Error::Schema {
+                db: db.clone(),
+                reason: format!("monitored table {table} does not exist"),
+            });
+        };
+        let cols: Vec<String> = if cols.is_empty() {
+            known.keys().cloned().collect()
+        } else {
+            cols.clone()
+        };
+        if let Some(c) = cols.iter().find(|c| !known.contains_key(*c)) {
+            return Err(Error::Schema {
+                db: db.clone(),
+                reason: format!("monitored column {table}.{c} does not exist"),
+            });
+        }
+        requests.insert(table.clone(), json!([{ "columns": cols }]));
+        columns.insert(table.clone(), cols);
+    }
+    let shape = Arc::new(Shape { schema, columns });
+    // The mirror gets the new shape now; its rows stay until the reply says whether they
+    // can be kept.
+    let last_txn = {
+        let mut m = inner
+            .mirror
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.set_shape(shape);
+        m.last_txn_id().map(str::to_owned)
+    };
+
+    let mut method = inner.config.monitor_method.unwrap_or(MonitorMethod::CondSince);
+    let remembered = lock(&inner.status).monitor_method;
+    if inner.config.monitor_method.is_none()
+        && let Some(r) = remembered
+    {
+        method = r;
+    }
+    loop {
+        let params = match method {
+            MonitorMethod::CondSince => json!([
+                db,
+                MONITOR_ID,
+                requests,
+                last_txn.as_deref().unwrap_or(ZERO_TXN)
+            ]),
+            _ => json!([db, MONITOR_ID, requests]),
+        };
+        let (tx, rx) = oneshot::channel();
+        let id = conn
+            .register(Pending::Monitor { method, tx })
+            .ok_or_else(|| Error::ConnectionLost {
+                method: method.name().to_owned(),
+            })?;
+        if !conn.send(id, method.name(), &params) {
+            return Err(Error::ConnectionLost {
+                method: method.name().to_owned(),
+            });
+        }
+        let reply = tokio::time::timeout(inner.config.request_timeout, rx).await;
+        match reply {
+            Ok(Ok(Ok(()))) => {
+                let resume = lock(&inner.status).last_resume.unwrap_or(Resume::Snapshot);
+                return Ok((method, resume));
+            }
+            Ok(Ok(Err(Error::Rpc { error, .. })))
+                if inner.config.monitor_method.is_none()
+                    && error.to_string().contains("unknown method")
+                    && method.fallback().is_some() =>
+            {
+                info!(method = method.name(), "server lacks monitor method; falling back");
+                method = method.fallback().unwrap_or(MonitorMethod::Plain);
+            }
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => {
+                return Err(Error::ConnectionLost {
+                    method: method.name().to_owned(),
+                });
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    method: method.name().to_owned(),
+                    timeout_ms: millis(inner.config.request_timeout),
+                });
+            }
+        }
+    }
+}
+
+/// Serves a ready connection until it dies; returns why.
+async fn run(inner: &Arc<Inner>, mut live: Live) -> String {
+    let interval = inner.config.echo_interval;
+    let mut shutdown = inner.shutdown.clone();
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = &mut live.reader => return r.unwrap_or_else(|e| e.to_string()),
+            r = &mut live.writer => return r.unwrap_or_else(|e| e.to_string()),
+            _ = shutdown.wait_for(|s| *s) => return "shutdown".into(),
+            _ = tick.tick() => {
+                let idle = lock(&live.conn.last_rx).elapsed();
+                if idle > interval * 2 {
+                    return format!("no message from server for {} ms", idle.as_millis());
+                }
+                if let Some(id) = live.conn.register(Pending::Echo) {
+                    live.conn.send(id, "echo", &json!([]));
+                }
+            }
+        }
+    }
+}
+
+async fn write_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> String {
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = w.write_all(&bytes).await {
+            return format!("write failed: {e}");
+        }
+    }
+    "writer closed".into()
+}
+
+async fn read_loop(inner: Arc<Inner>, conn: Arc<Conn>, mut r: BoxRead) -> String {
+    let mut framer = Framer::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let why = loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) => break "server closed the connection".to_owned(),
+            Ok(n) => n,
+            Err(e) => break format!("read failed: {e}"),
+        };
+        *lock(&conn.last_rx) = Instant::now();
+        framer.push(&buf[..n]);
+        let msgs = match framer.drain() {
+            Ok(m) => m,
+            Err(e) => break e.to_string(),
+        };
+        let mut failed = None;
+        for msg in msgs {
+            if let Err(e) = handle(&inner, &conn, msg) {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        if let Some(why) = failed {
+            break why;
+        }
+    };
+    conn.close();
+    why
+}
+
+fn handle(inner: &Inner, conn: &Conn, msg: Value) -> Result<()> {
+    if let Some(method) = msg.get("method").and_then(Value::as_str) {
+        let params = msg.get("params").cloned().unwrap_or(Value::Null);
+        return match method {
+            "echo" => {
+                let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                let reply = json!({"id": id, "result": params, "error": null});
+                if let Ok(bytes) = serde_json::to_vec(&reply) {
+                    let _ = conn.tx.send(bytes);
+                }
+                Ok(())
+            }
+            "update3" => {
+                let txn = params.get(1).and_then(Value::as_str).map(str::to_owned);
+                apply(inner, |m| {
+                    m.apply_update2(params.get(2).unwrap_or(&Value::Null))?;
+                    m.set_last_txn_id(txn);
+                    Ok(())
+                })
+            }
+            "update2" => apply(inner, |m| {
+                m.apply_update2(params.get(1).unwrap_or(&Value::Null))
+            }),
+            "update" => apply(inner, |m| {
+                m.apply_update1(params.get(1).unwrap_or(&Value::Null))
+            }),
+            other => {
+                debug!(method = other, "ignoring notification");
+                Ok(())
+            }
+        };
+    }
+    let Some(id) = msg.get("id").and_then(Value::as_u64) else {
+        return Ok(());
+    };
+    let Some(pending) = lock(&conn.pending).1.remove(&id) else {
+        return Ok(());
+    };
+    let error = msg.get("error").filter(|e| !e.is_null()).cloned();
+    let result = msg.get("result").cloned().unwrap_or(Value::Null);
+    match pending {
+        Pending::Echo => {}
+        Pending::Call { method, tx } => {
+            let r = match error {
+                Some(error) => Err(Error::Rpc { method, error }),
+                None => Ok(result),
+            };
+            let _ = tx.send(r);
+        }
+        Pending::Monitor { method, tx } => {
+            let rpc_error = error.is_some();
+            let r = match error {
+                Some(error) => Err(Error::Rpc {
+                    method: method.name().to_owned(),
+                    error,
+                }),
+                None => apply_monitor_reply(inner, method, &result),
+            };
+            // A reply that could not be applied leaves the mirror inconsistent: drop the
+            // connection. An RPC error (e.g. unknown method) is not fatal.
+            let fatal = !rpc_error && r.is_err();
+            let why = r.as_ref().err().map(ToString::to_string);
+            let _ = tx.send(r);
+            if let (true, Some(why)) = (fatal, why) {
+                return Err(Error::Protocol(why));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_monitor_reply(inner: &Inner, method: MonitorMethod, result: &Value) -> Result<()> {
+    let mut resume = Resume::Snapshot;
+    apply(inner, |m| match method {
+        MonitorMethod::CondSince => {
+            let found = result.get(0).and_then(Value::as_bool).unwrap_or(false);
+            let txn = result.get(1).and_then(Value::as_str).map(str::to_owned);
+            if found {
+                resume = Resume::Changes;
+            } else {
+                m.clear();
+            }
+            m.apply_update2(result.get(2).unwrap_or(&Value::Null))?;
+            m.set_last_txn_id(txn);
+            Ok(())
+        }
+        MonitorMethod::Cond => {
+            m.clear();
+            m.set_last_txn_id(None);
+            m.apply_update2(result)
+        }
+        MonitorMethod::Plain => {
+            m.clear();
+            m.set_last_txn_id(None);
+            m.apply_update1(result)
+        }
+    })?;
+    lock(&inner.status).last_resume = Some(resume);
+    Ok(())
+}
+
+fn apply(inner: &Inner, f: impl FnOnce(&mut Mirror) -> Result<()>) -> Result<()> {
+    {
+        let mut m = inner
+            .mirror
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut m)?;
+    }
+    inner.generation.send_modify(|g| *g += 1);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transact_errors_name_the_operation() {
+        let names = vec!["insert".to_owned(), "wait".to_owned()];
+        let err = check_transact(
+            "NB",
+            &names,
+            json!([{"uuid": ["uuid", "x"]}, {"error": "timed out", "details": "\"wait\" timed out"}]),
+        )
+        .expect_err("op error");
+        assert!(
+            matches!(&err, Error::OpFailed { index: 1, op, error, .. } if op == "wait" && error == "timed out"),
+            "{err:?}"
+        );
+        let err = check_transact(
+            "NB",
+            &names,
+            json!([{}, {}, {"error": "referential integrity violation"}]),
+        )
+        .expect_err("commit error");
+        assert!(matches!(err, Error::CommitFailed { .. }), "{err:?}");
+        assert_eq!(
+            check_transact("NB", &names, json!([{}, {}])).expect("ok").len(),
+            2
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! `ferry-ovsdb` owns Ferry's conversation with OVSDB (RFC 7047 JSON-RPC, as spoken by
+//! ovsdb-server 3.1): connecting to `unix:`/`tcp:` remotes (preferring the RAFT leader of
+//! a clustered database), `transact` with typed per-operation errors, answering the
+//! server's `echo` and sending our own, a `monitor_cond_since` monitor (falling back to
+//! `monitor_cond`, then `monitor`) that keeps an in-memory [`Mirror`] of chosen tables,
+//! and reconnection with backoff that resumes the monitor from the last transaction id.
+//! It also names the OVN Northbound tables and columns Ferry writes ([`nb`]).
+//!
+//! It must not decide anything: which rows should exist is `ferry-net`'s job. Rows and
+//! operations cross the boundary as wire-notation `serde_json` values ([`wire`]), so that
+//! pure code can build them without this crate's client.
+//!
+//! Written here because no maintained crate fits (see the design's dependency notes: the
+//! `ovsdb` crate has no monitor; `ovsdb-client` never answers echo and has no
+//! monitor_cond/update2). `ssl:` remotes are refused with a clear error.
+//!
+//! ```no_run
+//! # async fn demo() -> ferry_ovsdb::Result<()> {
+//! use ferry_ovsdb::{Client, nb, wire};
+//! let client = Client::connect(nb::config(["unix:/run/ovn/ovnnb_db.sock"])).await?;
+//! client
+//!     .transact(nb::DATABASE, vec![wire::insert(
+//!         nb::logical_switch::TABLE,
+//!         wire::row([(nb::logical_switch::NAME, "ls1".into())]),
+//!     )])
+//!     .await?;
+//! // The mirror already holds the new switch when transact returns.
+//! let n = client.with_mirror(|m| m.table(nb::logical_switch::TABLE).map_or(0, |t| t.len()));
+//! # let _ = n; Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod framing;
+mod mirror;
+pub mod nb;
+mod remote;
+pub mod schema;
+pub mod wire;
+
+pub use client::{Client, Config, MonitorMethod, Resume, Status};
+pub use error::{Error, Result};
+pub use mirror::{Mirror, Tables};
+pub use remote::Remote;
+pub use wire::Row;
