@@ -35,6 +35,7 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    #[cfg(test)]
     pub(crate) fn new(shape: Arc<Shape>) -> Mirror {
         let tables = shape
             .columns
