@@ -57,7 +57,10 @@ fn start_server() -> anyhow::Result<(OwnServer, String)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((OwnServer { child, _dir: dir }, format!("unix:{}", sock.display())))
+    Ok((
+        OwnServer { child, _dir: dir },
+        format!("unix:{}", sock.display()),
+    ))
 }
 
 fn load_balancer(i: usize) -> Value {
@@ -101,7 +104,9 @@ async fn main() -> anyhow::Result<()> {
 
     let client = Client::connect(nb::config([remote.clone()])).await?;
     let before = client.with_mirror(|m| m.len());
-    println!("remote {remote}: {rows} Load_Balancer rows x {BACKENDS} backends, {per_txn} rows per transaction (mirror starts with {before} rows)");
+    println!(
+        "remote {remote}: {rows} Load_Balancer rows x {BACKENDS} backends, {per_txn} rows per transaction (mirror starts with {before} rows)"
+    );
 
     let mut sizes = Vec::new();
     let mut latencies = Vec::new();
@@ -112,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         let mut params = vec![json!(nb::DATABASE)];
         params.extend(ops.iter().cloned());
-        sizes.push(serde_json::to_vec(&json!({"id": 0, "method": "transact", "params": params}))?.len());
+        sizes.push(
+            serde_json::to_vec(&json!({"id": 0, "method": "transact", "params": params}))?.len(),
+        );
         let t = Instant::now();
         client.transact(nb::DATABASE, ops).await?;
         latencies.push(t.elapsed());

@@ -254,7 +254,12 @@ impl Client {
     pub async fn transact(&self, db: &str, ops: Vec<Value>) -> Result<Vec<Value>> {
         let names: Vec<String> = ops
             .iter()
-            .map(|o| o.get("op").and_then(Value::as_str).unwrap_or("?").to_owned())
+            .map(|o| {
+                o.get("op")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_owned()
+            })
             .collect();
         let mut params = Vec::with_capacity(ops.len() + 1);
         params.push(Value::String(db.to_owned()));
@@ -362,7 +367,9 @@ fn check_transact(db: &str, names: &[String], reply: Value) -> Result<Vec<Value>
         let Some(error) = r.get("error") else {
             continue;
         };
-        let error = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
+        let error = error
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_owned);
         let details = r.get("details").and_then(Value::as_str).map(str::to_owned);
         return Err(match names.get(index) {
             Some(op) => Error::OpFailed {
@@ -610,7 +617,10 @@ async fn check_leader(conn: &Conn, db: &str, timeout: Duration) -> Result<()> {
         Err(Error::Rpc { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let row = reply.get(0).and_then(|r| r.get("rows")).and_then(|r| r.get(0));
+    let row = reply
+        .get(0)
+        .and_then(|r| r.get("rows"))
+        .and_then(|r| r.get(0));
     let Some(row) = row else {
         return Err(Error::Protocol(format!(
             "{}: database {db} not served",
@@ -670,7 +680,10 @@ async fn start_monitor(
         m.last_txn_id().map(str::to_owned)
     };
 
-    let mut method = inner.config.monitor_method.unwrap_or(MonitorMethod::CondSince);
+    let mut method = inner
+        .config
+        .monitor_method
+        .unwrap_or(MonitorMethod::CondSince);
     let remembered = lock(&inner.status).monitor_method;
     if inner.config.monitor_method.is_none()
         && let Some(r) = remembered
@@ -709,7 +722,10 @@ async fn start_monitor(
                     && error.to_string().contains("unknown method")
                     && method.fallback().is_some() =>
             {
-                info!(method = method.name(), "server lacks monitor method; falling back");
+                info!(
+                    method = method.name(),
+                    "server lacks monitor method; falling back"
+                );
                 method = method.fallback().unwrap_or(MonitorMethod::Plain);
             }
             Ok(Ok(Err(e))) => return Err(e),
@@ -929,7 +945,9 @@ mod tests {
         .expect_err("commit error");
         assert!(matches!(err, Error::CommitFailed { .. }), "{err:?}");
         assert_eq!(
-            check_transact("NB", &names, json!([{}, {}])).expect("ok").len(),
+            check_transact("NB", &names, json!([{}, {}]))
+                .expect("ok")
+                .len(),
             2
         );
     }

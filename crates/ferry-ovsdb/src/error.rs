@@ -7,7 +7,10 @@ use serde_json::Value;
 pub enum Error {
     /// The remote string is not `unix:PATH` or `tcp:HOST:PORT`.
     #[error("invalid OVSDB remote {remote:?}: {reason}")]
-    InvalidRemote { remote: String, reason: &'static str },
+    InvalidRemote {
+        remote: String,
+        reason: &'static str,
+    },
 
     /// `ssl:` remotes are recognised but not implemented by this client.
     #[error(
@@ -49,7 +52,10 @@ pub enum Error {
     Rpc { method: String, error: Value },
 
     /// One operation of a transaction failed (RFC 7047 section 4.1.3).
-    #[error("OVSDB transact on {db}: operation {index} ({op}) failed: {error}{}", details_suffix(details))]
+    #[error(
+        "OVSDB transact on {db}: operation {index} ({op}) failed: {error}{}",
+        details_suffix(details)
+    )]
     OpFailed {
         db: String,
         index: usize,
@@ -60,7 +66,10 @@ pub enum Error {
 
     /// Every operation succeeded but the commit failed (constraint or
     /// referential-integrity violation, reported as an extra result element).
-    #[error("OVSDB transact on {db}: commit failed: {error}{}", details_suffix(details))]
+    #[error(
+        "OVSDB transact on {db}: commit failed: {error}{}",
+        details_suffix(details)
+    )]
     CommitFailed {
         db: String,
         error: String,

@@ -318,12 +318,14 @@ mod tests {
     use serde_json::json;
 
     fn shape() -> Arc<Shape> {
-        let schema = Schema::parse(&json!({"name": "T", "version": "1", "tables": {"Sw": {"columns": {
-            "name": {"type": "string"},
-            "ports": {"type": {"key": "uuid", "min": 0, "max": "unlimited"}},
-            "opt": {"type": {"key": "string", "min": 0}},
-            "ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}
-        }}}}))
+        let schema = Schema::parse(
+            &json!({"name": "T", "version": "1", "tables": {"Sw": {"columns": {
+                "name": {"type": "string"},
+                "ports": {"type": {"key": "uuid", "min": 0, "max": "unlimited"}},
+                "opt": {"type": {"key": "string", "min": 0}},
+                "ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}
+            }}}}),
+        )
         .expect("schema");
         Arc::new(Shape {
             schema,
@@ -382,7 +384,11 @@ mod tests {
                 .expect("initial");
             m.apply_update2(&json!({"Sw": {"u1": {"modify": diff}}}))
                 .expect(name);
-            assert_eq!(m.row("Sw", "u1").and_then(|r| r.get(col)), Some(&want), "{name}");
+            assert_eq!(
+                m.row("Sw", "u1").and_then(|r| r.get(col)),
+                Some(&want),
+                "{name}"
+            );
         }
     }
 

@@ -58,12 +58,7 @@ pub const STRING_SET_NONEMPTY: ColumnType = ty(AtomType::String, None, 1, Max::U
 /// Any number of uuids (references).
 pub const UUID_SET: ColumnType = ty(AtomType::Uuid, None, 0, Max::Unlimited);
 /// string -> string map.
-pub const STRING_MAP: ColumnType = ty(
-    AtomType::String,
-    Some(AtomType::String),
-    0,
-    Max::Unlimited,
-);
+pub const STRING_MAP: ColumnType = ty(AtomType::String, Some(AtomType::String), 0, Max::Unlimited);
 
 macro_rules! table {
     ($(#[$doc:meta])* $module:ident = $name:literal { $($konst:ident = $col:literal : $ty:ident),* $(,)? }) => {
@@ -222,9 +217,11 @@ pub const TABLES: &[Table] = &[
 
 /// A [`crate::Config`] for `OVN_Northbound` that mirrors every table and column Ferry uses.
 pub fn config<S: Into<String>>(remotes: impl IntoIterator<Item = S>) -> crate::Config {
-    TABLES.iter().fold(crate::Config::new(remotes, DATABASE), |c, t| {
-        c.monitor_table(t.name, &t.column_names())
-    })
+    TABLES
+        .iter()
+        .fold(crate::Config::new(remotes, DATABASE), |c, t| {
+            c.monitor_table(t.name, &t.column_names())
+        })
 }
 
 #[cfg(test)]

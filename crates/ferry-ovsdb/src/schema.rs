@@ -181,12 +181,7 @@ mod tests {
     fn column_shapes() {
         let cases = [
             ("scalar string", json!("string"), false, false),
-            (
-                "optional",
-                json!({"key": "string", "min": 0}),
-                true,
-                false,
-            ),
+            ("optional", json!({"key": "string", "min": 0}), true, false),
             (
                 "set of refs",
                 json!({"key": {"type": "uuid", "refTable": "X"}, "min": 0, "max": "unlimited"}),

@@ -249,7 +249,14 @@ mod tests {
             ),
             (
                 "wait until == with timeout",
-                wait("Logical_Switch", vec![eq("name", "a")], &["name"], true, vec![], Some(0)),
+                wait(
+                    "Logical_Switch",
+                    vec![eq("name", "a")],
+                    &["name"],
+                    true,
+                    vec![],
+                    Some(0),
+                ),
                 json!({"op":"wait","table":"Logical_Switch","where":[["name","==","a"]],"columns":["name"],"until":"==","rows":[],"timeout":0}),
             ),
             (

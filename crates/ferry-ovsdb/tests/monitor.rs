@@ -20,9 +20,13 @@ fn switch<'a>(m: &'a Mirror, name: &str) -> Option<(&'a String, &'a wire::Row)> 
 #[ignore = "needs OVN binaries"]
 async fn mirror_follows_another_clients_inserts_updates_and_deletes_with_every_monitor_method() {
     let server = Server::standalone();
-    for (i, method) in [MonitorMethod::CondSince, MonitorMethod::Cond, MonitorMethod::Plain]
-        .into_iter()
-        .enumerate()
+    for (i, method) in [
+        MonitorMethod::CondSince,
+        MonitorMethod::Cond,
+        MonitorMethod::Plain,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut config = nb::config([server.unix_remote()]);
         config.monitor_method = Some(method);
@@ -33,16 +37,27 @@ async fn mirror_follows_another_clients_inserts_updates_and_deletes_with_every_m
         // An existing row from the previous round arrives in the initial snapshot.
         if i > 0 {
             let prev = format!("x{}", i - 1);
-            assert!(c.with_mirror(|m| switch(m, &prev).is_some()), "{method:?}: initial snapshot");
+            assert!(
+                c.with_mirror(|m| switch(m, &prev).is_some()),
+                "{method:?}: initial snapshot"
+            );
         }
 
         server.nbctl(&["ls-add", &name]);
-        c.wait_until(WAIT, |m| switch(m, &name).is_some()).await.expect("insert seen");
+        c.wait_until(WAIT, |m| switch(m, &name).is_some())
+            .await
+            .expect("insert seen");
 
         // modify: a set column gains elements, a map column gains a key.
         server.nbctl(&["lsp-add", &name, &format!("{name}-p1")]);
         server.nbctl(&["lsp-add", &name, &format!("{name}-p2")]);
-        server.nbctl(&["set", "Logical_Switch", &name, "external_ids:owner=ferry", "other_config:a=1"]);
+        server.nbctl(&[
+            "set",
+            "Logical_Switch",
+            &name,
+            "external_ids:owner=ferry",
+            "other_config:a=1",
+        ]);
         c.wait_until(WAIT, |m| {
             switch(m, &name).is_some_and(|(_, r)| {
                 wire::set_elements(&r[ls::PORTS]).len() == 2
@@ -69,17 +84,31 @@ async fn mirror_follows_another_clients_inserts_updates_and_deletes_with_every_m
             let ports = wire::set_elements(&r[ls::PORTS]);
             assert_eq!(ports.len(), 1, "{method:?}: {r:?}");
             let p = wire::as_uuid(ports[0]).expect("uuid");
-            assert_eq!(m.row(lsp::TABLE, p).map(|p| &p[lsp::NAME]), Some(&json!(format!("{name}-p2"))));
+            assert_eq!(
+                m.row(lsp::TABLE, p).map(|p| &p[lsp::NAME]),
+                Some(&json!(format!("{name}-p2")))
+            );
         });
 
         // delete (the switch and, by garbage collection, its port).
         server.nbctl(&["ls-add", &format!("{name}-tmp")]);
         server.nbctl(&["ls-del", &format!("{name}-tmp")]);
-        c.wait_until(WAIT, |m| switch(m, &format!("{name}-tmp")).is_none() && switch(m, &name).is_some())
-            .await
-            .expect("delete seen");
-        let out = server.nbctl(&["--bare", "--columns=_uuid", "find", "Logical_Switch", &format!("name={name}")]);
-        assert!(c.with_mirror(|m| m.row(ls::TABLE, &out).is_some()), "mirror keyed by the real uuid {out}");
+        c.wait_until(WAIT, |m| {
+            switch(m, &format!("{name}-tmp")).is_none() && switch(m, &name).is_some()
+        })
+        .await
+        .expect("delete seen");
+        let out = server.nbctl(&[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Logical_Switch",
+            &format!("name={name}"),
+        ]);
+        assert!(
+            c.with_mirror(|m| m.row(ls::TABLE, &out).is_some()),
+            "mirror keyed by the real uuid {out}"
+        );
         assert_eq!(c.status().last_resume, Some(Resume::Snapshot));
     }
 }
@@ -88,16 +117,31 @@ async fn mirror_follows_another_clients_inserts_updates_and_deletes_with_every_m
 #[ignore = "needs OVN binaries"]
 async fn mirror_of_selected_columns_only_and_unknown_table_is_an_error() {
     let server = Server::standalone();
-    server.nbctl(&["ls-add", "a", "--", "set", "Logical_Switch", "a", "external_ids:k=v"]);
-    let c = Client::connect(Config::new([server.unix_remote()], nb::DATABASE).monitor_table(ls::TABLE, &[ls::NAME]))
-        .await
-        .expect("connect");
+    server.nbctl(&[
+        "ls-add",
+        "a",
+        "--",
+        "set",
+        "Logical_Switch",
+        "a",
+        "external_ids:k=v",
+    ]);
+    let c = Client::connect(
+        Config::new([server.unix_remote()], nb::DATABASE).monitor_table(ls::TABLE, &[ls::NAME]),
+    )
+    .await
+    .expect("connect");
     c.with_mirror(|m| {
         let (_, row) = switch(m, "a").expect("a");
-        assert_eq!(row.keys().collect::<Vec<_>>(), vec!["name"], "only the monitored column");
+        assert_eq!(
+            row.keys().collect::<Vec<_>>(),
+            vec!["name"],
+            "only the monitored column"
+        );
     });
 
-    let mut bad = Config::new([server.unix_remote()], nb::DATABASE).monitor_table("No_Such_Table", &[]);
+    let mut bad =
+        Config::new([server.unix_remote()], nb::DATABASE).monitor_table("No_Such_Table", &[]);
     bad.request_timeout = Duration::from_secs(2);
     let err = Client::connect(bad).await.expect_err("unknown table");
     assert!(err.to_string().contains("No_Such_Table"), "{err}");
@@ -115,8 +159,18 @@ async fn idle_tcp_connection_survives_the_servers_inactivity_probe() {
     let c = Client::connect(config).await.expect("connect");
     tokio::time::sleep(Duration::from_secs(12)).await;
     server.nbctl(&["ls-add", "after-idle"]);
-    c.wait_until(WAIT, |m| switch(m, "after-idle").is_some()).await.expect("still monitoring");
-    assert_eq!(c.status().connects, 1, "never reconnected: {:?}", c.status());
+    c.wait_until(WAIT, |m| switch(m, "after-idle").is_some())
+        .await
+        .expect("still monitoring");
+    assert_eq!(
+        c.status().connects,
+        1,
+        "never reconnected: {:?}",
+        c.status()
+    );
     let log = std::fs::read_to_string(server.dir.path().join("ovsdb-server.log")).expect("log");
-    assert!(!log.contains("no response to inactivity probe"), "server dropped us:\n{log}");
+    assert!(
+        !log.contains("no response to inactivity probe"),
+        "server dropped us:\n{log}"
+    );
 }

@@ -19,7 +19,14 @@ const RACERS: usize = 10;
 /// Insert switch `name` unless it exists: a retry after an unknown outcome cannot duplicate it.
 fn guarded_insert(name: &str) -> Vec<Value> {
     vec![
-        wire::wait(ls::TABLE, vec![wire::eq(ls::NAME, name)], &[ls::NAME], true, vec![], Some(0)),
+        wire::wait(
+            ls::TABLE,
+            vec![wire::eq(ls::NAME, name)],
+            &[ls::NAME],
+            true,
+            vec![],
+            Some(0),
+        ),
         wire::insert(ls::TABLE, wire::row([(ls::NAME, json!(name))])),
     ]
 }
@@ -27,7 +34,8 @@ fn guarded_insert(name: &str) -> Vec<Value> {
 fn names(m: &Mirror) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in m.table(ls::TABLE).into_iter().flat_map(|t| t.values()) {
-        *out.entry(r[ls::NAME].as_str().unwrap_or("").to_owned()).or_default() += 1;
+        *out.entry(r[ls::NAME].as_str().unwrap_or("").to_owned())
+            .or_default() += 1;
     }
     out
 }
@@ -42,7 +50,9 @@ async fn crash_and_restart(mut server: Server) -> Client {
     let c = Client::connect(config).await.expect("connect");
     server.nbctl(&["ls-add", "before"]);
     server.nbctl(&["ls-add", "doomed"]);
-    c.wait_until(WAIT, |m| names(m).contains_key("doomed")).await.expect("initial changes");
+    c.wait_until(WAIT, |m| names(m).contains_key("doomed"))
+        .await
+        .expect("initial changes");
 
     // Guarded inserts racing the crash: some commit before it, some are in flight, some
     // are sent after it.
@@ -66,11 +76,21 @@ async fn crash_and_restart(mut server: Server) -> Client {
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
     for r in racers {
         let (name, r) = r.await.expect("racer task");
-        *outcomes.entry(if r.is_ok() { "ok" } else { "guard tripped on retry" }).or_default() += 1;
+        *outcomes
+            .entry(if r.is_ok() {
+                "ok"
+            } else {
+                "guard tripped on retry"
+            })
+            .or_default() += 1;
         match r {
             Ok(_) => {}
             // The first attempt committed but its reply was lost; the retry hit the guard.
-            Err(Error::OpFailed { index: 0, ref error, .. }) if error == "timed out" => {}
+            Err(Error::OpFailed {
+                index: 0,
+                ref error,
+                ..
+            }) if error == "timed out" => {}
             Err(e) => panic!("{name}: {e}"),
         }
     }
@@ -87,7 +107,12 @@ async fn crash_and_restart(mut server: Server) -> Client {
         want.iter().all(|w| n.contains_key(w)) && !n.contains_key("doomed")
     })
     .await
-    .unwrap_or_else(|e| panic!("mirror did not converge: {e}; have {:?}", c.with_mirror(names)));
+    .unwrap_or_else(|e| {
+        panic!(
+            "mirror did not converge: {e}; have {:?}",
+            c.with_mirror(names)
+        )
+    });
 
     // Exactly one row per guarded name, in the mirror and on the server.
     let counts = c.with_mirror(names);
@@ -96,11 +121,21 @@ async fn crash_and_restart(mut server: Server) -> Client {
         .transact(DB, vec![wire::select(ls::TABLE, vec![], Some(&[ls::NAME]))])
         .await
         .expect("select");
-    assert_eq!(rows[0]["rows"].as_array().map(Vec::len), Some(want.len()), "{rows:?}");
+    assert_eq!(
+        rows[0]["rows"].as_array().map(Vec::len),
+        Some(want.len()),
+        "{rows:?}"
+    );
 
     // The mirror equals what a fresh client sees.
-    let fresh = Client::connect(nb::config([server.unix_remote()])).await.expect("fresh");
-    assert_eq!(fresh.snapshot().tables(), c.snapshot().tables(), "mirror converged to the server's state");
+    let fresh = Client::connect(nb::config([server.unix_remote()]))
+        .await
+        .expect("fresh");
+    assert_eq!(
+        fresh.snapshot().tables(),
+        c.snapshot().tables(),
+        "mirror converged to the server's state"
+    );
     assert!(c.status().connects >= 2, "{:?}", c.status());
     c
 }
@@ -112,12 +147,21 @@ async fn standalone_db_kill_9_reconnects_with_full_snapshot_and_no_duplicates() 
     // A standalone ovsdb-server 3.1 keeps no transaction history (its update3 ids are all
     // zero), so monitor_cond_since answers found=false with a snapshot.
     assert_eq!(c.status().last_resume, Some(Resume::Snapshot));
-    assert_eq!(c.with_mirror(|m| m.last_txn_id().map(str::to_owned)).as_deref(), Some("00000000-0000-0000-0000-000000000000"));
+    assert_eq!(
+        c.with_mirror(|m| m.last_txn_id().map(str::to_owned))
+            .as_deref(),
+        Some("00000000-0000-0000-0000-000000000000")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs OVN binaries"]
 async fn clustered_db_kill_9_resumes_from_last_txn_id_and_no_duplicates() {
     let c = crash_and_restart(Server::clustered()).await;
-    assert_eq!(c.status().last_resume, Some(Resume::Changes), "{:?}", c.status());
+    assert_eq!(
+        c.status().last_resume,
+        Some(Resume::Changes),
+        "{:?}",
+        c.status()
+    );
 }

@@ -41,7 +41,9 @@ impl Server {
         } else {
             cmd.arg("create").arg(&db).arg(NB_SCHEMA);
         }
-        let out = cmd.output().expect("run ovsdb-tool (install openvswitch-common)");
+        let out = cmd
+            .output()
+            .expect("run ovsdb-tool (install openvswitch-common)");
         assert!(out.status.success(), "ovsdb-tool: {out:?}");
         let sock = dir.path().join("nb.sock");
         let mut s = Server {
@@ -65,8 +67,14 @@ impl Server {
             .arg(&self.db)
             .arg(format!("--remote=punix:{}", self.sock.display()))
             .arg("--remote=ptcp:0:127.0.0.1")
-            .arg(format!("--unixctl={}", d.join("ovsdb-server.ctl").display()))
-            .arg(format!("--pidfile={}", d.join("ovsdb-server.pid").display()))
+            .arg(format!(
+                "--unixctl={}",
+                d.join("ovsdb-server.ctl").display()
+            ))
+            .arg(format!(
+                "--pidfile={}",
+                d.join("ovsdb-server.pid").display()
+            ))
             .arg(format!("--log-file={}", log.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -82,7 +90,11 @@ impl Server {
                 self.tcp_port = port;
                 return;
             }
-            assert!(Instant::now() < deadline, "ovsdb-server did not start; see {}", log.display());
+            assert!(
+                Instant::now() < deadline,
+                "ovsdb-server did not start; see {}",
+                log.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -90,7 +102,10 @@ impl Server {
     /// The port of the latest `ptcp:0` listener, from the log.
     fn listening_port(&self, log: &Path) -> Option<u16> {
         let text = std::fs::read_to_string(log).ok()?;
-        let line = text.lines().rev().find(|l| l.contains(": listening on port"))?;
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains(": listening on port"))?;
         line.rsplit(' ').next()?.trim().parse().ok()
     }
 
