@@ -57,6 +57,46 @@ impl Server {
         s
     }
 
+    /// A RAFT cluster of `n` members (raft traffic over unix sockets), all started.
+    /// Member 0 created the cluster; the others joined it.
+    pub fn cluster(n: usize) -> Vec<Server> {
+        let mut members: Vec<Server> = Vec::new();
+        for i in 0..n {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("ovsdb-m{i}-"))
+                .tempdir()
+                .expect("tempdir");
+            let db = dir.path().join("nb.db");
+            let raft = |d: &Path| format!("unix:{}", d.join("raft.sock").display());
+            let mut cmd = Command::new("ovsdb-tool");
+            if i == 0 {
+                cmd.arg("create-cluster")
+                    .arg(&db)
+                    .arg(NB_SCHEMA)
+                    .arg(raft(dir.path()));
+            } else {
+                cmd.arg("join-cluster")
+                    .arg(&db)
+                    .arg("OVN_Northbound")
+                    .arg(raft(dir.path()))
+                    .arg(raft(members[0].dir.path()));
+            }
+            let out = cmd.output().expect("run ovsdb-tool");
+            assert!(out.status.success(), "ovsdb-tool: {out:?}");
+            let sock = dir.path().join("nb.sock");
+            let mut s = Server {
+                dir,
+                db,
+                sock,
+                tcp_port: 0,
+                child: None,
+            };
+            s.start();
+            members.push(s);
+        }
+        members
+    }
+
     /// Starts ovsdb-server on the same DB file and socket path.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
