@@ -171,6 +171,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -186,13 +187,19 @@ mod tests {
     #[test]
     fn object_round_trips() {
         let bytes = encode_object(3, 7, b"hello");
-        assert_eq!(decode_object("/a", &bytes).unwrap(), kv("/a", "hello", 3, 7));
+        assert_eq!(
+            decode_object("/a", &bytes).unwrap(),
+            kv("/a", "hello", 3, 7)
+        );
     }
 
     #[test]
     fn short_object_is_corrupt_not_a_panic() {
         let err = decode_object("/a", &[1, 2, 3]).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { what: "object", .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Corrupt { what: "object", .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -214,7 +214,11 @@ impl Store {
     }
 
     /// Creates `key`; `AlreadyExists` if present.
-    pub async fn create(&self, key: impl Into<String>, value: impl Into<Bytes>) -> Result<KeyValue> {
+    pub async fn create(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<Bytes>,
+    ) -> Result<KeyValue> {
         self.single(Op::Create {
             key: key.into(),
             value: value.into(),

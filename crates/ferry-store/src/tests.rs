@@ -1,5 +1,7 @@
 //! Unit tests: every operation and every error, against a real redb file.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::collections::BTreeSet;
 
 use super::*;
@@ -42,7 +44,10 @@ async fn create_of_existing_key_is_already_exists_and_takes_no_revision() {
     let (_dir, store) = open().await;
     store.create("/a", "1").await.unwrap();
     let err = store.create("/a", "2").await.unwrap_err();
-    assert!(matches!(&err, StoreError::AlreadyExists { key } if key == "/a"), "{err}");
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { key } if key == "/a"),
+        "{err}"
+    );
     assert_eq!(store.current_revision(), 1);
     assert_eq!(store.get("/a").await.unwrap(), Some(kv("/a", "1", 1, 1)));
 }
@@ -52,8 +57,14 @@ async fn update_keeps_create_revision_and_moves_mod_revision() {
     let (_dir, store) = open().await;
     store.create("/a", "1").await.unwrap();
     store.create("/b", "x").await.unwrap();
-    assert_eq!(store.update("/a", "2", None).await.unwrap(), kv("/a", "2", 1, 3));
-    assert_eq!(store.update("/a", "3", Some(3)).await.unwrap(), kv("/a", "3", 1, 4));
+    assert_eq!(
+        store.update("/a", "2", None).await.unwrap(),
+        kv("/a", "2", 1, 3)
+    );
+    assert_eq!(
+        store.update("/a", "3", Some(3)).await.unwrap(),
+        kv("/a", "3", 1, 4)
+    );
     assert_eq!(store.get("/a").await.unwrap(), Some(kv("/a", "3", 1, 4)));
 }
 
@@ -61,7 +72,10 @@ async fn update_keeps_create_revision_and_moves_mod_revision() {
 async fn update_of_missing_key_is_not_found() {
     let (_dir, store) = open().await;
     let err = store.update("/a", "1", None).await.unwrap_err();
-    assert!(matches!(&err, StoreError::NotFound { key } if key == "/a"), "{err}");
+    assert!(
+        matches!(&err, StoreError::NotFound { key } if key == "/a"),
+        "{err}"
+    );
     assert_eq!(store.current_revision(), 0);
 }
 
@@ -83,10 +97,16 @@ async fn update_with_stale_revision_is_conflict_naming_current() {
 async fn delete_returns_last_value_at_the_delete_revision() {
     let (_dir, store) = open().await;
     store.create("/a", "1").await.unwrap();
-    assert_eq!(store.delete("/a", Some(1)).await.unwrap(), kv("/a", "1", 1, 2));
+    assert_eq!(
+        store.delete("/a", Some(1)).await.unwrap(),
+        kv("/a", "1", 1, 2)
+    );
     assert_eq!(store.get("/a").await.unwrap(), None);
     // A re-created key is a new incarnation.
-    assert_eq!(store.create("/a", "again").await.unwrap(), kv("/a", "again", 3, 3));
+    assert_eq!(
+        store.create("/a", "again").await.unwrap(),
+        kv("/a", "again", 3, 3)
+    );
 }
 
 #[tokio::test]
@@ -97,7 +117,14 @@ async fn delete_errors() {
     store.create("/a", "1").await.unwrap();
     let err = store.delete("/a", Some(7)).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict { expected: 7, current: 1, .. }),
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 7,
+                current: 1,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(store.get("/a").await.unwrap().is_some());
@@ -128,7 +155,11 @@ async fn txn_commits_every_op_under_one_revision() {
         .unwrap();
     assert_eq!(
         got,
-        vec![kv("/c", "new", 3, 3), kv("/a", "2", 1, 3), kv("/b", "1", 2, 3)]
+        vec![
+            kv("/c", "new", 3, 3),
+            kv("/a", "2", 1, 3),
+            kv("/b", "1", 2, 3)
+        ]
     );
     assert_eq!(store.current_revision(), 3);
     let (all, rev) = store.list("/").await.unwrap();
@@ -154,7 +185,10 @@ async fn txn_with_one_failed_precondition_writes_nothing() {
         ])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { current: 1, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Conflict { current: 1, .. }),
+        "{err}"
+    );
     assert_eq!(store.current_revision(), 1);
     assert_eq!(store.get("/c").await.unwrap(), None);
     assert_eq!(store.get("/a").await.unwrap(), Some(kv("/a", "1", 1, 1)));
@@ -176,7 +210,10 @@ async fn txn_naming_a_key_twice_is_refused() {
         ])
         .await
         .unwrap_err();
-    assert!(matches!(&err, StoreError::DuplicateKey { key } if key == "/a"), "{err}");
+    assert!(
+        matches!(&err, StoreError::DuplicateKey { key } if key == "/a"),
+        "{err}"
+    );
     assert_eq!(store.current_revision(), 0);
 }
 
@@ -252,7 +289,13 @@ async fn compact_moves_forward_only_and_refuses_the_future() {
     }
     let err = store.compact(6).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::FutureRevision { requested: 6, current: 5 }),
+        matches!(
+            err,
+            StoreError::FutureRevision {
+                requested: 6,
+                current: 5
+            }
+        ),
         "{err}"
     );
     assert_eq!(store.compact(3).await.unwrap(), 3);
@@ -271,7 +314,13 @@ async fn watch_below_compacted_revision_is_compacted_error() {
     store.compact(3).await.unwrap();
     let err = store.watch("/", 2).await.err().unwrap();
     assert!(
-        matches!(err, StoreError::Compacted { requested: 2, compacted: 3 }),
+        matches!(
+            err,
+            StoreError::Compacted {
+                requested: 2,
+                compacted: 3
+            }
+        ),
         "{err}"
     );
     let mut w = store.watch("/", 3).await.unwrap();
@@ -316,7 +365,10 @@ async fn reopen_restores_keys_revision_and_compaction() {
     let store = Store::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(store.current_revision(), 4);
     assert_eq!(store.compacted_revision(), 2);
-    assert_eq!(store.list("/").await.unwrap(), (vec![kv("/a", "2", 1, 3)], 4));
+    assert_eq!(
+        store.list("/").await.unwrap(),
+        (vec![kv("/a", "2", 1, 3)], 4)
+    );
     assert_eq!(store.create("/c", "x").await.unwrap().mod_revision, 5);
     let mut w = store.watch("/", 2).await.unwrap();
     let revs: Vec<_> = [
@@ -329,7 +381,11 @@ async fn reopen_restores_keys_revision_and_compaction() {
     .collect();
     assert_eq!(
         revs,
-        [(3, EventKind::Put), (4, EventKind::Delete), (5, EventKind::Put)]
+        [
+            (3, EventKind::Put),
+            (4, EventKind::Delete),
+            (5, EventKind::Put)
+        ]
     );
 }
 
@@ -346,7 +402,16 @@ async fn writes_after_close_of_the_last_handle_cannot_happen_and_the_file_reopen
     // Opening twice at once is refused by redb's file lock...
     let store = Store::open(&path, StoreOptions::default()).unwrap();
     let err = Store::open(&path, StoreOptions::default()).unwrap_err();
-    assert!(matches!(err, StoreError::Database { op: "open database", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Database {
+                op: "open database",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // ...and the closed one reopened fine.
     assert_eq!(store.current_revision(), 1);
 }

@@ -157,12 +157,11 @@ async fn forward(
         };
         let last = replay_end.min(next.saturating_add(REPLAY_CHUNK - 1));
         let p = prefix.clone();
-        let chunk =
-            match tokio::task::spawn_blocking(move || read_log(&db, &p, next, last)).await {
-                Ok(chunk) => chunk,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => Err(StoreError::Closed),
-            };
+        let chunk = match tokio::task::spawn_blocking(move || read_log(&db, &p, next, last)).await {
+            Ok(chunk) => chunk,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Closed),
+        };
         match chunk {
             Ok(events) => {
                 for ev in events {
