@@ -94,6 +94,10 @@ impl Conn {
         }
     }
 
+    pub(super) fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Relaxed)
+    }
+
     /// Fails every request in flight; later ones fail at once.
     fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);

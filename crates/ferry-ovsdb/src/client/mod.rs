@@ -284,6 +284,7 @@ impl Client {
                 Err(e) if e.is_connection_error() && attempt < attempts => {
                     debug!(attempt, error = %e, "transact retry");
                     attempt += 1;
+                    tokio::time::sleep(self.inner.config.backoff_min).await;
                 }
                 other => return other,
             }
@@ -344,7 +345,8 @@ impl Client {
         let timeout = self.inner.config.request_timeout;
         let mut shutdown = self.inner.shutdown.clone();
         tokio::select! {
-            r = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)) => match r {
+            // A connection that just died may still be published for a moment: skip it.
+            r = tokio::time::timeout(timeout, rx.wait_for(|c| c.as_ref().is_some_and(|c| c.is_open()))) => match r {
                 Ok(Ok(c)) => c.clone().ok_or(Error::Shutdown),
                 Ok(Err(_)) => Err(Error::Shutdown),
                 Err(_) => Err(Error::NotConnected { method: method.to_owned(), timeout_ms: millis(timeout) }),
