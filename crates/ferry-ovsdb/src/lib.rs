@@ -14,6 +14,17 @@
 //! `ovsdb` crate has no monitor; `ovsdb-client` never answers echo and has no
 //! monitor_cond/update2). `ssl:` remotes are refused with a clear error.
 //!
+//! Behaviour of ovsdb-server 3.1 this crate relies on (each pinned by a test under `tests/`):
+//! - `insert` accepts a caller-chosen `"uuid"` member; a second insert of it fails with a
+//!   `duplicate uuid` error (`transact.rs`).
+//! - `monitor_cond_since` is supported. A clustered database resumes with `found=true` and
+//!   only the missed changes; a standalone one reports the all-zero transaction id, so a
+//!   resume gets `found=false` and a full snapshot, which replaces the mirror (`reconnect.rs`).
+//! - Update notifications for a transaction reach the connection that issued it before
+//!   the transact reply, so the mirror is current when [`Client::transact`] returns.
+//! - An idle TCP client is sent `echo` after 5 s and dropped 5 s later without an answer
+//!   (`monitor.rs`); unix sockets are not probed.
+//!
 //! ```no_run
 //! # async fn demo() -> ferry_ovsdb::Result<()> {
 //! use ferry_ovsdb::{Client, nb, wire};
