@@ -23,7 +23,7 @@
 //! - Update notifications for a transaction reach the connection that issued it before
 //!   the transact reply, so the mirror is current when [`Client::transact`] returns.
 //! - An idle TCP client is sent `echo` after 5 s and dropped 5 s later without an answer
-//!   (`monitor.rs`); unix sockets are not probed.
+//!   (`monitor.rs`); whether unix-socket clients are probed was not checked.
 //!
 //! ```no_run
 //! # async fn demo() -> ferry_ovsdb::Result<()> {
