@@ -1,0 +1,44 @@
+//! Ferry's API types: every resource of group `iaas.yusur.io/v1`, their CRDs and the
+//! validation that the schema alone cannot express.
+//!
+//! This crate owns the shape of the objects users and controllers exchange. It does no
+//! I/O: the API server, the controllers and the agent all depend on it, and a test keeps
+//! the generated CRD manifests in `deploy/crds/` in step with these types.
+
+mod backends;
+mod crds;
+mod network;
+mod network_probe;
+mod validation;
+mod yusur_service;
+
+pub use backends::{BareMetal, BareMetalSpec, BareMetalStatus, VNicIP, VNicIPSpec, VNicIPStatus};
+pub use crds::{all_crds, crd_manifest, crd_manifests};
+pub use network::{
+    Eip, EipSpec, EipStatus, Subnet, SubnetSpec, SubnetStatus, Vpc, VpcSpec, VpcStatus,
+};
+pub use network_probe::{
+    NetworkProbe, NetworkProbeSpec, NetworkProbeStatus, ProbePhase, ProbeTarget,
+};
+pub use validation::{FieldError, validate};
+pub use yusur_service::{
+    BackendKind, HealthCheck, HealthCheckType, Protocol, Scope, ServicePort, ServiceType,
+    SessionAffinity, YusurService, YusurServiceSpec, YusurServiceStatus,
+};
+
+/// The API group of every Ferry resource, kept from the seed design so that its manifests
+/// apply verbatim.
+pub const GROUP: &str = "iaas.yusur.io";
+/// The only served version.
+pub const VERSION: &str = "v1";
+/// The default VPC: backends of a `scope: vpc` service without `vpc` live here.
+pub const DEFAULT_VPC: &str = "ovn-cluster";
+/// Annotation naming the subnet of a pod (on the pod or its namespace).
+pub const ANNOTATION_SUBNET: &str = "iaas.yusur.io/subnet";
+/// Annotation carrying the address allocated to a workload (or preset by the user).
+pub const ANNOTATION_IP: &str = "iaas.yusur.io/ip_address";
+/// Annotation carrying the MAC allocated to a workload.
+pub const ANNOTATION_MAC: &str = "iaas.yusur.io/mac_address";
+
+/// Condition type used across Ferry objects: see `conditions` in each status.
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

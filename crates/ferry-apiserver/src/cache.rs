@@ -1,0 +1,426 @@
+//! The watch cache: every stored object in memory, kept current by one store watch, with
+//! indexes (namespace via key order, labels, owners, `spec.nodeName`). All reads and watches
+//! are served from here, never from the store (the 10k-node lesson), and one store watch fans
+//! out to any number of API watchers.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+/// One cached object: its JSON (resourceVersion filled in) plus the fields indexes need.
+#[derive(Debug)]
+pub struct Cached {
+    pub key: String,
+    pub json: Bytes,
+    pub mod_revision: u64,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+    pub owners: Vec<String>,
+    pub node_name: Option<String>,
+}
+
+impl Cached {
+    /// Builds the cached form of a stored value, stamping `metadata.resourceVersion`.
+    pub fn from_stored(key: &str, stored: &[u8], mod_revision: u64) -> Option<Cached> {
+        let mut v: Value = serde_json::from_slice(stored).ok()?;
+        v["metadata"]["resourceVersion"] = Value::String(mod_revision.to_string());
+        let meta = &v["metadata"];
+        let labels = meta["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let owners = meta["ownerReferences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o["uid"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Cached {
+            key: key.to_string(),
+            namespace: meta["namespace"].as_str().map(String::from),
+            name: meta["name"].as_str().unwrap_or_default().to_string(),
+            uid: meta["uid"].as_str().unwrap_or_default().to_string(),
+            labels,
+            owners,
+            node_name: v["spec"]["nodeName"].as_str().map(String::from),
+            json: Bytes::from(serde_json::to_vec(&v).ok()?),
+            mod_revision,
+        })
+    }
+
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+}
+
+/// What happened to one key at one revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "ADDED",
+            ChangeKind::Modified => "MODIFIED",
+            ChangeKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A change as watchers see it. For deletes `object` is the last state, stamped with the
+/// delete's revision.
+#[derive(Debug)]
+pub struct Change {
+    pub revision: u64,
+    pub kind: ChangeKind,
+    pub object: Arc<Cached>,
+    pub prev: Option<Arc<Cached>>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Arc<Cached>>,
+    /// owner uid -> keys of dependents, for garbage collection.
+    dependents: BTreeMap<String, BTreeSet<String>>,
+    /// uid -> key, to find an owner by uid.
+    by_uid: BTreeMap<String, String>,
+    revision: u64,
+    /// Recent changes; a watch may start from any revision >= `oldest`.
+    history: VecDeque<Arc<Change>>,
+    oldest: u64,
+    ready: bool,
+}
+
+/// The cache shared by every request handler.
+pub struct Cache {
+    state: RwLock<State>,
+    changes: broadcast::Sender<Arc<Change>>,
+    revision: watch::Sender<u64>,
+    history_limit: usize,
+}
+
+/// Why a watch cannot start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WatchStartError {
+    NotReady,
+    TooOld { requested: u64, oldest: u64 },
+}
+
+/// A consistent snapshot plus the live changes after it.
+pub struct Subscription {
+    pub revision: u64,
+    pub replay: Vec<Arc<Change>>,
+    pub live: broadcast::Receiver<Arc<Change>>,
+}
+
+impl Cache {
+    pub fn new(history_limit: usize, fanout_buffer: usize) -> Arc<Cache> {
+        let (changes, _) = broadcast::channel(fanout_buffer);
+        let (revision, _) = watch::channel(0);
+        Arc::new(Cache {
+            state: RwLock::new(State::default()),
+            changes,
+            revision,
+            history_limit,
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the whole content (start-up, or after the store watch was lost).
+    pub fn reset(&self, objects: Vec<Cached>, revision: u64) {
+        let mut s = self.write();
+        s.objects.clear();
+        s.dependents.clear();
+        s.by_uid.clear();
+        for o in objects {
+            index(&mut s, Arc::new(o));
+        }
+        s.revision = revision;
+        s.history.clear();
+        s.oldest = revision;
+        s.ready = true;
+        drop(s);
+        self.revision.send_replace(revision);
+    }
+
+    /// Applies one change from the store watch and fans it out.
+    pub fn apply(&self, revision: u64, key: &str, new: Option<Cached>) {
+        let mut s = self.write();
+        let prev = s.objects.get(key).cloned();
+        if let Some(p) = &prev {
+            unindex(&mut s, p);
+        }
+        let change = match new {
+            Some(obj) => {
+                let obj = Arc::new(obj);
+                index(&mut s, obj.clone());
+                let kind = if prev.is_some() {
+                    ChangeKind::Modified
+                } else {
+                    ChangeKind::Added
+                };
+                Arc::new(Change {
+                    revision,
+                    kind,
+                    object: obj,
+                    prev,
+                })
+            }
+            None => {
+                let Some(p) = prev else {
+                    s.revision = revision;
+                    drop(s);
+                    self.revision.send_replace(revision);
+                    return;
+                };
+                let mut v = p.value();
+                v["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+                let last =
+                    Cached::from_stored(key, &serde_json::to_vec(&v).unwrap_or_default(), revision)
+                        .unwrap_or_else(|| Cached {
+                            key: key.into(),
+                            json: p.json.clone(),
+                            mod_revision: revision,
+                            namespace: p.namespace.clone(),
+                            name: p.name.clone(),
+                            uid: p.uid.clone(),
+                            labels: p.labels.clone(),
+                            owners: p.owners.clone(),
+                            node_name: p.node_name.clone(),
+                        });
+                Arc::new(Change {
+                    revision,
+                    kind: ChangeKind::Deleted,
+                    object: Arc::new(last),
+                    prev: Some(p),
+                })
+            }
+        };
+        s.revision = revision;
+        s.history.push_back(change.clone());
+        while s.history.len() > self.history_limit {
+            if let Some(old) = s.history.pop_front() {
+                s.oldest = old.revision;
+            }
+        }
+        // Sent under the lock so subscribers see each change exactly once (snapshot or live).
+        let _ = self.changes.send(change);
+        drop(s);
+        self.revision.send_replace(revision);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.read().ready
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.read().revision
+    }
+
+    /// Waits until the cache has seen `revision` (read-your-writes for every client).
+    pub async fn wait_for(&self, revision: u64) {
+        let mut rx = self.revision.subscribe();
+        let _ = rx.wait_for(|r| *r >= revision).await;
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    pub fn by_uid(&self, uid: &str) -> Option<Arc<Cached>> {
+        let s = self.read();
+        s.by_uid.get(uid).and_then(|k| s.objects.get(k)).cloned()
+    }
+
+    /// Objects whose key starts with `prefix`, from `start` (exclusive) on, at most `limit`
+    /// that pass `filter`; returns them, the revision, and whether more remain.
+    pub fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        filter: impl Fn(&Cached) -> bool,
+    ) -> (Vec<Arc<Cached>>, u64, bool) {
+        let s = self.read();
+        let mut out = Vec::new();
+        let lower = match start_after {
+            Some(k) => std::ops::Bound::Excluded(k.to_string()),
+            None => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let mut more = false;
+        for (k, v) in s.objects.range((lower, std::ops::Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !filter(v) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(v.clone());
+        }
+        (out, s.revision, more)
+    }
+
+    /// Keys of the objects owned by `uid`.
+    pub fn dependents(&self, uid: &str) -> Vec<Arc<Cached>> {
+        let s = self.read();
+        s.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| s.objects.get(k).cloned())
+            .collect()
+    }
+
+    /// Starts a watch after `from` (0 = from now, with the current state replayed as ADDED).
+    pub fn subscribe(
+        &self,
+        prefix: &str,
+        from: Option<u64>,
+    ) -> Result<Subscription, WatchStartError> {
+        let s = self.read();
+        if !s.ready {
+            return Err(WatchStartError::NotReady);
+        }
+        let live = self.changes.subscribe();
+        let replay = match from {
+            None | Some(0) => s
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(_, o)| {
+                    Arc::new(Change {
+                        revision: o.mod_revision,
+                        kind: ChangeKind::Added,
+                        object: o.clone(),
+                        prev: None,
+                    })
+                })
+                .collect(),
+            Some(rv) if rv < s.oldest => {
+                return Err(WatchStartError::TooOld {
+                    requested: rv,
+                    oldest: s.oldest,
+                });
+            }
+            Some(rv) => s
+                .history
+                .iter()
+                .filter(|c| c.revision > rv && c.object.key.starts_with(prefix))
+                .cloned()
+                .collect(),
+        };
+        Ok(Subscription {
+            revision: s.revision,
+            replay,
+            live,
+        })
+    }
+}
+
+fn index(s: &mut State, o: Arc<Cached>) {
+    for owner in &o.owners {
+        s.dependents
+            .entry(owner.clone())
+            .or_default()
+            .insert(o.key.clone());
+    }
+    if !o.uid.is_empty() {
+        s.by_uid.insert(o.uid.clone(), o.key.clone());
+    }
+    s.objects.insert(o.key.clone(), o);
+}
+
+fn unindex(s: &mut State, o: &Cached) {
+    for owner in &o.owners {
+        if let Some(set) = s.dependents.get_mut(owner) {
+            set.remove(&o.key);
+            if set.is_empty() {
+                s.dependents.remove(owner);
+            }
+        }
+    }
+    s.by_uid.remove(&o.uid);
+    s.objects.remove(&o.key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(key: &str, name: &str, uid: &str, owner: Option<&str>) -> Cached {
+        let mut v = json!({"metadata": {"name": name, "uid": uid, "namespace": "default"}});
+        if let Some(o) = owner {
+            v["metadata"]["ownerReferences"] = json!([{"uid": o}]);
+        }
+        Cached::from_stored(key, &serde_json::to_vec(&v).unwrap(), 1).unwrap()
+    }
+
+    #[test]
+    fn watch_replays_history_after_revision_then_live() {
+        let c = Cache::new(100, 100);
+        c.reset(vec![], 1);
+        c.apply(2, "/r/a", Some(obj("/r/a", "a", "u1", None)));
+        c.apply(3, "/r/b", Some(obj("/r/b", "b", "u2", Some("u1"))));
+        let mut sub = c.subscribe("/r/", Some(2)).unwrap();
+        assert_eq!(
+            sub.replay.iter().map(|ch| ch.revision).collect::<Vec<_>>(),
+            [3]
+        );
+        assert_eq!(c.dependents("u1").len(), 1);
+        c.apply(4, "/r/a", None);
+        let live = sub.live.try_recv().unwrap();
+        assert_eq!((live.revision, live.kind), (4, ChangeKind::Deleted));
+        assert_eq!(live.object.value()["metadata"]["resourceVersion"], "4");
+    }
+
+    #[test]
+    fn watch_from_a_revision_older_than_history_is_gone() {
+        let c = Cache::new(1, 100);
+        c.reset(vec![], 5);
+        c.apply(6, "/r/a", Some(obj("/r/a", "a", "u1", None)));
+        c.apply(7, "/r/a", Some(obj("/r/a", "a", "u1", None)));
+        assert_eq!(
+            c.subscribe("/r/", Some(5)).err(),
+            Some(WatchStartError::TooOld {
+                requested: 5,
+                oldest: 6
+            })
+        );
+        assert!(c.subscribe("/r/", Some(6)).is_ok());
+    }
+
+    #[test]
+    fn not_ready_until_reset() {
+        let c = Cache::new(1, 1);
+        assert_eq!(
+            c.subscribe("/", None).err(),
+            Some(WatchStartError::NotReady)
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! The write path shared by create, update, patch, delete and the garbage collector:
+//! metadata rules, validation, optimistic concurrency and finalizers, over the store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_store::{Store, StoreError};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::cache::Cache;
+use crate::resources::ResourceType;
+use crate::schema;
+use crate::status::ApiError;
+
+/// How strictly unknown fields are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+/// Options common to every write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    pub field_validation: FieldValidation,
+}
+
+/// The outcome of a write: the object as stored (resourceVersion set) and warnings.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    /// The object is gone (deleted, or its last finalizer was removed).
+    pub deleted: bool,
+}
+
+pub fn now() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn store_err(rt: &ResourceType, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::AlreadyExists { .. } => ApiError::already_exists(&rt.group, &rt.plural, name),
+        StoreError::NotFound { .. } => ApiError::not_found(&rt.group, &rt.plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict(&rt.group, &rt.plural, name),
+        other => ApiError::internal(format!("storage: {other}")),
+    }
+}
+
+/// Checks a DNS-1123 subdomain name, as Kubernetes requires of object names.
+fn check_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("Required value: name or generateName is required".into());
+    }
+    let ok = name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    (!ok).then(|| format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"))
+}
+
+/// The parts of an object that are not metadata or status (a change bumps generation).
+fn spec_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("metadata");
+        o.remove("status");
+    }
+    v
+}
+
+/// Schema + Ferry validation; returns warnings (pruned fields) or the error.
+fn validate(
+    rt: &ResourceType,
+    object: &mut Value,
+    opts: &WriteOptions,
+) -> Result<Vec<String>, ApiError> {
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut causes = Vec::new();
+    if let Some(msg) = check_name(&name) {
+        causes.push(("metadata.name".to_string(), msg));
+    }
+    let mut warnings = Vec::new();
+    if let Some(s) = &rt.schema {
+        let out = schema::check(s, object);
+        if !out.unknown.is_empty() {
+            match opts.field_validation {
+                FieldValidation::Strict => {
+                    let list: Vec<String> = out
+                        .unknown
+                        .iter()
+                        .map(|u| format!("unknown field \"{u}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in body is invalid: strict decoding error: {}",
+                        rt.kind,
+                        list.join(", ")
+                    )));
+                }
+                FieldValidation::Warn => {
+                    warnings.extend(out.unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+                }
+                FieldValidation::Ignore => {}
+            }
+        }
+        causes.extend(out.invalid);
+    }
+    if rt.group == ferry_api::GROUP {
+        causes.extend(
+            ferry_api::validate(&rt.kind, object)
+                .into_iter()
+                .map(|e| (e.field, e.message)),
+        );
+    }
+    if rt.plural == "customresourcedefinitions" {
+        causes.extend(check_crd(object));
+    }
+    if causes.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes))
+    }
+}
+
+fn check_crd(crd: &Value) -> Vec<(String, String)> {
+    let mut causes = Vec::new();
+    let spec = &crd["spec"];
+    let group = spec["group"].as_str().unwrap_or_default();
+    let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+    for (field, v) in [
+        ("spec.group", group),
+        ("spec.names.plural", plural),
+        (
+            "spec.names.kind",
+            spec["names"]["kind"].as_str().unwrap_or_default(),
+        ),
+    ] {
+        if v.is_empty() {
+            causes.push((field.to_string(), "Required value".to_string()));
+        }
+    }
+    let want = format!("{plural}.{group}");
+    if crd["metadata"]["name"].as_str() != Some(want.as_str()) {
+        causes.push((
+            "metadata.name".into(),
+            format!("Invalid value: must be spec.names.plural+\".\"+spec.group ({want})"),
+        ));
+    }
+    if spec["versions"].as_array().is_none_or(|v| v.is_empty()) {
+        causes.push((
+            "spec.versions".into(),
+            "Required value: must have exactly one version marked as storage version".into(),
+        ));
+    }
+    if !matches!(spec["scope"].as_str(), Some("Namespaced" | "Cluster")) {
+        causes.push((
+            "spec.scope".into(),
+            "Unsupported value: supported values: \"Cluster\", \"Namespaced\"".into(),
+        ));
+    }
+    causes
+}
+
+fn set_managed_fields(
+    object: &mut Value,
+    manager: Option<&str>,
+    operation: &str,
+    applied: &Value,
+    rt: &ResourceType,
+    subresource: Option<&str>,
+) {
+    let Some(manager) = manager else { return };
+    let entry = json!({"manager": manager, "operation": operation, "apiVersion": rt.api_version(),
+        "time": now(), "fieldsType": "FieldsV1", "fieldsV1": crate::patch::fields_v1(applied)});
+    let mut entry = entry;
+    if let Some(s) = subresource {
+        entry["subresource"] = json!(s);
+    }
+    let list = object["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut list: Vec<Value> = list
+        .into_iter()
+        .filter(|e| {
+            !(e["manager"] == manager
+                && e["operation"] == operation
+                && e.get("subresource").and_then(Value::as_str) == subresource)
+        })
+        .collect();
+    list.push(entry);
+    object["metadata"]["managedFields"] = Value::Array(list);
+}
+
+fn encode(object: &Value) -> Bytes {
+    let mut o = object.clone();
+    if let Some(m) = o["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    Bytes::from(serde_json::to_vec(&o).unwrap_or_default())
+}
+
+fn stamp(object: &mut Value, revision: u64) {
+    object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+}
+
+/// Writes go to the store; the cache catches up before the reply (read-your-writes).
+#[derive(Clone)]
+pub struct Objects {
+    pub store: Store,
+    pub cache: Arc<Cache>,
+}
+
+impl Objects {
+    pub async fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        mut object: Value,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        match object.get("kind").and_then(Value::as_str) {
+            Some(k) if k != rt.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind {k:?} in the body does not match the resource {} ({})",
+                    rt.plural, rt.kind
+                )));
+            }
+            _ => object["kind"] = json!(rt.kind),
+        }
+        object["apiVersion"] = json!(rt.api_version());
+        if !object["metadata"].is_object() {
+            object["metadata"] = json!({});
+        }
+        let meta = &mut object["metadata"];
+        if rt.namespaced {
+            let ns = namespace.ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{} is namespaced: use /namespaces/NAMESPACE/{}",
+                    rt.kind, rt.plural
+                ))
+            })?;
+            match meta["namespace"].as_str() {
+                Some(n) if n != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => meta["namespace"] = json!(ns),
+            }
+        } else if let Some(m) = meta.as_object_mut() {
+            m.remove("namespace");
+        }
+        if meta["name"].as_str().is_none_or(str::is_empty)
+            && let Some(prefix) = meta["generateName"].as_str()
+        {
+            let suffix: String = uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .chars()
+                .take(5)
+                .collect();
+            meta["name"] = json!(format!("{prefix}{suffix}"));
+        }
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(now()));
+            m.insert("generation".into(), json!(1));
+        }
+        if !rt.builtin
+            && rt.status_subresource
+            && let Some(o) = object.as_object_mut()
+        {
+            o.remove("status");
+        }
+        if rt.plural == "customresourcedefinitions" {
+            let names = object["spec"]["names"].clone();
+            object["status"] = json!({"acceptedNames": names, "storedVersions": [object["spec"]["versions"][0]["name"]],
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()}]});
+        }
+        if rt.plural == "namespaces" {
+            object["status"] = json!({"phase": "Active"});
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+        }
+        let warnings = validate(rt, &mut object, opts)?;
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(ns) = namespace.filter(|_| rt.namespaced) {
+            let ns_key = format!("/registry/core/namespaces/_/{ns}");
+            self.cache.wait_for(self.store.current_revision()).await;
+            if self.cache.get(&ns_key).is_none() {
+                return Err(ApiError::not_found("", "namespaces", ns));
+            }
+        }
+        let applied = object.clone();
+        set_managed_fields(
+            &mut object,
+            opts.field_manager.as_deref(),
+            "Update",
+            &applied,
+            rt,
+            None,
+        );
+        if opts.dry_run {
+            return Ok(Written {
+                object,
+                warnings,
+                deleted: false,
+            });
+        }
+        let kv = self
+            .store
+            .create(
+                rt.key(namespace.filter(|_| rt.namespaced), &name),
+                encode(&object),
+            )
+            .await
+            .map_err(|e| store_err(rt, &name, e))?;
+        stamp(&mut object, kv.mod_revision);
+        self.cache.wait_for(kv.mod_revision).await;
+        Ok(Written {
+            object,
+            warnings,
+            deleted: false,
+        })
+    }
+
+    /// Reads the authoritative current value (from the store, for optimistic writes).
+    pub async fn current(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<(Value, u64)>, ApiError> {
+        let key = rt.key(namespace.filter(|_| rt.namespaced), name);
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_err(rt, name, e))?;
+        Ok(kv.and_then(|kv| {
+            let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+            stamp(&mut v, kv.mod_revision);
+            Some((v, kv.mod_revision))
+        }))
+    }
+
+    /// Replaces an object (or only its status, for `subresource = Some("status")`) if it is
+    /// still at `expected` (or at the resourceVersion the body names).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn update(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        mut object: Value,
+        current: (Value, u64),
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        operation: &str,
+    ) -> Result<Written, ApiError> {
+        let (old, rev) = current;
+        if !object.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        if let Some(body_rv) = object["metadata"]["resourceVersion"].as_str()
+            && !body_rv.is_empty()
+            && body_rv != rev.to_string()
+        {
+            return Err(ApiError::conflict(&rt.group, &rt.plural, name));
+        }
+        if object["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n != name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                object["metadata"]["name"].as_str().unwrap_or_default()
+            )));
+        }
+        if subresource == Some("status") {
+            let mut merged = old.clone();
+            merged["status"] = object["status"].clone();
+            object = merged;
+        } else if rt.status_subresource {
+            match old.get("status") {
+                Some(s) => object["status"] = s.clone(),
+                None => {
+                    if let Some(o) = object.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+        }
+        object["kind"] = json!(rt.kind);
+        object["apiVersion"] = json!(rt.api_version());
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            match old["metadata"].get(field) {
+                Some(v) => object["metadata"][field] = v.clone(),
+                None => {
+                    if let Some(m) = object["metadata"].as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
+        if old["metadata"]["managedFields"].is_array()
+            && !object["metadata"]["managedFields"].is_array()
+        {
+            object["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
+        }
+        let warnings = validate(rt, &mut object, opts)?;
+        if spec_part(&object) != spec_part(&old) {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+            object["metadata"]["generation"] = json!(g + 1);
+        }
+        if rt.plural == "customresourcedefinitions" {
+            object["status"]["acceptedNames"] = object["spec"]["names"].clone();
+        }
+        let unchanged = {
+            let strip = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(m) = v["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                    m.remove("managedFields");
+                }
+                v
+            };
+            strip(&object) == strip(&old)
+        };
+        if unchanged {
+            return Ok(Written {
+                object: old,
+                warnings,
+                deleted: false,
+            });
+        }
+        let applied = object.clone();
+        set_managed_fields(
+            &mut object,
+            opts.field_manager.as_deref(),
+            operation,
+            &applied,
+            rt,
+            subresource,
+        );
+        let finalize = object["metadata"]["deletionTimestamp"].is_string()
+            && object["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty());
+        if opts.dry_run {
+            return Ok(Written {
+                object,
+                warnings,
+                deleted: finalize,
+            });
+        }
+        let key = rt.key(namespace.filter(|_| rt.namespaced), name);
+        if finalize {
+            let kv = self
+                .store
+                .delete(&key, Some(rev))
+                .await
+                .map_err(|e| store_err(rt, name, e))?;
+            stamp(&mut object, kv.mod_revision);
+            self.cache.wait_for(kv.mod_revision).await;
+            return Ok(Written {
+                object,
+                warnings,
+                deleted: true,
+            });
+        }
+        let kv = self
+            .store
+            .update(&key, encode(&object), Some(rev))
+            .await
+            .map_err(|e| store_err(rt, name, e))?;
+        stamp(&mut object, kv.mod_revision);
+        self.cache.wait_for(kv.mod_revision).await;
+        Ok(Written {
+            object,
+            warnings,
+            deleted: false,
+        })
+    }
+
+    /// Deletes an object, or marks it for deletion while finalizers remain.
+    pub async fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        propagation: Option<&str>,
+        precondition_rv: Option<&str>,
+        precondition_uid: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Written, ApiError> {
+        for _ in 0..8 {
+            let Some((mut obj, rev)) = self.current(rt, namespace, name).await? else {
+                return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+            };
+            if precondition_uid.is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u))
+                || precondition_rv.is_some_and(|r| r != rev.to_string())
+            {
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name));
+            }
+            let mut finalizers: Vec<String> = obj["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect();
+            let extra = match propagation {
+                Some("Foreground")
+                    if !self
+                        .cache
+                        .dependents(obj["metadata"]["uid"].as_str().unwrap_or_default())
+                        .is_empty() =>
+                {
+                    Some("foregroundDeletion")
+                }
+                Some("Orphan") => Some("orphan"),
+                _ => None,
+            };
+            if let Some(f) = extra
+                && !finalizers.iter().any(|x| x == f)
+            {
+                finalizers.push(f.to_string());
+            }
+            let key = rt.key(namespace.filter(|_| rt.namespaced), name);
+            if finalizers.is_empty() {
+                if dry_run {
+                    return Ok(Written {
+                        object: obj,
+                        warnings: vec![],
+                        deleted: true,
+                    });
+                }
+                match self.store.delete(&key, Some(rev)).await {
+                    Ok(kv) => {
+                        stamp(&mut obj, kv.mod_revision);
+                        self.cache.wait_for(kv.mod_revision).await;
+                        return Ok(Written {
+                            object: obj,
+                            warnings: vec![],
+                            deleted: true,
+                        });
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_err(rt, name, e)),
+                }
+            }
+            let already = obj["metadata"]["deletionTimestamp"].is_string();
+            obj["metadata"]["finalizers"] = json!(finalizers);
+            if !already {
+                obj["metadata"]["deletionTimestamp"] = json!(now());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            }
+            if dry_run {
+                return Ok(Written {
+                    object: obj,
+                    warnings: vec![],
+                    deleted: false,
+                });
+            }
+            match self.store.update(&key, encode(&obj), Some(rev)).await {
+                Ok(kv) => {
+                    stamp(&mut obj, kv.mod_revision);
+                    self.cache.wait_for(kv.mod_revision).await;
+                    return Ok(Written {
+                        object: obj,
+                        warnings: vec![],
+                        deleted: false,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(rt, name, e)),
+            }
+        }
+        Err(ApiError::conflict(&rt.group, &rt.plural, name))
+    }
+}

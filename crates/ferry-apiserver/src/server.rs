@@ -1,0 +1,967 @@
+//! Request handling: routing, authentication and authorization, flow control, and the
+//! verbs (get, list, watch, create, update, patch, delete) over the cache and the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::auth::{Identity, Tokens, allowed};
+use crate::cache::{Cache, Cached, ChangeKind, WatchStartError};
+use crate::objects::{FieldValidation, Objects, WriteOptions};
+use crate::patch::{self, PatchKind};
+use crate::resources::{Registry, ResourceType};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, success_status};
+use crate::table::{self, Include};
+use crate::{discovery, openapi};
+
+/// Limits that protect the server from any one client.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Non-watch requests one identity may have in flight; more get 429.
+    pub max_inflight_per_identity: usize,
+    /// Largest request body accepted (kube-apiserver's is 3 MiB).
+    pub max_body_bytes: usize,
+    /// Interval of watch bookmarks.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight_per_identity: 400,
+            max_body_bytes: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct Server {
+    pub objects: Objects,
+    pub cache: Arc<Cache>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub tokens: Tokens,
+    pub limits: Limits,
+    inflight: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Server {
+    pub fn new(
+        objects: Objects,
+        registry: Arc<RwLock<Registry>>,
+        tokens: Tokens,
+        limits: Limits,
+    ) -> Arc<Server> {
+        let cache = objects.cache.clone();
+        Arc::new(Server {
+            objects,
+            cache,
+            registry,
+            tokens,
+            limits,
+            inflight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn registry(&self) -> Registry {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn permit(&self, who: &Identity) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let sem = {
+            let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(who.user.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_inflight_per_identity)))
+                .clone()
+        };
+        sem.try_acquire_owned().map_err(|_| {
+            ApiError::too_many_requests(format!(
+                "too many requests in flight for {}, please try again later",
+                who.user
+            ))
+        })
+    }
+}
+
+/// A parsed resource path.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    group: String,
+    version: String,
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let t = |plural: &str, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| Target {
+        group: group.clone(),
+        version: version.clone(),
+        plural: plural.to_string(),
+        namespace: namespace.map(String::from),
+        name: name.map(String::from),
+        sub: sub.map(String::from),
+    };
+    match rest {
+        [] => None,
+        ["namespaces", ns] => Some(t("namespaces", None, Some(ns), None)),
+        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => {
+            Some(t("namespaces", None, Some(ns), Some(sub)))
+        }
+        ["namespaces", ns, plural] => Some(t(plural, Some(ns), None, None)),
+        ["namespaces", ns, plural, name] => Some(t(plural, Some(ns), Some(name), None)),
+        ["namespaces", ns, plural, name, sub] => Some(t(plural, Some(ns), Some(name), Some(sub))),
+        [plural] => Some(t(plural, None, None, None)),
+        [plural, name] => Some(t(plural, None, Some(name), None)),
+        [plural, name, sub] => Some(t(plural, None, Some(name), Some(sub))),
+        _ => None,
+    }
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn query(req: &Request) -> HashMap<String, String> {
+    axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .unwrap_or_default()
+}
+
+fn accept(headers: &HeaderMap) -> String {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The single entry point: every request passes here.
+pub async fn handle(State(server): State<Arc<Server>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let result = route(&server, req).await;
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(%method, %path, code = e.code, reason = e.reason, "request failed");
+            e.into_response()
+        }
+    }
+}
+
+async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" => {
+            return Ok(if server.cache.is_ready() {
+                (StatusCode::OK, "ok").into_response()
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "cache not ready").into_response()
+            });
+        }
+        "/version" => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"major": "1", "minor": "33", "gitVersion": concat!("v1.33.0-ferry.", env!("CARGO_PKG_VERSION")),
+                "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64"}),
+            ));
+        }
+        _ => {}
+    }
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let who = server
+        .tokens
+        .authenticate(auth)
+        .ok_or_else(ApiError::unauthorized)?;
+    let accept = accept(req.headers());
+    let registry = server.registry();
+    // Discovery and OpenAPI: any authenticated identity.
+    match path.as_str() {
+        "/api" => {
+            return Ok(match discovery::aggregated_version(&accept) {
+                Some(v) => aggregated_response(&discovery::aggregated(&registry, true, v), v),
+                None => json_response(StatusCode::OK, &discovery::api_versions()),
+            });
+        }
+        "/apis" => {
+            return Ok(match discovery::aggregated_version(&accept) {
+                Some(v) => aggregated_response(&discovery::aggregated(&registry, false, v), v),
+                None => json_response(StatusCode::OK, &discovery::api_group_list(&registry)),
+            });
+        }
+        "/openapi/v2" => {
+            if accept.contains("protobuf") && !accept.contains("application/json") {
+                return Err(ApiError::unsupported_media_type(
+                    "only application/json is served for /openapi/v2",
+                ));
+            }
+            return Ok(json_response(StatusCode::OK, &openapi::v2(&registry)));
+        }
+        "/openapi/v3" => return Ok(json_response(StatusCode::OK, &openapi::v3_root(&registry))),
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/openapi/v3/") {
+        let (group, version) = match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["api", v] => (String::new(), v.to_string()),
+            ["apis", g, v] => (g.to_string(), v.to_string()),
+            _ => return Err(ApiError::path_not_found(&path)),
+        };
+        if discovery::resource_list(&registry, &group, &version).is_none() {
+            return Err(ApiError::path_not_found(&path));
+        }
+        return Ok(json_response(
+            StatusCode::OK,
+            &openapi::v3_group_version(&registry, &group, &version),
+        ));
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api", v] => {
+            return discovery::resource_list(&registry, "", v)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(|| ApiError::path_not_found(&path));
+        }
+        ["apis", g] => {
+            return discovery::api_group(&registry, g)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(|| ApiError::path_not_found(&path));
+        }
+        ["apis", g, v] => {
+            return discovery::resource_list(&registry, g, v)
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(|| ApiError::path_not_found(&path));
+        }
+        _ => {}
+    }
+    let target = parse_target(&path).ok_or_else(|| ApiError::path_not_found(&path))?;
+    let rt = registry
+        .get(&target.group, &target.version, &target.plural)
+        .cloned()
+        .ok_or_else(|| ApiError::path_not_found(&path))?;
+    if target.namespace.is_some() && !rt.namespaced {
+        return Err(ApiError::path_not_found(&path));
+    }
+    if let Some(sub) = &target.sub
+        && !(sub == "status" && rt.status_subresource
+            || sub == "finalize" && rt.plural == "namespaces")
+    {
+        return Err(ApiError::path_not_found(&path));
+    }
+    let q = query(&req);
+    let is_watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (req.method().clone(), target.name.is_some()) {
+        (Method::GET, true) => "get",
+        (Method::GET, false) if is_watch => "watch",
+        (Method::GET, false) => "list",
+        (Method::POST, false) => "create",
+        (Method::PUT, true) => "update",
+        (Method::PATCH, true) => "patch",
+        (Method::DELETE, true) => "delete",
+        (Method::DELETE, false) => "deletecollection",
+        (m, _) => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{m} is not supported on {path}"
+            )));
+        }
+    };
+    let resource = match &target.sub {
+        Some(s) => format!("{}/{s}", rt.plural),
+        None => rt.plural.clone(),
+    };
+    if !allowed(who.role, verb, &rt.group, &resource) {
+        return Err(ApiError::forbidden(
+            &who.user,
+            verb,
+            &resource,
+            &rt.group,
+            target.namespace.as_deref(),
+        ));
+    }
+    if verb == "watch" {
+        return watch(server, &rt, &target, &q, &accept);
+    }
+    let _permit = server.permit(&who)?;
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), server.limits.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::too_large(server.limits.max_body_bytes))?;
+    let ns = target.namespace.as_deref();
+    match verb {
+        "get" => get(server, &rt, &target, &accept, &q),
+        "list" => list(server, &rt, ns, &q, &accept).await,
+        "create" => {
+            let object = parse_body(&body, &headers)?;
+            let w = server
+                .objects
+                .create(&rt, ns, object, &write_options(&q)?)
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &w.object),
+                &w.warnings,
+            ))
+        }
+        "update" => {
+            let name = target.name.as_deref().unwrap_or_default();
+            let object = parse_body(&body, &headers)?;
+            let opts = write_options(&q)?;
+            let current = server.objects.current(&rt, ns, name).await?;
+            let Some(current) = current else {
+                if target.sub.is_none()
+                    && object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .is_none_or(str::is_empty)
+                    && rt.plural != "namespaces"
+                {
+                    let w = server.objects.create(&rt, ns, object, &opts).await?;
+                    return Ok(with_warnings(
+                        json_response(StatusCode::CREATED, &w.object),
+                        &w.warnings,
+                    ));
+                }
+                return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+            };
+            let w = server
+                .objects
+                .update(
+                    &rt,
+                    ns,
+                    name,
+                    object,
+                    current,
+                    target.sub.as_deref(),
+                    &opts,
+                    "Update",
+                )
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &w.object),
+                &w.warnings,
+            ))
+        }
+        "patch" => patch_object(server, &rt, &target, &headers, &body, &q).await,
+        "delete" => {
+            let opts: Value = if body.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            };
+            let propagation = opts["propagationPolicy"]
+                .as_str()
+                .map(String::from)
+                .or_else(|| q.get("propagationPolicy").cloned());
+            let dry_run = q.get("dryRun").is_some_and(|d| d == "All")
+                || opts["dryRun"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|x| x == "All"));
+            let name = target.name.as_deref().unwrap_or_default();
+            let w = server
+                .objects
+                .delete(
+                    &rt,
+                    ns,
+                    name,
+                    propagation.as_deref(),
+                    opts["preconditions"]["resourceVersion"].as_str(),
+                    opts["preconditions"]["uid"].as_str(),
+                    dry_run,
+                )
+                .await?;
+            if w.deleted && !rt.builtin {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &success_status(
+                        json!({"name": name, "group": rt.group, "kind": rt.plural, "uid": w.object["metadata"]["uid"]}),
+                    ),
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &w.object))
+        }
+        "deletecollection" => {
+            let labels = LabelSelector::parse(
+                q.get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )
+            .map_err(ApiError::bad_request)?;
+            let fields = FieldSelector::parse(
+                q.get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )
+            .map_err(ApiError::bad_request)?;
+            let prefix = list_prefix(&rt, ns);
+            let (items, _, _) = server.cache.list(&prefix, None, usize::MAX, |o| {
+                labels.matches(&o.labels) && fields.matches(o)
+            });
+            let mut deleted = Vec::new();
+            for o in items {
+                if let Ok(w) = server
+                    .objects
+                    .delete(
+                        &rt,
+                        o.namespace.as_deref(),
+                        &o.name,
+                        None,
+                        None,
+                        None,
+                        q.get("dryRun").is_some_and(|d| d == "All"),
+                    )
+                    .await
+                {
+                    deleted.push(w.object);
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": deleted}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(verb.to_string())),
+    }
+}
+
+fn aggregated_response(doc: &Value, version: &str) -> Response {
+    let body = serde_json::to_vec(doc).unwrap_or_default();
+    let ct = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    let mut resp = (StatusCode::OK, body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&ct) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    resp
+}
+
+fn parse_body(body: &Bytes, headers: &HeaderMap) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request body is empty: send the object as JSON",
+        ));
+    }
+    if ct.contains("yaml") {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+        return serde_saphyr::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("the YAML body is invalid: {e}")));
+    }
+    if ct.contains("protobuf") {
+        return Err(ApiError::unsupported_media_type(
+            "protobuf bodies are not supported; send application/json",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the JSON body is invalid: {e}")))
+}
+
+fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+    let field_validation = match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation: unsupported value {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            )));
+        }
+    };
+    Ok(WriteOptions {
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+        field_manager: q.get("fieldManager").cloned(),
+        field_validation,
+    })
+}
+
+fn list_prefix(rt: &ResourceType, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if rt.namespaced => format!("{}{ns}/", rt.key_prefix()),
+        _ => rt.key_prefix(),
+    }
+}
+
+fn wants_table(accept: &str) -> bool {
+    accept.contains("as=Table")
+}
+
+fn include_of(q: &HashMap<String, String>) -> Include {
+    match q.get("includeObject").map(String::as_str) {
+        Some("None") => Include::None,
+        Some("Object") => Include::Object,
+        _ => Include::Metadata,
+    }
+}
+
+fn get(
+    server: &Arc<Server>,
+    rt: &ResourceType,
+    t: &Target,
+    accept: &str,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let name = t.name.as_deref().unwrap_or_default();
+    let key = rt.key(t.namespace.as_deref().filter(|_| rt.namespaced), name);
+    let obj = server
+        .cache
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+    if wants_table(accept) {
+        let v = obj.value();
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(
+                rt,
+                &[v],
+                include_of(q),
+                json!({"resourceVersion": obj.mod_revision.to_string()}),
+            ),
+        ));
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        obj.json.clone(),
+    )
+        .into_response())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    start: String,
+}
+
+async fn list(
+    server: &Arc<Server>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    q: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    if !server.cache.is_ready() {
+        return Err(ApiError::too_many_requests(
+            "the watch cache is not ready yet, please retry",
+        ));
+    }
+    // A consistent read: everything acknowledged before the request is in the answer.
+    server
+        .cache
+        .wait_for(server.objects.store.current_revision())
+        .await;
+    let labels = LabelSelector::parse(
+        q.get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(ApiError::bad_request)?;
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let start = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+            let tok: ContinueToken = serde_json::from_slice(&raw)
+                .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+            Some(tok.start)
+        }
+        None => None,
+    };
+    let prefix = list_prefix(rt, ns);
+    let (items, rev, more) = server.cache.list(&prefix, start.as_deref(), limit, |o| {
+        labels.matches(&o.labels) && fields.matches(o)
+    });
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if more && let Some(last) = items.last() {
+        let tok = serde_json::to_vec(&ContinueToken {
+            rv: rev,
+            start: last.key.clone(),
+        })
+        .unwrap_or_default();
+        meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok));
+    }
+    if wants_table(accept) {
+        let values: Vec<Value> = items.iter().map(|o| o.value()).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(rt, &values, include_of(q), meta),
+        ));
+    }
+    // Items are concatenated as stored: no re-serialisation of 100k objects.
+    let head = json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta}).to_string();
+    let mut out = BytesMut::with_capacity(
+        items.iter().map(|o| o.json.len() + 1).sum::<usize>() + head.len() + 16,
+    );
+    out.put_slice(&head.as_bytes()[..head.len() - 1]);
+    out.put_slice(b",\"items\":[");
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(&o.json);
+    }
+    out.put_slice(b"]}");
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        out.freeze(),
+    )
+        .into_response())
+}
+
+async fn patch_object(
+    server: &Arc<Server>,
+    rt: &ResourceType,
+    t: &Target,
+    headers: &HeaderMap,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let kind = PatchKind::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(format!("the body of the request was in an unknown format {ct:?}: accepted media types include application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{}", if rt.builtin { ", application/strategic-merge-patch+json" } else { "" })))?;
+    if kind == PatchKind::Strategic && !rt.builtin {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (strategic merge patch is not supported for custom resources such as {})",
+            rt.kind
+        )));
+    }
+    let patch: Value = if kind == PatchKind::Apply {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
+        serde_saphyr::from_str(text).map_err(|e| {
+            ApiError::bad_request(format!("the apply body is invalid YAML/JSON: {e}"))
+        })?
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch body is invalid JSON: {e}")))?
+    };
+    let mut opts = write_options(q)?;
+    if kind == PatchKind::Apply {
+        if opts.field_manager.as_deref().is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        if opts.field_validation == FieldValidation::Warn && q.get("fieldValidation").is_none() {
+            opts.field_validation = FieldValidation::Strict;
+        }
+    }
+    let name = t.name.as_deref().unwrap_or_default();
+    let ns = t.namespace.as_deref();
+    for _ in 0..16 {
+        let Some(current) = server.objects.current(rt, ns, name).await? else {
+            if kind == PatchKind::Apply && t.sub.is_none() {
+                let w = server
+                    .objects
+                    .create(
+                        rt,
+                        ns,
+                        patch.clone(),
+                        &WriteOptions {
+                            field_manager: None,
+                            ..opts.clone()
+                        },
+                    )
+                    .await?;
+                let mut obj = w.object;
+                obj["metadata"]["managedFields"] = json!([{"manager": opts.field_manager, "operation": "Apply", "apiVersion": rt.api_version(), "time": crate::objects::now(), "fieldsType": "FieldsV1", "fieldsV1": patch::fields_v1(&patch)}]);
+                if let Ok(Some(cur)) = server.objects.current(rt, ns, name).await {
+                    let w2 = server
+                        .objects
+                        .update(
+                            rt,
+                            ns,
+                            name,
+                            obj,
+                            cur,
+                            None,
+                            &WriteOptions {
+                                field_manager: None,
+                                ..opts.clone()
+                            },
+                            "Apply",
+                        )
+                        .await?;
+                    return Ok(with_warnings(
+                        json_response(StatusCode::CREATED, &w2.object),
+                        &w.warnings,
+                    ));
+                }
+                return Ok(json_response(StatusCode::CREATED, &obj));
+            }
+            return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+        };
+        let mut updated = current.0.clone();
+        match kind {
+            PatchKind::Json => patch::json_patch(&mut updated, &patch).map_err(|m| {
+                ApiError::invalid(&rt.kind, &rt.group, name, vec![("patch".into(), m)])
+            })?,
+            PatchKind::Merge => patch::merge_patch(&mut updated, &patch),
+            PatchKind::Strategic => patch::strategic_merge(&mut updated, &patch),
+            PatchKind::Apply => {
+                if rt.builtin {
+                    patch::strategic_merge(&mut updated, &patch)
+                } else {
+                    patch::merge_patch(&mut updated, &patch)
+                }
+            }
+        }
+        // A patch that names no resourceVersion applies to whatever is current.
+        if patch["metadata"]["resourceVersion"].is_null() {
+            updated["metadata"]["resourceVersion"] = json!(current.1.to_string());
+        }
+        let operation = if kind == PatchKind::Apply {
+            "Apply"
+        } else {
+            "Update"
+        };
+        match server
+            .objects
+            .update(
+                rt,
+                ns,
+                name,
+                updated,
+                current,
+                t.sub.as_deref(),
+                &opts,
+                operation,
+            )
+            .await
+        {
+            Err(e) if e.code == 409 && patch["metadata"]["resourceVersion"].is_null() => continue,
+            Err(e) => return Err(e),
+            Ok(w) => {
+                return Ok(with_warnings(
+                    json_response(StatusCode::OK, &w.object),
+                    &w.warnings,
+                ));
+            }
+        }
+    }
+    Err(ApiError::conflict(&rt.group, &rt.plural, name))
+}
+
+fn watch(
+    server: &Arc<Server>,
+    rt: &ResourceType,
+    t: &Target,
+    q: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    let labels = LabelSelector::parse(
+        q.get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(ApiError::bad_request)?;
+    let mut fields = FieldSelector::parse(
+        q.get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    )
+    .map_err(ApiError::bad_request)?;
+    if let Some(name) = &t.name {
+        fields = FieldSelector::parse(&format!("metadata.name={name}"))
+            .map_err(ApiError::bad_request)?;
+    }
+    let rv = q
+        .get("resourceVersion")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {r:?}")))
+        })
+        .transpose()?;
+    let send_initial = q.get("sendInitialEvents").is_some_and(|s| s == "true");
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let from = if send_initial { Some(0) } else { rv };
+    let prefix = list_prefix(rt, t.namespace.as_deref());
+    let sub = server.cache.subscribe(&prefix, from).map_err(|e| match e {
+        WatchStartError::NotReady => {
+            ApiError::too_many_requests("the watch cache is not ready yet, please retry")
+        }
+        WatchStartError::TooOld { requested, oldest } => {
+            ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+        }
+    })?;
+    let as_table = wants_table(accept);
+    let include = include_of(q);
+    let rt = rt.clone();
+    let interval = server.limits.bookmark_interval;
+    let cache = server.cache.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    tokio::spawn(async move {
+        let mut first_table = true;
+        let mut encode = |kind: &str, obj: &Cached| -> Bytes {
+            if as_table {
+                let v = obj.value();
+                let mut tbl = table::table(
+                    &rt,
+                    &[v],
+                    include,
+                    json!({"resourceVersion": obj.mod_revision.to_string()}),
+                );
+                if !first_table {
+                    tbl["columnDefinitions"] = json!([]);
+                }
+                first_table = false;
+                return Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{tbl}}}\n"));
+            }
+            let mut b = BytesMut::with_capacity(obj.json.len() + 32);
+            b.put_slice(format!("{{\"type\":\"{kind}\",\"object\":").as_bytes());
+            b.put_slice(&obj.json);
+            b.put_slice(b"}\n");
+            b.freeze()
+        };
+        let matches = |o: &Cached| labels.matches(&o.labels) && fields.matches(o);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        for ch in &sub.replay {
+            if matches(&ch.object)
+                && tx
+                    .send(Ok(encode(ch.kind.as_str(), &ch.object)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        let bookmark = |rev: u64, initial_end: bool| -> Bytes {
+            let mut meta = json!({"resourceVersion": rev.to_string()});
+            if initial_end {
+                meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            Bytes::from(format!(
+                "{}\n",
+                json!({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}})
+            ))
+        };
+        if send_initial && bookmarks && tx.send(Ok(bookmark(sub.revision, true))).await.is_err() {
+            return;
+        }
+        let mut live = sub.live;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = ticker.tick(), if bookmarks => {
+                    if tx.send(Ok(bookmark(cache.revision(), false))).await.is_err() { return; }
+                }
+                _ = tx.closed() => return,
+                ch = live.recv() => {
+                    let Ok(ch) = ch else { return };
+                    if ch.revision <= sub.revision || !ch.object.key.starts_with(&prefix) { continue; }
+                    let now_match = ch.kind != ChangeKind::Deleted && matches(&ch.object);
+                    let was_match = ch.prev.as_ref().is_some_and(|p| matches(p));
+                    let kind = match (ch.kind, was_match, now_match) {
+                        (ChangeKind::Deleted, true, _) => "DELETED",
+                        (_, false, true) => "ADDED",
+                        (_, true, true) => "MODIFIED",
+                        (_, true, false) => "DELETED",
+                        _ => continue,
+                    };
+                    if tx.send(Ok(encode(kind, &ch.object))).await.is_err() { return; }
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_like_kubernetes() {
+        let t = parse_target("/api/v1/namespaces/default/pods/p1/status").unwrap();
+        assert_eq!(
+            (
+                t.plural.as_str(),
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("pods", Some("default"), Some("p1"), Some("status"))
+        );
+        let t = parse_target("/api/v1/namespaces/kube-system").unwrap();
+        assert_eq!(
+            (t.plural.as_str(), t.name.as_deref(), t.namespace),
+            ("namespaces", Some("kube-system"), None)
+        );
+        let t = parse_target("/apis/iaas.yusur.io/v1/namespaces/default/yusurservices").unwrap();
+        assert_eq!(
+            (
+                t.group.as_str(),
+                t.plural.as_str(),
+                t.namespace.as_deref(),
+                t.name
+            ),
+            ("iaas.yusur.io", "yusurservices", Some("default"), None)
+        );
+        let t = parse_target("/apis/iaas.yusur.io/v1/vpcs/vpc1").unwrap();
+        assert_eq!(
+            (t.plural.as_str(), t.name.as_deref()),
+            ("vpcs", Some("vpc1"))
+        );
+        assert!(parse_target("/apis/iaas.yusur.io").is_none());
+    }
+}
