@@ -107,8 +107,10 @@ pub struct StoreOptions {
     /// Keep only the last N revisions of history, compacting older log rows as part of each
     /// commit (no extra fsync). `None` keeps everything until [`Store::compact`] is called.
     pub retain_revisions: Option<u64>,
-    /// Events a watcher may have undelivered before it is dropped with `WatchLagged`. Bounded
-    /// so one stuck client cannot grow memory without limit.
+    /// Events a watcher may have undelivered before it is dropped with `WatchLagged` (one
+    /// buffer of this size for the consumer plus one for live events during replay, so up to
+    /// twice this). Bounded so one stuck client cannot grow memory without limit; it also
+    /// bounds how many writes may land while a watch is still replaying history.
     pub watch_buffer: usize,
     /// Most writes committed under one fsync.
     pub max_batch: usize,
