@@ -114,7 +114,7 @@ fn validate(
         }
         causes.extend(out.invalid);
     }
-    if rt.group == ferry_api::GROUP {
+    if rt.group == ferry_api::GROUP && causes.is_empty() {
         causes.extend(
             ferry_api::validate(&rt.kind, object)
                 .into_iter()

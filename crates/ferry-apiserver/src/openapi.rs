@@ -150,3 +150,19 @@ pub fn v2(registry: &Registry) -> Value {
     }
     json!({"swagger": "2.0", "info": {"title": "Ferry", "version": env!("CARGO_PKG_VERSION")}, "paths": {}, "definitions": defs})
 }
+
+/// A minimal gnostic `openapi_v2.Document` in protobuf: `swagger: "2.0"`, an `info`, empty
+/// `paths`. Hand-encoded: three length-delimited fields are not worth a protobuf dependency.
+pub fn v2_protobuf_empty() -> Vec<u8> {
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+    let info = [
+        field(0x0a, b"Ferry"),
+        field(0x12, env!("CARGO_PKG_VERSION").as_bytes()),
+    ]
+    .concat();
+    [field(0x0a, b"2.0"), field(0x12, &info), field(0x42, b"")].concat()
+}

@@ -215,10 +215,17 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
             });
         }
         "/openapi/v2" => {
-            if accept.contains("protobuf") && !accept.contains("application/json") {
-                return Err(ApiError::unsupported_media_type(
-                    "only application/json is served for /openapi/v2",
-                ));
+            if accept.contains("application/com.github.proto-openapi.spec.v2") {
+                // kubectl asks for protobuf only to fall back on for kinds the v3 documents
+                // lack; an empty v2 document makes it skip client-side checks of those.
+                return Ok((
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )],
+                    openapi::v2_protobuf_empty(),
+                )
+                    .into_response());
             }
             return Ok(json_response(StatusCode::OK, &openapi::v2(&registry)));
         }
@@ -307,6 +314,13 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
     }
     let _permit = server.permit(&who)?;
     let headers = req.headers().clone();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > server.limits.max_body_bytes) {
+        return Err(ApiError::too_large(server.limits.max_body_bytes));
+    }
     let body = axum::body::to_bytes(req.into_body(), server.limits.max_body_bytes)
         .await
         .map_err(|_| ApiError::too_large(server.limits.max_body_bytes))?;
