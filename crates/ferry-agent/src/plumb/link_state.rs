@@ -1,0 +1,185 @@
+//! Pure parsing of `ip -j` and `ovs-vsctl` output into the facts [`super::check`]
+//! compares.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::mac_addr::MacAddr;
+
+/// One link from `ip -j -d link show dev NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub name: String,
+    pub mac: Option<MacAddr>,
+    /// Administratively up (`UP` among the flags).
+    pub admin_up: bool,
+    /// `linkinfo.info_kind`, e.g. `veth`.
+    pub kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawLink {
+    ifname: String,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    linkinfo: Option<RawLinkInfo>,
+    #[serde(default)]
+    addr_info: Vec<RawAddr>,
+}
+
+#[derive(Deserialize)]
+struct RawLinkInfo {
+    #[serde(default)]
+    info_kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAddr {
+    #[serde(default)]
+    local: Option<IpAddr>,
+    #[serde(default)]
+    prefixlen: Option<u8>,
+}
+
+#[derive(Deserialize)]
+struct RawRoute {
+    dst: String,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
+    #[serde(default)]
+    dev: Option<String>,
+}
+
+/// Parses `ip -j -d link show dev NAME`; `None` if the list is empty.
+pub fn parse_link(json: &str) -> Result<Option<LinkState>, String> {
+    let links: Vec<RawLink> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(links.into_iter().next().map(|l| LinkState {
+        admin_up: l.flags.iter().any(|f| f == "UP"),
+        mac: l.address.and_then(|a| a.parse().ok()),
+        kind: l.linkinfo.and_then(|i| i.info_kind),
+        name: l.ifname,
+    }))
+}
+
+/// Parses `ip -j addr show dev NAME` into the addresses with their prefix lengths.
+pub fn parse_addrs(json: &str) -> Result<Vec<IpNet>, String> {
+    let links: Vec<RawLink> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(links
+        .into_iter()
+        .flat_map(|l| l.addr_info)
+        .filter_map(|a| IpNet::new(a.local?, a.prefixlen?).ok())
+        .collect())
+}
+
+/// A default route: its gateway and device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute {
+    pub gateway: Option<IpAddr>,
+    pub dev: Option<String>,
+}
+
+/// Parses `ip -j route show default` (or `ip -6 ...`).
+pub fn parse_default_routes(json: &str) -> Result<Vec<DefaultRoute>, String> {
+    let routes: Vec<RawRoute> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(routes
+        .into_iter()
+        .filter(|r| r.dst == "default")
+        .map(|r| DefaultRoute {
+            gateway: r.gateway,
+            dev: r.dev,
+        })
+        .collect())
+}
+
+/// An `ovs-vsctl get` string value without OVSDB quoting (`"a b"` -> `a b`).
+pub fn ovs_string(out: &str) -> String {
+    let t = out.trim();
+    t.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .map(|s| s.replace("\\\"", "\"").replace("\\\\", "\\"))
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// True when `ethtool -k DEV` output says transmit checksumming is off.
+pub fn tx_checksum_off(ethtool_k: &str) -> bool {
+    ethtool_k
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tx-checksumming:"))
+        .any(|v| v.trim().starts_with("off"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link() {
+        let json = r#"[{"ifindex":5,"ifname":"eth0","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],
+            "address":"0a:00:00:01:01:0a","linkinfo":{"info_kind":"veth"}}]"#;
+        assert_eq!(
+            parse_link(json),
+            Ok(Some(LinkState {
+                name: "eth0".into(),
+                mac: "0a:00:00:01:01:0a".parse().ok(),
+                admin_up: true,
+                kind: Some("veth".into()),
+            }))
+        );
+        let down = r#"[{"ifname":"lo","flags":["LOOPBACK"],"address":"00:00:00:00:00:00"}]"#;
+        let l = parse_link(down).expect("parse").expect("one link");
+        assert!(!l.admin_up);
+        assert_eq!(l.kind, None);
+        assert_eq!(parse_link("[]"), Ok(None));
+        assert!(parse_link("Cannot find device").is_err());
+    }
+
+    #[test]
+    fn addrs() {
+        let json = r#"[{"ifname":"eth0","addr_info":[
+            {"family":"inet","local":"10.0.1.10","prefixlen":24},
+            {"family":"inet6","local":"fe80::1","prefixlen":64}]}]"#;
+        let want: Vec<IpNet> = vec![
+            "10.0.1.10/24".parse().expect("net"),
+            "fe80::1/64".parse().expect("net"),
+        ];
+        assert_eq!(parse_addrs(json), Ok(want));
+        assert_eq!(parse_addrs("[]"), Ok(vec![]));
+    }
+
+    #[test]
+    fn default_routes() {
+        let json = r#"[{"dst":"default","gateway":"10.0.1.1","dev":"eth0","flags":[]},
+            {"dst":"10.0.1.0/24","dev":"eth0","prefsrc":"10.0.1.10"}]"#;
+        assert_eq!(
+            parse_default_routes(json),
+            Ok(vec![DefaultRoute {
+                gateway: "10.0.1.1".parse().ok(),
+                dev: Some("eth0".into())
+            }])
+        );
+    }
+
+    #[test]
+    fn ovs_strings_and_ethtool() {
+        let cases = [
+            ("b11\n", "b11"),
+            ("\"a b\"\n", "a b"),
+            ("\"\"\n", ""),
+            ("\n", ""),
+            ("\"x\\\"y\"", "x\"y"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(ovs_string(input), want, "{input:?}");
+        }
+        assert!(tx_checksum_off(
+            "Features for eth0:\nrx-checksumming: on\ntx-checksumming: off\n"
+        ));
+        assert!(!tx_checksum_off("tx-checksumming: on\n"));
+        assert!(tx_checksum_off("tx-checksumming: off [fixed]\n"));
+    }
+}

@@ -1,0 +1,229 @@
+//! [`add`] and [`del`]: the veth pair, the container end's configuration, the OVS port.
+
+use std::path::Path;
+
+use super::link_state::parse_link;
+use super::{PlumbError, PlumbRequest, UnplumbRequest, peer_tmp_ifname};
+use crate::command::{CommandError, run, run_in_netns};
+use crate::mac_addr::MacAddr;
+
+/// What [`add`] learned while plumbing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddOutcome {
+    /// The kernel-chosen MAC of the host end (reported in the CNI result).
+    pub host_mac: Option<MacAddr>,
+}
+
+/// stderr of `ip` when a link is not there.
+const NO_DEVICE: &[&str] = &["Cannot find device", "does not exist"];
+
+/// Plumbs one pod interface. A leftover host end from an earlier, failed attempt is
+/// removed first; if any step fails, what this call created is removed again, so a failed
+/// ADD leaves nothing behind.
+pub fn add(req: &PlumbRequest) -> Result<AddOutcome, PlumbError> {
+    if !req.netns_path.exists() {
+        return Err(PlumbError::NetnsMissing {
+            path: req.netns_path.clone(),
+        });
+    }
+    delete_link(&req.host_ifname, "remove a stale host end")?;
+    // The temporary name is derived from the host name's hash, so a crashed attempt's
+    // peer is removed with the host end above (deleting one end deletes both).
+    let tmp = peer_tmp_ifname_for(req);
+    step(
+        "create the veth pair",
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &req.host_ifname,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &tmp,
+            ],
+        ),
+    )?;
+    match configure(req, &tmp) {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            tracing::warn!(host_ifname = %req.host_ifname, error = %e, "add failed; rolling back");
+            // Best effort: the original error is what the caller must see.
+            let _ = ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname);
+            let _ = delete_link(&req.host_ifname, "roll back the host end");
+            Err(e)
+        }
+    }
+}
+
+fn peer_tmp_ifname_for(req: &PlumbRequest) -> String {
+    // host_ifname is "fy" + hash; the peer is "fz" + the same hash.
+    match req.host_ifname.strip_prefix("fy") {
+        Some(hash) => format!("fz{hash}"),
+        None => peer_tmp_ifname(&req.host_ifname, &req.ifname),
+    }
+}
+
+fn configure(req: &PlumbRequest, tmp: &str) -> Result<AddOutcome, PlumbError> {
+    let ns = req.netns_path.as_path();
+    let netns = ns.display().to_string();
+    let mac = req.mac.to_string();
+    let cidr = req.ip_cidr.to_string();
+    let gw = req.gateway.to_string();
+    let ifname = req.ifname.as_str();
+    step(
+        "move the container end into the namespace",
+        run("ip", &["link", "set", tmp, "netns", &netns]),
+    )?;
+    let in_ns = |what: &'static str, args: &[&str]| step(what, run_in_netns(ns, "ip", args));
+    in_ns(
+        "rename the container end",
+        &["link", "set", tmp, "name", ifname],
+    )?;
+    in_ns(
+        "set the container MAC",
+        &["link", "set", ifname, "address", &mac],
+    )?;
+    in_ns(
+        "add the container address",
+        &["addr", "replace", &cidr, "dev", ifname],
+    )?;
+    in_ns("bring the container end up", &["link", "set", ifname, "up"])?;
+    in_ns("bring lo up", &["link", "set", "lo", "up"])?;
+    in_ns(
+        "add the default route",
+        &["route", "replace", "default", "via", &gw, "dev", ifname],
+    )?;
+    // The userspace datapath does not fill in checksums the kernel left to the NIC, so
+    // TCP only works with transmit checksum offload off on both ends (ovn.md).
+    step(
+        "turn off tx checksum offload in the container",
+        run_in_netns(ns, "ethtool", &["-K", ifname, "tx", "off"]),
+    )?;
+    step(
+        "bring the host end up",
+        run("ip", &["link", "set", &req.host_ifname, "up"]),
+    )?;
+    step(
+        "turn off tx checksum offload on the host end",
+        run("ethtool", &["-K", &req.host_ifname, "tx", "off"]),
+    )?;
+    let host_mac = link_mac(&req.host_ifname)?;
+    ovs_add_port(req)?;
+    Ok(AddOutcome { host_mac })
+}
+
+/// Removes what [`add`] created. Already-missing pieces (namespace, link, OVS port) are
+/// success, so DEL can be repeated.
+pub fn del(req: &UnplumbRequest) -> Result<(), PlumbError> {
+    step(
+        "remove the OVS port",
+        ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname),
+    )?;
+    delete_link(&req.host_ifname, "remove the host end")?;
+    // Deleting the host end removed the container end too. If only the container end
+    // survived (host end deleted by hand), remove it, but only if it is a veth: the
+    // name alone could belong to someone else.
+    if let Some(ns) = req.netns_path.as_deref().filter(|p| p.exists()) {
+        let shown = run_in_netns(ns, "ip", &["-j", "-d", "link", "show", "dev", &req.ifname]);
+        if let Ok(out) = shown
+            && let Ok(Some(link)) = parse_link(&out)
+            && link.kind.as_deref() == Some("veth")
+        {
+            let r = run_in_netns(ns, "ip", &["link", "del", &req.ifname]);
+            ignore_missing("remove the container end", r)?;
+        }
+    }
+    Ok(())
+}
+
+fn delete_link(name: &str, what: &'static str) -> Result<(), PlumbError> {
+    ignore_missing(what, run("ip", &["link", "del", name]))
+}
+
+fn ignore_missing(
+    step_name: &'static str,
+    r: Result<String, CommandError>,
+) -> Result<(), PlumbError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.stderr_says(NO_DEVICE) => Ok(()),
+        Err(source) => Err(PlumbError::Command {
+            step: step_name,
+            source,
+        }),
+    }
+}
+
+fn link_mac(name: &str) -> Result<Option<MacAddr>, PlumbError> {
+    let out = step(
+        "read the host end",
+        run("ip", &["-j", "-d", "link", "show", "dev", name]),
+    )?;
+    let link = parse_link(&out).map_err(|detail| PlumbError::Output {
+        step: "read the host end",
+        command: format!("ip -j -d link show dev {name}"),
+        detail,
+    })?;
+    Ok(link.and_then(|l| l.mac))
+}
+
+pub(super) fn ovs_db_arg(db: &Path) -> String {
+    format!("--db=unix:{}", db.display())
+}
+
+fn ovs_add_port(req: &PlumbRequest) -> Result<(), PlumbError> {
+    let db = ovs_db_arg(&req.ovs_db);
+    let iface_id = format!("external_ids:iface-id={}", quote_ovs(&req.iface_id));
+    let attached_mac = format!("external_ids:attached-mac=\"{}\"", req.mac);
+    let mut args = vec![
+        db.as_str(),
+        "--timeout=30",
+        "--",
+        "--may-exist",
+        "add-port",
+        &req.bridge,
+        &req.host_ifname,
+        "--",
+        "set",
+        "Interface",
+        &req.host_ifname,
+        &iface_id,
+        &attached_mac,
+    ];
+    let port_type = format!("type={}", req.port_type);
+    if !req.port_type.is_empty() {
+        args.push(&port_type);
+    }
+    step(
+        "add the host end to the OVS bridge",
+        run("ovs-vsctl", &args),
+    )
+    .map(|_| ())
+}
+
+fn ovs_del_port(db: &Path, bridge: &str, port: &str) -> Result<String, CommandError> {
+    run(
+        "ovs-vsctl",
+        &[
+            &ovs_db_arg(db),
+            "--timeout=30",
+            "--if-exists",
+            "del-port",
+            bridge,
+            port,
+        ],
+    )
+}
+
+/// An OVSDB string literal for `ovs-vsctl set` (always quoted, so names with `.` or `/`
+/// survive).
+fn quote_ovs(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn step(what: &'static str, r: Result<String, CommandError>) -> Result<String, PlumbError> {
+    r.map_err(|source| PlumbError::Command { step: what, source })
+}
