@@ -13,6 +13,7 @@
 //! thread.
 
 pub mod cni;
+pub mod cni_plugin;
 pub mod command;
 pub mod mac_addr;
 pub mod plumb;

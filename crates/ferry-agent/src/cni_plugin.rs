@@ -1,0 +1,57 @@
+//! [`FerryCni`]: the CNI operations, joining the protocol ([`crate::cni`]) to the plumbing
+//! ([`crate::plumb`]). Where a pod's assignment comes from is an [`AssignmentSource`]
+//! (the Kubernetes glue reads the pod's `iaas.yusur.io/ip_address` and `mac_address`
+//! annotations; tests use a table).
+
+use crate::cni::{
+    CniEnv, CniError, CniPlugin, CniResult, ErrorCode, NetConf, PodNetwork, add_result,
+    plumb_request, pod_ref, unplumb_request,
+};
+use crate::plumb::{self, Discrepancy, PlumbError};
+
+/// Where ADD and CHECK learn the pod's address, MAC, gateway and logical port.
+pub trait AssignmentSource {
+    /// The assignment for the pod of this invocation; an error (typically
+    /// [`ErrorCode::NoAssignment`] or [`ErrorCode::TryAgainLater`]) if there is none yet.
+    fn pod_network(&mut self, env: &CniEnv, conf: &NetConf) -> Result<PodNetwork, CniError>;
+}
+
+/// Ferry's CNI plugin.
+#[derive(Debug)]
+pub struct FerryCni<A> {
+    pub assignments: A,
+}
+
+impl<A: AssignmentSource> CniPlugin for FerryCni<A> {
+    fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
+        let pod = self.assignments.pod_network(env, conf)?;
+        let req = plumb_request(env, conf, &pod)?;
+        let outcome = plumb::add(&req).map_err(|e| plumb_error(env, e))?;
+        Ok(add_result(&conf.cni_version, &req, outcome.host_mac))
+    }
+
+    fn del(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+        plumb::del(&unplumb_request(env, conf)).map_err(|e| plumb_error(env, e))
+    }
+
+    fn check(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+        let pod = self.assignments.pod_network(env, conf)?;
+        let req = plumb_request(env, conf, &pod)?;
+        plumb::check(&req).map_err(|d| {
+            let code = match d {
+                Discrepancy::NetnsMissing { .. } => ErrorCode::UnknownContainer,
+                Discrepancy::Inspect(_) | Discrepancy::Output { .. } => ErrorCode::IoFailure,
+                _ => ErrorCode::CheckFailed,
+            };
+            CniError::new(code, d.to_string(), pod_ref(env))
+        })
+    }
+}
+
+fn plumb_error(env: &CniEnv, e: PlumbError) -> CniError {
+    let code = match e {
+        PlumbError::NetnsMissing { .. } => ErrorCode::UnknownContainer,
+        PlumbError::Command { .. } | PlumbError::Output { .. } => ErrorCode::PlumbingFailed,
+    };
+    CniError::new(code, e.to_string(), pod_ref(env))
+}
