@@ -24,6 +24,8 @@ enum Command {
     Up(UpArgs),
     /// The API server alone.
     Apiserver(ServerArgs),
+    /// The controllers alone, against any Kubernetes API server (run several for HA).
+    Controller(ControllerArgs),
     /// Write the CRD manifests of every Ferry resource into a directory.
     Crds {
         /// Directory to write `<plural>.<group>.yaml` files into.
@@ -42,6 +44,28 @@ struct ServerArgs {
     listen: SocketAddr,
 }
 
+#[derive(Args, Debug, Clone)]
+struct NetworkArgs {
+    /// ClusterIPs are allocated from this CIDR.
+    #[arg(long, env = "FERRY_SERVICE_CIDR", default_value = "10.96.0.0/16")]
+    service_cidr: String,
+    /// EIPs for LoadBalancer services, e.g. `198.18.0.100-198.18.0.199`.
+    #[arg(long, env = "FERRY_EIP_POOL")]
+    eip_pool: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ControllerArgs {
+    /// Kubeconfig of the API server to control (in-cluster config when absent).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Name of this replica in the leader Lease (default: controller-<pid>).
+    #[arg(long, env = "FERRY_IDENTITY")]
+    identity: Option<String>,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
 #[derive(Args, Debug)]
 struct UpArgs {
     #[command(flatten)]
@@ -55,6 +79,8 @@ struct UpArgs {
     /// Run no node agent (probes are left to agents elsewhere).
     #[arg(long)]
     no_agent: bool,
+    #[command(flatten)]
+    network: NetworkArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crds { out } => write_crds(&out),
         Command::Apiserver(args) => runtime()?.block_on(apiserver(args, false)),
         Command::Up(args) => runtime()?.block_on(up(args)),
+        Command::Controller(args) => runtime()?.block_on(controller(args)),
     }
 }
 
@@ -89,7 +116,10 @@ fn write_crds(out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apiserver(args: ServerArgs, install_crds: bool) -> anyhow::Result<()> {
+async fn start_apiserver(
+    args: &ServerArgs,
+    install_crds: bool,
+) -> anyhow::Result<ferry_apiserver::ApiServer> {
     let config = ferry_apiserver::Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -113,9 +143,59 @@ async fn apiserver(args: ServerArgs, install_crds: bool) -> anyhow::Result<()> {
         server.addr,
         server.kubeconfig.display()
     );
+    Ok(server)
+}
+
+async fn apiserver(args: ServerArgs, install_crds: bool) -> anyhow::Result<()> {
+    let server = start_apiserver(&args, install_crds).await?;
     shutdown_signal().await;
     eprintln!("ferry: shutting down");
     server.shutdown().await;
+    Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig given and no in-cluster configuration found")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn controller_config(
+    network: &NetworkArgs,
+    identity: Option<String>,
+) -> ferry_controller::ControllerConfig {
+    let mut config = ferry_controller::ControllerConfig {
+        service_cidr: network.service_cidr.clone(),
+        eip_pool: network.eip_pool.clone(),
+        ..Default::default()
+    };
+    if let Some(id) = identity {
+        config.identity = id;
+    }
+    config
+}
+
+async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(ferry_controller::run(
+        client,
+        controller_config(&args.network, args.identity),
+        rx,
+    ));
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    task.await.context("controller task")??;
     Ok(())
 }
 
@@ -128,7 +208,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if !args.no_agent {
         tracing::warn!("the node agent is not built yet: probes are not run");
     }
-    apiserver(args.server, true).await
+    let server = start_apiserver(&args.server, true).await?;
+    let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(ferry_controller::run(
+        client,
+        controller_config(&args.network, Some("ferry-up".into())),
+        rx,
+    ));
+    shutdown_signal().await;
+    eprintln!("ferry: shutting down");
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    server.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

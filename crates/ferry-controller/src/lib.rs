@@ -1,0 +1,207 @@
+//! Ferry's controllers, as plain kube-rs clients of any Kubernetes API server.
+//!
+//! The service controller turns each YusurService into a headless Service, Endpoints, an
+//! EndpointSlice and one NetworkProbe per backend, keeping only healthy backends; IPAM gives
+//! workloads, nodes and services their addresses; the network controller (with an OVN
+//! Northbound database) programs the topology. Decisions are pure functions in `ipam`,
+//! `service` and `leader`; `reconcile` and `run` are the thin I/O around them. This crate
+//! must not depend on the embedded API server.
+
+pub mod ipam;
+pub mod leader;
+pub mod reconcile;
+pub mod service;
+pub mod world;
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+
+use crate::ipam::Pool;
+use crate::reconcile::{Pending, ServicePools};
+use crate::world::Caches;
+
+/// How the controllers run.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Where ClusterIPs come from.
+    pub service_cidr: String,
+    /// EIPs for LoadBalancer services, `a.b.c.d-e.f.g.h`.
+    pub eip_pool: Option<String>,
+    /// This replica's name in the leader Lease.
+    pub identity: String,
+    /// A full pass at least this often, even with no change seen.
+    pub resync: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            service_cidr: "10.96.0.0/16".into(),
+            eip_pool: None,
+            identity: format!("ferry-controller-{}", std::process::id()),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors that stop the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("--service-cidr {0:?} is not an IPv4 CIDR")]
+    ServiceCidr(String),
+    #[error("--eip-pool {0:?} is not a range such as 198.18.0.100-198.18.0.199")]
+    EipPool(String),
+}
+
+fn reflect<K>(api: Api<K>, config: watcher::Config, wake: mpsc::Sender<()>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        stream
+            .for_each(|ev| {
+                if let Err(e) = &ev {
+                    tracing::debug!(error = %e, "watch error (retrying)");
+                }
+                let _ = wake.try_send(());
+                futures::future::ready(())
+            })
+            .await;
+    });
+    reader
+}
+
+fn caches(client: &Client, wake: &mpsc::Sender<()>) -> Caches {
+    let generated = watcher::Config::default().labels(service::SERVICE_LABEL);
+    let all = watcher::Config::default();
+    Caches {
+        services: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        pods: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        namespaces: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        nodes: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        vpcs: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        subnets: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        eips: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        baremetals: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        vnicips: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
+        probes: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
+        k8s_services: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
+        endpoints: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
+        slices: reflect(Api::all(client.clone()), generated, wake.clone()),
+    }
+}
+
+async fn wait_ready(c: &Caches) {
+    let _ = tokio::join!(
+        c.services.wait_until_ready(),
+        c.pods.wait_until_ready(),
+        c.namespaces.wait_until_ready(),
+        c.nodes.wait_until_ready(),
+        c.vpcs.wait_until_ready(),
+        c.subnets.wait_until_ready(),
+        c.eips.wait_until_ready(),
+        c.baremetals.wait_until_ready(),
+        c.vnicips.wait_until_ready(),
+        c.probes.wait_until_ready(),
+        c.k8s_services.wait_until_ready(),
+        c.endpoints.wait_until_ready(),
+        c.slices.wait_until_ready(),
+    );
+}
+
+/// Runs the controllers until `shutdown` turns true: warm caches at once, writes only while
+/// leading, the Lease released on the way out.
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
+    let pools = ServicePools {
+        cluster_ips: Pool::subnet(&config.service_cidr, None, &[])
+            .map_err(|_| ControllerError::ServiceCidr(config.service_cidr.clone()))?,
+        eips: match &config.eip_pool {
+            Some(p) => {
+                Some(Pool::parse_range(p).ok_or_else(|| ControllerError::EipPool(p.clone()))?)
+            }
+            None => None,
+        },
+    };
+    let (wake_tx, mut wake) = mpsc::channel(1);
+    let c = caches(&client, &wake_tx);
+    let lease = leader::LeaderConfig::new(config.identity.clone());
+    tokio::select! {
+        _ = wait_ready(&c) => {}
+        _ = stopped(&mut shutdown) => return Ok(()),
+    }
+    tracing::info!(identity = %config.identity, "caches warm; waiting for leadership");
+    tokio::select! {
+        _ = leader::acquire(&client, &lease) => {}
+        _ = stopped(&mut shutdown) => return Ok(()),
+    }
+    tracing::info!(identity = %config.identity, "leading");
+    let mut pending = Pending::default();
+    let mut renewed = Instant::now();
+    let mut resync = tokio::time::interval(config.resync);
+    loop {
+        if renewed.elapsed() >= lease.lease_duration / 3 {
+            match leader::try_acquire(&client, &lease).await {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => {
+                    tracing::warn!("lost the leader lease; standing by");
+                    tokio::select! {
+                        _ = leader::acquire(&client, &lease) => renewed = Instant::now(),
+                        _ = stopped(&mut shutdown) => return Ok(()),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed"),
+            }
+        }
+        pass(&client, &c, &pools, &mut pending).await;
+        tokio::select! {
+            _ = wake.recv() => {
+                // Coalesce a burst of changes into one pass.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                while wake.try_recv().is_ok() {}
+            }
+            _ = resync.tick() => {}
+            _ = tokio::time::sleep(lease.lease_duration / 3) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    leader::release(&client, &lease).await;
+    tracing::info!("released the leader lease");
+    Ok(())
+}
+
+/// Resolves once shutdown is requested (the guard `wait_for` returns is not `Send`).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+async fn pass(client: &Client, c: &Caches, pools: &ServicePools, pending: &mut Pending) {
+    let started = Instant::now();
+    reconcile::allocate_workloads(client, c, pending).await;
+    let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
+    vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
+    let outcomes = reconcile::reconcile_services(client, c, pools, pending, &vpcs).await;
+    for o in &outcomes {
+        reconcile::write_status(client, o, reconcile::desired_status(o, None)).await;
+    }
+    tracing::debug!(
+        services = outcomes.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "reconcile pass"
+    );
+}
