@@ -5,6 +5,9 @@
 //! I/O: the API server, the controllers and the agent all depend on it, and a test keeps
 //! the generated CRD manifests in `deploy/crds/` in step with these types.
 
+// kube-derive repeats `type_` across printcolumn(...) entries.
+#![allow(clippy::duplicated_attributes)]
+
 mod backends;
 mod crds;
 mod network;
