@@ -1,0 +1,415 @@
+//! The controllers against a real (Ferry's own) API server over HTTPS: IPAM, generated
+//! objects, probe-driven endpoints, cleanup on delete, bad references, and Lease failover.
+
+use std::time::{Duration, Instant};
+
+use ferry_api::{NetworkProbe, YusurService};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    server: Option<ferry_apiserver::ApiServer>,
+    client: Client,
+    controller_kubeconfig: std::path::PathBuf,
+}
+
+async fn client_for(path: &std::path::Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(path).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ferry_apiserver::ApiServer::start(ferry_apiserver::Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        limits: Default::default(),
+    })
+    .await
+    .unwrap();
+    let crds: Vec<serde_json::Value> = ferry_api::all_crds()
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+    server.install_crds(&crds).await.unwrap();
+    let client = client_for(&dir.path().join("kubeconfig")).await;
+    let controller_kubeconfig = dir.path().join("kubeconfig-controller");
+    Env {
+        _dir: dir,
+        server: Some(server),
+        client,
+        controller_kubeconfig,
+    }
+}
+
+async fn start_controller(
+    e: &Env,
+    identity: &str,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let client = client_for(&e.controller_kubeconfig).await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = ferry_controller::ControllerConfig {
+        identity: identity.into(),
+        eip_pool: Some("198.18.0.100-198.18.0.199".into()),
+        ..Default::default()
+    };
+    let task = tokio::spawn(async move {
+        ferry_controller::run(client, config, rx).await.unwrap();
+    });
+    (tx, task)
+}
+
+async fn apply(client: &Client, v: serde_json::Value) {
+    let api_version = v["apiVersion"].as_str().unwrap().to_string();
+    let kind = v["kind"].as_str().unwrap().to_string();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+        Api::namespaced_with(client.clone(), "default", &ar)
+    } else {
+        Api::all_with(client.clone(), &ar)
+    };
+    let name = v["metadata"]["name"].as_str().unwrap().to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&v),
+    )
+    .await
+    .unwrap();
+}
+
+async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn topology(c: &Client) {
+    for v in ["vpc1", "vpc2"] {
+        apply(c, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc", "metadata": {"name": v}, "spec": {}})).await;
+    }
+    for (name, vpc, cidr) in [
+        ("vpc1-subnet1", "vpc1", "10.0.1.0/24"),
+        ("vpc1-subnet2", "vpc1", "10.0.2.0/24"),
+        ("vpc2-subnet1", "vpc2", "10.0.1.0/24"),
+    ] {
+        apply(c, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": name}, "spec": {"vpc": vpc, "cidrBlock": cidr, "excludeIps": ["10.0.1.2..10.0.1.9"]}})).await;
+    }
+    for (name, subnet) in [
+        ("ep1", "vpc1-subnet1"),
+        ("ep2", "vpc1-subnet2"),
+        ("ep-vpc2", "vpc2-subnet1"),
+    ] {
+        apply(c, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"svc": "svc1-ep"}, "annotations": {"iaas.yusur.io/subnet": subnet}},
+            "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "none"}]}})).await;
+    }
+}
+
+fn seed() -> serde_json::Value {
+    let text = include_str!("../../../examples/ysvc1.yaml");
+    serde_saphyr::from_str(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_service_gets_cluster_ip_endpoints_of_healthy_vpc1_backends_and_cleans_up() {
+    let e = env().await;
+    let (stop, task) = start_controller(&e, "t1").await;
+    topology(&e.client).await;
+    apply(&e.client, seed()).await;
+    let pods: Api<Pod> = Api::namespaced(e.client.clone(), "default");
+    // IPAM: addresses in each pod's subnet, excludeIps honoured, no duplicates within a VPC.
+    let ips = eventually("pod addresses", Duration::from_secs(10), async || {
+        let mut ips = Vec::new();
+        for p in ["ep1", "ep2", "ep-vpc2"] {
+            ips.push(
+                pods.get(p)
+                    .await
+                    .ok()?
+                    .annotations()
+                    .get(ferry_api::ANNOTATION_IP)?
+                    .clone(),
+            );
+        }
+        Some(ips)
+    })
+    .await;
+    assert_eq!(
+        ips,
+        ["10.0.1.10", "10.0.2.2", "10.0.1.10"],
+        "ep1 skips the excluded range; vpc2 reuses the overlapping CIDR"
+    );
+
+    let ysvcs: Api<YusurService> = Api::namespaced(e.client.clone(), "default");
+    let status = eventually("status", Duration::from_secs(10), async || {
+        let s = ysvcs.get("ysvc1").await.ok()?.status?;
+        (s.total_endpoints == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(status.cluster_ip.as_deref(), Some("10.96.0.2"));
+    assert_eq!(
+        status.ready_endpoints, 0,
+        "a new backend waits for its first probe success"
+    );
+
+    let svcs: Api<Service> = Api::namespaced(e.client.clone(), "default");
+    let svc = svcs.get("ysvc1").await.unwrap();
+    assert_eq!(
+        svc.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("None")
+    );
+    assert_eq!(
+        svc.labels()["service.kubernetes.io/service-proxy-name"],
+        "ferry"
+    );
+    assert_eq!(svc.annotations()["iaas.yusur.io/vip"], "10.96.0.2");
+
+    let probes: Api<NetworkProbe> = Api::namespaced(e.client.clone(), "default");
+    let names: Vec<String> = probes
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(
+        names,
+        ["ysvc1-pod-ep1", "ysvc1-pod-ep2"],
+        "one probe per vpc1 backend; the vpc2 pod is not selected"
+    );
+
+    // A probe turning Healthy puts its backend into Endpoints; Unhealthy takes it out.
+    let eps: Api<Endpoints> = Api::namespaced(e.client.clone(), "default");
+    let addresses = async || -> Vec<String> {
+        eps.get("ysvc1")
+            .await
+            .ok()
+            .and_then(|ep| ep.subsets)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s.addresses.clone().unwrap_or_default())
+            .map(|a| a.ip)
+            .collect()
+    };
+    let flip = Instant::now();
+    probes
+        .patch_status(
+            "ysvc1-pod-ep1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Healthy"}})),
+        )
+        .await
+        .unwrap();
+    eventually("ep1 in endpoints", Duration::from_secs(5), async || {
+        (addresses().await == ["10.0.1.10"]).then_some(())
+    })
+    .await;
+    eprintln!("probe Healthy -> Endpoints: {:?}", flip.elapsed());
+    probes
+        .patch_status(
+            "ysvc1-pod-ep2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Healthy"}})),
+        )
+        .await
+        .unwrap();
+    eventually("both in endpoints", Duration::from_secs(5), async || {
+        (addresses().await.len() == 2).then_some(())
+    })
+    .await;
+    let flip = Instant::now();
+    probes
+        .patch_status(
+            "ysvc1-pod-ep1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Unhealthy"}})),
+        )
+        .await
+        .unwrap();
+    eventually("ep1 out of endpoints", Duration::from_secs(5), async || {
+        (addresses().await == ["10.0.2.2"]).then_some(())
+    })
+    .await;
+    eprintln!("probe Unhealthy -> Endpoints: {:?}", flip.elapsed());
+    let s = eventually("ready 1/2", Duration::from_secs(5), async || {
+        ysvcs
+            .get("ysvc1")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.ready.as_deref() == Some("1/2"))
+    })
+    .await;
+    assert_eq!(
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.as_str()),
+        Some("True")
+    );
+
+    // A backend that goes away loses its probe.
+    pods.delete("ep2", &DeleteParams::default()).await.unwrap();
+    eventually("ep2's probe deleted", Duration::from_secs(5), async || {
+        (probes.get_opt("ysvc1-pod-ep2").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+
+    // Deleting the YusurService removes everything it generated.
+    ysvcs
+        .delete("ysvc1", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "generated objects gone",
+        Duration::from_secs(5),
+        async || {
+            let gone = svcs.get_opt("ysvc1").await.ok()?.is_none()
+                && eps.get_opt("ysvc1").await.ok()?.is_none()
+                && probes
+                    .list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty();
+            gone.then_some(())
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    if let Some(s) = e.server {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_references_and_clashes_get_a_false_condition_and_others_keep_working() {
+    let e = env().await;
+    let (stop, task) = start_controller(&e, "t2").await;
+    topology(&e.client).await;
+    apply(&e.client, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService", "metadata": {"name": "no-vpc"},
+        "spec": {"vpc": "nope", "ports": [{"port": 80}], "selector": {"svc": "svc1-ep"}}})).await;
+    apply(&e.client, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService", "metadata": {"name": "fixed-a"},
+        "spec": {"vpc": "vpc1", "clusterIP": "10.96.0.50", "ports": [{"port": 80}], "selector": {"svc": "svc1-ep"}}})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    apply(&e.client, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService", "metadata": {"name": "fixed-b"},
+        "spec": {"vpc": "vpc1", "clusterIP": "10.96.0.50", "ports": [{"port": 80}], "selector": {"svc": "svc1-ep"}}})).await;
+    apply(&e.client, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService", "metadata": {"name": "nothing"},
+        "spec": {"vpc": "vpc1", "ports": [{"port": 80}], "selector": {"svc": "none"}}})).await;
+    apply(&e.client, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService", "metadata": {"name": "lb-missing-eip"},
+        "spec": {"type": "LoadBalancer", "vpc": "vpc1", "eip": "no-such-eip", "ports": [{"port": 80}], "selector": {"svc": "svc1-ep"}}})).await;
+    let ysvcs: Api<YusurService> = Api::namespaced(e.client.clone(), "default");
+    for (name, reason) in [
+        ("no-vpc", "VpcNotFound"),
+        ("fixed-b", "ClusterIPConflict"),
+        ("nothing", "NoBackends"),
+        ("lb-missing-eip", "EipNotFound"),
+    ] {
+        let c = eventually(name, Duration::from_secs(10), async || {
+            ysvcs
+                .get(name)
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.reason == reason)
+        })
+        .await;
+        assert_eq!(c.status, "False", "{name}");
+    }
+    let a = eventually("fixed-a", Duration::from_secs(5), async || {
+        ysvcs
+            .get("fixed-a")
+            .await
+            .ok()?
+            .status
+            .filter(|s| s.total_endpoints == 2)
+    })
+    .await;
+    assert_eq!(
+        a.cluster_ip.as_deref(),
+        Some("10.96.0.50"),
+        "the first owner keeps its address and keeps working"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(e.client.clone(), "default");
+    let reasons: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|ev| ev.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "VpcNotFound")
+            && reasons.iter().any(|r| r == "ClusterIPConflict"),
+        "{reasons:?}"
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_leader_exits() {
+    let e = env().await;
+    let (stop_a, task_a) = start_controller(&e, "a").await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.client.clone(), "kube-system");
+    let holder = async || {
+        leases
+            .get_opt("ferry-controller")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    eventually("a leads", Duration::from_secs(10), async || {
+        (holder().await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    let (stop_b, task_b) = start_controller(&e, "b").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("a"),
+        "the standby waits while the leader renews"
+    );
+    let exit = Instant::now();
+    let _ = stop_a.send(true);
+    task_a.await.unwrap();
+    eventually("b leads", Duration::from_secs(5), async || {
+        (holder().await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
+    eprintln!("failover after a clean exit: {:?}", exit.elapsed());
+    // The new leader does the work: a service applied now gets its address.
+    topology(&e.client).await;
+    apply(&e.client, seed()).await;
+    let ysvcs: Api<YusurService> = Api::namespaced(e.client.clone(), "default");
+    eventually("b reconciles", Duration::from_secs(10), async || {
+        ysvcs.get("ysvc1").await.ok()?.status?.cluster_ip
+    })
+    .await;
+    let _ = stop_b.send(true);
+    task_b.await.unwrap();
+    let _ = PostParams::default();
+}
