@@ -16,4 +16,6 @@ pub mod cni;
 pub mod cni_plugin;
 pub mod command;
 pub mod mac_addr;
+pub mod netns;
 pub mod plumb;
+pub mod probe;
