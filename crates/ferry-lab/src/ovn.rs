@@ -1,0 +1,864 @@
+//! [`OvnStack`]: the OVN and OVS daemons of one lab, started as supervised children of the
+//! calling process with everything (databases, sockets, pidfiles, logs) under one
+//! directory:
+//!
+//! ```text
+//! DIR/db/{nb,sb,conf}.db          DIR/logs/<daemon>.log    DIR/state.json (see Registry)
+//! DIR/run/{nb,sb,db}.sock         DIR/run/<daemon>.ctl     DIR/run/<daemon>.pid
+//! ```
+//!
+//! `ovs-vswitchd` runs inside its own network namespace (by default `<system-id>-ovs`):
+//! the userspace `netdev` datapath creates persistent tap devices (`ovs-netdev` and one
+//! named after the bridge) that survive the daemon and would clash between two labs in
+//! the root namespace; in a lab namespace they disappear with it, and the host ends of
+//! the lab's veth pairs live there too, so the lab puts nothing into the root namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::jsonrpc;
+use crate::netns;
+use crate::process::{self, ProcessRecord};
+use crate::registry::Registry;
+
+/// The integration bridge name OVN expects by default.
+pub const DEFAULT_BRIDGE: &str = "br-int";
+
+/// Registry owner tag of the stack's daemons.
+pub const OWNER: &str = "ovn";
+
+/// How to start an [`OvnStack`].
+#[derive(Debug, Clone)]
+pub struct OvnOptions {
+    /// The chassis name (`external_ids:system-id`), e.g. `ferry-lab-ch1`. Gateway routers
+    /// and gateway ports must name it.
+    pub system_id: String,
+    /// The integration bridge (default `br-int`; also written to `external_ids:ovn-bridge`).
+    pub bridge: String,
+    /// The network namespace `ovs-vswitchd` runs in, created and removed by the stack;
+    /// `None` runs it in the caller's namespace (taps then stay behind in the root
+    /// namespace after a crash, see the module doc).
+    pub ovs_netns: Option<String>,
+    /// `external_ids:ovn-encap-ip` (default `127.0.0.1`: one chassis, no tunnels).
+    pub encap_ip: String,
+    /// How long each daemon may take to answer after it is started.
+    pub ready_timeout: Duration,
+    /// How long a daemon may take to exit after SIGTERM before it gets SIGKILL.
+    pub stop_timeout: Duration,
+    /// First restart delay of a daemon that died; doubles up to [`Self::max_backoff`],
+    /// and resets once the daemon has run for 30 s.
+    pub min_backoff: Duration,
+    /// Longest restart delay.
+    pub max_backoff: Duration,
+}
+
+impl OvnOptions {
+    /// Defaults for a chassis name: bridge `br-int`, `ovs-vswitchd` in netns
+    /// `<system_id>-ovs`, 30 s readiness and 5 s stop timeouts, restart backoff 200 ms..10 s.
+    pub fn new(system_id: impl Into<String>) -> OvnOptions {
+        let system_id = system_id.into();
+        OvnOptions {
+            ovs_netns: Some(format!("{system_id}-ovs")),
+            system_id,
+            bridge: DEFAULT_BRIDGE.to_owned(),
+            encap_ip: "127.0.0.1".to_owned(),
+            ready_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The supervised daemons, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Daemon {
+    /// `ovsdb-server` for OVN_Northbound (`run/nb.sock`).
+    NbDb,
+    /// `ovsdb-server` for OVN_Southbound (`run/sb.sock`).
+    SbDb,
+    /// `ovn-northd`.
+    Northd,
+    /// `ovsdb-server` for Open_vSwitch (`run/db.sock`).
+    OvsDb,
+    /// `ovs-vswitchd`.
+    Vswitchd,
+    /// `ovn-controller`.
+    Controller,
+}
+
+impl Daemon {
+    /// All daemons in start order.
+    pub const ALL: [Daemon; 6] = [
+        Daemon::NbDb,
+        Daemon::SbDb,
+        Daemon::Northd,
+        Daemon::OvsDb,
+        Daemon::Vswitchd,
+        Daemon::Controller,
+    ];
+
+    /// The name used for its log, pidfile, control socket and registry record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::NbDb => "nb-ovsdb",
+            Daemon::SbDb => "sb-ovsdb",
+            Daemon::Northd => "ovn-northd",
+            Daemon::OvsDb => "ovs-ovsdb",
+            Daemon::Vswitchd => "ovs-vswitchd",
+            Daemon::Controller => "ovn-controller",
+        }
+    }
+}
+
+/// Where a lab directory keeps things.
+#[derive(Debug, Clone)]
+pub struct LabPaths {
+    /// The lab directory (absolute).
+    pub dir: PathBuf,
+    /// `DIR/db`: database files.
+    pub db_dir: PathBuf,
+    /// `DIR/run`: sockets and pidfiles (`OVS_RUNDIR` and `OVN_RUNDIR`).
+    pub run_dir: PathBuf,
+    /// `DIR/logs`: one log per daemon.
+    pub log_dir: PathBuf,
+    /// `DIR/run/nb.sock`.
+    pub nb_sock: PathBuf,
+    /// `DIR/run/sb.sock`.
+    pub sb_sock: PathBuf,
+    /// `DIR/run/db.sock` (the Open_vSwitch database; the default name OVS tools look for
+    /// in `OVS_RUNDIR`).
+    pub ovs_sock: PathBuf,
+}
+
+impl LabPaths {
+    /// The layout under `dir` (which should be absolute).
+    pub fn new(dir: &Path) -> LabPaths {
+        let run_dir = dir.join("run");
+        LabPaths {
+            dir: dir.to_owned(),
+            db_dir: dir.join("db"),
+            log_dir: dir.join("logs"),
+            nb_sock: run_dir.join("nb.sock"),
+            sb_sock: run_dir.join("sb.sock"),
+            ovs_sock: run_dir.join("db.sock"),
+            run_dir,
+        }
+    }
+
+    /// `DIR/logs/<daemon>.log`.
+    pub fn log(&self, d: Daemon) -> PathBuf {
+        self.log_dir.join(format!("{}.log", d.name()))
+    }
+
+    /// `DIR/run/<daemon>.ctl`: its unixctl socket (`ovs-appctl -t PATH ...`).
+    pub fn ctl(&self, d: Daemon) -> PathBuf {
+        self.run_dir.join(format!("{}.ctl", d.name()))
+    }
+
+    /// `DIR/run/<daemon>.pid`.
+    pub fn pidfile(&self, d: Daemon) -> PathBuf {
+        self.run_dir.join(format!("{}.pid", d.name()))
+    }
+
+    /// The environment every daemon and helper gets: OVS/OVN run, db and log directories.
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("OVS_RUNDIR", self.run_dir.clone()),
+            ("OVS_DBDIR", self.db_dir.clone()),
+            ("OVS_LOGDIR", self.log_dir.clone()),
+            ("OVN_RUNDIR", self.run_dir.clone()),
+            ("OVN_DBDIR", self.db_dir.clone()),
+            ("OVN_LOGDIR", self.log_dir.clone()),
+        ]
+    }
+}
+
+/// `unix:PATH`.
+pub fn unix_remote(path: &Path) -> String {
+    format!("unix:{}", path.display())
+}
+
+/// What [`crate::Host::create`] needs to plug a host into a lab's integration bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsBridge {
+    /// The Open_vSwitch database socket.
+    pub db_sock: PathBuf,
+    /// The bridge name.
+    pub name: String,
+    /// The namespace `ovs-vswitchd` runs in, where hosts' bridge-side veth ends go.
+    pub netns: Option<String>,
+}
+
+// === impl OvnStack ===
+
+struct Spec {
+    daemon: Daemon,
+    argv: Vec<String>,
+    netns: Option<String>,
+}
+
+struct Slot {
+    spec: Spec,
+    child: Option<Child>,
+    pid: i32,
+    started: Instant,
+    restarts: u32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+struct Shared {
+    paths: LabPaths,
+    registry: Registry,
+    slots: Mutex<Vec<Slot>>,
+    stopping: AtomicBool,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the daemon of `spec` and records it (registry and pidfile).
+    fn spawn(&self, spec: &Spec) -> Result<Child> {
+        let log = self.paths.log(spec.daemon);
+        let mut cmd = match &spec.netns {
+            Some(ns) => netns::exec_command(ns, &spec.argv),
+            None => {
+                let mut c = Command::new(&spec.argv[0]);
+                c.args(&spec.argv[1..]);
+                c
+            }
+        };
+        let (out, err) = process::log_stdio(&log)?;
+        cmd.envs(self.paths.env())
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // Own process group: a Ctrl-C meant for the caller does not reach the lab.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: process::describe(&cmd),
+            source,
+        })?;
+        let pid = child.id() as i32;
+        let rec = ProcessRecord {
+            name: spec.daemon.name().to_owned(),
+            owner: OWNER.to_owned(),
+            pid,
+            argv: spec.argv.clone(),
+            start_time: process::start_time(pid),
+        };
+        self.registry.put_process(&rec)?;
+        let pidfile = self.paths.pidfile(spec.daemon);
+        std::fs::write(&pidfile, format!("{pid}\n"))
+            .map_err(|e| Error::io("write", &pidfile, e))?;
+        tracing::info!(daemon = spec.daemon.name(), pid, "started");
+        Ok(child)
+    }
+
+    /// One supervision pass: notice deaths, restart what is due.
+    fn supervise_once(&self) {
+        let now = Instant::now();
+        let mut slots = self.slots();
+        for slot in slots.iter_mut() {
+            if let Some(child) = slot.child.as_mut() {
+                match child.try_wait() {
+                    Ok(None) => {
+                        if now.duration_since(slot.started) > Duration::from_secs(30) {
+                            slot.backoff = self.min_backoff;
+                        }
+                        continue;
+                    }
+                    Ok(Some(status)) => {
+                        tracing::warn!(daemon = slot.spec.daemon.name(), pid = slot.pid, %status,
+                            delay_ms = slot.backoff.as_millis() as u64, "daemon died; restarting");
+                    }
+                    Err(e) => {
+                        tracing::warn!(daemon = slot.spec.daemon.name(), pid = slot.pid, error = %e,
+                            "cannot wait for daemon; restarting");
+                    }
+                }
+                slot.child = None;
+                slot.restart_at = Some(now + slot.backoff);
+                slot.backoff = (slot.backoff * 2).min(self.max_backoff);
+            }
+            if slot.restart_at.is_some_and(|t| t <= now) {
+                match self.spawn(&slot.spec) {
+                    Ok(child) => {
+                        slot.pid = child.id() as i32;
+                        slot.child = Some(child);
+                        slot.started = now;
+                        slot.restarts += 1;
+                        slot.restart_at = None;
+                    }
+                    Err(e) => {
+                        tracing::error!(daemon = slot.spec.daemon.name(), error = %e, "restart failed");
+                        slot.restart_at = Some(now + slot.backoff);
+                        slot.backoff = (slot.backoff * 2).min(self.max_backoff);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A running OVN/OVS stack (NB and SB `ovsdb-server`, `ovn-northd`, the OVS
+/// `ovsdb-server`, `ovs-vswitchd`, `ovn-controller`), supervised by a background thread
+/// that restarts any daemon that dies, with backoff, until [`OvnStack::stop`].
+///
+/// Dropping the stack stops it; [`OvnStack::detach`] leaves the daemons running
+/// unsupervised (then [`crate::stop_from_dir`] removes them).
+pub struct OvnStack {
+    shared: Arc<Shared>,
+    opts: OvnOptions,
+    supervisor: Option<JoinHandle<()>>,
+    startup: Vec<(Daemon, Duration)>,
+    created_netns: bool,
+    finished: bool,
+}
+
+impl std::fmt::Debug for OvnStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OvnStack")
+            .field("dir", &self.shared.paths.dir)
+            .field("system_id", &self.opts.system_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OvnStack {
+    /// Creates the databases under `dir` (kept if they exist), starts every daemon and
+    /// waits until each answers on its socket; then configures the bridge and waits for
+    /// the chassis to register in the SB. On failure everything started so far is
+    /// stopped again and the error names the daemon and its log.
+    pub fn start(dir: &Path, opts: OvnOptions) -> Result<OvnStack> {
+        let registry = Registry::open(dir)?;
+        let paths = LabPaths::new(registry.dir());
+        check_socket_paths(&paths, &opts.bridge)?;
+        if let Some(live) = registry
+            .load()?
+            .processes
+            .iter()
+            .find(|p| p.owner == OWNER && process::is_ours(p))
+        {
+            return Err(Error::AlreadyExists {
+                what: "running lab daemon",
+                name: format!(
+                    "{} (pid {}) in {}",
+                    live.name,
+                    live.pid,
+                    paths.dir.display()
+                ),
+            });
+        }
+        for d in [&paths.db_dir, &paths.run_dir, &paths.log_dir] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create directory", d, e))?;
+        }
+        let mut stack = OvnStack {
+            shared: Arc::new(Shared {
+                paths,
+                registry,
+                slots: Mutex::new(Vec::new()),
+                stopping: AtomicBool::new(false),
+                min_backoff: opts.min_backoff,
+                max_backoff: opts.max_backoff,
+            }),
+            opts,
+            supervisor: None,
+            startup: Vec::new(),
+            created_netns: false,
+            finished: false,
+        };
+        match stack.bring_up() {
+            Ok(()) => Ok(stack),
+            Err(e) => {
+                if let Err(stop_err) = stack.shutdown() {
+                    tracing::error!(error = %stop_err, "cleaning up after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn bring_up(&mut self) -> Result<()> {
+        let p = self.shared.paths.clone();
+        let o = self.opts.clone();
+        let db = |name: &str| p.db_dir.join(name).display().to_string();
+        let s = |x: &Path| x.display().to_string();
+        let log = |d: Daemon| format!("--log-file={}", p.log(d).display());
+        let ctl = |d: Daemon| format!("--unixctl={}", p.ctl(d).display());
+
+        create_db(&p, "nb.db", "/usr/share/ovn/ovn-nb.ovsschema")?;
+        create_db(&p, "sb.db", "/usr/share/ovn/ovn-sb.ovsschema")?;
+        create_db(&p, "conf.db", "/usr/share/openvswitch/vswitch.ovsschema")?;
+
+        for (d, file, sock, dbname) in [
+            (Daemon::NbDb, "nb.db", &p.nb_sock, "OVN_Northbound"),
+            (Daemon::SbDb, "sb.db", &p.sb_sock, "OVN_Southbound"),
+        ] {
+            let argv = vec![
+                "ovsdb-server".into(),
+                db(file),
+                format!("--remote=punix:{}", s(sock)),
+                ctl(d),
+                log(d),
+                "-vconsole:off".into(),
+            ];
+            self.launch(d, argv, None, || probe_db(sock, dbname))?;
+        }
+        let argv = vec![
+            "ovn-northd".into(),
+            format!("--ovnnb-db={}", unix_remote(&p.nb_sock)),
+            format!("--ovnsb-db={}", unix_remote(&p.sb_sock)),
+            ctl(Daemon::Northd),
+            log(Daemon::Northd),
+            "-vconsole:off".into(),
+        ];
+        let northd_ctl = p.ctl(Daemon::Northd);
+        self.launch(Daemon::Northd, argv, None, || {
+            jsonrpc::call(&northd_ctl, "status", json!([]), Duration::from_secs(2)).map(drop)
+        })?;
+
+        let argv = vec![
+            "ovsdb-server".into(),
+            db("conf.db"),
+            format!("--remote=punix:{}", s(&p.ovs_sock)),
+            ctl(Daemon::OvsDb),
+            log(Daemon::OvsDb),
+            "-vconsole:off".into(),
+        ];
+        self.launch(Daemon::OvsDb, argv, None, || {
+            probe_db(&p.ovs_sock, "Open_vSwitch")
+        })?;
+        self.vsctl(&["--no-wait", "init"])?;
+
+        if let Some(ns) = &o.ovs_netns {
+            let state = self.shared.registry.load()?;
+            if !state.netns.contains(ns) && netns::netns_exists(ns) {
+                return Err(Error::AlreadyExists {
+                    what: "network namespace",
+                    name: ns.clone(),
+                });
+            }
+            self.shared.registry.add_netns(ns)?;
+            self.created_netns = true;
+            if !netns::netns_exists(ns) {
+                process::run_ok(Command::new("ip").args(["netns", "add", ns]))?;
+            }
+            process::run_ok(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]))?;
+        }
+        let argv = vec![
+            "ovs-vswitchd".into(),
+            unix_remote(&p.ovs_sock),
+            ctl(Daemon::Vswitchd),
+            log(Daemon::Vswitchd),
+            "-vconsole:off".into(),
+        ];
+        let vs_ctl = p.ctl(Daemon::Vswitchd);
+        self.launch(Daemon::Vswitchd, argv, o.ovs_netns.clone(), || {
+            jsonrpc::call(&vs_ctl, "version", json!([]), Duration::from_secs(2)).map(drop)
+        })?;
+        // Without --no-wait, ovs-vsctl returns once ovs-vswitchd applied the bridge.
+        let br = o.bridge.as_str();
+        let ids = [
+            format!("external_ids:system-id={}", o.system_id),
+            format!("external_ids:ovn-remote={}", unix_remote(&p.sb_sock)),
+            "external_ids:ovn-encap-type=geneve".to_owned(),
+            format!("external_ids:ovn-encap-ip={}", o.encap_ip),
+            "external_ids:ovn-bridge-datapath-type=netdev".to_owned(),
+            format!("external_ids:ovn-bridge={br}"),
+        ];
+        let mut args = vec![
+            "--",
+            "--may-exist",
+            "add-br",
+            br,
+            "--",
+            "set",
+            "Bridge",
+            br,
+            "datapath_type=netdev",
+            "fail-mode=secure",
+            "--",
+            "set",
+            "Open_vSwitch",
+            ".",
+        ];
+        args.extend(ids.iter().map(String::as_str));
+        self.vsctl(&args)?;
+
+        let argv = vec![
+            "ovn-controller".into(),
+            unix_remote(&p.ovs_sock),
+            ctl(Daemon::Controller),
+            log(Daemon::Controller),
+            "-vconsole:off".into(),
+        ];
+        let ctrl_ctl = p.ctl(Daemon::Controller);
+        let system_id = o.system_id.clone();
+        self.launch(Daemon::Controller, argv, None, || {
+            let status = jsonrpc::call(
+                &ctrl_ctl,
+                "connection-status",
+                json!([]),
+                Duration::from_secs(2),
+            )?;
+            if status.as_str().map(str::trim) != Some("connected") {
+                return Err(format!("SB connection-status {status}"));
+            }
+            probe_chassis(&p.sb_sock, &system_id)
+        })?;
+
+        let shared = Arc::clone(&self.shared);
+        let handle = thread::Builder::new()
+            .name("ferry-lab-supervisor".into())
+            .spawn(move || {
+                while !shared.stopping.load(Ordering::SeqCst) {
+                    shared.supervise_once();
+                    thread::park_timeout(Duration::from_millis(100));
+                }
+            })
+            .map_err(|e| Error::io("spawn supervisor thread for", &self.shared.paths.dir, e))?;
+        self.supervisor = Some(handle);
+        Ok(())
+    }
+
+    /// Starts one daemon and waits until `ready` succeeds.
+    fn launch(
+        &mut self,
+        daemon: Daemon,
+        argv: Vec<String>,
+        netns: Option<String>,
+        ready: impl Fn() -> Result<(), String>,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let spec = Spec {
+            daemon,
+            argv,
+            netns,
+        };
+        let child = self.shared.spawn(&spec)?;
+        let pid = child.id() as i32;
+        self.shared.slots().push(Slot {
+            spec,
+            child: Some(child),
+            pid,
+            started: t0,
+            restarts: 0,
+            backoff: self.opts.min_backoff,
+            restart_at: None,
+        });
+        let log = self.shared.paths.log(daemon);
+        let deadline = t0 + self.opts.ready_timeout;
+        let mut last;
+        loop {
+            {
+                let mut slots = self.shared.slots();
+                if let Some(Slot { child: Some(c), .. }) = slots.last_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    return Err(Error::Exited {
+                        process: daemon.name().to_owned(),
+                        status: status.to_string(),
+                        tail: log_tail(&log, 5),
+                        log,
+                    });
+                }
+            }
+            match ready() {
+                Ok(()) => break,
+                Err(e) => last = e,
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotReady {
+                    process: daemon.name().to_owned(),
+                    timeout: self.opts.ready_timeout,
+                    detail: last,
+                    log,
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let took = t0.elapsed();
+        tracing::info!(
+            daemon = daemon.name(),
+            pid,
+            ms = took.as_millis() as u64,
+            "ready"
+        );
+        self.startup.push((daemon, took));
+        Ok(())
+    }
+
+    /// Runs `ovs-vsctl --db=unix:DIR/run/db.sock --timeout=READY ARGS...`; returns stdout.
+    pub fn vsctl(&self, args: &[&str]) -> Result<String> {
+        let p = &self.shared.paths;
+        process::run_ok(
+            Command::new("ovs-vsctl")
+                .arg(format!("--db={}", unix_remote(&p.ovs_sock)))
+                .arg(format!(
+                    "--timeout={}",
+                    self.opts.ready_timeout.as_secs().max(1)
+                ))
+                .args(args)
+                .envs(p.env()),
+        )
+    }
+
+    /// Runs `ovn-nbctl --db=unix:DIR/run/nb.sock ARGS...`; returns stdout.
+    pub fn nbctl(&self, args: &[&str]) -> Result<String> {
+        let p = &self.shared.paths;
+        process::run_ok(
+            Command::new("ovn-nbctl")
+                .arg(format!("--db={}", unix_remote(&p.nb_sock)))
+                .arg(format!(
+                    "--timeout={}",
+                    self.opts.ready_timeout.as_secs().max(1)
+                ))
+                .args(args)
+                .envs(p.env()),
+        )
+    }
+
+    /// Runs `ovn-sbctl --db=unix:DIR/run/sb.sock ARGS...`; returns stdout.
+    pub fn sbctl(&self, args: &[&str]) -> Result<String> {
+        let p = &self.shared.paths;
+        process::run_ok(
+            Command::new("ovn-sbctl")
+                .arg(format!("--db={}", unix_remote(&p.sb_sock)))
+                .arg(format!(
+                    "--timeout={}",
+                    self.opts.ready_timeout.as_secs().max(1)
+                ))
+                .args(args)
+                .envs(p.env()),
+        )
+    }
+
+    /// The directory layout.
+    pub fn paths(&self) -> &LabPaths {
+        &self.shared.paths
+    }
+
+    /// The options the stack was started with.
+    pub fn options(&self) -> &OvnOptions {
+        &self.opts
+    }
+
+    /// The lab's registry (`DIR/state.json`), to pass to [`crate::Host::create`].
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// `unix:DIR/run/nb.sock`.
+    pub fn nb_remote(&self) -> String {
+        unix_remote(&self.shared.paths.nb_sock)
+    }
+
+    /// `unix:DIR/run/sb.sock`.
+    pub fn sb_remote(&self) -> String {
+        unix_remote(&self.shared.paths.sb_sock)
+    }
+
+    /// The integration bridge, for [`crate::Host::create`].
+    pub fn bridge(&self) -> OvsBridge {
+        OvsBridge {
+            db_sock: self.shared.paths.ovs_sock.clone(),
+            name: self.opts.bridge.clone(),
+            netns: self.opts.ovs_netns.clone(),
+        }
+    }
+
+    /// The current PID of a daemon (`None` while it waits to be restarted).
+    pub fn pid(&self, d: Daemon) -> Option<i32> {
+        self.shared
+            .slots()
+            .iter()
+            .find(|s| s.spec.daemon == d && s.child.is_some())
+            .map(|s| s.pid)
+    }
+
+    /// How often the supervisor restarted a daemon.
+    pub fn restarts(&self, d: Daemon) -> u32 {
+        self.shared
+            .slots()
+            .iter()
+            .find(|s| s.spec.daemon == d)
+            .map_or(0, |s| s.restarts)
+    }
+
+    /// How long each daemon took from spawn to ready during [`OvnStack::start`].
+    pub fn startup_times(&self) -> &[(Daemon, Duration)] {
+        &self.startup
+    }
+
+    /// Stops supervision, then every daemon in reverse start order (SIGTERM, SIGKILL after
+    /// [`OvnOptions::stop_timeout`]), removes their pidfiles and records, and deletes the
+    /// `ovs-vswitchd` namespace. Databases and logs stay.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// Stops supervision and returns, leaving the daemons running with their records in
+    /// `state.json` (what a crashed `ferry` leaves behind; [`crate::stop_from_dir`]
+    /// removes them).
+    pub fn detach(mut self) {
+        self.halt_supervisor();
+        // Dropping a Child neither kills nor waits for it.
+        self.shared.slots().clear();
+        self.finished = true;
+    }
+
+    fn halt_supervisor(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(h) = self.supervisor.take() {
+            h.thread().unpark();
+            if h.join().is_err() {
+                tracing::error!("supervisor thread panicked");
+            }
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        self.halt_supervisor();
+        let mut failures = Vec::new();
+        let slots: Vec<Slot> = std::mem::take(&mut *self.shared.slots());
+        for mut slot in slots.into_iter().rev() {
+            let name = slot.spec.daemon.name();
+            if let Some(mut child) = slot.child.take() {
+                let r = process::terminate(name, slot.pid, self.opts.stop_timeout, || {
+                    matches!(child.try_wait(), Ok(Some(_)) | Err(_))
+                });
+                match r {
+                    Ok(ended) => tracing::info!(daemon = name, pid = slot.pid, ?ended, "stopped"),
+                    Err(e) => {
+                        failures.push(e.to_string());
+                        continue;
+                    }
+                }
+            }
+            let pidfile = self.shared.paths.pidfile(slot.spec.daemon);
+            let _ = std::fs::remove_file(pidfile);
+            if let Err(e) = self.shared.registry.remove_process(name, slot.pid) {
+                failures.push(e.to_string());
+            }
+        }
+        if self.created_netns
+            && let Some(ns) = &self.opts.ovs_netns
+        {
+            match netns::delete_netns(ns) {
+                Ok(()) => {
+                    if let Err(e) = self.shared.registry.remove_netns(ns) {
+                        failures.push(e.to_string());
+                    }
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Teardown {
+                dir: self.shared.paths.dir.clone(),
+                failures,
+            })
+        }
+    }
+}
+
+impl Drop for OvnStack {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "stopping the OVN stack on drop");
+        }
+    }
+}
+
+// === helpers ===
+
+fn create_db(p: &LabPaths, file: &str, schema: &str) -> Result<()> {
+    let path = p.db_dir.join(file);
+    if path.exists() {
+        return Ok(());
+    }
+    process::run_ok(
+        Command::new("ovsdb-tool")
+            .arg("create")
+            .arg(&path)
+            .arg(schema),
+    )?;
+    Ok(())
+}
+
+fn probe_db(sock: &Path, name: &str) -> Result<(), String> {
+    let dbs = jsonrpc::call(sock, "list_dbs", json!([]), Duration::from_secs(2))?;
+    if dbs.as_array().is_some_and(|a| a.iter().any(|d| d == name)) {
+        Ok(())
+    } else {
+        Err(format!("{} serves {dbs}, not {name}", sock.display()))
+    }
+}
+
+fn probe_chassis(sb_sock: &Path, system_id: &str) -> Result<(), String> {
+    let select = json!({"op": "select", "table": "Chassis",
+        "where": [["name", "==", system_id]], "columns": ["name"]});
+    let res = jsonrpc::call(
+        sb_sock,
+        "transact",
+        json!(["OVN_Southbound", select]),
+        Duration::from_secs(2),
+    )?;
+    let rows = res
+        .get(0)
+        .and_then(|r| r.get("rows"))
+        .and_then(Value::as_array);
+    if rows.is_some_and(|r| !r.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "chassis {system_id:?} not registered in the SB yet"
+        ))
+    }
+}
+
+/// The last `n` lines of a log file (empty if unreadable).
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Unix socket paths are limited to 107 bytes; fail early with a clear message.
+fn check_socket_paths(p: &LabPaths, bridge: &str) -> Result<()> {
+    let longest = Daemon::ALL
+        .iter()
+        .map(|d| p.ctl(*d))
+        .chain([p.run_dir.join(format!("{bridge}.snoop"))])
+        .map(|x| x.as_os_str().len())
+        .max()
+        .unwrap_or(0);
+    if longest > 107 {
+        return Err(Error::Invalid {
+            what: "lab directory",
+            value: p.dir.display().to_string(),
+            reason: format!("its sockets would need {longest} bytes; unix socket paths allow 107"),
+        });
+    }
+    Ok(())
+}
