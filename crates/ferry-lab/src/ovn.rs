@@ -158,9 +158,16 @@ impl LabPaths {
         self.log_dir.join(format!("{}.log", d.name()))
     }
 
-    /// `DIR/run/<daemon>.ctl`: its unixctl socket (`ovs-appctl -t PATH ...`).
+    /// `DIR/run/<daemon>.ctl`: its unixctl socket (`ovs-appctl -t PATH ...`), except for
+    /// `ovn-controller`, which (in OVN 23.03) takes no `--unixctl` option and listens on
+    /// `OVN_RUNDIR/ovn-controller.PID.ctl`: see [`LabPaths::controller_ctl`].
     pub fn ctl(&self, d: Daemon) -> PathBuf {
         self.run_dir.join(format!("{}.ctl", d.name()))
+    }
+
+    /// `DIR/run/ovn-controller.PID.ctl`: `ovn-controller`'s unixctl socket.
+    pub fn controller_ctl(&self, pid: i32) -> PathBuf {
+        self.run_dir.join(format!("ovn-controller.{pid}.ctl"))
     }
 
     /// `DIR/run/<daemon>.pid`.
@@ -416,7 +423,7 @@ impl OvnStack {
                 log(d),
                 "-vconsole:off".into(),
             ];
-            self.launch(d, argv, None, || probe_db(sock, dbname))?;
+            self.launch(d, argv, None, |_| probe_db(sock, dbname))?;
         }
         let argv = vec![
             "ovn-northd".into(),
@@ -427,7 +434,7 @@ impl OvnStack {
             "-vconsole:off".into(),
         ];
         let northd_ctl = p.ctl(Daemon::Northd);
-        self.launch(Daemon::Northd, argv, None, || {
+        self.launch(Daemon::Northd, argv, None, |_| {
             jsonrpc::call(&northd_ctl, "status", json!([]), Duration::from_secs(2)).map(drop)
         })?;
 
@@ -439,7 +446,7 @@ impl OvnStack {
             log(Daemon::OvsDb),
             "-vconsole:off".into(),
         ];
-        self.launch(Daemon::OvsDb, argv, None, || {
+        self.launch(Daemon::OvsDb, argv, None, |_| {
             probe_db(&p.ovs_sock, "Open_vSwitch")
         })?;
         self.vsctl(&["--no-wait", "init"])?;
@@ -467,7 +474,7 @@ impl OvnStack {
             "-vconsole:off".into(),
         ];
         let vs_ctl = p.ctl(Daemon::Vswitchd);
-        self.launch(Daemon::Vswitchd, argv, o.ovs_netns.clone(), || {
+        self.launch(Daemon::Vswitchd, argv, o.ovs_netns.clone(), |_| {
             jsonrpc::call(&vs_ctl, "version", json!([]), Duration::from_secs(2)).map(drop)
         })?;
         // Without --no-wait, ovs-vsctl returns once ovs-vswitchd applied the bridge.
@@ -502,15 +509,13 @@ impl OvnStack {
         let argv = vec![
             "ovn-controller".into(),
             unix_remote(&p.ovs_sock),
-            ctl(Daemon::Controller),
             log(Daemon::Controller),
             "-vconsole:off".into(),
         ];
-        let ctrl_ctl = p.ctl(Daemon::Controller);
         let system_id = o.system_id.clone();
-        self.launch(Daemon::Controller, argv, None, || {
+        self.launch(Daemon::Controller, argv, None, |pid| {
             let status = jsonrpc::call(
-                &ctrl_ctl,
+                &p.controller_ctl(pid),
                 "connection-status",
                 json!([]),
                 Duration::from_secs(2),
@@ -541,7 +546,7 @@ impl OvnStack {
         daemon: Daemon,
         argv: Vec<String>,
         netns: Option<String>,
-        ready: impl Fn() -> Result<(), String>,
+        ready: impl Fn(i32) -> Result<(), String>,
     ) -> Result<()> {
         let t0 = Instant::now();
         let spec = Spec {
@@ -577,7 +582,7 @@ impl OvnStack {
                     });
                 }
             }
-            match ready() {
+            match ready(pid) {
                 Ok(()) => break,
                 Err(e) => last = e,
             }
@@ -849,7 +854,10 @@ fn check_socket_paths(p: &LabPaths, bridge: &str) -> Result<()> {
     let longest = Daemon::ALL
         .iter()
         .map(|d| p.ctl(*d))
-        .chain([p.run_dir.join(format!("{bridge}.snoop"))])
+        .chain([
+            p.controller_ctl(4_194_304),
+            p.run_dir.join(format!("{bridge}.snoop")),
+        ])
         .map(|x| x.as_os_str().len())
         .max()
         .unwrap_or(0);
