@@ -249,3 +249,68 @@ fn stop_from_dir_cleans_up_after_a_crash() -> anyhow::Result<()> {
     assert!(lab.path().join(format!("www-{}", names[1])).exists());
     Ok(())
 }
+
+/// `ovs-vswitchd` killed with SIGKILL is restarted in its namespace, and TCP between the
+/// hosts works again (its taps and the veth ends survived in the lab namespace).
+#[test]
+#[ignore = "needs root and OVN"]
+fn killed_vswitchd_is_restarted_and_traffic_resumes() -> anyhow::Result<()> {
+    let lab = LabDir::new();
+    let stack = ferry_lab::OvnStack::start(lab.path(), options("vsw"))?;
+    let (spec_a, spec_b) = two_subnets(&stack, "t4")?;
+    let a = Host::create(spec_a, &stack.bridge(), stack.registry())?;
+    let b = Host::create(spec_b, &stack.bridge(), stack.registry())?;
+    let _server = http_server(&b, lab.path())?;
+    stack.nbctl(&["--wait=hv", "sync"])?;
+    curl_until_ok(&a, "http://10.251.2.10:8080/", Duration::from_secs(30))?;
+
+    let old = stack.pid(Daemon::Vswitchd).expect("vswitchd runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let t0 = Instant::now();
+    let new = eventually(Duration::from_secs(10), || {
+        match stack.pid(Daemon::Vswitchd) {
+            Some(p) if p != old && alive(p) => Ok(p),
+            other => Err(format!("vswitchd pid {other:?}")),
+        }
+    })?;
+    let body = curl_until_ok(&a, "http://10.251.2.10:8080/", Duration::from_secs(30))?;
+    eprintln!(
+        "vswitchd {old} -> {new}; traffic back after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(body.trim(), b.name());
+    assert_eq!(stack.restarts(Daemon::Vswitchd), 1);
+    Ok(()) // LabDir and the stack's Drop tear everything down
+}
+
+/// Ports of type `afxdp-nonpmd` (native XDP on the veth) carry TCP as well.
+#[test]
+#[ignore = "needs root and OVN"]
+fn afxdp_nonpmd_ports_carry_tcp() -> anyhow::Result<()> {
+    let lab = LabDir::new();
+    let stack = ferry_lab::OvnStack::start(lab.path(), options("xdp"))?;
+    let (mut spec_a, mut spec_b) = two_subnets(&stack, "t5")?;
+    spec_a.port_type = ferry_lab::PortType::AfxdpNonPmd;
+    spec_b.port_type = ferry_lab::PortType::AfxdpNonPmd;
+    let a = Host::create(spec_a, &stack.bridge(), stack.registry())?;
+    let b = Host::create(spec_b, &stack.bridge(), stack.registry())?;
+    let ty = stack.vsctl(&[
+        "get",
+        "Interface",
+        &a.spec().port,
+        "type",
+        "options:xdp-mode",
+    ])?;
+    assert_eq!(
+        ty.split_whitespace().collect::<Vec<_>>(),
+        ["afxdp-nonpmd", "native"]
+    );
+    let _server = http_server(&b, lab.path())?;
+    stack.nbctl(&["--wait=hv", "sync"])?;
+    let body = curl_until_ok(&a, "http://10.251.2.10:8080/", Duration::from_secs(30))?;
+    assert_eq!(body.trim(), b.name());
+    Ok(())
+}
