@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::ovn::{OvsBridge, unix_remote};
 use crate::process::{self, ProcessRecord};
-use crate::registry::{LinkRecord, OvsPortRecord, Registry};
+use crate::registry::{HostRecord, LinkRecord, OvsPortRecord, Registry};
 
 /// Longest Linux interface name.
 pub const IFNAMSIZ_MAX: usize = 15;
@@ -211,6 +211,14 @@ impl Host {
     fn plumb(&self, link: &LinkRecord) -> Result<()> {
         let s = &self.spec;
         let ns = s.netns.as_str();
+        self.registry.put_host(&HostRecord {
+            name: s.name.clone(),
+            netns: s.netns.clone(),
+            ip_cidr: s.ip_cidr.clone(),
+            mac: s.mac.clone(),
+            iface_id: s.iface_id.clone(),
+            port: s.port.clone(),
+        })?;
         self.registry.add_netns(ns)?;
         if !netns_exists(ns) {
             ip(&["netns", "add", ns])?;
@@ -399,6 +407,7 @@ impl Host {
         self.registry.remove_link(&link)?;
         delete_netns(&self.spec.netns)?;
         self.registry.remove_netns(&self.spec.netns)?;
+        self.registry.remove_host(&self.spec.name)?;
         Ok(())
     }
 }
@@ -467,8 +476,9 @@ fn in_netns(ns: Option<&str>, argv: &[&str]) -> Command {
 }
 
 /// `ip netns exec NS ARGV...` (the PID of the spawned child becomes ARGV's PID: `ip`
-/// execs it after entering the namespace).
-pub(crate) fn exec_command<S: AsRef<std::ffi::OsStr>>(ns: &str, argv: &[S]) -> Command {
+/// execs it after entering the namespace). For `ferry lab exec NAME -- CMD`, with the
+/// namespace from [`crate::LabState::host`].
+pub fn exec_command<S: AsRef<std::ffi::OsStr>>(ns: &str, argv: &[S]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns]).args(argv);
     c

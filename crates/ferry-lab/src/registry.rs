@@ -38,6 +38,23 @@ pub struct OvsPortRecord {
     pub port: String,
 }
 
+/// A lab host, so that `ferry lab exec NAME` and `ferry lab status` can find it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// The host's name.
+    pub name: String,
+    /// Its namespace.
+    pub netns: String,
+    /// `eth0`'s address with prefix.
+    pub ip_cidr: String,
+    /// `eth0`'s MAC.
+    pub mac: String,
+    /// The OVN logical switch port it is bound to.
+    pub iface_id: String,
+    /// The bridge-side interface / OVS port.
+    pub port: String,
+}
+
 /// The contents of `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabState {
@@ -53,6 +70,9 @@ pub struct LabState {
     /// Processes, in start order (a restarted daemon keeps its place).
     #[serde(default)]
     pub processes: Vec<ProcessRecord>,
+    /// Hosts (a description; their resources are the records above).
+    #[serde(default)]
+    pub hosts: Vec<HostRecord>,
 }
 
 impl LabState {
@@ -62,6 +82,12 @@ impl LabState {
             && self.links.is_empty()
             && self.ovs_ports.is_empty()
             && self.processes.is_empty()
+            && self.hosts.is_empty()
+    }
+
+    /// The host of that name.
+    pub fn host(&self, name: &str) -> Option<&HostRecord> {
+        self.hosts.iter().find(|h| h.name == name)
     }
 }
 
@@ -177,6 +203,19 @@ impl Registry {
     /// Forgets an OVS port.
     pub fn remove_ovs_port(&self, port: &OvsPortRecord) -> Result<()> {
         self.update(|s| s.ovs_ports.retain(|p| p != port))
+    }
+
+    /// Records a host, replacing an earlier record of the same name.
+    pub fn put_host(&self, host: &HostRecord) -> Result<()> {
+        self.update(|s| match s.hosts.iter_mut().find(|h| h.name == host.name) {
+            Some(h) => *h = host.clone(),
+            None => s.hosts.push(host.clone()),
+        })
+    }
+
+    /// Forgets a host.
+    pub fn remove_host(&self, name: &str) -> Result<()> {
+        self.update(|s| s.hosts.retain(|h| h.name != name))
     }
 
     /// Records a process, replacing an earlier record of the same name in place.

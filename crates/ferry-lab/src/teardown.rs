@@ -103,6 +103,12 @@ pub fn stop_from_dir(dir: &Path) -> Result<Teardown> {
             Err(e) => failures.push(e.to_string()),
         }
     }
+    // Host descriptions go once nothing of theirs is left.
+    if failures.is_empty()
+        && let Err(e) = registry.update(|s| s.hosts.clear())
+    {
+        failures.push(e.to_string());
+    }
     if failures.is_empty() {
         Ok(report)
     } else {

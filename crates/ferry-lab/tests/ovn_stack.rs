@@ -46,6 +46,12 @@ fn http_through_ovn_router_then_everything_is_gone() -> anyhow::Result<()> {
     eprintln!("two hosts plumbed in {:?}", t1.elapsed());
     let server = http_server(&b, lab.path())?;
     let server_pid = server.pid();
+    let state = stack.registry().load()?;
+    let rec = state.host(b.name()).expect("host b is recorded");
+    assert_eq!(
+        (rec.netns.as_str(), rec.iface_id.as_str()),
+        (b.netns(), "p2")
+    );
     // The logical ports are bound to our chassis and flows installed.
     stack.nbctl(&["--wait=hv", "sync"])?;
     let up = stack.sbctl(&[
