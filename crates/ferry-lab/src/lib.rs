@@ -19,6 +19,14 @@
 //!   ([`OvnOptions::ovs_netns`]), deleted with the lab, which takes the taps and the
 //!   bridge-side veth ends with it.
 //! - TCP through the userspace datapath needs `ethtool -K DEV tx off` on both veth ends.
+//! - `ovn-controller` 23.03 rejects `--unixctl`; its control socket is
+//!   `OVN_RUNDIR/ovn-controller.PID.ctl` ([`LabPaths::controller_ctl`]).
+//! - After `ovs-vswitchd` is killed and restarted, the taps and veth ends it left in its
+//!   namespace are reopened and traffic resumes (about 1.4 s here).
+//!
+//! Supervision runs on a thread of the process that called [`OvnStack::start`]; a daemon
+//! outlives that process (own process group, no parent-death signal) but is no longer
+//! restarted once it is gone.
 //!
 //! ```no_run
 //! # fn demo() -> ferry_lab::Result<()> {
