@@ -136,7 +136,7 @@ pub fn is_ours(rec: &ProcessRecord) -> bool {
     read_cmdline(rec.pid).is_some_and(|actual| cmdline_matches(&rec.argv, &actual))
 }
 
-/// How a process ended under [`terminate`].
+/// How a recorded process ended (see [`stop_recorded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     /// It was already gone.
