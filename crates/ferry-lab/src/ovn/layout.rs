@@ -1,0 +1,180 @@
+//! Names and places: options, daemons, the lab directory layout, the bridge handle.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The integration bridge name OVN expects by default.
+pub const DEFAULT_BRIDGE: &str = "br-int";
+
+/// Registry owner tag of the stack's daemons.
+pub const OWNER: &str = "ovn";
+
+/// How to start an [`OvnStack`](super::OvnStack).
+#[derive(Debug, Clone)]
+pub struct OvnOptions {
+    /// The chassis name (`external_ids:system-id`), e.g. `ferry-lab-ch1`. Gateway routers
+    /// and gateway ports must name it.
+    pub system_id: String,
+    /// The integration bridge (default `br-int`; also written to `external_ids:ovn-bridge`).
+    pub bridge: String,
+    /// The network namespace `ovs-vswitchd` runs in, created and removed by the stack;
+    /// `None` runs it in the caller's namespace (taps then stay behind in the root
+    /// namespace after a crash, see the module doc).
+    pub ovs_netns: Option<String>,
+    /// `external_ids:ovn-encap-ip` (default `127.0.0.1`: one chassis, no tunnels).
+    pub encap_ip: String,
+    /// How long each daemon may take to answer after it is started.
+    pub ready_timeout: Duration,
+    /// How long a daemon may take to exit after SIGTERM before it gets SIGKILL.
+    pub stop_timeout: Duration,
+    /// First restart delay of a daemon that died; doubles up to [`Self::max_backoff`],
+    /// and resets once the daemon has run for 30 s.
+    pub min_backoff: Duration,
+    /// Longest restart delay.
+    pub max_backoff: Duration,
+}
+
+impl OvnOptions {
+    /// Defaults for a chassis name: bridge `br-int`, `ovs-vswitchd` in netns
+    /// `<system_id>-ovs`, 30 s readiness and 5 s stop timeouts, restart backoff 200 ms..10 s.
+    pub fn new(system_id: impl Into<String>) -> OvnOptions {
+        let system_id = system_id.into();
+        OvnOptions {
+            ovs_netns: Some(format!("{system_id}-ovs")),
+            system_id,
+            bridge: DEFAULT_BRIDGE.to_owned(),
+            encap_ip: "127.0.0.1".to_owned(),
+            ready_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The supervised daemons, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Daemon {
+    /// `ovsdb-server` for OVN_Northbound (`run/nb.sock`).
+    NbDb,
+    /// `ovsdb-server` for OVN_Southbound (`run/sb.sock`).
+    SbDb,
+    /// `ovn-northd`.
+    Northd,
+    /// `ovsdb-server` for Open_vSwitch (`run/db.sock`).
+    OvsDb,
+    /// `ovs-vswitchd`.
+    Vswitchd,
+    /// `ovn-controller`.
+    Controller,
+}
+
+impl Daemon {
+    /// All daemons in start order.
+    pub const ALL: [Daemon; 6] = [
+        Daemon::NbDb,
+        Daemon::SbDb,
+        Daemon::Northd,
+        Daemon::OvsDb,
+        Daemon::Vswitchd,
+        Daemon::Controller,
+    ];
+
+    /// The name used for its log, pidfile, control socket and registry record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::NbDb => "nb-ovsdb",
+            Daemon::SbDb => "sb-ovsdb",
+            Daemon::Northd => "ovn-northd",
+            Daemon::OvsDb => "ovs-ovsdb",
+            Daemon::Vswitchd => "ovs-vswitchd",
+            Daemon::Controller => "ovn-controller",
+        }
+    }
+}
+
+/// Where a lab directory keeps things.
+#[derive(Debug, Clone)]
+pub struct LabPaths {
+    /// The lab directory (absolute).
+    pub dir: PathBuf,
+    /// `DIR/db`: database files.
+    pub db_dir: PathBuf,
+    /// `DIR/run`: sockets and pidfiles (`OVS_RUNDIR` and `OVN_RUNDIR`).
+    pub run_dir: PathBuf,
+    /// `DIR/logs`: one log per daemon.
+    pub log_dir: PathBuf,
+    /// `DIR/run/nb.sock`.
+    pub nb_sock: PathBuf,
+    /// `DIR/run/sb.sock`.
+    pub sb_sock: PathBuf,
+    /// `DIR/run/db.sock` (the Open_vSwitch database; the default name OVS tools look for
+    /// in `OVS_RUNDIR`).
+    pub ovs_sock: PathBuf,
+}
+
+impl LabPaths {
+    /// The layout under `dir` (which should be absolute).
+    pub fn new(dir: &Path) -> LabPaths {
+        let run_dir = dir.join("run");
+        LabPaths {
+            dir: dir.to_owned(),
+            db_dir: dir.join("db"),
+            log_dir: dir.join("logs"),
+            nb_sock: run_dir.join("nb.sock"),
+            sb_sock: run_dir.join("sb.sock"),
+            ovs_sock: run_dir.join("db.sock"),
+            run_dir,
+        }
+    }
+
+    /// `DIR/logs/<daemon>.log`.
+    pub fn log(&self, d: Daemon) -> PathBuf {
+        self.log_dir.join(format!("{}.log", d.name()))
+    }
+
+    /// `DIR/run/<daemon>.ctl`: its unixctl socket (`ovs-appctl -t PATH ...`), except for
+    /// `ovn-controller`, which (in OVN 23.03) takes no `--unixctl` option and listens on
+    /// `OVN_RUNDIR/ovn-controller.PID.ctl`: see [`LabPaths::controller_ctl`].
+    pub fn ctl(&self, d: Daemon) -> PathBuf {
+        self.run_dir.join(format!("{}.ctl", d.name()))
+    }
+
+    /// `DIR/run/ovn-controller.PID.ctl`: `ovn-controller`'s unixctl socket.
+    pub fn controller_ctl(&self, pid: i32) -> PathBuf {
+        self.run_dir.join(format!("ovn-controller.{pid}.ctl"))
+    }
+
+    /// `DIR/run/<daemon>.pid`.
+    pub fn pidfile(&self, d: Daemon) -> PathBuf {
+        self.run_dir.join(format!("{}.pid", d.name()))
+    }
+
+    /// The environment every daemon and helper gets: OVS/OVN run, db and log directories.
+    pub fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("OVS_RUNDIR", self.run_dir.clone()),
+            ("OVS_DBDIR", self.db_dir.clone()),
+            ("OVS_LOGDIR", self.log_dir.clone()),
+            ("OVN_RUNDIR", self.run_dir.clone()),
+            ("OVN_DBDIR", self.db_dir.clone()),
+            ("OVN_LOGDIR", self.log_dir.clone()),
+        ]
+    }
+}
+
+/// `unix:PATH`.
+pub fn unix_remote(path: &Path) -> String {
+    format!("unix:{}", path.display())
+}
+
+/// What [`crate::Host::create`] needs to plug a host into a lab's integration bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsBridge {
+    /// The Open_vSwitch database socket.
+    pub db_sock: PathBuf,
+    /// The bridge name.
+    pub name: String,
+    /// The namespace `ovs-vswitchd` runs in, where hosts' bridge-side veth ends go.
+    pub netns: Option<String>,
+}
