@@ -55,3 +55,20 @@ fn plumb_error(env: &CniEnv, e: PlumbError) -> CniError {
     };
     CniError::new(code, e.to_string(), pod_ref(env))
 }
+
+/// The plugin process's main: reads the environment and stdin, runs [`crate::cni::dispatch`],
+/// prints the reply on stdout and returns the exit status.
+pub fn run_stdio<P: CniPlugin>(plugin: &mut P) -> i32 {
+    use std::io::{Read, Write};
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        let err = CniError::new(ErrorCode::IoFailure, "could not read stdin", e.to_string());
+        let _ = writeln!(std::io::stdout(), "{}", err.to_json());
+        return 1;
+    }
+    let reply = crate::cni::dispatch(std::env::vars(), &stdin, plugin);
+    if !reply.stdout.is_empty() {
+        let _ = writeln!(std::io::stdout(), "{}", reply.stdout);
+    }
+    reply.exit_code
+}

@@ -10,7 +10,14 @@
 //!
 //! Kernel and tool access goes through narrow seams: [`command`] runs `ip`, `ethtool`,
 //! `ovs-vsctl`, `nsenter`; [`netns`] creates sockets inside a namespace on a dedicated
-//! thread.
+//! thread. Neither needs `unsafe`: `nix::sched::setns` and `socket2` are safe wrappers, and
+//! ICMP sockets are driven through tokio's `UdpSocket` (plain sendto/recvfrom), so the
+//! workspace's `unsafe_code = "forbid"` holds here too.
+//!
+//! Tests: unit tables next to the code; `tests/cni_ovn.rs` (CNI against a real OVN/OVS
+//! stack), `tests/probe_netns.rs` (probes in real namespaces) need root and run with
+//! `cargo test -p ferry-agent -- --include-ignored`; `examples/probe_load.rs` prints the
+//! probe engine's CPU and memory at 5,000 probes per second.
 
 pub mod cni;
 pub mod cni_plugin;
