@@ -42,6 +42,9 @@ pub struct NetConf {
     /// OVS `Interface.type` for the host end; empty means the default (`system`).
     #[serde(default)]
     pub ovs_port_type: String,
+    /// The namespace `ovs-vswitchd` runs in, when not the host's (`ovsNetns`).
+    #[serde(default)]
+    pub ovs_netns: Option<PathBuf>,
     /// The result of the previous plugin or of ADD (given to CHECK and DEL).
     #[serde(default)]
     pub prev_result: Option<serde_json::Value>,

@@ -75,6 +75,7 @@ pub fn plumb_request(
         iface_id: pod.iface_id.clone(),
         bridge: conf.bridge.clone(),
         ovs_db: conf.ovs_db_sock.clone(),
+        ovs_netns: conf.ovs_netns.clone(),
         port_type: conf.ovs_port_type.clone(),
     })
 }
@@ -87,6 +88,7 @@ pub fn unplumb_request(env: &CniEnv, conf: &NetConf) -> UnplumbRequest {
         host_ifname: host_ifname(&env.container_id, &env.ifname),
         bridge: conf.bridge.clone(),
         ovs_db: conf.ovs_db_sock.clone(),
+        ovs_netns: conf.ovs_netns.clone(),
     }
 }
 

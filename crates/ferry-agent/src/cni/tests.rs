@@ -177,6 +177,7 @@ fn conf_table() {
         bridge: DEFAULT_BRIDGE.into(),
         kubeconfig: None,
         ovs_port_type: String::new(),
+        ovs_netns: None,
         prev_result: None,
     };
     type Case = (&'static str, String, Result<NetConf, (u32, &'static str)>);
@@ -186,9 +187,11 @@ fn conf_table() {
             "all Ferry fields",
             merged(json!({"ovsDbSock": "/run/ovs/db.sock", "bridge": "br-x",
                 "kubeconfig": "/etc/ferry/kubeconfig", "ovsPortType": "afxdp",
+                "ovsNetns": "/var/run/netns/lab-ovs",
                 "capabilities": {"portMappings": true}})),
             Ok(NetConf {
                 ovs_db_sock: "/run/ovs/db.sock".into(),
+                ovs_netns: Some("/var/run/netns/lab-ovs".into()),
                 bridge: "br-x".into(),
                 kubeconfig: Some("/etc/ferry/kubeconfig".into()),
                 ovs_port_type: "afxdp".into(),
@@ -285,6 +288,7 @@ fn plumb_request_from_assignment() {
         iface_id: "web-0.default".into(),
         bridge: "br-int".into(),
         ovs_db: "/t/db.sock".into(),
+        ovs_netns: None,
         port_type: String::new(),
     };
     assert_eq!(

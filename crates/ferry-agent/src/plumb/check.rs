@@ -79,7 +79,11 @@ pub fn check(req: &PlumbRequest) -> Result<(), Discrepancy> {
         });
     }
     // Host end.
-    let host = match run("ip", &["-j", "-d", "link", "show", "dev", &req.host_ifname]) {
+    let on_host = |program: &str, args: &[&str]| match req.ovs_netns.as_deref() {
+        Some(ns) => crate::command::run_in_netns(ns, program, args),
+        None => run(program, args),
+    };
+    let host = match on_host("ip", &["-j", "-d", "link", "show", "dev", &req.host_ifname]) {
         Ok(out) => parse(&out, "ip -j -d link show", parse_link)?,
         Err(e) if e.stderr_says(NO_DEVICE) => None,
         Err(e) => return Err(e.into()),
@@ -150,7 +154,7 @@ pub fn check(req: &PlumbRequest) -> Result<(), Discrepancy> {
             place: "pod",
         });
     }
-    if !tx_checksum_off(&run("ethtool", &["-k", &req.host_ifname])?) {
+    if !tx_checksum_off(&on_host("ethtool", &["-k", &req.host_ifname])?) {
         return Err(Discrepancy::TxOffloadOn {
             ifname: req.host_ifname.clone(),
             place: "host",

@@ -43,6 +43,10 @@ pub struct PlumbRequest {
     pub ovs_db: PathBuf,
     /// OVS interface type for the host end; empty = default.
     pub port_type: String,
+    /// The namespace `ovs-vswitchd` runs in, when not the caller's (the lab keeps OVS in
+    /// its own namespace so its datapath devices never touch the root namespace). The host
+    /// end of the veth lives there.
+    pub ovs_netns: Option<PathBuf>,
 }
 
 /// What [`del`] needs: no addresses, and the namespace may already be gone.
@@ -53,6 +57,7 @@ pub struct UnplumbRequest {
     pub host_ifname: String,
     pub bridge: String,
     pub ovs_db: PathBuf,
+    pub ovs_netns: Option<PathBuf>,
 }
 
 impl PlumbRequest {
@@ -64,6 +69,7 @@ impl PlumbRequest {
             host_ifname: self.host_ifname.clone(),
             bridge: self.bridge.clone(),
             ovs_db: self.ovs_db.clone(),
+            ovs_netns: self.ovs_netns.clone(),
         }
     }
 }

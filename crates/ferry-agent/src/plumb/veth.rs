@@ -5,6 +5,14 @@ use std::path::Path;
 use super::link_state::parse_link;
 use super::{PlumbError, PlumbRequest, UnplumbRequest, peer_tmp_ifname};
 use crate::command::{CommandError, run, run_in_netns};
+
+/// Runs a command where the host end lives: the OVS namespace, or the caller's.
+fn on_host(ovs_netns: Option<&Path>, program: &str, args: &[&str]) -> Result<String, CommandError> {
+    match ovs_netns {
+        Some(ns) => run_in_netns(ns, program, args),
+        None => run(program, args),
+    }
+}
 use crate::mac_addr::MacAddr;
 
 /// What [`add`] learned while plumbing.
@@ -26,7 +34,7 @@ pub fn add(req: &PlumbRequest) -> Result<AddOutcome, PlumbError> {
             path: req.netns_path.clone(),
         });
     }
-    delete_link(&req.host_ifname, "remove a stale host end")?;
+    delete_link(req.ovs_netns.as_deref(), &req.host_ifname, "remove a stale host end")?;
     // The temporary name is derived from the host name's hash, so a crashed attempt's
     // peer is removed with the host end above (deleting one end deletes both).
     let tmp = peer_tmp_ifname_for(req);
@@ -52,7 +60,8 @@ pub fn add(req: &PlumbRequest) -> Result<AddOutcome, PlumbError> {
             tracing::warn!(host_ifname = %req.host_ifname, error = %e, "add failed; rolling back");
             // Best effort: the original error is what the caller must see.
             let _ = ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname);
-            let _ = delete_link(&req.host_ifname, "roll back the host end");
+            let _ = delete_link(req.ovs_netns.as_deref(), &req.host_ifname, "roll back the host end");
+            let _ = delete_link(None, &req.host_ifname, "roll back the host end");
             Err(e)
         }
     }
@@ -102,15 +111,23 @@ fn configure(req: &PlumbRequest, tmp: &str) -> Result<AddOutcome, PlumbError> {
         "turn off tx checksum offload in the container",
         run_in_netns(ns, "ethtool", &["-K", ifname, "tx", "off"]),
     )?;
+    let host_ns = req.ovs_netns.as_deref();
+    if let Some(ovs_ns) = host_ns {
+        let ovs_ns = ovs_ns.display().to_string();
+        step(
+            "move the host end into the OVS namespace",
+            run("ip", &["link", "set", &req.host_ifname, "netns", &ovs_ns]),
+        )?;
+    }
     step(
         "bring the host end up",
-        run("ip", &["link", "set", &req.host_ifname, "up"]),
+        on_host(host_ns, "ip", &["link", "set", &req.host_ifname, "up"]),
     )?;
     step(
         "turn off tx checksum offload on the host end",
-        run("ethtool", &["-K", &req.host_ifname, "tx", "off"]),
+        on_host(host_ns, "ethtool", &["-K", &req.host_ifname, "tx", "off"]),
     )?;
-    let host_mac = link_mac(&req.host_ifname)?;
+    let host_mac = link_mac(host_ns, &req.host_ifname)?;
     ovs_add_port(req)?;
     Ok(AddOutcome { host_mac })
 }
@@ -122,7 +139,7 @@ pub fn del(req: &UnplumbRequest) -> Result<(), PlumbError> {
         "remove the OVS port",
         ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname),
     )?;
-    delete_link(&req.host_ifname, "remove the host end")?;
+    delete_link(req.ovs_netns.as_deref(), &req.host_ifname, "remove the host end")?;
     // Deleting the host end removed the container end too. If only the container end
     // survived (host end deleted by hand), remove it, but only if it is a veth: the
     // name alone could belong to someone else.
@@ -139,8 +156,11 @@ pub fn del(req: &UnplumbRequest) -> Result<(), PlumbError> {
     Ok(())
 }
 
-fn delete_link(name: &str, what: &'static str) -> Result<(), PlumbError> {
-    ignore_missing(what, run("ip", &["link", "del", name]))
+fn delete_link(host_ns: Option<&Path>, name: &str, what: &'static str) -> Result<(), PlumbError> {
+    if host_ns.is_some_and(|ns| !ns.exists()) {
+        return Ok(());
+    }
+    ignore_missing(what, on_host(host_ns, "ip", &["link", "del", name]))
 }
 
 fn ignore_missing(
@@ -157,10 +177,10 @@ fn ignore_missing(
     }
 }
 
-fn link_mac(name: &str) -> Result<Option<MacAddr>, PlumbError> {
+fn link_mac(host_ns: Option<&Path>, name: &str) -> Result<Option<MacAddr>, PlumbError> {
     let out = step(
         "read the host end",
-        run("ip", &["-j", "-d", "link", "show", "dev", name]),
+        on_host(host_ns, "ip", &["-j", "-d", "link", "show", "dev", name]),
     )?;
     let link = parse_link(&out).map_err(|detail| PlumbError::Output {
         step: "read the host end",
