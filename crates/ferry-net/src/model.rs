@@ -1,0 +1,184 @@
+//! Inputs and outputs of the model, as plain data.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+
+/// Everything the model needs to know about the cluster's network.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetworkState {
+    /// The chassis (OVS `system-id`) that hosts gateway routers and gateway ports.
+    pub gateway_chassis: String,
+    /// /30 links between routers are carved from here; no subnet may overlap it.
+    pub transit_cidr: Option<Ipv4Net>,
+    /// Every VPC, the default one included.
+    pub vpcs: Vec<String>,
+    pub subnets: Vec<SubnetState>,
+    /// Workload, node and probe ports to plumb into subnets (or the external network).
+    pub ports: Vec<PortState>,
+    pub external: Option<ExternalNetwork>,
+    pub services: Vec<ServiceState>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubnetState {
+    pub name: String,
+    pub vpc: String,
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+/// A logical switch port: `subnet` is a subnet name or [`EXTERNAL_SWITCH`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortState {
+    pub name: String,
+    pub subnet: String,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+}
+
+/// The network outside the cloud: the switch clients sit on, `eip-gateway`'s address on it,
+/// and the pool EIPs come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalNetwork {
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub pool: (Ipv4Addr, Ipv4Addr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePort {
+    pub port: u16,
+    pub target_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub ip: Ipv4Addr,
+    pub vpc: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceScope {
+    Vpc(String),
+    MultiVpc(Vec<String>),
+}
+
+/// One service and its ready backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceState {
+    /// `namespace/name`: errors and row owners name it.
+    pub key: String,
+    pub uid: String,
+    pub scope: ServiceScope,
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub eip: Option<Ipv4Addr>,
+    pub ports: Vec<ServicePort>,
+    /// ClientIP affinity timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+    pub backends: Vec<Backend>,
+}
+
+/// Name of the switch of the external network (ports with this `subnet` go there).
+pub const EXTERNAL_SWITCH: &str = "external";
+/// The gateway router between the external network and the VPCs.
+pub const EIP_GATEWAY: &str = "eip-gateway";
+/// The gateway router of multi-VPC services.
+pub const SERVICE_GATEWAY: &str = "service-gateway";
+/// `external_ids` key naming the desired row a NB row is.
+pub const KEY: &str = "ferry.io/key";
+/// `external_ids` key naming the object a NB row exists for.
+pub const OWNER: &str = "ferry.io/owner";
+
+/// One desired NB row: its table, a stable key, and its columns in OVSDB wire notation.
+/// References to other desired rows are written `["ref", TABLE, KEY]` and resolved by
+/// [`crate::plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub table: &'static str,
+    pub key: String,
+    pub columns: BTreeMap<String, Value>,
+}
+
+/// What an object could not get, and why; the rest of the network is still built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("subnet {subnet}: VPC {vpc} does not exist")]
+    SubnetUnknownVpc { subnet: String, vpc: String },
+    #[error("subnet {subnet}: {cidr} overlaps the reserved transit range {reserved}")]
+    SubnetOverlapsTransit {
+        subnet: String,
+        cidr: Ipv4Net,
+        reserved: Ipv4Net,
+    },
+    #[error("port {port}: subnet {subnet} does not exist")]
+    PortUnknownSubnet { port: String, subnet: String },
+    #[error("service {service}: VPC {vpc} does not exist")]
+    ServiceUnknownVpc { service: String, vpc: String },
+    #[error("service {service}: EIP {eip} is outside the pool")]
+    EipOutOfPool { service: String, eip: Ipv4Addr },
+    #[error("service {service}: EIP {eip} is already used by {other}")]
+    EipInUse {
+        service: String,
+        eip: Ipv4Addr,
+        other: String,
+    },
+    #[error("service {service}: an EIP needs an external network")]
+    NoExternalNetwork { service: String },
+    #[error("service {service}: backends in VPCs {vpcs:?} share the address {ip}")]
+    DuplicateBackendIp {
+        service: String,
+        ip: Ipv4Addr,
+        vpcs: Vec<String>,
+    },
+    #[error("service {service}: {vip} is already served by {other}")]
+    VipClash {
+        service: String,
+        vip: String,
+        other: String,
+    },
+}
+
+impl ObjectError {
+    /// `namespace/name` of the service (or the subnet/port name) the error is about.
+    pub fn object(&self) -> &str {
+        match self {
+            ObjectError::SubnetUnknownVpc { subnet, .. }
+            | ObjectError::SubnetOverlapsTransit { subnet, .. } => subnet,
+            ObjectError::PortUnknownSubnet { port, .. } => port,
+            ObjectError::ServiceUnknownVpc { service, .. }
+            | ObjectError::EipOutOfPool { service, .. }
+            | ObjectError::EipInUse { service, .. }
+            | ObjectError::NoExternalNetwork { service }
+            | ObjectError::DuplicateBackendIp { service, .. }
+            | ObjectError::VipClash { service, .. } => service,
+        }
+    }
+}
+
+/// The desired NB content and the objects that could not be programmed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Desired {
+    pub rows: Vec<Row>,
+    pub errors: Vec<ObjectError>,
+}
