@@ -9,6 +9,7 @@
 
 pub mod ipam;
 pub mod leader;
+pub mod network;
 pub mod reconcile;
 pub mod service;
 pub mod world;
@@ -40,6 +41,8 @@ pub struct ControllerConfig {
     pub identity: String,
     /// A full pass at least this often, even with no change seen.
     pub resync: Duration,
+    /// Program OVN (the network controller); `None` runs only the service controller.
+    pub network: Option<network::NetworkConfig>,
 }
 
 impl Default for ControllerConfig {
@@ -49,6 +52,7 @@ impl Default for ControllerConfig {
             eip_pool: None,
             identity: format!("ferry-controller-{}", std::process::id()),
             resync: Duration::from_secs(30),
+            network: None,
         }
     }
 }
@@ -151,6 +155,25 @@ pub async fn run(
         _ = stopped(&mut shutdown) => return Ok(()),
     }
     tracing::info!(identity = %config.identity, "leading");
+    let mut net = match &config.network {
+        Some(nc) => loop {
+            match network::Network::connect(nc.clone()).await {
+                Ok(n) => break Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for the OVN Northbound database");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopped(&mut shutdown) => return Ok(()),
+                    }
+                }
+            }
+        },
+        None => None,
+    };
+    let eip_range = config.eip_pool.as_deref().and_then(|p| {
+        let (a, b) = p.split_once('-')?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    });
     let mut pending = Pending::default();
     let mut renewed = Instant::now();
     let mut resync = tokio::time::interval(config.resync);
@@ -168,7 +191,7 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed"),
             }
         }
-        pass(&client, &c, &pools, &mut pending).await;
+        pass(&client, &c, &pools, &mut pending, net.as_mut(), eip_range).await;
         tokio::select! {
             _ = wake.recv() => {
                 // Coalesce a burst of changes into one pass.
@@ -190,18 +213,30 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-async fn pass(client: &Client, c: &Caches, pools: &ServicePools, pending: &mut Pending) {
+async fn pass(client: &Client, c: &Caches, pools: &ServicePools, pending: &mut Pending, net: Option<&mut network::Network>, eip_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>) {
     let started = Instant::now();
     reconcile::allocate_workloads(client, c, pending).await;
     let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
     vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
     let outcomes = reconcile::reconcile_services(client, c, pools, pending, &vpcs).await;
+    // Programmed is set only after the NB commit that carries the service.
+    let programmed: Option<Result<std::collections::BTreeMap<String, String>, String>> = match net {
+        Some(net) => {
+            let state = network::network_state(c, &outcomes, net.config(), eip_range);
+            Some(net.apply(&state).await.map_err(|e| e.to_string()))
+        }
+        None => None,
+    };
     for o in &outcomes {
-        reconcile::write_status(client, o, reconcile::desired_status(o, None)).await;
+        let p = programmed.as_ref().map(|r| match r {
+            Ok(errors) => match errors.get(&o.key) {
+                Some(msg) => Err(msg.clone()),
+                None if o.problem.as_ref().is_some_and(|(reason, _)| reason != "NoBackends") => Err("not programmed: see the Ready condition".to_string()),
+                None => Ok(()),
+            },
+            Err(e) => Err(e.clone()),
+        });
+        reconcile::write_status(client, o, reconcile::desired_status(o, p)).await;
     }
-    tracing::debug!(
-        services = outcomes.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "reconcile pass"
-    );
+    tracing::debug!(services = outcomes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "reconcile pass");
 }

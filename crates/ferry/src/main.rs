@@ -52,6 +52,15 @@ struct NetworkArgs {
     /// EIPs for LoadBalancer services, e.g. `198.18.0.100-198.18.0.199`.
     #[arg(long, env = "FERRY_EIP_POOL")]
     eip_pool: Option<String>,
+    /// The external network EIPs are reached from, e.g. `198.18.0.0/24`.
+    #[arg(long, env = "FERRY_EXTERNAL_CIDR")]
+    external_cidr: Option<ipnet::Ipv4Net>,
+    /// The gateway (`eip-gateway`'s address) on the external network, e.g. `198.18.0.1`.
+    #[arg(long, env = "FERRY_EXTERNAL_GATEWAY")]
+    external_gateway: Option<std::net::Ipv4Addr>,
+    /// The OVS chassis (`system-id`) that hosts gateway routers and gateway ports.
+    #[arg(long, env = "FERRY_GATEWAY_CHASSIS", default_value = "ferry-ch1")]
+    gateway_chassis: String,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +68,10 @@ struct ControllerArgs {
     /// Kubeconfig of the API server to control (in-cluster config when absent).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// OVN Northbound remotes to program (comma separated; several for a RAFT cluster).
+    /// Without it only the service controller runs.
+    #[arg(long, env = "FERRY_OVN_NB")]
+    ovn_nb: Option<String>,
     /// Name of this replica in the leader Lease (default: controller-<pid>).
     #[arg(long, env = "FERRY_IDENTITY")]
     identity: Option<String>,
@@ -170,29 +183,38 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
-fn controller_config(
-    network: &NetworkArgs,
-    identity: Option<String>,
-) -> ferry_controller::ControllerConfig {
+fn controller_config(network: &NetworkArgs, identity: Option<String>, ovn_nb: Option<Vec<String>>) -> anyhow::Result<ferry_controller::ControllerConfig> {
+    let external = match (network.external_cidr, network.external_gateway) {
+        (Some(cidr), Some(gateway)) => Some(ferry_controller::network::ExternalConfig { cidr, gateway }),
+        (None, None) => None,
+        _ => anyhow::bail!("--external-cidr and --external-gateway go together"),
+    };
     let mut config = ferry_controller::ControllerConfig {
         service_cidr: network.service_cidr.clone(),
         eip_pool: network.eip_pool.clone(),
+        network: ovn_nb.map(|remotes| ferry_controller::network::NetworkConfig {
+            remotes,
+            gateway_chassis: network.gateway_chassis.clone(),
+            external,
+            max_lb_per_txn: 500,
+        }),
         ..Default::default()
     };
     if let Some(id) = identity {
         config.identity = id;
     }
-    config
+    Ok(config)
+}
+
+fn remotes(s: &str) -> Vec<String> {
+    s.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect()
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(ferry_controller::run(
-        client,
-        controller_config(&args.network, args.identity),
-        rx,
-    ));
+    let config = controller_config(&args.network, args.identity, args.ovn_nb.as_deref().map(remotes))?;
+    let task = tokio::spawn(ferry_controller::run(client, config, rx));
     shutdown_signal().await;
     let _ = tx.send(true);
     task.await.context("controller task")??;
@@ -200,27 +222,39 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    if !args.no_dataplane && args.ovn_nb.is_some() {
-        tracing::warn!(
-            "the network controller is not built yet: --ovn-nb is accepted but nothing is programmed"
-        );
-    }
+    // OVN: the NB named by --ovn-nb, or a private OVN/OVS stack under DIR/ovn.
+    let mut stack = None;
+    let ovn_nb = match (&args.ovn_nb, args.no_dataplane) {
+        (_, true) => None,
+        (Some(nb), false) => Some(remotes(nb)),
+        (None, false) => {
+            let opts = ferry_lab::OvnOptions::new(args.network.gateway_chassis.clone());
+            let dir = args.server.data_dir.join("ovn");
+            let s = tokio::task::spawn_blocking(move || ferry_lab::OvnStack::start(&dir, opts))
+                .await?
+                .context("starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)")?;
+            let nb = s.nb_remote();
+            eprintln!("ferry: OVN started (NB {nb})");
+            stack = Some(s);
+            Some(vec![nb])
+        }
+    };
     if !args.no_agent {
         tracing::warn!("the node agent is not built yet: probes are not run");
     }
     let server = start_apiserver(&args.server, true).await?;
     let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(ferry_controller::run(
-        client,
-        controller_config(&args.network, Some("ferry-up".into())),
-        rx,
-    ));
+    let config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;
+    let task = tokio::spawn(ferry_controller::run(client, config, rx));
     shutdown_signal().await;
     eprintln!("ferry: shutting down");
     let _ = tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     server.shutdown().await;
+    if let Some(s) = stack {
+        tokio::task::spawn_blocking(move || s.stop()).await?.context("stopping OVN")?;
+    }
     Ok(())
 }
 
