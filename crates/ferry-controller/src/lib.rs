@@ -213,9 +213,17 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-async fn pass(client: &Client, c: &Caches, pools: &ServicePools, pending: &mut Pending, net: Option<&mut network::Network>, eip_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>) {
+async fn pass(
+    client: &Client,
+    c: &Caches,
+    pools: &ServicePools,
+    pending: &mut Pending,
+    net: Option<&mut network::Network>,
+    eip_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+) {
     let started = Instant::now();
     reconcile::allocate_workloads(client, c, pending).await;
+    reconcile::allocate_probe_ports(client, c, pending).await;
     let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
     vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
     let outcomes = reconcile::reconcile_services(client, c, pools, pending, &vpcs).await;
@@ -231,12 +239,22 @@ async fn pass(client: &Client, c: &Caches, pools: &ServicePools, pending: &mut P
         let p = programmed.as_ref().map(|r| match r {
             Ok(errors) => match errors.get(&o.key) {
                 Some(msg) => Err(msg.clone()),
-                None if o.problem.as_ref().is_some_and(|(reason, _)| reason != "NoBackends") => Err("not programmed: see the Ready condition".to_string()),
+                None if o
+                    .problem
+                    .as_ref()
+                    .is_some_and(|(reason, _)| reason != "NoBackends") =>
+                {
+                    Err("not programmed: see the Ready condition".to_string())
+                }
                 None => Ok(()),
             },
             Err(e) => Err(e.clone()),
         });
         reconcile::write_status(client, o, reconcile::desired_status(o, p)).await;
     }
-    tracing::debug!(services = outcomes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "reconcile pass");
+    tracing::debug!(
+        services = outcomes.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "reconcile pass"
+    );
 }

@@ -8,7 +8,10 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use ferry_api::{Protocol as ApiProtocol, Scope, SessionAffinity};
-use ferry_net::{CurrentRow, ExternalNetwork, NetworkState, PortKind, PortState, ServicePort, ServiceScope, ServiceState, SubnetState};
+use ferry_net::{
+    CurrentRow, ExternalNetwork, NetworkState, PortKind, PortState, ServicePort, ServiceScope,
+    ServiceState, SubnetState,
+};
 use ferry_ovsdb::{Client, nb};
 use ipnet::Ipv4Net;
 use kube::ResourceExt;
@@ -39,7 +42,10 @@ pub struct NetworkConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("connecting to the OVN Northbound database {remotes:?}: {source}")]
-    Connect { remotes: Vec<String>, source: ferry_ovsdb::Error },
+    Connect {
+        remotes: Vec<String>,
+        source: ferry_ovsdb::Error,
+    },
     #[error("NB transaction failed: {0}")]
     Transact(ferry_ovsdb::Error),
 }
@@ -64,31 +70,70 @@ fn ip(s: Option<&String>) -> Option<Ipv4Addr> {
 }
 
 /// The network state the caches and this pass's service outcomes describe (pure).
-pub fn network_state(c: &Caches, outcomes: &[ServiceOutcome], config: &NetworkConfig, eip_pool: Option<(Ipv4Addr, Ipv4Addr)>) -> NetworkState {
+pub fn network_state(
+    c: &Caches,
+    outcomes: &[ServiceOutcome],
+    config: &NetworkConfig,
+    eip_pool: Option<(Ipv4Addr, Ipv4Addr)>,
+) -> NetworkState {
     let mut vpcs: Vec<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
     if !vpcs.iter().any(|v| v == ferry_api::DEFAULT_VPC) {
         vpcs.push(ferry_api::DEFAULT_VPC.into());
     }
     vpcs.sort();
-    let subnet_infos: BTreeMap<String, world::SubnetInfo> = c.subnets.state().iter().map(|s| (s.name_any(), world::subnet_info(s))).collect();
+    let subnet_infos: BTreeMap<String, world::SubnetInfo> = c
+        .subnets
+        .state()
+        .iter()
+        .map(|s| (s.name_any(), world::subnet_info(s)))
+        .collect();
     let subnets = subnet_infos
         .values()
         .filter_map(|s| {
             let cidr: Ipv4Net = s.cidr.parse().ok()?;
-            Some(SubnetState { name: s.name.clone(), vpc: s.vpc.clone(), cidr, gateway: s.gateway.unwrap_or_else(|| crate::ipam::default_gateway(&cidr)) })
+            Some(SubnetState {
+                name: s.name.clone(),
+                vpc: s.vpc.clone(),
+                cidr,
+                gateway: s
+                    .gateway
+                    .unwrap_or_else(|| crate::ipam::default_gateway(&cidr)),
+            })
         })
         .collect();
     let mut ports = Vec::new();
     for pod in c.pods.state() {
         let a = pod.annotations();
-        if let (Some(ipv4), Some(mac), Some(subnet)) = (ip(a.get(ferry_api::ANNOTATION_IP)), a.get(ferry_api::ANNOTATION_MAC), a.get(ferry_api::ANNOTATION_SUBNET)) {
-            ports.push(PortState { name: ferry_net::port_name(PortKind::Pod, &pod.namespace().unwrap_or_default(), &pod.name_any()), subnet: subnet.clone(), mac: mac.clone(), ip: ipv4 });
+        if let (Some(ipv4), Some(mac), Some(subnet)) = (
+            ip(a.get(ferry_api::ANNOTATION_IP)),
+            a.get(ferry_api::ANNOTATION_MAC),
+            a.get(ferry_api::ANNOTATION_SUBNET),
+        ) {
+            ports.push(PortState {
+                name: ferry_net::port_name(
+                    PortKind::Pod,
+                    &pod.namespace().unwrap_or_default(),
+                    &pod.name_any(),
+                ),
+                subnet: subnet.clone(),
+                mac: mac.clone(),
+                ip: ipv4,
+            });
         }
     }
     for bm in c.baremetals.state() {
         let st = bm.status.clone().unwrap_or_default();
         if let (Some(ipv4), Some(mac)) = (ip(st.ip_address.as_ref()), st.mac_address) {
-            ports.push(PortState { name: ferry_net::port_name(PortKind::BareMetal, &bm.namespace().unwrap_or_default(), &bm.name_any()), subnet: bm.spec.subnet.clone(), mac, ip: ipv4 });
+            ports.push(PortState {
+                name: ferry_net::port_name(
+                    PortKind::BareMetal,
+                    &bm.namespace().unwrap_or_default(),
+                    &bm.name_any(),
+                ),
+                subnet: bm.spec.subnet.clone(),
+                mac,
+                ip: ipv4,
+            });
         }
     }
     for v in c.vnicips.state() {
@@ -100,25 +145,66 @@ pub fn network_state(c: &Caches, outcomes: &[ServiceOutcome], config: &NetworkCo
             (ip(st.ip_address.as_ref()), st.mac_address)
         };
         if let (Some(ipv4), Some(mac)) = (addr, mac) {
-            ports.push(PortState { name: ferry_net::port_name(PortKind::VNicIP, &v.namespace().unwrap_or_default(), &v.name_any()), subnet: v.spec.subnet.clone(), mac, ip: ipv4 });
+            ports.push(PortState {
+                name: ferry_net::port_name(
+                    PortKind::VNicIP,
+                    &v.namespace().unwrap_or_default(),
+                    &v.name_any(),
+                ),
+                subnet: v.spec.subnet.clone(),
+                mac,
+                ip: ipv4,
+            });
         }
     }
     if subnet_infos.contains_key("subnet0") {
         for n in c.nodes.state() {
             let a = n.annotations();
-            if let (Some(ipv4), Some(mac)) = (ip(a.get(ferry_api::ANNOTATION_IP)), a.get(ferry_api::ANNOTATION_MAC)) {
-                ports.push(PortState { name: ferry_net::port_name(PortKind::Node, "", &n.name_any()), subnet: "subnet0".into(), mac: mac.clone(), ip: ipv4 });
+            if let (Some(ipv4), Some(mac)) = (
+                ip(a.get(ferry_api::ANNOTATION_IP)),
+                a.get(ferry_api::ANNOTATION_MAC),
+            ) {
+                ports.push(PortState {
+                    name: ferry_net::port_name(PortKind::Node, "", &n.name_any()),
+                    subnet: "subnet0".into(),
+                    mac: mac.clone(),
+                    ip: ipv4,
+                });
+            }
+        }
+    }
+    for n in c.nodes.state() {
+        for (vpc, p) in crate::reconcile::probe_ports(&n) {
+            if let (Ok(ipv4), true) = (p.ip.parse(), subnet_infos.contains_key(&p.subnet)) {
+                ports.push(PortState {
+                    name: ferry_net::port_name(PortKind::Probe, &vpc, &n.name_any()),
+                    subnet: p.subnet.clone(),
+                    mac: p.mac.clone(),
+                    ip: ipv4,
+                });
             }
         }
     }
     let external = match (&config.external, eip_pool) {
-        (Some(e), Some(pool)) => Some(ExternalNetwork { cidr: e.cidr, gateway: e.gateway, pool }),
-        (Some(e), None) => Some(ExternalNetwork { cidr: e.cidr, gateway: e.gateway, pool: (Ipv4Addr::BROADCAST, Ipv4Addr::UNSPECIFIED) }),
+        (Some(e), Some(pool)) => Some(ExternalNetwork {
+            cidr: e.cidr,
+            gateway: e.gateway,
+            pool,
+        }),
+        (Some(e), None) => Some(ExternalNetwork {
+            cidr: e.cidr,
+            gateway: e.gateway,
+            pool: (Ipv4Addr::BROADCAST, Ipv4Addr::UNSPECIFIED),
+        }),
         _ => None,
     };
     let services = outcomes
         .iter()
-        .filter(|o| o.problem.as_ref().is_none_or(|(reason, _)| reason == "NoBackends"))
+        .filter(|o| {
+            o.problem
+                .as_ref()
+                .is_none_or(|(reason, _)| reason == "NoBackends")
+        })
         .map(|o| {
             let s = &o.service;
             ServiceState {
@@ -130,19 +216,53 @@ pub fn network_state(c: &Caches, outcomes: &[ServiceOutcome], config: &NetworkCo
                 },
                 cluster_ip: o.cluster_ip,
                 eip: o.eip,
-                ports: s.spec.ports.iter().map(|p| ServicePort { port: p.port as u16, target_port: p.target_port.unwrap_or(p.port) as u16, protocol: protocol(p.protocol) }).collect(),
-                affinity_timeout: (s.spec.session_affinity == Some(SessionAffinity::ClientIP)).then(|| s.spec.session_affinity_timeout_seconds.unwrap_or(10800) as u32),
-                backends: o.ready.iter().map(|b| ferry_net::Backend { ip: b.ip, vpc: b.vpc.clone() }).collect(),
+                ports: s
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        port: p.port as u16,
+                        target_port: p.target_port.unwrap_or(p.port) as u16,
+                        protocol: protocol(p.protocol),
+                    })
+                    .collect(),
+                affinity_timeout: (s.spec.session_affinity == Some(SessionAffinity::ClientIP))
+                    .then(|| s.spec.session_affinity_timeout_seconds.unwrap_or(10800) as u32),
+                backends: o
+                    .ready
+                    .iter()
+                    .map(|b| ferry_net::Backend {
+                        ip: b.ip,
+                        vpc: b.vpc.clone(),
+                    })
+                    .collect(),
             }
         })
         .collect();
-    NetworkState { gateway_chassis: config.gateway_chassis.clone(), transit_cidr: None, vpcs, subnets, ports, external, services }
+    NetworkState {
+        gateway_chassis: config.gateway_chassis.clone(),
+        transit_cidr: None,
+        vpcs,
+        subnets,
+        ports,
+        external,
+        services,
+    }
 }
 
 impl Network {
     pub async fn connect(config: NetworkConfig) -> Result<Network, NetworkError> {
-        let client = Client::connect(nb::config(config.remotes.clone())).await.map_err(|source| NetworkError::Connect { remotes: config.remotes.clone(), source })?;
-        Ok(Network { client, config, last_txn_ops: 0 })
+        let client = Client::connect(nb::config(config.remotes.clone()))
+            .await
+            .map_err(|source| NetworkError::Connect {
+                remotes: config.remotes.clone(),
+                source,
+            })?;
+        Ok(Network {
+            client,
+            config,
+            last_txn_ops: 0,
+        })
     }
 
     pub fn config(&self) -> &NetworkConfig {
@@ -154,7 +274,11 @@ impl Network {
             let mut rows = Vec::new();
             for t in nb::TABLES {
                 for (uuid, cols) in m.table(t.name).into_iter().flatten() {
-                    rows.push(CurrentRow { table: t.name.to_string(), uuid: uuid.clone(), columns: cols.clone() });
+                    rows.push(CurrentRow {
+                        table: t.name.to_string(),
+                        uuid: uuid.clone(),
+                        columns: cols.clone(),
+                    });
                 }
             }
             rows
@@ -163,7 +287,10 @@ impl Network {
 
     /// Converges the NB to `state`; returns the per-object errors of the model (keyed by
     /// object) or the transaction error.
-    pub async fn apply(&mut self, state: &NetworkState) -> Result<BTreeMap<String, String>, NetworkError> {
+    pub async fn apply(
+        &mut self,
+        state: &NetworkState,
+    ) -> Result<BTreeMap<String, String>, NetworkError> {
         let started = Instant::now();
         let desired = ferry_net::build_desired(state);
         let mut txns = 0;
@@ -175,15 +302,28 @@ impl Network {
             }
             ops_total += ops.len();
             txns += 1;
-            self.client.transact(nb::DATABASE, ops).await.map_err(NetworkError::Transact)?;
+            self.client
+                .transact(nb::DATABASE, ops)
+                .await
+                .map_err(NetworkError::Transact)?;
             if txns > 10_000 {
                 break;
             }
         }
         self.last_txn_ops = ops_total;
         if txns > 0 {
-            tracing::info!(txns, ops = ops_total, rows = desired.rows.len(), elapsed_ms = started.elapsed().as_millis() as u64, "NB converged");
+            tracing::info!(
+                txns,
+                ops = ops_total,
+                rows = desired.rows.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "NB converged"
+            );
         }
-        Ok(desired.errors.iter().map(|e| (e.object().to_string(), e.to_string())).collect())
+        Ok(desired
+            .errors
+            .iter()
+            .map(|e| (e.object().to_string(), e.to_string()))
+            .collect())
     }
 }

@@ -165,6 +165,17 @@ pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pendi
                 .insert(format!("vnic/{}", key_of(v.as_ref())));
         }
     }
+    for n in c.nodes.state() {
+        for (vpc, port) in probe_ports(&n) {
+            if let Some(ip) = port.ip.parse().ok() {
+                used.entry(port.subnet.clone()).or_default().insert(ip);
+                seen_keys
+                    .entry(port.subnet.clone())
+                    .or_default()
+                    .insert(format!("probe/{}/{vpc}", n.name_any()));
+            }
+        }
+    }
     let join = subnets.get("subnet0").cloned();
     for n in c.nodes.state() {
         if let (Some(j), Some(ip)) = (
@@ -360,6 +371,138 @@ pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pendi
                         &Patch::Merge(&patch),
                     )
                     .await;
+            }
+        }
+    }
+}
+
+/// One probe port of a node in a VPC: the address the agent probes that VPC's backends from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProbePort {
+    pub subnet: String,
+    pub ip: String,
+    pub mac: String,
+    pub gateway: String,
+    pub cidr: String,
+}
+
+/// Annotation on a Node: VPC -> its probe port (JSON).
+pub const PROBE_PORTS_ANNOTATION: &str = "iaas.yusur.io/probe-ports";
+
+pub fn probe_ports(n: &k8s_openapi::api::core::v1::Node) -> BTreeMap<String, ProbePort> {
+    n.annotations()
+        .get(PROBE_PORTS_ANNOTATION)
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default()
+}
+
+/// Gives every node a probe port in every VPC that has a subnet, so its agent can probe
+/// backends from inside each VPC (overlapping CIDRs are probed in the right one).
+pub async fn allocate_probe_ports(client: &Client, c: &Caches, pending: &mut Pending) {
+    let subnets = subnets_of(c);
+    let mut first_subnet: BTreeMap<String, SubnetInfo> = BTreeMap::new();
+    for s in subnets.values().filter(|s| s.name != "subnet0") {
+        first_subnet
+            .entry(s.vpc.clone())
+            .or_insert_with(|| s.clone());
+    }
+    let mut used: HashMap<String, BTreeSet<Ipv4Addr>> = HashMap::new();
+    for pod in c.pods.state() {
+        if let (Some(sn), Some(ip)) = (
+            pod.annotations().get(ferry_api::ANNOTATION_SUBNET),
+            pod.annotations()
+                .get(ferry_api::ANNOTATION_IP)
+                .and_then(|i| i.parse().ok()),
+        ) {
+            used.entry(sn.clone()).or_default().insert(ip);
+        }
+    }
+    for bm in c.baremetals.state() {
+        if let Some(ip) = bm
+            .status
+            .as_ref()
+            .and_then(|s| s.ip_address.as_ref())
+            .and_then(|i| i.parse().ok())
+        {
+            used.entry(bm.spec.subnet.clone()).or_default().insert(ip);
+        }
+    }
+    for v in c.vnicips.state() {
+        if let Some(ip) = v
+            .status
+            .as_ref()
+            .and_then(|s| s.ip_address.as_ref())
+            .and_then(|i| i.parse().ok())
+        {
+            used.entry(v.spec.subnet.clone()).or_default().insert(ip);
+        }
+    }
+    for n in c.nodes.state() {
+        for port in probe_ports(&n).values() {
+            if let Ok(ip) = port.ip.parse() {
+                used.entry(port.subnet.clone()).or_default().insert(ip);
+            }
+        }
+    }
+    for (subnet, map) in &pending.workload {
+        used.entry(subnet.clone())
+            .or_default()
+            .extend(map.values().copied());
+    }
+    for n in c.nodes.state() {
+        let mut ports = probe_ports(&n);
+        let mut changed = false;
+        for (vpc, s) in &first_subnet {
+            if ports.contains_key(vpc) {
+                continue;
+            }
+            let key = format!("probe/{}/{vpc}", n.name_any());
+            if pending
+                .workload
+                .get(&s.name)
+                .is_some_and(|m| m.contains_key(&key))
+            {
+                continue;
+            }
+            let Ok(pool) = Pool::subnet(&s.cidr, s.gateway, &s.exclude) else {
+                continue;
+            };
+            let set = used.entry(s.name.clone()).or_default();
+            let Ok(ip) = pool.allocate(set) else { continue };
+            set.insert(ip);
+            pending
+                .workload
+                .entry(s.name.clone())
+                .or_default()
+                .insert(key, ip);
+            ports.insert(
+                vpc.clone(),
+                ProbePort {
+                    subnet: s.name.clone(),
+                    ip: ip.to_string(),
+                    mac: ipam::mac_for(&s.name, ip),
+                    gateway: s
+                        .gateway
+                        .map(|g| g.to_string())
+                        .unwrap_or_else(|| default_gw(&s.cidr)),
+                    cidr: s.cidr.clone(),
+                },
+            );
+            changed = true;
+        }
+        if changed {
+            let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+            let value = serde_json::to_string(&ports).unwrap_or_default();
+            let patch = json!({"metadata": {"annotations": {PROBE_PORTS_ANNOTATION: value}}});
+            if let Err(e) = api
+                .patch(
+                    &n.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                tracing::warn!(node = %n.name_any(), error = %e, "writing probe ports failed");
             }
         }
     }

@@ -13,6 +13,8 @@ pub enum PortKind {
     Vmi,
     Node,
     External,
+    /// A node's probe port in a VPC: `namespace` is the VPC, `name` the node.
+    Probe,
 }
 
 /// The logical switch port (and OVS `iface-id`) of a workload: the agent plumbs exactly this.
@@ -24,6 +26,7 @@ pub fn port_name(kind: PortKind, namespace: &str, name: &str) -> String {
         PortKind::Vmi => format!("vmi_{namespace}_{name}"),
         PortKind::Node => format!("node_{name}"),
         PortKind::External => format!("ext_{name}"),
+        PortKind::Probe => format!("probe_{name}_{namespace}"),
     }
 }
 
