@@ -4,9 +4,9 @@
 //! namespaces ([`netns`]) and reports only phase transitions.
 //!
 //! It must not decide which pods get which addresses (the network controller does) nor
-//! program OVN logical state (the network controller does, through `ferry-ovsdb`). It has
-//! no Kubernetes API dependency: the glue that reads pod annotations and NetworkProbes and
-//! writes probe status lives with the binary.
+//! program OVN logical state (the network controller does, through `ferry-ovsdb`).
+//! [`node`] is the Kubernetes side: Node and Lease, NetworkProbes in, probe status out, the
+//! node interface, and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
 //!
 //! Kernel and tool access goes through narrow seams: [`command`] runs `ip`, `ethtool`,
 //! `ovs-vsctl`, `nsenter`; [`netns`] creates sockets inside a namespace on a dedicated
@@ -24,5 +24,8 @@ pub mod cni_plugin;
 pub mod command;
 pub mod mac_addr;
 pub mod netns;
+pub mod netns_admin;
+pub mod node;
 pub mod plumb;
 pub mod probe;
+pub mod runtime;

@@ -26,6 +26,8 @@ enum Command {
     Apiserver(ServerArgs),
     /// The controllers alone, against any Kubernetes API server (run several for HA).
     Controller(ControllerArgs),
+    /// The node agent: probes, node interface, and (with --lab) the lab node runtime.
+    Agent(AgentArgs),
     /// Write the CRD manifests of every Ferry resource into a directory.
     Crds {
         /// Directory to write `<plural>.<group>.yaml` files into.
@@ -79,6 +81,46 @@ struct ControllerArgs {
     network: NetworkArgs,
 }
 
+#[derive(Args, Debug, Clone)]
+struct AgentOptions {
+    /// The OVS database socket of this node.
+    #[arg(
+        long,
+        env = "FERRY_OVS_DB",
+        default_value = "/var/run/openvswitch/db.sock"
+    )]
+    ovs_db: PathBuf,
+    /// The namespace ovs-vswitchd runs in, if not the host's.
+    #[arg(long, env = "FERRY_OVS_NETNS")]
+    ovs_netns: Option<String>,
+    /// OVS interface type of workload ports: "" (veth, default), afxdp, afxdp-nonpmd.
+    #[arg(long, env = "FERRY_OVS_PORT_TYPE", default_value = "")]
+    ovs_port_type: String,
+    /// Set other_config:hw-offload=true on this node's OVS (DPU/SmartNIC nodes).
+    #[arg(long)]
+    hw_offload: bool,
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// Kubeconfig of the API server (in-cluster config when absent).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Run Pods bound to this node as namespaces and processes (the one-machine lab).
+    #[arg(long)]
+    lab: bool,
+    /// Where the agent records what it created.
+    #[arg(long, default_value = "/var/lib/ferry")]
+    state_dir: PathBuf,
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: String,
+    #[command(flatten)]
+    options: AgentOptions,
+}
+
 #[derive(Args, Debug)]
 struct UpArgs {
     #[command(flatten)]
@@ -94,6 +136,9 @@ struct UpArgs {
     no_agent: bool,
     #[command(flatten)]
     network: NetworkArgs,
+    /// Nodes whose agent runs inside `ferry up` in lab mode (comma separated).
+    #[arg(long, default_value = "node1")]
+    nodes: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         Command::Apiserver(args) => runtime()?.block_on(apiserver(args, false)),
         Command::Up(args) => runtime()?.block_on(up(args)),
         Command::Controller(args) => runtime()?.block_on(controller(args)),
+        Command::Agent(args) => runtime()?.block_on(agent(args)),
     }
 }
 
@@ -183,9 +229,15 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
-fn controller_config(network: &NetworkArgs, identity: Option<String>, ovn_nb: Option<Vec<String>>) -> anyhow::Result<ferry_controller::ControllerConfig> {
+fn controller_config(
+    network: &NetworkArgs,
+    identity: Option<String>,
+    ovn_nb: Option<Vec<String>>,
+) -> anyhow::Result<ferry_controller::ControllerConfig> {
     let external = match (network.external_cidr, network.external_gateway) {
-        (Some(cidr), Some(gateway)) => Some(ferry_controller::network::ExternalConfig { cidr, gateway }),
+        (Some(cidr), Some(gateway)) => {
+            Some(ferry_controller::network::ExternalConfig { cidr, gateway })
+        }
         (None, None) => None,
         _ => anyhow::bail!("--external-cidr and --external-gateway go together"),
     };
@@ -207,17 +259,67 @@ fn controller_config(network: &NetworkArgs, identity: Option<String>, ovn_nb: Op
 }
 
 fn remotes(s: &str) -> Vec<String> {
-    s.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect()
+    s.split(',')
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = controller_config(&args.network, args.identity, args.ovn_nb.as_deref().map(remotes))?;
+    let config = controller_config(
+        &args.network,
+        args.identity,
+        args.ovn_nb.as_deref().map(remotes),
+    )?;
     let task = tokio::spawn(ferry_controller::run(client, config, rx));
     shutdown_signal().await;
     let _ = tx.send(true);
     task.await.context("controller task")??;
+    Ok(())
+}
+
+fn agent_config(
+    node: &str,
+    options: &AgentOptions,
+    lab: bool,
+    state_dir: PathBuf,
+    service_cidr: &str,
+) -> ferry_agent::node::AgentConfig {
+    ferry_agent::node::AgentConfig {
+        node: node.to_string(),
+        runtime: ferry_agent::runtime::RuntimeConfig {
+            ovs_db: options.ovs_db.clone(),
+            bridge: "br-int".into(),
+            ovs_netns: options
+                .ovs_netns
+                .as_ref()
+                .map(|n| PathBuf::from("/var/run/netns").join(n)),
+            port_type: options.ovs_port_type.clone(),
+            log_dir: state_dir.join("logs"),
+        },
+        lab,
+        state_dir,
+        service_cidr: service_cidr.to_string(),
+        hw_offload: options.hw_offload,
+    }
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = agent_config(
+        &args.node,
+        &args.options,
+        args.lab,
+        args.state_dir.clone(),
+        &args.service_cidr,
+    );
+    let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    task.await.context("agent task")??;
     Ok(())
 }
 
@@ -232,28 +334,66 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             let dir = args.server.data_dir.join("ovn");
             let s = tokio::task::spawn_blocking(move || ferry_lab::OvnStack::start(&dir, opts))
                 .await?
-                .context("starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)")?;
+                .context(
+                    "starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)",
+                )?;
             let nb = s.nb_remote();
             eprintln!("ferry: OVN started (NB {nb})");
             stack = Some(s);
             Some(vec![nb])
         }
     };
-    if !args.no_agent {
-        tracing::warn!("the node agent is not built yet: probes are not run");
-    }
     let server = start_apiserver(&args.server, true).await?;
     let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;
-    let task = tokio::spawn(ferry_controller::run(client, config, rx));
+    let task = tokio::spawn(ferry_controller::run(client, config, rx.clone()));
+    // Agents in lab mode, one per node, on the stack's bridge (or the host's OVS with --ovn-nb).
+    let mut agents = Vec::new();
+    if !args.no_agent && !args.no_dataplane {
+        let bridge = stack.as_ref().map(|s| s.bridge());
+        let options = AgentOptions {
+            ovs_db: bridge
+                .as_ref()
+                .map(|b| b.db_sock.clone())
+                .unwrap_or_else(|| PathBuf::from("/var/run/openvswitch/db.sock")),
+            ovs_netns: bridge.and_then(|b| b.netns),
+            ovs_port_type: String::new(),
+            hw_offload: false,
+        };
+        for node in args
+            .nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-agent"))).await?;
+            let config = agent_config(
+                node,
+                &options,
+                true,
+                args.server.data_dir.join("agent"),
+                &args.network.service_cidr,
+            );
+            agents.push(tokio::spawn(ferry_agent::node::run(
+                client,
+                config,
+                rx.clone(),
+            )));
+        }
+    }
     shutdown_signal().await;
     eprintln!("ferry: shutting down");
     let _ = tx.send(true);
+    for a in agents {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), a).await;
+    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     server.shutdown().await;
     if let Some(s) = stack {
-        tokio::task::spawn_blocking(move || s.stop()).await?.context("stopping OVN")?;
+        tokio::task::spawn_blocking(move || s.stop())
+            .await?
+            .context("stopping OVN")?;
     }
     Ok(())
 }

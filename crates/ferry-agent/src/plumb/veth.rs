@@ -34,7 +34,11 @@ pub fn add(req: &PlumbRequest) -> Result<AddOutcome, PlumbError> {
             path: req.netns_path.clone(),
         });
     }
-    delete_link(req.ovs_netns.as_deref(), &req.host_ifname, "remove a stale host end")?;
+    delete_link(
+        req.ovs_netns.as_deref(),
+        &req.host_ifname,
+        "remove a stale host end",
+    )?;
     // The temporary name is derived from the host name's hash, so a crashed attempt's
     // peer is removed with the host end above (deleting one end deletes both).
     let tmp = peer_tmp_ifname_for(req);
@@ -60,7 +64,11 @@ pub fn add(req: &PlumbRequest) -> Result<AddOutcome, PlumbError> {
             tracing::warn!(host_ifname = %req.host_ifname, error = %e, "add failed; rolling back");
             // Best effort: the original error is what the caller must see.
             let _ = ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname);
-            let _ = delete_link(req.ovs_netns.as_deref(), &req.host_ifname, "roll back the host end");
+            let _ = delete_link(
+                req.ovs_netns.as_deref(),
+                &req.host_ifname,
+                "roll back the host end",
+            );
             let _ = delete_link(None, &req.host_ifname, "roll back the host end");
             Err(e)
         }
@@ -139,7 +147,11 @@ pub fn del(req: &UnplumbRequest) -> Result<(), PlumbError> {
         "remove the OVS port",
         ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname),
     )?;
-    delete_link(req.ovs_netns.as_deref(), &req.host_ifname, "remove the host end")?;
+    delete_link(
+        req.ovs_netns.as_deref(),
+        &req.host_ifname,
+        "remove the host end",
+    )?;
     // Deleting the host end removed the container end too. If only the container end
     // survived (host end deleted by hand), remove it, but only if it is a veth: the
     // name alone could belong to someone else.

@@ -1,0 +1,137 @@
+//! Named network namespaces the agent creates and removes (`ip netns`), and the record of
+//! everything it created, so a crashed agent's leftovers can be removed exactly.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{CommandError, run};
+
+/// Path of a named namespace.
+pub fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from("/var/run/netns").join(name)
+}
+
+/// What the agent created, persisted after every change.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Created {
+    pub netns: BTreeSet<String>,
+    /// `(pid, start time in clock ticks)` of processes it started.
+    pub processes: BTreeSet<(i32, u64)>,
+}
+
+/// The on-disk record (`<state_dir>/agent-<node>.json`).
+#[derive(Debug)]
+pub struct Record {
+    path: PathBuf,
+    created: Mutex<Created>,
+}
+
+impl Record {
+    pub fn open(path: PathBuf) -> Record {
+        let created = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Record {
+            path,
+            created: Mutex::new(created),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Created)) {
+        let mut c = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut c);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = self.path.with_extension("tmp");
+        if std::fs::write(&tmp, serde_json::to_vec_pretty(&*c).unwrap_or_default()).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.path);
+        }
+    }
+
+    pub fn add_netns(&self, name: &str) {
+        self.update(|c| {
+            c.netns.insert(name.to_string());
+        });
+    }
+    pub fn remove_netns(&self, name: &str) {
+        self.update(|c| {
+            c.netns.remove(name);
+        });
+    }
+    pub fn add_process(&self, pid: i32) {
+        let start = start_time(pid).unwrap_or(0);
+        self.update(|c| {
+            c.processes.insert((pid, start));
+        });
+    }
+    pub fn remove_process(&self, pid: i32) {
+        self.update(|c| c.processes.retain(|(p, _)| *p != pid));
+    }
+    pub fn snapshot(&self) -> Created {
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The start time of a process (field 22 of /proc/PID/stat), to tell it from a reused PID.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Creates a named namespace with `lo` up; an existing one is reused only if recorded.
+pub fn create(name: &str, record: &Record) -> Result<PathBuf, CommandError> {
+    let path = netns_path(name);
+    if !path.exists() {
+        record.add_netns(name);
+        run("ip", &["netns", "add", name])?;
+    }
+    let _ = run("ip", &["-n", name, "link", "set", "lo", "up"]);
+    Ok(path)
+}
+
+pub fn delete(name: &str, record: &Record) {
+    if netns_path(name).exists() {
+        let _ = run("ip", &["netns", "del", name]);
+    }
+    record.remove_netns(name);
+}
+
+/// Removes what a record lists: processes (only if the PID still has the recorded start
+/// time), then namespaces. Safe to run twice.
+pub fn cleanup(path: &Path) -> (usize, usize) {
+    let record = Record::open(path.to_path_buf());
+    let created = record.snapshot();
+    let mut killed = 0;
+    for (pid, start) in &created.processes {
+        if start_time(*pid) == Some(*start) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed += 1;
+        }
+        record.remove_process(*pid);
+    }
+    let mut removed = 0;
+    for ns in &created.netns {
+        if netns_path(ns).exists() {
+            let _ = run("ip", &["netns", "del", ns]);
+            removed += 1;
+        }
+        record.remove_netns(ns);
+    }
+    (killed, removed)
+}

@@ -1,0 +1,587 @@
+//! The node agent's Kubernetes side: registers its Node and keeps its Lease, runs the
+//! NetworkProbes assigned to it from probe namespaces plumbed into each VPC, writes probe
+//! status on transitions only, plumbs the node's interface on the join subnet, and in lab
+//! mode plays the node's container runtime (see [`crate::runtime`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::{HealthCheckType, NetworkProbe, Subnet};
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use crate::netns_admin::{self, Record};
+use crate::probe::{ProbeKind, ProbeRunner, ProbeSpec, ProbeTarget, Thresholds};
+use crate::runtime::{self, RestartPolicy, RuntimeConfig, Sandbox, Workload};
+
+/// How the agent runs on its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: String,
+    pub runtime: RuntimeConfig,
+    /// Play the container runtime for Pods (and hosts) bound to this node.
+    pub lab: bool,
+    /// Where the record of what the agent created lives.
+    pub state_dir: PathBuf,
+    /// Routed through the node interface (scenario 2).
+    pub service_cidr: String,
+    /// Set `other_config:hw-offload=true` on OVS (DPU/SmartNIC nodes).
+    pub hw_offload: bool,
+}
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("registering node {node}: {source}")]
+    Register { node: String, source: kube::Error },
+    #[error("enabling OVS hardware offload: {0}")]
+    HwOffload(crate::command::CommandError),
+}
+
+/// The record file of a node's agent under a state dir.
+pub fn record_path(state_dir: &std::path::Path, node: &str) -> PathBuf {
+    state_dir.join(format!("agent-{node}.json"))
+}
+
+fn reflect<K>(api: Api<K>, config: watcher::Config, wake: mpsc::Sender<()>) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    tokio::spawn(async move {
+        stream
+            .for_each(|_| {
+                let _ = wake.try_send(());
+                futures::future::ready(())
+            })
+            .await;
+    });
+    reader
+}
+
+async fn register(client: &Client, node: &str) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    if api.get_opt(node).await?.is_none() {
+        let n = Node {
+            metadata: ObjectMeta {
+                name: Some(node.into()),
+                labels: Some(BTreeMap::from([(
+                    "kubernetes.io/hostname".to_string(),
+                    node.to_string(),
+                )])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &n).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "FerryAgentReady",
+        "message": "the Ferry agent runs on this node", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    api.patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// Renews `kube-node-lease/<node>`: agent liveness is a Lease, not a status heartbeat.
+async fn renew_lease(client: &Client, node: &str) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let spec = LeaseSpec {
+        holder_identity: Some(node.into()),
+        lease_duration_seconds: Some(10),
+        renew_time: Some(MicroTime(Timestamp::now())),
+        ..Default::default()
+    };
+    match api.get_opt(node).await? {
+        Some(mut l) => {
+            l.spec = Some(spec);
+            api.replace(node, &PostParams::default(), &l)
+                .await
+                .map(|_| ())
+        }
+        None => {
+            let l = Lease {
+                metadata: ObjectMeta {
+                    name: Some(node.into()),
+                    namespace: Some("kube-node-lease".into()),
+                    ..Default::default()
+                },
+                spec: Some(spec),
+            };
+            api.create(&PostParams::default(), &l).await.map(|_| ())
+        }
+    }
+}
+
+fn probe_spec(p: &NetworkProbe, netns: PathBuf) -> Option<ProbeSpec> {
+    let kind = match p.spec.type_ {
+        HealthCheckType::TCP => ProbeKind::Tcp,
+        HealthCheckType::HTTP => ProbeKind::Http {
+            path: p.spec.path.clone().unwrap_or_else(|| "/".into()),
+        },
+        HealthCheckType::UDP => ProbeKind::Udp,
+        HealthCheckType::ICMP => ProbeKind::Icmp,
+    };
+    Some(ProbeSpec {
+        id: format!("{}/{}", p.namespace()?, p.name_any()),
+        netns: Some(netns),
+        target: ProbeTarget {
+            kind,
+            ip: p.spec.target.ip.parse().ok()?,
+            port: u16::try_from(p.spec.port).ok()?,
+        },
+        period: Duration::from_secs(p.spec.period_seconds.max(1) as u64),
+        timeout: Duration::from_secs(p.spec.timeout_seconds.max(1) as u64),
+        thresholds: Thresholds {
+            success: p.spec.success_threshold.max(1) as u32,
+            failure: p.spec.failure_threshold.max(1) as u32,
+        },
+    })
+}
+
+fn pod_workload(pod: &Pod) -> Option<Workload> {
+    let a = pod.annotations();
+    let ip = a.get(ferry_api::ANNOTATION_IP)?;
+    let prefix = a.get("iaas.yusur.io/cidr")?.split('/').nth(1)?.to_string();
+    let ns = pod.namespace().unwrap_or_default();
+    let spec = pod.spec.as_ref()?;
+    Some(Workload {
+        key: format!("pod/{ns}/{}", pod.name_any()),
+        netns: runtime::netns_name(&ns, &pod.name_any()),
+        iface_id: ferry_net::port_name(ferry_net::PortKind::Pod, &ns, &pod.name_any()),
+        mac: a.get(ferry_api::ANNOTATION_MAC)?.clone(),
+        ip_cidr: format!("{ip}/{prefix}"),
+        gateway: a.get("iaas.yusur.io/gateway")?.clone(),
+        routes: vec![],
+        containers: runtime::containers_of(spec),
+        restart: match spec.restart_policy.as_deref() {
+            Some("Never") => RestartPolicy::Never,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            _ => RestartPolicy::Always,
+        },
+    })
+}
+
+fn host_workload(
+    kind: ferry_net::PortKind,
+    meta: &ObjectMeta,
+    subnet: &str,
+    ip: Option<&String>,
+    mac: Option<&String>,
+    subnets: &Store<Subnet>,
+) -> Option<Workload> {
+    let annotations = meta.annotations.clone().unwrap_or_default();
+    let (prefix, gateway) = if subnet == ferry_net::EXTERNAL_SWITCH {
+        let cidr = annotations.get("iaas.yusur.io/cidr")?;
+        (
+            cidr.split('/').nth(1)?.to_string(),
+            annotations.get("iaas.yusur.io/gateway")?.clone(),
+        )
+    } else {
+        let s = subnets.get(&reflector::ObjectRef::new(subnet))?;
+        let net: ipnet::Ipv4Net = s.spec.cidr_block.parse().ok()?;
+        let gw =
+            s.spec.gateway.clone().unwrap_or_else(|| {
+                std::net::Ipv4Addr::from(u32::from(net.network()) + 1).to_string()
+            });
+        (net.prefix_len().to_string(), gw)
+    };
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    Some(Workload {
+        key: format!("{kind:?}/{ns}/{name}"),
+        netns: runtime::netns_name(&ns, &name),
+        iface_id: ferry_net::port_name(kind, &ns, &name),
+        mac: mac?.clone(),
+        ip_cidr: format!("{}/{prefix}", ip?),
+        gateway,
+        routes: vec![],
+        containers: runtime::host_command(&annotations),
+        restart: RestartPolicy::Always,
+    })
+}
+
+fn pod_status(s: &Sandbox, ip: &str) -> serde_json::Value {
+    let ready = s.all_ready();
+    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
+    let statuses: Vec<serde_json::Value> = s
+        .containers
+        .iter()
+        .map(|c| {
+            let state = match c.exit_code {
+                None => json!({"running": {"startedAt": c.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}),
+                Some(code) => json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}}),
+            };
+            json!({"name": c.name, "ready": c.ready, "restartCount": c.restarts, "started": c.exit_code.is_none(), "image": "lab", "imageID": "", "state": state})
+        })
+        .collect();
+    let all_exited = s.containers.iter().all(|c| c.exit_code.is_some());
+    let phase = if all_exited {
+        if s.containers.iter().all(|c| c.exit_code == Some(0)) {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    } else {
+        "Running"
+    };
+    json!({"status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}], "containerStatuses": statuses,
+        "conditions": [cond("PodScheduled", true), cond("Initialized", true), cond("ContainersReady", ready), cond("Ready", ready)]}})
+}
+
+/// Runs the agent until `shutdown` turns true; in lab mode it then removes every namespace
+/// and process it created.
+pub async fn run(
+    client: Client,
+    cfg: AgentConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    register(&client, &cfg.node)
+        .await
+        .map_err(|source| AgentError::Register {
+            node: cfg.node.clone(),
+            source,
+        })?;
+    if cfg.hw_offload {
+        let db = format!("--db=unix:{}", cfg.runtime.ovs_db.display());
+        crate::command::run(
+            "ovs-vsctl",
+            &[
+                &db,
+                "set",
+                "Open_vSwitch",
+                ".",
+                "other_config:hw-offload=true",
+            ],
+        )
+        .map_err(AgentError::HwOffload)?;
+    }
+    let record = Arc::new(Record::open(record_path(&cfg.state_dir, &cfg.node)));
+    let (wake_tx, mut wake) = mpsc::channel(1);
+    let on_node = format!("spec.nodeName={}", cfg.node);
+    let probes: Store<NetworkProbe> = reflect(
+        Api::all(client.clone()),
+        watcher::Config::default().fields(&on_node),
+        wake_tx.clone(),
+    );
+    let nodes: Store<Node> = reflect(
+        Api::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.node)),
+        wake_tx.clone(),
+    );
+    let subnets: Store<Subnet> = reflect(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        wake_tx.clone(),
+    );
+    let pods: Option<Store<Pod>> = cfg.lab.then(|| {
+        reflect(
+            Api::all(client.clone()),
+            watcher::Config::default().fields(&on_node),
+            wake_tx.clone(),
+        )
+    });
+    let bms: Option<Store<ferry_api::BareMetal>> = cfg.lab.then(|| {
+        reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake_tx.clone(),
+        )
+    });
+    let vnics: Option<Store<ferry_api::VNicIP>> = cfg.lab.then(|| {
+        reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake_tx.clone(),
+        )
+    });
+
+    let (mut runner, mut transitions) = ProbeRunner::new(4096);
+    let mut scheduled: BTreeMap<String, ProbeSpec> = BTreeMap::new();
+    let mut probe_netns: BTreeMap<String, Sandbox> = BTreeMap::new();
+    let mut node_iface: Option<Sandbox> = None;
+    let mut sandboxes: BTreeMap<String, Sandbox> = BTreeMap::new();
+    let mut written_status: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut lease_tick = tokio::time::interval(Duration::from_secs(3));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = wake.recv() => {}
+            _ = tick.tick() => {}
+            _ = lease_tick.tick() => {
+                if let Err(e) = renew_lease(&client, &cfg.node).await {
+                    tracing::warn!(node = %cfg.node, error = %e, "renewing the node lease failed");
+                }
+                continue;
+            }
+            Some(ev) = transitions.recv() => {
+                let Some((ns, name)) = ev.id.split_once('/') else { continue };
+                let t = &ev.transition;
+                let status = json!({"status": {"phase": t.to.as_str(), "message": t.result.message,
+                    "lastTransitionTime": Timestamp::try_from(t.at).unwrap_or_else(|_| Timestamp::now()).strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    "latencyMs": t.result.latency.as_secs_f64() * 1000.0, "prober": cfg.node}});
+                let api: Api<NetworkProbe> = Api::namespaced(client.clone(), ns);
+                if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await {
+                    tracing::warn!(probe = %ev.id, error = %e, "writing probe status failed");
+                }
+                continue;
+            }
+            _ = shutdown.changed() => break,
+        }
+        let me = nodes.get(&reflector::ObjectRef::new(&cfg.node));
+        // Probe namespaces: one per VPC, on the probe port the controller gave this node.
+        if let Some(me) = &me {
+            let ports: BTreeMap<String, serde_json::Value> = me
+                .annotations()
+                .get("iaas.yusur.io/probe-ports")
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default();
+            for (vpc, p) in &ports {
+                if probe_netns.contains_key(vpc) {
+                    continue;
+                }
+                let (Some(ip), Some(mac), Some(gw), Some(cidr)) = (
+                    p["ip"].as_str(),
+                    p["mac"].as_str(),
+                    p["gateway"].as_str(),
+                    p["cidr"].as_str(),
+                ) else {
+                    continue;
+                };
+                let w = Workload {
+                    key: format!("probe/{}/{vpc}", cfg.node),
+                    netns: format!("fp-{}-{vpc}", cfg.node),
+                    iface_id: ferry_net::port_name(ferry_net::PortKind::Probe, vpc, &cfg.node),
+                    mac: mac.into(),
+                    ip_cidr: format!("{ip}/{}", cidr.split('/').nth(1).unwrap_or("24")),
+                    gateway: gw.into(),
+                    routes: vec![],
+                    containers: vec![],
+                    restart: RestartPolicy::Never,
+                };
+                let (rc, rec) = (cfg.runtime.clone(), record.clone());
+                match tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await {
+                    Ok(Ok(s)) => {
+                        tracing::info!(vpc = %vpc, netns = %s.workload.netns, "probe port ready");
+                        probe_netns.insert(vpc.clone(), s);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(vpc = %vpc, error = %e, "plumbing the probe port failed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "probe port task failed"),
+                }
+            }
+            // The node interface on the join subnet, with routes to services and the
+            // default VPC (scenario 2). In the lab the node is a namespace of its own.
+            let a = me.annotations();
+            if cfg.lab
+                && node_iface.is_none()
+                && let (Some(ip), Some(mac), Some(gw), Some(cidr)) = (
+                    a.get(ferry_api::ANNOTATION_IP),
+                    a.get(ferry_api::ANNOTATION_MAC),
+                    a.get("iaas.yusur.io/gateway"),
+                    a.get("iaas.yusur.io/cidr"),
+                )
+            {
+                let mut routes = vec![(cfg.service_cidr.clone(), gw.clone())];
+                if let Some(d) = subnets.get(&reflector::ObjectRef::new("ovn-default")) {
+                    routes.push((d.spec.cidr_block.clone(), gw.clone()));
+                }
+                let w = Workload {
+                    key: format!("node/{}", cfg.node),
+                    netns: format!("ferry-{}", cfg.node),
+                    iface_id: ferry_net::port_name(ferry_net::PortKind::Node, "", &cfg.node),
+                    mac: mac.clone(),
+                    ip_cidr: format!("{ip}/{}", cidr.split('/').nth(1).unwrap_or("16")),
+                    gateway: gw.clone(),
+                    routes,
+                    containers: vec![],
+                    restart: RestartPolicy::Never,
+                };
+                let (rc, rec) = (cfg.runtime.clone(), record.clone());
+                if let Ok(Ok(s)) =
+                    tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await
+                {
+                    tracing::info!(netns = %s.workload.netns, "node interface ready");
+                    node_iface = Some(s);
+                }
+            }
+        }
+        // Probes: schedule what is assigned here, drop what is gone.
+        let mut want = BTreeSet::new();
+        for p in probes.state() {
+            let Some(ns) = probe_netns.get(&p.spec.target.vpc) else {
+                continue;
+            };
+            let Some(spec) = probe_spec(&p, netns_admin::netns_path(&ns.workload.netns)) else {
+                continue;
+            };
+            want.insert(spec.id.clone());
+            if scheduled.get(&spec.id) != Some(&spec) {
+                if let Err(e) = runner.upsert(spec.clone()) {
+                    tracing::warn!(probe = %spec.id, error = %e, "scheduling a probe failed");
+                    continue;
+                }
+                scheduled.insert(spec.id.clone(), spec);
+            }
+        }
+        for gone in scheduled
+            .keys()
+            .filter(|k| !want.contains(*k))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            runner.remove(&gone);
+            scheduled.remove(&gone);
+        }
+        // The lab runtime.
+        if let (Some(pods), Some(bms), Some(vnics)) = (&pods, &bms, &vnics) {
+            let mut desired: BTreeMap<String, Workload> = BTreeMap::new();
+            for pod in pods.state() {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                if let Some(w) = pod_workload(&pod) {
+                    desired.insert(w.key.clone(), w);
+                }
+            }
+            for bm in bms
+                .state()
+                .iter()
+                .filter(|b| b.spec.node_name.as_deref() == Some(cfg.node.as_str()))
+            {
+                let st = bm.status.clone().unwrap_or_default();
+                if let Some(w) = host_workload(
+                    ferry_net::PortKind::BareMetal,
+                    &bm.metadata,
+                    &bm.spec.subnet,
+                    st.ip_address.as_ref(),
+                    st.mac_address.as_ref(),
+                    &subnets,
+                ) {
+                    desired.insert(w.key.clone(), w);
+                }
+            }
+            for v in vnics
+                .state()
+                .iter()
+                .filter(|b| b.spec.node_name.as_deref() == Some(cfg.node.as_str()))
+            {
+                let st = v.status.clone().unwrap_or_default();
+                let (ip, mac) = if v.spec.subnet == ferry_net::EXTERNAL_SWITCH {
+                    (v.spec.ip_address.as_ref(), v.spec.mac_address.as_ref())
+                } else {
+                    (st.ip_address.as_ref(), st.mac_address.as_ref())
+                };
+                if let Some(w) = host_workload(
+                    ferry_net::PortKind::VNicIP,
+                    &v.metadata,
+                    &v.spec.subnet,
+                    ip,
+                    mac,
+                    &subnets,
+                ) {
+                    desired.insert(w.key.clone(), w);
+                }
+            }
+            for key in sandboxes
+                .keys()
+                .filter(|k| desired.get(*k) != sandboxes.get(*k).map(|s| &s.workload))
+                .cloned()
+                .collect::<Vec<_>>()
+            {
+                if let Some(s) = sandboxes.remove(&key) {
+                    let rec = record.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.stop(&rec)).await;
+                    written_status.remove(&key);
+                }
+            }
+            for (key, w) in desired {
+                if sandboxes.contains_key(&key) {
+                    continue;
+                }
+                let (rc, rec) = (cfg.runtime.clone(), record.clone());
+                match tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await {
+                    Ok(Ok(s)) => {
+                        tracing::info!(workload = %key, netns = %s.workload.netns, "started");
+                        sandboxes.insert(key, s);
+                    }
+                    Ok(Err(e)) => tracing::warn!(workload = %key, error = %e, "starting failed"),
+                    Err(e) => tracing::warn!(error = %e, "start task failed"),
+                }
+            }
+            for (key, s) in sandboxes.iter_mut() {
+                s.tick(&cfg.runtime, &record).await;
+                let Some(rest) = key.strip_prefix("pod/") else {
+                    continue;
+                };
+                let Some((ns, name)) = rest.split_once('/') else {
+                    continue;
+                };
+                let ip = s
+                    .workload
+                    .ip_cidr
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let status = pod_status(s, &ip);
+                let shape = |v: &serde_json::Value| {
+                    let mut v = v.clone();
+                    if let Some(cs) = v["status"]["conditions"].as_array_mut() {
+                        for c in cs {
+                            c.as_object_mut().map(|o| o.remove("lastTransitionTime"));
+                        }
+                    }
+                    v
+                };
+                if written_status.get(key).map(shape) != Some(shape(&status)) {
+                    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                    match api
+                        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                        .await
+                    {
+                        Ok(_) => {
+                            written_status.insert(key.clone(), status);
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %rest, error = %e, "writing pod status failed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Shutdown: stop what runs here and remove the namespaces.
+    let rec = record.clone();
+    let mut all: Vec<Sandbox> = sandboxes
+        .into_values()
+        .chain(probe_netns.into_values())
+        .chain(node_iface)
+        .collect();
+    let _ = tokio::task::spawn_blocking(move || {
+        for s in all.drain(..) {
+            s.stop(&rec);
+        }
+    })
+    .await;
+    Ok(())
+}
