@@ -123,7 +123,7 @@ impl ApiServer {
             source,
         })?;
 
-        let cache = Cache::new(100_000, 65_536);
+        let cache = Cache::new(config.limits.watch_cache_history.max(1), 65_536);
         let registry = Arc::new(RwLock::new(Registry::with_builtins()));
         let (first_fill_tx, mut first_fill) = watch::channel(false);
         tokio::spawn(feed_cache(

@@ -33,6 +33,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Interval of watch bookmarks.
     pub bookmark_interval: Duration,
+    /// Changes the watch cache keeps for watches that resume from a resourceVersion; a watch
+    /// from before the oldest kept change gets 410 Gone and must re-list.
+    pub watch_cache_history: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             max_inflight_per_identity: 400,
             max_body_bytes: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(5),
+            watch_cache_history: 100_000,
         }
     }
 }
