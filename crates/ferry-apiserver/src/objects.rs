@@ -448,24 +448,6 @@ impl Objects {
         if rt.plural == "customresourcedefinitions" {
             object["status"]["acceptedNames"] = object["spec"]["names"].clone();
         }
-        let unchanged = {
-            let strip = |v: &Value| {
-                let mut v = v.clone();
-                if let Some(m) = v["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                    m.remove("managedFields");
-                }
-                v
-            };
-            strip(&object) == strip(&old)
-        };
-        if unchanged {
-            return Ok(Written {
-                object: old,
-                warnings,
-                deleted: false,
-            });
-        }
         let applied = object.clone();
         set_managed_fields(
             &mut object,
@@ -475,6 +457,39 @@ impl Objects {
             rt,
             subresource,
         );
+        let unchanged = {
+            let strip = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(m) = v["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                    m.remove("managedFields");
+                }
+                v
+            };
+            // A no-op Update stays a no-op whoever sends it; an Apply also records who owns
+            // what, so a new manager (or the first apply) is a change, a repeated one is not.
+            let ownership = |v: &Value| {
+                let mut entries = v["metadata"]["managedFields"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for e in &mut entries {
+                    if let Some(e) = e.as_object_mut() {
+                        e.remove("time");
+                    }
+                }
+                entries
+            };
+            strip(&object) == strip(&old)
+                && (operation != "Apply" || ownership(&object) == ownership(&old))
+        };
+        if unchanged {
+            return Ok(Written {
+                object: old,
+                warnings,
+                deleted: false,
+            });
+        }
         let finalize = object["metadata"]["deletionTimestamp"].is_string()
             && object["metadata"]["finalizers"]
                 .as_array()
