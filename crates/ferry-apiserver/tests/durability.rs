@@ -2,8 +2,8 @@
 //! real server process, every 2xx is recorded, the process is killed with SIGKILL while
 //! writes are in flight, and after a restart on the same data dir every acknowledged write
 //! is there. (SIGKILL leaves the page cache intact, so this proves that a 2xx is sent only
-//! after the write is committed to the store, not that it is fsynced; `ferry-store` tests
-//! the fsync itself.)
+//! after the write is committed to the store; that the commit is fsynced rests on
+//! `ferry-store` committing with redb's `Durability::Immediate`.)
 
 mod common;
 
