@@ -591,6 +591,10 @@ async fn list(
     q: &HashMap<String, String>,
     accept: &str,
 ) -> Result<Response, ApiError> {
+    // Never fall through to the store. `ApiServer::start` serves only after the first fill
+    // and a lost store watch re-lists in place (the old snapshot keeps serving), so over the
+    // network this answer is not seen today; it keeps the rule true should serving ever
+    // start earlier. `tests::list_before_the_cache_is_ready_is_429_with_retry_after`.
     if !server.cache.is_ready() {
         return Err(ApiError::too_many_requests(
             "the watch cache is not ready yet, please retry",
@@ -947,6 +951,50 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn unfilled_server(dir: &std::path::Path) -> Arc<Server> {
+        let store = ferry_store::Store::open(dir.join("store.redb"), Default::default()).unwrap();
+        let objects = Objects {
+            store,
+            cache: Cache::new(10, 10),
+        };
+        let tokens = Tokens {
+            admin: "a".into(),
+            controller: "c".into(),
+            agent: "g".into(),
+        };
+        Server::new(
+            objects,
+            Arc::new(RwLock::new(Registry::with_builtins())),
+            tokens,
+            Limits::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn list_before_the_cache_is_ready_is_429_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = unfilled_server(dir.path()).await;
+        for uri in [
+            "/api/v1/namespaces/default/configmaps",
+            "/api/v1/namespaces/default/configmaps?watch=true",
+        ] {
+            let req = Request::builder()
+                .uri(uri)
+                .header(header::AUTHORIZATION, "Bearer a")
+                .body(Body::empty())
+                .unwrap();
+            let resp = handle(State(server.clone()), req).await;
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{uri}");
+            assert_eq!(resp.headers()[header::RETRY_AFTER], "1", "{uri}");
+        }
+        let req = Request::builder()
+            .uri("/readyz")
+            .body(Body::empty())
+            .unwrap();
+        let resp = handle(State(server), req).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn paths_parse_like_kubernetes() {

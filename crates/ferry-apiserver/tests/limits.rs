@@ -1,0 +1,82 @@
+//! Flow control: one identity with a request in flight up to its cap gets 429 with
+//! Retry-After on the next, other identities are unaffected, and the slot frees up when
+//! the held request completes. (A LIST before the watch cache is ready is tested in
+//! `server.rs`, since `ApiServer::start` returns only once the cache is filled.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_per_identity_inflight_cap_get_429() {
+    let ts = common::start(ferry_apiserver::Limits {
+        max_inflight_per_identity: 1,
+        ..Default::default()
+    })
+    .await;
+    let admin = ts.tokens().admin.clone();
+    let url = ts.url("/api/v1/namespaces/default/configmaps");
+
+    // Hold one admin request in flight: a create whose body is still being uploaded
+    // (chunked, from a pipe this test keeps open).
+    let mut held = Command::new("curl")
+        .args(["-sS", "-k", "--http1.1", "-X", "POST", "-T", "-"])
+        .args(["-H", &format!("Authorization: Bearer {admin}")])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(&url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning curl");
+    let mut stdin = held.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(b"{\"metadata\":")
+        .expect("first half of the body");
+    stdin.flush().expect("flush");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let r = common::curl("GET", &url, Some(&admin), None);
+        if r.code == 429 {
+            break r;
+        }
+        assert_eq!(r.code, 200, "{}", r.body);
+        assert!(Instant::now() < deadline, "the cap never applied");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(refused.json()["reason"], "TooManyRequests");
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ferry:admin"),
+        "{}",
+        refused.body
+    );
+
+    // Another identity is not held back by the admin's requests.
+    let r = common::curl("GET", &url, Some(&ts.tokens().controller), None);
+    assert_eq!(r.code, 200, "{}", r.body);
+
+    // Completing the held request frees the slot.
+    stdin
+        .write_all(b"{\"name\":\"held\"},\"data\":{\"a\":\"b\"}}")
+        .expect("rest of the body");
+    drop(stdin);
+    let mut code = String::new();
+    held.stdout
+        .take()
+        .expect("piped stdout")
+        .read_to_string(&mut code)
+        .expect("curl output");
+    let status = held.wait().expect("curl exit");
+    assert!(status.success());
+    assert_eq!(code.trim(), "201");
+    let r = common::curl("GET", &format!("{url}/held"), Some(&admin), None);
+    assert_eq!(r.code, 200, "{}", r.body);
+    ts.stop().await;
+}
