@@ -4,8 +4,9 @@
 //! creates in `DIR/state.json` ([`Registry`]) so that [`stop_from_dir`] (`ferry lab down`)
 //! removes exactly that, also after a crash, and is safe to run twice.
 //!
-//! It must not decide what the lab's logical topology is (that is the API server's and the
-//! controllers' job) nor touch anything it did not create: processes are signalled only
+//! [`lab`] and [`topology`] are `ferry lab up/status/check/exec/down`: the lab's topology is
+//! written as Ferry objects through the API, and the controllers and agents make it real.
+//! This crate must not program OVN itself (the controllers do) nor touch anything it did not create: processes are signalled only
 //! by recorded PID after checking `/proc/PID/cmdline` (and start time), and namespaces,
 //! links and OVS ports only when recorded.
 //!
@@ -47,12 +48,14 @@
 
 mod error;
 mod jsonrpc;
+pub mod lab;
 pub mod netns;
 pub mod ovn;
 mod prereq;
 pub mod process;
 pub mod registry;
 mod teardown;
+pub mod topology;
 
 pub use error::{Error, Result};
 pub use netns::{Host, HostProcess, HostSpec, PortType};

@@ -28,6 +28,9 @@ enum Command {
     Controller(ControllerArgs),
     /// The node agent: probes, node interface, and (with --lab) the lab node runtime.
     Agent(AgentArgs),
+    /// The one-machine lab: real OVN, real packets, the four scenarios.
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// Write the CRD manifests of every Ferry resource into a directory.
     Crds {
         /// Directory to write `<plural>.<group>.yaml` files into.
@@ -79,6 +82,53 @@ struct ControllerArgs {
     identity: Option<String>,
     #[command(flatten)]
     network: NetworkArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCommand {
+    /// Start OVN/OVS, Ferry and the lab topology; returns when every scenario is ready.
+    Up {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        /// Where the lab's API server listens.
+        #[arg(long, default_value = "127.0.0.1:6444")]
+        listen: SocketAddr,
+        /// OVS interface type of lab workload ports: "" (veth), afxdp, afxdp-nonpmd.
+        #[arg(long, default_value = "")]
+        ovs_port_type: String,
+        /// How long to wait for pods and backends.
+        #[arg(long, default_value = "180")]
+        timeout_s: u64,
+    },
+    /// The lab's hosts and scenarios.
+    Status {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        /// `json` for machine-readable output.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Scenarios, isolation and failover with real traffic; non-zero exit on any failure.
+    Check {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        /// Requests per scenario.
+        #[arg(long, default_value = "20")]
+        requests: usize,
+    },
+    /// Run a command in a lab host's network namespace.
+    Exec {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        name: String,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop everything the lab started and remove what it created.
+    Down {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +205,105 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => runtime()?.block_on(up(args)),
         Command::Controller(args) => runtime()?.block_on(controller(args)),
         Command::Agent(args) => runtime()?.block_on(agent(args)),
+        Command::Lab(cmd) => lab(cmd),
+    }
+}
+
+fn lab(cmd: LabCommand) -> anyhow::Result<()> {
+    use ferry_lab::lab::{self, LabDir};
+    match cmd {
+        LabCommand::Up {
+            dir,
+            listen,
+            ovs_port_type,
+            timeout_s,
+        } => {
+            let d = LabDir::new(&dir);
+            let opts = lab::UpOptions {
+                listen,
+                ferry: std::env::current_exe()?,
+                ovs_port_type,
+                timeout: std::time::Duration::from_secs(timeout_s),
+            };
+            runtime()?.block_on(lab::up(&d, &opts))?;
+            println!(
+                "The lab is up ({}).\nNext:\n  ferry lab check --dir {0}\n  ferry lab status --dir {0}\n  export KUBECONFIG={}; kubectl get ysvc,np,pods -o wide\n  ferry lab exec --dir {0} client-vpc1 -- curl -s http://10.96.0.10/\n  ferry lab exec --dir {0} ext-client -- curl -s http://198.18.0.100/\n  ferry lab down --dir {0}",
+                d.dir.display(),
+                d.kubeconfig().display()
+            );
+            Ok(())
+        }
+        LabCommand::Status { dir, output } => {
+            let d = LabDir::new(&dir);
+            let st = runtime()?.block_on(lab::status(&d))?;
+            if output.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+                return Ok(());
+            }
+            println!(
+                "lab {} (kubeconfig {})",
+                st["dir"].as_str().unwrap_or_default(),
+                st["kubeconfig"].as_str().unwrap_or_default()
+            );
+            println!(
+                "{:<14} {:<10} {:<20} {:<12} {}",
+                "HOST", "KIND", "NETNS", "VPC", "IP"
+            );
+            for h in st["hosts"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<14} {:<10} {:<20} {:<12} {}",
+                    h["name"].as_str().unwrap_or_default(),
+                    h["kind"].as_str().unwrap_or_default(),
+                    h["netns"].as_str().unwrap_or_default(),
+                    h["vpc"].as_str().unwrap_or_default(),
+                    h["ip"].as_str().unwrap_or("-")
+                );
+            }
+            println!();
+            println!(
+                "{:<3} {:<20} {:<20} {:<12} {:<18} {}",
+                "ID", "SCENARIO", "SERVICE", "CLIENT", "TARGET", "BACKENDS"
+            );
+            for s in st["scenarios"].as_array().into_iter().flatten() {
+                let backends: Vec<&str> = s["backends"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| b.as_str())
+                    .collect();
+                println!(
+                    "{:<3} {:<20} {:<20} {:<12} {:<18} {}",
+                    s["id"],
+                    s["name"].as_str().unwrap_or_default(),
+                    s["service"].as_str().unwrap_or_default(),
+                    s["client"].as_str().unwrap_or_default(),
+                    s["target"].as_str().unwrap_or("-"),
+                    backends.join(",")
+                );
+            }
+            Ok(())
+        }
+        LabCommand::Check { dir, requests } => {
+            let d = LabDir::new(&dir);
+            let (rows, ok) = runtime()?.block_on(lab::check(&d, requests))?;
+            lab::print_check(&rows);
+            if !ok {
+                anyhow::bail!("some checks failed");
+            }
+            println!("all checks passed");
+            Ok(())
+        }
+        LabCommand::Exec { dir, name, command } => {
+            let code = lab::exec(&LabDir::new(&dir), &name, &command)?;
+            std::process::exit(code);
+        }
+        LabCommand::Down { dir } => {
+            for line in lab::down(&LabDir::new(&dir))? {
+                println!("{line}");
+            }
+            println!("lab down");
+            Ok(())
+        }
     }
 }
 
@@ -358,7 +507,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .map(|b| b.db_sock.clone())
                 .unwrap_or_else(|| PathBuf::from("/var/run/openvswitch/db.sock")),
             ovs_netns: bridge.and_then(|b| b.netns),
-            ovs_port_type: String::new(),
+            ovs_port_type: std::env::var("FERRY_OVS_PORT_TYPE").unwrap_or_default(),
             hw_offload: false,
         };
         for node in args

@@ -1,0 +1,820 @@
+//! `ferry lab up / status / check / exec / down`: the whole seed system on one machine.
+//! `up` starts `ferry up` (which runs the API server, controllers, OVN/OVS and two lab node
+//! agents) in the background and creates the topology of [`crate::topology`] through the
+//! API; `check` proves every scenario, isolation and failover with real packets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_api::{NetworkProbe, YusurService};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::{self, Scope};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::topology::{self, Scenario};
+
+/// A step of the lab that failed, with the log to read.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{step}: {message}{}", log.as_ref().map(|l| format!("\n  see {}", l.display())).unwrap_or_default())]
+    Step {
+        step: String,
+        message: String,
+        log: Option<PathBuf>,
+    },
+}
+
+fn fail(step: &str, message: impl std::fmt::Display, log: Option<&Path>) -> LabError {
+    LabError::Step {
+        step: step.into(),
+        message: message.to_string(),
+        log: log.map(Path::to_path_buf),
+    }
+}
+
+/// Files of a lab directory.
+#[derive(Debug, Clone)]
+pub struct LabDir {
+    pub dir: PathBuf,
+}
+
+impl LabDir {
+    pub fn new(dir: &Path) -> LabDir {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        LabDir { dir }
+    }
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("ferry")
+    }
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data().join("kubeconfig")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("ferry.log")
+    }
+    fn pid_file(&self) -> PathBuf {
+        self.dir.join("ferry.pid")
+    }
+    fn marker(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+}
+
+/// How `lab up` runs Ferry.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub listen: SocketAddr,
+    /// The `ferry` binary to run in the background.
+    pub ferry: PathBuf,
+    /// OVS port type of lab workloads ("" = veth).
+    pub ovs_port_type: String,
+    pub timeout: Duration,
+}
+
+fn step(n: usize, total: usize, what: &str) -> Instant {
+    eprint!("[{n}/{total}] {what} ... ");
+    Instant::now()
+}
+
+fn done(t: Instant) {
+    eprintln!("ok ({:.1}s)", t.elapsed().as_secs_f64());
+}
+
+/// The PID of the lab's `ferry up`, if it still runs (checked against its command line).
+fn running_pid(lab: &LabDir) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(lab.pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    (text.contains(" up ") && text.contains(&lab.data().display().to_string())).then_some(pid)
+}
+
+pub async fn client(lab: &LabDir) -> Result<Client, LabError> {
+    let kc = kube::config::Kubeconfig::read_from(lab.kubeconfig())
+        .map_err(|e| fail("kubeconfig", e, None))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| fail("kubeconfig", e, None))?;
+    Client::try_from(cfg).map_err(|e| fail("kubeconfig", e, None))
+}
+
+async fn apply(client: &Client, obj: &Value) -> Result<(), String> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let (ar, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|e| format!("{kind}: {e}"))?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            obj["metadata"]["namespace"].as_str().unwrap_or("default"),
+            &ar,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), &ar),
+    };
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    api.patch(
+        name,
+        &PatchParams::apply("ferry-lab").force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|e| format!("{kind} {name}: {e}"))?;
+    Ok(())
+}
+
+async fn wait_for<T>(
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("timed out after {}s: {last}", timeout.as_secs()))
+}
+
+/// Brings the lab up; returns once every scenario's backends are ready.
+pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
+    let total = 6;
+    let started = Instant::now();
+    let t = step(1, total, "checking prerequisites");
+    let missing = crate::prerequisites();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|p| format!("{} (apt-get install {})", p.binary, p.package))
+            .collect();
+        return Err(fail(
+            "prerequisites",
+            format!("missing: {}", list.join(", ")),
+            None,
+        ));
+    }
+    if let Some(pid) = running_pid(lab) {
+        return Err(fail(
+            "prerequisites",
+            format!(
+                "a lab already runs in {} (pid {pid}); run `ferry lab down --dir {}` first",
+                lab.dir.display(),
+                lab.dir.display()
+            ),
+            None,
+        ));
+    }
+    done(t);
+
+    let t = step(
+        2,
+        total,
+        "starting OVN/OVS, the API server, controllers and two node agents",
+    );
+    std::fs::create_dir_all(&lab.dir).map_err(|e| fail("lab dir", e, None))?;
+    std::fs::write(
+        lab.marker(),
+        json!({"dir": lab.dir, "listen": opts.listen.to_string()}).to_string(),
+    )
+    .map_err(|e| fail("lab dir", e, None))?;
+    let log = std::fs::File::create(lab.log()).map_err(|e| fail("lab dir", e, None))?;
+    let _ = std::fs::remove_file(lab.kubeconfig());
+    let mut cmd = Command::new(&opts.ferry);
+    cmd.args(["up", "--data-dir"])
+        .arg(lab.data())
+        .args([
+            "--listen",
+            &opts.listen.to_string(),
+            "--nodes",
+            &topology::NODES.join(","),
+            "--eip-pool",
+            topology::EIP_POOL,
+        ])
+        .args([
+            "--external-cidr",
+            topology::EXTERNAL_CIDR,
+            "--external-gateway",
+            topology::EXTERNAL_GATEWAY,
+            "--service-cidr",
+            topology::SERVICE_CIDR,
+        ])
+        .env("FERRY_OVS_PORT_TYPE", &opts.ovs_port_type)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| fail("lab dir", e, None))?)
+        .stderr(log)
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .map_err(|e| fail("starting ferry up", e, Some(&lab.log())))?;
+    std::fs::write(lab.pid_file(), child.id().to_string()).map_err(|e| fail("lab dir", e, None))?;
+    let kubeconfig = lab.kubeconfig();
+    wait_for(Duration::from_secs(60), async || {
+        if kubeconfig.exists() {
+            Ok(())
+        } else {
+            Err("no kubeconfig yet".into())
+        }
+    })
+    .await
+    .map_err(|e| fail("starting ferry up", e, Some(&lab.log())))?;
+    let c = client(lab).await?;
+    wait_for(Duration::from_secs(60), async || {
+        c.apiserver_version()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| fail("waiting for the API server", e, Some(&lab.log())))?;
+    done(t);
+
+    let t = step(
+        3,
+        total,
+        "creating VPCs, subnets, backends, clients and services through the API",
+    );
+    let mut objects = topology::objects();
+    let mut seed: Value =
+        serde_saphyr::from_str(topology::SEED).map_err(|e| fail("seed manifest", e, None))?;
+    seed["metadata"]["namespace"] = json!("default");
+    objects.push(seed);
+    for obj in &objects {
+        let c2 = c.clone();
+        wait_for(Duration::from_secs(30), async || apply(&c2, obj).await)
+            .await
+            .map_err(|e| fail("creating objects", e, Some(&lab.log())))?;
+    }
+    done(t);
+
+    let t = step(4, total, "waiting for pods to run and hosts to be plumbed");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    wait_for(opts.timeout, async || {
+        let list = pods
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let waiting: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"))
+            .map(|p| p.name_any())
+            .collect();
+        let missing_ns: Vec<String> = topology::hosts()
+            .into_iter()
+            .filter(|h| !Path::new("/var/run/netns").join(&h.netns).exists())
+            .map(|h| h.name)
+            .collect();
+        if waiting.is_empty() && missing_ns.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "not running: {waiting:?}, not plumbed: {missing_ns:?}"
+            ))
+        }
+    })
+    .await
+    .map_err(|e| fail("pods and hosts", e, Some(&lab.log())))?;
+    done(t);
+
+    let t = step(
+        5,
+        total,
+        "waiting for every scenario's backends to be healthy and programmed",
+    );
+    let ysvcs: Api<YusurService> = Api::namespaced(c.clone(), "default");
+    let mut want: Vec<(String, usize)> = topology::scenarios()
+        .into_iter()
+        .map(|s| {
+            (
+                s.service.trim_start_matches("default/").to_string(),
+                s.backends.len(),
+            )
+        })
+        .collect();
+    want.push(("ysvc1".into(), 4));
+    wait_for(opts.timeout, async || {
+        let mut pending = Vec::new();
+        for (name, n) in &want {
+            let s = ysvcs.get(name).await.map_err(|e| e.to_string())?;
+            let st = s.status.unwrap_or_default();
+            let programmed = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Programmed" && c.status == "True");
+            if st.ready_endpoints as usize != *n || !programmed {
+                pending.push(format!(
+                    "{name} {}/{n}{}",
+                    st.ready_endpoints,
+                    if programmed { "" } else { " not programmed" }
+                ));
+            }
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(pending.join(", "))
+        }
+    })
+    .await
+    .map_err(|e| fail("scenario backends", e, Some(&lab.log())))?;
+    done(t);
+
+    let t = step(6, total, "waiting for the first answer in every scenario");
+    let status = status(lab).await?;
+    for sc in status["scenarios"].as_array().into_iter().flatten() {
+        let (client, target) = (
+            sc["client"].as_str().unwrap_or_default().to_string(),
+            sc["target"].as_str().unwrap_or_default().to_string(),
+        );
+        wait_for(Duration::from_secs(30), async || {
+            request(&client, &target).map(|_| ())
+        })
+        .await
+        .map_err(|e| fail(&format!("scenario {}", sc["name"]), e, Some(&lab.log())))?;
+    }
+    done(t);
+    eprintln!("lab up in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The lab as JSON (`ferry lab status -o json`).
+pub async fn status(lab: &LabDir) -> Result<Value, LabError> {
+    if !lab.marker().exists() {
+        return Err(fail(
+            "status",
+            format!("no lab in {} (run `ferry lab up`)", lab.dir.display()),
+            None,
+        ));
+    }
+    let c = client(lab).await?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let nodes: Api<Node> = Api::all(c.clone());
+    let bms: Api<ferry_api::BareMetal> = Api::namespaced(c.clone(), "default");
+    let vnics: Api<ferry_api::VNicIP> = Api::namespaced(c.clone(), "default");
+    let ysvcs: Api<YusurService> = Api::namespaced(c.clone(), "default");
+    let mut ips: BTreeMap<String, String> = BTreeMap::new();
+    for p in pods
+        .list(&Default::default())
+        .await
+        .map_err(|e| fail("status", e, None))?
+        .items
+    {
+        if let Some(ip) = p.annotations().get(ferry_api::ANNOTATION_IP) {
+            ips.insert(p.name_any(), ip.clone());
+        }
+    }
+    for n in nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| fail("status", e, None))?
+        .items
+    {
+        if let Some(ip) = n.annotations().get(ferry_api::ANNOTATION_IP) {
+            ips.insert(n.name_any(), ip.clone());
+        }
+    }
+    for b in bms
+        .list(&Default::default())
+        .await
+        .map_err(|e| fail("status", e, None))?
+        .items
+    {
+        if let Some(ip) = b.status.and_then(|s| s.ip_address) {
+            ips.insert(b.metadata.name.unwrap_or_default(), ip);
+        }
+    }
+    for v in vnics
+        .list(&Default::default())
+        .await
+        .map_err(|e| fail("status", e, None))?
+        .items
+    {
+        if let Some(ip) = v.status.and_then(|s| s.ip_address).or(v.spec.ip_address) {
+            ips.insert(v.metadata.name.unwrap_or_default(), ip);
+        }
+    }
+    let hosts: Vec<Value> = topology::hosts().into_iter().map(|h| json!({"name": h.name, "kind": h.kind, "netns": h.netns, "vpc": h.vpc, "ip": ips.get(&h.name)})).collect();
+    let mut scenarios = Vec::new();
+    for s in topology::scenarios() {
+        let name = s.service.trim_start_matches("default/");
+        let st = ysvcs
+            .get(name)
+            .await
+            .ok()
+            .and_then(|y| y.status)
+            .unwrap_or_default();
+        let addr = if s.use_eip { st.eip } else { st.cluster_ip };
+        scenarios.push(
+            json!({"id": s.id, "name": s.name, "service": s.service, "client": s.client,
+            "target": addr.map(|a| format!("{a}:{}", s.port)), "backends": s.backends}),
+        );
+    }
+    let seed = ysvcs
+        .get("ysvc1")
+        .await
+        .ok()
+        .and_then(|y| y.status)
+        .and_then(|s| s.cluster_ip);
+    Ok(
+        json!({"dir": lab.dir, "kubeconfig": lab.kubeconfig(), "log": lab.log(), "hosts": hosts, "scenarios": scenarios,
+        "seed": {"service": "default/ysvc1", "client": "client-vpc1", "target": seed.map(|a| format!("{a}:5001"))}}),
+    )
+}
+
+/// The first line of `GET http://target/` from a host, with the time it took.
+fn request(host: &str, target: &str) -> Result<(String, f64), String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("ferry-{host}"),
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "-w",
+            "\n%{time_total}",
+            &format!("http://{target}/"),
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl from {host} to {target} failed (exit {})",
+            out.status.code().unwrap_or(-1)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = text.lines().collect();
+    let secs: f64 = lines.pop().and_then(|l| l.parse().ok()).unwrap_or(0.0);
+    Ok((lines.first().unwrap_or(&"").trim().to_string(), secs))
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// One row of the check table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckRow {
+    pub check: String,
+    pub client: String,
+    pub target: String,
+    pub result: String,
+    pub pass: bool,
+}
+
+fn run_scenario(s: &Scenario, target: &str, n: usize) -> CheckRow {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut lat = Vec::new();
+    let mut answers = 0;
+    for _ in 0..n {
+        if let Ok((who, t)) = request(&s.client, target) {
+            answers += 1;
+            *seen.entry(who).or_default() += 1;
+            lat.push(t * 1000.0);
+        }
+    }
+    let allowed: BTreeSet<&String> = s.backends.iter().collect();
+    let strangers: Vec<&String> = seen.keys().filter(|k| !allowed.contains(k)).collect();
+    let need = s.backends.len().min(2);
+    let pass = answers == n && strangers.is_empty() && seen.len() >= need;
+    CheckRow {
+        check: format!("{} {}", s.id, s.name),
+        client: s.client.clone(),
+        target: target.into(),
+        result: format!(
+            "{answers}/{n} answers, {} distinct of {} [{}], p50 {:.1} ms, p99 {:.1} ms{}",
+            seen.len(),
+            s.backends.len(),
+            seen.iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            percentile(&mut lat.clone(), 0.5),
+            percentile(&mut lat, 0.99),
+            if strangers.is_empty() {
+                String::new()
+            } else {
+                format!(", UNEXPECTED {strangers:?}")
+            }
+        ),
+        pass,
+    }
+}
+
+fn isolation(name: &str, client: &str, target: &str) -> CheckRow {
+    let r = request(client, target);
+    CheckRow {
+        check: format!("isolation: {name}"),
+        client: client.into(),
+        target: target.into(),
+        result: match &r {
+            Ok((who, _)) => format!("REACHED {who}"),
+            Err(_) => "no answer (isolated)".into(),
+        },
+        pass: r.is_err(),
+    }
+}
+
+/// Runs every check; the rows and whether all passed.
+pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool), LabError> {
+    let st = status(lab).await?;
+    let c = client(lab).await?;
+    let mut rows = Vec::new();
+    let scenarios = topology::scenarios();
+    for (s, sj) in scenarios
+        .iter()
+        .zip(st["scenarios"].as_array().cloned().unwrap_or_default())
+    {
+        let target = sj["target"].as_str().unwrap_or_default().to_string();
+        rows.push(run_scenario(s, &target, requests));
+    }
+    // The seed check: iperf3 to ysvc1's ClusterIP.
+    let seed_target = st["seed"]["target"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (seed_ip, _) = seed_target.split_once(':').unwrap_or_default();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "ferry-client-vpc1",
+            "iperf3",
+            "-c",
+            seed_ip,
+            "-p",
+            "5001",
+            "-t",
+            "3",
+            "-J",
+        ])
+        .output();
+    let gbps = out
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        .and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64())
+        .map(|b| b / 1e9);
+    rows.push(CheckRow {
+        check: "seed ysvc1 (iperf3)".into(),
+        client: "client-vpc1".into(),
+        target: seed_target.clone(),
+        result: gbps
+            .map(|g| format!("{g:.2} Gbit/s"))
+            .unwrap_or_else(|| "iperf3 failed".into()),
+        pass: gbps.is_some_and(|g| g > 0.0),
+    });
+    // Isolation.
+    let ip_of = |name: &str| -> String {
+        st["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["name"] == name)
+            .and_then(|h| h["ip"].as_str())
+            .unwrap_or("0.0.0.0")
+            .to_string()
+    };
+    rows.push(isolation(
+        "vpc2 -> vpc1",
+        "client-vpc2",
+        &format!("{}:8080", ip_of("svc1-ep-2")),
+    ));
+    rows.push(isolation(
+        "vpc1 -> vpc2",
+        "client-vpc1",
+        &format!("{}:8080", ip_of("vpc2-ep-1")),
+    ));
+    rows.push(isolation(
+        "outside -> backend",
+        "ext-client",
+        &format!("{}:8080", ip_of("svc1-ep-1")),
+    ));
+    // Failover: block one backend's port; it must leave rotation and get no request.
+    rows.extend(
+        failover(
+            &c,
+            &scenarios[0],
+            st["scenarios"][0]["target"].as_str().unwrap_or_default(),
+            &ip_of("svc1-ep-2"),
+            requests,
+        )
+        .await,
+    );
+    let all = rows.iter().all(|r| r.pass);
+    Ok((rows, all))
+}
+
+async fn failover(
+    c: &Client,
+    s: &Scenario,
+    target: &str,
+    victim_ip: &str,
+    n: usize,
+) -> Vec<CheckRow> {
+    let victim = "svc1-ep-2";
+    let probes: Api<NetworkProbe> = Api::namespaced(c.clone(), "default");
+    let eps: Api<Endpoints> = Api::namespaced(c.clone(), "default");
+    let probe = format!("web-vpc1-pod-{victim}");
+    let in_endpoints = async || -> bool {
+        eps.get("web-vpc1")
+            .await
+            .ok()
+            .and_then(|e| e.subsets)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s.addresses.clone().unwrap_or_default())
+            .any(|a| a.ip == victim_ip)
+    };
+    let iptables = |op: &str| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("ferry-{victim}"),
+                "iptables",
+                op,
+                "INPUT",
+                "-p",
+                "tcp",
+                "--dport",
+                "8080",
+                "-j",
+                "REJECT",
+            ])
+            .status()
+    };
+    let mut rows = Vec::new();
+    if !matches!(iptables("-I"), Ok(s) if s.success()) {
+        return vec![CheckRow {
+            check: "failover".into(),
+            client: s.client.clone(),
+            target: target.into(),
+            result: "could not block the port".into(),
+            pass: false,
+        }];
+    }
+    let t0 = Instant::now();
+    let mut left = None;
+    while t0.elapsed() < Duration::from_secs(15) {
+        if !in_endpoints().await {
+            left = Some(t0.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let phase = probes
+        .get(&probe)
+        .await
+        .ok()
+        .and_then(|p| p.status)
+        .map(|s| format!("{:?}", s.phase))
+        .unwrap_or_default();
+    let mut from_victim = 0;
+    let mut answers = 0;
+    for _ in 0..n {
+        if let Ok((who, _)) = request(&s.client, target) {
+            answers += 1;
+            if who == victim {
+                from_victim += 1;
+            }
+        }
+    }
+    let ok_leave = left.is_some_and(|d| d <= Duration::from_millis(3500));
+    rows.push(CheckRow {
+        check: format!("failover: {victim} blocked"),
+        client: s.client.clone(),
+        target: target.into(),
+        result: format!("left rotation after {}, probe {phase}; then {answers}/{n} answers, {from_victim} from {victim}", left.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "never".into())),
+        pass: ok_leave && from_victim == 0 && answers == n,
+    });
+    let _ = iptables("-D");
+    let t1 = Instant::now();
+    let mut back = None;
+    while t1.elapsed() < Duration::from_secs(15) {
+        if in_endpoints().await {
+            back = Some(t1.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rows.push(CheckRow {
+        check: format!("failover: {victim} unblocked"),
+        client: s.client.clone(),
+        target: target.into(),
+        result: format!(
+            "back in rotation after {}",
+            back.map(|d| format!("{:.2}s", d.as_secs_f64()))
+                .unwrap_or_else(|| "never".into())
+        ),
+        pass: back.is_some(),
+    });
+    rows
+}
+
+/// Prints the check table.
+pub fn print_check(rows: &[CheckRow]) {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(["CHECK", "CLIENT", "TARGET", "RESULT", "PASS"]);
+    for r in rows {
+        t.add_row([
+            r.check.as_str(),
+            r.client.as_str(),
+            r.target.as_str(),
+            r.result.as_str(),
+            if r.pass { "yes" } else { "NO" },
+        ]);
+    }
+    println!("{t}");
+}
+
+/// Runs a command in a lab host's namespace; returns its exit code.
+pub fn exec(lab: &LabDir, name: &str, argv: &[String]) -> Result<i32, LabError> {
+    let netns = format!("ferry-{name}");
+    if !Path::new("/var/run/netns").join(&netns).exists() {
+        let names: Vec<String> = topology::hosts().into_iter().map(|h| h.name).collect();
+        return Err(fail(
+            "exec",
+            format!(
+                "no lab host {name:?} in {} (hosts: {})",
+                lab.dir.display(),
+                names.join(", ")
+            ),
+            None,
+        ));
+    }
+    let status = Command::new("ip")
+        .args(["netns", "exec", &netns])
+        .args(argv)
+        .status()
+        .map_err(|e| fail("exec", e, None))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Stops everything the lab started and removes what it created; safe to run twice and
+/// after a crashed `up`.
+pub fn down(lab: &LabDir) -> Result<Vec<String>, LabError> {
+    let mut report = Vec::new();
+    if let Some(pid) = running_pid(lab) {
+        let p = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(40)
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = nix::sys::wait::waitpid(p, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        }
+        report.push(format!("stopped ferry up (pid {pid})"));
+    }
+    for node in topology::NODES {
+        let (killed, netns) = ferry_agent::netns_admin::cleanup(&ferry_agent::node::record_path(
+            &lab.data().join("agent"),
+            node,
+        ));
+        if killed + netns > 0 {
+            report.push(format!(
+                "{node}: removed {netns} namespaces, {killed} processes left by the agent"
+            ));
+        }
+    }
+    let ovn = lab.data().join("ovn");
+    if ovn.exists() {
+        let t = crate::stop_from_dir(&ovn).map_err(|e| fail("down", e, None))?;
+        if !t.stopped.is_empty() || !t.netns.is_empty() {
+            report.push(format!(
+                "OVN/OVS: stopped {:?}, removed namespaces {:?}",
+                t.stopped, t.netns
+            ));
+        }
+    }
+    if lab.marker().exists() || lab.pid_file().exists() {
+        std::fs::remove_dir_all(&lab.dir)
+            .map_err(|e| fail("down", format!("removing {}: {e}", lab.dir.display()), None))?;
+        report.push(format!("removed {}", lab.dir.display()));
+    }
+    Ok(report)
+}
