@@ -123,16 +123,24 @@ pub fn allowed(role: Role, verb: &str, group: &str, resource: &str) -> bool {
             if read {
                 return readable.contains(&(group, resource));
             }
-            match (group, resource, verb) {
-                ("iaas.yusur.io", "networkprobes/status", "update" | "patch") => true,
-                ("", "pods/status", "update" | "patch") => true,
-                ("kubevirt.io", "virtualmachineinstances/status", "update" | "patch") => true,
-                ("", "nodes" | "nodes/status", "create" | "update" | "patch") => true,
-                ("coordination.k8s.io", "leases", "create" | "update" | "patch") => true,
-                ("", "events", "create" | "patch") => true,
-                ("events.k8s.io", "events", "create" | "patch") => true,
-                _ => false,
-            }
+            matches!(
+                (group, resource, verb),
+                ("iaas.yusur.io", "networkprobes/status", "update" | "patch")
+                    | ("", "pods/status", "update" | "patch")
+                    | (
+                        "kubevirt.io",
+                        "virtualmachineinstances/status",
+                        "update" | "patch"
+                    )
+                    | ("", "nodes" | "nodes/status", "create" | "update" | "patch")
+                    | (
+                        "coordination.k8s.io",
+                        "leases",
+                        "create" | "update" | "patch"
+                    )
+                    | ("", "events", "create" | "patch")
+                    | ("events.k8s.io", "events", "create" | "patch")
+            )
         }
     }
 }

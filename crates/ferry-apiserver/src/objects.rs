@@ -531,6 +531,7 @@ impl Objects {
     }
 
     /// Deletes an object, or marks it for deletion while finalizers remain.
+    #[allow(clippy::too_many_arguments)]
     pub async fn delete(
         &self,
         rt: &ResourceType,
