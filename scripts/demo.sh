@@ -1,33 +1,25 @@
 #!/usr/bin/env bash
-# The demo: builds Ferry, starts `ferry up` on the embedded API server, applies the seed
-# manifest verbatim and shows the result; leaves Ferry running and says what to try next.
+# The demo: installs what is missing, builds Ferry, brings up the one-machine lab (real
+# OVN/OVS, Ferry's API server, controllers and two node agents, VPCs with overlapping
+# CIDRs, pods, a bare-metal-like host, a VNicIP, an outside client, the seed manifest and
+# one service per scenario) and runs every check with real traffic. The lab keeps running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release -p ferry
-DIR=${FERRY_DEMO_DIR:-$PWD/.ferry-demo}
-mkdir -p "$DIR"
-if [ -f "$DIR/ferry.pid" ] && kill -0 "$(cat "$DIR/ferry.pid")" 2>/dev/null; then
-  echo "demo: stopping the previous demo (pid $(cat "$DIR/ferry.pid"))"
-  kill "$(cat "$DIR/ferry.pid")"; sleep 1
-fi
-rm -f "$DIR/kubeconfig"
-./target/release/ferry up --data-dir "$DIR" --listen 127.0.0.1:6443 --no-dataplane --no-agent >"$DIR/ferry.log" 2>&1 &
-echo $! >"$DIR/ferry.pid"
-for _ in $(seq 50); do [ -f "$DIR/kubeconfig" ] && break; sleep 0.2; done
-export KUBECONFIG=$DIR/kubeconfig
-until kubectl get --raw /readyz >/dev/null 2>&1; do sleep 0.2; done
-set -x
-kubectl apply -f examples/ysvc1.yaml   # the seed manifest, verbatim
-kubectl get ysvc
-kubectl get crd
-set +x
+FERRY=./target/release/ferry
+DIR=${FERRY_LAB_DIR:-.ferry-lab}
+$FERRY lab down --dir "$DIR" >/dev/null 2>&1 || true
+$FERRY lab up --dir "$DIR"
+$FERRY lab check --dir "$DIR"
 cat <<EOT
 
-Ferry is running (pid $(cat "$DIR/ferry.pid"), log $DIR/ferry.log). Try:
-  export KUBECONFIG=$DIR/kubeconfig
-  kubectl get ysvc -w            # in another terminal, then change something:
-  kubectl label ysvc ysvc1 team=net
-  kubectl explain ysvc.spec
-Stop it with: kill \$(cat $DIR/ferry.pid)
+The lab is still running. Try:
+  export KUBECONFIG=$PWD/$DIR/ferry/kubeconfig
+  kubectl get ysvc,np,pods -o wide        # services, probes, pods with their addresses
+  $FERRY lab status --dir $DIR            # hosts and scenarios
+  $FERRY lab exec --dir $DIR client-vpc1 -- curl -s http://10.96.0.10/     # scenario 1
+  $FERRY lab exec --dir $DIR ext-client -- curl -s http://198.18.0.101/    # scenario 4
+  $FERRY lab exec --dir $DIR client-vpc1 -- iperf3 -c \$(kubectl get ysvc ysvc1 -o jsonpath='{.status.clusterIP}') -p 5001
+Stop it with: $FERRY lab down --dir $DIR
 EOT
