@@ -20,6 +20,7 @@
 //! probe engine's CPU and memory at 5,000 probes per second.
 
 pub mod cni;
+pub mod cni_kube;
 pub mod cni_plugin;
 pub mod command;
 pub mod mac_addr;

@@ -31,6 +31,10 @@ enum Command {
     /// The one-machine lab: real OVN, real packets, the four scenarios.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// The CNI plugin (CNI 1.0 ADD/DEL/CHECK/VERSION): reads CNI_* and the network config
+    /// on stdin; install as /opt/cni/bin/ferry (a symlink to this binary with `cni` as its
+    /// first argument, or a wrapper script).
+    Cni,
     /// Write the CRD manifests of every Ferry resource into a directory.
     Crds {
         /// Directory to write `<plural>.<group>.yaml` files into.
@@ -206,6 +210,14 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => runtime()?.block_on(controller(args)),
         Command::Agent(args) => runtime()?.block_on(agent(args)),
         Command::Lab(cmd) => lab(cmd),
+        Command::Cni => {
+            let mut plugin = ferry_agent::cni_plugin::FerryCni {
+                assignments: ferry_agent::cni_kube::KubeAssignments {
+                    wait: std::time::Duration::from_secs(30),
+                },
+            };
+            std::process::exit(ferry_agent::cni_plugin::run_stdio(&mut plugin));
+        }
     }
 }
 

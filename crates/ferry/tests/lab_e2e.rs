@@ -5,13 +5,25 @@
 use std::process::Command;
 
 fn ferry(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).env("RUST_BACKTRACE", "0").output().expect("run ferry");
-    eprintln!("$ ferry {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run ferry");
+    eprintln!(
+        "$ ferry {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn lab_namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns");
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -23,31 +35,78 @@ fn lab_namespaces() -> Vec<String> {
 #[test]
 #[ignore = "needs root, OVN/OVS and network namespaces"]
 fn lab_up_check_status_exec_down() {
-    assert!(lab_namespaces().is_empty(), "another lab runs on this machine: {:?}", lab_namespaces());
+    assert!(
+        lab_namespaces().is_empty(),
+        "another lab runs on this machine: {:?}",
+        lab_namespaces()
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = dir.path().join("lab");
     let lab = lab.to_str().expect("utf-8 path");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let up = ferry(&["lab", "up", "--dir", lab, "--listen", &listen]);
-    let check = if up.status.success() { Some(ferry(&["lab", "check", "--dir", lab])) } else { None };
+    let check = if up.status.success() {
+        Some(ferry(&["lab", "check", "--dir", lab]))
+    } else {
+        None
+    };
     let status = ferry(&["lab", "status", "--dir", lab, "-o", "json"]);
-    let exec = ferry(&["lab", "exec", "--dir", lab, "client-vpc1", "--", "curl", "-s", "-m", "3", "http://10.96.0.10/"]);
+    let exec = ferry(&[
+        "lab",
+        "exec",
+        "--dir",
+        lab,
+        "client-vpc1",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "3",
+        "http://10.96.0.10/",
+    ]);
     let down = ferry(&["lab", "down", "--dir", lab]);
     let again = ferry(&["lab", "down", "--dir", lab]);
     assert!(up.status.success(), "lab up failed");
     let check = check.expect("check ran");
     assert!(check.status.success(), "lab check failed");
     let table = String::from_utf8_lossy(&check.stdout);
-    for row in ["1 clusterip-in-vpc", "2 node-to-default-vpc", "3 eip-to-vpc", "4 eip-to-multi-vpc", "isolation: vpc2 -> vpc1", "failover: svc1-ep-2 blocked", "seed ysvc1"] {
+    for row in [
+        "1 clusterip-in-vpc",
+        "2 node-to-default-vpc",
+        "3 eip-to-vpc",
+        "4 eip-to-multi-vpc",
+        "isolation: vpc2 -> vpc1",
+        "failover: svc1-ep-2 blocked",
+        "seed ysvc1",
+    ] {
         assert!(table.contains(row), "missing row {row}");
     }
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status is JSON");
     assert_eq!(st["scenarios"].as_array().map(Vec::len), Some(4));
     assert_eq!(st["scenarios"][0]["target"], "10.96.0.10:80");
-    let answer = String::from_utf8_lossy(&exec.stdout).lines().next().unwrap_or_default().to_string();
-    assert!(exec.status.success() && ["svc1-ep-1", "svc1-ep-2", "bm-1", "vnic-1"].contains(&answer.as_str()), "exec through the ClusterIP answered {answer:?}");
-    assert!(down.status.success() && again.status.success(), "down (twice)");
-    assert!(lab_namespaces().is_empty(), "namespaces left: {:?}", lab_namespaces());
+    let answer = String::from_utf8_lossy(&exec.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        exec.status.success()
+            && ["svc1-ep-1", "svc1-ep-2", "bm-1", "vnic-1"].contains(&answer.as_str()),
+        "exec through the ClusterIP answered {answer:?}"
+    );
+    assert!(
+        down.status.success() && again.status.success(),
+        "down (twice)"
+    );
+    assert!(
+        lab_namespaces().is_empty(),
+        "namespaces left: {:?}",
+        lab_namespaces()
+    );
     assert!(!std::path::Path::new(lab).exists(), "lab dir left");
 }

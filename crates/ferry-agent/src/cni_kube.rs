@@ -1,0 +1,84 @@
+//! The CNI plugin's [`AssignmentSource`] on a real node: the pod's address, MAC, gateway and
+//! logical port come from the annotations the network controller writes; ADD waits for them
+//! (the controller may not have allocated yet) up to a deadline, then says "try again".
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, ResourceExt};
+
+use crate::cni::{CniEnv, CniError, ErrorCode, NetConf, PodNetwork, pod_ref};
+use crate::cni_plugin::AssignmentSource;
+
+/// Reads assignments from the API server named by the network config's `kubeconfig`.
+#[derive(Debug)]
+pub struct KubeAssignments {
+    /// How long ADD waits for the controller's annotations.
+    pub wait: Duration,
+}
+
+fn assignment(pod: &Pod) -> Option<PodNetwork> {
+    let a = pod.annotations();
+    let ip = a.get(ferry_api::ANNOTATION_IP)?;
+    let prefix = a.get("iaas.yusur.io/cidr")?.split('/').nth(1)?;
+    Some(PodNetwork {
+        ip: format!("{ip}/{prefix}").parse().ok()?,
+        mac: a.get(ferry_api::ANNOTATION_MAC)?.parse().ok()?,
+        gateway: a.get("iaas.yusur.io/gateway")?.parse().ok()?,
+        iface_id: ferry_net::port_name(
+            ferry_net::PortKind::Pod,
+            &pod.namespace().unwrap_or_default(),
+            &pod.name_any(),
+        ),
+    })
+}
+
+impl AssignmentSource for KubeAssignments {
+    fn pod_network(&mut self, env: &CniEnv, conf: &NetConf) -> Result<PodNetwork, CniError> {
+        let (Some(ns), Some(name)) = (
+            env.args.k8s_pod_namespace.clone(),
+            env.args.k8s_pod_name.clone(),
+        ) else {
+            return Err(CniError::new(
+                ErrorCode::InvalidEnvironment,
+                "CNI_ARGS lacks K8S_POD_NAMESPACE or K8S_POD_NAME",
+                pod_ref(env),
+            ));
+        };
+        let kubeconfig = conf.kubeconfig.clone();
+        let wait = self.wait;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                CniError::new(ErrorCode::IoFailure, "starting a runtime", e.to_string())
+            })?;
+        rt.block_on(async move {
+            let config = match &kubeconfig {
+                Some(path) => {
+                    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, format!("reading kubeconfig {}", path.display()), e.to_string()))?;
+                    kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, "using the kubeconfig", e.to_string()))?
+                }
+                None => kube::Config::infer().await.map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, "no kubeconfig in the network config and no in-cluster config", e.to_string()))?,
+            };
+            let client = kube::Client::try_from(config).map_err(|e| CniError::new(ErrorCode::IoFailure, "building the API client", e.to_string()))?;
+            let pods: Api<Pod> = Api::namespaced(client, &ns);
+            let start = Instant::now();
+            loop {
+                match pods.get_opt(&name).await {
+                    Ok(Some(pod)) => {
+                        if let Some(a) = assignment(&pod) {
+                            return Ok(a);
+                        }
+                    }
+                    Ok(None) => return Err(CniError::new(ErrorCode::UnknownContainer, format!("pod {ns}/{name} does not exist"), String::new())),
+                    Err(e) => tracing::debug!(error = %e, "reading the pod failed; retrying"),
+                }
+                if start.elapsed() > wait {
+                    return Err(CniError::new(ErrorCode::TryAgainLater, format!("pod {ns}/{name} has no address yet (the Ferry controller writes iaas.yusur.io/ip_address)"), String::new()));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+}
