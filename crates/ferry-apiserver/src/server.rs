@@ -862,7 +862,6 @@ fn watch(
     let include = include_of(q);
     let rt = rt.clone();
     let interval = server.limits.bookmark_interval;
-    let cache = server.cache.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
         let mut first_table = true;
@@ -915,16 +914,22 @@ fn watch(
         let mut live = sub.live;
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
+        // The newest revision this watch has dealt with. A bookmark carries this, never the
+        // cache's revision: changes may still wait in `live`, and a client resuming from a
+        // bookmark that overtook them would never see them.
+        let mut delivered = sub.revision;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = ticker.tick(), if bookmarks => {
-                    if tx.send(Ok(bookmark(cache.revision(), false))).await.is_err() { return; }
+                    if tx.send(Ok(bookmark(delivered, false))).await.is_err() { return; }
                 }
                 _ = tx.closed() => return,
                 ch = live.recv() => {
                     let Ok(ch) = ch else { return };
-                    if ch.revision <= sub.revision || !ch.object.key.starts_with(&prefix) { continue; }
+                    if ch.revision <= sub.revision { continue; }
+                    delivered = ch.revision;
+                    if !ch.object.key.starts_with(&prefix) { continue; }
                     let now_match = ch.kind != ChangeKind::Deleted && matches(&ch.object);
                     let was_match = ch.prev.as_ref().is_some_and(|p| matches(p));
                     let kind = match (ch.kind, was_match, now_match) {

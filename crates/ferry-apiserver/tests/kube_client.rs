@@ -638,3 +638,87 @@ async fn a_kube_runtime_controller_reconciles_by_writing_status() {
     controller.abort();
     ts.stop().await;
 }
+
+/// A bookmark promises that everything up to its resourceVersion was delivered; a client
+/// that resumes from it must miss nothing. So along one watch stream, resourceVersions
+/// never go backwards, bookmarks included, even when a slow reader lets events queue up
+/// while the bookmark ticker fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookmarks_never_overtake_undelivered_events() {
+    let ts = common::start(ferry_apiserver::Limits {
+        bookmark_interval: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(ts.client().await, "default");
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let stream = cms
+        .watch(&WatchParams::default().timeout(120), &rv)
+        .await
+        .expect("watch");
+    const WRITERS: usize = 16;
+    const WRITES: usize = 40;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let cms = cms.clone();
+            tokio::spawn(async move {
+                let name = format!("tick-{w}");
+                cms.create(&PostParams::default(), &configmap(&name, json!({})))
+                    .await
+                    .expect("create");
+                for i in 1..WRITES {
+                    cms.patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+                    )
+                    .await
+                    .expect("patch");
+                }
+            })
+        })
+        .collect();
+    let mut last: u64 = rv.parse().expect("numeric rv");
+    let mut changes = 0;
+    let mut bookmarks = 0;
+    let mut stream = stream.boxed();
+    while changes < WRITERS * WRITES {
+        let e = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("the watch stalled")
+            .expect("the watch ended")
+            .expect("a watch event");
+        let (kind, rv) = match &e {
+            WatchEvent::Added(c) | WatchEvent::Modified(c) => {
+                changes += 1;
+                ("change", c.resource_version().expect("rv"))
+            }
+            WatchEvent::Bookmark(b) => {
+                bookmarks += 1;
+                ("BOOKMARK", b.metadata.resource_version.clone())
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        let rv: u64 = rv.parse().expect("numeric rv");
+        assert!(
+            rv >= last,
+            "{kind} at {rv} after resourceVersion {last} was already promised"
+        );
+        last = rv;
+        // A slow reader: the server's send buffer fills and changes queue behind it.
+        if changes < 400 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert!(bookmarks > 0, "no bookmarks were sent");
+    ts.stop().await;
+}
