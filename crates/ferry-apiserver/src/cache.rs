@@ -238,6 +238,11 @@ impl Cache {
         self.read().revision
     }
 
+    /// The oldest revision a watch (or a list's continue token) may resume from.
+    pub fn oldest(&self) -> u64 {
+        self.read().oldest
+    }
+
     /// Waits until the cache has seen `revision` (read-your-writes for every client).
     pub async fn wait_for(&self, revision: u64) {
         let mut rx = self.revision.subscribe();

@@ -629,14 +629,27 @@ async fn list(
                 .map_err(|_| ApiError::bad_request("invalid continue token"))?;
             let tok: ContinueToken = serde_json::from_slice(&raw)
                 .map_err(|_| ApiError::bad_request("invalid continue token"))?;
-            Some(tok.start)
+            if tok.rv < server.cache.oldest() {
+                return Err(ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ));
+            }
+            Some(tok)
         }
         None => None,
+    };
+    // Later pages are read from the cache as it is now, but every page reports the first
+    // page's revision: a watch from there replays whatever changed between pages (at worst
+    // twice), where reporting the newer revision would hide changes to earlier pages.
+    let (start, first_rev) = match start {
+        Some(tok) => (Some(tok.start), Some(tok.rv)),
+        None => (None, None),
     };
     let prefix = list_prefix(rt, ns);
     let (items, rev, more) = server.cache.list(&prefix, start.as_deref(), limit, |o| {
         labels.matches(&o.labels) && fields.matches(o)
     });
+    let rev = first_rev.unwrap_or(rev);
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if more && let Some(last) = items.last() {
         let tok = serde_json::to_vec(&ContinueToken {

@@ -722,3 +722,103 @@ async fn bookmarks_never_overtake_undelivered_events() {
     assert!(bookmarks > 0, "no bookmarks were sent");
     ts.stop().await;
 }
+
+/// A paginated list is one consistent view for a client that watches from its
+/// resourceVersion: a change made between pages to an item of an earlier page is delivered
+/// by a watch from the list's resourceVersion (kube-runtime's watcher relies on this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_between_list_pages_reaches_the_watch_that_follows() {
+    let ts = common::start(Default::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(ts.client().await, "default");
+    for i in 0..10 {
+        cms.create(
+            &PostParams::default(),
+            &configmap(&format!("pg-{i}"), json!({})),
+        )
+        .await
+        .expect("create");
+    }
+    let page1 = cms
+        .list(&ListParams::default().limit(5))
+        .await
+        .expect("page 1");
+    let token = page1.metadata.continue_.clone().expect("a continue token");
+    assert_eq!(page1.items[0].name_any(), "pg-0");
+    cms.patch(
+        "pg-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"changed": "between pages"}})),
+    )
+    .await
+    .expect("patch");
+    let page2 = cms
+        .list(&ListParams::default().limit(5).continue_token(&token))
+        .await
+        .expect("page 2");
+    assert_eq!(page2.items.len(), 5);
+    assert_eq!(
+        page2.metadata.resource_version, page1.metadata.resource_version,
+        "every page reports the first page's resourceVersion"
+    );
+    let rv = page2.metadata.resource_version.expect("rv");
+    let mut w = cms
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let seen = tokio::time::timeout(WAIT, async {
+        while let Some(e) = w.next().await {
+            if let Ok(WatchEvent::Modified(c)) = e
+                && c.name_any() == "pg-0"
+            {
+                return c;
+            }
+        }
+        panic!("the watch ended without the change to pg-0")
+    })
+    .await
+    .expect("the change between pages was never delivered");
+    assert_eq!(
+        seen.data.expect("data").get("changed").map(String::as_str),
+        Some("between pages")
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continue_token_older_than_the_history_gets_410() {
+    let ts = common::start(ferry_apiserver::Limits {
+        watch_cache_history: 5,
+        ..Default::default()
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(ts.client().await, "default");
+    for i in 0..4 {
+        cms.create(
+            &PostParams::default(),
+            &configmap(&format!("old-{i}"), json!({})),
+        )
+        .await
+        .expect("create");
+    }
+    let page1 = cms
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
+    let token = page1.metadata.continue_.expect("a continue token");
+    for i in 0..10 {
+        cms.patch(
+            "old-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
+        )
+        .await
+        .expect("patch");
+    }
+    let err = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect_err("an expired continue token");
+    assert_eq!(api_code(&err), Some(410), "{err}");
+    ts.stop().await;
+}
