@@ -46,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 mod error;
 mod jsonrpc;
 pub mod lab;

@@ -31,6 +31,9 @@ enum Command {
     /// The one-machine lab: real OVN, real packets, the four scenarios.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Benchmarks that print figures (a table and JSON).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// The CNI plugin (CNI 1.0 ADD/DEL/CHECK/VERSION): reads CNI_* and the network config
     /// on stdin; install as /opt/cni/bin/ferry (a symlink to this binary with `cni` as its
     /// first argument, or a wrapper script).
@@ -86,6 +89,23 @@ struct ControllerArgs {
     identity: Option<String>,
     #[command(flatten)]
     network: NetworkArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// A real API server and controller against a real NB and ovn-northd, N services x M backends.
+    ControlPlane {
+        #[arg(long, default_value = "100")]
+        services: usize,
+        #[arg(long, default_value = "10")]
+        backends: usize,
+        /// Single-service changes and probe flips to time.
+        #[arg(long, default_value = "20")]
+        samples: usize,
+        /// Write the JSON result here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,6 +230,25 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => runtime()?.block_on(controller(args)),
         Command::Agent(args) => runtime()?.block_on(agent(args)),
         Command::Lab(cmd) => lab(cmd),
+        Command::Bench(BenchCommand::ControlPlane {
+            services,
+            backends,
+            samples,
+            out,
+        }) => {
+            let opts = ferry_lab::bench::ControlPlaneOptions {
+                services,
+                backends,
+                ferry: std::env::current_exe()?,
+                out,
+                samples,
+            };
+            let r = runtime()?
+                .block_on(ferry_lab::bench::control_plane(&opts))
+                .map_err(anyhow::Error::msg)?;
+            ferry_lab::bench::print_control_plane(&r);
+            Ok(())
+        }
         Command::Cni => {
             let mut plugin = ferry_agent::cni_plugin::FerryCni {
                 assignments: ferry_agent::cni_kube::KubeAssignments {
