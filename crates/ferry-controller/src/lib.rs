@@ -226,7 +226,7 @@ async fn pass(
     reconcile::allocate_probe_ports(client, c, pending).await;
     let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
     vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
-    let outcomes = reconcile::reconcile_services(client, c, pools, pending, &vpcs).await;
+    let outcomes = reconcile::plan_services(c, pools, pending, &vpcs);
     // Programmed is set only after the NB commit that carries the service.
     let programmed: Option<Result<std::collections::BTreeMap<String, String>, String>> = match net {
         Some(net) => {
@@ -235,23 +235,31 @@ async fn pass(
         }
         None => None,
     };
-    for o in &outcomes {
-        let p = programmed.as_ref().map(|r| match r {
-            Ok(errors) => match errors.get(&o.key) {
-                Some(msg) => Err(msg.clone()),
-                None if o
-                    .problem
-                    .as_ref()
-                    .is_some_and(|(reason, _)| reason != "NoBackends") =>
-                {
-                    Err("not programmed: see the Ready condition".to_string())
-                }
-                None => Ok(()),
-            },
-            Err(e) => Err(e.clone()),
-        });
-        reconcile::write_status(client, o, reconcile::desired_status(o, p)).await;
-    }
+    // The NB first (the data plane matters most), then the Kubernetes objects and status.
+    reconcile::write_service_objects(client, c, &outcomes).await;
+    let statuses: Vec<_> = outcomes
+        .iter()
+        .map(|o| {
+            let p = programmed.as_ref().map(|r| match r {
+                Ok(errors) => match errors.get(&o.key) {
+                    Some(msg) => Err(msg.clone()),
+                    None if o
+                        .problem
+                        .as_ref()
+                        .is_some_and(|(reason, _)| reason != "NoBackends") =>
+                    {
+                        Err("not programmed: see the Ready condition".to_string())
+                    }
+                    None => Ok(()),
+                },
+                Err(e) => Err(e.clone()),
+            });
+            (o, reconcile::desired_status(o, p))
+        })
+        .collect();
+    futures::stream::iter(statuses)
+        .for_each_concurrent(16, |(o, st)| reconcile::write_status(client, o, st))
+        .await;
     tracing::debug!(
         services = outcomes.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -51,6 +51,9 @@ pub struct ServiceOutcome {
     pub total: usize,
     /// `(reason, message)` when the service cannot be served.
     pub problem: Option<(String, String)>,
+    /// The objects to write for it, and the probes it has now.
+    pub objects: service::ServiceObjects,
+    pub existing_probes: Vec<Arc<NetworkProbe>>,
 }
 
 fn key_of<K: Resource>(o: &K) -> String {
@@ -694,8 +697,7 @@ fn service_differs(cur: &Service, want: &Service) -> bool {
 }
 
 /// Converges every service; returns what each one resolved to.
-pub async fn reconcile_services(
-    client: &Client,
+pub fn plan_services(
     c: &Caches,
     pools: &ServicePools,
     pending: &mut Pending,
@@ -818,20 +820,6 @@ pub async fn reconcile_services(
             })
             .collect();
         let objs = service::build(&svc, &selected, &local_phases, cluster_ip, eip);
-        if let Err(e) = write_objects(
-            client,
-            c,
-            &ns,
-            &objs,
-            probes_by_service
-                .get(&key)
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        )
-        .await
-        {
-            tracing::warn!(service = %key, error = %e, "writing generated objects failed");
-        }
         if problem.is_none() && selected.is_empty() {
             problem = Some((
                 "NoBackends".into(),
@@ -842,17 +830,33 @@ pub async fn reconcile_services(
                 },
             ));
         }
+        let existing_probes = probes_by_service.get(&key).cloned().unwrap_or_default();
         outcomes.push(ServiceOutcome {
             key,
             service: svc,
             cluster_ip,
             eip,
-            ready: objs.ready,
+            ready: objs.ready.clone(),
             total: objs.total,
             problem,
+            existing_probes,
+            objects: objs,
         });
     }
     outcomes
+}
+
+/// Writes every service's generated objects, a few services at a time.
+pub async fn write_service_objects(client: &Client, c: &Caches, outcomes: &[ServiceOutcome]) {
+    use futures::StreamExt;
+    futures::stream::iter(outcomes)
+        .for_each_concurrent(16, |o| async move {
+            let ns = o.service.namespace().unwrap_or_default();
+            if let Err(e) = write_objects(client, c, &ns, &o.objects, &o.existing_probes).await {
+                tracing::warn!(service = %o.key, error = %e, "writing generated objects failed");
+            }
+        })
+        .await;
 }
 
 fn cached<K>(store: &kube::runtime::reflector::Store<K>, ns: &str, name: &str) -> Option<Arc<K>>
