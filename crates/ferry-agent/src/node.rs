@@ -313,6 +313,19 @@ pub async fn run(
             wake_tx.clone(),
         )
     });
+    // VM-like lab hosts are KubeVirt VMIs, where that API exists.
+    let vmi_gvk = kube::api::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
+    let vmis: Option<Store<ferry_api::VirtualMachineInstance>> = match (
+        cfg.lab,
+        kube::discovery::pinned_kind(&client, &vmi_gvk).await,
+    ) {
+        (true, Ok(_)) => Some(reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake_tx.clone(),
+        )),
+        _ => None,
+    };
 
     let (mut runner, mut transitions) = ProbeRunner::new(4096);
     let mut scheduled: BTreeMap<String, ProbeSpec> = BTreeMap::new();
@@ -477,6 +490,27 @@ pub async fn run(
                     st.mac_address.as_ref(),
                     &subnets,
                 ) {
+                    desired.insert(w.key.clone(), w);
+                }
+            }
+            for vmi in vmis.iter().flat_map(|s| s.state()) {
+                if vmi.status.as_ref().and_then(|s| s.node_name.as_deref())
+                    != Some(cfg.node.as_str())
+                    || vmi.metadata.deletion_timestamp.is_some()
+                {
+                    continue;
+                }
+                let a = vmi.annotations();
+                if let Some(subnet) = a.get(ferry_api::ANNOTATION_SUBNET)
+                    && let Some(w) = host_workload(
+                        ferry_net::PortKind::Vmi,
+                        &vmi.metadata,
+                        subnet,
+                        a.get(ferry_api::ANNOTATION_IP),
+                        a.get(ferry_api::ANNOTATION_MAC),
+                        &subnets,
+                    )
+                {
                     desired.insert(w.key.clone(), w);
                 }
             }

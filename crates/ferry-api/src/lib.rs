@@ -13,6 +13,7 @@ mod crds;
 mod network;
 mod network_probe;
 mod validation;
+mod vmi;
 mod yusur_service;
 
 pub use backends::{BareMetal, BareMetalSpec, BareMetalStatus, VNicIP, VNicIPSpec, VNicIPStatus};
@@ -24,6 +25,9 @@ pub use network_probe::{
     NetworkProbe, NetworkProbeSpec, NetworkProbeStatus, ProbePhase, ProbeTarget,
 };
 pub use validation::{FieldError, validate};
+pub use vmi::{
+    VirtualMachineInstance, VirtualMachineInstanceSpec, VmiInterface, VmiStatus, vmi_crd,
+};
 pub use yusur_service::{
     BackendKind, HealthCheck, HealthCheckType, Protocol, Scope, ServicePort, ServiceType,
     SessionAffinity, YusurService, YusurServiceSpec, YusurServiceStatus,

@@ -165,7 +165,22 @@ fn accept(headers: &HeaderMap) -> String {
 pub async fn handle(State(server): State<Arc<Server>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let result = route(&server, req).await;
+    // The body is read before anything can fail: an HTTP/2 client still sending a body
+    // when the answer (say a 404) ends the stream sees a reset instead of the answer.
+    let (parts, body) = req.into_parts();
+    let limit = server.limits.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return ApiError::too_large(limit).into_response();
+    }
+    let result = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => route(&server, Request::from_parts(parts, Body::from(bytes))).await,
+        Err(_) => Err(ApiError::too_large(limit)),
+    };
     match result {
         Ok(resp) => resp,
         Err(e) => {

@@ -87,7 +87,18 @@ where
     reader
 }
 
-fn caches(client: &Client, wake: &mpsc::Sender<()>) -> Caches {
+async fn caches(client: &Client, wake: &mpsc::Sender<()>) -> Caches {
+    // VMIs are watched only where the KubeVirt API exists (a watch of a missing API would
+    // never become ready).
+    let vmi_gvk = kube::api::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
+    let vmis = match kube::discovery::pinned_kind(client, &vmi_gvk).await {
+        Ok(_) => Some(reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake.clone(),
+        )),
+        Err(_) => None,
+    };
     let generated = watcher::Config::default().labels(service::SERVICE_LABEL);
     let all = watcher::Config::default();
     Caches {
@@ -104,6 +115,7 @@ fn caches(client: &Client, wake: &mpsc::Sender<()>) -> Caches {
         k8s_services: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
         endpoints: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
         slices: reflect(Api::all(client.clone()), generated, wake.clone()),
+        vmis,
     }
 }
 
@@ -123,6 +135,9 @@ async fn wait_ready(c: &Caches) {
         c.endpoints.wait_until_ready(),
         c.slices.wait_until_ready(),
     );
+    if let Some(v) = &c.vmis {
+        let _ = v.wait_until_ready().await;
+    }
 }
 
 /// Runs the controllers until `shutdown` turns true: warm caches at once, writes only while
@@ -143,7 +158,7 @@ pub async fn run(
         },
     };
     let (wake_tx, mut wake) = mpsc::channel(1);
-    let c = caches(&client, &wake_tx);
+    let c = caches(&client, &wake_tx).await;
     let lease = leader::LeaderConfig::new(config.identity.clone());
     tokio::select! {
         _ = wait_ready(&c) => {}

@@ -121,6 +121,25 @@ pub fn network_state(
             });
         }
     }
+    for vmi in c.vmis.iter().flat_map(|s| s.state()) {
+        let a = vmi.annotations();
+        if let (Some(ipv4), Some(mac), Some(subnet)) = (
+            ip(a.get(ferry_api::ANNOTATION_IP)),
+            a.get(ferry_api::ANNOTATION_MAC),
+            a.get(ferry_api::ANNOTATION_SUBNET),
+        ) {
+            ports.push(PortState {
+                name: ferry_net::port_name(
+                    PortKind::Vmi,
+                    &vmi.namespace().unwrap_or_default(),
+                    &vmi.name_any(),
+                ),
+                subnet: subnet.clone(),
+                mac: mac.clone(),
+                ip: ipv4,
+            });
+        }
+    }
     for bm in c.baremetals.state() {
         let st = bm.status.clone().unwrap_or_default();
         if let (Some(ipv4), Some(mac)) = (ip(st.ip_address.as_ref()), st.mac_address) {

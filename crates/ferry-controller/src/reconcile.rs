@@ -288,6 +288,48 @@ pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pendi
             }
         }
     }
+    for vmi in c.vmis.iter().flat_map(|s| s.state()) {
+        let ann = vmi.annotations();
+        if vmi.metadata.deletion_timestamp.is_some() || ann.contains_key(ferry_api::ANNOTATION_MAC)
+        {
+            continue;
+        }
+        let ns = vmi.namespace().unwrap_or_default();
+        let Some(subnet) =
+            world::vmi_subnet(&vmi, namespaces.get(&ns).map(|n| n.as_ref()), &subnets)
+        else {
+            continue;
+        };
+        let key = format!("vmi/{}", key_of(vmi.as_ref()));
+        if pending
+            .workload
+            .get(&subnet.name)
+            .is_some_and(|m| m.contains_key(&key))
+        {
+            continue;
+        }
+        let preset = ann
+            .get(ferry_api::ANNOTATION_IP)
+            .and_then(|i| i.parse().ok());
+        if let Ok((ip, mac)) = alloc(subnet, key, preset, &mut used, pending) {
+            let patch = json!({"metadata": {"annotations": {
+                ferry_api::ANNOTATION_IP: ip.to_string(), ferry_api::ANNOTATION_MAC: mac,
+                ferry_api::ANNOTATION_SUBNET: subnet.name, "iaas.yusur.io/vpc": subnet.vpc,
+                "iaas.yusur.io/gateway": subnet.gateway.map(|g| g.to_string()).unwrap_or_else(|| default_gw(&subnet.cidr)),
+                "iaas.yusur.io/cidr": subnet.cidr}}});
+            let api: Api<ferry_api::VirtualMachineInstance> = Api::namespaced(client.clone(), &ns);
+            if let Err(e) = api
+                .patch(
+                    &vmi.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                tracing::warn!(vmi = %key_of(vmi.as_ref()), error = %e, "writing the VMI's address failed");
+            }
+        }
+    }
     for bm in c.baremetals.state() {
         if bm.status.as_ref().is_some_and(|s| s.mac_address.is_some()) {
             continue;
@@ -414,6 +456,16 @@ pub async fn allocate_probe_ports(client: &Client, c: &Caches, pending: &mut Pen
         if let (Some(sn), Some(ip)) = (
             pod.annotations().get(ferry_api::ANNOTATION_SUBNET),
             pod.annotations()
+                .get(ferry_api::ANNOTATION_IP)
+                .and_then(|i| i.parse().ok()),
+        ) {
+            used.entry(sn.clone()).or_default().insert(ip);
+        }
+    }
+    for vmi in c.vmis.iter().flat_map(|s| s.state()) {
+        if let (Some(sn), Some(ip)) = (
+            vmi.annotations().get(ferry_api::ANNOTATION_SUBNET),
+            vmi.annotations()
                 .get(ferry_api::ANNOTATION_IP)
                 .and_then(|i| i.parse().ok()),
         ) {

@@ -31,6 +31,8 @@ pub struct Caches {
     pub k8s_services: Store<Service>,
     pub endpoints: Store<Endpoints>,
     pub slices: Store<EndpointSlice>,
+    /// KubeVirt VMIs, when that API exists.
+    pub vmis: Option<Store<ferry_api::VirtualMachineInstance>>,
 }
 
 /// A subnet as IPAM and backend resolution need it.
@@ -81,6 +83,19 @@ pub fn pod_subnet<'a>(
         .find(|s| s.namespaces.contains(&ns))
         .or_else(|| subnets.values().find(|s| s.default))
         .or_else(|| subnets.get("ovn-default"))
+}
+
+/// The subnet of a VMI, by the same rules as a pod's.
+pub fn vmi_subnet<'a>(
+    vmi: &ferry_api::VirtualMachineInstance,
+    namespace: Option<&Namespace>,
+    subnets: &'a BTreeMap<String, SubnetInfo>,
+) -> Option<&'a SubnetInfo> {
+    let as_pod = Pod {
+        metadata: vmi.metadata.clone(),
+        ..Default::default()
+    };
+    pod_subnet(&as_pod, namespace, subnets)
 }
 
 fn parse_ip(s: Option<&String>) -> Option<Ipv4Addr> {
@@ -137,6 +152,35 @@ pub fn backends(c: &Caches, subnets: &BTreeMap<String, SubnetInfo>) -> Vec<Backe
             subnet: subnet.name.clone(),
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             labels: pod.labels().clone(),
+        });
+    }
+    for vmi in c.vmis.iter().flat_map(|s| s.state()) {
+        if vmi.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ns = vmi.namespace().unwrap_or_default();
+        let status = vmi.status.clone().unwrap_or_default();
+        let ip = parse_ip(vmi.annotations().get(ferry_api::ANNOTATION_IP)).or_else(|| {
+            status
+                .interfaces
+                .first()
+                .and_then(|i| i.ip_address.as_deref())
+                .and_then(|s| s.parse().ok())
+        });
+        let subnet = vmi_subnet(&vmi, namespaces.get(&ns).map(|n| n.as_ref()), subnets);
+        let (Some(subnet), Some(ip)) = (subnet, ip) else {
+            continue;
+        };
+        out.push(Backend {
+            kind: BackendKind::VirtualMachineInstance,
+            namespace: ns,
+            name: vmi.name_any(),
+            uid: vmi.uid().unwrap_or_default(),
+            ip,
+            vpc: subnet.vpc.clone(),
+            subnet: subnet.name.clone(),
+            node: status.node_name.clone(),
+            labels: vmi.labels().clone(),
         });
     }
     let mut push = |kind,

@@ -305,7 +305,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
             )
         })
         .collect();
-    want.push(("ysvc1".into(), 4));
+    want.push(("ysvc1".into(), 5));
     wait_for(opts.timeout, async || {
         let mut pending = Vec::new();
         for (name, n) in &want {
@@ -405,6 +405,17 @@ pub async fn status(lab: &LabDir) -> Result<Value, LabError> {
     {
         if let Some(ip) = v.status.and_then(|s| s.ip_address).or(v.spec.ip_address) {
             ips.insert(v.metadata.name.unwrap_or_default(), ip);
+        }
+    }
+    let vmis: Api<ferry_api::VirtualMachineInstance> = Api::namespaced(c.clone(), "default");
+    for v in vmis
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        if let Some(ip) = v.annotations().get(ferry_api::ANNOTATION_IP) {
+            ips.insert(v.name_any(), ip.clone());
         }
     }
     let hosts: Vec<Value> = topology::hosts().into_iter().map(|h| json!({"name": h.name, "kind": h.kind, "netns": h.netns, "vpc": h.vpc, "ip": ips.get(&h.name)})).collect();

@@ -138,6 +138,9 @@ pub fn objects() -> Vec<Value> {
     let cmd = |name: &str| serde_json::to_string(&backend_command(name)).unwrap_or_default();
     out.push(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "BareMetal", "metadata": {"name": "bm-1", "namespace": "default",
         "labels": {"svc": "svc1-ep"}, "annotations": {"lab.ferry.io/command": cmd("bm-1")}}, "spec": {"subnet": "vpc1-subnet2", "nodeName": "node2"}}));
+    out.push(json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": "vm-1", "namespace": "default",
+        "labels": {"svc": "svc1-ep"}, "annotations": {"iaas.yusur.io/subnet": "vpc1-subnet2", "lab.ferry.io/command": cmd("vm-1")}},
+        "spec": {"domain": {"devices": {}}}, "status": {"nodeName": "node1"}}));
     out.push(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "VNicIP", "metadata": {"name": "vnic-1", "namespace": "default",
         "labels": {"svc": "svc1-ep"}, "annotations": {"lab.ferry.io/command": cmd("vnic-1")}}, "spec": {"subnet": "vpc1-subnet1", "nodeName": "node1"}}));
     out.push(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "VNicIP", "metadata": {"name": "ext-client", "namespace": "default",
@@ -163,6 +166,7 @@ pub fn hosts() -> Vec<LabHost> {
         h("svc1-ep-1", "Pod", "vpc1"),
         h("svc1-ep-2", "Pod", "vpc1"),
         h("bm-1", "BareMetal", "vpc1"),
+        h("vm-1", "VirtualMachineInstance", "vpc1"),
         h("vnic-1", "VNicIP", "vpc1"),
         h("vpc2-ep-1", "Pod", "vpc2"),
         h("default-ep-1", "Pod", ferry_api::DEFAULT_VPC),
@@ -179,6 +183,7 @@ pub fn scenarios() -> Vec<Scenario> {
         "svc1-ep-1".to_string(),
         "svc1-ep-2".into(),
         "bm-1".into(),
+        "vm-1".into(),
         "vnic-1".into(),
     ];
     vec![

@@ -544,6 +544,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let server = start_apiserver(&args.server, true).await?;
+    if !args.no_agent && !args.no_dataplane {
+        // Lab node agents run VM-like hosts as KubeVirt VMIs: serve that API.
+        server
+            .install_crds(&[serde_json::to_value(ferry_api::vmi_crd())?])
+            .await
+            .context("installing the VirtualMachineInstance CRD")?;
+    }
     let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;

@@ -96,7 +96,7 @@ fn lab_up_check_status_exec_down() {
         .to_string();
     assert!(
         exec.status.success()
-            && ["svc1-ep-1", "svc1-ep-2", "bm-1", "vnic-1"].contains(&answer.as_str()),
+            && ["svc1-ep-1", "svc1-ep-2", "bm-1", "vm-1", "vnic-1"].contains(&answer.as_str()),
         "exec through the ClusterIP answered {answer:?}"
     );
     assert!(
