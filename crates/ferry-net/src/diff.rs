@@ -1,30 +1,79 @@
-//! [`plan`]: the minimal OVSDB operations that turn the rows Ferry owns in the NB into the
-//! desired ones. Rows are matched by their `ferry.io/key` (groups, which have no
-//! `external_ids`, by their `ferry-` name); rows without it are never touched.
+//! [`diff`]: the minimal OVSDB operations that turn the rows Ferry owns in the NB into the
+//! desired ones, split into bounded transactions that are each valid on their own.
+//!
+//! Rows are matched by their `ferry.io/key` (`Load_Balancer_Group`, which has no
+//! `external_ids` in the 23.03 schema, by its `ferry-` name); rows without it are never
+//! touched. How the operations respect the NB schema:
+//!
+//! - New rows are inserted with a deterministic `"uuid"` ([`row_uuid`]; accepted by
+//!   ovsdb-server 3.1, verified), so a later transaction of the same plan can reference a
+//!   row an earlier one created without re-reading the database.
+//! - Non-root rows (ports, routes, gateway chassis) live only while referenced: one is
+//!   inserted in the same transaction as the reference from its parent, and a stale one is
+//!   dropped by removing that reference (the parent's update), never by a `delete`.
+//! - A "unit" is a root row with all its non-root descendants; units are never split. Units
+//!   whose non-root rows move between parents (a port changing switch) are merged, so the
+//!   row is never left unreferenced between transactions.
+//! - Units are ordered by dependency: load balancers, then groups (which reference them),
+//!   then switches and routers (which reference both); deletes of stale roots come last,
+//!   switches and routers first, so nothing still references a group when it goes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::model::{Desired, KEY};
 
-/// A row as an OVSDB monitor mirror holds it.
-#[derive(Debug, Clone, PartialEq)]
+/// A row as an OVSDB monitor mirror holds it (wire notation: `["set", ..]`, `["map", ..]`,
+/// `["uuid", ..]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurrentRow {
     pub table: String,
     pub uuid: String,
     pub columns: Map<String, Value>,
 }
 
-/// Tables whose rows live only while referenced: they are dropped by removing the
-/// reference, never deleted directly.
+/// The operations of a convergence, as transactions to send in order (each one is the
+/// operation list of an OVSDB `transact`, without the database name).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub transactions: Vec<Vec<Value>>,
+}
+
+impl Plan {
+    /// Nothing to do: the NB already holds the desired rows.
+    pub fn is_empty(&self) -> bool {
+        self.transactions.is_empty()
+    }
+
+    /// Operations over all transactions.
+    pub fn op_count(&self) -> usize {
+        self.transactions.iter().map(Vec::len).sum()
+    }
+}
+
+/// Tables of the NB schema (7.0.0) whose rows are garbage collected when unreferenced.
 const NON_ROOT: &[&str] = &[
     "Logical_Switch_Port",
+    "Forwarding_Group",
+    "Load_Balancer_Health_Check",
+    "ACL",
+    "QoS",
+    "Meter_Band",
     "Logical_Router_Port",
     "Logical_Router_Static_Route",
-    "Gateway_Chassis",
+    "Logical_Router_Policy",
     "NAT",
+    "Connection",
+    "SSL",
+    "Gateway_Chassis",
+    "HA_Chassis",
 ];
+
+fn is_root(table: &str) -> bool {
+    !NON_ROOT.contains(&table)
+}
 
 /// The desired key of a row in the NB, if Ferry owns it.
 pub fn owned_key(table: &str, columns: &Map<String, Value>) -> Option<String> {
@@ -41,8 +90,40 @@ pub fn owned_key(table: &str, columns: &Map<String, Value>) -> Option<String> {
         .and_then(|p| p.get(1)?.as_str().map(String::from))
 }
 
+/// The uuid a new desired row is inserted with: a name-based (RFC 9562 version 8) uuid
+/// from the table and key, `salt` > 0 only to step past a uuid already in use.
+pub fn row_uuid(table: &str, key: &str, salt: u32) -> String {
+    // FNV-1a, 128 bits.
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    let prime: u128 = 0x0000000001000000000000000000013b;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u128::from(*b)).wrapping_mul(prime);
+        }
+    };
+    feed(table.as_bytes());
+    feed(&[0]);
+    feed(key.as_bytes());
+    if salt > 0 {
+        feed(&[0]);
+        feed(&salt.to_be_bytes());
+    }
+    let mut b = h.to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x80; // version 8
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// Canonical form for comparison: one-element sets as the atom, sets and maps sorted.
-fn norm(v: &Value) -> Value {
+pub(crate) fn norm(v: &Value) -> Value {
     match v.as_array().map(Vec::as_slice) {
         Some([tag, Value::Array(items)]) if tag == "set" => {
             if items.len() == 1 {
@@ -55,7 +136,7 @@ fn norm(v: &Value) -> Value {
         Some([tag, Value::Array(pairs)]) if tag == "map" => {
             let mut n: Vec<Value> = pairs
                 .iter()
-                .map(|p| json!([norm(&p[0]), norm(&p[1])]))
+                .filter_map(|p| Some(json!([norm(p.get(0)?), norm(p.get(1)?)])))
                 .collect();
             n.sort_by_key(|x| x.to_string());
             json!(["map", n])
@@ -64,88 +145,349 @@ fn norm(v: &Value) -> Value {
     }
 }
 
-fn resolve(v: &Value, ids: &BTreeMap<(String, String), Value>) -> Value {
+/// What an absent column holds: the empty value of the desired value's kind.
+fn empty_like(v: &Value) -> Value {
     match v {
-        Value::Array(a) if a.len() == 3 && a[0] == "ref" => {
-            let key = (
-                a[1].as_str().unwrap_or_default().to_string(),
-                a[2].as_str().unwrap_or_default().to_string(),
-            );
-            ids.get(&key).cloned().unwrap_or(Value::Null)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(|x| resolve(x, ids)).collect()),
-        other => other.clone(),
+        Value::Array(a) if a.first() == Some(&json!("map")) => json!(["map", []]),
+        Value::Array(_) => json!(["set", []]),
+        Value::String(_) => json!(""),
+        Value::Number(_) => json!(0),
+        Value::Bool(_) => json!(false),
+        _ => Value::Null,
     }
 }
 
-/// Operations converging the NB to `desired`. When more than `max_lb_ops` load balancers
-/// must be written, only that many are returned (load balancers reference nothing, so such
-/// a transaction stands alone); call again after applying until the plan is empty.
-pub fn plan(desired: &Desired, current: &[CurrentRow], max_lb_ops: usize) -> Vec<Value> {
-    let mut owned: BTreeMap<(String, String), &CurrentRow> = BTreeMap::new();
-    for row in current {
-        if let Some(k) = owned_key(&row.table, &row.columns) {
-            owned.insert((row.table.clone(), k), row);
+/// Desired references (`["ref", TABLE, KEY]`) in a value.
+fn desired_refs(v: &Value, out: &mut Vec<(String, String)>) {
+    if let Value::Array(a) = v {
+        if let [tag, Value::String(t), Value::String(k)] = a.as_slice()
+            && tag == "ref"
+        {
+            out.push((t.clone(), k.clone()));
+            return;
+        }
+        for x in a {
+            desired_refs(x, out);
         }
     }
-    // Every desired row's identity: its uuid if it exists, a uuid-name if not.
-    let mut ids: BTreeMap<(String, String), Value> = BTreeMap::new();
-    let mut names: BTreeMap<(String, String), String> = BTreeMap::new();
-    for (i, row) in desired.rows.iter().enumerate() {
-        let k = (row.table.to_string(), row.key.clone());
-        match owned.get(&k) {
-            Some(cur) => ids.insert(k, json!(["uuid", cur.uuid])),
-            None => {
-                let n = format!("row{i}");
-                names.insert(k.clone(), n.clone());
-                ids.insert(k, json!(["named-uuid", n]))
+}
+
+/// Uuids (`["uuid", U]`) in a current value.
+fn current_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Array(a) => {
+            if let [tag, Value::String(u)] = a.as_slice()
+                && tag == "uuid"
+            {
+                out.push(u);
+                return;
             }
-        };
+            for x in a {
+                current_refs(x, out);
+            }
+        }
+        Value::Object(m) => m.values().for_each(|x| current_refs(x, out)),
+        _ => {}
     }
-    let mut lb_ops = Vec::new();
-    let mut ops = Vec::new();
+}
+
+/// Replaces desired references by `["uuid", U]`; a reference to a row that is not desired
+/// (never produced by the builder) is dropped rather than sent.
+fn resolve(v: &Value, ids: &BTreeMap<(String, String), String>) -> Value {
+    let as_ref = |x: &Value| -> Option<Option<Value>> {
+        let a = x.as_array()?;
+        if a.len() == 3 && a[0] == "ref" {
+            let k = (a[1].as_str()?.to_string(), a[2].as_str()?.to_string());
+            return Some(ids.get(&k).map(|u| json!(["uuid", u])));
+        }
+        None
+    };
+    match v {
+        Value::Array(a) if a.len() == 2 && a[0] == "set" => {
+            let items = a[1].as_array().map(Vec::as_slice).unwrap_or_default();
+            let out: Vec<Value> = items
+                .iter()
+                .filter_map(|x| match as_ref(x) {
+                    Some(r) => r,
+                    None => Some(resolve(x, ids)),
+                })
+                .collect();
+            json!(["set", out])
+        }
+        other => match as_ref(other) {
+            Some(Some(r)) => r,
+            Some(None) => json!(["set", []]),
+            None => other.clone(),
+        },
+    }
+}
+
+/// A minimal union-find over unit ids.
+#[derive(Default)]
+struct Units {
+    parent: BTreeMap<String, String>,
+}
+
+impl Units {
+    fn add(&mut self, id: &str) {
+        self.parent
+            .entry(id.to_string())
+            .or_insert_with(|| id.to_string());
+    }
+    fn find(&mut self, id: &str) -> String {
+        self.add(id);
+        let mut cur = id.to_string();
+        loop {
+            let p = self.parent[&cur].clone();
+            if p == cur {
+                return cur;
+            }
+            cur = p;
+        }
+    }
+    fn union(&mut self, a: &str, b: &str) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            // The smaller id wins, so the result does not depend on the order of unions.
+            let (keep, drop) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            self.parent.insert(drop, keep);
+        }
+    }
+}
+
+fn desired_id(table: &str, key: &str) -> String {
+    format!("d\u{0}{table}\u{0}{key}")
+}
+fn stale_id(uuid: &str) -> String {
+    format!("s\u{0}{uuid}")
+}
+
+/// Order of a unit's work: what is referenced is written before what references it, and
+/// stale roots go after every reference to them is gone.
+fn rank(table: &str, delete: bool) -> u8 {
+    match (table, delete) {
+        ("Load_Balancer", false) => 0,
+        ("Load_Balancer_Group", false) => 1,
+        (_, false) => 2,
+        ("Load_Balancer_Group", true) => 4,
+        ("Load_Balancer", true) => 5,
+        (_, true) => 3,
+    }
+}
+
+#[derive(Default)]
+struct Unit {
+    rank: u8,
+    ops: Vec<Value>,
+}
+
+/// Operations converging the NB (`current`, all rows of the tables Ferry writes) to
+/// `desired`, in transactions of at most `max_ops_per_txn` operations (a unit larger than
+/// that, e.g. a new switch with many ports, gets a transaction of its own). Applying the
+/// transactions in order, each on its own, converges the NB; a second `diff` is then empty.
+pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -> Plan {
+    // Owned rows by key; with duplicates the smallest uuid is kept, the others are stale.
+    let mut owned: BTreeMap<(String, String), Vec<&CurrentRow>> = BTreeMap::new();
+    let mut owned_uuid: BTreeSet<&str> = BTreeSet::new();
+    for row in current {
+        if let Some(k) = owned_key(&row.table, &row.columns) {
+            owned.entry((row.table.clone(), k)).or_default().push(row);
+            owned_uuid.insert(&row.uuid);
+        }
+    }
+    for rows in owned.values_mut() {
+        rows.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    }
+    let by_uuid: BTreeMap<&str, &CurrentRow> =
+        current.iter().map(|r| (r.uuid.as_str(), r)).collect();
+    // Who references whom, in the NB as it is.
+    let mut referrers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for row in current {
+        let mut refs = Vec::new();
+        for v in row.columns.values() {
+            current_refs(v, &mut refs);
+        }
+        for r in refs {
+            referrers.entry(r).or_default().push(&row.uuid);
+        }
+    }
+
+    // Every desired row's uuid: the existing row's, or a fresh deterministic one.
+    let wanted: BTreeSet<(String, String)> = desired
+        .rows
+        .iter()
+        .map(|r| (r.table.to_string(), r.key.clone()))
+        .collect();
+    let mut taken: BTreeSet<String> = current.iter().map(|r| r.uuid.clone()).collect();
+    let mut ids: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut kept: BTreeMap<(String, String), &CurrentRow> = BTreeMap::new();
+    for k in &wanted {
+        if let Some(cur) = owned.get(k).and_then(|v| v.first()) {
+            ids.insert(k.clone(), cur.uuid.clone());
+            kept.insert(k.clone(), cur);
+        } else {
+            let mut salt = 0;
+            let mut u = row_uuid(&k.0, &k.1, 0);
+            while taken.contains(&u) {
+                salt += 1;
+                u = row_uuid(&k.0, &k.1, salt);
+            }
+            taken.insert(u.clone());
+            ids.insert(k.clone(), u);
+        }
+    }
+    let kept_uuid: BTreeMap<&str, (String, String)> = kept
+        .iter()
+        .map(|(k, r)| (r.uuid.as_str(), k.clone()))
+        .collect();
+
+    // The desired tree: each non-root row's parent, hence its root.
+    let mut parent: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    for row in &desired.rows {
+        let mut refs = Vec::new();
+        for v in row.columns.values() {
+            desired_refs(v, &mut refs);
+        }
+        for r in refs {
+            if !is_root(&r.0) {
+                parent.insert(r, (row.table.to_string(), row.key.clone()));
+            }
+        }
+    }
+    let desired_root = |k: &(String, String)| -> (String, String) {
+        let mut cur = k.clone();
+        for _ in 0..16 {
+            match parent.get(&cur) {
+                Some(p) if !is_root(&cur.0) => cur = p.clone(),
+                _ => break,
+            }
+        }
+        cur
+    };
+    // The current root of an existing row: the unit id of the owned root above it.
+    let current_root = |uuid: &str| -> Option<String> {
+        let mut cur = uuid;
+        for _ in 0..16 {
+            let row = by_uuid.get(cur)?;
+            if is_root(&row.table) {
+                if !owned_uuid.contains(cur) {
+                    return None;
+                }
+                return Some(match kept_uuid.get(cur) {
+                    Some((t, k)) => desired_id(t, k),
+                    None => stale_id(cur),
+                });
+            }
+            cur = referrers.get(cur)?.first()?;
+        }
+        None
+    };
+
+    let mut units = Units::default();
     for row in &desired.rows {
         let k = (row.table.to_string(), row.key.clone());
+        let root = desired_root(&k);
+        let id = desired_id(&root.0, &root.1);
+        units.add(&id);
+        if !is_root(row.table)
+            && let Some(cur) = kept.get(&k)
+            && let Some(cur_root) = current_root(&cur.uuid)
+            && cur_root != id
+        {
+            units.union(&id, &cur_root);
+        }
+    }
+
+    let mut work: BTreeMap<String, Unit> = BTreeMap::new();
+    let mut push = |units: &mut Units, id: &str, rank: u8, op: Value| {
+        let unit = work.entry(units.find(id)).or_insert(Unit {
+            rank: u8::MAX,
+            ops: Vec::new(),
+        });
+        unit.rank = unit.rank.min(rank);
+        unit.ops.push(op);
+    };
+    for row in &desired.rows {
+        let k = (row.table.to_string(), row.key.clone());
+        let root = desired_root(&k);
+        let id = desired_id(&root.0, &root.1);
         let cols: Map<String, Value> = row
             .columns
             .iter()
             .map(|(c, v)| (c.clone(), resolve(v, &ids)))
             .collect();
-        let op = match owned.get(&k) {
-            None => {
-                json!({"op": "insert", "table": row.table, "row": cols, "uuid-name": names[&k]})
-            }
+        let op = match kept.get(&k) {
+            None => json!({"op": "insert", "table": row.table, "uuid": ids[&k], "row": cols}),
             Some(cur) => {
                 let changed: Map<String, Value> = cols
                     .into_iter()
-                    .filter(|(c, v)| cur.columns.get(c).map(norm) != Some(norm(v)))
+                    .filter(|(c, v)| {
+                        let have = cur.columns.get(c).cloned().unwrap_or_else(|| empty_like(v));
+                        norm(&have) != norm(v)
+                    })
                     .collect();
                 if changed.is_empty() {
                     continue;
                 }
-                json!({"op": "update", "table": row.table, "where": [["_uuid", "==", ["uuid", cur.uuid]]], "row": changed})
+                json!({"op": "update", "table": row.table,
+                       "where": [["_uuid", "==", ["uuid", cur.uuid]]], "row": changed})
             }
         };
-        if row.table == "Load_Balancer" {
-            lb_ops.push(op)
-        } else {
-            ops.push(op)
+        push(&mut units, &id, rank(&root.0, false), op);
+    }
+    // Stale owned roots go; stale non-root rows go with their parent's update or delete.
+    for ((table, _), rows) in &owned {
+        for cur in rows {
+            if !is_root(table) || kept_uuid.contains_key(cur.uuid.as_str()) {
+                continue;
+            }
+            // A row someone else still references (a foreign switch using a Ferry group)
+            // cannot be deleted; it is left until that reference goes.
+            let foreign_ref = table != "Load_Balancer"
+                && referrers.get(cur.uuid.as_str()).is_some_and(|rs| {
+                    rs.iter()
+                        .any(|r| !owned_uuid.contains(r) && is_root_row(&by_uuid, r))
+                });
+            if foreign_ref {
+                continue;
+            }
+            let op = json!({"op": "delete", "table": table,
+                            "where": [["_uuid", "==", ["uuid", cur.uuid]]]});
+            push(&mut units, &stale_id(&cur.uuid), rank(table, true), op);
         }
     }
-    let wanted: std::collections::BTreeSet<(String, String)> = desired
-        .rows
-        .iter()
-        .map(|r| (r.table.to_string(), r.key.clone()))
+
+    let mut ordered: Vec<(u8, String, Vec<Value>)> = work
+        .into_iter()
+        .filter(|(_, u)| !u.ops.is_empty())
+        .map(|(id, u)| (u.rank, id, u.ops))
         .collect();
-    for ((table, k), cur) in &owned {
-        if !wanted.contains(&(table.clone(), k.clone())) && !NON_ROOT.contains(&table.as_str()) {
-            ops.push(json!({"op": "delete", "table": table, "where": [["_uuid", "==", ["uuid", cur.uuid]]]}));
+    ordered.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let max = max_ops_per_txn.max(1);
+    let mut plan = Plan::default();
+    let mut txn: Vec<Value> = Vec::new();
+    for (_, _, ops) in ordered {
+        if !txn.is_empty() && txn.len() + ops.len() > max {
+            plan.transactions.push(std::mem::take(&mut txn));
         }
+        txn.extend(ops);
     }
-    if lb_ops.len() > max_lb_ops {
-        lb_ops.truncate(max_lb_ops);
-        return lb_ops;
+    if !txn.is_empty() {
+        plan.transactions.push(txn);
     }
-    lb_ops.extend(ops);
-    lb_ops
+    plan
+}
+
+fn is_root_row(by_uuid: &BTreeMap<&str, &CurrentRow>, uuid: &str) -> bool {
+    by_uuid.get(uuid).is_some_and(|r| is_root(&r.table))
+}
+
+/// The first transaction of [`diff`]: for callers that apply one transaction, re-read the
+/// NB and ask again until the result is empty.
+pub fn plan(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -> Vec<Value> {
+    diff(desired, current, max_ops_per_txn)
+        .transactions
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }

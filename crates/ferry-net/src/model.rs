@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Everything the model needs to know about the cluster's network.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetworkState {
     /// The chassis (OVS `system-id`) that hosts gateway routers and gateway ports.
     pub gateway_chassis: String,
@@ -22,8 +23,10 @@ pub struct NetworkState {
     pub services: Vec<ServiceState>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A subnet: one logical switch, attached to its VPC's router at `gateway`.
 pub struct SubnetState {
+    /// The Subnet's name, which is also the logical switch's.
     pub name: String,
     pub vpc: String,
     pub cidr: Ipv4Net,
@@ -31,8 +34,9 @@ pub struct SubnetState {
 }
 
 /// A logical switch port: `subnet` is a subnet name or [`EXTERNAL_SWITCH`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortState {
+    /// The logical switch port name, i.e. the OVS `iface-id` ([`crate::port_name`]).
     pub name: String,
     pub subnet: String,
     pub mac: String,
@@ -41,14 +45,17 @@ pub struct PortState {
 
 /// The network outside the cloud: the switch clients sit on, `eip-gateway`'s address on it,
 /// and the pool EIPs come from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExternalNetwork {
     pub cidr: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// First and last address of the EIP pool, inclusive.
     pub pool: (Ipv4Addr, Ipv4Addr),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+/// A load balancer protocol.
 pub enum Protocol {
     Tcp,
     Udp,
@@ -56,6 +63,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The protocol as the NB writes it (`tcp`, `udp`, `sctp`).
     pub fn as_str(&self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
@@ -65,40 +73,56 @@ impl Protocol {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `port` on the service's addresses goes to `target_port` on each backend.
 pub struct ServicePort {
     pub port: u16,
     pub target_port: u16,
     pub protocol: Protocol,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A ready backend: its address inside `vpc`.
 pub struct Backend {
     pub ip: Ipv4Addr,
     pub vpc: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+/// Where a service's backends live.
 pub enum ServiceScope {
     Vpc(String),
     MultiVpc(Vec<String>),
 }
 
 /// One service and its ready backends.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceState {
     /// `namespace/name`: errors and row owners name it.
     pub key: String,
+    /// The service object's uid, part of the `ferry.io/owner` of its rows.
     pub uid: String,
     pub scope: ServiceScope,
     pub cluster_ip: Option<Ipv4Addr>,
+    /// An allocated EIP (LoadBalancer services).
     pub eip: Option<Ipv4Addr>,
     pub ports: Vec<ServicePort>,
     /// ClientIP affinity timeout in seconds.
     pub affinity_timeout: Option<u32>,
+    /// Ready backends only: with none, the load balancers reject.
     pub backends: Vec<Backend>,
 }
 
+/// The default VPC: the join subnet and node ports belong to it.
+pub const DEFAULT_VPC: &str = "ovn-cluster";
+/// The join subnet of the default VPC, where every node's interface is a port.
+pub const JOIN_SUBNET: &str = "subnet0";
+/// The join range when no subnet named [`JOIN_SUBNET`] is given; no other subnet may
+/// overlap the join subnet.
+pub const JOIN_CIDR_DEFAULT: &str = "100.64.0.0/16";
+/// The transit range when [`NetworkState::transit_cidr`] is `None`.
+pub const TRANSIT_CIDR_DEFAULT: &str = "100.100.0.0/16";
 /// Name of the switch of the external network (ports with this `subnet` go there).
 pub const EXTERNAL_SWITCH: &str = "external";
 /// The gateway router between the external network and the VPCs.
@@ -131,6 +155,24 @@ pub enum ObjectError {
         cidr: Ipv4Net,
         reserved: Ipv4Net,
     },
+    #[error("subnet {subnet}: {cidr} overlaps the join subnet {join}")]
+    SubnetOverlapsJoin {
+        subnet: String,
+        cidr: Ipv4Net,
+        join: Ipv4Net,
+    },
+    #[error("subnet {subnet}: {cidr} overlaps subnet {other} of the same VPC")]
+    SubnetOverlapsSubnet {
+        subnet: String,
+        cidr: Ipv4Net,
+        other: String,
+    },
+    #[error("{kind} {name}: its OVN name {ovn_name} is reserved or already taken")]
+    NameClash {
+        kind: &'static str,
+        name: String,
+        ovn_name: String,
+    },
     #[error("port {port}: subnet {subnet} does not exist")]
     PortUnknownSubnet { port: String, subnet: String },
     #[error("service {service}: VPC {vpc} does not exist")]
@@ -151,6 +193,12 @@ pub enum ObjectError {
         ip: Ipv4Addr,
         vpcs: Vec<String>,
     },
+    #[error("service {service}: port {port}/{protocol} is listed twice")]
+    DuplicateServicePort {
+        service: String,
+        port: u16,
+        protocol: &'static str,
+    },
     #[error("service {service}: {vip} is already served by {other}")]
     VipClash {
         service: String,
@@ -164,13 +212,17 @@ impl ObjectError {
     pub fn object(&self) -> &str {
         match self {
             ObjectError::SubnetUnknownVpc { subnet, .. }
-            | ObjectError::SubnetOverlapsTransit { subnet, .. } => subnet,
+            | ObjectError::SubnetOverlapsTransit { subnet, .. }
+            | ObjectError::SubnetOverlapsJoin { subnet, .. }
+            | ObjectError::SubnetOverlapsSubnet { subnet, .. } => subnet,
+            ObjectError::NameClash { name, .. } => name,
             ObjectError::PortUnknownSubnet { port, .. } => port,
             ObjectError::ServiceUnknownVpc { service, .. }
             | ObjectError::EipOutOfPool { service, .. }
             | ObjectError::EipInUse { service, .. }
             | ObjectError::NoExternalNetwork { service }
             | ObjectError::DuplicateBackendIp { service, .. }
+            | ObjectError::DuplicateServicePort { service, .. }
             | ObjectError::VipClash { service, .. } => service,
         }
     }

@@ -52,17 +52,26 @@ pub fn link(range: Ipv4Net, slot: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
         .then(|| (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2)))
 }
 
-/// A stable slot for a name: hashed, then probed past slots already taken.
-pub fn slot_for(name: &str, taken: &mut std::collections::BTreeSet<u32>, slots: u32) -> u32 {
+/// A stable slot in `1..slots` for a name: hashed, then probed past slots already taken
+/// (slot 0 is the service-gateway's uplink); `None` when every slot is taken.
+pub fn slot_for(
+    name: &str,
+    taken: &mut std::collections::BTreeSet<u32>,
+    slots: u32,
+) -> Option<u32> {
+    if slots < 2 {
+        return None;
+    }
     let mut h: u32 = 0x811c9dc5;
     for b in name.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x01000193);
     }
-    // Slot 0 is the service-gateway's uplink.
     let mut s = 1 + h % (slots - 1);
-    while taken.contains(&s) {
+    for _ in 0..slots {
+        if taken.insert(s) {
+            return Some(s);
+        }
         s = 1 + s % (slots - 1);
     }
-    taken.insert(s);
-    s
+    None
 }

@@ -1,0 +1,222 @@
+//! Services: each is validated as a whole (a refused service writes nothing), then gets one
+//! `Load_Balancer` per protocol and placement, per the scenario table of
+//! `architecture.md`:
+//!
+//! - [`cluster_ip`]: scenarios 1 and 2, the VPC's load balancer group on every switch of
+//!   the VPC (the default VPC's includes the join switch `subnet0`);
+//! - [`eip_vpc`]: scenario 3, an EIP load balancer on the VPC router;
+//! - [`eip_multi_vpc`]: scenario 4, an EIP load balancer on `service-gateway` with /32
+//!   routes to every backend.
+
+pub mod cluster_ip;
+pub mod eip_multi_vpc;
+pub mod eip_vpc;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use serde_json::json;
+
+use crate::model::*;
+use crate::topology::{Builder, map, set};
+
+/// What the services need from the transit links, collected while building them.
+#[derive(Debug, Default)]
+pub(crate) struct Links {
+    /// Every allocated EIP (the ARP proxy list).
+    pub eips: BTreeSet<Ipv4Addr>,
+    /// VPCs with scope-VPC EIP services: they get a link to `eip-gateway`.
+    pub eip_vpcs: BTreeSet<String>,
+    /// VPCs with backends of multi-VPC EIP services: they get a link to `service-gateway`.
+    pub sgw_vpcs: BTreeSet<String>,
+    /// EIP -> (the VPC or `service-gateway` it is routed to, the owner of the route).
+    pub eip_routes: BTreeMap<Ipv4Addr, (String, String)>,
+    /// Backend address -> (its VPC, the owner of the route) on `service-gateway`.
+    pub sgw_routes: BTreeMap<Ipv4Addr, (String, String)>,
+}
+
+/// The `ferry.io/owner` of a service's rows.
+pub fn service_owner(svc: &ServiceState) -> String {
+    format!("YusurService/{}/{}", svc.key, svc.uid)
+}
+
+/// The name of one of a service's load balancers, e.g. `ferry-default-web-cip-vpc1-tcp`
+/// (readable, not unique: the row's key is).
+pub fn lb_name(svc: &ServiceState, role: &str, proto: &Protocol) -> String {
+    format!(
+        "ferry-{}-{role}-{}",
+        svc.key.replace('/', "-"),
+        proto.as_str()
+    )
+}
+
+/// Writes one load balancer of `svc` for `vip` and `proto` to `backends`; returns its key.
+/// `reject=true` when there is no backend, `affinity_timeout` for ClientIP affinity.
+pub(crate) fn load_balancer(
+    b: &mut Builder,
+    svc: &ServiceState,
+    role: &str,
+    vip: Ipv4Addr,
+    proto: &Protocol,
+    backends: &[&Backend],
+) -> String {
+    let mut vips = Vec::new();
+    for p in svc.ports.iter().filter(|p| &p.protocol == proto) {
+        let mut targets: Vec<String> = backends
+            .iter()
+            .map(|be| format!("{}:{}", be.ip, p.target_port))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        vips.push(json!([format!("{vip}:{}", p.port), targets.join(",")]));
+    }
+    let mut options: Vec<(&str, String)> = Vec::new();
+    if let Some(t) = svc.affinity_timeout {
+        options.push(("affinity_timeout", t.to_string()));
+    }
+    if backends.is_empty() {
+        options.push(("reject", "true".into()));
+    }
+    let name = lb_name(svc, role, proto);
+    b.add(
+        "Load_Balancer",
+        &format!("{}/{role}/{}", svc.key, proto.as_str()),
+        &service_owner(svc),
+        BTreeMap::from([
+            ("name".to_string(), json!(name)),
+            ("protocol".to_string(), set(vec![json!(proto.as_str())])),
+            ("vips".to_string(), json!(["map", vips])),
+            ("options".to_string(), map(&options)),
+        ]),
+    )
+}
+
+/// The VPCs a service's backends may live in.
+fn scope_vpcs(svc: &ServiceState) -> Vec<String> {
+    match &svc.scope {
+        ServiceScope::Vpc(v) => vec![v.clone()],
+        ServiceScope::MultiVpc(vs) => {
+            let mut vs = vs.clone();
+            vs.sort();
+            vs.dedup();
+            vs
+        }
+    }
+}
+
+/// Claims taken by services built so far.
+#[derive(Default)]
+struct Claims {
+    /// `VIP:PORT/PROTO` -> service key.
+    vips: BTreeMap<String, String>,
+    /// EIP -> service key.
+    eips: BTreeMap<Ipv4Addr, String>,
+}
+
+/// Everything that makes `svc` impossible to program, given the services before it.
+fn check(
+    svc: &ServiceState,
+    state: &NetworkState,
+    vpcs: &BTreeSet<&str>,
+    claims: &Claims,
+    links: &Links,
+) -> Result<Vec<String>, ObjectError> {
+    let service = || svc.key.clone();
+    for v in scope_vpcs(svc) {
+        if !vpcs.contains(v.as_str()) {
+            return Err(ObjectError::ServiceUnknownVpc {
+                service: service(),
+                vpc: v,
+            });
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for p in &svc.ports {
+        if !seen.insert((p.port, p.protocol.clone())) {
+            return Err(ObjectError::DuplicateServicePort {
+                service: service(),
+                port: p.port,
+                protocol: p.protocol.as_str(),
+            });
+        }
+    }
+    let mut claimed = Vec::new();
+    for addr in svc.cluster_ip.iter().chain(svc.eip.iter()) {
+        for p in &svc.ports {
+            let vip = format!("{addr}:{}/{}", p.port, p.protocol.as_str());
+            if let Some(other) = claims.vips.get(&vip) {
+                return Err(ObjectError::VipClash {
+                    service: service(),
+                    vip,
+                    other: other.clone(),
+                });
+            }
+            claimed.push(vip);
+        }
+    }
+    if let Some(eip) = svc.eip {
+        let Some(ext) = &state.external else {
+            return Err(ObjectError::NoExternalNetwork { service: service() });
+        };
+        if !(u32::from(ext.pool.0)..=u32::from(ext.pool.1)).contains(&u32::from(eip)) {
+            return Err(ObjectError::EipOutOfPool {
+                service: service(),
+                eip,
+            });
+        }
+        if let Some(other) = claims.eips.get(&eip) {
+            return Err(ObjectError::EipInUse {
+                service: service(),
+                eip,
+                other: other.clone(),
+            });
+        }
+        if matches!(svc.scope, ServiceScope::MultiVpc(_)) {
+            eip_multi_vpc::check_backends(svc, links)?;
+        }
+    }
+    Ok(claimed)
+}
+
+/// Builds the load balancers of every service that can be programmed (in key order, so
+/// the first of two clashing services keeps its claim) and returns what the links need.
+pub(crate) fn build_services(
+    b: &mut Builder,
+    state: &NetworkState,
+    vpcs: &BTreeSet<&str>,
+) -> Links {
+    let mut links = Links::default();
+    let mut claims = Claims::default();
+    let mut services: Vec<&ServiceState> = state.services.iter().collect();
+    services.sort_by(|a, b| a.key.cmp(&b.key));
+    for svc in services {
+        let claimed = match check(svc, state, vpcs, &claims, &links) {
+            Ok(c) => c,
+            Err(e) => {
+                b.errors.push(e);
+                continue;
+            }
+        };
+        for vip in claimed {
+            claims.vips.insert(vip, svc.key.clone());
+        }
+        let svc_vpcs = scope_vpcs(svc);
+        cluster_ip::build(b, svc, &svc_vpcs);
+        if let Some(eip) = svc.eip {
+            claims.eips.insert(eip, svc.key.clone());
+            links.eips.insert(eip);
+            match &svc.scope {
+                ServiceScope::Vpc(v) => eip_vpc::build(b, &mut links, svc, v, eip),
+                ServiceScope::MultiVpc(_) => {
+                    eip_multi_vpc::build(b, &mut links, svc, &svc_vpcs, eip)
+                }
+            }
+        }
+    }
+    links
+}
+
+/// Protocols of a service, each one load balancer per placement.
+fn protocols(svc: &ServiceState) -> BTreeSet<Protocol> {
+    svc.ports.iter().map(|p| p.protocol.clone()).collect()
+}

@@ -1,0 +1,462 @@
+//! The diff's laws, on the pure OVSDB simulator of `common`: every transaction of a plan is
+//! valid on its own, diff(A -> B) applied to A gives exactly what B alone gives, a second
+//! diff is empty, rows without Ferry's key are never touched, comparison is semantic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use ferry_net::*;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+fn converge(db: &mut Db, d: &Desired, max: usize) -> Plan {
+    let p = diff(d, &db.current(), max);
+    db.apply(&p).unwrap_or_else(|e| panic!("{e}"));
+    let again = diff(d, &db.current(), max);
+    assert!(again.is_empty(), "not idempotent: {:?}", again.transactions);
+    p
+}
+
+fn fresh(d: &Desired) -> Db {
+    let mut db = Db::default();
+    converge(&mut db, d, usize::MAX);
+    db
+}
+
+#[test]
+fn a_fresh_nb_gets_everything_with_deterministic_uuids_and_then_nothing() {
+    let d = build_desired(&lab(vec![svc(
+        "default/web",
+        vpc("vpc1"),
+        Some("10.96.0.10"),
+        Some("198.18.0.100"),
+        &[("10.0.1.10", "vpc1")],
+    )]));
+    let p = diff(&d, &[], usize::MAX);
+    assert_eq!(p.transactions.len(), 1);
+    // Only root rows and their children: inserts carry the uuid derived from their key.
+    for op in &p.transactions[0] {
+        assert_eq!(op["op"], "insert");
+        let key = op["row"]["external_ids"][1]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p[0] == KEY))
+            .map(|p| p[1].as_str().unwrap().to_string())
+            .unwrap_or_else(|| {
+                format!(
+                    "Load_Balancer_Group:{}",
+                    op["row"]["name"].as_str().unwrap()
+                )
+            });
+        assert_eq!(
+            op["uuid"],
+            json!(row_uuid(op["table"].as_str().unwrap(), &key, 0))
+        );
+    }
+    assert_eq!(p.op_count(), d.rows.len());
+    let mut db = Db::default();
+    db.apply(&p).unwrap();
+    assert_eq!(db.rows.len(), d.rows.len(), "no row was garbage collected");
+    assert!(diff(&d, &db.current(), usize::MAX).is_empty());
+}
+
+#[test]
+fn bounded_transactions_are_each_valid_and_in_dependency_order() {
+    let services: Vec<ServiceState> = (0..30)
+        .map(|i| {
+            svc(
+                &format!("default/s{i}"),
+                vpc("vpc1"),
+                Some(&format!("10.96.1.{i}")),
+                None,
+                &[("10.0.1.10", "vpc1")],
+            )
+        })
+        .collect();
+    let d = build_desired(&lab(services));
+    for max in [1, 2, 7, 25] {
+        let p = diff(&d, &[], max);
+        // A unit (a root and its children) is never split, others are packed up to max.
+        assert!(p.transactions.len() > 1);
+        for t in &p.transactions {
+            let roots = t
+                .iter()
+                .filter(|op| {
+                    matches!(
+                        op["table"].as_str(),
+                        Some(
+                            "Logical_Switch"
+                                | "Logical_Router"
+                                | "Load_Balancer"
+                                | "Load_Balancer_Group"
+                        )
+                    )
+                })
+                .count();
+            assert!(
+                t.len() <= max || roots == 1,
+                "max {max}: {} ops, {roots} roots",
+                t.len()
+            );
+        }
+        // The first transactions hold the load balancers alone.
+        assert!(
+            p.transactions[0]
+                .iter()
+                .all(|op| op["table"] == "Load_Balancer")
+        );
+        let mut db = Db::default();
+        db.apply(&p).unwrap_or_else(|e| panic!("max {max}: {e}"));
+        assert_eq!(db.canonical(), fresh(&d).canonical());
+    }
+}
+
+#[test]
+fn one_changed_backend_is_one_update_of_one_column() {
+    let a = build_desired(&lab(vec![svc(
+        "default/web",
+        vpc("vpc1"),
+        Some("10.96.0.10"),
+        None,
+        &[("10.0.1.10", "vpc1")],
+    )]));
+    let b = build_desired(&lab(vec![svc(
+        "default/web",
+        vpc("vpc1"),
+        Some("10.96.0.10"),
+        None,
+        &[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")],
+    )]));
+    let mut db = fresh(&a);
+    let p = converge(&mut db, &b, 100);
+    assert_eq!(p.transactions.len(), 1);
+    let op = &p.transactions[0][0];
+    assert_eq!(p.op_count(), 1);
+    assert_eq!(op["op"], "update");
+    assert_eq!(op["table"], "Load_Balancer");
+    assert_eq!(
+        op["row"],
+        json!({"vips": ["map", [["10.96.0.10:80", "10.0.1.10:8080,10.0.2.10:8080"]]]})
+    );
+}
+
+#[test]
+fn a_removed_service_deletes_its_root_rows_and_drops_its_routes_through_the_router() {
+    let a = build_desired(&lab(vec![svc(
+        "default/m",
+        multi(&["vpc1", "vpc2"]),
+        None,
+        Some("198.18.0.101"),
+        &[("10.0.1.10", "vpc1"), ("10.0.1.20", "vpc2")],
+    )]));
+    let b = build_desired(&lab(vec![]));
+    let mut db = fresh(&a);
+    let p = converge(&mut db, &b, 100);
+    let ops: Vec<&Value> = p.transactions.iter().flatten().collect();
+    // Non-root rows (routes, ports) are never deleted directly.
+    for op in &ops {
+        if op["op"] == "delete" {
+            assert!(
+                matches!(
+                    op["table"].as_str(),
+                    Some(
+                        "Logical_Switch"
+                            | "Logical_Router"
+                            | "Load_Balancer"
+                            | "Load_Balancer_Group"
+                    )
+                ),
+                "{op}"
+            );
+        }
+    }
+    assert!(
+        ops.iter()
+            .any(|op| op["op"] == "delete" && op["table"] == "Load_Balancer")
+    );
+    assert_eq!(db.canonical(), fresh(&b).canonical());
+}
+
+#[test]
+fn a_port_moving_to_another_switch_is_moved_in_one_transaction() {
+    let a = lab(vec![]);
+    let mut b = a.clone();
+    b.ports
+        .iter_mut()
+        .find(|p| p.name == "default_c13")
+        .unwrap()
+        .subnet = "vpc1-subnet2".into();
+    let (da, db_) = (build_desired(&a), build_desired(&b));
+    let mut db = fresh(&da);
+    // Even one op per transaction: the two switch updates are one unit.
+    let p = converge(&mut db, &db_, 1);
+    assert_eq!(p.transactions.len(), 1, "{:?}", p.transactions);
+    assert_eq!(db.canonical(), fresh(&db_).canonical());
+}
+
+#[test]
+fn a_port_moving_from_a_removed_subnet_survives() {
+    let a = lab(vec![]);
+    let mut b = a.clone();
+    b.subnets.retain(|s| s.name != "vpc1-subnet3");
+    b.ports
+        .iter_mut()
+        .find(|p| p.name == "default_c13")
+        .unwrap()
+        .subnet = "vpc1-subnet2".into();
+    let (da, db_) = (build_desired(&a), build_desired(&b));
+    let mut db = fresh(&da);
+    converge(&mut db, &db_, 1);
+    assert_eq!(db.canonical(), fresh(&db_).canonical());
+}
+
+#[test]
+fn rows_without_the_ferry_key_are_never_touched() {
+    let d = build_desired(&lab(vec![svc(
+        "default/web",
+        vpc("vpc1"),
+        Some("10.96.0.10"),
+        None,
+        &[],
+    )]));
+    let mut db = Db::default();
+    let foreign = json!([
+        {"op": "insert", "table": "Logical_Switch", "uuid": "00000000-0000-4000-8000-000000000001",
+         "row": {"name": "vpc1-subnet1", "external_ids": ["map", [["owner", "someone"]]]}},
+        {"op": "insert", "table": "Load_Balancer", "uuid": "00000000-0000-4000-8000-000000000002",
+         "row": {"name": "theirs", "vips": ["map", [["10.96.0.10:80", "1.2.3.4:80"]]]}},
+        {"op": "insert", "table": "Load_Balancer_Group", "uuid": "00000000-0000-4000-8000-000000000003",
+         "row": {"name": "their-group"}}
+    ]);
+    db.transact(foreign.as_array().unwrap()).unwrap();
+    converge(&mut db, &d, 5);
+    converge(&mut db, &build_desired(&NetworkState::default()), 5);
+    let left: Vec<&str> = db.rows.keys().map(String::as_str).collect();
+    assert_eq!(
+        left,
+        [
+            "00000000-0000-4000-8000-000000000001",
+            "00000000-0000-4000-8000-000000000002",
+            "00000000-0000-4000-8000-000000000003"
+        ]
+    );
+}
+
+#[test]
+fn a_stale_group_still_used_by_a_foreign_switch_is_left_alone() {
+    let d = build_desired(&lab(vec![]));
+    let mut db = fresh(&d);
+    let group = db
+        .rows
+        .values()
+        .find(|r| r.columns["name"] == "ferry-vpc2")
+        .unwrap()
+        .uuid
+        .clone();
+    db.transact(&[json!({"op": "insert", "table": "Logical_Switch", "uuid": "00000000-0000-4000-8000-000000000009",
+        "row": {"name": "theirs", "load_balancer_group": ["uuid", group]}})]).unwrap();
+    let mut without_vpc2 = lab(vec![]);
+    without_vpc2.vpcs.retain(|v| v != "vpc2");
+    without_vpc2.subnets.retain(|s| s.vpc != "vpc2");
+    without_vpc2.ports.retain(|p| p.subnet != "vpc2-subnet1");
+    let p = diff(&build_desired(&without_vpc2), &db.current(), 100);
+    db.apply(&p).unwrap();
+    assert!(db.rows.contains_key(&group));
+}
+
+#[test]
+fn comparison_is_semantic_one_element_sets_order_of_sets_and_maps() {
+    let d = build_desired(&lab(vec![svc(
+        "default/web",
+        vpc("vpc1"),
+        Some("10.96.0.10"),
+        None,
+        &[("10.0.1.10", "vpc1")],
+    )]));
+    let mut db = fresh(&d);
+    // Rewrite every row as another writer (or the mirror) might: bare atoms for
+    // one-element sets, reversed sets and maps, absent empty columns.
+    for r in db.rows.values_mut() {
+        let cols: Map<String, Value> = r
+            .columns
+            .iter()
+            .filter_map(|(c, v)| {
+                let items = v.get(1).and_then(Value::as_array);
+                match (v.get(0).and_then(Value::as_str), items) {
+                    (Some("set" | "map"), Some(items)) if items.is_empty() => None,
+                    (Some("set"), Some(items)) if items.len() == 1 => {
+                        Some((c.clone(), items[0].clone()))
+                    }
+                    (Some(t @ ("set" | "map")), Some(items)) => {
+                        let mut rev = items.clone();
+                        rev.reverse();
+                        Some((c.clone(), json!([t, rev])))
+                    }
+                    _ => Some((c.clone(), v.clone())),
+                }
+            })
+            .collect();
+        r.columns = cols;
+    }
+    assert!(diff(&d, &db.current(), 10).is_empty());
+}
+
+#[test]
+fn duplicate_owned_rows_are_reduced_to_one() {
+    let d = build_desired(&lab(vec![svc(
+        "default/web",
+        vpc("vpc1"),
+        Some("10.96.0.10"),
+        None,
+        &[],
+    )]));
+    let mut db = fresh(&d);
+    let lb = db
+        .rows
+        .values()
+        .find(|r| r.table == "Load_Balancer")
+        .unwrap()
+        .clone();
+    db.transact(&[json!({"op": "insert", "table": "Load_Balancer", "uuid": "ffffffff-0000-4000-8000-000000000000", "row": lb.columns})]).unwrap();
+    converge(&mut db, &d, 10);
+    assert_eq!(
+        db.rows
+            .values()
+            .filter(|r| r.table == "Load_Balancer")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn plan_returns_the_first_transaction_for_callers_that_re_read() {
+    let services: Vec<ServiceState> = (0..20)
+        .map(|i| {
+            svc(
+                &format!("default/s{i}"),
+                vpc("vpc2"),
+                Some(&format!("10.96.2.{i}")),
+                None,
+                &[],
+            )
+        })
+        .collect();
+    let d = build_desired(&lab(services));
+    let mut db = Db::default();
+    let mut rounds = 0;
+    loop {
+        let ops = plan(&d, &db.current(), 8);
+        if ops.is_empty() {
+            break;
+        }
+        assert!(ops.len() <= 8 || rounds > 2, "LB transactions are bounded");
+        db.transact(&ops).unwrap();
+        rounds += 1;
+        assert!(rounds < 50);
+    }
+    assert_eq!(db.canonical(), fresh(&d).canonical());
+}
+
+// === properties ===
+
+fn arb_state() -> impl Strategy<Value = NetworkState> {
+    let svc_strategy = (
+        0u8..6,
+        0u8..3,
+        proptest::collection::vec((0u8..4, 0u8..2), 0..4),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    );
+    (
+        proptest::collection::vec(svc_strategy, 0..6),
+        proptest::collection::vec(0u8..4, 3),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(svcs, port_subnets, drop_subnet3, drop_vpc2)| {
+            let services = svcs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, v, backends, eip, is_multi, affinity))| {
+                    let scope = if is_multi {
+                        multi(&["vpc1", "vpc2"])
+                    } else {
+                        vpc(["vpc1", "vpc2", "ovn-cluster"][v as usize])
+                    };
+                    let mut s = svc(
+                        &format!("default/s{i}-{n}"),
+                        scope,
+                        Some(&format!("10.96.0.{}", 10 + i)),
+                        eip.then(|| format!("198.18.0.{}", 100 + i)).as_deref(),
+                        &[],
+                    );
+                    s.affinity_timeout = affinity.then_some(30);
+                    s.backends = backends
+                        .into_iter()
+                        .map(|(b, v)| Backend {
+                            ip: std::net::Ipv4Addr::new(10, 0, 1, 10 + b + 10 * v),
+                            vpc: ["vpc1", "vpc2"][v as usize].into(),
+                        })
+                        .collect();
+                    s
+                })
+                .collect();
+            let mut state = lab(services);
+            let subnets = ["vpc1-subnet1", "vpc1-subnet2", "vpc1-subnet3", "nowhere"];
+            for (p, s) in state.ports.iter_mut().skip(2).zip(port_subnets) {
+                p.subnet = subnets[s as usize].into();
+            }
+            if drop_subnet3 {
+                state.subnets.retain(|s| s.name != "vpc1-subnet3");
+            }
+            if drop_vpc2 {
+                state.vpcs.retain(|v| v != "vpc2");
+            }
+            state
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// diff(A -> B) applied to A gives what B alone gives, every transaction valid on its
+    /// own whatever the bound, and a second diff is empty.
+    #[test]
+    fn diff_from_a_to_b_gives_b_and_is_idempotent(a in arb_state(), b in arb_state(), max in 1usize..40) {
+        let (da, db_) = (build_desired(&a), build_desired(&b));
+        let mut via_a = Db::default();
+        via_a.apply(&diff(&da, &[], max)).map_err(TestCaseError::fail)?;
+        prop_assert!(diff(&da, &via_a.current(), max).is_empty());
+        via_a.apply(&diff(&db_, &via_a.current(), max)).map_err(TestCaseError::fail)?;
+        prop_assert!(diff(&db_, &via_a.current(), max).is_empty());
+        let mut direct = Db::default();
+        direct.apply(&diff(&db_, &[], usize::MAX)).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(via_a.canonical(), direct.canonical());
+    }
+
+    /// The builder never panics and never produces a dangling reference or two rows with
+    /// one key, whatever the input.
+    #[test]
+    fn desired_rows_are_consistent(a in arb_state()) {
+        let d = build_desired(&a);
+        let keys: std::collections::BTreeSet<(&str, &str)> = d.rows.iter().map(|r| (r.table, r.key.as_str())).collect();
+        prop_assert_eq!(keys.len(), d.rows.len());
+        for r in &d.rows {
+            for v in r.columns.values() {
+                let text = v.to_string();
+                for (t, k) in keys.iter() {
+                    let _ = (t, k);
+                }
+                if text.contains("\"ref\"") {
+                    for item in v[1].as_array().into_iter().flatten().chain(std::iter::once(v)) {
+                        if item.get(0) == Some(&json!("ref")) {
+                            let target = (item[1].as_str().unwrap(), item[2].as_str().unwrap());
+                            prop_assert!(keys.contains(&target), "dangling {:?}", target);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
