@@ -207,9 +207,12 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
     } else {
         0
     };
-    if slots < 2 {
-        return;
-    }
+    let full = |b: &mut Builder, vpc: &str| {
+        b.errors.push(ObjectError::TransitRangeFull {
+            vpc: vpc.to_string(),
+            range: transit,
+        })
+    };
     let mut taken = BTreeSet::from([0u32]);
     // Where eip-gateway sends each EIP: the VPC's (or service-gateway's) link address.
     let mut uplink: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
@@ -217,6 +220,7 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
         let Some((gw_ip, vpc_ip)) =
             slot_for(&format!("eip/{v}"), &mut taken, slots).and_then(|s| link(transit, s))
         else {
+            full(b, v);
             continue;
         };
         let sw = format!("transit-{v}");
@@ -226,8 +230,12 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
         b.route(v, "0.0.0.0/0", gw_ip, INFRA_OWNER);
         uplink.insert(v.clone(), vpc_ip);
     }
+    let sgw_uplink = link(transit, 0);
+    if !links.sgw_vpcs.is_empty() && sgw_uplink.is_none() {
+        full(b, SERVICE_GATEWAY);
+    }
     if !links.sgw_vpcs.is_empty()
-        && let Some((gw_ip, sgw_ip)) = link(transit, 0)
+        && let Some((gw_ip, sgw_ip)) = sgw_uplink
     {
         let sw = format!("transit-{SERVICE_GATEWAY}");
         b.switch(&sw);
@@ -247,6 +255,7 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
             let Some((sgw_side, v_side)) =
                 slot_for(&format!("sgw/{v}"), &mut taken, slots).and_then(|s| link(transit, s))
             else {
+                full(b, v);
                 continue;
             };
             let sw = format!("{SERVICE_GATEWAY}-{v}");

@@ -173,6 +173,8 @@ pub enum ObjectError {
         name: String,
         ovn_name: String,
     },
+    #[error("VPC {vpc}: no /30 left in the transit range {range} for its link")]
+    TransitRangeFull { vpc: String, range: Ipv4Net },
     #[error("port {port}: subnet {subnet} does not exist")]
     PortUnknownSubnet { port: String, subnet: String },
     #[error("service {service}: VPC {vpc} does not exist")]
@@ -216,6 +218,7 @@ impl ObjectError {
             | ObjectError::SubnetOverlapsJoin { subnet, .. }
             | ObjectError::SubnetOverlapsSubnet { subnet, .. } => subnet,
             ObjectError::NameClash { name, .. } => name,
+            ObjectError::TransitRangeFull { vpc, .. } => vpc,
             ObjectError::PortUnknownSubnet { port, .. } => port,
             ObjectError::ServiceUnknownVpc { service, .. }
             | ObjectError::EipOutOfPool { service, .. }

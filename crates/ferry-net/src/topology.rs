@@ -108,6 +108,7 @@ impl Builder {
                 "networks".to_string(),
                 set(vec![json!(format!("{ip}/{prefix}"))]),
             ),
+            ("gateway_chassis".to_string(), set(vec![])),
         ]);
         if let Some(ch) = gateway_chassis {
             let gc_name = format!("{lrp}-{ch}");

@@ -140,20 +140,6 @@ fn check(
             });
         }
     }
-    let mut claimed = Vec::new();
-    for addr in svc.cluster_ip.iter().chain(svc.eip.iter()) {
-        for p in &svc.ports {
-            let vip = format!("{addr}:{}/{}", p.port, p.protocol.as_str());
-            if let Some(other) = claims.vips.get(&vip) {
-                return Err(ObjectError::VipClash {
-                    service: service(),
-                    vip,
-                    other: other.clone(),
-                });
-            }
-            claimed.push(vip);
-        }
-    }
     if let Some(eip) = svc.eip {
         let Some(ext) = &state.external else {
             return Err(ObjectError::NoExternalNetwork { service: service() });
@@ -173,6 +159,20 @@ fn check(
         }
         if matches!(svc.scope, ServiceScope::MultiVpc(_)) {
             eip_multi_vpc::check_backends(svc, links)?;
+        }
+    }
+    let mut claimed = Vec::new();
+    for addr in svc.cluster_ip.iter().chain(svc.eip.iter()) {
+        for p in &svc.ports {
+            let vip = format!("{addr}:{}/{}", p.port, p.protocol.as_str());
+            if let Some(other) = claims.vips.get(&vip) {
+                return Err(ObjectError::VipClash {
+                    service: service(),
+                    vip,
+                    other: other.clone(),
+                });
+            }
+            claimed.push(vip);
         }
     }
     Ok(claimed)
