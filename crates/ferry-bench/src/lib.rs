@@ -1,0 +1,27 @@
+//! `ferry-bench` owns Ferry's data-plane benchmark ([`dataplane`]): it builds its own
+//! network namespaces and its own OVN/OVS stack, measures Ferry's OVN load balancing side
+//! by side with kernel routing and kube-proxy-style iptables and nftables in one run, and
+//! reports figures and ratios (a table and JSON rows).
+//!
+//! It must not touch anything it did not create: namespaces carry the prefix
+//! `fb-<pid>-`, daemons and servers are started as children and stopped by PID, and
+//! everything is removed at the end, on error and on SIGINT/SIGTERM. It measures; it
+//! asserts nothing about speed. The `ferry` binary parses flags into
+//! [`dataplane::DataplaneOptions`] and calls [`dataplane::run`].
+//!
+//! ```no_run
+//! # fn demo() -> ferry_bench::Result<()> {
+//! use ferry_bench::dataplane::{DataplaneOptions, run};
+//! let rows = run(&DataplaneOptions {
+//!     services: 1000,
+//!     out: Some("dataplane.json".into()),
+//!     ..DataplaneOptions::default()
+//! })?;
+//! assert!(rows.iter().any(|r| r.path == "ferry-ovn"));
+//! # Ok(()) }
+//! ```
+
+pub mod dataplane;
+mod error;
+
+pub use error::{Error, Result};
