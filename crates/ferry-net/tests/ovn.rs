@@ -416,7 +416,6 @@ fn the_four_scenarios_in_a_real_nb_traced_by_ovn_trace() {
             Some(backend),
         );
         assert!(delivered(&t, port), "scenario 4 to {port}:\n{t}");
-        let snat = lrp_ip(&d, link);
         // The packet leaves service-gateway by the backend's VPC link...
         assert!(
             t.contains(&format!("outport=\"{link}\"")),
