@@ -11,6 +11,31 @@
 //! link to `eip-gateway`), scenario 4 on the `service-gateway` router with
 //! `lb_force_snat_ip=router_ip`.
 //!
+//! # Names and addresses (what others plumb against)
+//!
+//! - One `Logical_Router` per VPC, named after the VPC (distributed); gateway routers
+//!   `eip-gateway` (`options:chassis`) and `service-gateway` (`options:chassis`,
+//!   `lb_force_snat_ip=router_ip`). One `Logical_Switch` per Subnet, named after it; the
+//!   external switch is `external`. VPC names `eip-gateway`/`service-gateway` and subnet
+//!   names `external`, `transit-*`, `service-gateway-*` are refused ([`ObjectError::NameClash`]).
+//! - A router on a switch: router port `ROUTER-SWITCH` (MAC [`mac_from`] of that name,
+//!   `0e:..`), switch port `SWITCH-ROUTER` (type `router`). The subnet gateway is the VPC
+//!   router port's address.
+//! - Workload ports: [`port_name`] (`NS_NAME` pods, `vmi_`, `bm_`, `vnic_`, `node_NAME` on
+//!   `subnet0`, `probe_NODE_VPC`, `ext_NAME` on `external`), `addresses` = `"MAC IP"`; the
+//!   agent sets `external_ids:iface-id` to exactly that name.
+//! - Transit links are /30s of the transit range (default `100.100.0.0/16`, never inside
+//!   any subnet): slot 0 (`100.100.0.0/30`) is `eip-gateway` .1 <-> `service-gateway` .2 on
+//!   switch `transit-service-gateway`; switch `transit-VPC` joins `eip-gateway` (.1) and
+//!   the VPC router (.2, a distributed gateway port with a `Gateway_Chassis`);
+//!   `service-gateway-VPC` joins `service-gateway` (.1, the SNAT source backends see) and
+//!   the VPC router (.2). Slots of VPC links are hashed from the VPC name ([`link`]).
+//! - Load balancers: `ferry-NS-NAME-cip-VPC-PROTO` (in group `ferry-VPC`) and
+//!   `ferry-NS-NAME-eip-PROTO` (on the VPC router or `service-gateway`).
+//! - Every row but groups carries `external_ids` `ferry.io/key` (`TABLE:ID`, stable) and
+//!   `ferry.io/owner` (`YusurService/NS/NAME/UID` or [`INFRA_OWNER`]); groups are owned by
+//!   their `ferry-` name (the 23.03 schema gives them no `external_ids`).
+//!
 //! Tests: `tests/scenarios.rs` (tables of inputs and the rows or errors they give),
 //! `tests/diff.rs` (the diff on a pure OVSDB simulator, with proptests), `tests/ovn.rs` (a
 //! real ovsdb-server, ovn-northd and ovn-trace; ignored without OVN binaries).
