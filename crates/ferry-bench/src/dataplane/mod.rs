@@ -691,7 +691,8 @@ mod tests {
         };
         let p = required_programs(&kernel_only);
         assert!(p.contains(&"iperf3") && !p.contains(&"nft") && !p.contains(&"ovn-northd"));
-        let all = required_programs(&DataplaneOptions::default());
+        let defaults = DataplaneOptions::default();
+        let all = required_programs(&defaults);
         assert!(
             all.contains(&"nft") && all.contains(&"ovn-nbctl") && all.contains(&"iptables-restore")
         );

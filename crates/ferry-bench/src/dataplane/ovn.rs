@@ -382,7 +382,6 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
 
     use super::*;
     use crate::dataplane::services::catalogue;
@@ -434,7 +433,7 @@ mod tests {
         let name = format!("ferry-{}-cip-fbv-tcp", m.key.replace('/', "-"));
         let lb = rows(&d, "Load_Balancer")
             .into_iter()
-            .find(|r| r.columns["name"] == Value::from(name.clone()))
+            .find(|r| r.columns["name"] == name.as_str())
             .unwrap_or_else(|| panic!("no {name}"));
         let vips: Vec<(String, String)> = lb.columns["vips"][1]
             .as_array()

@@ -39,8 +39,8 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// Runs a command to completion; stdout if it exits 0, else an error with its stderr.
+/// Stdin is empty unless the caller set it (`Command::output`'s default).
 pub fn run_ok(cmd: &mut Command) -> Result<String> {
-    cmd.stdin(Stdio::null());
     let out = cmd.output().map_err(|source| Error::Spawn {
         program: describe(cmd),
         source,
