@@ -59,10 +59,23 @@ fn tiny_run_measures_every_path_and_cleans_up() -> anyhow::Result<()> {
         );
     }
 
-    // The JSON file holds the same rows.
+    // The JSON file holds the same rows (floats to within their printed precision).
     let written: Vec<ferry_bench::dataplane::Row> =
         serde_json::from_str(&std::fs::read_to_string(out.path())?)?;
-    assert_eq!(written, rows);
+    assert_eq!(written.len(), rows.len());
+    for (w, r) in written.iter().zip(&rows) {
+        assert_eq!(
+            (&w.path, w.services, &w.detail),
+            (&r.path, r.services, &r.detail)
+        );
+        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+            (a, b) => a == b,
+        };
+        assert!(close(w.throughput_gbps, r.throughput_gbps), "{}", r.path);
+        assert!(close(w.cps_new_conn, r.cps_new_conn), "{}", r.path);
+        assert!(close(w.program_s, r.program_s), "{}", r.path);
+    }
 
     // Nothing left: no namespace with our prefix, no daemon or server we started.
     assert_eq!(
