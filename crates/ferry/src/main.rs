@@ -93,6 +93,27 @@ struct ControllerArgs {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Data-plane paths side by side: direct, ovn-direct, ferry-ovn, iptables, nftables.
+    Dataplane {
+        /// Services installed on the iptables, nftables and ferry-ovn paths.
+        #[arg(long, default_value = "1000")]
+        services: usize,
+        /// Write the JSON rows here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// OVS interface type of the OVN rows' ports: system (veth), afxdp, afxdp-nonpmd.
+        #[arg(long, default_value = "system")]
+        ovs_port_type: String,
+        /// Seconds per measurement.
+        #[arg(long, default_value = "4")]
+        duration_s: u64,
+        /// Rounds; each figure is the median.
+        #[arg(long, default_value = "3")]
+        rounds: usize,
+        /// Only these paths (comma separated).
+        #[arg(long)]
+        paths: Option<String>,
+    },
     /// A real API server and controller against a real NB and ovn-northd, N services x M backends.
     ControlPlane {
         #[arg(long, default_value = "100")]
@@ -230,6 +251,31 @@ fn main() -> anyhow::Result<()> {
         Command::Controller(args) => runtime()?.block_on(controller(args)),
         Command::Agent(args) => runtime()?.block_on(agent(args)),
         Command::Lab(cmd) => lab(cmd),
+        Command::Bench(BenchCommand::Dataplane {
+            services,
+            out,
+            ovs_port_type,
+            duration_s,
+            rounds,
+            paths,
+        }) => {
+            let mut opts = ferry_bench::dataplane::DataplaneOptions {
+                services,
+                out,
+                duration_s,
+                rounds,
+                ..Default::default()
+            };
+            opts.ovs_port_type = ferry_bench::dataplane::parse_port_type(&ovs_port_type)?;
+            if let Some(p) = paths {
+                opts.paths = p
+                    .split(',')
+                    .map(|x| ferry_bench::dataplane::BenchPath::parse(x.trim()))
+                    .collect::<Result<_, _>>()?;
+            }
+            ferry_bench::dataplane::run(&opts)?;
+            Ok(())
+        }
         Command::Bench(BenchCommand::ControlPlane {
             services,
             backends,
