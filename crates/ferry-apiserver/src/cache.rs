@@ -64,6 +64,13 @@ impl Cached {
     }
 }
 
+/// An index a list may walk instead of the whole key range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexHint {
+    Label(String, String),
+    Node(String),
+}
+
 /// What happened to one key at one revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -99,6 +106,10 @@ struct State {
     dependents: BTreeMap<String, BTreeSet<String>>,
     /// uid -> key, to find an owner by uid.
     by_uid: BTreeMap<String, String>,
+    /// `label=value` -> keys, for label-selected lists.
+    by_label: BTreeMap<(String, String), BTreeSet<String>>,
+    /// `spec.nodeName` -> keys, for what an agent lists (its pods, its probes).
+    by_node: BTreeMap<String, BTreeSet<String>>,
     revision: u64,
     /// Recent changes; a watch may start from any revision >= `oldest`.
     history: VecDeque<Arc<Change>>,
@@ -153,6 +164,8 @@ impl Cache {
         s.objects.clear();
         s.dependents.clear();
         s.by_uid.clear();
+        s.by_label.clear();
+        s.by_node.clear();
         for o in objects {
             index(&mut s, Arc::new(o));
         }
@@ -267,7 +280,51 @@ impl Cache {
         limit: usize,
         filter: impl Fn(&Cached) -> bool,
     ) -> (Vec<Arc<Cached>>, u64, bool) {
+        self.list_indexed(prefix, start_after, limit, None, filter)
+    }
+
+    /// Like [`Cache::list`], but walking only the keys an index names when `hint` is
+    /// given (the filter must still imply the hint: the index only narrows the scan).
+    pub fn list_indexed(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        hint: Option<&IndexHint>,
+        filter: impl Fn(&Cached) -> bool,
+    ) -> (Vec<Arc<Cached>>, u64, bool) {
         let s = self.read();
+        let indexed = match hint {
+            Some(IndexHint::Label(k, v)) => Some(s.by_label.get(&(k.clone(), v.clone()))),
+            Some(IndexHint::Node(n)) => Some(s.by_node.get(n)),
+            None => None,
+        };
+        if let Some(keys) = indexed {
+            let mut out = Vec::new();
+            let mut more = false;
+            let lower = match start_after {
+                Some(k) => std::ops::Bound::Excluded(k.to_string()),
+                None => std::ops::Bound::Included(prefix.to_string()),
+            };
+            for k in keys
+                .into_iter()
+                .flat_map(|set| set.range::<String, _>((lower.clone(), std::ops::Bound::Unbounded)))
+            {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                let Some(v) = s.objects.get(k) else { continue };
+                if !filter(v) {
+                    continue;
+                }
+                if out.len() == limit {
+                    more = true;
+                    break;
+                }
+                out.push(v.clone());
+            }
+            return (out, s.revision, more);
+        }
         let mut out = Vec::new();
         let lower = match start_after {
             Some(k) => std::ops::Bound::Excluded(k.to_string()),
@@ -357,7 +414,28 @@ fn index(s: &mut State, o: Arc<Cached>) {
     if !o.uid.is_empty() {
         s.by_uid.insert(o.uid.clone(), o.key.clone());
     }
+    for (k, v) in &o.labels {
+        s.by_label
+            .entry((k.clone(), v.clone()))
+            .or_default()
+            .insert(o.key.clone());
+    }
+    if let Some(n) = &o.node_name {
+        s.by_node
+            .entry(n.clone())
+            .or_default()
+            .insert(o.key.clone());
+    }
     s.objects.insert(o.key.clone(), o);
+}
+
+fn remove_from<K: Ord>(map: &mut BTreeMap<K, BTreeSet<String>>, k: K, key: &str) {
+    if let Some(set) = map.get_mut(&k) {
+        set.remove(key);
+        if set.is_empty() {
+            map.remove(&k);
+        }
+    }
 }
 
 fn unindex(s: &mut State, o: &Cached) {
@@ -370,6 +448,12 @@ fn unindex(s: &mut State, o: &Cached) {
         }
     }
     s.by_uid.remove(&o.uid);
+    for (k, v) in &o.labels {
+        remove_from(&mut s.by_label, (k.clone(), v.clone()), &o.key);
+    }
+    if let Some(n) = &o.node_name {
+        remove_from(&mut s.by_node, n.clone(), &o.key);
+    }
     s.objects.remove(&o.key);
 }
 
@@ -418,6 +502,52 @@ mod tests {
             })
         );
         assert!(c.subscribe("/r/", Some(6)).is_ok());
+    }
+
+    #[test]
+    fn label_and_node_indexes_list_the_same_as_a_scan() {
+        let c = Cache::new(100, 100);
+        let mk = |key: &str, app: &str, node: &str| {
+            let v = json!({"metadata": {"name": key, "uid": key, "namespace": "default", "labels": {"app": app}}, "spec": {"nodeName": node}});
+            Cached::from_stored(key, &serde_json::to_vec(&v).unwrap(), 1).unwrap()
+        };
+        c.reset(
+            vec![
+                mk("/r/a", "web", "n1"),
+                mk("/r/b", "db", "n1"),
+                mk("/r/c", "web", "n2"),
+                mk("/s/d", "web", "n1"),
+            ],
+            1,
+        );
+        let names = |hint: IndexHint, f: &dyn Fn(&Cached) -> bool| -> Vec<String> {
+            c.list_indexed("/r/", None, usize::MAX, Some(&hint), f)
+                .0
+                .iter()
+                .map(|o| o.key.clone())
+                .collect()
+        };
+        assert_eq!(
+            names(IndexHint::Label("app".into(), "web".into()), &|o| o.labels
+                ["app"]
+                == "web"),
+            ["/r/a", "/r/c"]
+        );
+        assert_eq!(
+            names(IndexHint::Node("n1".into()), &|o| o.node_name.as_deref()
+                == Some("n1")),
+            ["/r/a", "/r/b"]
+        );
+        c.apply(2, "/r/a", None);
+        assert_eq!(
+            names(IndexHint::Label("app".into(), "web".into()), &|_| true),
+            ["/r/c"]
+        );
+        let (page, _, more) =
+            c.list_indexed("/r/", None, 1, Some(&IndexHint::Node("n1".into())), |_| {
+                true
+            });
+        assert!(page.len() == 1 && !more, "only /r/b is left on n1");
     }
 
     #[test]

@@ -88,6 +88,14 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    /// An equality requirement an index can serve, if any.
+    pub fn index_hint(&self) -> Option<crate::cache::IndexHint> {
+        self.0.iter().find_map(|r| match r {
+            Requirement::Eq(k, v) => Some(crate::cache::IndexHint::Label(k.clone(), v.clone())),
+            _ => None,
+        })
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|r| match r {
             Requirement::Eq(k, v) => labels.get(k) == Some(v),
@@ -122,6 +130,14 @@ impl FieldSelector {
             terms.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
         Ok(FieldSelector(terms))
+    }
+
+    /// `spec.nodeName=N`, which the node index serves.
+    pub fn index_hint(&self) -> Option<crate::cache::IndexHint> {
+        self.0.iter().find_map(|(path, eq, v)| {
+            (*eq && path == "spec.nodeName" && !v.is_empty())
+                .then(|| crate::cache::IndexHint::Node(v.clone()))
+        })
     }
 
     pub fn matches(&self, o: &Cached) -> bool {

@@ -168,6 +168,23 @@ pub async fn handle(State(server): State<Arc<Server>>, req: Request) -> Response
     // The body is read before anything can fail: an HTTP/2 client still sending a body
     // when the answer (say a 404) ends the stream sees a reset instead of the answer.
     let (parts, body) = req.into_parts();
+    // The in-flight cap counts a request from its first byte (a slow upload holds a slot);
+    // watches are long-lived and are not counted.
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let is_watch = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let _permit = match server.tokens.authenticate(auth) {
+        Some(who) if !is_watch => match server.permit(&who) {
+            Ok(p) => Some(p),
+            Err(e) => return e.into_response(),
+        },
+        _ => None,
+    };
     let limit = server.limits.max_body_bytes;
     let declared = parts
         .headers
@@ -331,7 +348,6 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
     if verb == "watch" {
         return watch(server, &rt, &target, &q, &accept);
     }
-    let _permit = server.permit(&who)?;
     let headers = req.headers().clone();
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -661,9 +677,14 @@ async fn list(
         None => (None, None),
     };
     let prefix = list_prefix(rt, ns);
-    let (items, rev, more) = server.cache.list(&prefix, start.as_deref(), limit, |o| {
-        labels.matches(&o.labels) && fields.matches(o)
-    });
+    // Label and spec.nodeName equality walk an index instead of every object of the kind.
+    let hint = fields.index_hint().or_else(|| labels.index_hint());
+    let (items, rev, more) =
+        server
+            .cache
+            .list_indexed(&prefix, start.as_deref(), limit, hint.as_ref(), |o| {
+                labels.matches(&o.labels) && fields.matches(o)
+            });
     let rev = first_rev.unwrap_or(rev);
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if more && let Some(last) = items.last() {
