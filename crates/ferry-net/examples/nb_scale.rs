@@ -5,8 +5,13 @@
 //!
 //! ```text
 //! cargo run --release -p ferry-net --example nb_scale -- --services 10000 --backends 20
-//!     [--subnets 4] [--max-ops 500] [--remote unix:/path/nb.sock]
+//!     [--subnets 4] [--max-ops 500] [--remote unix:/path/nb.sock] [--whole-plan]
 //! ```
+//!
+//! By default every transaction is planned afresh from the mirror, as the controller's loop
+//! does (`plan` returns the first transaction of a full `diff`). With `--whole-plan` the
+//! initial programming computes `diff` once and sends its transactions in order (their
+//! inserts carry deterministic uuids, so later ones can reference earlier ones' rows).
 //!
 //! Without `--remote` it starts its own `ovsdb-server` (OVN NB schema) in a temp dir and
 //! kills it (by pid) at the end. `--max-ops` bounds the operations per transaction: a new
@@ -30,6 +35,7 @@ struct Args {
     subnets: usize,
     max_ops: usize,
     remote: Option<String>,
+    whole_plan: bool,
 }
 
 fn args() -> Args {
@@ -39,9 +45,14 @@ fn args() -> Args {
         subnets: 4,
         max_ops: 500,
         remote: None,
+        whole_plan: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--whole-plan" {
+            a.whole_plan = true;
+            continue;
+        }
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--services" => a.services = val().parse().expect("--services N"),
@@ -272,7 +283,32 @@ async fn main() {
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     let start = Instant::now();
     let mut txns = Vec::new();
+    if a.whole_plan {
+        let t = Instant::now();
+        let cur = current(&client);
+        let read = t.elapsed();
+        let t = Instant::now();
+        let whole = ferry_net::diff(&d, &cur, a.max_ops);
+        let planned = t.elapsed();
+        drop(cur);
+        for (i, ops) in whole.transactions.into_iter().enumerate() {
+            let (n, bytes) = (ops.len(), request_bytes(&ops));
+            let t = Instant::now();
+            client
+                .transact(nb::DATABASE, ops)
+                .await
+                .expect("transaction refused");
+            txns.push(Txn {
+                ops: n,
+                bytes,
+                read_ms: if i == 0 { ms(read) } else { 0.0 },
+                plan_ms: if i == 0 { ms(planned) } else { 0.0 },
+                transact_ms: ms(t.elapsed()),
+            });
+        }
+    }
     while let Some(t) = step(&client, &d, a.max_ops).await {
+        assert!(!a.whole_plan, "the whole plan left something to do");
         txns.push(t);
     }
     let total = start.elapsed();
@@ -327,6 +363,7 @@ async fn main() {
         "backends": a.backends,
         "subnets": a.subnets,
         "max_ops_per_txn": a.max_ops,
+        "whole_plan": a.whole_plan,
         "desired_rows": d.rows.len(),
         "nb_rows": nb_rows,
         "from_empty": {
@@ -369,8 +406,16 @@ async fn main() {
 
     let mib = |b: f64| b / 1048576.0;
     println!(
-        "nb_scale: {} services x {} backends in {} subnets of one VPC, at most {} ops per transaction",
-        a.services, a.backends, a.subnets, a.max_ops
+        "nb_scale: {} services x {} backends in {} subnets of one VPC, at most {} ops per transaction, {}",
+        a.services,
+        a.backends,
+        a.subnets,
+        a.max_ops,
+        if a.whole_plan {
+            "one whole plan sent in order"
+        } else {
+            "re-planned from the mirror before every transaction"
+        }
     );
     println!("{:<44} {:>14}", "figure", "value");
     let row = |k: &str, v: String| println!("{k:<44} {v:>14}");

@@ -38,7 +38,10 @@
 //!
 //! Tests: `tests/scenarios.rs` (tables of inputs and the rows or errors they give),
 //! `tests/diff.rs` (the diff on a pure OVSDB simulator, with proptests), `tests/ovn.rs` (a
-//! real ovsdb-server, ovn-northd and ovn-trace; ignored without OVN binaries).
+//! real ovsdb-server, ovn-northd and ovn-trace; ignored without OVN binaries),
+//! `tests/real_nb.rs` (the controller's plan/transact loop through `ferry-ovsdb`'s mirror
+//! against a real NB: idempotence, ovn-trace of the four scenarios, a SIGKILLed NB healed
+//! without duplicates). `examples/nb_scale.rs` times N services x M backends into a real NB.
 
 mod build;
 mod diff;
