@@ -467,6 +467,31 @@ async fn deploy_manifests_apply_and_reapply_unchanged() {
     let n = out.lines().count();
     let out = k.ok(&args);
     assert_eq!(out.matches(" unchanged").count(), n, "{out}");
+    // A server-side dry run of the workloads validates them and stores nothing.
+    let workloads = [files[2].as_str(), files[3].as_str()];
+    k.ok(&["delete", "-f", workloads[0], "-f", workloads[1]]);
+    let out = k.ok(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        workloads[0],
+        "-f",
+        workloads[1],
+    ]);
+    assert_eq!(out.matches("created (server dry run)").count(), 2, "{out}");
+    let listed = k.run(&[
+        "get",
+        "deployments,daemonsets",
+        "-n",
+        "ferry-system",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        listed.ok && listed.stdout.trim().is_empty(),
+        "dry run stored something: {}",
+        listed.stdout
+    );
     ts.stop().await;
 }
 
