@@ -314,19 +314,21 @@ impl Network {
         let desired = ferry_net::build_desired(state);
         let mut txns = 0;
         let mut ops_total = 0;
-        loop {
-            let ops = ferry_net::plan(&desired, &self.current(), self.config.max_lb_per_txn);
-            if ops.is_empty() {
+        // One plan, its bounded transactions sent in order (each stands alone; inserts carry
+        // deterministic uuids, so a replay after a lost reply fails instead of duplicating),
+        // then a check from the mirror; re-planning only if something else moved meanwhile.
+        for _ in 0..3 {
+            let plan = ferry_net::diff(&desired, &self.current(), self.config.max_lb_per_txn);
+            if plan.is_empty() {
                 break;
             }
-            ops_total += ops.len();
-            txns += 1;
-            self.client
-                .transact(nb::DATABASE, ops)
-                .await
-                .map_err(NetworkError::Transact)?;
-            if txns > 10_000 {
-                break;
+            for ops in plan.transactions {
+                ops_total += ops.len();
+                txns += 1;
+                self.client
+                    .transact(nb::DATABASE, ops)
+                    .await
+                    .map_err(NetworkError::Transact)?;
             }
         }
         self.last_txn_ops = ops_total;
