@@ -221,16 +221,17 @@ impl Sandbox {
                 let backoff = Duration::from_secs(1 << c.restarts.clamp(0, 4));
                 c.next_restart = restart.then(|| Instant::now() + backoff);
             }
-            if c.child.is_none() && c.next_restart.is_some_and(|t| Instant::now() >= t) {
-                if let Ok(child) = spawn(cfg, &self.workload, spec, record) {
-                    c.child = Some(child);
-                    c.restarts += 1;
-                    c.started_at = jiff::Timestamp::now();
-                    c.exit_code = None;
-                    c.next_restart = None;
-                    c.ready = spec.readiness.is_none();
-                    changed = true;
-                }
+            if c.child.is_none()
+                && c.next_restart.is_some_and(|t| Instant::now() >= t)
+                && let Ok(child) = spawn(cfg, &self.workload, spec, record)
+            {
+                c.child = Some(child);
+                c.restarts += 1;
+                c.started_at = jiff::Timestamp::now();
+                c.exit_code = None;
+                c.next_restart = None;
+                c.ready = spec.readiness.is_none();
+                changed = true;
             }
             if let (Some((port, path)), Some(ip), Some(sockets), true) =
                 (&spec.readiness, ip, &self.sockets, c.child.is_some())

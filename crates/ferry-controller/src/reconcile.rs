@@ -170,7 +170,7 @@ pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pendi
     }
     for n in c.nodes.state() {
         for (vpc, port) in probe_ports(&n) {
-            if let Some(ip) = port.ip.parse().ok() {
+            if let Ok(ip) = port.ip.parse() {
                 used.entry(port.subnet.clone()).or_default().insert(ip);
                 seen_keys
                     .entry(port.subnet.clone())
@@ -571,13 +571,16 @@ fn default_gw(cidr: &str) -> String {
 
 // === services ===
 
+/// A service's (ClusterIP, EIP), or the (reason, message) it cannot have them.
+type AddressOutcome = Result<(Ipv4Addr, Option<Ipv4Addr>), (String, String)>;
+
 /// Allocates (or confirms) the ClusterIP and EIP of every service.
 fn service_addresses(
     services: &[Arc<YusurService>],
     pools: &ServicePools,
     eips: &BTreeMap<String, Ipv4Addr>,
     pending: &mut Pending,
-) -> BTreeMap<String, Result<(Ipv4Addr, Option<Ipv4Addr>), (String, String)>> {
+) -> BTreeMap<String, AddressOutcome> {
     let mut used_vip: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     let mut used_eip: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     let current = |s: &YusurService| {

@@ -276,7 +276,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
                     "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "none"}]}})).unwrap_or_default();
                 let r = pods.create(&PostParams::default(), &pod).await;
                 let c = created.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if c % 1000 == 0 || c == total_pods {
+                if c.is_multiple_of(1000) || c == total_pods {
                     progress("pods", c, total_pods, start);
                 }
                 r.map(|_| ()).map_err(|e| e.to_string())
@@ -360,7 +360,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
                     )
                     .await;
                 let c = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if c % 1000 == 0 || c == total {
+                if c.is_multiple_of(1000) || c == total {
                     progress("probes Healthy", c, total, start);
                 }
                 r.map(|_| ()).map_err(|e| e.to_string())

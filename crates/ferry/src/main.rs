@@ -343,8 +343,8 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 st["kubeconfig"].as_str().unwrap_or_default()
             );
             println!(
-                "{:<14} {:<10} {:<20} {:<12} {}",
-                "HOST", "KIND", "NETNS", "VPC", "IP"
+                "{:<14} {:<10} {:<20} {:<12} IP",
+                "HOST", "KIND", "NETNS", "VPC"
             );
             for h in st["hosts"].as_array().into_iter().flatten() {
                 println!(
@@ -358,8 +358,8 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             }
             println!();
             println!(
-                "{:<3} {:<20} {:<20} {:<12} {:<18} {}",
-                "ID", "SCENARIO", "SERVICE", "CLIENT", "TARGET", "BACKENDS"
+                "{:<3} {:<20} {:<20} {:<12} {:<18} BACKENDS",
+                "ID", "SCENARIO", "SERVICE", "CLIENT", "TARGET"
             );
             for s in st["scenarios"].as_array().into_iter().flatten() {
                 let backends: Vec<&str> = s["backends"]
