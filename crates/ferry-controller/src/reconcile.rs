@@ -330,14 +330,46 @@ pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pendi
             }
         }
     }
-    for bm in c.baremetals.state() {
-        if bm.status.as_ref().is_some_and(|s| s.mac_address.is_some()) {
-            continue;
-        }
-        let Some(subnet) = subnets.get(&bm.spec.subnet) else {
+    // BareMetal and VNicIP hosts take their address in status, the same way.
+    let hosts = c
+        .baremetals
+        .state()
+        .iter()
+        .filter(|h| h.status.as_ref().is_none_or(|s| s.mac_address.is_none()))
+        .map(|h| {
+            (
+                HostKind::BareMetal,
+                h.metadata.clone(),
+                h.spec.subnet.clone(),
+                h.spec.ip_address.clone(),
+                h.spec.mac_address.clone(),
+            )
+        })
+        .chain(
+            c.vnicips
+                .state()
+                .iter()
+                .filter(|h| h.status.as_ref().is_none_or(|s| s.mac_address.is_none()))
+                .map(|h| {
+                    (
+                        HostKind::VNicIP,
+                        h.metadata.clone(),
+                        h.spec.subnet.clone(),
+                        h.spec.ip_address.clone(),
+                        h.spec.mac_address.clone(),
+                    )
+                }),
+        )
+        .collect::<Vec<_>>();
+    for (kind, meta, subnet, preset_ip, preset_mac) in hosts {
+        let Some(subnet) = subnets.get(&subnet) else {
             continue;
         };
-        let key = format!("bm/{}", key_of(bm.as_ref()));
+        let (ns, name) = (
+            meta.namespace.unwrap_or_default(),
+            meta.name.unwrap_or_default(),
+        );
+        let key = format!("{}/{ns}/{name}", kind.key_prefix());
         if pending
             .workload
             .get(&subnet.name)
@@ -345,51 +377,23 @@ pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pendi
         {
             continue;
         }
-        let preset = bm.spec.ip_address.as_deref().and_then(|i| i.parse().ok());
+        let preset = preset_ip.as_deref().and_then(|i| i.parse().ok());
         if let Ok((ip, mac)) = alloc(subnet, key, preset, &mut used, pending) {
-            let mac = bm.spec.mac_address.clone().unwrap_or(mac);
-            let api: Api<ferry_api::BareMetal> =
-                Api::namespaced(client.clone(), &bm.namespace().unwrap_or_default());
-            let _ = api
-                .patch_status(
-                    &bm.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        &json!({"status": {"ipAddress": ip.to_string(), "macAddress": mac}}),
-                    ),
-                )
-                .await;
-        }
-    }
-    for v in c.vnicips.state() {
-        if v.status.as_ref().is_some_and(|s| s.mac_address.is_some()) {
-            continue;
-        }
-        let Some(subnet) = subnets.get(&v.spec.subnet) else {
-            continue;
-        };
-        let key = format!("vnic/{}", key_of(v.as_ref()));
-        if pending
-            .workload
-            .get(&subnet.name)
-            .is_some_and(|m| m.contains_key(&key))
-        {
-            continue;
-        }
-        let preset = v.spec.ip_address.as_deref().and_then(|i| i.parse().ok());
-        if let Ok((ip, mac)) = alloc(subnet, key, preset, &mut used, pending) {
-            let mac = v.spec.mac_address.clone().unwrap_or(mac);
-            let api: Api<ferry_api::VNicIP> =
-                Api::namespaced(client.clone(), &v.namespace().unwrap_or_default());
-            let _ = api
-                .patch_status(
-                    &v.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        &json!({"status": {"ipAddress": ip.to_string(), "macAddress": mac}}),
-                    ),
-                )
-                .await;
+            let status = json!({"status": {"ipAddress": ip.to_string(), "macAddress": preset_mac.unwrap_or(mac)}});
+            let (pp, patch) = (PatchParams::default(), Patch::Merge(&status));
+            let written = match kind {
+                HostKind::BareMetal => Api::<ferry_api::BareMetal>::namespaced(client.clone(), &ns)
+                    .patch_status(&name, &pp, &patch)
+                    .await
+                    .map(|_| ()),
+                HostKind::VNicIP => Api::<ferry_api::VNicIP>::namespaced(client.clone(), &ns)
+                    .patch_status(&name, &pp, &patch)
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = written {
+                tracing::warn!(host = %format!("{ns}/{name}"), error = %e, "writing the host's address failed");
+            }
         }
     }
     if let Some(j) = &join {
@@ -559,6 +563,23 @@ pub async fn allocate_probe_ports(client: &Client, c: &Caches, pending: &mut Pen
             {
                 tracing::warn!(node = %n.name_any(), error = %e, "writing probe ports failed");
             }
+        }
+    }
+}
+
+/// Backends that are not pods and carry their address in status.
+#[derive(Debug, Clone, Copy)]
+enum HostKind {
+    BareMetal,
+    VNicIP,
+}
+
+impl HostKind {
+    /// The prefix of its key in [`Pending`] (matching the keys of the used-address scan).
+    fn key_prefix(self) -> &'static str {
+        match self {
+            HostKind::BareMetal => "bm",
+            HostKind::VNicIP => "vnic",
         }
     }
 }
