@@ -35,19 +35,6 @@ use serde_json::Value;
 
 const CHASSIS: &str = "ferry-ch1";
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Waits until something accepts connections on `sock` (a stale socket file left by a
 /// killed server refuses them).
 fn wait_listening(sock: &Path) {
