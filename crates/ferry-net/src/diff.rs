@@ -175,6 +175,20 @@ fn empty_like(v: &Value) -> Value {
     }
 }
 
+/// The columns of `cols` whose value differs from the row's `have`, semantically.
+pub(crate) fn changed_columns(
+    have: &Map<String, Value>,
+    cols: Map<String, Value>,
+) -> Map<String, Value> {
+    cols.into_iter()
+        .filter(|(c, v)| match have.get(c) {
+            // Identical wire values need no normalising (most columns).
+            Some(have) => have != v && norm(have) != norm(v),
+            None => norm(&empty_like(v)) != norm(v),
+        })
+        .collect()
+}
+
 /// Desired references (`["ref", TABLE, KEY]`) in a value.
 fn desired_refs(v: &Value, out: &mut Vec<(String, String)>) {
     if let Value::Array(a) = v {
@@ -437,14 +451,7 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
         let op = match kept.get(&k) {
             None => json!({"op": "insert", "table": row.table, "uuid": ids[&k], "row": cols}),
             Some(cur) => {
-                let changed: Map<String, Value> = cols
-                    .into_iter()
-                    .filter(|(c, v)| match cur.columns.get(c) {
-                        // Identical wire values need no normalising (most columns).
-                        Some(have) => have != v && norm(have) != norm(v),
-                        None => norm(&empty_like(v)) != norm(v),
-                    })
-                    .collect();
+                let changed = changed_columns(&cur.columns, cols);
                 if changed.is_empty() {
                     continue;
                 }

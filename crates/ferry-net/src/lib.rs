@@ -44,6 +44,7 @@
 //! without duplicates). `examples/nb_scale.rs` times N services x M backends into a real NB.
 
 mod build;
+mod delta;
 mod diff;
 mod model;
 mod names;
@@ -51,6 +52,7 @@ pub mod scenario;
 mod topology;
 
 pub use build::{build_desired, group_name};
+pub use delta::{cluster_ip_delta, delta_input};
 pub use diff::{CurrentRow, Plan, diff, owned_key, plan, row_uuid};
 pub use model::*;
 pub use names::{PortKind, link, mac_from, port_name};

@@ -141,6 +141,64 @@ fn one_changed_backend_is_one_update_of_one_column() {
 }
 
 #[test]
+fn the_fast_path_is_one_update_or_one_insert_and_one_group_mutate() {
+    let web = |backends: &[(&str, &str)]| {
+        svc(
+            "default/web",
+            vpc("vpc1"),
+            Some("10.96.0.10"),
+            None,
+            backends,
+        )
+    };
+    let owners = |keys: &[&str]| -> std::collections::BTreeSet<String> {
+        keys.iter()
+            .map(|k| format!("YusurService/{k}/uid-{}", k.replace('/', "-")))
+            .collect()
+    };
+    let mut db = fresh(&build_desired(&lab(vec![web(&[("10.0.1.10", "vpc1")])])));
+    // A changed backend: one update of one load balancer.
+    let after = web(&[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")]);
+    let ops = cluster_ip_delta(
+        std::slice::from_ref(&after),
+        &owners(&["default/web"]),
+        &db.current(),
+    )
+    .unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0]["op"], "update");
+    db.transact(&ops).unwrap();
+    // A new service: its load balancer and one insert into vpc1's group.
+    let new = svc("default/api", vpc("vpc1"), Some("10.96.0.11"), None, &[]);
+    let ops = cluster_ip_delta(
+        std::slice::from_ref(&new),
+        &owners(&["default/api"]),
+        &db.current(),
+    )
+    .unwrap();
+    let kinds: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["insert", "mutate"]);
+    db.transact(&ops).unwrap();
+    let both = build_desired(&lab(vec![after.clone(), new.clone()]));
+    assert!(diff(&both, &db.current(), 100).is_empty());
+    // Removed: the group reference and the row go.
+    let ops = cluster_ip_delta(&[], &owners(&["default/api"]), &db.current()).unwrap();
+    let kinds: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["mutate", "delete"]);
+    db.transact(&ops).unwrap();
+    assert!(diff(&build_desired(&lab(vec![after])), &db.current(), 100).is_empty());
+    // An EIP service is not for the fast path.
+    let eip = svc(
+        "default/e",
+        vpc("vpc1"),
+        Some("10.96.0.12"),
+        Some("198.18.0.100"),
+        &[],
+    );
+    assert!(cluster_ip_delta(&[eip], &owners(&["default/e"]), &db.current()).is_none());
+}
+
+#[test]
 fn a_removed_service_deletes_its_root_rows_and_drops_its_routes_through_the_router() {
     let a = build_desired(&lab(vec![svc(
         "default/m",
@@ -458,5 +516,56 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// The fast path: converging a few changed cluster-IP services with
+    /// `cluster_ip_delta` on top of A gives exactly what a full diff to B gives.
+    #[test]
+    fn cluster_ip_delta_on_a_gives_b(a in arb_state(), changes in proptest::collection::vec((0usize..8, 0u8..4, 0u8..4), 1..4)) {
+        let mut b = a.clone();
+        let mut touched = std::collections::BTreeSet::new();
+        for (i, what, n) in changes {
+            match what {
+                0 if i < b.services.len() => { touched.insert(b.services.remove(i).key); }
+                1 if i < b.services.len() => {
+                    b.services[i].backends.truncate(n as usize);
+                    touched.insert(b.services[i].key.clone());
+                }
+                2 if i < b.services.len() => {
+                    b.services[i].ports.push(ServicePort { port: 8000 + u16::from(n), target_port: 80, protocol: Protocol::Udp });
+                    touched.insert(b.services[i].key.clone());
+                }
+                _ => {
+                    let mut s = svc(&format!("default/new-{i}-{n}"), vpc(["vpc1", "vpc2", "ovn-cluster", "vpc1"][n as usize]), Some(&format!("10.96.1.{}", i * 4 + n as usize)), None, &[]);
+                    s.backends = vec![Backend { ip: std::net::Ipv4Addr::new(10, 0, 1, 50 + n), vpc: "vpc1".into() }];
+                    touched.insert(s.key.clone());
+                    b.services.retain(|x| x.key != s.key);
+                    b.services.push(s);
+                }
+            }
+        }
+        // Only services with no EIP before or after take the fast path.
+        let eip = |st: &NetworkState, k: &String| st.services.iter().any(|s| &s.key == k && s.eip.is_some());
+        prop_assume!(touched.iter().all(|k| !eip(&a, k) && !eip(&b, k)));
+        let owners: std::collections::BTreeSet<String> = a.services.iter().chain(&b.services)
+            .filter(|s| touched.contains(&s.key))
+            .map(|s| format!("YusurService/{}/{}", s.key, s.uid))
+            .collect();
+        let changed: Vec<ServiceState> = b.services.iter().filter(|s| touched.contains(&s.key)).cloned().collect();
+        let mut db = fresh(&build_desired(&a));
+        let Some(ops) = cluster_ip_delta(&changed, &owners, &db.current()) else {
+            // Refused: a VPC without a group in the NB, or a service the full build refuses.
+            let refused = build_desired(&b).errors;
+            let unknown_vpc = |s: &ServiceState| match &s.scope {
+                ServiceScope::Vpc(v) => !a.vpcs.contains(v),
+                ServiceScope::MultiVpc(vs) => vs.iter().any(|v| !a.vpcs.contains(v)),
+            };
+            let explained = changed.iter().any(|s| unknown_vpc(s) || refused.iter().any(|e| e.object() == s.key));
+            prop_assert!(explained, "fast path refused without a reason");
+            return Ok(());
+        };
+        db.transact(&ops).map_err(TestCaseError::fail)?;
+        let rest = diff(&build_desired(&b), &db.current(), usize::MAX);
+        prop_assert!(rest.is_empty(), "left after the delta: {:?}", rest.transactions);
     }
 }

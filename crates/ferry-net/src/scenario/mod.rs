@@ -92,7 +92,7 @@ pub(crate) fn load_balancer(
 }
 
 /// The VPCs a service's backends may live in.
-fn scope_vpcs(svc: &ServiceState) -> Vec<String> {
+pub(crate) fn scope_vpcs(svc: &ServiceState) -> Vec<String> {
     match &svc.scope {
         ServiceScope::Vpc(v) => vec![v.clone()],
         ServiceScope::MultiVpc(vs) => {

@@ -265,6 +265,37 @@ impl Db {
                         r.columns.insert(c.clone(), v.clone());
                     }
                 }
+                Some("mutate") => {
+                    let u = where_uuid(op)?;
+                    let r = next
+                        .get_mut(&u)
+                        .filter(|r| r.table == table)
+                        .ok_or_else(|| format!("mutate of missing {table} {u}"))?;
+                    for m in op["mutations"]
+                        .as_array()
+                        .ok_or("mutate without mutations")?
+                    {
+                        let (Some(col), Some(verb)) = (m[0].as_str(), m[1].as_str()) else {
+                            return Err(format!("bad mutation {m}"));
+                        };
+                        let as_items = |v: &Value| -> Vec<Value> {
+                            match v.as_array().map(Vec::as_slice) {
+                                Some([tag, Value::Array(items)]) if tag == "set" => items.clone(),
+                                _ => vec![v.clone()],
+                            }
+                        };
+                        let mut items = r.columns.get(col).map(as_items).unwrap_or_default();
+                        for x in as_items(&m[2]) {
+                            match verb {
+                                "insert" if !items.contains(&x) => items.push(x),
+                                "insert" => {}
+                                "delete" => items.retain(|y| y != &x),
+                                other => return Err(format!("unexpected mutator {other}")),
+                            }
+                        }
+                        r.columns.insert(col.to_string(), json!(["set", items]));
+                    }
+                }
                 Some("delete") => {
                     let u = where_uuid(op)?;
                     if !ROOT.contains(&table.as_str()) {

@@ -1,0 +1,166 @@
+//! [`cluster_ip_delta`]: the operations for a few changed services alone, without building
+//! or comparing the rest of the network (the fast path of a controller that knows which
+//! services changed).
+//!
+//! It covers services with a cluster IP and no EIP (scenarios 1 and 2): their rows are
+//! load balancers in their VPCs' groups and nothing else, so the only row they share with
+//! other services is a group's `load_balancer` set, changed with `mutate` (insert/delete of
+//! one reference) instead of rewriting a set of thousands. Anything else (an EIP, a group
+//! not yet in the NB, a service [`crate::diff`] would refuse) returns `None`: the caller
+//! converges everything with [`crate::build_desired`] and [`crate::diff`] instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::diff::{CurrentRow, changed_columns, owned_key, row_uuid};
+use crate::model::{OWNER, ServiceState};
+use crate::scenario::{cluster_ip, scope_vpcs, service_owner};
+use crate::topology::Builder;
+
+const LB: &str = "Load_Balancer";
+const GROUP: &str = "Load_Balancer_Group";
+
+fn owner_of(columns: &Map<String, Value>) -> Option<&str> {
+    columns
+        .get("external_ids")?
+        .get(1)?
+        .as_array()?
+        .iter()
+        .find(|p| p.get(0).and_then(Value::as_str) == Some(OWNER))?
+        .get(1)?
+        .as_str()
+}
+
+/// Whether a current row belongs in [`cluster_ip_delta`]'s `current`: a load balancer of
+/// one of `owners`, or a Ferry group (the caller reads only these from its mirror).
+pub fn delta_input(table: &str, columns: &Map<String, Value>, owners: &BTreeSet<String>) -> bool {
+    match table {
+        LB => owner_of(columns).is_some_and(|o| owners.contains(o)),
+        GROUP => owned_key(table, columns).is_some(),
+        _ => false,
+    }
+}
+
+fn uuids(v: Option<&Value>) -> BTreeSet<&str> {
+    fn atom(x: &Value) -> Option<&str> {
+        match x.as_array().map(Vec::as_slice) {
+            Some([tag, Value::String(u)]) if tag == "uuid" => Some(u),
+            _ => None,
+        }
+    }
+    match v.and_then(Value::as_array).map(Vec::as_slice) {
+        Some([tag, Value::Array(items)]) if tag == "set" => items.iter().filter_map(atom).collect(),
+        _ => v.and_then(atom).into_iter().collect(),
+    }
+}
+
+fn by_uuid(u: &str) -> Value {
+    json!([["_uuid", "==", ["uuid", u]]])
+}
+
+/// One transaction converging the load balancers of `services` (their new state) and of
+/// `owners` (the `ferry.io/owner` of every service touched, removed ones included: their
+/// rows go), given `current`: the NB rows [`delta_input`] selects. `None` when the fast
+/// path does not apply (see the module doc).
+pub fn cluster_ip_delta(
+    services: &[ServiceState],
+    owners: &BTreeSet<String>,
+    current: &[CurrentRow],
+) -> Option<Vec<Value>> {
+    let mut b = Builder::default();
+    for svc in services {
+        if svc.eip.is_some() || !owners.contains(&service_owner(svc)) {
+            return None;
+        }
+        let mut seen = BTreeSet::new();
+        if !svc.ports.iter().all(|p| seen.insert((p.port, &p.protocol))) {
+            return None;
+        }
+        cluster_ip::build(&mut b, svc, &scope_vpcs(svc));
+    }
+    // The NB as it is: groups by name, these services' load balancers by key.
+    let mut groups: BTreeMap<&str, (&str, BTreeSet<&str>)> = BTreeMap::new();
+    let mut lbs: BTreeMap<String, Vec<&CurrentRow>> = BTreeMap::new();
+    for row in current {
+        if !delta_input(&row.table, &row.columns, owners) {
+            continue;
+        }
+        if row.table == GROUP {
+            if let Some(name) = row.columns.get("name").and_then(Value::as_str) {
+                groups.insert(name, (&row.uuid, uuids(row.columns.get("load_balancer"))));
+            }
+        } else if let Some(k) = owned_key(&row.table, &row.columns) {
+            lbs.entry(k).or_default().push(row);
+        }
+    }
+    for rows in lbs.values_mut() {
+        rows.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+    }
+    let mut group_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for (g, keys) in &b.group_lbs {
+        if !groups.contains_key(g.as_str()) {
+            return None;
+        }
+        for k in keys {
+            group_of.insert(k, g);
+        }
+    }
+    let taken: BTreeSet<&str> = current.iter().map(|r| r.uuid.as_str()).collect();
+    let mut ops = Vec::new();
+    let mut add: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut remove: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut deletes = Vec::new();
+    for ((table, key), row) in &b.rows {
+        if *table != LB {
+            continue;
+        }
+        let group = group_of.get(key.as_str()).copied()?;
+        let cols: Map<String, Value> = row.columns.clone().into_iter().collect();
+        match lbs.get(key).and_then(|v| v.first()) {
+            Some(cur) => {
+                let changed = changed_columns(&cur.columns, cols);
+                if !changed.is_empty() {
+                    ops.push(json!({"op": "update", "table": LB, "where": by_uuid(&cur.uuid), "row": changed}));
+                }
+                if !groups[group].1.contains(cur.uuid.as_str()) {
+                    add.entry(group).or_default().push(cur.uuid.clone());
+                }
+            }
+            None => {
+                let mut salt = 0;
+                let mut u = row_uuid(LB, key, 0);
+                while taken.contains(u.as_str()) {
+                    salt += 1;
+                    u = row_uuid(LB, key, salt);
+                }
+                ops.push(json!({"op": "insert", "table": LB, "uuid": u, "row": cols}));
+                add.entry(group).or_default().push(u);
+            }
+        }
+    }
+    // Stale: rows of these owners no longer desired, and duplicates of a key.
+    for (key, rows) in &lbs {
+        let desired = b.rows.contains_key(&(LB, key.clone()));
+        for (i, cur) in rows.iter().enumerate() {
+            if desired && i == 0 {
+                continue;
+            }
+            for (name, (_, members)) in &groups {
+                if members.contains(cur.uuid.as_str()) {
+                    remove.entry(name).or_default().push(cur.uuid.clone());
+                }
+            }
+            deletes.push(json!({"op": "delete", "table": LB, "where": by_uuid(&cur.uuid)}));
+        }
+    }
+    let mutate = |name: &str, verb: &str, us: &[String]| {
+        let set: Vec<Value> = us.iter().map(|u| json!(["uuid", u])).collect();
+        json!({"op": "mutate", "table": GROUP, "where": by_uuid(groups[name].0),
+               "mutations": [["load_balancer", verb, ["set", set]]]})
+    };
+    ops.extend(add.iter().map(|(g, us)| mutate(g, "insert", us)));
+    ops.extend(remove.iter().map(|(g, us)| mutate(g, "delete", us)));
+    ops.extend(deletes);
+    Some(ops)
+}
