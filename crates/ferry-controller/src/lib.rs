@@ -7,6 +7,7 @@
 //! `service` and `leader`; `reconcile` and `run` are the thin I/O around them. This crate
 //! must not depend on the embedded API server.
 
+pub mod index;
 pub mod ipam;
 pub mod leader;
 pub mod network;
@@ -14,11 +15,13 @@ pub mod reconcile;
 pub mod service;
 pub mod world;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_api::BackendKind;
 use futures::StreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,6 +29,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
+use crate::index::{Changes, Feed, Index};
 use crate::ipam::Pool;
 use crate::reconcile::{Pending, ServicePools};
 use crate::world::Caches;
@@ -66,55 +70,68 @@ pub enum ControllerError {
     EipPool(String),
 }
 
-fn reflect<K>(api: Api<K>, config: watcher::Config, wake: mpsc::Sender<()>) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-    tokio::spawn(async move {
-        stream
-            .for_each(|ev| {
-                if let Err(e) = &ev {
-                    tracing::debug!(error = %e, "watch error (retrying)");
-                }
-                let _ = wake.try_send(());
-                futures::future::ready(())
-            })
-            .await;
-    });
-    reader
+/// The watch of one kind: a reflector store, each event recorded in `changes` and a
+/// wake-up sent.
+#[derive(Clone)]
+struct Watches {
+    client: Client,
+    changes: Arc<Mutex<Changes>>,
+    wake: mpsc::Sender<()>,
 }
 
-async fn caches(client: &Client, wake: &mpsc::Sender<()>) -> Caches {
+impl Watches {
+    fn reflect<K>(&self, feed: Feed, config: watcher::Config) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        let (reader, writer) = reflector::store();
+        let api: Api<K> = Api::all(self.client.clone());
+        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        let (changes, wake) = (self.changes.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            stream
+                .for_each(|ev| {
+                    match &ev {
+                        Ok(ev) => index::record(&changes, feed, ev),
+                        Err(e) => tracing::debug!(error = %e, "watch error (retrying)"),
+                    }
+                    let _ = wake.try_send(());
+                    futures::future::ready(())
+                })
+                .await;
+        });
+        reader
+    }
+}
+
+async fn caches(w: &Watches) -> Caches {
     // VMIs are watched only where the KubeVirt API exists (a watch of a missing API would
     // never become ready).
     let vmi_gvk = kube::api::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
-    let vmis = match kube::discovery::pinned_kind(client, &vmi_gvk).await {
-        Ok(_) => Some(reflect(
-            Api::all(client.clone()),
+    let vmis = match kube::discovery::pinned_kind(&w.client, &vmi_gvk).await {
+        Ok(_) => Some(w.reflect(
+            Feed::Workload(BackendKind::VirtualMachineInstance),
             watcher::Config::default(),
-            wake.clone(),
         )),
         Err(_) => None,
     };
     let generated = watcher::Config::default().labels(service::SERVICE_LABEL);
     let all = watcher::Config::default();
     Caches {
-        services: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        pods: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        namespaces: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        nodes: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        vpcs: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        subnets: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        eips: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        baremetals: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        vnicips: reflect(Api::all(client.clone()), all.clone(), wake.clone()),
-        probes: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
-        k8s_services: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
-        endpoints: reflect(Api::all(client.clone()), generated.clone(), wake.clone()),
-        slices: reflect(Api::all(client.clone()), generated, wake.clone()),
+        services: w.reflect(Feed::Service, all.clone()),
+        pods: w.reflect(Feed::Workload(BackendKind::Pod), all.clone()),
+        namespaces: w.reflect(Feed::Global, all.clone()),
+        nodes: w.reflect(Feed::Global, all.clone()),
+        vpcs: w.reflect(Feed::Global, all.clone()),
+        subnets: w.reflect(Feed::Global, all.clone()),
+        eips: w.reflect(Feed::Global, all.clone()),
+        baremetals: w.reflect(Feed::Workload(BackendKind::BareMetal), all.clone()),
+        vnicips: w.reflect(Feed::Workload(BackendKind::VNicIP), all.clone()),
+        probes: w.reflect(Feed::Probe, generated.clone()),
+        k8s_services: w.reflect(Feed::Generated, generated.clone()),
+        endpoints: w.reflect(Feed::Generated, generated.clone()),
+        slices: w.reflect(Feed::Generated, generated),
         vmis,
     }
 }
@@ -158,7 +175,12 @@ pub async fn run(
         },
     };
     let (wake_tx, mut wake) = mpsc::channel(1);
-    let c = caches(&client, &wake_tx).await;
+    let watches = Watches {
+        client: client.clone(),
+        changes: Arc::new(Mutex::new(Changes::everything())),
+        wake: wake_tx,
+    };
+    let c = caches(&watches).await;
     let lease = leader::LeaderConfig::new(config.identity.clone());
     tokio::select! {
         _ = wait_ready(&c) => {}
@@ -190,8 +212,12 @@ pub async fn run(
         Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
     });
     let mut pending = Pending::default();
+    let mut index = Index::default();
     let mut renewed = Instant::now();
     let mut resync = tokio::time::interval(config.resync);
+    resync.tick().await;
+    // The first pass is a full one (a repair of everything).
+    let mut changes = Changes::everything();
     loop {
         if renewed.elapsed() >= lease.lease_duration / 3 {
             match leader::try_acquire(&client, &lease).await {
@@ -206,14 +232,22 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed"),
             }
         }
-        pass(&client, &c, &pools, &mut pending, net.as_mut(), eip_range).await;
+        changes.merge(Changes::take(&watches.changes));
+        let this = std::mem::take(&mut changes);
+        let p = Pass {
+            client: &client,
+            c: &c,
+            pools: &pools,
+            eip_range,
+        };
+        p.run(this, &mut pending, &mut index, net.as_mut()).await;
         tokio::select! {
             _ = wake.recv() => {
                 // Coalesce a burst of changes into one pass.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 while wake.try_recv().is_ok() {}
             }
-            _ = resync.tick() => {}
+            _ = resync.tick() => changes.all = true,
             _ = tokio::time::sleep(lease.lease_duration / 3) => {}
             _ = stopped(&mut shutdown) => break,
         }
@@ -228,56 +262,134 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-async fn pass(
-    client: &Client,
-    c: &Caches,
-    pools: &ServicePools,
-    pending: &mut Pending,
-    net: Option<&mut network::Network>,
+/// What one pass works with.
+struct Pass<'a> {
+    client: &'a Client,
+    c: &'a Caches,
+    pools: &'a ServicePools,
     eip_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
-) {
-    let started = Instant::now();
-    reconcile::allocate_workloads(client, c, pending).await;
-    reconcile::allocate_probe_ports(client, c, pending).await;
-    let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
-    vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
-    let outcomes = reconcile::plan_services(c, pools, pending, &vpcs);
-    // Programmed is set only after the NB commit that carries the service.
-    let programmed: Option<Result<std::collections::BTreeMap<String, String>, String>> = match net {
-        Some(net) => {
-            let state = network::network_state(c, &outcomes, net.config(), eip_range);
-            Some(net.apply(&state).await.map_err(|e| e.to_string()))
+}
+
+impl Pass<'_> {
+    /// Reconciles what `changes` concern (everything when `changes.all`): IPAM when
+    /// something lacks an address, the services concerned, their NB rows (the fast path
+    /// when only cluster-IP services' load balancers change, else the whole NB), their
+    /// generated objects and status.
+    async fn run(
+        &self,
+        changes: Changes,
+        pending: &mut Pending,
+        index: &mut Index,
+        net: Option<&mut network::Network>,
+    ) {
+        let (c, client) = (self.c, self.client);
+        let started = Instant::now();
+        let full = changes.all;
+        let (only, ports_changed, needs_address) = if full {
+            index.rebuild(c);
+            (None, true, true)
+        } else {
+            let u = index.update(c, &changes);
+            let mut only = u.services;
+            only.extend(changes.services.iter().cloned());
+            (Some(only), u.ports_changed, u.needs_address)
+        };
+        if only.as_ref().is_some_and(BTreeSet::is_empty) && !ports_changed && !needs_address {
+            return;
         }
-        None => None,
-    };
-    // The NB first (the data plane matters most), then the Kubernetes objects and status.
-    reconcile::write_service_objects(client, c, &outcomes).await;
-    let statuses: Vec<_> = outcomes
-        .iter()
-        .map(|o| {
-            let p = programmed.as_ref().map(|r| match r {
-                Ok(errors) => match errors.get(&o.key) {
-                    Some(msg) => Err(msg.clone()),
-                    None if o
-                        .problem
-                        .as_ref()
-                        .is_some_and(|(reason, _)| reason != "NoBackends") =>
-                    {
-                        Err("not programmed: see the Ready condition".to_string())
+        if needs_address {
+            reconcile::allocate_workloads(client, c, pending).await;
+            reconcile::allocate_probe_ports(client, c, pending).await;
+        }
+        let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
+        vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
+        let outcomes =
+            reconcile::plan_services(c, self.pools, pending, &vpcs, index, only.as_ref());
+        // What the NB should hold: every service in a full pass, the concerned ones else.
+        let before = std::mem::take(&mut index.net);
+        let mut owners = BTreeSet::new();
+        let mut changed = Vec::new();
+        index.net = match &only {
+            None => outcomes
+                .iter()
+                .filter_map(|o| Some((o.key.clone(), network::service_state(o)?)))
+                .collect(),
+            Some(keys) => {
+                let mut net = before.clone();
+                for k in keys {
+                    if let Some(old) = net.remove(k) {
+                        owners.insert(ferry_net::scenario::service_owner(&old));
                     }
-                    None => Ok(()),
-                },
-                Err(e) => Err(e.clone()),
-            });
-            (o, reconcile::desired_status(o, p))
-        })
-        .collect();
-    futures::stream::iter(statuses)
-        .for_each_concurrent(16, |(o, st)| reconcile::write_status(client, o, st))
-        .await;
-    tracing::debug!(
-        services = outcomes.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "reconcile pass"
-    );
+                }
+                for o in &outcomes {
+                    if let Some(st) = network::service_state(o) {
+                        owners.insert(ferry_net::scenario::service_owner(&st));
+                        changed.push(st.clone());
+                        net.insert(o.key.clone(), st);
+                    }
+                }
+                net
+            }
+        };
+        let nb_changed = full || ports_changed || index.net != before || !index.nb_synced;
+        // Programmed is set only after the NB commit that carries the service.
+        let programmed: Option<Result<BTreeMap<String, String>, String>> = match net {
+            Some(_) if !nb_changed => Some(Ok(BTreeMap::new())),
+            Some(net) => {
+                let fast = if full || ports_changed {
+                    Ok(false)
+                } else {
+                    net.apply_services(&changed, &owners).await
+                };
+                match fast {
+                    Ok(true) => Some(Ok(BTreeMap::new())),
+                    fast => {
+                        if let Err(e) = fast {
+                            tracing::info!(error = %e, "fast NB path failed; converging everything");
+                        }
+                        let state = network::network_state(
+                            c,
+                            index.net.values().cloned().collect(),
+                            net.config(),
+                            self.eip_range,
+                        );
+                        Some(net.apply(&state).await.map_err(|e| e.to_string()))
+                    }
+                }
+            }
+            None => None,
+        };
+        index.nb_synced = programmed.as_ref().is_none_or(Result::is_ok);
+        // The NB first (the data plane matters most), then the Kubernetes objects and status.
+        reconcile::write_service_objects(client, c, &outcomes).await;
+        let statuses: Vec<_> = outcomes
+            .iter()
+            .map(|o| {
+                let p = programmed.as_ref().map(|r| match r {
+                    Ok(errors) => match errors.get(&o.key) {
+                        Some(msg) => Err(msg.clone()),
+                        None if o
+                            .problem
+                            .as_ref()
+                            .is_some_and(|(reason, _)| reason != "NoBackends") =>
+                        {
+                            Err("not programmed: see the Ready condition".to_string())
+                        }
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e.clone()),
+                });
+                (o, reconcile::desired_status(o, p))
+            })
+            .collect();
+        futures::stream::iter(statuses)
+            .for_each_concurrent(16, |(o, st)| reconcile::write_status(client, o, st))
+            .await;
+        tracing::debug!(
+            full,
+            services = outcomes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconcile pass"
+        );
+    }
 }

@@ -3,17 +3,19 @@
 //! transactions until the NB matches. The first pass after start is a full repair: stale
 //! rows Ferry owns are removed, rows it does not own are never touched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use ferry_api::{Protocol as ApiProtocol, Scope, SessionAffinity};
+use ferry_api::{BareMetal, Protocol as ApiProtocol, Scope, SessionAffinity, VNicIP};
 use ferry_net::{
     CurrentRow, ExternalNetwork, NetworkState, PortKind, PortState, ServicePort, ServiceScope,
     ServiceState, SubnetState,
 };
 use ferry_ovsdb::{Client, nb};
 use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::reconcile::ServiceOutcome;
@@ -69,10 +71,112 @@ fn ip(s: Option<&String>) -> Option<Ipv4Addr> {
     s.and_then(|s| s.parse().ok())
 }
 
-/// The network state the caches and this pass's service outcomes describe (pure).
+/// The NB port of a pod, once the controller has written its address.
+pub fn pod_port(pod: &Pod) -> Option<PortState> {
+    annotated_port(PortKind::Pod, &pod.metadata)
+}
+
+/// The NB port of a VMI, once the controller has written its address.
+pub fn vmi_port(vmi: &ferry_api::VirtualMachineInstance) -> Option<PortState> {
+    annotated_port(PortKind::Vmi, &vmi.metadata)
+}
+
+fn annotated_port(kind: PortKind, meta: &ObjectMeta) -> Option<PortState> {
+    let a = meta.annotations.as_ref()?;
+    Some(PortState {
+        name: ferry_net::port_name(
+            kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        ),
+        subnet: a.get(ferry_api::ANNOTATION_SUBNET)?.clone(),
+        mac: a.get(ferry_api::ANNOTATION_MAC)?.clone(),
+        ip: ip(a.get(ferry_api::ANNOTATION_IP))?,
+    })
+}
+
+/// The NB port of a BareMetal host, once it has an address.
+pub fn baremetal_port(bm: &BareMetal) -> Option<PortState> {
+    let st = bm.status.clone().unwrap_or_default();
+    Some(PortState {
+        name: ferry_net::port_name(
+            PortKind::BareMetal,
+            &bm.namespace().unwrap_or_default(),
+            &bm.name_any(),
+        ),
+        subnet: bm.spec.subnet.clone(),
+        mac: st.mac_address?,
+        ip: ip(st.ip_address.as_ref())?,
+    })
+}
+
+/// The NB port of a VNicIP: on the external network it names its own address, elsewhere
+/// it has the one the controller allocated.
+pub fn vnicip_port(v: &VNicIP) -> Option<PortState> {
+    let (addr, mac) = if v.spec.subnet == ferry_net::EXTERNAL_SWITCH {
+        (ip(v.spec.ip_address.as_ref()), v.spec.mac_address.clone())
+    } else {
+        let st = v.status.clone().unwrap_or_default();
+        (ip(st.ip_address.as_ref()), st.mac_address)
+    };
+    Some(PortState {
+        name: ferry_net::port_name(
+            PortKind::VNicIP,
+            &v.namespace().unwrap_or_default(),
+            &v.name_any(),
+        ),
+        subnet: v.spec.subnet.clone(),
+        mac: mac?,
+        ip: addr?,
+    })
+}
+
+/// What the NB holds for one service, or `None` when it cannot be programmed (a service
+/// with no backend still gets load balancers, which reject).
+pub fn service_state(o: &ServiceOutcome) -> Option<ServiceState> {
+    if o.problem
+        .as_ref()
+        .is_some_and(|(reason, _)| reason != "NoBackends")
+    {
+        return None;
+    }
+    let s = &o.service;
+    Some(ServiceState {
+        key: o.key.clone(),
+        uid: s.uid().unwrap_or_default(),
+        scope: match s.spec.scope {
+            Scope::Vpc => ServiceScope::Vpc(crate::service::service_vpcs(s)[0].clone()),
+            Scope::MultiVpc => ServiceScope::MultiVpc(crate::service::service_vpcs(s)),
+        },
+        cluster_ip: o.cluster_ip,
+        eip: o.eip,
+        ports: s
+            .spec
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                port: p.port as u16,
+                target_port: p.target_port.unwrap_or(p.port) as u16,
+                protocol: protocol(p.protocol),
+            })
+            .collect(),
+        affinity_timeout: (s.spec.session_affinity == Some(SessionAffinity::ClientIP))
+            .then(|| s.spec.session_affinity_timeout_seconds.unwrap_or(10800) as u32),
+        backends: o
+            .ready
+            .iter()
+            .map(|b| ferry_net::Backend {
+                ip: b.ip,
+                vpc: b.vpc.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// The network state the caches and the services' NB states describe (pure).
 pub fn network_state(
     c: &Caches,
-    outcomes: &[ServiceOutcome],
+    services: Vec<ServiceState>,
     config: &NetworkConfig,
     eip_pool: Option<(Ipv4Addr, Ipv4Addr)>,
 ) -> NetworkState {
@@ -101,81 +205,20 @@ pub fn network_state(
             })
         })
         .collect();
-    let mut ports = Vec::new();
-    for pod in c.pods.state() {
-        let a = pod.annotations();
-        if let (Some(ipv4), Some(mac), Some(subnet)) = (
-            ip(a.get(ferry_api::ANNOTATION_IP)),
-            a.get(ferry_api::ANNOTATION_MAC),
-            a.get(ferry_api::ANNOTATION_SUBNET),
-        ) {
-            ports.push(PortState {
-                name: ferry_net::port_name(
-                    PortKind::Pod,
-                    &pod.namespace().unwrap_or_default(),
-                    &pod.name_any(),
-                ),
-                subnet: subnet.clone(),
-                mac: mac.clone(),
-                ip: ipv4,
-            });
-        }
-    }
-    for vmi in c.vmis.iter().flat_map(|s| s.state()) {
-        let a = vmi.annotations();
-        if let (Some(ipv4), Some(mac), Some(subnet)) = (
-            ip(a.get(ferry_api::ANNOTATION_IP)),
-            a.get(ferry_api::ANNOTATION_MAC),
-            a.get(ferry_api::ANNOTATION_SUBNET),
-        ) {
-            ports.push(PortState {
-                name: ferry_net::port_name(
-                    PortKind::Vmi,
-                    &vmi.namespace().unwrap_or_default(),
-                    &vmi.name_any(),
-                ),
-                subnet: subnet.clone(),
-                mac: mac.clone(),
-                ip: ipv4,
-            });
-        }
-    }
-    for bm in c.baremetals.state() {
-        let st = bm.status.clone().unwrap_or_default();
-        if let (Some(ipv4), Some(mac)) = (ip(st.ip_address.as_ref()), st.mac_address) {
-            ports.push(PortState {
-                name: ferry_net::port_name(
-                    PortKind::BareMetal,
-                    &bm.namespace().unwrap_or_default(),
-                    &bm.name_any(),
-                ),
-                subnet: bm.spec.subnet.clone(),
-                mac,
-                ip: ipv4,
-            });
-        }
-    }
-    for v in c.vnicips.state() {
-        // An address on the external network is not allocated: the VNicIP names it.
-        let (addr, mac) = if v.spec.subnet == ferry_net::EXTERNAL_SWITCH {
-            (ip(v.spec.ip_address.as_ref()), v.spec.mac_address.clone())
-        } else {
-            let st = v.status.clone().unwrap_or_default();
-            (ip(st.ip_address.as_ref()), st.mac_address)
-        };
-        if let (Some(ipv4), Some(mac)) = (addr, mac) {
-            ports.push(PortState {
-                name: ferry_net::port_name(
-                    PortKind::VNicIP,
-                    &v.namespace().unwrap_or_default(),
-                    &v.name_any(),
-                ),
-                subnet: v.spec.subnet.clone(),
-                mac,
-                ip: ipv4,
-            });
-        }
-    }
+    let mut ports: Vec<PortState> = c.pods.state().iter().filter_map(|p| pod_port(p)).collect();
+    ports.extend(
+        c.vmis
+            .iter()
+            .flat_map(|s| s.state())
+            .filter_map(|v| vmi_port(&v)),
+    );
+    ports.extend(
+        c.baremetals
+            .state()
+            .iter()
+            .filter_map(|b| baremetal_port(b)),
+    );
+    ports.extend(c.vnicips.state().iter().filter_map(|v| vnicip_port(v)));
     if subnet_infos.contains_key("subnet0") {
         for n in c.nodes.state() {
             let a = n.annotations();
@@ -217,47 +260,6 @@ pub fn network_state(
         }),
         _ => None,
     };
-    let services = outcomes
-        .iter()
-        .filter(|o| {
-            o.problem
-                .as_ref()
-                .is_none_or(|(reason, _)| reason == "NoBackends")
-        })
-        .map(|o| {
-            let s = &o.service;
-            ServiceState {
-                key: o.key.clone(),
-                uid: s.uid().unwrap_or_default(),
-                scope: match s.spec.scope {
-                    Scope::Vpc => ServiceScope::Vpc(crate::service::service_vpcs(s)[0].clone()),
-                    Scope::MultiVpc => ServiceScope::MultiVpc(crate::service::service_vpcs(s)),
-                },
-                cluster_ip: o.cluster_ip,
-                eip: o.eip,
-                ports: s
-                    .spec
-                    .ports
-                    .iter()
-                    .map(|p| ServicePort {
-                        port: p.port as u16,
-                        target_port: p.target_port.unwrap_or(p.port) as u16,
-                        protocol: protocol(p.protocol),
-                    })
-                    .collect(),
-                affinity_timeout: (s.spec.session_affinity == Some(SessionAffinity::ClientIP))
-                    .then(|| s.spec.session_affinity_timeout_seconds.unwrap_or(10800) as u32),
-                backends: o
-                    .ready
-                    .iter()
-                    .map(|b| ferry_net::Backend {
-                        ip: b.ip,
-                        vpc: b.vpc.clone(),
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
     NetworkState {
         gateway_chassis: config.gateway_chassis.clone(),
         transit_cidr: None,
@@ -302,6 +304,43 @@ impl Network {
             }
             rows
         })
+    }
+
+    /// The fast path: converges only the load balancers of `changed` (new states) and of
+    /// `owners` (every touched service, removed ones included) with one mutate of each
+    /// group they are in. `Ok(false)` when it does not apply (an EIP, a group not yet in
+    /// the NB, ...): the caller then converges everything with [`Network::apply`].
+    pub async fn apply_services(
+        &mut self,
+        changed: &[ServiceState],
+        owners: &BTreeSet<String>,
+    ) -> Result<bool, NetworkError> {
+        let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
+            let mut rows = Vec::new();
+            for t in ["Load_Balancer", "Load_Balancer_Group"] {
+                for (uuid, cols) in m.table(t).into_iter().flatten() {
+                    if ferry_net::delta_input(t, cols, owners) {
+                        rows.push(CurrentRow {
+                            table: t.to_string(),
+                            uuid: uuid.clone(),
+                            columns: cols.clone(),
+                        });
+                    }
+                }
+            }
+            rows
+        });
+        let Some(ops) = ferry_net::cluster_ip_delta(changed, owners, &current) else {
+            return Ok(false);
+        };
+        if !ops.is_empty() {
+            self.last_txn_ops = ops.len();
+            self.client
+                .transact(nb::DATABASE, ops)
+                .await
+                .map_err(NetworkError::Transact)?;
+        }
+        Ok(true)
     }
 
     /// Converges the NB to `state`; returns the per-object errors of the model (keyed by

@@ -19,8 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::index::Index;
 use crate::ipam::{self, Pool};
-use crate::service::{self, Backend, SERVICE_LABEL};
+use crate::service::{self, Backend};
 use crate::world::{self, Caches, SubnetInfo};
 
 /// Addresses the controller hands out for services.
@@ -772,37 +773,15 @@ fn service_differs(cur: &Service, want: &Service) -> bool {
         || cur.metadata.labels != want.metadata.labels
 }
 
-/// Converges every service; returns what each one resolved to.
+/// Plans every service, or only those in `only`; returns what each one resolved to.
 pub fn plan_services(
     c: &Caches,
     pools: &ServicePools,
     pending: &mut Pending,
     known_vpcs: &BTreeSet<String>,
+    index: &Index,
+    only: Option<&BTreeSet<String>>,
 ) -> Vec<ServiceOutcome> {
-    let subnets = subnets_of(c);
-    let mut all_backends = world::backends(c, &subnets);
-    let nodes: Vec<String> = world::ready_nodes(c).into_iter().collect();
-    // Backends without a node (bare metal, VNicIPs) are probed by a node chosen by hash.
-    for b in all_backends
-        .iter_mut()
-        .filter(|b| b.node.is_none() && !nodes.is_empty())
-    {
-        let h = b
-            .name
-            .bytes()
-            .fold(0usize, |h, x| h.wrapping_mul(31).wrapping_add(x as usize));
-        b.node = Some(nodes[h % nodes.len()].clone());
-    }
-    // Index candidates by (namespace, label=value) so a service scans only plausible ones.
-    let mut index: HashMap<(String, String, String), Vec<Backend>> = HashMap::new();
-    for b in &all_backends {
-        for (k, v) in &b.labels {
-            index
-                .entry((b.namespace.clone(), k.clone(), v.clone()))
-                .or_default()
-                .push(b.clone());
-        }
-    }
     let eips: BTreeMap<String, Ipv4Addr> = c
         .eips
         .state()
@@ -821,35 +800,12 @@ pub fn plan_services(
         .collect();
     let services = c.services.state();
     let addresses = service_addresses(&services, pools, &eips, pending);
-    let phases: BTreeMap<String, ProbePhase> = c
-        .probes
-        .state()
-        .iter()
-        .map(|p| {
-            (
-                key_of(p.as_ref()),
-                p.status.as_ref().map(|s| s.phase).unwrap_or_default(),
-            )
-        })
-        .collect();
-    let probes_by_service: BTreeMap<String, Vec<Arc<NetworkProbe>>> = c
-        .probes
-        .state()
-        .into_iter()
-        .fold(BTreeMap::new(), |mut m, p| {
-            if let Some(svc) = p.labels().get(SERVICE_LABEL) {
-                m.entry(format!("{}/{svc}", p.namespace().unwrap_or_default()))
-                    .or_default()
-                    .push(p);
-            }
-            m
-        });
     let mut outcomes = Vec::new();
     for svc in services {
-        if svc.metadata.deletion_timestamp.is_some() {
+        let key = key_of(svc.as_ref());
+        if svc.metadata.deletion_timestamp.is_some() || only.is_some_and(|o| !o.contains(&key)) {
             continue;
         }
-        let key = key_of(svc.as_ref());
         let ns = svc.namespace().unwrap_or_default();
         let name = svc.name_any();
         let vpcs = service::service_vpcs(&svc);
@@ -877,10 +833,7 @@ pub fn plan_services(
             None => (None, None),
         };
         let candidates: Vec<Backend> = match svc.spec.selector.iter().next() {
-            Some((k, v)) => index
-                .get(&(ns.clone(), k.clone(), v.clone()))
-                .cloned()
-                .unwrap_or_default(),
+            Some((k, v)) => index.candidates(&ns, k, v),
             None => Vec::new(),
         };
         let selected = service::select_backends(&svc, &candidates);
@@ -888,9 +841,8 @@ pub fn plan_services(
             .iter()
             .map(|b| {
                 let pn = service::probe_name(&name, b);
-                let phase = phases
-                    .get(&format!("{ns}/{pn}"))
-                    .copied()
+                let phase = cached(&c.probes, &ns, &pn)
+                    .and_then(|p| p.status.as_ref().map(|s| s.phase))
                     .unwrap_or_default();
                 (pn, phase)
             })
@@ -906,7 +858,10 @@ pub fn plan_services(
                 },
             ));
         }
-        let existing_probes = probes_by_service.get(&key).cloned().unwrap_or_default();
+        let existing_probes = index
+            .probes_of(&key)
+            .filter_map(|n| cached(&c.probes, &ns, n))
+            .collect();
         outcomes.push(ServiceOutcome {
             key,
             service: svc,

@@ -112,130 +112,148 @@ pub fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
     })
 }
 
-/// Every workload that could back a service, resolved to an address and a VPC.
-pub fn backends(c: &Caches, subnets: &BTreeMap<String, SubnetInfo>) -> Vec<Backend> {
-    let namespaces: BTreeMap<String, _> = c
-        .namespaces
-        .state()
-        .into_iter()
-        .map(|n| (n.name_any(), n))
-        .collect();
-    let mut out = Vec::new();
-    for pod in c.pods.state() {
-        if pod.metadata.deletion_timestamp.is_some()
-            || pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false)
-            || matches!(
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        {
-            continue;
-        }
-        let ns = pod.namespace().unwrap_or_default();
-        let (Some(subnet), Some(ip)) = (
-            pod_subnet(&pod, namespaces.get(&ns).map(|n| n.as_ref()), subnets),
-            pod_ip(&pod),
-        ) else {
-            continue;
-        };
-        out.push(Backend {
-            kind: BackendKind::Pod,
-            namespace: ns,
-            name: pod.name_any(),
-            uid: pod.uid().unwrap_or_default(),
-            ip,
-            vpc: subnet.vpc.clone(),
-            subnet: subnet.name.clone(),
-            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            labels: pod.labels().clone(),
-        });
-    }
-    for vmi in c.vmis.iter().flat_map(|s| s.state()) {
-        if vmi.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let ns = vmi.namespace().unwrap_or_default();
-        let status = vmi.status.clone().unwrap_or_default();
-        let ip = parse_ip(vmi.annotations().get(ferry_api::ANNOTATION_IP)).or_else(|| {
-            status
-                .interfaces
-                .first()
-                .and_then(|i| i.ip_address.as_deref())
-                .and_then(|s| s.parse().ok())
-        });
-        let subnet = vmi_subnet(&vmi, namespaces.get(&ns).map(|n| n.as_ref()), subnets);
-        let (Some(subnet), Some(ip)) = (subnet, ip) else {
-            continue;
-        };
-        out.push(Backend {
-            kind: BackendKind::VirtualMachineInstance,
-            namespace: ns,
-            name: vmi.name_any(),
-            uid: vmi.uid().unwrap_or_default(),
-            ip,
-            vpc: subnet.vpc.clone(),
-            subnet: subnet.name.clone(),
-            node: status.node_name.clone(),
-            labels: vmi.labels().clone(),
-        });
-    }
-    let mut push = |kind,
-                    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-                    subnet: &str,
-                    ip: Option<Ipv4Addr>,
-                    node: Option<String>| {
-        let (Some(s), Some(ip)) = (subnets.get(subnet), ip) else {
-            return;
-        };
-        if meta.deletion_timestamp.is_some() {
-            return;
-        }
-        out.push(Backend {
-            kind,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            uid: meta.uid.clone().unwrap_or_default(),
-            ip,
-            vpc: s.vpc.clone(),
-            subnet: s.name.clone(),
-            node,
-            labels: meta.labels.clone().unwrap_or_default(),
-        });
-    };
-    for bm in c.baremetals.state() {
-        let ip = bm
-            .status
+/// A pod as a backend: running (or pending) on the pod network, with an address.
+pub fn pod_backend(
+    pod: &Pod,
+    namespace: Option<&Namespace>,
+    subnets: &BTreeMap<String, SubnetInfo>,
+) -> Option<Backend> {
+    if pod.metadata.deletion_timestamp.is_some()
+        || pod
+            .spec
             .as_ref()
-            .and_then(|s| s.ip_address.as_ref())
-            .or(bm.spec.ip_address.as_ref());
-        push(
-            BackendKind::BareMetal,
-            &bm.metadata,
-            &bm.spec.subnet,
-            parse_ip(ip),
-            bm.spec.node_name.clone(),
-        );
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
+        || matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+    {
+        return None;
     }
-    for v in c.vnicips.state() {
-        let ip = v
-            .status
-            .as_ref()
-            .and_then(|s| s.ip_address.as_ref())
-            .or(v.spec.ip_address.as_ref());
-        push(
-            BackendKind::VNicIP,
-            &v.metadata,
-            &v.spec.subnet,
-            parse_ip(ip),
-            v.spec.node_name.clone(),
-        );
+    let subnet = pod_subnet(pod, namespace, subnets)?;
+    Some(Backend {
+        kind: BackendKind::Pod,
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        ip: pod_ip(pod)?,
+        vpc: subnet.vpc.clone(),
+        subnet: subnet.name.clone(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        labels: pod.labels().clone(),
+    })
+}
+
+/// A KubeVirt VMI as a backend: Ferry's address annotation, else its first interface's.
+pub fn vmi_backend(
+    vmi: &ferry_api::VirtualMachineInstance,
+    namespace: Option<&Namespace>,
+    subnets: &BTreeMap<String, SubnetInfo>,
+) -> Option<Backend> {
+    if vmi.metadata.deletion_timestamp.is_some() {
+        return None;
     }
-    out.sort();
-    out
+    let status = vmi.status.clone().unwrap_or_default();
+    let ip = parse_ip(vmi.annotations().get(ferry_api::ANNOTATION_IP)).or_else(|| {
+        status
+            .interfaces
+            .first()
+            .and_then(|i| i.ip_address.as_deref())
+            .and_then(|s| s.parse().ok())
+    })?;
+    let subnet = vmi_subnet(vmi, namespace, subnets)?;
+    Some(Backend {
+        kind: BackendKind::VirtualMachineInstance,
+        namespace: vmi.namespace().unwrap_or_default(),
+        name: vmi.name_any(),
+        uid: vmi.uid().unwrap_or_default(),
+        ip,
+        vpc: subnet.vpc.clone(),
+        subnet: subnet.name.clone(),
+        node: status.node_name.clone(),
+        labels: vmi.labels().clone(),
+    })
+}
+
+/// A BareMetal host as a backend: the allocated address, else the one its spec names.
+pub fn baremetal_backend(
+    bm: &BareMetal,
+    subnets: &BTreeMap<String, SubnetInfo>,
+) -> Option<Backend> {
+    let ip = bm
+        .status
+        .as_ref()
+        .and_then(|s| s.ip_address.as_ref())
+        .or(bm.spec.ip_address.as_ref());
+    host_backend(
+        BackendKind::BareMetal,
+        &bm.metadata,
+        &bm.spec.subnet,
+        parse_ip(ip),
+        bm.spec.node_name.clone(),
+        subnets,
+    )
+}
+
+/// A VNicIP as a backend, by the same rules as a BareMetal host.
+pub fn vnicip_backend(v: &VNicIP, subnets: &BTreeMap<String, SubnetInfo>) -> Option<Backend> {
+    let ip = v
+        .status
+        .as_ref()
+        .and_then(|s| s.ip_address.as_ref())
+        .or(v.spec.ip_address.as_ref());
+    host_backend(
+        BackendKind::VNicIP,
+        &v.metadata,
+        &v.spec.subnet,
+        parse_ip(ip),
+        v.spec.node_name.clone(),
+        subnets,
+    )
+}
+
+fn host_backend(
+    kind: BackendKind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    subnet: &str,
+    ip: Option<Ipv4Addr>,
+    node: Option<String>,
+    subnets: &BTreeMap<String, SubnetInfo>,
+) -> Option<Backend> {
+    let s = subnets.get(subnet)?;
+    if meta.deletion_timestamp.is_some() {
+        return None;
+    }
+    Some(Backend {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        ip: ip?,
+        vpc: s.vpc.clone(),
+        subnet: s.name.clone(),
+        node,
+        labels: meta.labels.clone().unwrap_or_default(),
+    })
+}
+
+/// The namespace object of `name`, from the cache.
+pub fn namespace(c: &Caches, name: &str) -> Option<std::sync::Arc<Namespace>> {
+    c.namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(name))
+}
+
+/// The node that probes a backend naming none (bare metal, VNicIPs): one of the ready
+/// nodes, by a hash of its name, so the choice is stable while the nodes are.
+pub fn assign_node(b: &mut Backend, ready: &[String]) {
+    if b.node.is_none() && !ready.is_empty() {
+        let h = b
+            .name
+            .bytes()
+            .fold(0usize, |h, x| h.wrapping_mul(31).wrapping_add(x as usize));
+        b.node = Some(ready[h % ready.len()].clone());
+    }
 }
 
 /// Ready nodes, for assigning probes of backends that name none.
