@@ -47,5 +47,13 @@ pub const ANNOTATION_IP: &str = "iaas.yusur.io/ip_address";
 /// Annotation carrying the MAC allocated to a workload.
 pub const ANNOTATION_MAC: &str = "iaas.yusur.io/mac_address";
 
+/// Namespace of the node agents' Leases (beside the kubelets' own).
+pub const AGENT_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The Lease a node's agent renews while it runs (not the kubelet's, named after the node).
+pub fn agent_lease_name(node: &str) -> String {
+    format!("ferry-agent-{node}")
+}
+
 /// Condition type used across Ferry objects: see `conditions` in each status.
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

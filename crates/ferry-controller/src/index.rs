@@ -34,6 +34,8 @@ pub enum Feed {
     Probe,
     /// A workload of this kind.
     Workload(BackendKind),
+    /// A node agent's Lease: read by time, not by event (renewals change nothing).
+    AgentLease,
 }
 
 /// Changes seen since the last pass.
@@ -122,6 +124,7 @@ pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
         Feed::Workload(kind) => {
             c.workloads.insert((kind, key_of(obj)));
         }
+        Feed::AgentLease => {}
     }
 }
 
@@ -372,6 +375,11 @@ impl Index {
             .flatten()
             .filter_map(|w| self.backends.get(w).cloned())
             .collect()
+    }
+
+    /// The nodes the last full pass gave probes to.
+    pub fn ready_nodes(&self) -> BTreeSet<String> {
+        self.ready_nodes.iter().cloned().collect()
     }
 
     /// Names of the probes a service has now.

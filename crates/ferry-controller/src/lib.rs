@@ -85,8 +85,15 @@ impl Watches {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
     {
+        self.reflect_api(Api::all(self.client.clone()), feed, config)
+    }
+
+    fn reflect_api<K>(&self, api: Api<K>, feed: Feed, config: watcher::Config) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
         let (reader, writer) = reflector::store();
-        let api: Api<K> = Api::all(self.client.clone());
         let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
         let (changes, wake) = (self.changes.clone(), self.wake.clone());
         tokio::spawn(async move {
@@ -96,7 +103,9 @@ impl Watches {
                         Ok(ev) => index::record(&changes, feed, ev),
                         Err(e) => tracing::debug!(error = %e, "watch error (retrying)"),
                     }
-                    let _ = wake.try_send(());
+                    if !matches!(feed, Feed::AgentLease) {
+                        let _ = wake.try_send(());
+                    }
                     futures::future::ready(())
                 })
                 .await;
@@ -132,6 +141,11 @@ async fn caches(w: &Watches) -> Caches {
         k8s_services: w.reflect(Feed::Generated, generated.clone()),
         endpoints: w.reflect(Feed::Generated, generated.clone()),
         slices: w.reflect(Feed::Generated, generated),
+        agent_leases: w.reflect_api(
+            Api::namespaced(w.client.clone(), ferry_api::AGENT_LEASE_NAMESPACE),
+            Feed::AgentLease,
+            all,
+        ),
         vmis,
     }
 }
@@ -151,6 +165,7 @@ async fn wait_ready(c: &Caches) {
         c.k8s_services.wait_until_ready(),
         c.endpoints.wait_until_ready(),
         c.slices.wait_until_ready(),
+        c.agent_leases.wait_until_ready(),
     );
     if let Some(v) = &c.vmis {
         let _ = v.wait_until_ready().await;
@@ -233,6 +248,10 @@ pub async fn run(
             }
         }
         changes.merge(Changes::take(&watches.changes));
+        // An agent whose Lease lapsed (or came back) changes who probes what: a full pass.
+        if world::ready_nodes(&c) != index.ready_nodes() {
+            changes.all = true;
+        }
         let this = std::mem::take(&mut changes);
         let p = Pass {
             client: &client,
@@ -362,6 +381,9 @@ impl Pass<'_> {
         index.nb_synced = programmed.as_ref().is_none_or(Result::is_ok);
         // The NB first (the data plane matters most), then the Kubernetes objects and status.
         reconcile::write_service_objects(client, c, &outcomes).await;
+        if full {
+            reconcile::mark_orphaned_probes(client, c, &outcomes).await;
+        }
         let statuses: Vec<_> = outcomes
             .iter()
             .map(|o| {

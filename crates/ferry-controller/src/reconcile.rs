@@ -890,6 +890,44 @@ pub async fn write_service_objects(client: &Client, c: &Caches, outcomes: &[Serv
         .await;
 }
 
+/// Probes of backends on a node whose agent stopped renewing its Lease go Unknown (so
+/// the backends leave the load balancers, as Kubernetes takes a lost node's endpoints out
+/// of service); probes of backends naming no node have already moved to a live agent.
+pub async fn mark_orphaned_probes(client: &Client, c: &Caches, outcomes: &[ServiceOutcome]) {
+    let lapsed = world::lapsed_agents(c);
+    if lapsed.is_empty() {
+        return;
+    }
+    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    for o in outcomes {
+        for p in &o.objects.probes {
+            let Some(node) = p.spec.node_name.as_ref().filter(|n| lapsed.contains(*n)) else {
+                continue;
+            };
+            let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+            let Some(cur) = cached(&c.probes, &ns, &name) else {
+                continue;
+            };
+            if cur
+                .status
+                .as_ref()
+                .is_none_or(|s| s.phase == ProbePhase::Unknown)
+            {
+                continue;
+            }
+            let status = json!({"status": {"phase": "Unknown", "lastTransitionTime": now,
+                "message": format!("the agent of node {node} stopped renewing its Lease")}});
+            let api: Api<NetworkProbe> = Api::namespaced(client.clone(), &ns);
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                tracing::warn!(probe = %format!("{ns}/{name}"), error = %e, "marking a probe Unknown failed");
+            }
+        }
+    }
+}
+
 fn cached<K>(store: &kube::runtime::reflector::Store<K>, ns: &str, name: &str) -> Option<Arc<K>>
 where
     K: Resource + Clone + 'static,

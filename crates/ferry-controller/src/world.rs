@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ferry_api::{BackendKind, BareMetal, Eip, NetworkProbe, Subnet, VNicIP, Vpc, YusurService};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::service::Backend;
 
@@ -31,6 +32,8 @@ pub struct Caches {
     pub k8s_services: Store<Service>,
     pub endpoints: Store<Endpoints>,
     pub slices: Store<EndpointSlice>,
+    /// The node agents' Leases.
+    pub agent_leases: Store<Lease>,
     /// KubeVirt VMIs, when that API exists.
     pub vmis: Option<Store<ferry_api::VirtualMachineInstance>>,
 }
@@ -256,8 +259,36 @@ pub fn assign_node(b: &mut Backend, ready: &[String]) {
     }
 }
 
-/// Ready nodes, for assigning probes of backends that name none.
+/// Whether a node agent's Lease has lapsed at `now` (renew time + duration passed).
+pub fn lease_lapsed(l: &Lease, now: jiff::Timestamp) -> bool {
+    let Some(spec) = &l.spec else { return true };
+    let (Some(renewed), Some(secs)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return true;
+    };
+    renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)) < now
+}
+
+/// Nodes whose Ferry agent Lease exists and has lapsed.
+pub fn lapsed_agents(c: &Caches) -> BTreeSet<String> {
+    let now = jiff::Timestamp::now();
+    c.agent_leases
+        .state()
+        .iter()
+        .filter(|l| lease_lapsed(l, now))
+        .filter_map(|l| {
+            l.name_any()
+                .strip_prefix(&ferry_api::agent_lease_name(""))
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// Nodes that run probes: Ready (or without conditions) and, where the node has a Ferry
+/// agent (its Lease exists), with that Lease renewed in time. A node whose agent Lease
+/// lapsed is not among them: its probes go Unknown, and backends that name no node move
+/// to the others.
 pub fn ready_nodes(c: &Caches) -> BTreeSet<String> {
+    let now = jiff::Timestamp::now();
     c.nodes
         .state()
         .iter()
@@ -268,6 +299,13 @@ pub fn ready_nodes(c: &Caches) -> BTreeSet<String> {
                 .is_none_or(|cs| {
                     cs.iter().any(|c| c.type_ == "Ready" && c.status == "True") || cs.is_empty()
                 })
+        })
+        .filter(|n| {
+            let lease = ObjectRef::new(&ferry_api::agent_lease_name(&n.name_any()))
+                .within(ferry_api::AGENT_LEASE_NAMESPACE);
+            c.agent_leases
+                .get(&lease)
+                .is_none_or(|l| !lease_lapsed(&l, now))
         })
         .map(|n| n.name_any())
         .collect()

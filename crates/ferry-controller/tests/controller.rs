@@ -413,3 +413,137 @@ async fn a_standby_takes_over_when_the_leader_exits() {
     task_b.await.unwrap();
     let _ = PostParams::default();
 }
+
+/// Writes node `name`'s agent Lease, renewed `age` ago with a 10 s duration.
+async fn agent_lease(c: &Client, node: &str, age: Duration) {
+    let renewed = jiff::Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap();
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": ferry_api::agent_lease_name(node), "namespace": ferry_api::AGENT_LEASE_NAMESPACE},
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": 10,
+                 "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.clone(), ferry_api::AGENT_LEASE_NAMESPACE);
+    api.patch(
+        &ferry_api::agent_lease_name(node),
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&lease),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_agent_lease_makes_its_pods_probes_unknown_and_moves_host_probes() {
+    let e = env().await;
+    for n in ["node1", "node2"] {
+        apply(
+            &e.client,
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}}),
+        )
+        .await;
+        agent_lease(&e.client, n, Duration::ZERO).await;
+    }
+    let (stop, task) = start_controller(&e, "t-lease").await;
+    topology(&e.client).await;
+    // A bare-metal backend names no node: a live agent is chosen for it.
+    apply(&e.client, json!({"apiVersion": "iaas.yusur.io/v1", "kind": "BareMetal", "metadata": {"name": "bm-0", "labels": {"svc": "svc1-ep"}},
+        "spec": {"subnet": "vpc1-subnet2"}})).await;
+    apply(&e.client, seed()).await;
+    let probes: Api<NetworkProbe> = Api::namespaced(e.client.clone(), "default");
+    let bm_node = eventually(
+        "the bare-metal probe",
+        Duration::from_secs(10),
+        async || {
+            probes
+                .get_opt("ysvc1-bm-bm-0")
+                .await
+                .ok()
+                .flatten()?
+                .spec
+                .node_name
+        },
+    )
+    .await;
+    assert_eq!(bm_node, "node1", "bm-0 hashes to node1 of [node1, node2]");
+    for p in ["ysvc1-pod-ep1", "ysvc1-pod-ep2", "ysvc1-bm-bm-0"] {
+        eventually(p, Duration::from_secs(10), async || {
+            probes.get_opt(p).await.ok().flatten()
+        })
+        .await;
+        probes
+            .patch_status(
+                p,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Healthy"}})),
+            )
+            .await
+            .unwrap();
+    }
+    let ysvcs: Api<YusurService> = Api::namespaced(e.client.clone(), "default");
+    eventually("3 of 3 ready", Duration::from_secs(10), async || {
+        (ysvcs.get("ysvc1").await.ok()?.status?.ready_endpoints == 3).then_some(())
+    })
+    .await;
+    // node1's agent stops: its Lease is older than its duration. The pods on node1 are
+    // presumed lost (Unknown, out of Endpoints); the host's probe goes to node2.
+    agent_lease(&e.client, "node1", Duration::from_secs(30)).await;
+    let started = Instant::now();
+    for p in ["ysvc1-pod-ep1", "ysvc1-pod-ep2"] {
+        let st = eventually(p, Duration::from_secs(15), async || {
+            let st = probes.get(p).await.ok()?.status?;
+            (st.phase == ferry_api::ProbePhase::Unknown).then_some(st)
+        })
+        .await;
+        assert!(st.message.unwrap_or_default().contains("node1"));
+    }
+    let moved = eventually(
+        "the host probe on node2",
+        Duration::from_secs(15),
+        async || {
+            probes
+                .get("ysvc1-bm-bm-0")
+                .await
+                .ok()?
+                .spec
+                .node_name
+                .filter(|n| n == "node2")
+        },
+    )
+    .await;
+    assert_eq!(moved, "node2");
+    let eps: Api<Endpoints> = Api::namespaced(e.client.clone(), "default");
+    let ready = eventually(
+        "only the host left in Endpoints",
+        Duration::from_secs(10),
+        async || {
+            let ep = eps.get("ysvc1").await.ok()?;
+            let ips: Vec<String> = ep
+                .subsets?
+                .first()?
+                .addresses
+                .clone()?
+                .into_iter()
+                .map(|a| a.ip)
+                .collect();
+            (ips.len() == 1).then_some(ips)
+        },
+    )
+    .await;
+    eprintln!(
+        "lease lapse handled {:?} after the lease changed; host probe was on {bm_node}; endpoints {ready:?}",
+        started.elapsed()
+    );
+    // The host keeps its Healthy phase across the move (its new agent reports on its own).
+    assert_eq!(
+        probes
+            .get("ysvc1-bm-bm-0")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase,
+        ferry_api::ProbePhase::Healthy
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+}
