@@ -14,6 +14,7 @@ pub mod network;
 pub mod reconcile;
 pub mod service;
 pub mod world;
+pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -33,6 +34,7 @@ use crate::index::{Changes, Feed, Index};
 use crate::ipam::Pool;
 use crate::reconcile::{Pending, ServicePools};
 use crate::world::Caches;
+use crate::writer::Writes;
 
 /// How the controllers run.
 #[derive(Debug, Clone)]
@@ -229,6 +231,8 @@ pub async fn run(
     });
     let mut pending = Pending::default();
     let mut index = Index::default();
+    let writes = Writes::default();
+    let writer = tokio::spawn(writes.clone().run(client.clone(), c.clone()));
     let mut renewed = Instant::now();
     let mut resync = tokio::time::interval(config.resync);
     resync.tick().await;
@@ -240,6 +244,7 @@ pub async fn run(
                 Ok(true) => renewed = Instant::now(),
                 Ok(false) => {
                     tracing::warn!("lost the leader lease; standing by");
+                    writes.clear();
                     tokio::select! {
                         _ = leader::acquire(&client, &lease) => renewed = Instant::now(),
                         _ = stopped(&mut shutdown) => return Ok(()),
@@ -260,7 +265,8 @@ pub async fn run(
             pools: &pools,
             eip_range,
         };
-        p.run(this, &mut pending, &mut index, net.as_mut()).await;
+        p.run(this, &mut pending, &mut index, net.as_mut(), &writes)
+            .await;
         tokio::select! {
             _ = wake.recv() => {
                 // Coalesce a burst of changes into one pass.
@@ -272,6 +278,7 @@ pub async fn run(
             _ = stopped(&mut shutdown) => break,
         }
     }
+    writer.abort();
     leader::release(&client, &lease).await;
     tracing::info!("released the leader lease");
     Ok(())
@@ -301,6 +308,7 @@ impl Pass<'_> {
         pending: &mut Pending,
         index: &mut Index,
         net: Option<&mut network::Network>,
+        writes: &Writes,
     ) {
         let (c, client) = (self.c, self.client);
         let started = Instant::now();
@@ -380,37 +388,33 @@ impl Pass<'_> {
             None => None,
         };
         index.nb_synced = programmed.as_ref().is_none_or(Result::is_ok);
-        // The NB first (the data plane matters most), then the Kubernetes objects and status.
-        reconcile::write_service_objects(client, c, &outcomes).await;
         if full {
             reconcile::mark_orphaned_probes(client, c, &outcomes).await;
         }
-        let statuses: Vec<_> = outcomes
-            .iter()
-            .map(|o| {
-                let p = programmed.as_ref().map(|r| match r {
-                    Ok(errors) => match errors.get(&o.key) {
-                        Some(msg) => Err(msg.clone()),
-                        None if o
-                            .problem
-                            .as_ref()
-                            .is_some_and(|(reason, _)| reason != "NoBackends") =>
-                        {
-                            Err("not programmed: see the Ready condition".to_string())
-                        }
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(e.clone()),
-                });
-                (o, reconcile::desired_status(o, p))
-            })
-            .collect();
-        futures::stream::iter(statuses)
-            .for_each_concurrent(16, |(o, st)| reconcile::write_status(client, o, st))
-            .await;
+        // The NB first (the data plane matters most); status and the Kubernetes objects
+        // are written by the writer task.
+        let services = outcomes.len();
+        for o in outcomes {
+            let p = programmed.as_ref().map(|r| match r {
+                Ok(errors) => match errors.get(&o.key) {
+                    Some(msg) => Err(msg.clone()),
+                    None if o
+                        .problem
+                        .as_ref()
+                        .is_some_and(|(reason, _)| reason != "NoBackends") =>
+                    {
+                        Err("not programmed: see the Ready condition".to_string())
+                    }
+                    None => Ok(()),
+                },
+                Err(e) => Err(e.clone()),
+            });
+            let status = reconcile::desired_status(&o, p);
+            writes.push(o, status);
+        }
         tracing::debug!(
             full,
-            services = outcomes.len(),
+            services,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconcile pass"
         );

@@ -1090,13 +1090,29 @@ pub fn desired_status(
     }
 }
 
-/// Writes the status when it differs, and an Event when a condition changes.
-pub async fn write_status(client: &Client, o: &ServiceOutcome, status: YusurServiceStatus) {
-    let svc = &o.service;
-    let current = svc.status.clone().unwrap_or_default();
-    if current == status {
-        return;
+/// Writes `status` unless `before` (the newest status known: the last one this controller
+/// wrote, else the cached one) already says it, and an Event for each condition that
+/// changed. Transition times of unchanged conditions are kept from `before`. Returns what
+/// the service's status now is.
+pub async fn write_status(
+    client: &Client,
+    o: &ServiceOutcome,
+    mut status: YusurServiceStatus,
+    before: &YusurServiceStatus,
+) -> Option<YusurServiceStatus> {
+    for c in &mut status.conditions {
+        if let Some(b) = before
+            .conditions
+            .iter()
+            .find(|b| b.type_ == c.type_ && b.status == c.status)
+        {
+            c.last_transition_time = b.last_transition_time.clone();
+        }
     }
+    if *before == status {
+        return Some(status);
+    }
+    let svc = &o.service;
     let ns = svc.namespace().unwrap_or_default();
     let api: Api<YusurService> = Api::namespaced(client.clone(), &ns);
     if let Err(e) = api
@@ -1108,11 +1124,11 @@ pub async fn write_status(client: &Client, o: &ServiceOutcome, status: YusurServ
         .await
     {
         tracing::warn!(service = %o.key, error = %e, "writing status failed");
-        return;
+        return None;
     }
     for c in &status.conditions {
-        let before = current.conditions.iter().find(|p| p.type_ == c.type_);
-        if before.map(|b| (&b.status, &b.reason)) != Some((&c.status, &c.reason)) {
+        let was = before.conditions.iter().find(|p| p.type_ == c.type_);
+        if was.map(|b| (&b.status, &b.reason)) != Some((&c.status, &c.reason)) {
             let type_ = if c.status == "True" {
                 "Normal"
             } else {
@@ -1121,6 +1137,7 @@ pub async fn write_status(client: &Client, o: &ServiceOutcome, status: YusurServ
             event(client, svc, type_, &c.reason, &c.message).await;
         }
     }
+    Some(status)
 }
 
 async fn event(client: &Client, svc: &YusurService, type_: &str, reason: &str, message: &str) {

@@ -168,7 +168,13 @@ async fn seed_service_gets_cluster_ip_endpoints_of_healthy_vpc1_backends_and_cle
     );
 
     let svcs: Api<Service> = Api::namespaced(e.client.clone(), "default");
-    let svc = svcs.get("ysvc1").await.unwrap();
+    // Status is written first, the generated objects right after it.
+    let svc = eventually(
+        "the headless Service",
+        Duration::from_secs(10),
+        async || svcs.get_opt("ysvc1").await.ok().flatten(),
+    )
+    .await;
     assert_eq!(
         svc.spec.as_ref().unwrap().cluster_ip.as_deref(),
         Some("None")
@@ -180,14 +186,18 @@ async fn seed_service_gets_cluster_ip_endpoints_of_healthy_vpc1_backends_and_cle
     assert_eq!(svc.annotations()["iaas.yusur.io/vip"], "10.96.0.2");
 
     let probes: Api<NetworkProbe> = Api::namespaced(e.client.clone(), "default");
-    let names: Vec<String> = probes
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| p.name_any())
-        .collect();
+    let names: Vec<String> = eventually("both probes", Duration::from_secs(10), async || {
+        let names: Vec<String> = probes
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        (names.len() >= 2).then_some(names)
+    })
+    .await;
     assert_eq!(
         names,
         ["ysvc1-pod-ep1", "ysvc1-pod-ep2"],
