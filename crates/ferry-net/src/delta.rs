@@ -1,6 +1,6 @@
-//! [`cluster_ip_delta`]: the operations for a few changed services alone, without building
-//! or comparing the rest of the network (the fast path of a controller that knows which
-//! services changed).
+//! [`cluster_ip_delta`] and [`port_delta`]: the operations for a few changed services or
+//! workload ports alone, without building or comparing the rest of the network (the fast
+//! path of a controller that knows what changed).
 //!
 //! It covers services with a cluster IP and no EIP (scenarios 1 and 2): their rows are
 //! load balancers in their VPCs' groups and nothing else, so the only row they share with
@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 use crate::diff::{CurrentRow, changed_columns, owned_key, row_uuid};
-use crate::model::{OWNER, ServiceState};
+use crate::model::{OWNER, PortState, ServiceState};
 use crate::scenario::{cluster_ip, scope_vpcs, service_owner};
 use crate::topology::Builder;
 
@@ -162,5 +162,134 @@ pub fn cluster_ip_delta(
     ops.extend(add.iter().map(|(g, us)| mutate(g, "insert", us)));
     ops.extend(remove.iter().map(|(g, us)| mutate(g, "delete", us)));
     ops.extend(deletes);
+    Some(ops)
+}
+
+const LSP: &str = "Logical_Switch_Port";
+const SWITCH: &str = "Logical_Switch";
+
+/// Whether a current row belongs in [`port_delta`]'s `current`: a switch, or a switch port
+/// Ferry owns.
+pub fn port_delta_input(table: &str, columns: &Map<String, Value>) -> bool {
+    match table {
+        SWITCH => true,
+        LSP => owned_key(table, columns).is_some(),
+        _ => false,
+    }
+}
+
+/// One transaction converging workload ports that changed: `changes` pairs a port's old
+/// state with its new one (`None`: absent), given `current`, the rows [`port_delta_input`]
+/// selects. A new port is inserted with a `mutate` of its switch's `ports`; a port that
+/// goes is removed from its switch (the NB collects the row); one that moves changes both
+/// switches in the same transaction. `None` when this is not enough (a switch not in the
+/// NB, or a name used by a port Ferry did not build as a workload port): the caller
+/// converges everything instead.
+pub fn port_delta(
+    changes: &[(Option<PortState>, Option<PortState>)],
+    current: &[CurrentRow],
+) -> Option<Vec<Value>> {
+    let mut switches: BTreeMap<&str, (&str, BTreeSet<&str>)> = BTreeMap::new();
+    let mut ports: BTreeMap<&str, &CurrentRow> = BTreeMap::new();
+    for row in current {
+        if !port_delta_input(&row.table, &row.columns) {
+            continue;
+        }
+        let name = row.columns.get("name").and_then(Value::as_str);
+        if row.table == SWITCH {
+            if let Some(n) = name {
+                switches.insert(n, (&row.uuid, uuids(row.columns.get("ports"))));
+            }
+        } else if let Some(n) = name {
+            ports.insert(n, row);
+        }
+    }
+    let taken: BTreeSet<&str> = current.iter().map(|r| r.uuid.as_str()).collect();
+    let mut ops = Vec::new();
+    let mut add: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut remove: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Where a current port row is referenced from.
+    let switch_of = |uuid: &str| -> Vec<&str> {
+        switches
+            .iter()
+            .filter(|(_, (_, members))| members.contains(uuid))
+            .map(|(name, _)| *name)
+            .collect()
+    };
+    for (old, new) in changes {
+        let Some(name) = new.as_ref().or(old.as_ref()).map(|p| p.name.as_str()) else {
+            continue;
+        };
+        let key = crate::topology::key(LSP, name);
+        let cur = ports.get(name).copied();
+        if let Some(c) = cur
+            && owned_key(LSP, &c.columns).as_deref() != Some(key.as_str())
+        {
+            return None;
+        }
+        match (cur, new) {
+            (Some(c), None) => {
+                for s in switch_of(&c.uuid) {
+                    remove.entry(s).or_default().push(c.uuid.clone());
+                }
+            }
+            (None, None) => {}
+            (cur, Some(p)) => {
+                let subnet = p.subnet.as_str();
+                if !switches.contains_key(subnet) {
+                    return None;
+                }
+                let mut b = Builder::default();
+                b.add(
+                    LSP,
+                    &p.name,
+                    crate::topology::INFRA_OWNER,
+                    BTreeMap::from([
+                        ("name".to_string(), json!(p.name)),
+                        (
+                            "addresses".to_string(),
+                            json!(["set", [format!("{} {}", p.mac, p.ip)]]),
+                        ),
+                    ]),
+                );
+                let row = b.rows.into_values().next()?;
+                let cols: Map<String, Value> = row.columns.into_iter().collect();
+                let uuid = match cur {
+                    Some(c) => {
+                        let changed = changed_columns(&c.columns, cols);
+                        if !changed.is_empty() {
+                            ops.push(json!({"op": "update", "table": LSP, "where": by_uuid(&c.uuid), "row": changed}));
+                        }
+                        for s in switch_of(&c.uuid) {
+                            if s != subnet {
+                                remove.entry(s).or_default().push(c.uuid.clone());
+                            }
+                        }
+                        c.uuid.clone()
+                    }
+                    None => {
+                        let mut salt = 0;
+                        let mut u = row_uuid(LSP, &key, 0);
+                        while taken.contains(u.as_str()) {
+                            salt += 1;
+                            u = row_uuid(LSP, &key, salt);
+                        }
+                        ops.push(json!({"op": "insert", "table": LSP, "uuid": u, "row": cols}));
+                        u
+                    }
+                };
+                if !switches[subnet].1.contains(uuid.as_str()) {
+                    add.entry(subnet).or_default().push(uuid);
+                }
+            }
+        }
+    }
+    let mutate = |name: &str, verb: &str, us: &[String]| {
+        let set: Vec<Value> = us.iter().map(|u| json!(["uuid", u])).collect();
+        json!({"op": "mutate", "table": SWITCH, "where": by_uuid(switches[name].0),
+               "mutations": [["ports", verb, ["set", set]]]})
+    };
+    ops.extend(add.iter().map(|(s, us)| mutate(s, "insert", us)));
+    ops.extend(remove.iter().map(|(s, us)| mutate(s, "delete", us)));
     Some(ops)
 }
