@@ -33,18 +33,33 @@ fn assignment(pod: &Pod) -> Option<PodNetwork> {
     })
 }
 
+/// The pod's namespace and name from `CNI_ARGS`, or an error naming what is missing.
+fn pod_identity(env: &CniEnv) -> Result<(String, String), CniError> {
+    let missing: Vec<&str> = [
+        ("K8S_POD_NAMESPACE", &env.args.k8s_pod_namespace),
+        ("K8S_POD_NAME", &env.args.k8s_pod_name),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+    .map(|(k, _)| k)
+    .collect();
+    match (&env.args.k8s_pod_namespace, &env.args.k8s_pod_name) {
+        (Some(ns), Some(name)) if missing.is_empty() => Ok((ns.clone(), name.clone())),
+        _ => Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("CNI_ARGS has no {}", missing.join(" and no ")),
+            format!(
+                "Ferry reads the pod's address from the pod object: the container runtime must pass \
+                 CNI_ARGS=K8S_POD_NAMESPACE=NS;K8S_POD_NAME=NAME ({})",
+                pod_ref(env)
+            ),
+        )),
+    }
+}
+
 impl AssignmentSource for KubeAssignments {
     fn pod_network(&mut self, env: &CniEnv, conf: &NetConf) -> Result<PodNetwork, CniError> {
-        let (Some(ns), Some(name)) = (
-            env.args.k8s_pod_namespace.clone(),
-            env.args.k8s_pod_name.clone(),
-        ) else {
-            return Err(CniError::new(
-                ErrorCode::InvalidEnvironment,
-                "CNI_ARGS lacks K8S_POD_NAMESPACE or K8S_POD_NAME",
-                pod_ref(env),
-            ));
-        };
+        let (ns, name) = pod_identity(env)?;
         let kubeconfig = conf.kubeconfig.clone();
         let wait = self.wait;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -80,5 +95,62 @@ impl AssignmentSource for KubeAssignments {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::{CniArgs, CniCommand};
+
+    fn env(args: &str) -> CniEnv {
+        CniEnv {
+            command: CniCommand::Add,
+            container_id: "c1".into(),
+            netns: Some("/var/run/netns/x".into()),
+            ifname: "eth0".into(),
+            args: CniArgs::parse(args).expect("args"),
+            path: vec![],
+        }
+    }
+
+    #[test]
+    fn pod_identity_names_what_cni_args_lack() {
+        let cases = [
+            (
+                "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+                Ok(("default", "web")),
+            ),
+            (
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default",
+                Err("CNI_ARGS has no K8S_POD_NAME"),
+            ),
+            ("K8S_POD_NAME=web", Err("CNI_ARGS has no K8S_POD_NAMESPACE")),
+            (
+                "K8S_POD_NAMESPACE=default;K8S_POD_NAME=",
+                Err("CNI_ARGS has no K8S_POD_NAME"),
+            ),
+            (
+                "",
+                Err("CNI_ARGS has no K8S_POD_NAMESPACE and no K8S_POD_NAME"),
+            ),
+        ];
+        for (args, want) in cases {
+            let got = pod_identity(&env(args));
+            match (got, want) {
+                (Ok((ns, name)), Ok((wns, wname))) => {
+                    assert_eq!((ns.as_str(), name.as_str()), (wns, wname), "{args}")
+                }
+                (Err(e), Err(msg)) => {
+                    assert_eq!(e.msg, msg, "{args}");
+                    assert_eq!(e.code, 4, "{args}");
+                    assert!(
+                        e.details.contains("K8S_POD_NAMESPACE=NS;K8S_POD_NAME=NAME"),
+                        "{e:?}"
+                    );
+                }
+                (got, want) => panic!("{args}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

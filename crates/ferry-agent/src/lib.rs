@@ -6,7 +6,8 @@
 //! It must not decide which pods get which addresses (the network controller does) nor
 //! program OVN logical state (the network controller does, through `ferry-ovsdb`).
 //! [`node`] is the Kubernetes side: Node and Lease, NetworkProbes in, probe status out, the
-//! node interface, and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
+//! node interface ([`node_iface`] on a real node: `ferry0` in the host's namespace, no
+//! default route), and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
 //!
 //! Kernel and tool access goes through narrow seams: [`command`] runs `ip`, `ethtool`,
 //! `ovs-vsctl`, `nsenter`; [`netns`] creates sockets inside a namespace on a dedicated
@@ -15,7 +16,9 @@
 //! workspace's `unsafe_code = "forbid"` holds here too.
 //!
 //! Tests: unit tables next to the code; `tests/cni_ovn.rs` (CNI against a real OVN/OVS
-//! stack), `tests/probe_netns.rs` (probes in real namespaces) need root and run with
+//! stack), `tests/node_iface_ovn.rs` (the real-node interface inside a namespace standing
+//! for the host, TCP to a pod and a ClusterIP through OVN), `tests/probe_netns.rs` (probes
+//! in real namespaces) need root and run with
 //! `cargo test -p ferry-agent -- --include-ignored`; `examples/probe_load.rs` prints the
 //! probe engine's CPU and memory at 5,000 probes per second.
 
@@ -27,6 +30,7 @@ pub mod mac_addr;
 pub mod netns;
 pub mod netns_admin;
 pub mod node;
+pub mod node_iface;
 pub mod plumb;
 pub mod probe;
 pub mod runtime;

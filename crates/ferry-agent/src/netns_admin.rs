@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommandError, run};
+use crate::plumb::{self, UnplumbRequest};
 
 /// Path of a named namespace.
 pub fn netns_path(name: &str) -> PathBuf {
@@ -20,6 +21,35 @@ pub struct Created {
     pub netns: BTreeSet<String>,
     /// `(pid, start time in clock ticks)` of processes it started.
     pub processes: BTreeSet<(i32, u64)>,
+    /// Ports plumbed outside any namespace of its own (the node interface on a real node).
+    #[serde(default)]
+    pub ports: BTreeSet<CreatedPort>,
+}
+
+/// A veth whose host end is a port of an OVS bridge; deleting the host end removes its
+/// peer (e.g. `ferry0` in the host's namespace) too.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CreatedPort {
+    pub host_ifname: String,
+    /// The namespace the host end lives in (where `ovs-vswitchd` runs); `None` = the
+    /// agent's own.
+    pub ovs_netns: Option<PathBuf>,
+    pub bridge: String,
+    pub ovs_db: PathBuf,
+}
+
+impl CreatedPort {
+    /// The removal request: OVS port and host end (the peer goes with it).
+    pub fn unplumb(&self) -> UnplumbRequest {
+        UnplumbRequest {
+            netns_path: None,
+            ifname: String::new(),
+            host_ifname: self.host_ifname.clone(),
+            bridge: self.bridge.clone(),
+            ovs_db: self.ovs_db.clone(),
+            ovs_netns: self.ovs_netns.clone(),
+        }
+    }
 }
 
 /// The on-disk record (`<state_dir>/agent-<node>.json`).
@@ -72,6 +102,16 @@ impl Record {
     pub fn remove_process(&self, pid: i32) {
         self.update(|c| c.processes.retain(|(p, _)| *p != pid));
     }
+    pub fn add_port(&self, port: &CreatedPort) {
+        self.update(|c| {
+            c.ports.insert(port.clone());
+        });
+    }
+    pub fn remove_port(&self, port: &CreatedPort) {
+        self.update(|c| {
+            c.ports.remove(port);
+        });
+    }
     pub fn snapshot(&self) -> Created {
         self.created
             .lock()
@@ -87,15 +127,34 @@ pub fn start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Creates a named namespace with `lo` up; an existing one is reused only if recorded.
+/// Creates a named namespace with `lo` up, or reuses an existing one. A name whose file
+/// is no longer a namespace (its mount was lost with the private mount namespace of a
+/// crashed agent) is removed and created afresh.
 pub fn create(name: &str, record: &Record) -> Result<PathBuf, CommandError> {
     let path = netns_path(name);
+    if path.exists() && !is_netns(&path) {
+        tracing::info!(netns = name, "replacing a stale namespace file");
+        let _ = run("ip", &["netns", "del", name]);
+    }
     if !path.exists() {
         record.add_netns(name);
         run("ip", &["netns", "add", name])?;
     }
     let _ = run("ip", &["-n", name, "link", "set", "lo", "up"]);
     Ok(path)
+}
+
+/// True when `path` is a mounted network namespace (a file of the `nsfs` pseudo file
+/// system, like our own `/proc/self/ns/net`), not a plain file left behind.
+pub fn is_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        std::fs::metadata("/proc/self/ns/net"),
+    ) {
+        (Ok(file), Ok(own)) => file.dev() == own.dev(),
+        _ => false,
+    }
 }
 
 pub fn delete(name: &str, record: &Record) {
@@ -106,7 +165,8 @@ pub fn delete(name: &str, record: &Record) {
 }
 
 /// Removes what a record lists: processes (only if the PID still has the recorded start
-/// time), then namespaces. Safe to run twice.
+/// time), then namespaces, then ports (OVS port and veth). Safe to run twice. Returns the
+/// processes killed and the namespaces removed.
 pub fn cleanup(path: &Path) -> (usize, usize) {
     let record = Record::open(path.to_path_buf());
     let created = record.snapshot();
@@ -132,6 +192,13 @@ pub fn cleanup(path: &Path) -> (usize, usize) {
             removed += 1;
         }
         record.remove_netns(ns);
+    }
+    for port in &created.ports {
+        if let Err(e) = plumb::del(&port.unplumb()) {
+            tracing::warn!(port = %port.host_ifname, error = %e, "removing a recorded port failed");
+            continue;
+        }
+        record.remove_port(port);
     }
     (killed, removed)
 }

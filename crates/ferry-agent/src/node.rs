@@ -1,7 +1,9 @@
 //! The node agent's Kubernetes side: registers its Node and keeps its Lease, runs the
 //! NetworkProbes assigned to it from probe namespaces plumbed into each VPC, writes probe
-//! status on transitions only, plumbs the node's interface on the join subnet, and in lab
-//! mode plays the node's container runtime (see [`crate::runtime`]).
+//! status on transitions only, plumbs the node's interface on the join subnet (on a real
+//! node into the host's namespace, see [`crate::node_iface`]; in the lab into a namespace
+//! `ferry-NODE` standing for the node), and in lab mode plays the node's container runtime
+//! (see [`crate::runtime`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::netns_admin::{self, Record};
+use crate::node_iface;
 use crate::probe::{ProbeKind, ProbeRunner, ProbeSpec, ProbeTarget, Thresholds};
 use crate::runtime::{self, RestartPolicy, RuntimeConfig, Sandbox, Workload};
 
@@ -36,6 +39,9 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Routed through the node interface (scenario 2).
     pub service_cidr: String,
+    /// On a real node (not `lab`): the name of the node interface plumbed into the agent's
+    /// own namespace ([`crate::node_iface`]); `None` plumbs none.
+    pub node_interface: Option<String>,
     /// Set `other_config:hw-offload=true` on OVS (DPU/SmartNIC nodes).
     pub hw_offload: bool,
 }
@@ -47,7 +53,17 @@ pub enum AgentError {
     Register { node: String, source: kube::Error },
     #[error("enabling OVS hardware offload: {0}")]
     HwOffload(crate::command::CommandError),
+    #[error("service CIDR {cidr:?} is not a CIDR: {source}")]
+    ServiceCidr {
+        cidr: String,
+        source: ipnet::AddrParseError,
+    },
 }
+
+/// How often a plumbed node interface is verified (and repaired) on a real node.
+const NODE_IFACE_RECHECK: Duration = Duration::from_secs(30);
+/// How long after a failed attempt the node interface is tried again.
+const NODE_IFACE_RETRY: Duration = Duration::from_secs(5);
 
 /// The record file of a node's agent under a state dir.
 pub fn record_path(state_dir: &std::path::Path, node: &str) -> PathBuf {
@@ -254,6 +270,13 @@ pub async fn run(
     cfg: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
+    let service_cidr: ipnet::IpNet =
+        cfg.service_cidr
+            .parse()
+            .map_err(|source| AgentError::ServiceCidr {
+                cidr: cfg.service_cidr.clone(),
+                source,
+            })?;
     register(&client, &cfg.node)
         .await
         .map_err(|source| AgentError::Register {
@@ -331,6 +354,11 @@ pub async fn run(
     let mut scheduled: BTreeMap<String, ProbeSpec> = BTreeMap::new();
     let mut probe_netns: BTreeMap<String, Sandbox> = BTreeMap::new();
     let mut node_iface: Option<Sandbox> = None;
+    // Real node: the plumbed request, when it was last verified, when to retry a failure
+    // and the last problem logged (so a bad annotation is not logged every tick).
+    let mut host_iface: Option<(crate::plumb::PlumbRequest, std::time::Instant)> = None;
+    let mut host_iface_retry = std::time::Instant::now();
+    let mut host_iface_problem = String::new();
     let mut sandboxes: BTreeMap<String, Sandbox> = BTreeMap::new();
     let mut written_status: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let mut lease_tick = tokio::time::interval(Duration::from_secs(3));
@@ -435,6 +463,58 @@ pub async fn run(
                 {
                     tracing::info!(netns = %s.workload.netns, "node interface ready");
                     node_iface = Some(s);
+                }
+            }
+            // On a real node: in the host's own namespace, without a default route.
+            if let (false, Some(ifname)) = (cfg.lab, &cfg.node_interface) {
+                let target = node_iface::Target {
+                    ifname: ifname.clone(),
+                    netns: node_iface::own_netns().to_path_buf(),
+                };
+                let routed = node_iface::routed_cidrs(
+                    service_cidr,
+                    subnets.state().iter().map(|s| s.as_ref()),
+                );
+                match node_iface::request(&cfg.node, a, &routed, &target, &cfg.runtime) {
+                    Ok(Some(req)) => {
+                        let due = match &host_iface {
+                            Some((cur, verified)) => {
+                                *cur != req || verified.elapsed() >= NODE_IFACE_RECHECK
+                            }
+                            None => true,
+                        };
+                        if due && std::time::Instant::now() >= host_iface_retry {
+                            let (r, rec) = (req.clone(), record.clone());
+                            match tokio::task::spawn_blocking(move || node_iface::ensure(&r, &rec))
+                                .await
+                            {
+                                Ok(Ok(done)) => {
+                                    let kept = done == node_iface::Ensured::Kept;
+                                    if !kept || host_iface.is_none() {
+                                        tracing::info!(ifname = %req.ifname, address = %req.ip_cidr,
+                                            routes = ?req.routes, kept, "node interface ready");
+                                    }
+                                    host_iface = Some((req, std::time::Instant::now()));
+                                    host_iface_problem.clear();
+                                }
+                                Ok(Err(e)) => {
+                                    host_iface_retry = std::time::Instant::now() + NODE_IFACE_RETRY;
+                                    if e.to_string() != host_iface_problem {
+                                        tracing::warn!(ifname = %req.ifname, error = %e, "plumbing the node interface failed");
+                                        host_iface_problem = e.to_string();
+                                    }
+                                }
+                                Err(e) => tracing::warn!(error = %e, "node interface task failed"),
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if e.to_string() != host_iface_problem {
+                            tracing::warn!(error = %e, "cannot plumb the node interface");
+                            host_iface_problem = e.to_string();
+                        }
+                    }
                 }
             }
         }
@@ -614,6 +694,11 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || {
         for s in all.drain(..) {
             s.stop(&rec);
+        }
+        if let Some((req, _)) = host_iface
+            && let Err(e) = node_iface::remove(&req, &rec)
+        {
+            tracing::warn!(ifname = %req.ifname, error = %e, "removing the node interface failed");
         }
     })
     .await;

@@ -154,6 +154,17 @@ impl Sandbox {
                 .gateway
                 .parse()
                 .map_err(|e| format!("gateway {}: {e}", w.gateway))?,
+            default_route: true,
+            routes: w
+                .routes
+                .iter()
+                .map(|(dst, via)| {
+                    Ok((
+                        dst.parse().map_err(|e| format!("route {dst}: {e}"))?,
+                        via.parse().map_err(|e| format!("route via {via}: {e}"))?,
+                    ))
+                })
+                .collect::<Result<_, String>>()?,
             iface_id: w.iface_id.clone(),
             bridge: cfg.bridge.clone(),
             ovs_db: cfg.ovs_db.clone(),
@@ -163,10 +174,6 @@ impl Sandbox {
         if let Err(e) = plumb::add(&req) {
             netns_admin::delete(&w.netns, record);
             return Err(format!("plumbing {}: {e}", w.key));
-        }
-        for (dst, via) in &w.routes {
-            let _ =
-                crate::command::run_in_netns(&path, "ip", &["route", "replace", dst, "via", via]);
         }
         let sockets = NetnsSocketFactory::open(&path)
             .ok()

@@ -210,10 +210,39 @@ struct AgentArgs {
     /// Where the agent records what it created.
     #[arg(long, default_value = "/var/lib/ferry")]
     state_dir: PathBuf,
-    #[arg(long, default_value = "10.96.0.0/16")]
+    /// The service CIDR, routed through the node interface.
+    #[arg(long, env = "FERRY_SERVICE_CIDR", default_value = "10.96.0.0/16")]
     service_cidr: String,
+    /// Plumb this node's port on the join subnet `subnet0` (address and MAC from the Node's
+    /// iaas.yusur.io/ annotations) into the agent's own network namespace, the host's, as
+    /// --node-ifname: routes to --service-cidr and to the default VPC's pod subnets via
+    /// the join subnet's gateway, and no default route (the host keeps its own). Removed
+    /// when the agent stops. `--node-interface=false` plumbs none. Ignored with --lab,
+    /// where the node is the namespace ferry-NODE.
+    #[arg(
+        long,
+        env = "FERRY_NODE_INTERFACE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    node_interface: bool,
+    /// Name of the node interface in the host's namespace.
+    #[arg(long, env = "FERRY_NODE_IFNAME", default_value = ferry_agent::node_iface::DEFAULT_IFNAME,
+        value_parser = parse_ifname)]
+    node_ifname: String,
     #[command(flatten)]
     options: AgentOptions,
+}
+
+fn parse_ifname(s: &str) -> Result<String, String> {
+    ferry_agent::cni::validate_ifname(s)
+        .map(|()| s.to_string())
+        .map_err(|_| {
+            format!(
+                "{s:?} is not an interface name (1-15 characters without '/', ':' or whitespace)"
+            )
+        })
 }
 
 #[derive(Args, Debug)]
@@ -532,6 +561,7 @@ fn agent_config(
     lab: bool,
     state_dir: PathBuf,
     service_cidr: &str,
+    node_interface: Option<String>,
 ) -> ferry_agent::node::AgentConfig {
     ferry_agent::node::AgentConfig {
         node: node.to_string(),
@@ -548,6 +578,7 @@ fn agent_config(
         lab,
         state_dir,
         service_cidr: service_cidr.to_string(),
+        node_interface,
         hw_offload: options.hw_offload,
     }
 }
@@ -561,6 +592,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         args.lab,
         args.state_dir.clone(),
         &args.service_cidr,
+        args.node_interface.then(|| args.node_ifname.clone()),
     );
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
@@ -627,6 +659,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 true,
                 args.server.data_dir.join("agent"),
                 &args.network.service_cidr,
+                None,
             );
             agents.push(tokio::spawn(ferry_agent::node::run(
                 client,

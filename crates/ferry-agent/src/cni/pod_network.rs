@@ -72,6 +72,8 @@ pub fn plumb_request(
         mac: pod.mac,
         ip_cidr: pod.ip,
         gateway: pod.gateway,
+        default_route: true,
+        routes: vec![],
         iface_id: pod.iface_id.clone(),
         bridge: conf.bridge.clone(),
         ovs_db: conf.ovs_db_sock.clone(),

@@ -92,7 +92,8 @@ impl CniResult {
 }
 
 /// The ADD result for a plumbed pod: the host end (index 0), the container end (index 1,
-/// with its sandbox), the address on the container end, and the default route.
+/// with its sandbox), the address on the container end, the default route (when the
+/// request adds one) and the request's further routes.
 pub fn add_result(version: &str, req: &PlumbRequest, host_mac: Option<MacAddr>) -> CniResult {
     let mut interfaces = Vec::new();
     if let Some(mac) = host_mac {
@@ -122,10 +123,13 @@ pub fn add_result(version: &str, req: &PlumbRequest, host_mac: Option<MacAddr>) 
             gateway: Some(req.gateway),
             interface: Some(container_index),
         }],
-        routes: vec![Route {
-            dst: default_dst,
-            gw: Some(req.gateway),
-        }],
+        routes: req
+            .default_route
+            .then_some((default_dst, req.gateway))
+            .into_iter()
+            .chain(req.routes.iter().copied())
+            .map(|(dst, gw)| Route { dst, gw: Some(gw) })
+            .collect(),
     }
     .for_version(version)
 }

@@ -285,6 +285,8 @@ fn plumb_request_from_assignment() {
         mac: pod().mac,
         ip_cidr: pod().ip,
         gateway: pod().gateway,
+        default_route: true,
+        routes: vec![],
         iface_id: "web-0.default".into(),
         bridge: "br-int".into(),
         ovs_db: "/t/db.sock".into(),

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 
 use super::PlumbRequest;
 use super::link_state::{
-    ovs_string, parse_addrs, parse_default_routes, parse_link, tx_checksum_off,
+    ovs_string, parse_addrs, parse_default_routes, parse_link, parse_routes, tx_checksum_off,
 };
 use super::veth::ovs_db_arg;
 use crate::command::{CommandError, run, run_in_netns};
@@ -45,6 +45,13 @@ pub enum Discrepancy {
         gateway: std::net::IpAddr,
         ifname: String,
     },
+    #[error("no route to {dst} via {via} dev {ifname} in {netns}")]
+    RouteMissing {
+        dst: IpNet,
+        via: std::net::IpAddr,
+        ifname: String,
+        netns: PathBuf,
+    },
     #[error(
         "tx checksum offload is on for {ifname} ({place}); TCP through the userspace datapath fails"
     )]
@@ -69,8 +76,8 @@ pub enum Discrepancy {
 
 const NO_DEVICE: &[&str] = &["Cannot find device", "does not exist"];
 
-/// Verifies the veth, MAC, address, default route, offload setting and OVS port, in that
-/// order, and returns the first discrepancy.
+/// Verifies the veth, MAC, address, default route (when asked for), further routes,
+/// offload setting and OVS port, in that order, and returns the first discrepancy.
 pub fn check(req: &PlumbRequest) -> Result<(), Discrepancy> {
     let ns = req.netns_path.as_path();
     if !ns.exists() {
@@ -137,16 +144,38 @@ pub fn check(req: &PlumbRequest) -> Result<(), Discrepancy> {
         });
     }
     let family = if req.gateway.is_ipv4() { "-4" } else { "-6" };
-    let out = run_in_netns(ns, "ip", &[family, "-j", "route", "show", "default"])?;
-    let routes = parse(&out, "ip -j route show default", parse_default_routes)?;
-    let ok = routes
-        .iter()
-        .any(|r| r.gateway == Some(req.gateway) && r.dev.as_deref() == Some(ifname));
-    if !ok {
-        return Err(Discrepancy::DefaultRouteMissing {
-            gateway: req.gateway,
-            ifname: ifname.to_string(),
-        });
+    if req.default_route {
+        let out = run_in_netns(ns, "ip", &[family, "-j", "route", "show", "default"])?;
+        let routes = parse(&out, "ip -j route show default", parse_default_routes)?;
+        let ok = routes
+            .iter()
+            .any(|r| r.gateway == Some(req.gateway) && r.dev.as_deref() == Some(ifname));
+        if !ok {
+            return Err(Discrepancy::DefaultRouteMissing {
+                gateway: req.gateway,
+                ifname: ifname.to_string(),
+            });
+        }
+    }
+    if !req.routes.is_empty() {
+        let out = run_in_netns(ns, "ip", &[family, "-j", "route", "show", "dev", ifname])?;
+        let have = parse(&out, "ip -j route show dev", parse_routes)?;
+        for (dst, via) in &req.routes {
+            // `ip route show dev X` leaves `dev` out of each entry.
+            let ok = have.iter().any(|r| {
+                r.dst == Some(dst.trunc())
+                    && r.gateway == Some(*via)
+                    && r.dev.as_deref().is_none_or(|d| d == ifname)
+            });
+            if !ok {
+                return Err(Discrepancy::RouteMissing {
+                    dst: *dst,
+                    via: *via,
+                    ifname: ifname.to_string(),
+                    netns: req.netns_path.clone(),
+                });
+            }
+        }
     }
     if !tx_checksum_off(&run_in_netns(ns, "ethtool", &["-k", ifname])?) {
         return Err(Discrepancy::TxOffloadOn {

@@ -96,6 +96,38 @@ pub fn parse_default_routes(json: &str) -> Result<Vec<DefaultRoute>, String> {
         .collect())
 }
 
+/// One route of `ip -j route show`: destination (`None` for `default`), gateway, device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteState {
+    pub dst: Option<IpNet>,
+    pub gateway: Option<IpAddr>,
+    pub dev: Option<String>,
+}
+
+/// Parses `ip -j route show` (a host route's `dst` has no prefix length: /32 or /128).
+/// Routes whose destination is neither `default` nor an address are skipped.
+pub fn parse_routes(json: &str) -> Result<Vec<RouteState>, String> {
+    let routes: Vec<RawRoute> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(routes
+        .into_iter()
+        .filter_map(|r| {
+            let dst = match r.dst.as_str() {
+                "default" => None,
+                d => Some(
+                    d.parse::<IpNet>()
+                        .ok()
+                        .or_else(|| d.parse::<IpAddr>().ok().map(IpNet::from))?,
+                ),
+            };
+            Some(RouteState {
+                dst,
+                gateway: r.gateway,
+                dev: r.dev,
+            })
+        })
+        .collect())
+}
+
 /// An `ovs-vsctl get` string value without OVSDB quoting (`"a b"` -> `a b`).
 pub fn ovs_string(out: &str) -> String {
     let t = out.trim();
@@ -162,6 +194,44 @@ mod tests {
                 dev: Some("eth0".into())
             }])
         );
+    }
+
+    #[test]
+    fn routes() {
+        let json = r#"[{"dst":"default","gateway":"198.51.100.1","dev":"up0","flags":[]},
+            {"dst":"10.96.0.0/16","gateway":"100.64.0.1","dev":"ferry0","flags":[]},
+            {"dst":"100.64.0.0/16","dev":"ferry0","protocol":"kernel","scope":"link","prefsrc":"100.64.0.2"},
+            {"dst":"10.1.2.3","gateway":"100.64.0.1","dev":"ferry0"},
+            {"dst":"not an address","dev":"x"}]"#;
+        let net = |s: &str| s.parse::<IpNet>().ok();
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(
+            parse_routes(json),
+            Ok(vec![
+                RouteState {
+                    dst: None,
+                    gateway: ip("198.51.100.1"),
+                    dev: Some("up0".into())
+                },
+                RouteState {
+                    dst: net("10.96.0.0/16"),
+                    gateway: ip("100.64.0.1"),
+                    dev: Some("ferry0".into())
+                },
+                RouteState {
+                    dst: net("100.64.0.0/16"),
+                    gateway: None,
+                    dev: Some("ferry0".into())
+                },
+                RouteState {
+                    dst: net("10.1.2.3/32"),
+                    gateway: ip("100.64.0.1"),
+                    dev: Some("ferry0".into())
+                },
+            ])
+        );
+        assert_eq!(parse_routes("[]"), Ok(vec![]));
+        assert!(parse_routes("RTNETLINK answers: error").is_err());
     }
 
     #[test]

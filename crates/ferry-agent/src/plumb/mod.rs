@@ -4,6 +4,11 @@
 //! (`external_ids:iface-id`). [`add`] creates it, [`del`] removes it (idempotently),
 //! [`check`] reports the first difference from what [`add`] would have made.
 //!
+//! The same plumbing serves the node's own interface on the join subnet
+//! ([`crate::node_iface`]): there the "container" namespace is the host's, and
+//! [`PlumbRequest::default_route`] is off so the host keeps its default route; only the
+//! listed [`PlumbRequest::routes`] go through the interface.
+//!
 //! All kernel and OVS changes go through [`crate::command`] (`ip`, `ethtool`,
 //! `ovs-vsctl`, `nsenter`); parsing their JSON output is pure ([`link_state`]).
 
@@ -35,6 +40,12 @@ pub struct PlumbRequest {
     /// Address with prefix length, e.g. `10.0.1.10/24`.
     pub ip_cidr: IpNet,
     pub gateway: IpAddr,
+    /// Add a default route via `gateway` (pods). Off for the node interface on a real
+    /// node, whose host keeps its own default route.
+    pub default_route: bool,
+    /// Further routes through this interface: `(destination, via)`, e.g. the service CIDR
+    /// via the join subnet's gateway.
+    pub routes: Vec<(IpNet, IpAddr)>,
     /// The OVN logical switch port name.
     pub iface_id: String,
     /// The OVS bridge, normally `br-int`.

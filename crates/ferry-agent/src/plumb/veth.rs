@@ -109,10 +109,26 @@ fn configure(req: &PlumbRequest, tmp: &str) -> Result<AddOutcome, PlumbError> {
     )?;
     in_ns("bring the container end up", &["link", "set", ifname, "up"])?;
     in_ns("bring lo up", &["link", "set", "lo", "up"])?;
-    in_ns(
-        "add the default route",
-        &["route", "replace", "default", "via", &gw, "dev", ifname],
-    )?;
+    if req.default_route {
+        in_ns(
+            "add the default route",
+            &["route", "replace", "default", "via", &gw, "dev", ifname],
+        )?;
+    }
+    for (dst, via) in &req.routes {
+        in_ns(
+            "add a route through the interface",
+            &[
+                "route",
+                "replace",
+                &dst.to_string(),
+                "via",
+                &via.to_string(),
+                "dev",
+                ifname,
+            ],
+        )?;
+    }
     // The userspace datapath does not fill in checksums the kernel left to the NIC, so
     // TCP only works with transmit checksum offload off on both ends (ovn.md).
     step(

@@ -87,3 +87,22 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// Runs `f` on a thread that has entered the namespace at `path`, as a process started
+/// inside that namespace would: every tool `f` runs is in it too (a child inherits the
+/// namespace of the thread that starts it), and `/proc/self/ns/net` of each tool is it.
+/// The test's own threads stay where they are.
+pub fn run_inside<T: Send + 'static>(
+    path: &std::path::Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let file = std::fs::File::open(path)?;
+    let handle = std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| anyhow::anyhow!("setns: {e}"))?;
+        Ok::<T, anyhow::Error>(f())
+    });
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread inside the namespace panicked"))?
+}

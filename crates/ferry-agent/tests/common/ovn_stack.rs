@@ -193,8 +193,21 @@ impl OvnStack {
 
 impl Drop for OvnStack {
     fn drop(&mut self) {
-        // ovs-vswitchd removes the bridge's tap device when it deletes the bridge.
+        // ovs-vswitchd removes the bridge's tap device when it deletes the bridge, and the
+        // userspace datapath's own device (`ovs-netdev`, which outlives a killed
+        // ovs-vswitchd) when it exits with --cleanup.
         let _ = self.vsctl(&["--timeout=10", "--if-exists", "del-br", &self.bridge]);
+        let ctl = self.ovs_dir().join("vswitchd.ctl");
+        let _ = tool(
+            "ovs-appctl",
+            &["--timeout=10", "-t", &p(&ctl), "exit", "--cleanup"],
+        );
+        if let Some((_, vswitchd)) = self.children.iter_mut().find(|(n, _)| *n == "ovs-vswitchd") {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(vswitchd.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         for (_, child) in self.children.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
