@@ -116,27 +116,28 @@ async fn register(client: &Client, node: &str) -> Result<(), kube::Error> {
     Ok(())
 }
 
-/// Renews `kube-node-lease/<node>`: agent liveness is a Lease, not a status heartbeat.
+/// Renews `kube-node-lease/ferry-agent-<node>`: agent liveness is a Lease, not a status heartbeat.
 async fn renew_lease(client: &Client, node: &str) -> Result<(), kube::Error> {
-    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let api: Api<Lease> = Api::namespaced(client.clone(), ferry_api::AGENT_LEASE_NAMESPACE);
+    let name = ferry_api::agent_lease_name(node);
     let spec = LeaseSpec {
         holder_identity: Some(node.into()),
         lease_duration_seconds: Some(10),
         renew_time: Some(MicroTime(Timestamp::now())),
         ..Default::default()
     };
-    match api.get_opt(node).await? {
+    match api.get_opt(&name).await? {
         Some(mut l) => {
             l.spec = Some(spec);
-            api.replace(node, &PostParams::default(), &l)
+            api.replace(&name, &PostParams::default(), &l)
                 .await
                 .map(|_| ())
         }
         None => {
             let l = Lease {
                 metadata: ObjectMeta {
-                    name: Some(node.into()),
-                    namespace: Some("kube-node-lease".into()),
+                    name: Some(name.clone()),
+                    namespace: Some(ferry_api::AGENT_LEASE_NAMESPACE.into()),
                     ..Default::default()
                 },
                 spec: Some(spec),
