@@ -133,8 +133,8 @@ pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
 pub struct Update {
     /// Services whose backends changed.
     pub services: BTreeSet<String>,
-    /// A workload's NB port appeared, changed or went.
-    pub ports_changed: bool,
+    /// Workload NB ports that appeared, changed or went: (before, after).
+    pub ports: Vec<(Option<PortState>, Option<PortState>)>,
     /// A workload still needs an address.
     pub needs_address: bool,
 }
@@ -330,7 +330,9 @@ impl Index {
             let (old_b, old_p) = self.forget(w);
             let (new_b, new_p, lacks) = resolve(c, &subnets, w);
             out.needs_address |= lacks;
-            out.ports_changed |= old_p != new_p;
+            if old_p != new_p {
+                out.ports.push((old_p, new_p.clone()));
+            }
             self.put(w.clone(), new_b, new_p);
             let new_b = self.backends.get(w).cloned();
             if old_b != new_b {

@@ -313,16 +313,16 @@ impl Pass<'_> {
         let (c, client) = (self.c, self.client);
         let started = Instant::now();
         let full = changes.all;
-        let (only, ports_changed, needs_address) = if full {
+        let (only, ports, needs_address) = if full {
             index.rebuild(c);
-            (None, true, true)
+            (None, Vec::new(), true)
         } else {
             let u = index.update(c, &changes);
             let mut only = u.services;
             only.extend(changes.services.iter().cloned());
-            (Some(only), u.ports_changed, u.needs_address)
+            (Some(only), u.ports, u.needs_address)
         };
-        if only.as_ref().is_some_and(BTreeSet::is_empty) && !ports_changed && !needs_address {
+        if only.as_ref().is_some_and(BTreeSet::is_empty) && ports.is_empty() && !needs_address {
             return;
         }
         if needs_address {
@@ -359,15 +359,23 @@ impl Pass<'_> {
                 net
             }
         };
-        let nb_changed = full || ports_changed || index.net != before || !index.nb_synced;
+        let nb_changed = full || !ports.is_empty() || index.net != before || !index.nb_synced;
         // Programmed is set only after the NB commit that carries the service.
         let programmed: Option<Result<BTreeMap<String, String>, String>> = match net {
             Some(_) if !nb_changed => Some(Ok(BTreeMap::new())),
             Some(net) => {
-                let fast = if full || ports_changed {
+                // Fast paths: the changed ports, then the changed services; each falls
+                // back to converging everything when it does not apply.
+                let fast = if full || !index.nb_synced {
                     Ok(false)
+                } else if ports.is_empty() {
+                    Ok(true)
                 } else {
-                    net.apply_services(&changed, &owners).await
+                    net.apply_ports(&ports).await
+                };
+                let fast = match fast {
+                    Ok(true) if index.net != before => net.apply_services(&changed, &owners).await,
+                    other => other,
                 };
                 match fast {
                     Ok(true) => Some(Ok(BTreeMap::new())),

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ferry_api::{BareMetal, Protocol as ApiProtocol, Scope, SessionAffinity, VNicIP};
@@ -50,6 +51,8 @@ pub enum NetworkError {
     },
     #[error("NB transaction failed: {0}")]
     Transact(ferry_ovsdb::Error),
+    #[error("planning the NB rows failed: {0}")]
+    Plan(String),
 }
 
 /// A connected network controller.
@@ -290,8 +293,9 @@ impl Network {
         &self.config
     }
 
-    fn current(&self) -> Vec<CurrentRow> {
-        self.client.with_mirror(|m| {
+    /// Every row of the tables Ferry writes, as the mirror holds them.
+    fn current(client: &Client) -> Vec<CurrentRow> {
+        client.with_mirror(|m| {
             let mut rows = Vec::new();
             for t in nb::TABLES {
                 for (uuid, cols) in m.table(t.name).into_iter().flatten() {
@@ -343,6 +347,85 @@ impl Network {
         Ok(true)
     }
 
+    /// The fast path for workload ports: `changes` pairs each changed port's old and new
+    /// state. `Ok(false)` when it does not apply (a switch not yet in the NB, ...).
+    pub async fn apply_ports(
+        &mut self,
+        changes: &[(Option<PortState>, Option<PortState>)],
+    ) -> Result<bool, NetworkError> {
+        // Only the rows the delta reads: the changed ports' rows, and each switch with its
+        // `ports` cut down to those rows (a switch may hold tens of thousands).
+        let names: BTreeSet<&str> = changes
+            .iter()
+            .flat_map(|(a, b)| a.iter().chain(b.iter()))
+            .map(|p| p.name.as_str())
+            .collect();
+        let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
+            let mut rows = Vec::new();
+            let mut uuids = BTreeSet::new();
+            for (uuid, cols) in m.table("Logical_Switch_Port").into_iter().flatten() {
+                let named = cols
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|n| names.contains(n));
+                if named && ferry_net::port_delta_input("Logical_Switch_Port", cols) {
+                    uuids.insert(uuid.clone());
+                    rows.push(CurrentRow {
+                        table: "Logical_Switch_Port".into(),
+                        uuid: uuid.clone(),
+                        columns: cols.clone(),
+                    });
+                }
+            }
+            for (uuid, cols) in m.table("Logical_Switch").into_iter().flatten() {
+                let mut columns = serde_json::Map::new();
+                if let Some(n) = cols.get("name") {
+                    columns.insert("name".into(), n.clone());
+                }
+                let members: Vec<serde_json::Value> = match cols.get("ports") {
+                    Some(serde_json::Value::Array(a)) if a.len() == 2 && a[0] == "set" => a[1]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|x| {
+                            x.get(1)
+                                .and_then(serde_json::Value::as_str)
+                                .is_some_and(|u| uuids.contains(u))
+                        })
+                        .cloned()
+                        .collect(),
+                    Some(one)
+                        if one
+                            .get(1)
+                            .and_then(serde_json::Value::as_str)
+                            .is_some_and(|u| uuids.contains(u)) =>
+                    {
+                        vec![one.clone()]
+                    }
+                    _ => Vec::new(),
+                };
+                columns.insert("ports".into(), serde_json::json!(["set", members]));
+                rows.push(CurrentRow {
+                    table: "Logical_Switch".into(),
+                    uuid: uuid.clone(),
+                    columns,
+                });
+            }
+            rows
+        });
+        let Some(ops) = ferry_net::port_delta(changes, &current) else {
+            return Ok(false);
+        };
+        if !ops.is_empty() {
+            self.last_txn_ops = ops.len();
+            self.client
+                .transact(nb::DATABASE, ops)
+                .await
+                .map_err(NetworkError::Transact)?;
+        }
+        Ok(true)
+    }
+
     /// Converges the NB to `state`; returns the per-object errors of the model (keyed by
     /// object) or the transaction error.
     pub async fn apply(
@@ -350,14 +433,30 @@ impl Network {
         state: &NetworkState,
     ) -> Result<BTreeMap<String, String>, NetworkError> {
         let started = Instant::now();
-        let desired = ferry_net::build_desired(state);
+        // Building and diffing a large network takes seconds of CPU: off the async threads,
+        // so the OVSDB connection keeps answering meanwhile.
+        let state = state.clone();
+        let desired = Arc::new(
+            tokio::task::spawn_blocking(move || ferry_net::build_desired(&state))
+                .await
+                .map_err(|e| NetworkError::Plan(e.to_string()))?,
+        );
         let mut txns = 0;
         let mut ops_total = 0;
         // One plan, its bounded transactions sent in order (each stands alone; inserts carry
         // deterministic uuids, so a replay after a lost reply fails instead of duplicating),
         // then a check from the mirror; re-planning only if something else moved meanwhile.
         for _ in 0..3 {
-            let plan = ferry_net::diff(&desired, &self.current(), self.config.max_lb_per_txn);
+            let (client, d, max) = (
+                self.client.clone(),
+                desired.clone(),
+                self.config.max_lb_per_txn,
+            );
+            let plan = tokio::task::spawn_blocking(move || {
+                ferry_net::diff(&d, &Network::current(&client), max)
+            })
+            .await
+            .map_err(|e| NetworkError::Plan(e.to_string()))?;
             if plan.is_empty() {
                 break;
             }
