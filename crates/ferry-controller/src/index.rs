@@ -157,14 +157,6 @@ fn split(key: &str) -> (&str, &str) {
     key.split_once('/').unwrap_or(("", key))
 }
 
-fn subnets_of(c: &Caches) -> BTreeMap<String, SubnetInfo> {
-    c.subnets
-        .state()
-        .iter()
-        .map(|s| (s.name_any(), world::subnet_info(s)))
-        .collect()
-}
-
 /// A workload as a backend, as an NB port, and whether it still lacks an address.
 fn resolve(
     c: &Caches,
@@ -262,7 +254,7 @@ impl Index {
             nb_synced,
             ..Default::default()
         };
-        let subnets = subnets_of(c);
+        let subnets = world::subnets(c);
         for w in all_workloads(c) {
             let (b, p, _) = resolve(c, &subnets, &w);
             self.put(w, b, p);
@@ -324,7 +316,7 @@ impl Index {
         if changes.workloads.is_empty() {
             return out;
         }
-        let subnets = subnets_of(c);
+        let subnets = world::subnets(c);
         let mut moved: Vec<Backend> = Vec::new();
         for w in &changes.workloads {
             let (old_b, old_p) = self.forget(w);

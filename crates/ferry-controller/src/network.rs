@@ -188,12 +188,7 @@ pub fn network_state(
         vpcs.push(ferry_api::DEFAULT_VPC.into());
     }
     vpcs.sort();
-    let subnet_infos: BTreeMap<String, world::SubnetInfo> = c
-        .subnets
-        .state()
-        .iter()
-        .map(|s| (s.name_any(), world::subnet_info(s)))
-        .collect();
+    let subnet_infos = world::subnets(c);
     let subnets = subnet_infos
         .values()
         .filter_map(|s| {
@@ -334,7 +329,16 @@ impl Network {
             }
             rows
         });
-        let Some(ops) = ferry_net::cluster_ip_delta(changed, owners, &current) else {
+        self.send_delta(ferry_net::cluster_ip_delta(changed, owners, &current))
+            .await
+    }
+
+    /// Sends a fast path's transaction; `Ok(false)` when the fast path did not apply.
+    async fn send_delta(
+        &mut self,
+        ops: Option<Vec<serde_json::Value>>,
+    ) -> Result<bool, NetworkError> {
+        let Some(ops) = ops else {
             return Ok(false);
         };
         if !ops.is_empty() {
@@ -413,17 +417,8 @@ impl Network {
             }
             rows
         });
-        let Some(ops) = ferry_net::port_delta(changes, &current) else {
-            return Ok(false);
-        };
-        if !ops.is_empty() {
-            self.last_txn_ops = ops.len();
-            self.client
-                .transact(nb::DATABASE, ops)
-                .await
-                .map_err(NetworkError::Transact)?;
-        }
-        Ok(true)
+        self.send_delta(ferry_net::port_delta(changes, &current))
+            .await
     }
 
     /// Converges the NB to `state`; returns the per-object errors of the model (keyed by

@@ -102,20 +102,12 @@ where
     }
 }
 
-fn subnets_of(c: &Caches) -> BTreeMap<String, SubnetInfo> {
-    c.subnets
-        .state()
-        .iter()
-        .map(|s| (s.name_any(), world::subnet_info(s)))
-        .collect()
-}
-
 // === IPAM ===
 
 /// Gives every pod, BareMetal, VNicIP and node that lacks one an address (and MAC) in its
 /// subnet, one object at a time so two never get the same address.
 pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pending) {
-    let subnets = subnets_of(c);
+    let subnets = world::subnets(c);
     let namespaces: BTreeMap<String, _> = c
         .namespaces
         .state()
@@ -449,7 +441,7 @@ pub fn probe_ports(n: &k8s_openapi::api::core::v1::Node) -> BTreeMap<String, Pro
 /// Gives every node a probe port in every VPC that has a subnet, so its agent can probe
 /// backends from inside each VPC (overlapping CIDRs are probed in the right one).
 pub async fn allocate_probe_ports(client: &Client, c: &Caches, pending: &mut Pending) {
-    let subnets = subnets_of(c);
+    let subnets = world::subnets(c);
     let mut first_subnet: BTreeMap<String, SubnetInfo> = BTreeMap::new();
     for s in subnets.values().filter(|s| s.name != "subnet0") {
         first_subnet

@@ -66,6 +66,15 @@ pub fn subnet_info(s: &Subnet) -> SubnetInfo {
     }
 }
 
+/// Every subnet by name.
+pub fn subnets(c: &Caches) -> BTreeMap<String, SubnetInfo> {
+    c.subnets
+        .state()
+        .iter()
+        .map(|s| (s.name_any(), subnet_info(s)))
+        .collect()
+}
+
 /// The subnet a pod lands in: its annotation, its namespace's annotation, a subnet that
 /// claims the namespace, or the default subnet.
 pub fn pod_subnet<'a>(
