@@ -149,8 +149,29 @@ pub struct Index {
     ready_nodes: Vec<String>,
     /// What the NB should hold for each programmable service, as last planned.
     pub net: BTreeMap<String, ServiceState>,
-    /// The last NB convergence succeeded (else the next pass converges everything).
-    pub nb_synced: bool,
+    /// NB work a failed transaction left undone.
+    pub nb_retry: NbRetry,
+    /// ClusterIPs and EIPs held, by service.
+    pub claims: crate::reconcile::Claims,
+}
+
+/// NB work for the next pass: what failed, merged with what comes next.
+#[derive(Debug, Default)]
+pub struct NbRetry {
+    /// Converge everything.
+    pub full: bool,
+    /// Workload ports by name: (state the NB may hold, state wanted).
+    pub ports: BTreeMap<String, (Option<PortState>, Option<PortState>)>,
+    /// Services whose load balancers to converge, and the owners of their rows (old
+    /// owners of removed or re-created services included).
+    pub services: BTreeSet<String>,
+    pub owners: BTreeSet<String>,
+}
+
+impl NbRetry {
+    pub fn is_empty(&self) -> bool {
+        !self.full && self.ports.is_empty() && self.owners.is_empty()
+    }
 }
 
 fn split(key: &str) -> (&str, &str) {
@@ -247,11 +268,14 @@ fn all_workloads(c: &Caches) -> Vec<WorkloadRef> {
 impl Index {
     /// Rebuilds every index from the caches (a full pass).
     pub fn rebuild(&mut self, c: &Caches) {
-        let (net, nb_synced) = (std::mem::take(&mut self.net), self.nb_synced);
+        let (net, nb_retry) = (
+            std::mem::take(&mut self.net),
+            std::mem::take(&mut self.nb_retry),
+        );
         *self = Index {
             ready_nodes: world::ready_nodes(c).into_iter().collect(),
             net,
-            nb_synced,
+            nb_retry,
             ..Default::default()
         };
         let subnets = world::subnets(c);

@@ -107,10 +107,15 @@ impl Pool {
 
     /// The lowest free address.
     pub fn allocate(&self, used: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, IpamError> {
+        self.allocate_where(|ip| used.contains(ip))
+    }
+
+    /// The first address `used` says is free.
+    pub fn allocate_where(&self, used: impl Fn(&Ipv4Addr) -> bool) -> Result<Ipv4Addr, IpamError> {
         (self.first..=self.last)
             .filter(|n| !self.reserved.contains(n))
             .map(Ipv4Addr::from)
-            .find(|ip| !used.contains(ip))
+            .find(|ip| !used(ip))
             .ok_or_else(|| IpamError::Exhausted {
                 pool: self.name.clone(),
             })

@@ -322,7 +322,11 @@ impl Pass<'_> {
             only.extend(changes.services.iter().cloned());
             (Some(only), u.ports, u.needs_address)
         };
-        if only.as_ref().is_some_and(BTreeSet::is_empty) && ports.is_empty() && !needs_address {
+        if only.as_ref().is_some_and(BTreeSet::is_empty)
+            && ports.is_empty()
+            && !needs_address
+            && index.nb_retry.is_empty()
+        {
             return;
         }
         if needs_address {
@@ -331,42 +335,73 @@ impl Pass<'_> {
         }
         let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
         vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
+        let planning = Instant::now();
         let outcomes =
             reconcile::plan_services(c, self.pools, pending, &vpcs, index, only.as_ref());
+        let plan_ms = planning.elapsed().as_millis() as u64;
+        let nb_started = Instant::now();
         // What the NB should hold: every service in a full pass, the concerned ones else.
-        let before = std::mem::take(&mut index.net);
         let mut owners = BTreeSet::new();
         let mut changed = Vec::new();
-        index.net = match &only {
-            None => outcomes
-                .iter()
-                .filter_map(|o| Some((o.key.clone(), network::service_state(o)?)))
-                .collect(),
-            Some(keys) => {
-                let mut net = before.clone();
-                for k in keys {
-                    if let Some(old) = net.remove(k) {
-                        owners.insert(ferry_net::scenario::service_owner(&old));
-                    }
-                }
-                for o in &outcomes {
-                    if let Some(st) = network::service_state(o) {
-                        owners.insert(ferry_net::scenario::service_owner(&st));
-                        changed.push(st.clone());
-                        net.insert(o.key.clone(), st);
-                    }
-                }
-                net
+        match &only {
+            None => {
+                let net: BTreeMap<String, _> = outcomes
+                    .iter()
+                    .filter_map(|o| Some((o.key.clone(), network::service_state(o)?)))
+                    .collect();
+                index.net = net;
             }
-        };
-        let nb_changed = full || !ports.is_empty() || index.net != before || !index.nb_synced;
+            Some(keys) => {
+                // Only the services whose NB state changed go to the fast path.
+                let mut now: BTreeMap<&str, _> = outcomes
+                    .iter()
+                    .filter_map(|o| Some((o.key.as_str(), network::service_state(o)?)))
+                    .collect();
+                for k in keys {
+                    let new = now.remove(k.as_str());
+                    if index.net.get(k) == new.as_ref() {
+                        continue;
+                    }
+                    let old = match &new {
+                        Some(st) => index.net.insert(k.clone(), st.clone()),
+                        None => index.net.remove(k),
+                    };
+                    owners.extend(
+                        old.iter()
+                            .chain(&new)
+                            .map(ferry_net::scenario::service_owner),
+                    );
+                    changed.extend(new);
+                }
+            }
+        }
+        // Work a failed NB transaction left undone is retried with this pass's.
+        let mut retry = std::mem::take(&mut index.nb_retry);
+        retry.full |= full;
+        for (old, new) in ports {
+            if let Some(name) = new.as_ref().or(old.as_ref()).map(|p| p.name.clone()) {
+                retry
+                    .ports
+                    .entry(name)
+                    .and_modify(|e| e.1 = new.clone())
+                    .or_insert((old, new));
+            }
+        }
+        retry.services.extend(changed.iter().map(|s| s.key.clone()));
+        retry.owners.extend(owners);
         // Programmed is set only after the NB commit that carries the service.
         let programmed: Option<Result<BTreeMap<String, String>, String>> = match net {
-            Some(_) if !nb_changed => Some(Ok(BTreeMap::new())),
+            Some(_) if retry.is_empty() => Some(Ok(BTreeMap::new())),
             Some(net) => {
-                // Fast paths: the changed ports, then the changed services; each falls
-                // back to converging everything when it does not apply.
-                let fast = if full || !index.nb_synced {
+                // Fast paths: the changed ports, then the changed services. One that does
+                // not apply means converging everything; one that fails is retried.
+                let ports: Vec<_> = retry.ports.values().cloned().collect();
+                let changed: Vec<_> = retry
+                    .services
+                    .iter()
+                    .filter_map(|k| index.net.get(k).cloned())
+                    .collect();
+                let fast = if retry.full {
                     Ok(false)
                 } else if ports.is_empty() {
                     Ok(true)
@@ -374,28 +409,36 @@ impl Pass<'_> {
                     net.apply_ports(&ports).await
                 };
                 let fast = match fast {
-                    Ok(true) if index.net != before => net.apply_services(&changed, &owners).await,
+                    Ok(true) if !retry.owners.is_empty() => {
+                        net.apply_services(&changed, &retry.owners).await
+                    }
                     other => other,
                 };
                 match fast {
                     Ok(true) => Some(Ok(BTreeMap::new())),
-                    fast => {
-                        if let Err(e) = fast {
-                            tracing::info!(error = %e, "fast NB path failed; converging everything");
-                        }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "NB fast path failed; retrying next pass");
+                        index.nb_retry = retry;
+                        Some(Err(e.to_string()))
+                    }
+                    Ok(false) => {
                         let state = network::network_state(
                             c,
                             index.net.values().cloned().collect(),
                             net.config(),
                             self.eip_range,
                         );
-                        Some(net.apply(&state).await.map_err(|e| e.to_string()))
+                        let r = net.apply(&state).await.map_err(|e| e.to_string());
+                        if r.is_err() {
+                            index.nb_retry.full = true;
+                        }
+                        Some(r)
                     }
                 }
             }
             None => None,
         };
-        index.nb_synced = programmed.as_ref().is_none_or(Result::is_ok);
+        let nb_ms = nb_started.elapsed().as_millis() as u64;
         if full {
             reconcile::mark_orphaned_probes(client, c, &outcomes).await;
         }
@@ -423,6 +466,8 @@ impl Pass<'_> {
         tracing::debug!(
             full,
             services,
+            plan_ms,
+            nb_ms,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconcile pass"
         );

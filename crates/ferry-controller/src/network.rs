@@ -55,6 +55,9 @@ pub enum NetworkError {
     Plan(String),
 }
 
+/// Workload ports written per fast-path transaction at most.
+const PORTS_PER_TXN: usize = 1000;
+
 /// A connected network controller.
 pub struct Network {
     client: Client,
@@ -271,7 +274,12 @@ pub fn network_state(
 
 impl Network {
     pub async fn connect(config: NetworkConfig) -> Result<Network, NetworkError> {
-        let client = Client::connect(nb::config(config.remotes.clone()))
+        // A large NB (hundreds of thousands of rows) keeps ovsdb-server busy for seconds
+        // at a time: allow it before calling the connection dead or a transaction lost.
+        let mut c = nb::config(config.remotes.clone());
+        c.echo_interval = std::time::Duration::from_secs(15);
+        c.request_timeout = std::time::Duration::from_secs(120);
+        let client = Client::connect(c)
             .await
             .map_err(|source| NetworkError::Connect {
                 remotes: config.remotes.clone(),
@@ -354,6 +362,20 @@ impl Network {
     /// The fast path for workload ports: `changes` pairs each changed port's old and new
     /// state. `Ok(false)` when it does not apply (a switch not yet in the NB, ...).
     pub async fn apply_ports(
+        &mut self,
+        changes: &[(Option<PortState>, Option<PortState>)],
+    ) -> Result<bool, NetworkError> {
+        // Bounded transactions keep ovsdb-server responsive; each chunk reads the mirror,
+        // which shows the previous chunk's rows once its transaction returns.
+        for chunk in changes.chunks(PORTS_PER_TXN) {
+            if !self.apply_port_chunk(chunk).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn apply_port_chunk(
         &mut self,
         changes: &[(Option<PortState>, Option<PortState>)],
     ) -> Result<bool, NetworkError> {

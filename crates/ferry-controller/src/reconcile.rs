@@ -588,15 +588,35 @@ fn default_gw(cidr: &str) -> String {
 /// A service's (ClusterIP, EIP), or the (reason, message) it cannot have them.
 type AddressOutcome = Result<(Ipv4Addr, Option<Ipv4Addr>), (String, String)>;
 
-/// Allocates (or confirms) the ClusterIP and EIP of every service.
+/// Which service holds each ClusterIP and EIP, kept across passes so that a pass over a
+/// few services need not read every other one.
+#[derive(Debug, Default)]
+pub struct Claims {
+    vips: BTreeMap<Ipv4Addr, String>,
+    eips: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Claims {
+    /// Forgets what `keys` hold (they are about to be decided again).
+    pub fn release(&mut self, keys: &BTreeSet<String>) {
+        self.vips.retain(|_, k| !keys.contains(k));
+        self.eips.retain(|_, k| !keys.contains(k));
+    }
+}
+
+/// Allocates (or confirms) the ClusterIP and EIP of `services`, given what the others
+/// hold in `claims` (which then holds theirs too).
 fn service_addresses(
     services: &[Arc<YusurService>],
     pools: &ServicePools,
     eips: &BTreeMap<String, Ipv4Addr>,
     pending: &mut Pending,
+    claims: &mut Claims,
 ) -> BTreeMap<String, AddressOutcome> {
-    let mut used_vip: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
-    let mut used_eip: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let Claims {
+        vips: used_vip,
+        eips: used_eip,
+    } = claims;
     let current = |s: &YusurService| {
         s.status
             .as_ref()
@@ -605,7 +625,7 @@ fn service_addresses(
     };
     // Services that already hold an address keep it: claim those first, oldest first.
     let mut order: Vec<&Arc<YusurService>> = services.iter().collect();
-    order.sort_by_key(|s| {
+    order.sort_by_cached_key(|s| {
         (
             s.metadata.creation_timestamp.clone().map(|t| t.0),
             key_of(s.as_ref()),
@@ -666,8 +686,10 @@ fn service_addresses(
             }
             Some(ip) => ip,
             None => {
-                let set: BTreeSet<Ipv4Addr> = used_vip.keys().copied().collect();
-                match pools.cluster_ips.allocate(&set) {
+                match pools
+                    .cluster_ips
+                    .allocate_where(|ip| used_vip.contains_key(ip))
+                {
                     Ok(ip) => {
                         used_vip.insert(ip, k.clone());
                         pending.cluster_ips.insert(k.clone(), ip);
@@ -736,20 +758,17 @@ fn service_addresses(
             Some(Ok(ip)) => ip,
             None => match held {
                 Some(ip) => ip,
-                None => {
-                    let set: BTreeSet<Ipv4Addr> = used_eip.keys().copied().collect();
-                    match pool.allocate(&set) {
-                        Ok(ip) => {
-                            used_eip.insert(ip, k.clone());
-                            pending.eips.insert(k.clone(), ip);
-                            ip
-                        }
-                        Err(e) => {
-                            out.insert(k, Err(("EipExhausted".into(), e.to_string())));
-                            continue;
-                        }
+                None => match pool.allocate_where(|ip| used_eip.contains_key(ip)) {
+                    Ok(ip) => {
+                        used_eip.insert(ip, k.clone());
+                        pending.eips.insert(k.clone(), ip);
+                        ip
                     }
-                }
+                    Err(e) => {
+                        out.insert(k, Err(("EipExhausted".into(), e.to_string())));
+                        continue;
+                    }
+                },
             },
         };
         used_eip.insert(eip, k.clone());
@@ -771,7 +790,7 @@ pub fn plan_services(
     pools: &ServicePools,
     pending: &mut Pending,
     known_vpcs: &BTreeSet<String>,
-    index: &Index,
+    index: &mut Index,
     only: Option<&BTreeSet<String>>,
 ) -> Vec<ServiceOutcome> {
     let eips: BTreeMap<String, Ipv4Addr> = c
@@ -790,12 +809,26 @@ pub fn plan_services(
             ))
         })
         .collect();
-    let services = c.services.state();
-    let addresses = service_addresses(&services, pools, &eips, pending);
+    let services: Vec<Arc<YusurService>> = match only {
+        None => {
+            index.claims = Claims::default();
+            c.services.state()
+        }
+        Some(keys) => {
+            index.claims.release(keys);
+            keys.iter()
+                .filter_map(|k| {
+                    let (ns, name) = k.split_once('/')?;
+                    cached(&c.services, ns, name)
+                })
+                .collect()
+        }
+    };
+    let addresses = service_addresses(&services, pools, &eips, pending, &mut index.claims);
     let mut outcomes = Vec::new();
     for svc in services {
         let key = key_of(svc.as_ref());
-        if svc.metadata.deletion_timestamp.is_some() || only.is_some_and(|o| !o.contains(&key)) {
+        if svc.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let ns = svc.namespace().unwrap_or_default();
@@ -1194,7 +1227,13 @@ mod tests {
             svc("d", None, 4),
         ];
         let mut pending = Pending::default();
-        let out = service_addresses(&services, &pools, &BTreeMap::new(), &mut pending);
+        let out = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut Claims::default(),
+        );
         assert_eq!(out["default/a"], Ok(("10.96.0.50".parse().unwrap(), None)));
         assert_eq!(
             out["default/b"].as_ref().unwrap_err().0,
@@ -1206,7 +1245,13 @@ mod tests {
         );
         assert_ne!(c, d);
         // A second pass (cache not yet updated) hands out the same addresses again.
-        let again = service_addresses(&services, &pools, &BTreeMap::new(), &mut pending);
+        let again = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut Claims::default(),
+        );
         assert_eq!(again["default/c"].clone().unwrap().0, c);
     }
 }

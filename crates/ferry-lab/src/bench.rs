@@ -31,6 +31,8 @@ pub struct ControlPlaneResult {
     pub services: usize,
     pub backends: usize,
     pub full_sync_s: f64,
+    /// From all Programmed to every NetworkProbe created.
+    pub probes_created_s: f64,
     pub probes_healthy_s: f64,
     pub change_p50_ms: f64,
     pub change_p99_ms: f64,
@@ -335,15 +337,30 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     }
     let full_sync_s = start.elapsed().as_secs_f64();
 
-    // Probes Healthy, as agents would report.
+    // The controller writes status first, then the generated objects: wait for every
+    // probe (the LIST that finds them all is the LIST figure).
     let probes: Api<NetworkProbe> = Api::namespaced(client.clone(), "default");
     let start = Instant::now();
-    let list_start = Instant::now();
-    let all = probes
-        .list(&Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let list_probes_ms = list_start.elapsed().as_secs_f64() * 1000.0;
+    let mut list_probes_ms;
+    let all = loop {
+        let list_start = Instant::now();
+        let all = probes
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list_probes_ms = list_start.elapsed().as_secs_f64() * 1000.0;
+        progress("probes created", all.items.len(), n * m, start);
+        if all.items.len() >= n * m {
+            break all;
+        }
+        if start.elapsed() > Duration::from_secs(3600) {
+            return Err("the probes were not all created within an hour".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    };
+    let probes_created_s = start.elapsed().as_secs_f64();
+    // Probes Healthy, as agents would report.
+    let start = Instant::now();
     let names: Vec<String> = all.items.iter().map(|p| p.name_any()).collect();
     let total = names.len();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -450,6 +467,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         services: n,
         backends: m,
         full_sync_s,
+        probes_created_s,
         probes_healthy_s,
         change_p50_ms: percentile(&mut changes.clone(), 0.5),
         change_p99_ms: percentile(&mut changes, 0.99),
@@ -480,6 +498,10 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
         (
             "full_sync_s (create -> all Programmed and in the NB)",
             format!("{:.2}", r.full_sync_s),
+        ),
+        (
+            "probes_created_s (all Programmed -> every probe created)",
+            format!("{:.2}", r.probes_created_s),
         ),
         (
             "probes_healthy_s (all probes Healthy -> last LB full)",
