@@ -73,6 +73,10 @@ struct NetworkArgs {
     /// The OVS chassis (`system-id`) that hosts gateway routers and gateway ports.
     #[arg(long, env = "FERRY_GATEWAY_CHASSIS", default_value = "ferry-ch1")]
     gateway_chassis: String,
+    /// Seconds between full controller passes (a safety net: passes follow watch events;
+    /// a full pass over 10,000 services x 20 backends takes tens of seconds).
+    #[arg(long, env = "FERRY_RESYNC_S", default_value = "3600")]
+    resync_s: u64,
 }
 
 #[derive(Args, Debug)]
@@ -525,6 +529,7 @@ fn controller_config(
             external,
             max_lb_per_txn: 500,
         }),
+        resync: std::time::Duration::from_secs(network.resync_s.max(1)),
         ..Default::default()
     };
     if let Some(id) = identity {
