@@ -337,19 +337,35 @@ impl Network {
             }
             rows
         });
-        self.send_delta(ferry_net::cluster_ip_delta(changed, owners, &current))
-            .await
+        // Chunks of services with their owners; owners of removed services go last.
+        let mut deltas = Vec::new();
+        let mut left = owners.clone();
+        for chunk in changed.chunks(self.config.max_lb_per_txn.max(1)) {
+            let mine: BTreeSet<String> = chunk
+                .iter()
+                .map(ferry_net::scenario::service_owner)
+                .filter(|o| left.remove(o))
+                .collect();
+            match ferry_net::cluster_ip_delta(chunk, &mine, &current) {
+                Some(ops) => deltas.push(ops),
+                None => return Ok(false),
+            }
+        }
+        if !left.is_empty() {
+            match ferry_net::cluster_ip_delta(&[], &left, &current) {
+                Some(ops) => deltas.push(ops),
+                None => return Ok(false),
+            }
+        }
+        self.send_deltas(deltas).await
     }
 
-    /// Sends a fast path's transaction; `Ok(false)` when the fast path did not apply.
-    async fn send_delta(
+    /// Sends a fast path's transactions in order.
+    async fn send_deltas(
         &mut self,
-        ops: Option<Vec<serde_json::Value>>,
+        deltas: Vec<Vec<serde_json::Value>>,
     ) -> Result<bool, NetworkError> {
-        let Some(ops) = ops else {
-            return Ok(false);
-        };
-        if !ops.is_empty() {
+        for ops in deltas.into_iter().filter(|o| !o.is_empty()) {
             self.last_txn_ops = ops.len();
             self.client
                 .transact(nb::DATABASE, ops)
@@ -362,20 +378,6 @@ impl Network {
     /// The fast path for workload ports: `changes` pairs each changed port's old and new
     /// state. `Ok(false)` when it does not apply (a switch not yet in the NB, ...).
     pub async fn apply_ports(
-        &mut self,
-        changes: &[(Option<PortState>, Option<PortState>)],
-    ) -> Result<bool, NetworkError> {
-        // Bounded transactions keep ovsdb-server responsive; each chunk reads the mirror,
-        // which shows the previous chunk's rows once its transaction returns.
-        for chunk in changes.chunks(PORTS_PER_TXN) {
-            if !self.apply_port_chunk(chunk).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    async fn apply_port_chunk(
         &mut self,
         changes: &[(Option<PortState>, Option<PortState>)],
     ) -> Result<bool, NetworkError> {
@@ -439,8 +441,16 @@ impl Network {
             }
             rows
         });
-        self.send_delta(ferry_net::port_delta(changes, &current))
-            .await
+        // Bounded transactions keep ovsdb-server responsive. Chunks touch distinct ports,
+        // so all are planned from this one read; nothing is sent unless all apply.
+        let mut deltas = Vec::new();
+        for chunk in changes.chunks(PORTS_PER_TXN) {
+            match ferry_net::port_delta(chunk, &current) {
+                Some(ops) => deltas.push(ops),
+                None => return Ok(false),
+            }
+        }
+        self.send_deltas(deltas).await
     }
 
     /// Converges the NB to `state`; returns the per-object errors of the model (keyed by
