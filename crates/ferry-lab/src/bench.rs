@@ -30,6 +30,8 @@ pub struct ControlPlaneOptions {
 pub struct ControlPlaneResult {
     pub services: usize,
     pub backends: usize,
+    /// From the first pod created to every pod's port in the NB.
+    pub ports_sync_s: f64,
     pub full_sync_s: f64,
     /// From all Programmed to every NetworkProbe created.
     pub probes_created_s: f64,
@@ -265,6 +267,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
     let total_pods = n * m;
     let start = Instant::now();
+    let pods_started = start;
     let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     futures::stream::iter(0..total_pods)
         .map(|i| {
@@ -294,6 +297,27 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     let nb = ferry_ovsdb::Client::connect(ferry_ovsdb::nb::config(vec![nb_remote.clone()]))
         .await
         .map_err(|e| e.to_string())?;
+    // The backends' ports in the NB first, so that the services' sync is measured on its
+    // own (the pods' is reported as ports_sync_s, from the first pod created).
+    while nb.with_mirror(|mm| {
+        mm.table("Logical_Switch_Port").map_or(0, |t| {
+            t.values()
+                .filter(|r| {
+                    r.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| n.starts_with("default_b-"))
+                })
+                .count()
+        })
+    }) < total_pods
+    {
+        if pods_started.elapsed() > Duration::from_secs(3600) {
+            return Err("the pods' ports did not reach the NB within an hour".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ports_sync_s = pods_started.elapsed().as_secs_f64();
+    eprintln!("  pods' ports in the NB after {ports_sync_s:.1}s");
     let ysvcs: Api<YusurService> = Api::namespaced(client.clone(), "default");
     let start = Instant::now();
     futures::stream::iter(0..n)
@@ -466,6 +490,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     let result = ControlPlaneResult {
         services: n,
         backends: m,
+        ports_sync_s,
         full_sync_s,
         probes_created_s,
         probes_healthy_s,
@@ -494,6 +519,10 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
         (
             "services x backends",
             format!("{} x {}", r.services, r.backends),
+        ),
+        (
+            "ports_sync_s (first pod -> every pod's port in the NB)",
+            format!("{:.2}", r.ports_sync_s),
         ),
         (
             "full_sync_s (create -> all Programmed and in the NB)",
