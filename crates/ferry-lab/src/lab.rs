@@ -644,6 +644,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
             st["scenarios"][0]["target"].as_str().unwrap_or_default(),
             &ip_of("svc1-ep-2"),
             requests,
+            &crate::ovn::LabPaths::new(&lab.data().join("ovn")).nb_sock,
         )
         .await,
     );
@@ -657,6 +658,7 @@ async fn failover(
     target: &str,
     victim_ip: &str,
     n: usize,
+    nb_sock: &std::path::Path,
 ) -> Vec<CheckRow> {
     let victim = "svc1-ep-2";
     let probes: Api<NetworkProbe> = Api::namespaced(c.clone(), "default");
@@ -709,6 +711,16 @@ async fn failover(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Endpoints follow the NB commit; the requests wait for the chassis to apply it too
+    // (ovn-controller's flows), as `--wait=hv` reports.
+    let synced = Instant::now();
+    let _ = Command::new("ovn-nbctl")
+        .arg(format!("--db=unix:{}", nb_sock.display()))
+        .args(["--timeout=10", "--wait=hv", "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let synced = synced.elapsed();
     let phase = probes
         .get(&probe)
         .await
@@ -726,12 +738,13 @@ async fn failover(
             }
         }
     }
-    let ok_leave = left.is_some_and(|d| d <= Duration::from_millis(3500));
+    // failureThreshold x periodSeconds + 1 s (3 x 1 s here).
+    let ok_leave = left.is_some_and(|d| d <= Duration::from_millis(4000));
     rows.push(CheckRow {
         check: format!("failover: {victim} blocked"),
         client: s.client.clone(),
         target: target.into(),
-        result: format!("left rotation after {}, probe {phase}; then {answers}/{n} answers, {from_victim} from {victim}", left.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "never".into())),
+        result: format!("left rotation after {} (flows +{:.2}s), probe {phase}; then {answers}/{n} answers, {from_victim} from {victim}", left.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()), synced.as_secs_f64()),
         pass: ok_leave && from_victim == 0 && answers == n,
     });
     let _ = iptables("-D");
