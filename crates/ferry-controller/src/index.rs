@@ -194,14 +194,11 @@ fn resolve(
     };
     match kind {
         BackendKind::Pod => match c.pods.get(&ObjectRef::new(name).within(ns)) {
-            Some(p) => {
-                let host = p.spec.as_ref().and_then(|s| s.host_network) == Some(true);
-                (
-                    world::pod_backend(&p, world::namespace(c, ns).as_deref(), subnets),
-                    network::pod_port(&p),
-                    !host && lacks(&p.metadata),
-                )
-            }
+            Some(p) => (
+                world::pod_backend(&p, world::namespace(c, ns).as_deref(), subnets),
+                network::pod_port(&p),
+                world::on_pod_network(&p) && lacks(&p.metadata),
+            ),
             None => (None, None, false),
         },
         BackendKind::VirtualMachineInstance => {

@@ -341,15 +341,15 @@ impl Pass<'_> {
         let plan_ms = planning.elapsed().as_millis() as u64;
         let nb_started = Instant::now();
         // What the NB should hold: every service in a full pass, the concerned ones else.
-        let mut owners = BTreeSet::new();
-        let mut changed = Vec::new();
+        // NB work a failed transaction left undone is retried with this pass's.
+        let mut retry = std::mem::take(&mut index.nb_retry);
+        retry.full |= full;
         match &only {
             None => {
-                let net: BTreeMap<String, _> = outcomes
+                index.net = outcomes
                     .iter()
                     .filter_map(|o| Some((o.key.clone(), network::service_state(o)?)))
                     .collect();
-                index.net = net;
             }
             Some(keys) => {
                 // Only the services whose NB state changed go to the fast path.
@@ -362,22 +362,22 @@ impl Pass<'_> {
                     if index.net.get(k) == new.as_ref() {
                         continue;
                     }
-                    let old = match &new {
-                        Some(st) => index.net.insert(k.clone(), st.clone()),
+                    retry
+                        .owners
+                        .extend(new.iter().map(ferry_net::scenario::service_owner));
+                    let old = match new {
+                        Some(st) => {
+                            retry.services.insert(k.clone());
+                            index.net.insert(k.clone(), st)
+                        }
                         None => index.net.remove(k),
                     };
-                    owners.extend(
-                        old.iter()
-                            .chain(&new)
-                            .map(ferry_net::scenario::service_owner),
-                    );
-                    changed.extend(new);
+                    retry
+                        .owners
+                        .extend(old.iter().map(ferry_net::scenario::service_owner));
                 }
             }
         }
-        // Work a failed NB transaction left undone is retried with this pass's.
-        let mut retry = std::mem::take(&mut index.nb_retry);
-        retry.full |= full;
         for (old, new) in ports {
             if let Some(name) = new.as_ref().or(old.as_ref()).map(|p| p.name.clone()) {
                 retry
@@ -387,8 +387,6 @@ impl Pass<'_> {
                     .or_insert((old, new));
             }
         }
-        retry.services.extend(changed.iter().map(|s| s.key.clone()));
-        retry.owners.extend(owners);
         // Programmed is set only after the NB commit that carries the service.
         let programmed: Option<Result<BTreeMap<String, String>, String>> = match net {
             Some(_) if retry.is_empty() => Some(Ok(BTreeMap::new())),

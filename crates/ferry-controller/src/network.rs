@@ -62,7 +62,6 @@ const PORTS_PER_TXN: usize = 1000;
 pub struct Network {
     client: Client,
     config: NetworkConfig,
-    pub last_txn_ops: usize,
 }
 
 fn protocol(p: ApiProtocol) -> ferry_net::Protocol {
@@ -285,11 +284,7 @@ impl Network {
                 remotes: config.remotes.clone(),
                 source,
             })?;
-        Ok(Network {
-            client,
-            config,
-            last_txn_ops: 0,
-        })
+        Ok(Network { client, config })
     }
 
     pub fn config(&self) -> &NetworkConfig {
@@ -366,7 +361,6 @@ impl Network {
         deltas: Vec<Vec<serde_json::Value>>,
     ) -> Result<bool, NetworkError> {
         for ops in deltas.into_iter().filter(|o| !o.is_empty()) {
-            self.last_txn_ops = ops.len();
             self.client
                 .transact(nb::DATABASE, ops)
                 .await
@@ -381,65 +375,12 @@ impl Network {
         &mut self,
         changes: &[(Option<PortState>, Option<PortState>)],
     ) -> Result<bool, NetworkError> {
-        // Only the rows the delta reads: the changed ports' rows, and each switch with its
-        // `ports` cut down to those rows (a switch may hold tens of thousands).
-        let names: BTreeSet<&str> = changes
-            .iter()
-            .flat_map(|(a, b)| a.iter().chain(b.iter()))
-            .map(|p| p.name.as_str())
-            .collect();
-        let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
-            let mut rows = Vec::new();
-            let mut uuids = BTreeSet::new();
-            for (uuid, cols) in m.table("Logical_Switch_Port").into_iter().flatten() {
-                let named = cols
-                    .get("name")
-                    .and_then(serde_json::Value::as_str)
-                    .is_some_and(|n| names.contains(n));
-                if named && ferry_net::port_delta_input("Logical_Switch_Port", cols) {
-                    uuids.insert(uuid.clone());
-                    rows.push(CurrentRow {
-                        table: "Logical_Switch_Port".into(),
-                        uuid: uuid.clone(),
-                        columns: cols.clone(),
-                    });
-                }
-            }
-            for (uuid, cols) in m.table("Logical_Switch").into_iter().flatten() {
-                let mut columns = serde_json::Map::new();
-                if let Some(n) = cols.get("name") {
-                    columns.insert("name".into(), n.clone());
-                }
-                let members: Vec<serde_json::Value> = match cols.get("ports") {
-                    Some(serde_json::Value::Array(a)) if a.len() == 2 && a[0] == "set" => a[1]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|x| {
-                            x.get(1)
-                                .and_then(serde_json::Value::as_str)
-                                .is_some_and(|u| uuids.contains(u))
-                        })
-                        .cloned()
-                        .collect(),
-                    Some(one)
-                        if one
-                            .get(1)
-                            .and_then(serde_json::Value::as_str)
-                            .is_some_and(|u| uuids.contains(u)) =>
-                    {
-                        vec![one.clone()]
-                    }
-                    _ => Vec::new(),
-                };
-                columns.insert("ports".into(), serde_json::json!(["set", members]));
-                rows.push(CurrentRow {
-                    table: "Logical_Switch".into(),
-                    uuid: uuid.clone(),
-                    columns,
-                });
-            }
-            rows
+        let current = self.client.with_mirror(|m| {
+            ferry_net::port_delta_current(
+                changes,
+                m.table("Logical_Switch_Port").into_iter().flatten(),
+                m.table("Logical_Switch").into_iter().flatten(),
+            )
         });
         // Bounded transactions keep ovsdb-server responsive. Chunks touch distinct ports,
         // so all are planned from this one read; nothing is sent unless all apply.
@@ -496,7 +437,6 @@ impl Network {
                     .map_err(NetworkError::Transact)?;
             }
         }
-        self.last_txn_ops = ops_total;
         if txns > 0 {
             tracing::info!(
                 txns,

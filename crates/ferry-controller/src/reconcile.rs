@@ -227,13 +227,7 @@ pub async fn allocate_workloads(client: &Client, c: &Caches, pending: &mut Pendi
     };
 
     for pod in pods {
-        if pod.metadata.deletion_timestamp.is_some()
-            || pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false)
-        {
+        if !world::on_pod_network(&pod) {
             continue;
         }
         let ann = pod.annotations();

@@ -124,18 +124,23 @@ pub fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
     })
 }
 
+/// Whether a pod is (or will be) on the pod network: not going away, not host-networked.
+pub fn on_pod_network(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
+}
+
 /// A pod as a backend: running (or pending) on the pod network, with an address.
 pub fn pod_backend(
     pod: &Pod,
     namespace: Option<&Namespace>,
     subnets: &BTreeMap<String, SubnetInfo>,
 ) -> Option<Backend> {
-    if pod.metadata.deletion_timestamp.is_some()
-        || pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false)
+    if !on_pod_network(pod)
         || matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")

@@ -170,12 +170,65 @@ const SWITCH: &str = "Logical_Switch";
 
 /// Whether a current row belongs in [`port_delta`]'s `current`: a switch, or a switch port
 /// Ferry owns.
-pub fn port_delta_input(table: &str, columns: &Map<String, Value>) -> bool {
+fn port_delta_input(table: &str, columns: &Map<String, Value>) -> bool {
     match table {
         SWITCH => true,
         LSP => owned_key(table, columns).is_some(),
         _ => false,
     }
+}
+
+/// The rows [`port_delta`] reads for `changes`, from a mirror's `Logical_Switch_Port` and
+/// `Logical_Switch` tables (uuid -> columns): the changed ports' own rows, and each switch
+/// with only its name and its `ports` cut down to those rows (a switch may hold tens of
+/// thousands).
+pub fn port_delta_current<'a>(
+    changes: &[(Option<PortState>, Option<PortState>)],
+    ports: impl IntoIterator<Item = (&'a String, &'a Map<String, Value>)>,
+    switches: impl IntoIterator<Item = (&'a String, &'a Map<String, Value>)>,
+) -> Vec<CurrentRow> {
+    let names: BTreeSet<&str> = changes
+        .iter()
+        .flat_map(|(a, b)| a.iter().chain(b.iter()))
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut rows: Vec<CurrentRow> = ports
+        .into_iter()
+        .filter(|(_, cols)| {
+            cols.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| names.contains(n))
+                && port_delta_input(LSP, cols)
+        })
+        .map(|(uuid, cols)| CurrentRow {
+            table: LSP.into(),
+            uuid: uuid.clone(),
+            columns: cols.clone(),
+        })
+        .collect();
+    let wanted: BTreeSet<&str> = rows.iter().map(|r| r.uuid.as_str()).collect();
+    let switches: Vec<CurrentRow> = switches
+        .into_iter()
+        .map(|(uuid, cols)| {
+            let members: Vec<Value> = uuids(cols.get("ports"))
+                .into_iter()
+                .filter(|u| wanted.contains(u))
+                .map(|u| json!(["uuid", u]))
+                .collect();
+            let mut columns = Map::new();
+            if let Some(n) = cols.get("name") {
+                columns.insert("name".into(), n.clone());
+            }
+            columns.insert("ports".into(), json!(["set", members]));
+            CurrentRow {
+                table: SWITCH.into(),
+                uuid: uuid.clone(),
+                columns,
+            }
+        })
+        .collect();
+    rows.extend(switches);
+    rows
 }
 
 /// One transaction converging workload ports that changed: `changes` pairs a port's old

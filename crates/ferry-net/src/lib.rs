@@ -52,7 +52,7 @@ pub mod scenario;
 mod topology;
 
 pub use build::{build_desired, group_name};
-pub use delta::{cluster_ip_delta, delta_input, port_delta, port_delta_input};
+pub use delta::{cluster_ip_delta, delta_input, port_delta, port_delta_current};
 pub use diff::{CurrentRow, Plan, diff, owned_key, plan, row_uuid};
 pub use model::*;
 pub use names::{PortKind, link, mac_from, port_name};
