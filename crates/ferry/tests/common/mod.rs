@@ -130,7 +130,10 @@ impl FerryUp {
                     .await
                     .ok()?;
                 let client = Client::try_from(config).ok()?;
-                client.apiserver_version().await.ok()?;
+                // Serving, and Ferry's CRDs installed (`ferry up` installs them after the
+                // API server answers).
+                let vpc = GroupVersionKind::gvk("iaas.yusur.io", "v1", "Vpc");
+                kube::discovery::pinned_kind(&client, &vpc).await.ok()?;
                 Some(client)
             })?;
             ovs_sock.exists().then_some(Ok(client))
