@@ -142,10 +142,10 @@ enum LabCommand {
         /// Where the lab's API server listens.
         #[arg(long, default_value = "127.0.0.1:6444")]
         listen: SocketAddr,
-        /// OVS interface type of lab workload ports: afxdp-nonpmd (default: about twice
-        /// veth's throughput for the same vswitchd CPU, see docs/benchmarks.md), afxdp
-        /// (faster, busy-polls a core), or "" for plain veth ports.
-        #[arg(long, default_value = "afxdp-nonpmd")]
+        /// OVS interface type of lab workload ports: "" for plain veth ports (default),
+        /// afxdp-nonpmd (about twice veth's throughput for the same vswitchd CPU; see
+        /// docs/benchmarks.md for why it is not the default yet), afxdp (busy-polls a core).
+        #[arg(long, default_value = "")]
         ovs_port_type: String,
         /// How long to wait for pods and backends.
         #[arg(long, default_value = "180")]

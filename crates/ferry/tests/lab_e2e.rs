@@ -73,8 +73,8 @@ fn lab_up_check_status_exec_down() {
     let again = ferry(&["lab", "down", "--dir", lab]);
     assert!(up.status.success(), "lab up failed");
     let check = check.expect("check ran");
-    assert!(check.status.success(), "lab check failed");
     let table = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "lab check failed:\n{table}");
     for row in [
         "1 clusterip-in-vpc",
         "2 node-to-default-vpc",
