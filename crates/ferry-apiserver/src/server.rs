@@ -781,16 +781,24 @@ async fn patch_object(
                         },
                     )
                     .await?;
+                let managed = json!([{"manager": opts.field_manager, "operation": "Apply", "apiVersion": rt.api_version(), "time": crate::objects::now(), "fieldsType": "FieldsV1", "fieldsV1": patch::fields_v1(&patch)}]);
                 let mut obj = w.object;
-                obj["metadata"]["managedFields"] = json!([{"manager": opts.field_manager, "operation": "Apply", "apiVersion": rt.api_version(), "time": crate::objects::now(), "fieldsType": "FieldsV1", "fieldsV1": patch::fields_v1(&patch)}]);
-                if let Ok(Some(cur)) = server.objects.current(rt, ns, name).await {
-                    let w2 = server
+                obj["metadata"]["managedFields"] = managed.clone();
+                // Record the applier's fields on the object as it is now: a controller may
+                // have written it since the create (then retry on the newer version).
+                for _ in 0..16 {
+                    let Ok(Some(cur)) = server.objects.current(rt, ns, name).await else {
+                        break;
+                    };
+                    let mut latest = cur.0.clone();
+                    latest["metadata"]["managedFields"] = managed.clone();
+                    match server
                         .objects
                         .update(
                             rt,
                             ns,
                             name,
-                            obj,
+                            latest,
                             cur,
                             None,
                             &WriteOptions {
@@ -799,11 +807,17 @@ async fn patch_object(
                             },
                             "Apply",
                         )
-                        .await?;
-                    return Ok(with_warnings(
-                        json_response(StatusCode::CREATED, &w2.object),
-                        &w.warnings,
-                    ));
+                        .await
+                    {
+                        Err(e) if e.code == 409 => continue,
+                        Err(e) => return Err(e),
+                        Ok(w2) => {
+                            return Ok(with_warnings(
+                                json_response(StatusCode::CREATED, &w2.object),
+                                &w.warnings,
+                            ));
+                        }
+                    }
                 }
                 return Ok(json_response(StatusCode::CREATED, &obj));
             }
