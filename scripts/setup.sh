@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(ovn-central ovn-host openvswitch-switch iperf3 sockperf wrk nginx-light
-          ethtool iproute2 curl iptables nftables python3 clang-14 libbpf-dev procps)
+          ethtool iproute2 curl iptables nftables python3 clang-14 libbpf-dev procps dnsutils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
