@@ -12,21 +12,13 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const SEED: &str = "/work/shared/seeds/ysvc1.yaml";
+/// The seed manifest, vendored into the repository (README).
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ysvc1.yaml");
 
 fn seed() -> PathBuf {
-    // The seed is vendored into the repository (README); prefer the shared original.
-    let shared = PathBuf::from(SEED);
-    if shared.exists() {
-        return shared;
-    }
-    let vendored = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ysvc1.yaml");
-    assert!(
-        vendored.exists(),
-        "seed manifest not found at {SEED} or {}",
-        vendored.display()
-    );
-    vendored
+    let seed = PathBuf::from(SEED);
+    assert!(seed.exists(), "seed manifest not found at {SEED}");
+    seed
 }
 
 struct Kubectl {

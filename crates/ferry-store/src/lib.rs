@@ -11,7 +11,7 @@
 //! survives `kill -9`" needs, and its read transactions are MVCC snapshots, so a list sees
 //! exactly one revision. Its single writer is what serializes the revision counter; group
 //! commit (many queued writes per fsync, see `writer`) recovers the throughput that one fsync
-//! per write would cost. See `/work/shared/design/dependencies.md`, "Embedded store".
+//! per write would cost. See the design notes' `dependencies.md`, "Embedded store".
 //!
 //! Layout: table `objects` (key → create/mod revision and value), table `log` (revision →
 //! the events of that revision, with previous values, for watches), table `meta` (current and
