@@ -5,38 +5,112 @@ use serde_json::{Value, json};
 
 use crate::resources::{Column, ResourceType};
 
-/// Evaluates the simple JSONPath of a printer column (`.spec.ports[*].port`, `.a.b[0]`).
+/// Evaluates the simple JSONPath of a printer column (`.spec.ports[*].port`, `.a.b[0]`,
+/// escaped dots in keys as in `.metadata.labels.iaas\\.yusur\\.io/tenant`, and equality
+/// filters as in `.status.conditions[?(@.type=="Ready")].status`), the subset
+/// kube-apiserver's printer columns use.
 pub fn json_path(object: &Value, path: &str) -> Vec<Value> {
     let mut current = vec![object.clone()];
     let path = path.trim_start_matches('{').trim_end_matches('}');
-    for segment in path.split('.').filter(|s| !s.is_empty()) {
-        let (field, index) = match segment.split_once('[') {
-            Some((f, rest)) => (f, Some(rest.trim_end_matches(']'))),
-            None => (segment, None),
-        };
+    for (field, indexes) in path_segments(path) {
         let mut next = Vec::new();
         for v in current {
             let v = if field.is_empty() {
                 Some(v)
             } else {
-                v.get(field).cloned()
+                v.get(&field).cloned()
             };
             let Some(v) = v else { continue };
-            match index {
-                None => next.push(v),
-                Some("*") => next.extend(v.as_array().cloned().unwrap_or_default()),
-                Some(i) => {
-                    if let (Ok(i), Some(a)) = (i.parse::<usize>(), v.as_array())
-                        && let Some(x) = a.get(i)
-                    {
-                        next.push(x.clone());
-                    }
-                }
+            let mut values = vec![v];
+            for index in &indexes {
+                values = values.into_iter().flat_map(|v| select(&v, index)).collect();
             }
+            next.extend(values);
         }
         current = next;
     }
     current
+}
+
+/// Splits a path into `(field, [bracket contents])` at unescaped dots outside brackets.
+fn path_segments(path: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    let mut chars = path.chars().peekable();
+    let mut field = String::new();
+    let mut indexes = Vec::new();
+    let mut started = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    field.push(n);
+                }
+            }
+            '.' => {
+                if started {
+                    out.push((std::mem::take(&mut field), std::mem::take(&mut indexes)));
+                }
+                started = true;
+            }
+            '[' => {
+                started = true;
+                let mut depth = 1;
+                let mut quote: Option<char> = None;
+                let mut inner = String::new();
+                for c in chars.by_ref() {
+                    match (quote, c) {
+                        (Some(q), c) if c == q => quote = None,
+                        (None, '"' | '\'') => quote = Some(c),
+                        (None, '[') => depth += 1,
+                        (None, ']') => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    inner.push(c);
+                }
+                indexes.push(inner);
+            }
+            c => {
+                started = true;
+                field.push(c);
+            }
+        }
+    }
+    if started {
+        out.push((field, indexes));
+    }
+    out
+}
+
+/// The values one bracket selects from `v`: `*`, an index, or `?(@.path==literal)`.
+fn select(v: &Value, index: &str) -> Vec<Value> {
+    let items = v.as_array().cloned().unwrap_or_default();
+    if index == "*" {
+        return items;
+    }
+    if let Some(filter) = index.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+        let Some((left, right)) = filter.split_once("==") else {
+            return Vec::new();
+        };
+        let left = left.trim().trim_start_matches('@');
+        let right = right.trim();
+        let want = match right.strip_prefix(['"', '\'']) {
+            Some(s) => Value::String(s[..s.len().saturating_sub(1)].to_string()),
+            None => serde_json::from_str(right).unwrap_or(Value::Null),
+        };
+        return items
+            .into_iter()
+            .filter(|item| json_path(item, left).first() == Some(&want))
+            .collect();
+    }
+    match index.parse::<usize>() {
+        Ok(i) => items.get(i).cloned().into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Kubernetes' short human durations: `45s`, `3m12s`, `5h`, `2d3h`, `400d`.
@@ -252,6 +326,26 @@ mod tests {
         );
         assert_eq!(json_path(&o, ".spec.ports[1].port"), vec![json!(443)]);
         assert!(json_path(&o, ".status.x").is_empty());
+    }
+
+    #[test]
+    fn json_path_takes_escaped_dots_and_filters() {
+        let o = json!({
+            "metadata": {"labels": {"iaas.yusur.io/tenant": "t1"}},
+            "status": {"conditions": [
+                {"type": "Synced", "status": "False"},
+                {"type": "Ready", "status": "True"},
+            ]},
+        });
+        assert_eq!(
+            json_path(&o, r".metadata.labels.iaas\.yusur\.io/tenant"),
+            vec![json!("t1")]
+        );
+        assert_eq!(
+            json_path(&o, r#".status.conditions[?(@.type=="Ready")].status"#),
+            vec![json!("True")]
+        );
+        assert!(json_path(&o, r#".status.conditions[?(@.type=="Gone")].status"#).is_empty());
     }
 
     #[test]
