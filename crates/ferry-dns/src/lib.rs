@@ -15,6 +15,8 @@
 
 pub mod answer;
 pub mod feed;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod server;
 pub mod wire;
 pub mod zones;
