@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Ferry's VPC-aware socket-level load balancer (IPv4).
+//
+// Attached to a cgroup v2 at connect4 / sendmsg4 (forward: VIP -> backend) and at
+// recvmsg4 / getpeername4 (reverse: backend -> VIP), so no packet of a service
+// connection ever carries the VIP and the OVN load balancer is off the packet path.
+//
+// The VPC of the calling socket is found from its network namespace cookie
+// (bpf_get_netns_cookie, kernel 5.7+), which the agent records at CNI ADD. A socket whose
+// netns is unknown, or whose VPC has no service at that (VIP, port, protocol), is left
+// untouched: a pod in vpc2 connecting to vpc1's VIP gets no translation, so isolation is
+// exactly what the OVN fabric gives it.
+//
+// The four maps that can fill up (netns, services, slots, members) sit behind a
+// one-entry ARRAY_OF_MAPS each, so user space can swap in a bigger (or rebuilt) inner map
+// atomically. The affinity and reverse maps are LRU hashes that are never swapped, so a
+// resize loses no reverse translation of a live socket.
+//
+// The struct layouts below are mirrored byte for byte by crates/ferry-sock/src/wire.rs.
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+
+#define AF_INET 2
+
+#define ALGO_RANDOM 0
+#define ALGO_MAGLEV 1
+
+struct svc_key {
+	__u32 vpc;
+	__u32 vip;   /* network order */
+	__u16 port;  /* network order */
+	__u8 proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+
+struct svc_val {
+	__u32 id;          /* stable id of the service: affinity and member keys */
+	__u32 set;         /* backend set: slots are (set, 0..count) */
+	__u32 count;       /* number of slots */
+	__u32 affinity_s;  /* ClientIP affinity timeout, 0 = none */
+	__u8 algo;         /* ALGO_RANDOM / ALGO_MAGLEV */
+	__u8 pad[3];
+};
+
+struct slot_key {
+	__u32 set;
+	__u32 idx;
+};
+
+struct backend {
+	__u32 ip;    /* network order */
+	__u16 port;  /* network order */
+	__u16 pad;
+};
+
+struct member_key {
+	__u32 svc;
+	__u32 ip;
+	__u16 port;
+	__u16 pad;
+};
+
+struct aff_key {
+	__u64 netns;
+	__u32 svc;
+	__u32 pad;
+};
+
+struct aff_val {
+	__u64 ts;  /* bpf_ktime_get_ns of the last use */
+	__u32 ip;
+	__u16 port;
+	__u16 pad;
+};
+
+struct rev_key {
+	__u64 cookie;  /* socket cookie */
+	__u32 ip;      /* backend */
+	__u16 port;
+	__u16 pad;
+};
+
+struct rev_val {
+	__u32 vip;
+	__u16 port;
+	__u16 pad;
+};
+
+/* Inner map templates: user space creates the real inner maps with the sizes it wants
+ * (hash maps may differ in max_entries from the template) and the same flags. */
+struct netns_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u32);
+};
+
+struct svc_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct svc_key);
+	__type(value, struct svc_val);
+};
+
+struct slot_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct slot_key);
+	__type(value, struct backend);
+};
+
+struct member_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct member_key);
+	__type(value, __u8);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct netns_inner);
+} ferry_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct svc_inner);
+} ferry_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct slot_inner);
+} ferry_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct member_inner);
+} ferry_members SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct aff_key);
+	__type(value, struct aff_val);
+} ferry_affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct rev_key);
+	__type(value, struct rev_val);
+} ferry_rev SEC(".maps");
+
+static __always_inline void *inner_map(void *outer)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(outer, &zero);
+}
+
+/* splitmix64 finaliser: socket cookies are a counter, the Maglev index must not be. */
+static __always_inline __u32 mix(__u64 x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return (__u32)x;
+}
+
+/* Forward translation, shared by connect4 and sendmsg4. Always allows the call. */
+static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	__u32 proto = ctx->protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 1;
+
+	void *netns = inner_map(&ferry_netns);
+	if (!netns)
+		return 1;
+	__u64 netns_cookie = bpf_get_netns_cookie(ctx);
+	__u32 *vpc = bpf_map_lookup_elem(netns, &netns_cookie);
+	if (!vpc)
+		return 1;
+
+	void *svcs = inner_map(&ferry_svc);
+	if (!svcs)
+		return 1;
+	struct svc_key key = {
+		.vpc = *vpc,
+		.vip = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+		.proto = (__u8)proto,
+	};
+	struct svc_val *svc = bpf_map_lookup_elem(svcs, &key);
+	if (!svc || svc->count == 0)
+		return 1;
+
+	struct backend be = {};
+	int chosen = 0;
+	__u64 now = 0;
+	struct aff_key akey = { .netns = netns_cookie, .svc = svc->id };
+
+	if (svc->affinity_s) {
+		now = bpf_ktime_get_ns();
+		struct aff_val *aff = bpf_map_lookup_elem(&ferry_affinity, &akey);
+		if (aff && now - aff->ts <= (__u64)svc->affinity_s * 1000000000ULL) {
+			/* Only a backend that is still in the service (healthy) counts. */
+			void *members = inner_map(&ferry_members);
+			struct member_key mkey = { .svc = svc->id, .ip = aff->ip, .port = aff->port };
+			if (members && bpf_map_lookup_elem(members, &mkey)) {
+				be.ip = aff->ip;
+				be.port = aff->port;
+				chosen = 1;
+			}
+		}
+	}
+
+	if (!chosen) {
+		void *slots = inner_map(&ferry_slots);
+		if (!slots)
+			return 1;
+		__u32 draw = svc->algo == ALGO_MAGLEV ? mix(bpf_get_socket_cookie(ctx))
+						      : bpf_get_prandom_u32();
+		struct slot_key skey = { .set = svc->set, .idx = draw % svc->count };
+		struct backend *b = bpf_map_lookup_elem(slots, &skey);
+		if (!b)
+			return 1;
+		be = *b;
+	}
+
+	if (svc->affinity_s) {
+		struct aff_val aval = { .ts = now, .ip = be.ip, .port = be.port };
+		bpf_map_update_elem(&ferry_affinity, &akey, &aval, BPF_ANY);
+	}
+
+	struct rev_key rkey = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.ip = be.ip,
+		.port = be.port,
+	};
+	struct rev_val rval = { .vip = key.vip, .port = key.port };
+	bpf_map_update_elem(&ferry_rev, &rkey, &rval, BPF_ANY);
+
+	ctx->user_ip4 = be.ip;
+	ctx->user_port = (__u32)be.port;
+	return 1;
+}
+
+/* Reverse translation, shared by recvmsg4 and getpeername4: the app sees the VIP. */
+static __always_inline int xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct rev_key rkey = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.ip = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+	};
+	struct rev_val *rval = bpf_map_lookup_elem(&ferry_rev, &rkey);
+	if (!rval)
+		return 1;
+	ctx->user_ip4 = rval->vip;
+	ctx->user_port = (__u32)rval->port;
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int ferry_connect4(struct bpf_sock_addr *ctx)
+{
+	return xlate_fwd(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int ferry_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return xlate_fwd(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int ferry_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return xlate_rev(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int ferry_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return xlate_rev(ctx);
+}
+
+/* No GPL-only helper is used, so the project licence applies. */
+char LICENSE[] SEC("license") = "Apache-2.0";

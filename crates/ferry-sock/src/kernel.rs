@@ -1,0 +1,558 @@
+//! The thin kernel adapter: loads the BPF object, attaches its four programs to a
+//! cgroup v2, owns the maps and executes the planner's [`MapOp`]s. Every decision is in
+//! [`crate::plan`]; this module only turns operations into `bpf()` calls.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use aya::maps::{ArrayOfMaps, HashMap, MapData, MapError};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::{Ebpf, EbpfLoader};
+use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, getsockopt, socket};
+use tracing::{debug, info};
+
+use crate::error::SockLbError;
+use crate::model::{Desired, ServiceKey, VpcId};
+use crate::plan::{Capacity, MapOp, Programmed, Rejected, Usage, fill, plan};
+use crate::wire::{self, ServiceValue};
+
+/// The compiled C programs (see build.rs).
+static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
+
+/// The four programs and the hook each is attached to (from its ELF section).
+const PROGRAMS: [&str; 4] = [
+    "ferry_connect4",
+    "ferry_sendmsg4",
+    "ferry_recvmsg4",
+    "ferry_getpeername4",
+];
+
+/// `BPF_F_NO_PREALLOC`: hash entries are allocated on insert, so a map sized for 1M
+/// backends costs memory only for the backends it holds. Must equal the C templates' flags.
+const NO_PREALLOC: u32 = 1;
+
+/// `SO_NETNS_COOKIE` (Linux 5.14+; not in every libc release).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+// The macro calls itself and its helper unqualified, so both must be in scope.
+use nix::{getsockopt_impl, sockopt_impl};
+
+sockopt_impl!(
+    /// The cookie of the network namespace a socket lives in (what
+    /// `bpf_get_netns_cookie` returns in the hooks).
+    NetnsCookie,
+    GetOnly,
+    libc::SOL_SOCKET,
+    SO_NETNS_COOKIE,
+    u64
+);
+
+/// Entries per map. Services, slots, members and netns sit behind a map-of-maps and can
+/// be resized live ([`SocketLb::resize`]); affinity and reverse entries are LRU maps that
+/// evict their oldest entries instead of filling up, sized once at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Pod network namespaces on this node.
+    pub netns: u32,
+    /// Service ports (VPC, VIP, port, protocol).
+    pub services: u32,
+    /// Backend slots (a backend takes its weight in slots, a Maglev service its table).
+    pub slots: u32,
+    /// (service, backend) pairs of services with ClientIP affinity.
+    pub members: u32,
+    /// ClientIP affinity entries (client netns x service), LRU.
+    pub affinity: u32,
+    /// Reverse translations (socket x backend) for `recvmsg` and `getpeername`, LRU.
+    pub reverse: u32,
+}
+
+impl Default for MapSizes {
+    /// 64k services and 1M backend slots, as issue 18 asks.
+    fn default() -> Self {
+        MapSizes {
+            netns: 65536,
+            services: 65536,
+            slots: 1 << 20,
+            members: 1 << 20,
+            affinity: 1 << 16,
+            reverse: 1 << 18,
+        }
+    }
+}
+
+impl MapSizes {
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            services: self.services,
+            slots: self.slots,
+            members: self.members,
+        }
+    }
+}
+
+/// What one [`SocketLb::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApplyReport {
+    /// Map operations executed (each is one or more `bpf()` calls).
+    pub ops: usize,
+    /// Services that did not fit and keep their previous programming.
+    pub rejected: Vec<Rejected>,
+    /// The maps were rebuilt and swapped in whole (after an earlier failed apply).
+    pub rebuilt: bool,
+}
+
+type NetnsMap = HashMap<MapData, wire::NetnsKey, wire::NetnsValue>;
+type SvcMap = HashMap<MapData, wire::SvcKey, wire::SvcValue>;
+type SlotMap = HashMap<MapData, wire::SlotKey, wire::SlotValue>;
+type MemberMap = HashMap<MapData, wire::MemberKey, wire::MemberValue>;
+
+/// The swappable maps (the values of the four map-of-maps).
+struct Inner {
+    netns: NetnsMap,
+    services: SvcMap,
+    slots: SlotMap,
+    members: MemberMap,
+}
+
+impl Inner {
+    fn create(sizes: &MapSizes) -> Result<Inner, SockLbError> {
+        let mk = |map: &'static str| move |e: MapError| SockLbError::map(map, "create", e);
+        Ok(Inner {
+            netns: HashMap::create(sizes.netns, NO_PREALLOC).map_err(mk("netns"))?,
+            services: HashMap::create(sizes.services, NO_PREALLOC).map_err(mk("services"))?,
+            slots: HashMap::create(sizes.slots, NO_PREALLOC).map_err(mk("slots"))?,
+            members: HashMap::create(sizes.members, NO_PREALLOC).map_err(mk("members"))?,
+        })
+    }
+
+    fn run(&mut self, ops: &[MapOp]) -> Result<(), SockLbError> {
+        for op in ops {
+            self.run_one(op)?;
+        }
+        Ok(())
+    }
+
+    fn run_one(&mut self, op: &MapOp) -> Result<(), SockLbError> {
+        let put = |map: &'static str| move |e: MapError| SockLbError::map(map, "insert", e);
+        match op {
+            MapOp::PutSlots { set, slots } => {
+                for (i, addr) in slots.iter().enumerate() {
+                    self.slots
+                        .insert(wire::slot_key(*set, i as u32), wire::slot_value(*addr), 0)
+                        .map_err(put("slots"))?;
+                }
+            }
+            MapOp::PutMembers { service, backends } => {
+                for b in backends {
+                    self.members
+                        .insert(wire::member_key(*service, *b), [1], 0)
+                        .map_err(put("members"))?;
+                }
+            }
+            MapOp::PutService { key, value } => {
+                self.services
+                    .insert(wire::svc_key(key), wire::svc_value(value), 0)
+                    .map_err(put("services"))?;
+            }
+            MapOp::DeleteService { key } => {
+                remove(&mut self.services, &wire::svc_key(key), "services")?;
+            }
+            MapOp::DeleteMembers { service, backends } => {
+                for b in backends {
+                    remove(
+                        &mut self.members,
+                        &wire::member_key(*service, *b),
+                        "members",
+                    )?;
+                }
+            }
+            MapOp::DeleteSlots { set, count } => {
+                for i in 0..*count {
+                    remove(&mut self.slots, &wire::slot_key(*set, i), "slots")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a key; a key that is already gone is fine (the goal is its absence).
+fn remove<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<(), SockLbError> {
+    match map.remove(key) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(SockLbError::map(name, "remove", e)),
+    }
+}
+
+/// The four map-of-maps the programs look their maps up in.
+struct Outer {
+    netns: ArrayOfMaps<MapData, NetnsMap>,
+    services: ArrayOfMaps<MapData, SvcMap>,
+    slots: ArrayOfMaps<MapData, SlotMap>,
+    members: ArrayOfMaps<MapData, MemberMap>,
+}
+
+impl Outer {
+    /// Points the programs at `inner`. Each swap is one atomic map update; programs
+    /// already running finish on the maps they looked up. Mixing old and new maps
+    /// between two swaps is harmless because both hold the same programming.
+    fn point_at(&mut self, inner: &Inner) -> Result<(), SockLbError> {
+        let set = |map: &'static str| move |e: MapError| SockLbError::map(map, "swap", e);
+        self.slots
+            .set(0, &inner.slots, 0)
+            .map_err(set("ferry_slots"))?;
+        self.members
+            .set(0, &inner.members, 0)
+            .map_err(set("ferry_members"))?;
+        self.services
+            .set(0, &inner.services, 0)
+            .map_err(set("ferry_svc"))?;
+        self.netns
+            .set(0, &inner.netns, 0)
+            .map_err(set("ferry_netns"))?;
+        Ok(())
+    }
+}
+
+fn take_outer<V: aya::maps::InnerMap>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<ArrayOfMaps<MapData, V>, SockLbError>
+where
+    ArrayOfMaps<MapData, V>: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(SockLbError::Missing { kind: "map", name })?;
+    ArrayOfMaps::try_from(map).map_err(|e| SockLbError::map(name, "open", e))
+}
+
+fn take_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, SockLbError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(SockLbError::Missing { kind: "map", name })?;
+    HashMap::try_from(map).map_err(|e| SockLbError::map(name, "open", e))
+}
+
+/// The socket load balancer attached to one cgroup v2. Dropping it detaches the programs
+/// (sockets then keep their VIP and the OVN load balancers answer them).
+pub struct SocketLb {
+    /// Holds the programs and their cgroup links.
+    _ebpf: Ebpf,
+    outer: Outer,
+    inner: Inner,
+    affinity: HashMap<MapData, wire::AffinityKey, wire::AffinityValue>,
+    sizes: MapSizes,
+    programmed: Programmed,
+    netns: BTreeMap<u64, VpcId>,
+    /// An apply failed half way: the maps may not match `programmed`, so the next apply
+    /// rebuilds them whole.
+    stale: bool,
+}
+
+impl std::fmt::Debug for SocketLb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketLb")
+            .field("sizes", &self.sizes)
+            .field("usage", &self.usage())
+            .field("netns", &self.netns.len())
+            .field("stale", &self.stale)
+            .finish()
+    }
+}
+
+impl SocketLb {
+    /// Loads the programs, creates the maps and attaches `connect4`, `sendmsg4`,
+    /// `recvmsg4` and `getpeername4` to the cgroup v2 directory `cgroup` (for the agent:
+    /// the root of the cgroup2 mount, so every pod is covered). Attached with
+    /// `BPF_F_ALLOW_MULTI`, so other programs on the same cgroup keep running. Needs root
+    /// (CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN) and kernel 5.8+ (getpeername4).
+    pub fn load(cgroup: &Path, sizes: MapSizes) -> Result<SocketLb, SockLbError> {
+        let cgroup_dir = File::open(cgroup).map_err(|source| SockLbError::Cgroup {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("ferry_affinity", sizes.affinity)
+            .map_max_entries("ferry_rev", sizes.reverse)
+            .load(BPF_OBJECT)
+            .map_err(|e| SockLbError::Load(Box::new(e)))?;
+        let mut outer = Outer {
+            netns: take_outer(&mut ebpf, "ferry_netns")?,
+            services: take_outer(&mut ebpf, "ferry_svc")?,
+            slots: take_outer(&mut ebpf, "ferry_slots")?,
+            members: take_outer(&mut ebpf, "ferry_members")?,
+        };
+        let affinity = take_hash(&mut ebpf, "ferry_affinity")?;
+        let inner = Inner::create(&sizes)?;
+        outer.point_at(&inner)?;
+        for name in PROGRAMS {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(SockLbError::Missing {
+                    kind: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|e| SockLbError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+            let prog_err = |e| SockLbError::Program {
+                name,
+                source: Box::new(e),
+            };
+            program.load().map_err(prog_err)?;
+            program
+                .attach(&cgroup_dir, CgroupAttachMode::AllowMultiple)
+                .map_err(|e| SockLbError::Program {
+                    name,
+                    source: Box::new(e),
+                })?;
+        }
+        info!(cgroup = %cgroup.display(), ?sizes, "socket LB attached");
+        Ok(SocketLb {
+            _ebpf: ebpf,
+            outer,
+            inner,
+            affinity,
+            sizes,
+            programmed: Programmed::default(),
+            netns: BTreeMap::new(),
+            stale: false,
+        })
+    }
+
+    /// Records that sockets in the network namespace with this cookie belong to `vpc`
+    /// (at CNI ADD). Until then the pod's sockets are not translated.
+    pub fn set_netns_vpc(&mut self, netns_cookie: u64, vpc: VpcId) -> Result<(), SockLbError> {
+        if self.netns.get(&netns_cookie) == Some(&vpc) {
+            return Ok(());
+        }
+        if !self.netns.contains_key(&netns_cookie) && self.netns.len() >= self.sizes.netns as usize
+        {
+            return Err(SockLbError::Full {
+                map: "netns",
+                max: self.sizes.netns,
+            });
+        }
+        self.inner
+            .netns
+            .insert(wire::netns_key(netns_cookie), wire::netns_value(vpc), 0)
+            .map_err(|e| SockLbError::map("netns", "insert", e))?;
+        self.netns.insert(netns_cookie, vpc);
+        Ok(())
+    }
+
+    /// Forgets a network namespace (at CNI DEL); its sockets are no longer translated.
+    pub fn remove_netns(&mut self, netns_cookie: u64) -> Result<(), SockLbError> {
+        remove(
+            &mut self.inner.netns,
+            &wire::netns_key(netns_cookie),
+            "netns",
+        )?;
+        self.netns.remove(&netns_cookie);
+        Ok(())
+    }
+
+    /// Programs `desired` (all services of this node's VPCs with their healthy backends),
+    /// writing only what changed since the last apply.
+    pub fn apply(&mut self, desired: &Desired) -> Result<ApplyReport, SockLbError> {
+        let p = plan(&self.programmed, desired, self.sizes.capacity());
+        let rebuilt = self.stale;
+        if self.stale {
+            self.rebuild(self.sizes, &p.next)?;
+        } else if let Err(e) = self.inner.run(&p.ops) {
+            self.stale = true;
+            return Err(e);
+        }
+        debug!(
+            ops = p.ops.len(),
+            rejected = p.rejected.len(),
+            rebuilt,
+            "socket LB applied"
+        );
+        self.programmed = p.next;
+        Ok(ApplyReport {
+            ops: p.ops.len(),
+            rejected: p.rejected,
+            rebuilt,
+        })
+    }
+
+    /// Moves to maps of `sizes` without dropping anything: fresh inner maps are filled
+    /// with the current programming and swapped in atomically. Established connections
+    /// never depend on these maps (their sockets are connected to the backend), and the
+    /// reverse and affinity maps are kept, so live sockets keep seeing the VIP.
+    /// `sizes.affinity` and `sizes.reverse` are fixed at load and ignored here.
+    pub fn resize(&mut self, sizes: MapSizes) -> Result<(), SockLbError> {
+        let usage = self.usage();
+        let checks = [
+            ("netns", sizes.netns, self.netns.len() as u64),
+            ("services", sizes.services, usage.services),
+            ("slots", sizes.slots, usage.slots),
+            ("members", sizes.members, usage.members),
+        ];
+        for (map, want, used) in checks {
+            if (want as u64) < used {
+                return Err(SockLbError::TooSmall { map, want, used });
+            }
+        }
+        let programmed = self.programmed.clone();
+        let sizes = MapSizes {
+            affinity: self.sizes.affinity,
+            reverse: self.sizes.reverse,
+            ..sizes
+        };
+        self.rebuild(sizes, &programmed)?;
+        self.programmed = programmed;
+        Ok(())
+    }
+
+    fn rebuild(&mut self, sizes: MapSizes, programmed: &Programmed) -> Result<(), SockLbError> {
+        let mut inner = Inner::create(&sizes)?;
+        for (cookie, vpc) in &self.netns {
+            inner
+                .netns
+                .insert(wire::netns_key(*cookie), wire::netns_value(*vpc), 0)
+                .map_err(|e| SockLbError::map("netns", "insert", e))?;
+        }
+        inner.run(&fill(programmed))?;
+        self.outer.point_at(&inner)?;
+        self.inner = inner;
+        self.sizes = sizes;
+        self.stale = false;
+        info!(?sizes, "socket LB maps swapped");
+        Ok(())
+    }
+
+    /// Entries used in the service, slot and member maps.
+    pub fn usage(&self) -> Usage {
+        self.programmed.usage()
+    }
+
+    pub fn sizes(&self) -> MapSizes {
+        self.sizes
+    }
+
+    /// What the maps hold, as planned.
+    pub fn programmed(&self) -> &Programmed {
+        &self.programmed
+    }
+
+    /// Reads one service back from the kernel maps: its entry and its slots. For checks
+    /// and benchmarks; the data path never needs it.
+    pub fn kernel_service(
+        &self,
+        key: &ServiceKey,
+    ) -> Result<Option<(ServiceValue, Vec<SocketAddrV4>)>, SockLbError> {
+        let value = match self.inner.services.get(&wire::svc_key(key), 0) {
+            Ok(v) => wire::parse_svc_value(&v),
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(SockLbError::map("services", "lookup", e)),
+        };
+        let mut slots = Vec::with_capacity(value.count as usize);
+        for i in 0..value.count {
+            let s = self
+                .inner
+                .slots
+                .get(&wire::slot_key(value.set, i), 0)
+                .map_err(|e| SockLbError::map("slots", "lookup", e))?;
+            slots.push(wire::parse_slot_value(&s));
+        }
+        Ok(Some((value, slots)))
+    }
+
+    /// The backend a client netns is pinned to for a service with ClientIP affinity, as
+    /// the kernel recorded it.
+    pub fn kernel_affinity(
+        &self,
+        netns_cookie: u64,
+        key: &ServiceKey,
+    ) -> Result<Option<SocketAddrV4>, SockLbError> {
+        let Some(s) = self.programmed.services.get(key) else {
+            return Ok(None);
+        };
+        match self
+            .affinity
+            .get(&wire::affinity_key(netns_cookie, s.id), 0)
+        {
+            Ok(v) => Ok(Some(wire::parse_affinity_value(&v).1)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(SockLbError::map("affinity", "lookup", e)),
+        }
+    }
+}
+
+/// The cookie of the network namespace `netns` (an open `/proc/PID/ns/net` or
+/// `/run/netns/NAME`): what the hooks see as `bpf_get_netns_cookie`. A socket is created
+/// in that namespace from a short-lived thread (setns switches only the calling thread)
+/// and asked for `SO_NETNS_COOKIE` (kernel 5.14+).
+pub fn netns_cookie_of(netns: BorrowedFd<'_>) -> Result<u64, SockLbError> {
+    let err = |source: io::Error| SockLbError::NetnsCookie {
+        what: format!("fd {netns:?}"),
+        source,
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<u64> {
+            setns(netns, CloneFlags::CLONE_NEWNET)?;
+            let sock = socket(
+                AddressFamily::Inet,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            Ok(getsockopt(&sock, NetnsCookie)?)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("netns cookie thread panicked")))
+    })
+    .map_err(err)
+}
+
+/// [`netns_cookie_of`] for a namespace path such as `/run/netns/NAME` or
+/// `/proc/PID/ns/net` (the CNI `CNI_NETNS`).
+pub fn netns_cookie_of_path(path: &Path) -> Result<u64, SockLbError> {
+    let f = File::open(path).map_err(|source| SockLbError::NetnsCookie {
+        what: path.display().to_string(),
+        source,
+    })?;
+    netns_cookie_of(f.as_fd()).map_err(|e| match e {
+        SockLbError::NetnsCookie { source, .. } => SockLbError::NetnsCookie {
+            what: path.display().to_string(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// The cookie of the calling thread's network namespace.
+pub fn current_netns_cookie() -> Result<u64, SockLbError> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| SockLbError::NetnsCookie {
+        what: "the current namespace".into(),
+        source: e.into(),
+    })?;
+    getsockopt(&sock, NetnsCookie).map_err(|e| SockLbError::NetnsCookie {
+        what: "the current namespace".into(),
+        source: e.into(),
+    })
+}

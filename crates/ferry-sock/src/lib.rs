@@ -1,0 +1,92 @@
+//! Ferry's VPC-aware socket-level load balancer (issue 18, part 2).
+//!
+//! C BPF programs (`bpf/sock_lb.c`, built by `build.rs` with clang-14) attached to a
+//! cgroup v2 rewrite a service VIP to a healthy backend at `connect()` / `sendmsg()` and
+//! back at `recvmsg()` / `getpeername()`, so service traffic of Ferry pods never carries
+//! the VIP and never goes through OVN's load balancer and conntrack. The VPC of a socket is
+//! the VPC of its network namespace, looked up by `bpf_get_netns_cookie`: a pod in vpc2
+//! connecting to vpc1's VIP is not translated (isolation stays the fabric's).
+//!
+//! This crate owns the programs, their maps, the pure planner ([`plan()`]) that turns the
+//! desired services into the few map writes that changed, and the thin adapter
+//! ([`SocketLb`]) that loads, attaches and writes. It does not watch Kubernetes or OVN and
+//! does not decide health: the caller passes the healthy backends.
+//!
+//! # Why aya and C
+//! Rust-written BPF cannot be built on this toolchain (bpf-linker needs LLVM 21+, Debian
+//! 12 has 19), so the programs are C. They are loaded with aya 0.14 rather than libbpf-rs
+//! because aya is pure Rust (no libbpf/libelf linked into the agent), supports BTF
+//! map-of-maps (which the live resize needs) and standalone map creation, and plain
+//! byte-array keys need no `unsafe`. libbpf-rs would add typed skeletons, not needed for
+//! six maps whose layouts are pinned by `wire`'s tests. The crate has no `unsafe` code.
+//!
+//! # Wiring into the agent (`ferry agent --socket-lb`)
+//! 1. At start: `SocketLb::load(cgroup2_root, MapSizes::default())`, where the root is the
+//!    cgroup2 mount (`/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
+//!    hybrid one; [`cgroup2_mount`] finds it). Keep the `SocketLb` for the agent's life
+//!    (behind a mutex); dropping it detaches the programs and the OVN LBs take over.
+//! 2. CNI ADD, after the pod's port is plumbed: `netns_cookie_of_path(CNI_NETNS)` and
+//!    `set_netns_vpc(cookie, vpc_id)`, with one `VpcId` per Ferry VPC chosen by the agent
+//!    (e.g. an index kept in its state). Record the cookie with the sandbox.
+//!    CNI DEL: `remove_netns(cookie)`. On agent restart the maps start empty: re-run
+//!    `set_netns_vpc` for every live sandbox before the first `apply`.
+//! 3. Whenever the controller's Endpoints change (the same healthy set that goes into the
+//!    OVN LBs, probe flips included): build a [`Desired`] for every service port of every
+//!    VPC that has pods on this node, `backends` = ready endpoints (target port),
+//!    `affinity_timeout_s` from `sessionAffinityConfig.clientIP.timeoutSeconds` (0 when
+//!    affinity is None), and call `apply(&desired)`. Only changed services are written;
+//!    [`ApplyReport::rejected`] lists services that did not fit (log them and call
+//!    `resize` with bigger [`MapSizes`]). A service with no ready endpoint is left out of
+//!    the maps, so the socket keeps the VIP and OVN answers it as for any other client.
+//! 4. OVN's load balancers stay programmed for every other client (VMs, nodes, EIPs).
+
+mod error;
+mod kernel;
+pub mod maglev;
+mod model;
+pub mod plan;
+pub mod wire;
+
+pub use error::SockLbError;
+pub use kernel::{
+    ApplyReport, MapSizes, SocketLb, current_netns_cookie, netns_cookie_of, netns_cookie_of_path,
+};
+pub use model::{Algorithm, Backend, Desired, Protocol, ServiceKey, ServiceSpec, VpcId};
+pub use plan::{Capacity, MapOp, Plan, Programmed, RejectReason, Rejected, Usage, plan};
+
+/// Where the cgroup v2 hierarchy is mounted (from `/proc/self/mountinfo`): `/sys/fs/cgroup`
+/// on a unified host, often `/sys/fs/cgroup/unified` on a hybrid one.
+pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mount_in(&info)
+}
+
+/// [`cgroup2_mount`] over the text of a mountinfo file.
+pub fn cgroup2_mount_in(mountinfo: &str) -> Option<std::path::PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        (fstype == "cgroup2").then(|| left.split_whitespace().nth(4).map(Into::into))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup2_mount_is_found_on_hybrid_and_unified_hosts() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      31 30 0:27 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw\n";
+        let unified =
+            "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        let none = "22 1 0:21 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            cgroup2_mount_in(hybrid),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        assert_eq!(cgroup2_mount_in(unified), Some("/sys/fs/cgroup".into()));
+        assert_eq!(cgroup2_mount_in(none), None);
+    }
+}
