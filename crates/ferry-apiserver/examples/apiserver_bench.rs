@@ -48,6 +48,7 @@ async fn serve(dir: PathBuf) -> anyhow::Result<()> {
             max_inflight_per_identity: 10_000,
             ..Default::default()
         },
+        services: Default::default(),
     })
     .await?;
     let crds: Vec<serde_json::Value> = ferry_api::all_crds()

@@ -17,6 +17,7 @@ mod resources;
 mod schema;
 mod selectors;
 mod server;
+mod service_admission;
 mod status;
 mod table;
 mod tls;
@@ -34,10 +35,12 @@ use tokio::sync::watch;
 
 pub use auth::{Role, Tokens};
 pub use server::Limits;
+pub use service_admission::ServiceNetwork;
 
 use crate::cache::{Cache, Cached};
 use crate::objects::{FieldValidation, Objects, WriteOptions};
 use crate::resources::Registry;
+use crate::service_admission::ServiceAdmission;
 
 const CRD_PREFIX: &str = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
 
@@ -71,6 +74,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub limits: Limits,
+    /// Where Services get cluster IPs and node ports.
+    pub services: ServiceNetwork,
 }
 
 /// A running API server; dropping the shutdown sender (or calling `shutdown`) stops it.
@@ -125,11 +130,13 @@ impl ApiServer {
 
         let cache = Cache::new(config.limits.watch_cache_history.max(1), 65_536);
         let registry = Arc::new(RwLock::new(Registry::with_builtins()));
+        let services = Arc::new(ServiceAdmission::new(config.services.clone()));
         let (first_fill_tx, mut first_fill) = watch::channel(false);
         tokio::spawn(feed_cache(
             store.clone(),
             cache.clone(),
             registry.clone(),
+            services.clone(),
             first_fill_tx,
         ));
         let _ = first_fill.wait_for(|done| *done).await;
@@ -137,6 +144,7 @@ impl ApiServer {
         let objects = Objects {
             store: store.clone(),
             cache: cache.clone(),
+            services,
         };
         ensure_namespaces(&objects, &registry).await?;
         tokio::spawn(gc::run(objects.clone(), cache.clone(), registry.clone()));
@@ -259,12 +267,14 @@ async fn ensure_namespaces(
     Ok(())
 }
 
-/// Keeps the cache (and the served CRDs) in step with the store, re-listing if the store
-/// watch is lost.
+/// Keeps the cache (and the served CRDs, and the ledger of service addresses) in step with
+/// the store, re-listing if the store watch is lost. The ledger is updated before the cache,
+/// so a writer that waited for the cache sees its write in the ledger too.
 async fn feed_cache(
     store: Store,
     cache: Arc<Cache>,
     registry: Arc<RwLock<Registry>>,
+    services: Arc<ServiceAdmission>,
     first_fill: watch::Sender<bool>,
 ) {
     loop {
@@ -284,6 +294,7 @@ async fn feed_cache(
                 }
             }
         }
+        services.reset(kvs.iter().map(|kv| (kv.key.as_str(), &kv.value[..])));
         cache.reset(
             kvs.iter()
                 .filter_map(|kv| Cached::from_stored(&kv.key, &kv.value, kv.mod_revision))
@@ -322,8 +333,14 @@ async fn feed_cache(
                 }
             }
             let new = match ev.kind {
-                EventKind::Put => Cached::from_stored(&key, &ev.kv.value, ev.kv.mod_revision),
-                EventKind::Delete => None,
+                EventKind::Put => {
+                    services.observe(&key, Some(&ev.kv.value[..]));
+                    Cached::from_stored(&key, &ev.kv.value, ev.kv.mod_revision)
+                }
+                EventKind::Delete => {
+                    services.observe(&key, None);
+                    None
+                }
             };
             cache.apply(ev.revision, &key, new);
         }

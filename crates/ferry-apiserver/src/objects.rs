@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::cache::Cache;
 use crate::resources::ResourceType;
 use crate::schema;
+use crate::service_admission::{Refused, ServiceAdmission};
 use crate::status::ApiError;
 
 /// How strictly unknown fields are treated (`fieldValidation`).
@@ -218,9 +219,56 @@ fn stamp(object: &mut Value, revision: u64) {
 pub struct Objects {
     pub store: Store,
     pub cache: Arc<Cache>,
+    /// `v1 Service` defaults, validation and address allocation.
+    pub services: Arc<ServiceAdmission>,
 }
 
 impl Objects {
+    /// Service admission for writes of Services (and of YusurServices that take a cluster
+    /// IP). The returned guard serializes address-taking writes: hold it until the write is
+    /// in the cache.
+    async fn admit_addresses(
+        &self,
+        rt: &ResourceType,
+        key: &str,
+        object: &mut Value,
+        old: Option<&Value>,
+        subresource: Option<&str>,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if rt.builtin && rt.group.is_empty() && rt.plural == "services" {
+            if subresource.is_some() {
+                return Ok(None);
+            }
+            let guard = self.services.lock().await;
+            self.cache.wait_for(self.store.current_revision()).await;
+            return match self.services.admit_service(key, object, old) {
+                Ok(()) => Ok(Some(guard)),
+                Err(Refused::Decode(m)) => Err(ApiError::bad_request(m)),
+                Err(Refused::Invalid(causes)) => {
+                    Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes))
+                }
+            };
+        }
+        if rt.group == ferry_api::GROUP && rt.plural == "yusurservices" {
+            let claims = ServiceAdmission::yusur_service_claims(object, old);
+            if claims.is_empty() {
+                return Ok(None);
+            }
+            let guard = self.services.lock().await;
+            self.cache.wait_for(self.store.current_revision()).await;
+            let causes = self.services.check_yusur_service(key, object, &claims);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
+            }
+            return Ok(Some(guard));
+        }
+        Ok(None)
+    }
+
     pub async fn create(
         &self,
         rt: &ResourceType,
@@ -306,6 +354,10 @@ impl Objects {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let key = rt.key(namespace.filter(|_| rt.namespaced), &name);
+        let _admitted = self
+            .admit_addresses(rt, &key, &mut object, None, None)
+            .await?;
         if let Some(ns) = namespace.filter(|_| rt.namespaced) {
             let ns_key = format!("/registry/core/namespaces/_/{ns}");
             self.cache.wait_for(self.store.current_revision()).await;
@@ -331,10 +383,7 @@ impl Objects {
         }
         let kv = self
             .store
-            .create(
-                rt.key(namespace.filter(|_| rt.namespaced), &name),
-                encode(&object),
-            )
+            .create(key, encode(&object))
             .await
             .map_err(|e| store_err(rt, &name, e))?;
         stamp(&mut object, kv.mod_revision);
@@ -440,6 +489,10 @@ impl Objects {
         {
             object["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
         }
+        let key = rt.key(namespace.filter(|_| rt.namespaced), name);
+        let _admitted = self
+            .admit_addresses(rt, &key, &mut object, Some(&old), subresource)
+            .await?;
         let warnings = validate(rt, &mut object, opts)?;
         if spec_part(&object) != spec_part(&old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -501,7 +554,6 @@ impl Objects {
                 deleted: finalize,
             });
         }
-        let key = rt.key(namespace.filter(|_| rt.namespaced), name);
         if finalize {
             let kv = self
                 .store

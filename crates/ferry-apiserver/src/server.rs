@@ -1025,6 +1025,7 @@ mod tests {
         let objects = Objects {
             store,
             cache: Cache::new(10, 10),
+            services: Default::default(),
         };
         let tokens = Tokens {
             admin: "a".into(),

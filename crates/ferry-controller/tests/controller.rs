@@ -30,6 +30,7 @@ async fn env() -> Env {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         limits: Default::default(),
+        services: Default::default(),
     })
     .await
     .unwrap();

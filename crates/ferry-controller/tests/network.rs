@@ -138,6 +138,7 @@ async fn seed_lb_in_the_nb_restart_changes_nothing_delete_removes_rows() {
         data_dir: dir.path().join("api"),
         listen: "127.0.0.1:0".parse().unwrap(),
         limits: Default::default(),
+        services: Default::default(),
     })
     .await
     .unwrap();

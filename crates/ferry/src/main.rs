@@ -23,7 +23,7 @@ enum Command {
     /// Single-machine control plane in the foreground: API server, controllers, node agent.
     Up(UpArgs),
     /// The API server alone.
-    Apiserver(ServerArgs),
+    Apiserver(ApiserverArgs),
     /// The controllers alone, against any Kubernetes API server (run several for HA).
     Controller(ControllerArgs),
     /// The node agent: probes, node interface, and (with --lab) the lab node runtime.
@@ -54,6 +54,32 @@ struct ServerArgs {
     /// Address the HTTPS API listens on.
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Node ports of NodePort and LoadBalancer Services are allocated from this range.
+    #[arg(long, env = "FERRY_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767",
+        value_parser = parse_port_range)]
+    service_node_port_range: (u16, u16),
+}
+
+#[derive(Args, Debug)]
+struct ApiserverArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Services get their cluster IPs from this CIDR.
+    #[arg(long, env = "FERRY_SERVICE_CIDR", default_value = "10.96.0.0/16")]
+    service_cidr: String,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range such as 30000-32767");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse::<u16>().map_err(|_| bad())?,
+        b.trim().parse::<u16>().map_err(|_| bad())?,
+    );
+    if a == 0 || b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -459,11 +485,18 @@ fn write_crds(out: &std::path::Path) -> anyhow::Result<()> {
 async fn start_apiserver(
     args: &ServerArgs,
     install_crds: bool,
+    service_cidr: &str,
 ) -> anyhow::Result<ferry_apiserver::ApiServer> {
     let config = ferry_apiserver::Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         limits: Default::default(),
+        services: ferry_apiserver::ServiceNetwork {
+            cidr: service_cidr
+                .parse()
+                .with_context(|| format!("--service-cidr {service_cidr:?} is not an IPv4 CIDR"))?,
+            node_ports: args.service_node_port_range,
+        },
     };
     let server = ferry_apiserver::ApiServer::start(config)
         .await
@@ -486,8 +519,8 @@ async fn start_apiserver(
     Ok(server)
 }
 
-async fn apiserver(args: ServerArgs, install_crds: bool) -> anyhow::Result<()> {
-    let server = start_apiserver(&args, install_crds).await?;
+async fn apiserver(args: ApiserverArgs, install_crds: bool) -> anyhow::Result<()> {
+    let server = start_apiserver(&args.server, install_crds, &args.service_cidr).await?;
     shutdown_signal().await;
     eprintln!("ferry: shutting down");
     server.shutdown().await;
@@ -628,7 +661,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             Some(vec![nb])
         }
     };
-    let server = start_apiserver(&args.server, true).await?;
+    let server = start_apiserver(&args.server, true, &args.network.service_cidr).await?;
     if !args.no_agent && !args.no_dataplane {
         // Lab node agents run VM-like hosts as KubeVirt VMIs: serve that API.
         server

@@ -2,7 +2,7 @@
 //! the rest of the `ferry` CLI. Integration tests (which may only name binaries of their own
 //! package) and benchmarks spawn it as a real process, to `kill -9` it.
 //!
-//! Usage: `ferry-apiserver --data-dir DIR [--listen 127.0.0.1:6443]`. Prints one line,
+//! Usage: `ferry-apiserver --data-dir DIR [--listen 127.0.0.1:6443] [--service-cidr CIDR]`. Prints one line,
 //! `serving https://ADDR`, once the kubeconfig is written and requests are served; stops on
 //! SIGTERM or Ctrl-C.
 
@@ -13,17 +13,26 @@ use anyhow::{Context, bail};
 fn main() -> anyhow::Result<()> {
     let mut data_dir = None;
     let mut listen = "127.0.0.1:6443".to_string();
+    let mut services = ferry_apiserver::ServiceNetwork::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--data-dir" => data_dir = args.next().map(PathBuf::from),
             "--listen" => listen = args.next().context("--listen needs an address")?,
+            "--service-cidr" => {
+                let c = args.next().context("--service-cidr needs a CIDR")?;
+                services.cidr = c
+                    .parse()
+                    .with_context(|| format!("--service-cidr {c:?} is not an IPv4 CIDR"))?;
+            }
             "-h" | "--help" => {
-                println!("usage: ferry-apiserver --data-dir DIR [--listen ADDR]");
+                println!(
+                    "usage: ferry-apiserver --data-dir DIR [--listen ADDR] [--service-cidr CIDR]"
+                );
                 return Ok(());
             }
             other => bail!(
-                "unknown argument {other:?}; usage: ferry-apiserver --data-dir DIR [--listen ADDR]"
+                "unknown argument {other:?}; usage: ferry-apiserver --data-dir DIR [--listen ADDR] [--service-cidr CIDR]"
             ),
         }
     }
@@ -37,6 +46,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             listen,
             limits: Default::default(),
+            services,
         })
         .await
         .context("starting the API server")?;

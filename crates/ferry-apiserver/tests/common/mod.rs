@@ -22,6 +22,7 @@ pub async fn start(limits: Limits) -> TestServer {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("address"),
         limits,
+        services: Default::default(),
     })
     .await
     .expect("starting the API server");
