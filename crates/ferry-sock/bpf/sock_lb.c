@@ -90,37 +90,39 @@ struct rev_val {
 };
 
 /* Inner map templates: user space creates the real inner maps with the sizes it wants
- * (hash maps may differ in max_entries from the template) and the same flags. */
+ * (hash maps may differ in max_entries from the template) and the same flags. Sizes,
+ * not types: clang emits the structs behind these pointers only as forward declarations,
+ * which a BTF loader cannot size. */
 struct netns_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u64);
-	__type(value, __u32);
+	__uint(key_size, sizeof(__u64));
+	__uint(value_size, sizeof(__u32));
 };
 
 struct svc_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct svc_key);
-	__type(value, struct svc_val);
+	__uint(key_size, sizeof(struct svc_key));
+	__uint(value_size, sizeof(struct svc_val));
 };
 
 struct slot_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct slot_key);
-	__type(value, struct backend);
+	__uint(key_size, sizeof(struct slot_key));
+	__uint(value_size, sizeof(struct backend));
 };
 
 struct member_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct member_key);
-	__type(value, __u8);
+	__uint(key_size, sizeof(struct member_key));
+	__uint(value_size, sizeof(__u8));
 };
 
 struct {

@@ -277,8 +277,10 @@ impl std::fmt::Debug for SocketLb {
 impl SocketLb {
     /// Loads the programs, creates the maps and attaches `connect4`, `sendmsg4`,
     /// `recvmsg4` and `getpeername4` to the cgroup v2 directory `cgroup` (for the agent:
-    /// the root of the cgroup2 mount, so every pod is covered). Attached with
-    /// `BPF_F_ALLOW_MULTI`, so other programs on the same cgroup keep running. Needs root
+    /// the root of the cgroup2 mount, so every pod is covered). Attached through BPF links
+    /// (aya does so on 5.7+), which the kernel always treats as multi-attach, so other
+    /// programs on the same cgroup keep running; the link flags must be 0, hence
+    /// `CgroupAttachMode::Single` (`AllowMultiple` is refused with EINVAL). Needs root
     /// (CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN) and kernel 5.8+ (getpeername4).
     pub fn load(cgroup: &Path, sizes: MapSizes) -> Result<SocketLb, SockLbError> {
         let cgroup_dir = File::open(cgroup).map_err(|source| SockLbError::Cgroup {
@@ -317,7 +319,7 @@ impl SocketLb {
             };
             program.load().map_err(prog_err)?;
             program
-                .attach(&cgroup_dir, CgroupAttachMode::AllowMultiple)
+                .attach(&cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|e| SockLbError::Program {
                     name,
                     source: Box::new(e),

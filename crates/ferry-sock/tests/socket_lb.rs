@@ -1,0 +1,513 @@
+//! The socket LB against the real kernel: a cgroup v2 child, network namespaces standing
+//! for VPCs with overlapping addresses, TCP and UDP servers on backend addresses inside
+//! them, and a Python client (plain sockets) placed in the cgroup and a namespace.
+//!
+//! Each test creates its own cgroup and namespaces with unique names and removes them.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_sock::{
+    Algorithm, Backend, Desired, MapSizes, Protocol, RejectReason, ServiceKey, ServiceSpec,
+    SocketLb, cgroup2_mount, netns_cookie_of_path,
+};
+use serde_json::Value;
+
+const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/client.py");
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+const PORT: u16 = 80;
+const BACKEND_PORT: u16 = 8080;
+
+fn be(last: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, last), BACKEND_PORT)
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn run(cmd: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {cmd}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// One network namespace (a pod of some VPC) with backend addresses on its loopback.
+struct Netns {
+    name: String,
+    path: PathBuf,
+    cookie: u64,
+}
+
+/// The cgroup and namespaces of one test; removed on drop.
+struct Lab {
+    cgroup: PathBuf,
+    tag: String,
+    netns: Vec<String>,
+}
+
+impl Lab {
+    fn new(test: &str) -> Result<Lab> {
+        let root = cgroup2_mount().context("no cgroup2 mount in /proc/self/mountinfo")?;
+        let tag = format!(
+            "fsk{}{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let cgroup = root.join(format!("ferry-sock-{test}-{tag}"));
+        fs::create_dir(&cgroup).with_context(|| format!("mkdir {}", cgroup.display()))?;
+        Ok(Lab {
+            cgroup,
+            tag,
+            netns: Vec::new(),
+        })
+    }
+
+    /// A namespace with `lo` up and `addrs` on it.
+    fn netns(&mut self, short: &str, addrs: &[Ipv4Addr]) -> Result<Netns> {
+        let name = format!("{}{short}", self.tag);
+        run("ip", &["netns", "add", &name])?;
+        self.netns.push(name.clone());
+        run("ip", &["-n", &name, "link", "set", "lo", "up"])?;
+        for a in addrs {
+            run(
+                "ip",
+                &["-n", &name, "addr", "add", &format!("{a}/32"), "dev", "lo"],
+            )?;
+        }
+        let path = PathBuf::from("/run/netns").join(&name);
+        let cookie = netns_cookie_of_path(&path)?;
+        Ok(Netns { name, path, cookie })
+    }
+
+    /// Starts the client in the test's cgroup and in `ns`.
+    fn spawn_client(&self, ns: &Netns, args: &[&str]) -> Result<Child> {
+        let procs = self.cgroup.join("cgroup.procs");
+        let script = format!(
+            "echo $$ > '{}' && exec ip netns exec '{}' python3 '{}' \"$@\"",
+            procs.display(),
+            ns.name,
+            CLIENT
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("client")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn client")
+    }
+
+    /// Runs the client to the end and returns its JSON lines.
+    fn client(&self, ns: &Netns, args: &[&str]) -> Result<Vec<Value>> {
+        let out = self.spawn_client(ns, args)?.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "client {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)?
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("client line {l}")))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for name in &self.netns {
+            let _ = run("ip", &["netns", "del", name]);
+        }
+        // The clients have exited; their cgroup is empty.
+        if let Err(e) = fs::remove_dir(&self.cgroup) {
+            eprintln!("remove {}: {e}", self.cgroup.display());
+        }
+    }
+}
+
+/// TCP and UDP servers on `addr` inside `ns` that answer with `label addr`. The TCP
+/// server keeps each connection open and echoes `echo LABEL` per line received.
+fn serve(ns: &Netns, label: &str, addr: SocketAddrV4) -> Result<()> {
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+    let path = ns.path.clone();
+    let label = format!("{label} {addr}");
+    std::thread::spawn(move || {
+        let bound = (|| -> Result<(TcpListener, UdpSocket)> {
+            let f = File::open(&path)?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok((TcpListener::bind(addr)?, UdpSocket::bind(addr)?))
+        })();
+        let (tcp, udp) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        let udp_label = label.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(format!("{udp_label}\n").as_bytes(), from);
+            }
+        });
+        for conn in tcp.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let label = label.clone();
+            std::thread::spawn(move || {
+                let _ = conn.write_all(format!("{label}\n").as_bytes());
+                let mut reader = BufReader::new(conn.try_clone().expect("clone tcp stream"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let _ = conn.write_all(format!("echo {label}\n").as_bytes());
+                    line.clear();
+                }
+            });
+        }
+    });
+    ready_rx.recv()?
+}
+
+fn svc(vpc: u32, vip: Ipv4Addr, protocol: Protocol) -> ServiceKey {
+    ServiceKey {
+        vpc,
+        vip,
+        port: PORT,
+        protocol,
+    }
+}
+
+fn spec(backends: &[SocketAddrV4], algorithm: Algorithm, affinity_timeout_s: u32) -> ServiceSpec {
+    ServiceSpec {
+        backends: backends.iter().map(|&a| Backend::new(a)).collect(),
+        algorithm,
+        affinity_timeout_s,
+    }
+}
+
+/// Both protocols of one VIP with the same backends.
+fn tcp_udp(desired: &mut Desired, vpc: u32, vip: Ipv4Addr, s: ServiceSpec) {
+    desired
+        .services
+        .insert(svc(vpc, vip, Protocol::Tcp), s.clone());
+    desired.services.insert(svc(vpc, vip, Protocol::Udp), s);
+}
+
+fn backends_of(results: &[Value]) -> Result<BTreeSet<String>> {
+    results
+        .iter()
+        .map(|r| {
+            r["backend"]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no backend answered: {r}"))
+        })
+        .collect()
+}
+
+fn vip_port(vip: Ipv4Addr) -> String {
+    format!("{vip}:{PORT}")
+}
+
+fn load(lab: &Lab) -> Result<SocketLb> {
+    Ok(SocketLb::load(&lab.cgroup, MapSizes::default())?)
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn tcp_and_udp_to_the_vip_reach_a_backend_and_the_app_sees_the_vip() -> Result<()> {
+    let mut lab = Lab::new("basic")?;
+    let vpc1 = lab.netns("a", &[be(11).ip().to_owned()])?;
+    serve(&vpc1, "vpc1", be(11))?;
+    let mut lb = load(&lab)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    let mut d = Desired::default();
+    tcp_udp(&mut d, 1, VIP, spec(&[be(11)], Algorithm::Random, 0));
+    let report = lb.apply(&d)?;
+    assert!(report.rejected.is_empty());
+
+    let vip = VIP.to_string();
+    let tcp = lab.client(&vpc1, &["tcp", &vip, "80", "3"])?;
+    for r in &tcp {
+        assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "{r}");
+        assert_eq!(r["peer"], vip_port(VIP), "getpeername shows the VIP: {r}");
+    }
+    let udp = lab.client(&vpc1, &["udp", &vip, "80", "3"])?;
+    for r in &udp {
+        assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "{r}");
+        assert_eq!(r["from"], vip_port(VIP), "the reply comes from the VIP: {r}");
+    }
+    // The backend address itself is not translated back (not a service connection).
+    let direct = lab.client(&vpc1, &["tcp", "10.1.0.11", "8080", "1"])?;
+    assert_eq!(direct[0]["peer"], "10.1.0.11:8080");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn a_pod_of_vpc2_gets_no_translation_to_vpc1s_vip() -> Result<()> {
+    let mut lab = Lab::new("isolation")?;
+    // Overlapping addresses: both VPCs have a backend at 10.1.0.11.
+    let vpc1 = lab.netns("a", &[be(11).ip().to_owned()])?;
+    let vpc2 = lab.netns("b", &[be(11).ip().to_owned()])?;
+    let stranger = lab.netns("c", &[be(11).ip().to_owned()])?;
+    serve(&vpc1, "vpc1", be(11))?;
+    serve(&vpc2, "vpc2", be(11))?;
+    serve(&stranger, "stranger", be(11))?;
+    let mut lb = load(&lab)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    lb.set_netns_vpc(vpc2.cookie, 2)?;
+    let mut d = Desired::default();
+    tcp_udp(&mut d, 1, VIP, spec(&[be(11)], Algorithm::Random, 0));
+    tcp_udp(&mut d, 2, VIP2, spec(&[be(11)], Algorithm::Random, 0));
+    lb.apply(&d)?;
+
+    let (vip1, vip2) = (VIP.to_string(), VIP2.to_string());
+    // vpc2 -> vpc1's VIP: not translated. Had it been, it would have reached vpc2's own
+    // server at the overlapping backend address; instead the VIP is unroutable.
+    for mode in ["tcp", "udp"] {
+        let r = lab.client(&vpc2, &[mode, &vip1, "80", "1"])?;
+        assert!(r[0]["backend"].is_null(), "{mode}: vpc2 reached {r:?}");
+        assert!(r[0]["error"].is_string(), "{mode}: {r:?}");
+    }
+    // vpc2's own VIP goes to vpc2's backend, vpc1's to vpc1's: same backend address.
+    let r = lab.client(&vpc2, &["tcp", &vip2, "80", "1"])?;
+    assert_eq!(r[0]["backend"], "vpc2 10.1.0.11:8080");
+    let r = lab.client(&vpc1, &["tcp", &vip1, "80", "1"])?;
+    assert_eq!(r[0]["backend"], "vpc1 10.1.0.11:8080");
+    // vpc1 cannot use vpc2's VIP either.
+    let r = lab.client(&vpc1, &["tcp", &vip2, "80", "1"])?;
+    assert!(r[0]["backend"].is_null(), "vpc1 reached {r:?}");
+    // A namespace the LB was never told about is left alone.
+    let r = lab.client(&stranger, &["tcp", &vip1, "80", "1"])?;
+    assert!(r[0]["backend"].is_null(), "unknown netns reached {r:?}");
+    // After CNI DEL the namespace is no longer translated.
+    lb.remove_netns(vpc1.cookie)?;
+    let r = lab.client(&vpc1, &["tcp", &vip1, "80", "1"])?;
+    assert!(r[0]["backend"].is_null(), "removed netns reached {r:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn a_backend_removed_from_the_desired_set_gets_no_new_connections() -> Result<()> {
+    let mut lab = Lab::new("remove")?;
+    let vpc1 = lab.netns("a", &[be(11).ip().to_owned(), be(12).ip().to_owned()])?;
+    serve(&vpc1, "vpc1", be(11))?;
+    serve(&vpc1, "vpc1", be(12))?;
+    let mut lb = load(&lab)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    let vip = VIP.to_string();
+
+    let mut d = Desired::default();
+    tcp_udp(&mut d, 1, VIP, spec(&[be(11), be(12)], Algorithm::Random, 0));
+    lb.apply(&d)?;
+    let both = backends_of(&lab.client(&vpc1, &["tcp", &vip, "80", "40"])?)?;
+    assert_eq!(
+        both,
+        ["vpc1 10.1.0.11:8080", "vpc1 10.1.0.12:8080"]
+            .map(String::from)
+            .into()
+    );
+
+    let mut d = Desired::default();
+    tcp_udp(&mut d, 1, VIP, spec(&[be(12)], Algorithm::Random, 0));
+    let report = lb.apply(&d)?;
+    assert!(report.ops > 0);
+    let (value, slots) = lb
+        .kernel_service(&svc(1, VIP, Protocol::Tcp))?
+        .context("service gone from the map")?;
+    assert_eq!((value.count, slots), (1, vec![be(12)]));
+    for mode in ["tcp", "udp"] {
+        let left = backends_of(&lab.client(&vpc1, &[mode, &vip, "80", "20"])?)?;
+        assert_eq!(left, ["vpc1 10.1.0.12:8080".to_string()].into(), "{mode}");
+    }
+
+    // No healthy backend: the service leaves the maps and the socket keeps the VIP.
+    lb.apply(&Desired::default())?;
+    assert!(lb.kernel_service(&svc(1, VIP, Protocol::Tcp))?.is_none());
+    let r = lab.client(&vpc1, &["tcp", &vip, "80", "1"])?;
+    assert!(r[0]["backend"].is_null(), "{r:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn client_ip_affinity_keeps_one_client_on_one_backend() -> Result<()> {
+    let mut lab = Lab::new("affinity")?;
+    let addrs = [be(11), be(12), be(13)];
+    let vpc1 = lab.netns("a", &addrs.map(|a| a.ip().to_owned()))?;
+    for a in addrs {
+        serve(&vpc1, "vpc1", a)?;
+    }
+    let mut lb = load(&lab)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    let vip = VIP.to_string();
+    let key = svc(1, VIP, Protocol::Tcp);
+
+    let mut d = Desired::default();
+    d.services
+        .insert(key, spec(&addrs, Algorithm::Random, 10800));
+    lb.apply(&d)?;
+    let seen = backends_of(&lab.client(&vpc1, &["tcp", &vip, "80", "30"])?)?;
+    assert_eq!(seen.len(), 1, "30 connections went to {seen:?}");
+    let pinned = lb
+        .kernel_affinity(vpc1.cookie, &key)?
+        .context("no affinity entry")?;
+    assert_eq!(seen, [format!("vpc1 {pinned}")].into());
+
+    // The pinned backend turns unhealthy: the client moves, and sticks to its new one.
+    let rest: Vec<_> = addrs.iter().copied().filter(|&a| a != pinned).collect();
+    d.services.insert(key, spec(&rest, Algorithm::Random, 10800));
+    lb.apply(&d)?;
+    let moved = backends_of(&lab.client(&vpc1, &["tcp", &vip, "80", "30"])?)?;
+    assert_eq!(moved.len(), 1, "after the move: {moved:?}");
+    assert!(!moved.contains(&format!("vpc1 {pinned}")));
+
+    // Without affinity the same client spreads (the control for the test above).
+    d.services.insert(key, spec(&addrs, Algorithm::Random, 0));
+    lb.apply(&d)?;
+    let spread = backends_of(&lab.client(&vpc1, &["tcp", &vip, "80", "30"])?)?;
+    assert!(spread.len() > 1, "no affinity yet one backend: {spread:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn random_and_maglev_spread_over_the_backends() -> Result<()> {
+    let mut lab = Lab::new("spread")?;
+    let addrs = [be(11), be(12), be(13)];
+    let vpc1 = lab.netns("a", &addrs.map(|a| a.ip().to_owned()))?;
+    for a in addrs {
+        serve(&vpc1, "vpc1", a)?;
+    }
+    let mut lb = load(&lab)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    let vip = VIP.to_string();
+
+    for algorithm in [Algorithm::Random, Algorithm::Maglev] {
+        let mut d = Desired::default();
+        tcp_udp(&mut d, 1, VIP, spec(&addrs, algorithm, 0));
+        lb.apply(&d)?;
+        for mode in ["tcp", "udp"] {
+            let seen = backends_of(&lab.client(&vpc1, &[mode, &vip, "80", "45"])?)?;
+            assert!(
+                seen.len() >= 2,
+                "{algorithm:?} {mode}: 45 sockets all went to {seen:?}"
+            );
+        }
+    }
+    // Maglev hashes the socket: every datagram of one unconnected UDP socket reaches the
+    // same backend (random would scatter them).
+    let one = backends_of(&lab.client(&vpc1, &["udp1", &vip, "80", "20"])?)?;
+    assert_eq!(one.len(), 1, "one socket's datagrams went to {one:?}");
+
+    // Weights: a weight-0 backend gets nothing.
+    let mut d = Desired::default();
+    let mut s = spec(&addrs, Algorithm::Random, 0);
+    s.backends[0].weight = 0;
+    tcp_udp(&mut d, 1, VIP, s);
+    lb.apply(&d)?;
+    let seen = backends_of(&lab.client(&vpc1, &["tcp", &vip, "80", "30"])?)?;
+    assert!(!seen.contains("vpc1 10.1.0.11:8080"), "{seen:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn resizing_keeps_live_connections_and_full_maps_are_reported() -> Result<()> {
+    let mut lab = Lab::new("resize")?;
+    let vpc1 = lab.netns("a", &[be(11).ip().to_owned()])?;
+    serve(&vpc1, "vpc1", be(11))?;
+    let small = MapSizes {
+        services: 1,
+        ..MapSizes::default()
+    };
+    let mut lb = SocketLb::load(&lab.cgroup, small)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    let mut d = Desired::default();
+    tcp_udp(&mut d, 1, VIP, spec(&[be(11)], Algorithm::Random, 0));
+    let report = lb.apply(&d)?;
+    // Only one of the two service ports fits.
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(
+        report.rejected[0].reason,
+        RejectReason::ServicesFull { max: 1 }
+    );
+    assert_eq!(
+        report.rejected[0].reason.to_string(),
+        "service map full (1 services); resize the maps"
+    );
+
+    // A live connection through the VIP, held open across the resize.
+    let mut held = lab.spawn_client(&vpc1, &["hold", &VIP.to_string(), "80"])?;
+    let mut out = BufReader::new(held.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let first: Value = serde_json::from_str(&line)?;
+    assert_eq!(first["peer"], vip_port(VIP), "{first}");
+
+    lb.resize(MapSizes {
+        services: 16,
+        ..small
+    })?;
+    let report = lb.apply(&d)?;
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+
+    held.stdin.take().context("stdin")?.write_all(b"go\n")?;
+    line.clear();
+    out.read_line(&mut line)?;
+    let after: Value = serde_json::from_str(&line)?;
+    assert_eq!(after["peer"], vip_port(VIP), "after the resize: {after}");
+    assert_eq!(after["echo"], "echo vpc1 10.1.0.11:8080", "{after}");
+    let status = held.wait()?;
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = held.stderr.take() {
+            e.read_to_string(&mut err)?;
+        }
+        bail!("held client failed: {err}");
+    }
+    // New sockets of both protocols translate in the new maps.
+    let udp = lab.client(&vpc1, &["udp", &VIP.to_string(), "80", "2"])?;
+    assert_eq!(udp[0]["from"], vip_port(VIP));
+
+    // Shrinking below what is programmed is refused.
+    let err = lb
+        .resize(MapSizes {
+            services: 1,
+            ..small
+        })
+        .expect_err("shrink below usage");
+    assert!(err.to_string().contains("services"), "{err}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn the_netns_cookie_is_per_namespace() -> Result<()> {
+    let mut lab = Lab::new("cookie")?;
+    let a = lab.netns("a", &[])?;
+    let b = lab.netns("b", &[])?;
+    assert_ne!(a.cookie, b.cookie);
+    assert_eq!(netns_cookie_of_path(Path::new(&a.path))?, a.cookie);
+    assert_ne!(ferry_sock::current_netns_cookie()?, a.cookie);
+    Ok(())
+}
