@@ -173,23 +173,48 @@ fn builtin_cell(rt: &ResourceType, column: &Column, object: &Value) -> Value {
                     .sum::<i64>()
             )
         }
+        // As kubectl's printer: the load balancer's addresses (pending until it has one),
+        // the external IPs, or the name an ExternalName Service points at.
         ("services", "External-IP") => {
-            let ips: Vec<String> = json_path(object, ".status.loadBalancer.ingress[*].ip")
-                .iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect();
-            json!(if ips.is_empty() {
-                "<none>".to_string()
-            } else {
-                ips.join(",")
+            let strings = |v: Vec<Value>| -> Vec<String> {
+                v.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            };
+            let mut ips = strings(json_path(object, ".spec.externalIPs[*]"));
+            let ty = object["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            if ty == "LoadBalancer" {
+                let mut lb = strings(json_path(object, ".status.loadBalancer.ingress[*].ip"));
+                lb.extend(strings(json_path(
+                    object,
+                    ".status.loadBalancer.ingress[*].hostname",
+                )));
+                lb.append(&mut ips);
+                ips = lb;
+            }
+            json!(match (ty, ips.is_empty()) {
+                ("ExternalName", _) => object["spec"]["externalName"]
+                    .as_str()
+                    .unwrap_or("<none>")
+                    .to_string(),
+                ("LoadBalancer", true) => "<pending>".to_string(),
+                (_, true) => "<none>".to_string(),
+                (_, false) => ips.join(","),
             })
         }
+        // `80/TCP`, or `80:30080/TCP` with a node port.
         ("services", "Port(s)") => {
             let ports: Vec<String> = object["spec"]["ports"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                .map(|p| {
+                    let proto = p["protocol"].as_str().unwrap_or("TCP");
+                    match p["nodePort"].as_i64().filter(|n| *n != 0) {
+                        Some(n) => format!("{}:{n}/{proto}", p["port"]),
+                        None => format!("{}/{proto}", p["port"]),
+                    }
+                })
                 .collect();
             json!(if ports.is_empty() {
                 "<none>".to_string()
