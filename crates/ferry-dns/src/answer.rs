@@ -221,4 +221,4 @@ pub fn complete_chase(mut reply: Message, upstream: Option<&Message>) -> Message
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
