@@ -11,6 +11,11 @@
 // kube-derive repeats `type_` across printcolumn(...) entries.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod cache;
+pub mod controller;
+pub mod join;
+pub mod lease;
+pub mod member;
 pub mod plan;
 pub mod policy;
 pub mod types;

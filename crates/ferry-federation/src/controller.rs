@@ -1,0 +1,431 @@
+//! The federation controller: a plain kube-rs client of the federation API server. It
+//! never dials a member: it writes each target's [`Work`] into the member's namespace
+//! `ferry-member-<cluster>` and reads back the status the member's join agent writes
+//! there. Replicas share a Lease; only the holder writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Event, Namespace, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Mutex, mpsc, watch};
+use tracing::Instrument;
+
+use crate::cache::{InFlight, reflect};
+use crate::lease::{self, LeaseConfig};
+use crate::plan::{self, ExistingWork, FINALIZER, LABEL_OWNER_UID, Member, PlanInput, WorkAction};
+use crate::types::{
+    FederatedTypeConfig, FederatedYusurService, FederatedYusurServiceStatus, MemberCluster, Work,
+    WorkSpec,
+};
+
+/// Name of the FederatedTypeConfig of YusurServices.
+pub const YSVC_TYPE_CONFIG: &str = "yusurservices.iaas.yusur.io";
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub identity: String,
+    /// A member whose last heartbeat is older than this is not ready.
+    pub member_grace: Duration,
+    /// Writes in flight at once.
+    pub concurrency: usize,
+    pub lease: LeaseConfig,
+}
+
+impl ControllerConfig {
+    pub fn new(identity: impl Into<String>) -> Self {
+        let identity = identity.into();
+        ControllerConfig {
+            lease: LeaseConfig::new(identity.clone()),
+            identity,
+            member_grace: Duration::from_secs(15),
+            concurrency: 32,
+        }
+    }
+}
+
+/// The caches of the federation API server the controller plans from.
+struct Caches {
+    objects: Store<FederatedYusurService>,
+    members: Store<MemberCluster>,
+    works: Store<Work>,
+    types: Store<FederatedTypeConfig>,
+}
+
+/// Writes whose effect the caches may not show yet.
+#[derive(Default)]
+struct Sent {
+    works: InFlight<(String, String), Option<WorkSpec>>,
+    status: InFlight<(String, String), FederatedYusurServiceStatus>,
+    namespaces: BTreeSet<String>,
+}
+
+/// Runs until `shutdown` turns true: caches warm at once, writes only while holding the
+/// Lease, the Lease released on the way out.
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), kube::Error> {
+    let (wake_tx, mut wake) = mpsc::channel(1);
+    let c = Caches {
+        objects: reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake_tx.clone(),
+        ),
+        members: reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake_tx.clone(),
+        ),
+        works: reflect(
+            Api::all(client.clone()),
+            watcher::Config::default().labels(LABEL_OWNER_UID),
+            wake_tx.clone(),
+        ),
+        types: reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake_tx,
+        ),
+    };
+    let ready = async {
+        let _ = c.objects.wait_until_ready().await;
+        let _ = c.members.wait_until_ready().await;
+        let _ = c.works.wait_until_ready().await;
+        let _ = c.types.wait_until_ready().await;
+    };
+    tokio::select! {
+        _ = ready => {}
+        _ = stopped(&mut shutdown) => return Ok(()),
+    }
+    tracing::info!(identity = %config.identity, "federation caches warm; waiting for the lease");
+    let lease_cfg = config.lease.clone();
+    let retry = lease_cfg.duration / 5;
+    loop {
+        match lease::try_acquire(&client, &lease_cfg).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the federation controller lease"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = stopped(&mut shutdown) => return Ok(()),
+        }
+    }
+    tracing::info!(identity = %config.identity, "leading the federation");
+    let sent = Mutex::new(Sent::default());
+    let mut renewed = Instant::now();
+    let tick = config.member_grace / 3;
+    loop {
+        if renewed.elapsed() >= lease_cfg.duration / 3 {
+            match lease::try_acquire(&client, &lease_cfg).await {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => {
+                    tracing::warn!("lost the federation lease; standing by");
+                    sent.lock().await.works.clear();
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(retry) => {}
+                            _ = stopped(&mut shutdown) => return Ok(()),
+                        }
+                        if let Ok(true) = lease::try_acquire(&client, &lease_cfg).await {
+                            renewed = Instant::now();
+                            break;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing the federation lease"),
+            }
+        }
+        pass(&client, &c, &config, &sent).await;
+        tokio::select! {
+            _ = wake.recv() => {
+                // Coalesce a burst of events into one pass.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                while wake.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(tick.min(lease_cfg.duration / 3)) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    lease::release(&client, &lease_cfg).await;
+    Ok(())
+}
+
+/// Resolves once shutdown is requested.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// One level-triggered pass over every federated object.
+async fn pass(client: &Client, c: &Caches, config: &ControllerConfig, sent: &Mutex<Sent>) {
+    let now = Timestamp::now();
+    let members_raw = c.members.state();
+    let members: Vec<Member> = members_raw
+        .iter()
+        .map(|mc| Member::of(mc, now, config.member_grace))
+        .collect();
+    let mc_api: Api<MemberCluster> = Api::all(client.clone());
+    for mc in &members_raw {
+        if let Some(st) = plan::stale_member_status(mc, now, config.member_grace) {
+            let patch = json!({"status": st});
+            if let Err(e) = mc_api
+                .patch_status(
+                    &mc.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                tracing::warn!(member = %mc.name_any(), error = %e, "marking a silent member Unknown");
+            }
+        }
+    }
+    let policy = c
+        .types
+        .get(&ObjectRef::new(YSVC_TYPE_CONFIG))
+        .map(|t| t.spec.annotation_policy.clone())
+        .unwrap_or_default();
+    let mut works_by_owner: BTreeMap<String, Vec<ExistingWork>> = BTreeMap::new();
+    for w in c.works.state() {
+        if let Some(uid) = w.labels().get(LABEL_OWNER_UID) {
+            works_by_owner
+                .entry(uid.clone())
+                .or_default()
+                .push(ExistingWork {
+                    namespace: w.namespace().unwrap_or_default(),
+                    name: w.name_any(),
+                    work: (*w).clone(),
+                });
+        }
+    }
+    let objects = c.objects.state();
+    futures::stream::iter(objects)
+        .for_each_concurrent(config.concurrency, |obj| {
+            let works = works_by_owner
+                .get(&obj.uid().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default();
+            let members = &members;
+            let policy = &policy;
+            let span = tracing::info_span!(
+                "reconcile",
+                object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+            );
+            async move {
+                reconcile(client, c, &obj, members, &works, policy, now, sent).await;
+            }
+            .instrument(span)
+        })
+        .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reconcile(
+    client: &Client,
+    c: &Caches,
+    obj: &Arc<FederatedYusurService>,
+    members: &[Member],
+    works: &[ExistingWork],
+    policy: &crate::types::AnnotationPolicy,
+    now: Timestamp,
+    sent: &Mutex<Sent>,
+) {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<FederatedYusurService> = Api::namespaced(client.clone(), &ns);
+    let deleting = obj.metadata.deletion_timestamp.is_some();
+    if !deleting && !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut fins = obj.finalizers().to_vec();
+        fins.push(FINALIZER.into());
+        let patch =
+            json!({"metadata": {"finalizers": fins, "resourceVersion": obj.resource_version()}});
+        if let Err(e) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(error = %e, "adding the finalizer; next pass retries");
+        }
+    }
+    let p = plan::plan(&PlanInput {
+        object: obj,
+        members,
+        works,
+        policy,
+        now,
+    });
+    for action in p.works {
+        write_work(client, c, action, sent).await;
+    }
+    let key = (ns.clone(), name.clone());
+    let current = obj.status.clone().unwrap_or_default();
+    if current != p.status {
+        let rv = obj.resource_version();
+        let repeat = sent
+            .lock()
+            .await
+            .status
+            .repeats(&key, &p.status, rv.as_deref());
+        if !repeat {
+            let patch = json!([{"op": "add", "path": "/status", "value": p.status}]);
+            let patch: json_patch::Patch = match serde_json::from_value(patch) {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+                .await
+            {
+                Ok(_) => sent.lock().await.status.record(key, p.status.clone(), rv),
+                Err(e) => tracing::debug!(error = %e, "writing status; next pass retries"),
+            }
+        }
+    }
+    for (reason, message) in p.events {
+        event(client, obj, &reason, &message).await;
+    }
+    if p.finalize && obj.finalizers().iter().any(|f| f == FINALIZER) {
+        let fins: Vec<&String> = obj
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch =
+            json!({"metadata": {"finalizers": fins, "resourceVersion": obj.resource_version()}});
+        if let Err(e) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!(error = %e, "removing the finalizer; next pass retries");
+        }
+    }
+}
+
+async fn write_work(client: &Client, c: &Caches, action: WorkAction, sent: &Mutex<Sent>) {
+    match action {
+        WorkAction::Put(work) => {
+            let ns = work.namespace().unwrap_or_default();
+            let name = work.name_any();
+            let key = (ns.clone(), name.clone());
+            let cached = c.works.get(&ObjectRef::new(&name).within(&ns));
+            let rv = cached.as_ref().and_then(|w| w.resource_version());
+            if sent
+                .lock()
+                .await
+                .works
+                .repeats(&key, &Some(work.spec.clone()), rv.as_deref())
+            {
+                return;
+            }
+            ensure_namespace(client, &ns, sent).await;
+            let api: Api<Work> = Api::namespaced(client.clone(), &ns);
+            let result = match &cached {
+                None => api.create(&PostParams::default(), &work).await,
+                Some(cur) => {
+                    let mut next = (**cur).clone();
+                    next.spec = work.spec.clone();
+                    next.metadata.labels = work.metadata.labels.clone();
+                    api.replace(&name, &PostParams::default(), &next).await
+                }
+            };
+            match result {
+                Ok(_) => sent
+                    .lock()
+                    .await
+                    .works
+                    .record(key, Some(work.spec.clone()), rv),
+                Err(e) => {
+                    tracing::debug!(work = %format!("{ns}/{name}"), error = %e, "writing a Work; next pass retries")
+                }
+            }
+        }
+        WorkAction::Delete { namespace, name } => {
+            let key = (namespace.clone(), name.clone());
+            let rv = c
+                .works
+                .get(&ObjectRef::new(&name).within(&namespace))
+                .and_then(|w| w.resource_version());
+            if sent.lock().await.works.repeats(&key, &None, rv.as_deref()) {
+                return;
+            }
+            let api: Api<Work> = Api::namespaced(client.clone(), &namespace);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => sent.lock().await.works.record(key, None, rv),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => tracing::debug!(error = %e, "deleting a Work; next pass retries"),
+            }
+        }
+    }
+}
+
+/// Creates the member's Work namespace once.
+async fn ensure_namespace(client: &Client, ns: &str, sent: &Mutex<Sent>) {
+    if sent.lock().await.namespaces.contains(ns) {
+        return;
+    }
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            labels: Some(BTreeMap::from([(
+                "federation.iaas.yusur.io/member".into(),
+                ns.trim_start_matches("ferry-member-").into(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => {
+            tracing::warn!(namespace = ns, error = %e, "creating a member namespace");
+            return;
+        }
+    }
+    sent.lock().await.namespaces.insert(ns.into());
+}
+
+/// A Warning Event on the federated object.
+async fn event(client: &Client, obj: &FederatedYusurService, reason: &str, message: &str) {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let now = Time(Timestamp::now());
+    let ev = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", obj.name_any())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("federation.iaas.yusur.io/v1".into()),
+            kind: Some("FederatedYusurService".into()),
+            name: Some(obj.name_any()),
+            namespace: Some(ns),
+            uid: obj.uid(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some("Warning".into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("ferry-federation".into()),
+        ..Default::default()
+    };
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::debug!(error = %e, "recording an Event");
+    }
+}

@@ -1,0 +1,385 @@
+//! The member's join agent (`ferry federation join`): it runs next to a member's API server
+//! and dials OUT to the federation API server, so no connection into a member is ever
+//! needed. It registers and heartbeats its MemberCluster, pulls the Works in
+//! `ferry-member-<name>`, holds their objects in the member API server, and writes status
+//! back on the Works. It never reads or writes another member's namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use ferry_api::YusurService;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Mutex, mpsc, watch};
+
+use crate::cache::{InFlight, reflect};
+use crate::member::{MemberAction, plan_member};
+use crate::plan::member_namespace;
+use crate::types::{
+    Cell, LABEL_TENANT, LABEL_WORKSPACE, MemberCluster, MemberClusterSpec, MemberClusterStatus,
+    Work, WorkStatus,
+};
+
+/// Who this member is and how it reports.
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    pub name: String,
+    pub tenant: Option<String>,
+    pub workspace: Option<String>,
+    pub cells: Vec<Cell>,
+    pub heartbeat: Duration,
+    /// Full resync of Works against member objects (a safety net: passes follow events).
+    pub resync: Duration,
+    pub concurrency: usize,
+}
+
+impl JoinConfig {
+    pub fn new(name: impl Into<String>) -> Self {
+        JoinConfig {
+            name: name.into(),
+            tenant: None,
+            workspace: None,
+            cells: Vec::new(),
+            heartbeat: Duration::from_secs(5),
+            resync: Duration::from_secs(60),
+            concurrency: 32,
+        }
+    }
+}
+
+/// Errors that stop the join agent.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("registering MemberCluster {name} in the federation: {source}")]
+    Register { name: String, source: kube::Error },
+}
+
+/// Parses `NAME=NAMESPACE` (or `NAME`, the namespace of the same name).
+pub fn parse_cell(s: &str) -> Result<Cell, String> {
+    let (name, namespace) = s.split_once('=').unwrap_or((s, s));
+    if name.is_empty() || namespace.is_empty() {
+        return Err(format!("{s:?}: expected NAME=NAMESPACE"));
+    }
+    Ok(Cell {
+        name: name.into(),
+        namespace: namespace.into(),
+    })
+}
+
+/// Writes whose effect the caches may not show yet.
+#[derive(Default)]
+struct Sent {
+    objects: InFlight<(String, String), Option<YusurService>>,
+    status: InFlight<String, WorkStatus>,
+    namespaces: BTreeSet<String>,
+    failures: BTreeMap<String, String>,
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    federation: Client,
+    member: Client,
+    config: JoinConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), JoinError> {
+    register(&federation, &config).await?;
+    let heartbeat = tokio::spawn(heartbeats(
+        federation.clone(),
+        member.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
+    let ns = member_namespace(&config.name);
+    let (wake_tx, mut wake) = mpsc::channel(1);
+    let works = reflect(
+        Api::<Work>::namespaced(federation.clone(), &ns),
+        watcher::Config::default(),
+        wake_tx.clone(),
+    );
+    let objects = reflect(
+        Api::<YusurService>::all(member.clone()),
+        watcher::Config::default(),
+        wake_tx,
+    );
+    let ready = async {
+        let _ = works.wait_until_ready().await;
+        let _ = objects.wait_until_ready().await;
+    };
+    tokio::select! {
+        _ = ready => {}
+        _ = stopped(&mut shutdown) => { heartbeat.abort(); return Ok(()) }
+    }
+    tracing::info!(member = %config.name, "joined the federation");
+    let sent = Mutex::new(Sent::default());
+    loop {
+        let ws: Vec<Work> = works.state().iter().map(|w| (**w).clone()).collect();
+        let os: Vec<YusurService> = objects.state().iter().map(|o| (**o).clone()).collect();
+        let failures = sent.lock().await.failures.clone();
+        let actions = plan_member(&ws, &os, &failures, Timestamp::now());
+        let by_key: BTreeMap<(String, String), &YusurService> = os
+            .iter()
+            .map(|o| ((o.namespace().unwrap_or_default(), o.name_any()), o))
+            .collect();
+        let work_rv: BTreeMap<String, Option<String>> = ws
+            .iter()
+            .map(|w| (w.name_any(), w.resource_version()))
+            .collect();
+        futures::stream::iter(actions)
+            .for_each_concurrent(config.concurrency, |a| {
+                let (federation, member, sent, by_key, work_rv, ns) =
+                    (&federation, &member, &sent, &by_key, &work_rv, &ns);
+                async move {
+                    apply(federation, member, ns, a, by_key, work_rv, sent).await;
+                }
+            })
+            .await;
+        tokio::select! {
+            _ = wake.recv() => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                while wake.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(config.resync) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    heartbeat.abort();
+    Ok(())
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Creates the MemberCluster when it does not exist. When it does, the federation's record
+/// wins: its tenant and cells are the admin's to set, never the member's.
+async fn register(federation: &Client, config: &JoinConfig) -> Result<(), JoinError> {
+    let api: Api<MemberCluster> = Api::all(federation.clone());
+    let err = |source| JoinError::Register {
+        name: config.name.clone(),
+        source,
+    };
+    match api.get_opt(&config.name).await.map_err(err)? {
+        Some(existing) => {
+            let mut labels = BTreeMap::new();
+            for (k, v) in [
+                (LABEL_TENANT, &config.tenant),
+                (LABEL_WORKSPACE, &config.workspace),
+            ] {
+                if let Some(v) = v {
+                    labels.insert(k.to_string(), v.clone());
+                }
+            }
+            let have: BTreeMap<String, String> = existing
+                .labels()
+                .iter()
+                .filter(|(k, _)| *k == LABEL_TENANT || *k == LABEL_WORKSPACE)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if have != labels || existing.spec.cells != config.cells {
+                tracing::warn!(member = %config.name, ?have, "MemberCluster exists with other tenancy or cells; the federation's record is kept");
+            }
+            Ok(())
+        }
+        None => {
+            let mut mc = MemberCluster::new(
+                &config.name,
+                MemberClusterSpec {
+                    cells: config.cells.clone(),
+                },
+            );
+            let mut labels = BTreeMap::new();
+            if let Some(t) = &config.tenant {
+                labels.insert(LABEL_TENANT.to_string(), t.clone());
+            }
+            if let Some(w) = &config.workspace {
+                labels.insert(LABEL_WORKSPACE.to_string(), w.clone());
+            }
+            mc.metadata.labels = Some(labels);
+            match api.create(&PostParams::default(), &mc).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) => Err(err(e)),
+            }
+        }
+    }
+}
+
+/// Reports the member alive every `heartbeat`: Ready when its own API server answers.
+async fn heartbeats(
+    federation: Client,
+    member: Client,
+    config: JoinConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let api: Api<MemberCluster> = Api::all(federation);
+    let mut since: Option<(String, Time)> = None;
+    loop {
+        let (status, reason, message) = match member.apiserver_version().await {
+            Ok(_) => ("True", "Heartbeat", String::new()),
+            Err(e) => (
+                "False",
+                "MemberAPIUnreachable",
+                format!("the member API server does not answer: {e}"),
+            ),
+        };
+        let now = Time(Timestamp::now());
+        let transition = match &since {
+            Some((s, t)) if s == status => t.clone(),
+            _ => now.clone(),
+        };
+        let st = MemberClusterStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message,
+                last_transition_time: transition.clone(),
+                observed_generation: None,
+            }],
+            last_heartbeat_time: Some(now),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        };
+        match api
+            .patch_status(
+                &config.name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": st })),
+            )
+            .await
+        {
+            Ok(_) => since = Some((status.to_string(), transition)),
+            Err(e) => {
+                tracing::warn!(member = %config.name, error = %e, "heartbeat to the federation failed")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.heartbeat) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn apply(
+    federation: &Client,
+    member: &Client,
+    work_ns: &str,
+    action: MemberAction,
+    by_key: &BTreeMap<(String, String), &YusurService>,
+    work_rv: &BTreeMap<String, Option<String>>,
+    sent: &Mutex<Sent>,
+) {
+    match action {
+        MemberAction::Create(obj) | MemberAction::Replace(obj) => {
+            let ns = obj.namespace().unwrap_or_default();
+            let name = obj.name_any();
+            let key = (ns.clone(), name.clone());
+            let rv = by_key.get(&key).and_then(|o| o.resource_version());
+            let value = Some((*obj).clone());
+            if sent
+                .lock()
+                .await
+                .objects
+                .repeats(&key, &value, rv.as_deref())
+            {
+                return;
+            }
+            let work = obj
+                .annotations()
+                .get(crate::member::ANNOTATION_WORK)
+                .cloned()
+                .unwrap_or_default();
+            let api: Api<YusurService> = Api::namespaced(member.clone(), &ns);
+            let result = if rv.is_none() {
+                ensure_namespace(member, &ns, sent).await;
+                api.create(&PostParams::default(), &obj).await
+            } else {
+                api.replace(&name, &PostParams::default(), &obj).await
+            };
+            let mut s = sent.lock().await;
+            match result {
+                Ok(_) => {
+                    s.objects.record(key, value, rv);
+                    s.failures.remove(&work);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    tracing::warn!(object = %format!("{ns}/{name}"), error = %e, "applying in the member");
+                    s.failures.insert(work, e.to_string());
+                }
+            }
+        }
+        MemberAction::Delete { namespace, name } => {
+            let key = (namespace.clone(), name.clone());
+            let rv = by_key.get(&key).and_then(|o| o.resource_version());
+            if sent
+                .lock()
+                .await
+                .objects
+                .repeats(&key, &None, rv.as_deref())
+            {
+                return;
+            }
+            let api: Api<YusurService> = Api::namespaced(member.clone(), &namespace);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => sent.lock().await.objects.record(key, None, rv),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => tracing::warn!(error = %e, "deleting in the member"),
+            }
+        }
+        MemberAction::WorkStatus { work, status } => {
+            let rv = work_rv.get(&work).cloned().flatten();
+            if sent
+                .lock()
+                .await
+                .status
+                .repeats(&work, &status, rv.as_deref())
+            {
+                return;
+            }
+            let api: Api<Work> = Api::namespaced(federation.clone(), work_ns);
+            let patch: json_patch::Patch = match serde_json::from_value(
+                json!([{"op": "add", "path": "/status", "value": status}]),
+            ) {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            match api
+                .patch_status(&work, &PatchParams::default(), &Patch::<()>::Json(patch))
+                .await
+            {
+                Ok(_) => sent.lock().await.status.record(work, *status, rv),
+                Err(e) => tracing::debug!(error = %e, "writing Work status; next pass retries"),
+            }
+        }
+    }
+}
+
+/// Creates a member namespace once (a cell's should exist; a cluster target's may not).
+async fn ensure_namespace(member: &Client, ns: &str, sent: &Mutex<Sent>) {
+    if sent.lock().await.namespaces.contains(ns) {
+        return;
+    }
+    let api: Api<Namespace> = Api::all(member.clone());
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => {
+            tracing::warn!(namespace = ns, error = %e, "creating a namespace in the member");
+            return;
+        }
+    }
+    sent.lock().await.namespaces.insert(ns.into());
+}
