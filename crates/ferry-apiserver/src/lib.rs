@@ -13,6 +13,7 @@ mod gc;
 mod objects;
 mod openapi;
 mod patch;
+mod protobuf;
 mod resources;
 mod schema;
 mod selectors;

@@ -95,7 +95,16 @@ fn builtin(
     short: &[&str],
     status: bool,
 ) -> ResourceType {
-    let categories = if ["pods", "services", "deployments", "daemonsets"].contains(&plural) {
+    let categories = if [
+        "pods",
+        "services",
+        "deployments",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+    ]
+    .contains(&plural)
+    {
         vec!["all".to_string()]
     } else {
         vec![]
@@ -200,6 +209,8 @@ pub fn builtins() -> Vec<ResourceType> {
         crd,
         builtin("apps", "Deployment", "deployments", true, &["deploy"], true),
         builtin("apps", "DaemonSet", "daemonsets", true, &["ds"], true),
+        builtin("batch", "Job", "jobs", true, &[], true),
+        builtin("batch", "CronJob", "cronjobs", true, &["cj"], true),
         builtin(
             "rbac.authorization.k8s.io",
             "ClusterRole",
