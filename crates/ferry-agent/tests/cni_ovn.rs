@@ -2,19 +2,19 @@
 //! with two switches) on a userspace-datapath OVS, TCP between them through OVN, CHECK
 //! catching a hand-deleted veth, DEL removing everything and succeeding twice.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use common::netns::{LinkGuard, Netns, unique};
-use common::ovn_stack::{OvnStack, tool};
 use ferry_agent::cni::{CniEnv, CniError, ErrorCode, NetConf, PodNetwork, Reply, dispatch};
 use ferry_agent::cni_plugin::{AssignmentSource, FerryCni};
 use ferry_agent::plumb::host_ifname;
+use ferry_ovn_stack::{Daemon, OvnOptions};
+use ferry_testkit::netns::{LinkGuard, Netns, unique};
+use ferry_testkit::ovn::{TestOvn, chassis_options};
+use ferry_testkit::tool;
 
 /// Assignments keyed by container id, as the network controller would have written them.
 struct Table(HashMap<String, PodNetwork>);
@@ -55,7 +55,12 @@ fn invoke(
 fn add_check_del_through_ovn() -> Result<()> {
     let pid = std::process::id();
     let bridge = format!("fat{pid}");
-    let stack = OvnStack::start(&bridge, &unique("ch"))?;
+    // ovs-vswitchd in the test's namespace, where the plugin puts the host ends.
+    let stack = TestOvn::start(OvnOptions {
+        bridge: bridge.clone(),
+        ovs_netns: None,
+        ..chassis_options("ch")
+    })?;
 
     // A VPC router with two subnets and one logical port each.
     let n = |args: &[&str]| stack.nbctl(args);
@@ -123,7 +128,7 @@ fn add_check_del_through_ovn() -> Result<()> {
     };
     let conf = json!({
         "cniVersion": "1.0.0", "name": "ferry", "type": "ferry",
-        "ovsDbSock": stack.ovs_sock().display().to_string(), "bridge": bridge,
+        "ovsDbSock": stack.paths().ovs_sock.display().to_string(), "bridge": bridge,
     });
 
     // ADD both pods.
@@ -149,21 +154,24 @@ fn add_check_del_through_ovn() -> Result<()> {
     stack.wait_bound("pod-b.default")?;
 
     // TCP from pod a (10.252.1.10) to pod b (10.252.2.10) through the OVN router.
-    let _server = ns_b.spawn(&[
-        "python3",
-        "-m",
-        "http.server",
-        "8080",
-        "--bind",
-        "10.252.2.10",
-    ])?;
+    let _server = ns_b.spawn(
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "10.252.2.10",
+        ],
+        None,
+    )?;
     let started = Instant::now();
     let body = loop {
         match ns_a.exec(&["curl", "-s", "-m", "2", "http://10.252.2.10:8080/"]) {
             Ok(body) if !body.is_empty() => break body,
             _ if started.elapsed() > Duration::from_secs(30) => bail!(
                 "no TCP between the pods through OVN after 30 s\novn-controller:\n{}",
-                stack.log_tail("ovs/ovnc.log")
+                stack.log_tail(Daemon::Controller)
             ),
             _ => std::thread::sleep(Duration::from_millis(300)),
         }

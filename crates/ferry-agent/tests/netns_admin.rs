@@ -1,13 +1,11 @@
 //! Named namespaces the agent creates: a name whose file is no longer a namespace (left
 //! by an agent that ran in a private mount namespace and crashed) is replaced, not reused.
 
-mod common;
-
 use anyhow::Result;
 
-use common::netns::unique;
-use common::ovn_stack::tool;
 use ferry_agent::netns_admin::{self, Record, is_netns, netns_path};
+use ferry_testkit::netns::unique;
+use ferry_testkit::tool;
 
 #[test]
 #[ignore = "needs root and netns"]

@@ -8,16 +8,12 @@
 //! pod directly and through the ClusterIP, an agent restart keeps the interface, a broken
 //! route is repaired, and removal (or the record's cleanup) leaves nothing behind.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use common::netns::{LinkGuard, Netns, run_inside, unique};
-use common::ovn_stack::{OvnStack, tool};
 use ferry_agent::netns_admin::{self, Record};
 use ferry_agent::node_iface::{self, Ensured, Target};
 use ferry_agent::plumb::{self, PlumbRequest, host_ifname};
@@ -26,6 +22,10 @@ use ferry_net::{
     Backend, NetworkState, PortKind, PortState, Protocol, ServicePort, ServiceScope, ServiceState,
     SubnetState, build_desired, diff, port_name,
 };
+use ferry_ovn_stack::{Daemon, OvnOptions};
+use ferry_testkit::netns::{LinkGuard, Netns, run_inside, unique};
+use ferry_testkit::ovn::{TestOvn, chassis_options};
+use ferry_testkit::tool;
 
 const JOIN_GW: &str = "100.64.0.1";
 const NODE_IP: &str = "100.64.0.2";
@@ -90,10 +90,10 @@ fn default_vpc(chassis: &str, node_port: &str, pod_port: &str) -> Result<Network
 }
 
 /// Writes the model's rows into the stack's empty NB in one transaction.
-fn program_nb(stack: &OvnStack, state: &NetworkState) -> Result<()> {
+fn program_nb(stack: &TestOvn, state: &NetworkState) -> Result<()> {
     let desired = build_desired(state);
     ensure!(desired.errors.is_empty(), "model: {:?}", desired.errors);
-    let remote = format!("unix:{}", stack.nb_sock().display());
+    let remote = stack.nb_remote();
     for ops in diff(&desired, &[], 100_000).transactions {
         let mut txn = vec![json!("OVN_Northbound")];
         txn.extend(ops);
@@ -124,7 +124,7 @@ fn ifindex(ns: &Netns, dev: &str) -> Result<i64> {
 }
 
 /// GET `url` from inside `ns` until it answers (or 30 s).
-fn get(ns: &Netns, url: &str, stack: &OvnStack) -> Result<String> {
+fn get(ns: &Netns, url: &str, stack: &TestOvn) -> Result<String> {
     let started = Instant::now();
     loop {
         match ns.exec(&["curl", "-s", "-m", "2", url]) {
@@ -135,7 +135,7 @@ fn get(ns: &Netns, url: &str, stack: &OvnStack) -> Result<String> {
             _ if started.elapsed() > Duration::from_secs(30) => bail!(
                 "GET {url} from {} failed for 30 s\novn-controller:\n{}",
                 ns.name,
-                stack.log_tail("ovs/ovnc.log")
+                stack.log_tail(Daemon::Controller)
             ),
             _ => std::thread::sleep(Duration::from_millis(300)),
         }
@@ -148,11 +148,19 @@ fn node_interface_in_the_host_namespace_reaches_pods_and_services_without_touchi
 -> Result<()> {
     let pid = std::process::id();
     let bridge = format!("fan{pid}");
-    let stack = OvnStack::start(&bridge, &unique("nch"))?;
+    // ovs-vswitchd in the test's namespace, where the node interface's host end goes.
+    let stack = TestOvn::start(OvnOptions {
+        bridge: bridge.clone(),
+        ovs_netns: None,
+        ..chassis_options("nch")
+    })?;
     let node = format!("fat{pid}node");
     let node_port = port_name(PortKind::Node, "", &node);
     let pod_port = port_name(PortKind::Pod, "default", &format!("fat{pid}web"));
-    program_nb(&stack, &default_vpc(&stack.chassis, &node_port, &pod_port)?)?;
+    program_nb(
+        &stack,
+        &default_vpc(&stack.options().system_id, &node_port, &pod_port)?,
+    )?;
 
     // The "host": its own uplink and default route to an upstream namespace.
     let host = Netns::add(&unique("host"))?;
@@ -182,14 +190,17 @@ fn node_interface_in_the_host_namespace_reaches_pods_and_services_without_touchi
         "dev",
         "up0",
     ])?;
-    let _upstream_server = upstream.spawn(&[
-        "python3",
-        "-m",
-        "http.server",
-        "8081",
-        "--bind",
-        "198.51.100.1",
-    ])?;
+    let _upstream_server = upstream.spawn(
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8081",
+            "--bind",
+            "198.51.100.1",
+        ],
+        None,
+    )?;
     let default_before = routes(&host, &["default"])?;
     assert_eq!(default_before.len(), 1, "{default_before:?}");
 
@@ -206,13 +217,16 @@ fn node_interface_in_the_host_namespace_reaches_pods_and_services_without_touchi
         routes: vec![],
         iface_id: pod_port.clone(),
         bridge: bridge.clone(),
-        ovs_db: stack.ovs_sock(),
+        ovs_db: stack.paths().ovs_sock.clone(),
         port_type: String::new(),
         ovs_netns: None,
     };
     let _pod_link = LinkGuard(pod_req.host_ifname.clone());
     plumb::add(&pod_req)?;
-    let _server = pod.spawn(&["python3", "-m", "http.server", "8080", "--bind", POD_IP])?;
+    let _server = pod.spawn(
+        &["python3", "-m", "http.server", "8080", "--bind", POD_IP],
+        None,
+    )?;
 
     // The node interface, as the agent computes it from its Node's annotations. The host
     // end goes where ovs-vswitchd runs: the test's own namespace.
@@ -243,11 +257,11 @@ fn node_interface_in_the_host_namespace_reaches_pods_and_services_without_touchi
     .collect();
     let routed = node_iface::routed_cidrs("10.96.0.0/16".parse()?, &subnets);
     let runtime = RuntimeConfig {
-        ovs_db: stack.ovs_sock(),
+        ovs_db: stack.paths().ovs_sock.clone(),
         bridge: bridge.clone(),
         ovs_netns: Some(PathBuf::from(format!("/proc/{pid}/ns/net"))),
         port_type: String::new(),
-        log_dir: stack.dir.path().join("logs"),
+        log_dir: stack.paths().log_dir.clone(),
     };
     let target = Target {
         ifname: node_iface::DEFAULT_IFNAME.into(),

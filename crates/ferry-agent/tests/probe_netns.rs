@@ -1,8 +1,6 @@
 //! The probe engine for real: probes run inside network namespaces this test creates,
 //! against servers it starts and stops there.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -14,11 +12,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use common::netns::{Netns, unique};
 use ferry_agent::netns::{NetnsSocketFactory, SocketSource};
 use ferry_agent::probe::{
     Phase, ProbeEvent, ProbeKind, ProbeRunner, ProbeSpec, ProbeTarget, Thresholds, execute,
 };
+use ferry_testkit::netns::{Netns, unique};
 
 /// A TCP listener created inside the namespace of `f`.
 async fn listen(f: &NetnsSocketFactory, addr: SocketAddr) -> Result<TcpListener> {

@@ -1,5 +1,6 @@
 //! `ferry bench control-plane`: a real `ferry apiserver` and `ferry controller` (separate
-//! processes, so their memory is measured apart) against a real OVN NB and `ovn-northd`,
+//! processes, so their memory is measured apart) against a real OVN NB and `ovn-northd`
+//! (a central-only `ferry_ovn_stack::OvnStack`),
 //! with N YusurServices of M backends each. Prints a table and JSON; asserts nothing.
 
 use std::net::Ipv4Addr;
@@ -153,47 +154,15 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         d.display()
     );
     // OVN NB + SB + northd only: the control plane's job ends at the NB.
-    for db in ["nb", "sb"] {
-        let schema = if db == "nb" {
-            "/usr/share/ovn/ovn-nb.ovsschema"
-        } else {
-            "/usr/share/ovn/ovn-sb.ovsschema"
-        };
-        let st = Command::new("ovsdb-tool")
-            .args(["create"])
-            .arg(d.join(format!("{db}.db")))
-            .arg(schema)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !st.success() {
-            return Err(format!("ovsdb-tool create {db} failed"));
-        }
-    }
+    let ovn_dir = d.join("ovn");
+    let stack = tokio::task::spawn_blocking(move || {
+        ferry_ovn_stack::OvnStack::start(&ovn_dir, ferry_ovn_stack::OvnOptions::central())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("starting OVN: {e}"))?;
+    let nb_remote = stack.nb_remote();
     let mut children = Children(Vec::new());
-    for db in ["nb", "sb"] {
-        let mut c = Command::new("ovsdb-server");
-        c.arg(d.join(format!("{db}.db")))
-            .arg(format!(
-                "--remote=punix:{}",
-                d.join(format!("{db}.sock")).display()
-            ))
-            .arg(format!(
-                "--unixctl={}",
-                d.join(format!("{db}.ctl")).display()
-            ))
-            .env("OVS_RUNDIR", d);
-        children
-            .0
-            .push(spawn(&mut c, &d.join(format!("{db}.log")))?);
-    }
-    wait_file(&d.join("sb.sock"), Duration::from_secs(10)).await?;
-    let mut c = Command::new("ovn-northd");
-    c.arg(format!("--ovnnb-db=unix:{}", d.join("nb.sock").display()))
-        .arg(format!("--ovnsb-db=unix:{}", d.join("sb.sock").display()))
-        .arg(format!("--unixctl={}", d.join("northd.ctl").display()))
-        .env("OVN_RUNDIR", d);
-    children.0.push(spawn(&mut c, &d.join("northd.log"))?);
-    let nb_remote = format!("unix:{}", d.join("nb.sock").display());
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -507,6 +476,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
     }
     drop(children);
+    drop(stack);
     Ok(result)
 }
 

@@ -1,4 +1,7 @@
-//! `ferry-bench` owns Ferry's data-plane benchmark ([`dataplane`]): it builds its own
+//! `ferry-bench` owns Ferry's benchmarks. The control-plane benchmark ([`control_plane`],
+//! `ferry bench control-plane`) runs a real API server and controller against a real
+//! OVN NB and measures changes, full syncs, probe flips and memory. The data-plane
+//! benchmark ([`dataplane`]) builds its own
 //! network namespaces and its own OVN/OVS stack, measures Ferry's OVN load balancing side
 //! by side with kernel routing and kube-proxy-style iptables and nftables in one run, and
 //! reports figures and ratios (a table and JSON rows).
@@ -21,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod control_plane;
 pub mod dataplane;
 mod error;
 

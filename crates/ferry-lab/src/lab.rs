@@ -644,7 +644,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
             st["scenarios"][0]["target"].as_str().unwrap_or_default(),
             &ip_of("svc1-ep-2"),
             requests,
-            &crate::ovn::LabPaths::new(&lab.data().join("ovn")).nb_sock,
+            &ferry_ovn_stack::LabPaths::new(&lab.data().join("ovn")).nb_sock,
         )
         .await,
     );
@@ -843,7 +843,7 @@ pub fn down(lab: &LabDir) -> Result<Vec<String>, LabError> {
     }
     let ovn = lab.data().join("ovn");
     if ovn.exists() {
-        let t = crate::stop_from_dir(&ovn).map_err(|e| fail("down", e, None))?;
+        let t = ferry_ovn_stack::stop_from_dir(&ovn).map_err(|e| fail("down", e, None))?;
         if !t.stopped.is_empty() || !t.netns.is_empty() {
             report.push(format!(
                 "OVN/OVS: stopped {:?}, removed namespaces {:?}",

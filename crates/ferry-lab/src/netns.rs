@@ -2,7 +2,7 @@
 //! plugged into the lab's integration bridge as the OVN logical port `iface_id`.
 //!
 //! Everything a host creates is recorded in the lab's [`Registry`] *before* it is
-//! created, and [`Host::delete`] (or [`crate::stop_from_dir`]) removes exactly that. A
+//! created, and [`Host::delete`] (or [`ferry_ovn_stack::stop_from_dir`]) removes exactly that. A
 //! namespace or link that already exists and is not in the registry is never adopted.
 
 use std::net::Ipv4Addr;
@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::ovn::{OvsBridge, unix_remote};
-use crate::process::{self, ProcessRecord};
-use crate::registry::{HostRecord, LinkRecord, OvsPortRecord, Registry};
+use ferry_ovn_stack::netns::{
+    delete_link, delete_netns, delete_ovs_port, in_netns, ip, link_exists, netns_exists, vsctl,
+    with_netns,
+};
+use ferry_ovn_stack::process::{self, ProcessRecord};
+use ferry_ovn_stack::registry::{HostRecord, LinkRecord, OvsPortRecord, Registry};
+use ferry_ovn_stack::{Error, OvsBridge, Result};
 
 /// Longest Linux interface name.
 pub const IFNAMSIZ_MAX: usize = 15;
@@ -340,7 +343,7 @@ impl Host {
 
     /// Starts a long-running `argv` (a server) in the namespace, in its own process group,
     /// stdout and stderr appended to `DIR/logs/host-NAME-PROGRAM.log`, and records its PID
-    /// so that [`Host::delete`] and [`crate::stop_from_dir`] stop it.
+    /// so that [`Host::delete`] and [`ferry_ovn_stack::stop_from_dir`] stop it.
     pub fn spawn(&self, argv: &[&str], cwd: Option<&Path>) -> Result<HostProcess> {
         let Some(program) = argv.first() else {
             return Err(Error::Invalid {
@@ -446,114 +449,6 @@ impl HostProcess {
         })?;
         self.registry.remove_process(&self.rec.name, self.rec.pid)
     }
-}
-
-// === plumbing helpers ===
-
-fn ip(args: &[&str]) -> Result<String> {
-    process::run_ok(Command::new("ip").args(args))
-}
-
-fn with_netns<'a>(ns: Option<&'a str>, args: &[&'a str]) -> Vec<&'a str> {
-    let mut v = Vec::with_capacity(args.len() + 2);
-    if let Some(ns) = ns {
-        v.extend(["-n", ns]);
-    }
-    v.extend_from_slice(args);
-    v
-}
-
-/// `ip netns exec NS ARGV...`, or plain `ARGV...` for the current namespace.
-fn in_netns(ns: Option<&str>, argv: &[&str]) -> Command {
-    match ns {
-        Some(ns) => exec_command(ns, argv),
-        None => {
-            let mut c = Command::new(argv.first().copied().unwrap_or("true"));
-            c.args(argv.iter().skip(1));
-            c
-        }
-    }
-}
-
-/// `ip netns exec NS ARGV...` (the PID of the spawned child becomes ARGV's PID: `ip`
-/// execs it after entering the namespace). For `ferry lab exec NAME -- CMD`, with the
-/// namespace from [`crate::LabState::host`].
-pub fn exec_command<S: AsRef<std::ffi::OsStr>>(ns: &str, argv: &[S]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).args(argv);
-    c
-}
-
-fn vsctl<S: AsRef<std::ffi::OsStr>>(db_sock: &Path, args: &[S]) -> Result<String> {
-    process::run_ok(
-        Command::new("ovs-vsctl")
-            .arg(format!("--db={}", unix_remote(db_sock)))
-            .arg("--timeout=30")
-            .args(args),
-    )
-}
-
-/// Whether `/run/netns/NAME` exists.
-pub fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
-}
-
-/// Deletes a namespace if it exists.
-pub fn delete_netns(name: &str) -> Result<()> {
-    if netns_exists(name) {
-        ip(&["netns", "del", name])?;
-    }
-    Ok(())
-}
-
-/// Whether a link exists (in its namespace; a missing namespace means no link).
-pub fn link_exists(link: &LinkRecord) -> bool {
-    if let Some(ns) = &link.netns
-        && !netns_exists(ns)
-    {
-        return false;
-    }
-    let args = with_netns(link.netns.as_deref(), &["link", "show", "dev", &link.name]);
-    Command::new("ip")
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Deletes a link if it exists (deleting one veth end removes its peer too).
-pub fn delete_link(link: &LinkRecord) -> Result<()> {
-    if link_exists(link) {
-        ip(&with_netns(
-            link.netns.as_deref(),
-            &["link", "del", "dev", &link.name],
-        ))?;
-    }
-    Ok(())
-}
-
-/// Removes a port from its bridge if the OVS database still answers; with the database
-/// gone the port exists only in its file, which is no longer in use.
-pub fn delete_ovs_port(port: &OvsPortRecord) -> Result<()> {
-    let alive = crate::jsonrpc::call(
-        &port.db_sock,
-        "list_dbs",
-        serde_json::json!([]),
-        Duration::from_secs(1),
-    )
-    .is_ok();
-    if alive {
-        vsctl(
-            &port.db_sock,
-            &[
-                "--no-wait",
-                "--if-exists",
-                "del-port",
-                &port.bridge,
-                &port.port,
-            ],
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,51 +1,23 @@
-//! Failure paths against the real daemons: a daemon that cannot start, a second start on
-//! a running lab, names that already exist. Needs root and the OVN/OVS packages.
+//! Failure paths against the real daemons: a second start on a running lab, names that
+//! already exist. Needs root and the OVN/OVS packages. (A daemon that cannot start is
+//! tested in `ferry-ovn-stack`.)
 
 mod common;
 
-use common::{LabDir, alive, options};
-use ferry_lab::netns::netns_exists;
-use ferry_lab::{Error, Host, HostSpec, OvnStack, Registry};
-
-/// A daemon that exits at start-up yields an error naming it and its log, and the
-/// half-started stack is cleaned up.
-#[test]
-#[ignore = "needs root and OVN"]
-fn a_daemon_that_cannot_start_is_named_with_its_log_and_nothing_remains() -> anyhow::Result<()> {
-    let lab = LabDir::new();
-    let opts = options("bad");
-    let ovs_ns = opts.ovs_netns.clone().expect("namespace");
-    // A corrupt OVS database: NB, SB and northd start, then the OVS ovsdb-server fails.
-    std::fs::create_dir_all(lab.path().join("db"))?;
-    std::fs::write(lab.path().join("db/conf.db"), "this is not an ovsdb file\n")?;
-    let err = OvnStack::start(lab.path(), opts).expect_err("must fail");
-    let msg = err.to_string();
-    eprintln!("{msg}");
-    match &err {
-        Error::Exited { process, log, .. } => {
-            assert_eq!(process, "ovs-ovsdb");
-            assert!(log.ends_with("logs/ovs-ovsdb.log"), "{}", log.display());
-        }
-        other => panic!("expected Exited, got {other:?}"),
-    }
-    assert!(
-        msg.contains("ovs-ovsdb.log"),
-        "the message names the log: {msg}"
-    );
-    let state = Registry::open(lab.path())?.load()?;
-    assert!(state.is_empty(), "a failed start leaves records: {state:?}");
-    assert!(!netns_exists(&ovs_ns));
-    Ok(())
-}
+use common::alive;
+use ferry_lab::{Error, Host, HostSpec};
+use ferry_ovn_stack::netns::netns_exists;
+use ferry_ovn_stack::{Daemon, OvnStack};
+use ferry_testkit::ovn::{StackDir, chassis_options as options};
 
 /// A second stack on a running lab directory is refused and the first keeps running; a
 /// host whose namespace exists but is not the lab's is refused and the namespace kept.
 #[test]
 #[ignore = "needs root and OVN"]
 fn existing_daemons_and_foreign_namespaces_are_not_adopted() -> anyhow::Result<()> {
-    let lab = LabDir::new();
+    let lab = StackDir::new("lab")?;
     let stack = OvnStack::start(lab.path(), options("dup"))?;
-    let nb = stack.pid(ferry_lab::Daemon::NbDb).expect("nb runs");
+    let nb = stack.pid(Daemon::NbDb).expect("nb runs");
     let err = OvnStack::start(lab.path(), options("dup2")).expect_err("second start");
     assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
     assert!(alive(nb), "the running lab was disturbed");

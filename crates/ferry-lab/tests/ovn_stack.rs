@@ -1,30 +1,33 @@
 //! The OVN/OVS stack and lab hosts against the real daemons, with real packets.
-//! Needs root and the OVN/OVS packages (`ferry_lab::prerequisites()`).
+//! Needs root and the OVN/OVS packages (`ferry_lab::prerequisites()`). The stack alone is
+//! tested in `ferry-ovn-stack`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    LabDir, alive, curl_until_ok, eventually, http_server, options, root_link_exists, two_subnets,
-};
-use ferry_lab::netns::netns_exists;
-use ferry_lab::registry::LinkRecord;
-use ferry_lab::{Daemon, Host, Registry};
+use common::{alive, curl_until_ok, http_server, two_subnets};
+use ferry_lab::Host;
+use ferry_ovn_stack::netns::netns_exists;
+use ferry_ovn_stack::registry::LinkRecord;
+use ferry_ovn_stack::{Daemon, OvnStack, Registry};
+use ferry_testkit::eventually;
+use ferry_testkit::netns::link_exists as root_link_exists;
+use ferry_testkit::ovn::{StackDir, chassis_options as options};
 
 /// TCP between two namespaces in different subnets, routed by an OVN logical router;
 /// afterwards nothing the lab created remains.
 #[test]
 #[ignore = "needs root and OVN"]
 fn http_through_ovn_router_then_everything_is_gone() -> anyhow::Result<()> {
-    let lab = LabDir::new();
+    let lab = StackDir::new("lab")?;
     let opts = options("tcp");
     let ovs_ns = opts
         .ovs_netns
         .clone()
         .expect("default puts vswitchd in a namespace");
     let t0 = Instant::now();
-    let stack = ferry_lab::OvnStack::start(lab.path(), opts)?;
+    let stack = OvnStack::start(lab.path(), opts)?;
     eprintln!(
         "stack ready in {:?}: {:?}",
         t0.elapsed(),
@@ -102,7 +105,7 @@ fn http_through_ovn_router_then_everything_is_gone() -> anyhow::Result<()> {
             netns: Some(ovs_ns.clone()),
         };
         assert!(
-            !ferry_lab::netns::link_exists(&link),
+            !ferry_ovn_stack::netns::link_exists(&link),
             "{p} left in {ovs_ns}"
         );
     }
@@ -125,68 +128,16 @@ fn http_through_ovn_router_then_everything_is_gone() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A daemon that dies is restarted, and the restarted `ovn-northd` does its job.
-#[test]
-#[ignore = "needs root and OVN"]
-fn killed_northd_is_restarted_and_keeps_translating() -> anyhow::Result<()> {
-    let lab = LabDir::new();
-    let stack = ferry_lab::OvnStack::start(lab.path(), options("rst"))?;
-    stack.nbctl(&["--wait=sb", "ls-add", "before"])?;
-    let old = stack.pid(Daemon::Northd).expect("northd runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old),
-        nix::sys::signal::Signal::SIGKILL,
-    )?;
-    let t0 = Instant::now();
-    let new = eventually(Duration::from_secs(10), || {
-        match stack.pid(Daemon::Northd) {
-            Some(p) if p != old && alive(p) => Ok(p),
-            other => Err(format!("northd pid {other:?}")),
-        }
-    })?;
-    eprintln!(
-        "northd restarted after {:?} (pid {old} -> {new})",
-        t0.elapsed()
-    );
-    assert_eq!(stack.restarts(Daemon::Northd), 1);
-    assert!(!alive(old));
-    // The registry and pidfile follow the new PID (what `ferry lab down` will read).
-    let state = stack.registry().load()?;
-    let rec = state
-        .processes
-        .iter()
-        .find(|p| p.name == "ovn-northd")
-        .expect("record");
-    assert_eq!(rec.pid, new);
-    let pidfile = std::fs::read_to_string(stack.paths().pidfile(Daemon::Northd))?;
-    assert_eq!(pidfile.trim(), new.to_string());
-    // NB changes still reach the SB: --wait=sb returns only once northd has processed it.
-    stack.nbctl(&["--wait=sb", "ls-add", "after-restart"])?;
-    let dp = stack.sbctl(&[
-        "--bare",
-        "--columns=external_ids",
-        "list",
-        "Datapath_Binding",
-    ])?;
-    assert!(dp.contains("name=after-restart"), "SB datapaths: {dp}");
-    assert!(dp.contains("name=before"));
-    // Other daemons untouched.
-    assert_eq!(stack.restarts(Daemon::NbDb), 0);
-    stack.stop()?;
-    assert!(!alive(new));
-    Ok(())
-}
-
 /// After a crash (the stack detached, hosts and servers left running), `stop_from_dir`
 /// removes everything recorded, kills nothing that merely reuses a recorded PID, and is
 /// safe to run twice.
 #[test]
 #[ignore = "needs root and OVN"]
 fn stop_from_dir_cleans_up_after_a_crash() -> anyhow::Result<()> {
-    let lab = LabDir::new();
+    let lab = StackDir::new("lab")?;
     let opts = options("crash");
     let ovs_ns = opts.ovs_netns.clone().expect("vswitchd namespace");
-    let stack = ferry_lab::OvnStack::start(lab.path(), opts)?;
+    let stack = OvnStack::start(lab.path(), opts)?;
     let (spec_a, spec_b) = two_subnets(&stack, "t3")?;
     let a = Host::create(spec_a, &stack.bridge(), stack.registry())?;
     let b = Host::create(spec_b, &stack.bridge(), stack.registry())?;
@@ -201,7 +152,7 @@ fn stop_from_dir_cleans_up_after_a_crash() -> anyhow::Result<()> {
     let bystander_pid = bystander.id() as i32;
     stack
         .registry()
-        .put_process(&ferry_lab::process::ProcessRecord {
+        .put_process(&ferry_ovn_stack::process::ProcessRecord {
             name: "impostor".into(),
             owner: "host:impostor".into(),
             pid: bystander_pid,
@@ -220,7 +171,7 @@ fn stop_from_dir_cleans_up_after_a_crash() -> anyhow::Result<()> {
     }
 
     let t0 = Instant::now();
-    let report = ferry_lab::stop_from_dir(lab.path())?;
+    let report = ferry_ovn_stack::stop_from_dir(lab.path())?;
     eprintln!("stop_from_dir took {:?}: {report:?}", t0.elapsed());
     assert_eq!(
         report.stopped.len(),
@@ -242,9 +193,9 @@ fn stop_from_dir_cleans_up_after_a_crash() -> anyhow::Result<()> {
     assert!(Registry::open(lab.path())?.load()?.is_empty());
 
     // Twice is fine, and the files go too.
-    let again = ferry_lab::stop_from_dir(lab.path())?;
-    assert_eq!(again, ferry_lab::Teardown::default());
-    ferry_lab::purge_dir(lab.path())?;
+    let again = ferry_ovn_stack::stop_from_dir(lab.path())?;
+    assert_eq!(again, ferry_ovn_stack::Teardown::default());
+    ferry_ovn_stack::purge_dir(lab.path())?;
     for gone in ["db", "run", "logs", "state.json", "state.lock"] {
         assert!(
             !lab.path().join(gone).exists(),
@@ -261,8 +212,8 @@ fn stop_from_dir_cleans_up_after_a_crash() -> anyhow::Result<()> {
 #[test]
 #[ignore = "needs root and OVN"]
 fn killed_vswitchd_is_restarted_and_traffic_resumes() -> anyhow::Result<()> {
-    let lab = LabDir::new();
-    let stack = ferry_lab::OvnStack::start(lab.path(), options("vsw"))?;
+    let lab = StackDir::new("lab")?;
+    let stack = OvnStack::start(lab.path(), options("vsw"))?;
     let (spec_a, spec_b) = two_subnets(&stack, "t4")?;
     let a = Host::create(spec_a, &stack.bridge(), stack.registry())?;
     let b = Host::create(spec_b, &stack.bridge(), stack.registry())?;
@@ -276,12 +227,14 @@ fn killed_vswitchd_is_restarted_and_traffic_resumes() -> anyhow::Result<()> {
         nix::sys::signal::Signal::SIGKILL,
     )?;
     let t0 = Instant::now();
-    let new = eventually(Duration::from_secs(10), || {
-        match stack.pid(Daemon::Vswitchd) {
+    let new = eventually(
+        "vswitchd restarted",
+        Duration::from_secs(10),
+        || match stack.pid(Daemon::Vswitchd) {
             Some(p) if p != old && alive(p) => Ok(p),
             other => Err(format!("vswitchd pid {other:?}")),
-        }
-    })?;
+        },
+    )?;
     let body = curl_until_ok(&a, "http://10.251.2.10:8080/", Duration::from_secs(30))?;
     eprintln!(
         "vswitchd {old} -> {new}; traffic back after {:?}",
@@ -289,15 +242,15 @@ fn killed_vswitchd_is_restarted_and_traffic_resumes() -> anyhow::Result<()> {
     );
     assert_eq!(body.trim(), b.name());
     assert_eq!(stack.restarts(Daemon::Vswitchd), 1);
-    Ok(()) // LabDir and the stack's Drop tear everything down
+    Ok(()) // StackDir and the stack's Drop tear everything down
 }
 
 /// Ports of type `afxdp-nonpmd` (native XDP on the veth) carry TCP as well.
 #[test]
 #[ignore = "needs root and OVN"]
 fn afxdp_nonpmd_ports_carry_tcp() -> anyhow::Result<()> {
-    let lab = LabDir::new();
-    let stack = ferry_lab::OvnStack::start(lab.path(), options("xdp"))?;
+    let lab = StackDir::new("lab")?;
+    let stack = OvnStack::start(lab.path(), options("xdp"))?;
     let (mut spec_a, mut spec_b) = two_subnets(&stack, "t5")?;
     spec_a.port_type = ferry_lab::PortType::AfxdpNonPmd;
     spec_b.port_type = ferry_lab::PortType::AfxdpNonPmd;

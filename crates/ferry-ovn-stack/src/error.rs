@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong while running the lab. Each variant names the operation
+/// Everything that can go wrong while running a stack or a lab. Each variant names the operation
 /// and the object (path, process, namespace) it failed on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -22,7 +22,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A program could not be started at all (missing binary, permissions).
-    #[error("cannot run `{program}`: {source} (see ferry_lab::prerequisites())")]
+    #[error(
+        "cannot run `{program}`: {source} (are the OVN/OVS packages installed? see scripts/setup.sh)"
+    )]
     Spawn {
         /// The program.
         program: String,
@@ -125,7 +127,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An [`Error::Io`] for `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),

@@ -11,12 +11,7 @@ use serde_json::{Value, json};
 
 /// Sends one request and returns its `result`, or a one-line description of the failure
 /// (readiness probes retry, so the reason only ends up in a timeout error).
-pub(crate) fn call(
-    sock: &Path,
-    method: &str,
-    params: Value,
-    timeout: Duration,
-) -> Result<Value, String> {
+pub fn call(sock: &Path, method: &str, params: Value, timeout: Duration) -> Result<Value, String> {
     let mut stream =
         UnixStream::connect(sock).map_err(|e| format!("connect {}: {e}", sock.display()))?;
     stream

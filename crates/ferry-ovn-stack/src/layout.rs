@@ -9,12 +9,16 @@ pub const DEFAULT_BRIDGE: &str = "br-int";
 /// Registry owner tag of the stack's daemons.
 pub const OWNER: &str = "ovn";
 
-/// How to start an [`OvnStack`](super::OvnStack).
+/// How to start an [`OvnStack`](crate::OvnStack).
 #[derive(Debug, Clone)]
 pub struct OvnOptions {
     /// The chassis name (`external_ids:system-id`), e.g. `ferry-lab-ch1`. Gateway routers
     /// and gateway ports must name it.
     pub system_id: String,
+    /// Whether to run the chassis part (the OVS `ovsdb-server`, `ovs-vswitchd`,
+    /// `ovn-controller`; needs root). Without it the stack is the central part only: NB,
+    /// SB and `ovn-northd`, all a control plane needs.
+    pub chassis: bool,
     /// The integration bridge (default `br-int`; also written to `external_ids:ovn-bridge`).
     pub bridge: String,
     /// The network namespace `ovs-vswitchd` runs in, created and removed by the stack;
@@ -42,12 +46,25 @@ impl OvnOptions {
         OvnOptions {
             ovs_netns: Some(format!("{system_id}-ovs")),
             system_id,
+            chassis: true,
             bridge: DEFAULT_BRIDGE.to_owned(),
             encap_ip: "127.0.0.1".to_owned(),
             ready_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(5),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl OvnOptions {
+    /// The central part only (NB, SB, `ovn-northd`; no root, no namespace): what the
+    /// control-plane benchmark and NB tests run. Other defaults as [`OvnOptions::new`].
+    pub fn central() -> OvnOptions {
+        OvnOptions {
+            chassis: false,
+            ovs_netns: None,
+            ..OvnOptions::new("central")
         }
     }
 }
@@ -168,7 +185,7 @@ pub fn unix_remote(path: &Path) -> String {
     format!("unix:{}", path.display())
 }
 
-/// What [`crate::Host::create`] needs to plug a host into a lab's integration bridge.
+/// What `ferry_lab::Host::create` needs to plug a host into a lab's integration bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OvsBridge {
     /// The Open_vSwitch database socket.

@@ -1,5 +1,5 @@
-//! Running helper commands and recognising, signalling and reaping the processes the lab
-//! started. A recorded process is only ever signalled after [`is_ours`] confirmed that the
+//! Running helper commands and recognising, signalling and reaping the processes a stack
+//! (or a lab host) started. A recorded process is only ever signalled after [`is_ours`] confirmed that the
 //! PID still runs the command line (and, when known, the start time) that was recorded.
 
 use std::fs::File;
@@ -32,7 +32,7 @@ pub struct ProcessRecord {
 }
 
 /// Runs a command to completion and returns its output; an error only if it cannot start.
-pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
+pub fn run(cmd: &mut Command) -> Result<Output> {
     cmd.stdin(Stdio::null());
     cmd.output().map_err(|source| Error::Spawn {
         program: cmd.get_program().to_string_lossy().into_owned(),
@@ -41,7 +41,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
 }
 
 /// Runs a command and fails with its stderr unless it exits 0; returns stdout.
-pub(crate) fn run_ok(cmd: &mut Command) -> Result<String> {
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
     let out = run(cmd)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -55,7 +55,7 @@ pub(crate) fn run_ok(cmd: &mut Command) -> Result<String> {
 }
 
 /// A command line as a string, for error messages.
-pub(crate) fn describe(cmd: &Command) -> String {
+pub fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|s| s.to_string_lossy().into_owned())
@@ -64,7 +64,7 @@ pub(crate) fn describe(cmd: &Command) -> String {
 }
 
 /// Opens (appending) a log file for a child's stdout and stderr.
-pub(crate) fn log_stdio(path: &Path) -> Result<(Stdio, Stdio)> {
+pub fn log_stdio(path: &Path) -> Result<(Stdio, Stdio)> {
     let open = || {
         File::options()
             .create(true)
@@ -113,7 +113,7 @@ pub fn is_gone(pid: i32) -> bool {
 
 /// Whether a live command line is the one recorded: same arguments, and the program's
 /// file name starts with the recorded one (so `python3` matches a version manager's
-/// `/root/.pyenv/versions/3.11.9/bin/python3.11`, `ovsdb-server` matches
+/// `~/.pyenv/versions/3.11.9/bin/python3.11`, `ovsdb-server` matches
 /// `/usr/sbin/ovsdb-server`).
 pub fn cmdline_matches(expected: &[String], actual: &[String]) -> bool {
     fn base(s: &str) -> &str {
@@ -149,7 +149,7 @@ pub enum Ended {
 
 /// SIGTERM, wait up to `grace`, then SIGKILL. `exited` reports whether the process has
 /// ended (and reaps it if it is our child); it is polled every 20 ms.
-pub(crate) fn terminate(
+pub fn terminate(
     name: &str,
     pid: i32,
     grace: Duration,
@@ -201,7 +201,7 @@ pub(crate) fn terminate(
 
 /// Exit check for a process that may or may not be our child: reap it if it is, then ask
 /// `/proc`.
-pub(crate) fn reap_or_gone(pid: i32) -> bool {
+pub fn reap_or_gone(pid: i32) -> bool {
     // ECHILD (not our child) is expected and harmless.
     let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
     is_gone(pid)
@@ -250,7 +250,7 @@ mod tests {
                 name: "version manager shim resolves to versioned interpreter",
                 expected: &["python3", "-m", "http.server"],
                 actual: &[
-                    "/root/.pyenv/versions/3.11.9/bin/python3.11",
+                    "/opt/pyenv/versions/3.11.9/bin/python3.11",
                     "-m",
                     "http.server",
                 ],

@@ -1,4 +1,4 @@
-//! [`OvnStack`]: the OVN and OVS daemons of one lab, started as supervised children of the
+//! [`OvnStack`]: the OVN and OVS daemons of one stack (a lab, `ferry up`, a benchmark, a test), started as supervised children of the
 //! calling process with everything (databases, sockets, pidfiles, logs) under one
 //! directory:
 //!
@@ -13,11 +13,6 @@
 //! the root namespace; in a lab namespace they disappear with it, and the host ends of
 //! the lab's veth pairs live there too, so the lab puts nothing into the root namespace.
 
-mod layout;
-mod supervisor;
-
-pub use layout::{DEFAULT_BRIDGE, Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, unix_remote};
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,10 +24,11 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::jsonrpc;
+use crate::layout::{Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, unix_remote};
 use crate::netns;
 use crate::process;
 use crate::registry::Registry;
-use supervisor::{Shared, Slot, Spec};
+use crate::supervisor::{Shared, Slot, Spec};
 
 // === impl OvnStack ===
 
@@ -42,6 +38,8 @@ use supervisor::{Shared, Slot, Spec};
 ///
 /// Dropping the stack stops it; [`OvnStack::detach`] leaves the daemons running
 /// unsupervised (then [`crate::stop_from_dir`] removes them).
+///
+/// With [`OvnOptions::central`] only the first three daemons run (see [`Daemon`]).
 pub struct OvnStack {
     shared: Arc<Shared>,
     opts: OvnOptions,
@@ -124,7 +122,6 @@ impl OvnStack {
 
         create_db(&p, "nb.db", "/usr/share/ovn/ovn-nb.ovsschema")?;
         create_db(&p, "sb.db", "/usr/share/ovn/ovn-sb.ovsschema")?;
-        create_db(&p, "conf.db", "/usr/share/openvswitch/vswitch.ovsschema")?;
 
         for (d, file, sock, dbname) in [
             (Daemon::NbDb, "nb.db", &p.nb_sock, "OVN_Northbound"),
@@ -152,7 +149,35 @@ impl OvnStack {
         self.launch(Daemon::Northd, argv, None, |_| {
             jsonrpc::call(&northd_ctl, "status", json!([]), Duration::from_secs(2)).map(drop)
         })?;
+        if o.chassis {
+            self.bring_up_chassis()?;
+        }
 
+        let shared = Arc::clone(&self.shared);
+        let handle = thread::Builder::new()
+            .name("ferry-ovn-supervisor".into())
+            .spawn(move || {
+                while !shared.stopping.load(Ordering::SeqCst) {
+                    shared.supervise_once();
+                    thread::park_timeout(Duration::from_millis(100));
+                }
+            })
+            .map_err(|e| Error::io("spawn supervisor thread for", &self.shared.paths.dir, e))?;
+        self.supervisor = Some(handle);
+        Ok(())
+    }
+
+    /// The OVS database, `ovs-vswitchd` (in its namespace) with the integration bridge,
+    /// and `ovn-controller`, ready once its chassis is registered in the SB.
+    fn bring_up_chassis(&mut self) -> Result<()> {
+        let p = self.shared.paths.clone();
+        let o = self.opts.clone();
+        let db = |name: &str| p.db_dir.join(name).display().to_string();
+        let s = |x: &Path| x.display().to_string();
+        let log = |d: Daemon| format!("--log-file={}", p.log(d).display());
+        let ctl = |d: Daemon| format!("--unixctl={}", p.ctl(d).display());
+
+        create_db(&p, "conf.db", "/usr/share/openvswitch/vswitch.ovsschema")?;
         let argv = vec![
             "ovsdb-server".into(),
             db("conf.db"),
@@ -239,20 +264,7 @@ impl OvnStack {
                 return Err(format!("SB connection-status {status}"));
             }
             probe_chassis(&p.sb_sock, &system_id)
-        })?;
-
-        let shared = Arc::clone(&self.shared);
-        let handle = thread::Builder::new()
-            .name("ferry-lab-supervisor".into())
-            .spawn(move || {
-                while !shared.stopping.load(Ordering::SeqCst) {
-                    shared.supervise_once();
-                    thread::park_timeout(Duration::from_millis(100));
-                }
-            })
-            .map_err(|e| Error::io("spawn supervisor thread for", &self.shared.paths.dir, e))?;
-        self.supervisor = Some(handle);
-        Ok(())
+        })
     }
 
     /// Starts one daemon and waits until `ready` succeeds.
@@ -377,7 +389,7 @@ impl OvnStack {
         &self.opts
     }
 
-    /// The lab's registry (`DIR/state.json`), to pass to [`crate::Host::create`].
+    /// The stack's registry (`DIR/state.json`), to pass to `ferry_lab::Host::create`.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
     }
@@ -392,7 +404,7 @@ impl OvnStack {
         unix_remote(&self.shared.paths.sb_sock)
     }
 
-    /// The integration bridge, for [`crate::Host::create`].
+    /// The integration bridge, for `ferry_lab::Host::create`.
     pub fn bridge(&self) -> OvsBridge {
         OvsBridge {
             db_sock: self.shared.paths.ovs_sock.clone(),
@@ -457,6 +469,12 @@ impl OvnStack {
         }
         self.finished = true;
         self.halt_supervisor();
+        if self.opts.chassis
+            && self.opts.ovs_netns.is_none()
+            && self.pid(Daemon::Vswitchd).is_some()
+        {
+            self.release_root_taps();
+        }
         let mut failures = Vec::new();
         let slots: Vec<Slot> = std::mem::take(&mut *self.shared.slots());
         for mut slot in slots.into_iter().rev() {
@@ -498,6 +516,30 @@ impl OvnStack {
                 dir: self.shared.paths.dir.clone(),
                 failures,
             })
+        }
+    }
+}
+
+impl OvnStack {
+    /// With `ovs-vswitchd` in the caller's namespace, its taps would outlive it there:
+    /// deleting the bridge removes the bridge's tap, and `exit --cleanup` the datapath's
+    /// own `ovs-netdev`. Best effort; the daemons are stopped afterwards anyway.
+    fn release_root_taps(&self) {
+        let ctl = self.shared.paths.ctl(Daemon::Vswitchd);
+        let steps = [
+            self.vsctl(&["--if-exists", "del-br", &self.opts.bridge]),
+            process::run_ok(
+                Command::new("ovs-appctl")
+                    .arg("--timeout=10")
+                    .arg("-t")
+                    .arg(&ctl)
+                    .args(["exit", "--cleanup"]),
+            ),
+        ];
+        for r in steps {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "releasing ovs-vswitchd's taps");
+            }
         }
     }
 }

@@ -6,45 +6,45 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Daemon, LabPaths, OWNER};
 use crate::error::{Error, Result};
+use crate::layout::{Daemon, LabPaths, OWNER};
 use crate::netns;
 use crate::process::{self, ProcessRecord};
 use crate::registry::Registry;
 
-pub(super) struct Spec {
-    pub(super) daemon: Daemon,
-    pub(super) argv: Vec<String>,
-    pub(super) netns: Option<String>,
+pub(crate) struct Spec {
+    pub(crate) daemon: Daemon,
+    pub(crate) argv: Vec<String>,
+    pub(crate) netns: Option<String>,
 }
 
-pub(super) struct Slot {
-    pub(super) spec: Spec,
-    pub(super) child: Option<Child>,
-    pub(super) pid: i32,
-    pub(super) started: Instant,
-    pub(super) restarts: u32,
-    pub(super) backoff: Duration,
-    pub(super) restart_at: Option<Instant>,
+pub(crate) struct Slot {
+    pub(crate) spec: Spec,
+    pub(crate) child: Option<Child>,
+    pub(crate) pid: i32,
+    pub(crate) started: Instant,
+    pub(crate) restarts: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) restart_at: Option<Instant>,
 }
 
-pub(super) struct Shared {
-    pub(super) paths: LabPaths,
-    pub(super) registry: Registry,
-    pub(super) slots: Mutex<Vec<Slot>>,
-    pub(super) stopping: AtomicBool,
-    pub(super) min_backoff: Duration,
-    pub(super) max_backoff: Duration,
+pub(crate) struct Shared {
+    pub(crate) paths: LabPaths,
+    pub(crate) registry: Registry,
+    pub(crate) slots: Mutex<Vec<Slot>>,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) min_backoff: Duration,
+    pub(crate) max_backoff: Duration,
 }
 
 impl Shared {
-    pub(super) fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
+    pub(crate) fn slots(&self) -> MutexGuard<'_, Vec<Slot>> {
         // A panic while holding the lock leaves plain data behind; keep going.
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts the daemon of `spec` and records it (registry and pidfile).
-    pub(super) fn spawn(&self, spec: &Spec) -> Result<Child> {
+    pub(crate) fn spawn(&self, spec: &Spec) -> Result<Child> {
         let log = self.paths.log(spec.daemon);
         let mut cmd = match &spec.netns {
             Some(ns) => netns::exec_command(ns, &spec.argv),
@@ -82,7 +82,7 @@ impl Shared {
     }
 
     /// One supervision pass: notice deaths, restart what is due.
-    pub(super) fn supervise_once(&self) {
+    pub(crate) fn supervise_once(&self) {
         let now = Instant::now();
         let mut slots = self.slots();
         for slot in slots.iter_mut() {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::layout::{Daemon, LabPaths, OWNER};
 use crate::netns;
-use crate::ovn::{Daemon, LabPaths, OWNER};
 use crate::process::{self, Ended, ProcessRecord};
 use crate::registry::Registry;
 

@@ -1,13 +1,11 @@
 //! A 3-member RAFT cluster: the client picks the leader out of a list of remotes, and
 //! follows the new leader when the old one is killed.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Server;
 use ferry_ovsdb::nb::{self, logical_switch as ls};
 use ferry_ovsdb::{Client, Config, wire};
+use ferry_testkit::ovsdb::NbServer;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -37,7 +35,7 @@ async fn role(remote: &str) -> Option<(bool, bool)> {
 }
 
 /// Waits until every listed member is connected and exactly one is leader; returns its index.
-async fn leader_of(members: &[&Server]) -> usize {
+async fn leader_of(members: &[&NbServer]) -> usize {
     let deadline = Instant::now() + WAIT;
     loop {
         let mut roles = Vec::new();
@@ -62,7 +60,7 @@ async fn leader_of(members: &[&Server]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs OVN binaries"]
 async fn client_prefers_the_leader_and_follows_a_new_one_after_kill_9() {
-    let mut members = Server::cluster(3);
+    let mut members = NbServer::cluster(3);
     let leader = leader_of(&members.iter().collect::<Vec<_>>()).await;
 
     // Followers first in the list: the client must skip them.
@@ -90,7 +88,7 @@ async fn client_prefers_the_leader_and_follows_a_new_one_after_kill_9() {
     .expect("write through the leader");
 
     members[leader].kill();
-    let rest: Vec<&Server> = (0..3)
+    let rest: Vec<&NbServer> = (0..3)
         .filter(|&i| i != leader)
         .map(|i| &members[i])
         .collect();

@@ -1,13 +1,11 @@
 //! The mirror follows changes made by another client (`ovn-nbctl`), with each monitor
 //! method, and the connection survives the server's inactivity probe.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Server;
 use ferry_ovsdb::nb::{self, logical_switch as ls, logical_switch_port as lsp};
 use ferry_ovsdb::{Client, Config, Mirror, MonitorMethod, Resume, wire};
+use ferry_testkit::ovsdb::NbServer;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -19,7 +17,7 @@ fn switch<'a>(m: &'a Mirror, name: &str) -> Option<(&'a String, &'a wire::Row)> 
 #[tokio::test]
 #[ignore = "needs OVN binaries"]
 async fn mirror_follows_another_clients_inserts_updates_and_deletes_with_every_monitor_method() {
-    let server = Server::standalone();
+    let server = NbServer::standalone();
     for (i, method) in [
         MonitorMethod::CondSince,
         MonitorMethod::Cond,
@@ -116,7 +114,7 @@ async fn mirror_follows_another_clients_inserts_updates_and_deletes_with_every_m
 #[tokio::test]
 #[ignore = "needs OVN binaries"]
 async fn mirror_of_selected_columns_only_and_unknown_table_is_an_error() {
-    let server = Server::standalone();
+    let server = NbServer::standalone();
     server.nbctl(&[
         "ls-add",
         "a",
@@ -153,7 +151,7 @@ async fn mirror_of_selected_columns_only_and_unknown_table_is_an_error() {
 #[tokio::test]
 #[ignore = "needs OVN binaries"]
 async fn idle_tcp_connection_survives_the_servers_inactivity_probe() {
-    let server = Server::standalone();
+    let server = NbServer::standalone();
     let mut config = nb::config([server.tcp_remote()]);
     config.echo_interval = Duration::from_secs(3600);
     let c = Client::connect(config).await.expect("connect");

@@ -2,14 +2,12 @@
 //! converges (resumed with `monitor_cond_since`), and guarded transactions issued around
 //! the crash are applied exactly once.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Server;
 use ferry_ovsdb::nb::{self, logical_switch as ls};
 use ferry_ovsdb::{Client, Error, Mirror, Resume, wire};
+use ferry_testkit::ovsdb::NbServer;
 use serde_json::{Value, json};
 
 const DB: &str = nb::DATABASE;
@@ -40,7 +38,7 @@ fn names(m: &Mirror) -> BTreeMap<String, usize> {
     out
 }
 
-async fn crash_and_restart(mut server: Server) -> Client {
+async fn crash_and_restart(mut server: NbServer) -> Client {
     let mut config = nb::config([server.unix_remote()]);
     // Slow first retry, so that changes made right after the restart happen while we are
     // away and must come back through the resumed monitor.
@@ -143,7 +141,7 @@ async fn crash_and_restart(mut server: Server) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs OVN binaries"]
 async fn standalone_db_kill_9_reconnects_with_full_snapshot_and_no_duplicates() {
-    let c = crash_and_restart(Server::standalone()).await;
+    let c = crash_and_restart(NbServer::standalone()).await;
     // A standalone ovsdb-server 3.1 keeps no transaction history (its update3 ids are all
     // zero), so monitor_cond_since answers found=false with a snapshot.
     assert_eq!(c.status().last_resume, Some(Resume::Snapshot));
@@ -157,7 +155,7 @@ async fn standalone_db_kill_9_reconnects_with_full_snapshot_and_no_duplicates() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs OVN binaries"]
 async fn clustered_db_kill_9_resumes_from_last_txn_id_and_no_duplicates() {
-    let c = crash_and_restart(Server::clustered()).await;
+    let c = crash_and_restart(NbServer::clustered()).await;
     assert_eq!(
         c.status().last_resume,
         Some(Resume::Changes),

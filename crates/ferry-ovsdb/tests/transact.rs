@@ -1,17 +1,15 @@
 //! `transact` and every operation kind against a real ovsdb-server with the NB schema.
 
-mod common;
-
-use common::Server;
 use ferry_ovsdb::nb::{
     self, load_balancer as lb, logical_switch as ls, logical_switch_port as lsp,
 };
 use ferry_ovsdb::{Client, Config, Error, wire};
+use ferry_testkit::ovsdb::NbServer;
 use serde_json::{Value, json};
 
 const DB: &str = nb::DATABASE;
 
-async fn client(server: &Server) -> Client {
+async fn client(server: &NbServer) -> Client {
     Client::connect(nb::config([server.unix_remote()]))
         .await
         .expect("connect")
@@ -26,7 +24,7 @@ fn uuid_of(result: &Value) -> String {
 #[tokio::test]
 #[ignore = "needs OVN binaries"]
 async fn list_dbs_and_get_schema_over_unix_and_tcp() {
-    let server = Server::standalone();
+    let server = NbServer::standalone();
     for remote in [server.unix_remote(), server.tcp_remote()] {
         let c = Client::connect(Config::new([remote.clone()], DB))
             .await
@@ -42,7 +40,7 @@ async fn list_dbs_and_get_schema_over_unix_and_tcp() {
 #[tokio::test]
 #[ignore = "needs OVN binaries"]
 async fn insert_named_uuid_refs_then_select_update_mutate_delete() {
-    let server = Server::standalone();
+    let server = NbServer::standalone();
     let c = client(&server).await;
 
     // insert with uuid-name: a port and the switch that references it, in one transaction.
@@ -154,7 +152,7 @@ async fn insert_named_uuid_refs_then_select_update_mutate_delete() {
 #[tokio::test]
 #[ignore = "needs OVN binaries"]
 async fn insert_with_caller_uuid_is_accepted_once_by_ovs_3_1() {
-    let server = Server::standalone();
+    let server = NbServer::standalone();
     let c = client(&server).await;
     let id = uuid::Uuid::new_v4().to_string();
     let op = wire::insert_with_uuid(
@@ -197,7 +195,7 @@ async fn insert_with_caller_uuid_is_accepted_once_by_ovs_3_1() {
 #[tokio::test]
 #[ignore = "needs OVN binaries"]
 async fn wait_guard_assert_lock_abort_and_commit_errors_are_typed() {
-    let server = Server::standalone();
+    let server = NbServer::standalone();
     let c = client(&server).await;
     let guarded = |name: &str| {
         vec![

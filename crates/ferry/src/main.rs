@@ -343,7 +343,7 @@ fn main() -> anyhow::Result<()> {
             samples,
             out,
         }) => {
-            let opts = ferry_lab::bench::ControlPlaneOptions {
+            let opts = ferry_bench::control_plane::ControlPlaneOptions {
                 services,
                 backends,
                 ferry: std::env::current_exe()?,
@@ -351,9 +351,9 @@ fn main() -> anyhow::Result<()> {
                 samples,
             };
             let r = runtime()?
-                .block_on(ferry_lab::bench::control_plane(&opts))
+                .block_on(ferry_bench::control_plane::control_plane(&opts))
                 .map_err(anyhow::Error::msg)?;
-            ferry_lab::bench::print_control_plane(&r);
+            ferry_bench::control_plane::print_control_plane(&r);
             Ok(())
         }
         Command::Cni => {
@@ -648,9 +648,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         (_, true) => None,
         (Some(nb), false) => Some(remotes(nb)),
         (None, false) => {
-            let opts = ferry_lab::OvnOptions::new(args.network.gateway_chassis.clone());
+            let opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
             let dir = args.server.data_dir.join("ovn");
-            let s = tokio::task::spawn_blocking(move || ferry_lab::OvnStack::start(&dir, opts))
+            let s = tokio::task::spawn_blocking(move || ferry_ovn_stack::OvnStack::start(&dir, opts))
                 .await?
                 .context(
                     "starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)",

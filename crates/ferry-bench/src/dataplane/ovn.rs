@@ -1,4 +1,4 @@
-//! The OVN paths, on one OVN/OVS stack ([`ferry_lab::OvnStack`], userspace `netdev`
+//! The OVN paths, on one OVN/OVS stack ([`ferry_ovn_stack::OvnStack`], userspace `netdev`
 //! datapath) programmed by Ferry's own programmer (`ferry-net` computes the Northbound
 //! rows, `ferry-ovsdb` writes them in bounded transactions, as `ferry up`'s network
 //! controller does):
@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_lab::{Daemon, Host, HostSpec, OvnOptions, OvnStack, PortType};
+use ferry_lab::{Host, HostSpec, PortType};
 use ferry_net::{
     Backend as NetBackend, CurrentRow, NetworkState, PortState, Protocol, ServicePort,
     ServiceScope, ServiceState, SubnetState,
 };
+use ferry_ovn_stack::{Daemon, OvnOptions, OvnStack};
 use ferry_ovsdb::{Client, nb};
 
 use super::kernel::tune_endpoint;

@@ -1,66 +1,20 @@
-//! Shared helpers of the integration tests: a lab directory that is torn down (from its
-//! registry) whatever happens to the test, unique names, waiting.
+//! Lab-specific helpers of the integration tests: a two-subnet topology, a web server in
+//! a host, curl until it answers. The lab directory torn down from its registry whatever
+//! happens to the test, unique names and waiting come from `ferry-testkit`.
 
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferry_lab::{Host, HostSpec, OvnOptions, OvnStack};
-
-/// A temporary lab directory; dropping it runs `stop_from_dir`, so a failing test leaves
-/// no namespace, link or process behind.
-pub struct LabDir {
-    pub dir: tempfile::TempDir,
-}
-
-impl LabDir {
-    pub fn new() -> LabDir {
-        LabDir {
-            dir: tempfile::Builder::new()
-                .prefix("ferry-lab-")
-                .tempdir()
-                .expect("tempdir"),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for LabDir {
-    fn drop(&mut self) {
-        if let Err(e) = ferry_lab::stop_from_dir(self.dir.path()) {
-            eprintln!("cleanup of {}: {e}", self.dir.path().display());
-        }
-    }
-}
-
-/// Options with a chassis name unique to this test process and tag (the OVS namespace
-/// is derived from it).
-pub fn options(tag: &str) -> OvnOptions {
-    OvnOptions::new(format!("ferry-lab-{tag}-{}", std::process::id()))
-}
+use ferry_lab::{Host, HostSpec};
+use ferry_ovn_stack::OvnStack;
+use ferry_testkit::eventually;
+use ferry_testkit::netns::unique;
 
 /// A namespace name unique to this test process.
 pub fn ns(tag: &str, host: &str) -> String {
-    format!("fl{}-{tag}-{host}", std::process::id())
-}
-
-/// Polls `f` every 100 ms until it returns `Ok` or `timeout` passes.
-pub fn eventually<T>(
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => anyhow::bail!("gave up after {timeout:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+    unique(&format!("{tag}-{host}"))
 }
 
 /// A router `r1` with switches `s1` (10.251.1.0/24) and `s2` (10.251.2.0/24), ports `p1`
@@ -115,7 +69,7 @@ pub fn http_server(host: &Host, lab: &Path) -> anyhow::Result<ferry_lab::HostPro
 
 /// `curl` from `client` until it answers (the first connections may race flow setup).
 pub fn curl_until_ok(client: &Host, url: &str, timeout: Duration) -> anyhow::Result<String> {
-    eventually(timeout, || {
+    eventually(&format!("curl {url}"), timeout, || {
         let out = client
             .exec(&["curl", "-s", "-m", "2", url])
             .map_err(|e| e.to_string())?;
@@ -129,13 +83,5 @@ pub fn curl_until_ok(client: &Host, url: &str, timeout: Duration) -> anyhow::Res
 
 /// Whether a PID is still a live (non-zombie) process.
 pub fn alive(pid: i32) -> bool {
-    !ferry_lab::process::is_gone(pid)
-}
-
-/// Whether a link of that name exists in the root namespace.
-pub fn root_link_exists(name: &str) -> bool {
-    std::process::Command::new("ip")
-        .args(["link", "show", "dev", name])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    !ferry_ovn_stack::process::is_gone(pid)
 }
