@@ -18,13 +18,11 @@ pub struct KubeAssignments {
 }
 
 fn assignment(pod: &Pod) -> Option<PodNetwork> {
-    let a = pod.annotations();
-    let ip = a.get(ferry_api::ANNOTATION_IP)?;
-    let prefix = a.get("iaas.yusur.io/cidr")?.split('/').nth(1)?;
+    let a = ferry_api::WorkloadAddress::from_annotations(pod.annotations())?;
     Some(PodNetwork {
-        ip: format!("{ip}/{prefix}").parse().ok()?,
-        mac: a.get(ferry_api::ANNOTATION_MAC)?.parse().ok()?,
-        gateway: a.get("iaas.yusur.io/gateway")?.parse().ok()?,
+        ip: a.ip_cidr().parse().ok()?,
+        mac: a.mac.parse().ok()?,
+        gateway: a.gateway.into(),
         iface_id: ferry_net::port_name(
             ferry_net::PortKind::Pod,
             &pod.namespace().unwrap_or_default(),

@@ -174,18 +174,16 @@ fn probe_spec(p: &NetworkProbe, netns: PathBuf) -> Option<ProbeSpec> {
 }
 
 fn pod_workload(pod: &Pod) -> Option<Workload> {
-    let a = pod.annotations();
-    let ip = a.get(ferry_api::ANNOTATION_IP)?;
-    let prefix = a.get("iaas.yusur.io/cidr")?.split('/').nth(1)?.to_string();
+    let a = ferry_api::WorkloadAddress::from_annotations(pod.annotations())?;
     let ns = pod.namespace().unwrap_or_default();
     let spec = pod.spec.as_ref()?;
     Some(Workload {
         key: format!("pod/{ns}/{}", pod.name_any()),
         netns: runtime::netns_name(&ns, &pod.name_any()),
         iface_id: ferry_net::port_name(ferry_net::PortKind::Pod, &ns, &pod.name_any()),
-        mac: a.get(ferry_api::ANNOTATION_MAC)?.clone(),
-        ip_cidr: format!("{ip}/{prefix}"),
-        gateway: a.get("iaas.yusur.io/gateway")?.clone(),
+        mac: a.mac.clone(),
+        ip_cidr: a.ip_cidr(),
+        gateway: a.gateway.to_string(),
         routes: vec![],
         containers: runtime::containers_of(spec),
         restart: match spec.restart_policy.as_deref() {
@@ -206,10 +204,10 @@ fn host_workload(
 ) -> Option<Workload> {
     let annotations = meta.annotations.clone().unwrap_or_default();
     let (prefix, gateway) = if subnet == ferry_net::EXTERNAL_SWITCH {
-        let cidr = annotations.get("iaas.yusur.io/cidr")?;
+        let cidr = annotations.get(ferry_api::ANNOTATION_CIDR)?;
         (
             cidr.split('/').nth(1)?.to_string(),
-            annotations.get("iaas.yusur.io/gateway")?.clone(),
+            annotations.get(ferry_api::ANNOTATION_GATEWAY)?.clone(),
         )
     } else {
         let s = subnets.get(&reflector::ObjectRef::new(subnet))?;
@@ -391,30 +389,21 @@ pub async fn run(
         let me = nodes.get(&reflector::ObjectRef::new(&cfg.node));
         // Probe namespaces: one per VPC, on the probe port the controller gave this node.
         if let Some(me) = &me {
-            let ports: BTreeMap<String, serde_json::Value> = me
-                .annotations()
-                .get("iaas.yusur.io/probe-ports")
-                .and_then(|a| serde_json::from_str(a).ok())
-                .unwrap_or_default();
+            let ports = ferry_api::probe_ports(me.annotations());
             for (vpc, p) in &ports {
                 if probe_netns.contains_key(vpc) {
                     continue;
                 }
-                let (Some(ip), Some(mac), Some(gw), Some(cidr)) = (
-                    p["ip"].as_str(),
-                    p["mac"].as_str(),
-                    p["gateway"].as_str(),
-                    p["cidr"].as_str(),
-                ) else {
+                let Some(addr) = p.address(vpc) else {
                     continue;
                 };
                 let w = Workload {
                     key: format!("probe/{}/{vpc}", cfg.node),
                     netns: format!("fp-{}-{vpc}", cfg.node),
                     iface_id: ferry_net::port_name(ferry_net::PortKind::Probe, vpc, &cfg.node),
-                    mac: mac.into(),
-                    ip_cidr: format!("{ip}/{}", cidr.split('/').nth(1).unwrap_or("24")),
-                    gateway: gw.into(),
+                    mac: addr.mac.clone(),
+                    ip_cidr: addr.ip_cidr(),
+                    gateway: addr.gateway.to_string(),
                     routes: vec![],
                     containers: vec![],
                     restart: RestartPolicy::Never,
@@ -439,12 +428,14 @@ pub async fn run(
                 && let (Some(ip), Some(mac), Some(gw), Some(cidr)) = (
                     a.get(ferry_api::ANNOTATION_IP),
                     a.get(ferry_api::ANNOTATION_MAC),
-                    a.get("iaas.yusur.io/gateway"),
-                    a.get("iaas.yusur.io/cidr"),
+                    a.get(ferry_api::ANNOTATION_GATEWAY),
+                    a.get(ferry_api::ANNOTATION_CIDR),
                 )
             {
                 let mut routes = vec![(cfg.service_cidr.clone(), gw.clone())];
-                if let Some(d) = subnets.get(&reflector::ObjectRef::new("ovn-default")) {
+                if let Some(d) =
+                    subnets.get(&reflector::ObjectRef::new(ferry_api::DEFAULT_POD_SUBNET))
+                {
                     routes.push((d.spec.cidr_block.clone(), gw.clone()));
                 }
                 let w = Workload {

@@ -32,12 +32,10 @@ pub const DEFAULT_IFNAME: &str = "ferry0";
 /// opens its own `/proc/self`, which is in the agent's namespace (the host's).
 pub const OWN_NETNS: &str = "/proc/self/ns/net";
 
-/// Annotations the network controller writes on a Node for its port on `subnet0`.
-pub const GATEWAY_ANNOTATION: &str = "iaas.yusur.io/gateway";
-pub const CIDR_ANNOTATION: &str = "iaas.yusur.io/cidr";
-
 /// The join subnet, whose pods are nodes: never routed through itself.
-const JOIN_SUBNET: &str = "subnet0";
+use ferry_api::JOIN_SUBNET;
+/// Annotations the network controller writes on a Node for its port on the join subnet.
+use ferry_api::{ANNOTATION_CIDR as CIDR_ANNOTATION, ANNOTATION_GATEWAY as GATEWAY_ANNOTATION};
 
 /// Where the node interface goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -96,3 +96,47 @@ pub struct VNicIPStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// What BareMetal and VNicIP share: the subnet a host sits in, the address it asks for
+/// and the node that plumbs it. One shape, so IPAM and the agent treat both alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostAddressSpec {
+    pub subnet: String,
+    pub ip_address: Option<String>,
+    pub mac_address: Option<String>,
+    pub node_name: Option<String>,
+}
+
+/// The address a host was given (its status).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostAddressStatus {
+    pub ip_address: Option<String>,
+    pub mac_address: Option<String>,
+}
+
+macro_rules! host_address {
+    ($kind:ty) => {
+        impl $kind {
+            /// The host's address request, in the shape every host kind shares.
+            pub fn host_spec(&self) -> HostAddressSpec {
+                HostAddressSpec {
+                    subnet: self.spec.subnet.clone(),
+                    ip_address: self.spec.ip_address.clone(),
+                    mac_address: self.spec.mac_address.clone(),
+                    node_name: self.spec.node_name.clone(),
+                }
+            }
+
+            /// The address the controller gave the host, if any.
+            pub fn host_status(&self) -> HostAddressStatus {
+                let s = self.status.as_ref();
+                HostAddressStatus {
+                    ip_address: s.and_then(|s| s.ip_address.clone()),
+                    mac_address: s.and_then(|s| s.mac_address.clone()),
+                }
+            }
+        }
+    };
+}
+host_address!(BareMetal);
+host_address!(VNicIP);

@@ -9,6 +9,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod backends;
+mod contract;
 mod crds;
 mod network;
 mod network_probe;
@@ -16,7 +17,15 @@ mod validation;
 mod vmi;
 mod yusur_service;
 
-pub use backends::{BareMetal, BareMetalSpec, BareMetalStatus, VNicIP, VNicIPSpec, VNicIPStatus};
+pub use backends::{
+    BareMetal, BareMetalSpec, BareMetalStatus, HostAddressSpec, HostAddressStatus, VNicIP,
+    VNicIPSpec, VNicIPStatus,
+};
+pub use contract::{
+    ANNOTATION_CIDR, ANNOTATION_GATEWAY, ANNOTATION_IP, ANNOTATION_MAC, ANNOTATION_PROBE_PORTS,
+    ANNOTATION_SUBNET, ANNOTATION_VPC, DEFAULT_POD_SUBNET, DEFAULT_VPC, JOIN_SUBNET, ProbePort,
+    SERVICE_LABEL, WorkloadAddress, probe_ports, probe_ports_annotation,
+};
 pub use crds::{all_crds, crd_manifest, crd_manifests};
 pub use network::{
     Eip, EipSpec, EipStatus, Subnet, SubnetSpec, SubnetStatus, Vpc, VpcSpec, VpcStatus,
@@ -38,15 +47,6 @@ pub use yusur_service::{
 pub const GROUP: &str = "iaas.yusur.io";
 /// The only served version.
 pub const VERSION: &str = "v1";
-/// The default VPC: backends of a `scope: vpc` service without `vpc` live here.
-pub const DEFAULT_VPC: &str = "ovn-cluster";
-/// Annotation naming the subnet of a pod (on the pod or its namespace).
-pub const ANNOTATION_SUBNET: &str = "iaas.yusur.io/subnet";
-/// Annotation carrying the address allocated to a workload (or preset by the user).
-pub const ANNOTATION_IP: &str = "iaas.yusur.io/ip_address";
-/// Annotation carrying the MAC allocated to a workload.
-pub const ANNOTATION_MAC: &str = "iaas.yusur.io/mac_address";
-
 /// Namespace of the node agents' Leases (beside the kubelets' own).
 pub const AGENT_LEASE_NAMESPACE: &str = "kube-node-lease";
 

@@ -71,13 +71,26 @@ pub struct ProbeTarget {
     pub ip: String,
 }
 
-/// What a probe last concluded.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// What a probe last concluded: the agent's state machine and the status share this one
+/// type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ProbePhase {
+    /// Not enough results yet (a new or changed target), or nobody is probing it.
     #[default]
     Unknown,
     Healthy,
     Unhealthy,
+}
+
+impl ProbePhase {
+    /// The name used in NetworkProbe status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbePhase::Unknown => "Unknown",
+            ProbePhase::Healthy => "Healthy",
+            ProbePhase::Unhealthy => "Unhealthy",
+        }
+    }
 }
 
 /// Written by the agent, only when the phase changes.

@@ -1,80 +1,22 @@
-//! What changed since the last pass ([`Changes`], recorded from the watch events) and the
-//! indexes that let a pass touch only the services a change concerns ([`Index`]): backends
-//! by label, each service's probes, each workload's NB port, and what the NB holds per
-//! service. A change to one service, one probe or one pod costs work in proportion to what
-//! it concerns, not to the size of the cluster; a change to a VPC, subnet, node, namespace
-//! or EIP, or a watch that restarted, still means a full pass.
+//! The indexes that let a pass touch only the services a change concerns: backends by
+//! label, each service's probes and each workload's NB port. A change to one service, one
+//! probe or one pod costs work in proportion to what it concerns, not to the size of the
+//! cluster. Plain data: built from the caches ([`Index::rebuild`], [`Index::update`]) or,
+//! in tests, from backends ([`Index::from_backends`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use ferry_api::{BackendKind, YusurService};
-use ferry_net::{PortState, ServiceState};
+use ferry_api::{BackendKind, SERVICE_LABEL, YusurService};
+use ferry_net::PortState;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
-use crate::network;
-use crate::service::{self, Backend, SERVICE_LABEL};
-use crate::world::{self, Caches, SubnetInfo};
-
-/// A workload that may back a service: its kind and `namespace/name`.
-pub type WorkloadRef = (BackendKind, String);
-
-/// What a watch feeds into [`Changes`].
-#[derive(Debug, Clone, Copy)]
-pub enum Feed {
-    /// Anything else may depend on it (VPCs, subnets, nodes, namespaces, EIPs).
-    Global,
-    /// A YusurService.
-    Service,
-    /// An object the service controller writes, labelled with its service.
-    Generated,
-    /// A NetworkProbe (also generated, and its phase decides readiness).
-    Probe,
-    /// A workload of this kind.
-    Workload(BackendKind),
-    /// A node agent's Lease: read by time, not by event (renewals change nothing).
-    AgentLease,
-}
-
-/// Changes seen since the last pass.
-#[derive(Debug, Default)]
-pub struct Changes {
-    /// A full pass is needed.
-    pub all: bool,
-    /// `namespace/name` of services to reconcile.
-    pub services: BTreeSet<String>,
-    pub workloads: BTreeSet<WorkloadRef>,
-    /// (probe `namespace/name`, its service `namespace/name`).
-    pub probes: BTreeSet<(String, String)>,
-}
-
-impl Changes {
-    /// Everything recorded so far, leaving `shared` empty.
-    pub fn take(shared: &Mutex<Changes>) -> Changes {
-        shared
-            .lock()
-            .map(|mut c| std::mem::take(&mut *c))
-            .unwrap_or_else(|p| std::mem::take(&mut *p.into_inner()))
-    }
-
-    /// Adds `other` to these changes.
-    pub fn merge(&mut self, other: Changes) {
-        self.all |= other.all;
-        self.services.extend(other.services);
-        self.workloads.extend(other.workloads);
-        self.probes.extend(other.probes);
-    }
-
-    /// A full pass from now on (at start and on resync).
-    pub fn everything() -> Changes {
-        Changes {
-            all: true,
-            ..Default::default()
-        }
-    }
-}
+use crate::caches::{self, Caches};
+use crate::changes::{Changes, WorkloadRef};
+use crate::net_model;
+use crate::service::{self, Backend};
+use crate::world::{self, SubnetInfo};
 
 fn key_of<K: Resource>(o: &K) -> String {
     format!(
@@ -82,50 +24,6 @@ fn key_of<K: Resource>(o: &K) -> String {
         o.meta().namespace.as_deref().unwrap_or_default(),
         o.meta().name.as_deref().unwrap_or_default()
     )
-}
-
-/// Records one watch event. A completed (re)list means events may have been missed.
-pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
-    let obj = match ev {
-        Event::Apply(o) | Event::Delete(o) => o,
-        Event::InitDone => {
-            if let Ok(mut c) = shared.lock() {
-                c.all = true;
-            }
-            return;
-        }
-        Event::Init | Event::InitApply(_) => return,
-    };
-    let Ok(mut c) = shared.lock() else { return };
-    let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let owner = || {
-        obj.meta()
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_LABEL))
-            .map(|s| format!("{ns}/{s}"))
-    };
-    match feed {
-        Feed::Global => c.all = true,
-        Feed::Service => {
-            c.services.insert(key_of(obj));
-        }
-        Feed::Generated => {
-            if let Some(s) = owner() {
-                c.services.insert(s);
-            }
-        }
-        Feed::Probe => {
-            if let Some(s) = owner() {
-                c.probes.insert((key_of(obj), s.clone()));
-                c.services.insert(s);
-            }
-        }
-        Feed::Workload(kind) => {
-            c.workloads.insert((kind, key_of(obj)));
-        }
-        Feed::AgentLease => {}
-    }
 }
 
 /// What [`Index::update`] found.
@@ -147,31 +45,6 @@ pub struct Index {
     ports: HashMap<WorkloadRef, PortState>,
     probes: HashMap<String, BTreeSet<String>>,
     ready_nodes: Vec<String>,
-    /// What the NB should hold for each programmable service, as last planned.
-    pub net: BTreeMap<String, ServiceState>,
-    /// NB work a failed transaction left undone.
-    pub nb_retry: NbRetry,
-    /// ClusterIPs and EIPs held, by service.
-    pub claims: crate::reconcile::Claims,
-}
-
-/// NB work for the next pass: what failed, merged with what comes next.
-#[derive(Debug, Default)]
-pub struct NbRetry {
-    /// Converge everything.
-    pub full: bool,
-    /// Workload ports by name: (state the NB may hold, state wanted).
-    pub ports: BTreeMap<String, (Option<PortState>, Option<PortState>)>,
-    /// Services whose load balancers to converge, and the owners of their rows (old
-    /// owners of removed or re-created services included).
-    pub services: BTreeSet<String>,
-    pub owners: BTreeSet<String>,
-}
-
-impl NbRetry {
-    pub fn is_empty(&self) -> bool {
-        !self.full && self.ports.is_empty() && self.owners.is_empty()
-    }
 }
 
 fn split(key: &str) -> (&str, &str) {
@@ -195,8 +68,8 @@ fn resolve(
     match kind {
         BackendKind::Pod => match c.pods.get(&ObjectRef::new(name).within(ns)) {
             Some(p) => (
-                world::pod_backend(&p, world::namespace(c, ns).as_deref(), subnets),
-                network::pod_port(&p),
+                world::pod_backend(&p, caches::namespace(c, ns).as_deref(), subnets),
+                net_model::pod_port(&p),
                 world::on_pod_network(&p) && lacks(&p.metadata),
             ),
             None => (None, None, false),
@@ -208,8 +81,8 @@ fn resolve(
                 .and_then(|s| s.get(&ObjectRef::new(name).within(ns)))
             {
                 Some(v) => (
-                    world::vmi_backend(&v, world::namespace(c, ns).as_deref(), subnets),
-                    network::vmi_port(&v),
+                    world::vmi_backend(&v, caches::namespace(c, ns).as_deref(), subnets),
+                    net_model::vmi_port(&v),
                     lacks(&v.metadata),
                 ),
                 None => (None, None, false),
@@ -218,7 +91,7 @@ fn resolve(
         BackendKind::BareMetal => match c.baremetals.get(&ObjectRef::new(name).within(ns)) {
             Some(h) => (
                 world::baremetal_backend(&h, subnets),
-                network::baremetal_port(&h),
+                net_model::baremetal_port(&h),
                 h.status.as_ref().is_none_or(|s| s.mac_address.is_none()),
             ),
             None => (None, None, false),
@@ -226,7 +99,7 @@ fn resolve(
         BackendKind::VNicIP => match c.vnicips.get(&ObjectRef::new(name).within(ns)) {
             Some(h) => (
                 world::vnicip_backend(&h, subnets),
-                network::vnicip_port(&h),
+                net_model::vnicip_port(&h),
                 h.status.as_ref().is_none_or(|s| s.mac_address.is_none()),
             ),
             None => (None, None, false),
@@ -265,17 +138,11 @@ fn all_workloads(c: &Caches) -> Vec<WorkloadRef> {
 impl Index {
     /// Rebuilds every index from the caches (a full pass).
     pub fn rebuild(&mut self, c: &Caches) {
-        let (net, nb_retry) = (
-            std::mem::take(&mut self.net),
-            std::mem::take(&mut self.nb_retry),
-        );
         *self = Index {
-            ready_nodes: world::ready_nodes(c).into_iter().collect(),
-            net,
-            nb_retry,
+            ready_nodes: caches::ready_nodes(c).into_iter().collect(),
             ..Default::default()
         };
-        let subnets = world::subnets(c);
+        let subnets = caches::subnets(c);
         for w in all_workloads(c) {
             let (b, p, _) = resolve(c, &subnets, &w);
             self.put(w, b, p);
@@ -337,7 +204,7 @@ impl Index {
         if changes.workloads.is_empty() {
             return out;
         }
-        let subnets = world::subnets(c);
+        let subnets = caches::subnets(c);
         let mut moved: Vec<Backend> = Vec::new();
         for w in &changes.workloads {
             let (old_b, old_p) = self.forget(w);
@@ -380,6 +247,16 @@ impl Index {
             }
         }
         out
+    }
+
+    /// An index of `backends` alone (tests of planning).
+    pub fn from_backends(backends: Vec<Backend>) -> Index {
+        let mut index = Index::default();
+        for b in backends {
+            let w = (b.kind, format!("{}/{}", b.namespace, b.name));
+            index.put(w, Some(b), None);
+        }
+        index
     }
 
     /// Backends in `namespace` labelled `label=value`.

@@ -1,45 +1,18 @@
-//! The controller's view of the cluster: reflector caches of every kind it reads, and the
-//! pure resolution of workloads into backends (address, subnet, VPC, node).
+//! Pure resolution of workloads into backends (address, subnet, VPC, node) and of agent
+//! Leases into liveness; the caches that feed it are in `caches`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use ferry_api::{BackendKind, BareMetal, Eip, NetworkProbe, Subnet, VNicIP, Vpc, YusurService};
+use ferry_api::{BackendKind, BareMetal, Subnet, VNicIP};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::service::Backend;
 
-/// Annotation on a Node naming the address of its interface on the join subnet.
-pub const NODE_IP_ANNOTATION: &str = ferry_api::ANNOTATION_IP;
-
-/// The reflector stores the controller reads from.
-#[derive(Clone)]
-pub struct Caches {
-    pub services: Store<YusurService>,
-    pub pods: Store<Pod>,
-    pub namespaces: Store<Namespace>,
-    pub nodes: Store<Node>,
-    pub vpcs: Store<Vpc>,
-    pub subnets: Store<Subnet>,
-    pub eips: Store<Eip>,
-    pub baremetals: Store<BareMetal>,
-    pub vnicips: Store<VNicIP>,
-    pub probes: Store<NetworkProbe>,
-    pub k8s_services: Store<Service>,
-    pub endpoints: Store<Endpoints>,
-    pub slices: Store<EndpointSlice>,
-    /// The node agents' Leases.
-    pub agent_leases: Store<Lease>,
-    /// KubeVirt VMIs, when that API exists.
-    pub vmis: Option<Store<ferry_api::VirtualMachineInstance>>,
-}
-
 /// A subnet as IPAM and backend resolution need it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetInfo {
     pub name: String,
     pub vpc: String,
@@ -48,6 +21,18 @@ pub struct SubnetInfo {
     pub exclude: Vec<String>,
     pub namespaces: Vec<String>,
     pub default: bool,
+}
+
+impl SubnetInfo {
+    /// The gateway, or the subnet's first address when none is set.
+    pub fn gateway_or_default(&self) -> Ipv4Addr {
+        self.gateway.unwrap_or_else(|| {
+            self.cidr
+                .parse::<ipnet::Ipv4Net>()
+                .map(|n| crate::ipam::default_gateway(&n))
+                .unwrap_or(Ipv4Addr::UNSPECIFIED)
+        })
+    }
 }
 
 pub fn subnet_info(s: &Subnet) -> SubnetInfo {
@@ -64,15 +49,6 @@ pub fn subnet_info(s: &Subnet) -> SubnetInfo {
         namespaces: s.spec.namespaces.clone(),
         default: s.spec.default,
     }
-}
-
-/// Every subnet by name.
-pub fn subnets(c: &Caches) -> BTreeMap<String, SubnetInfo> {
-    c.subnets
-        .state()
-        .iter()
-        .map(|s| (s.name_any(), subnet_info(s)))
-        .collect()
 }
 
 /// The subnet a pod lands in: its annotation, its namespace's annotation, a subnet that
@@ -94,7 +70,7 @@ pub fn pod_subnet<'a>(
         .values()
         .find(|s| s.namespaces.contains(&ns))
         .or_else(|| subnets.values().find(|s| s.default))
-        .or_else(|| subnets.get("ovn-default"))
+        .or_else(|| subnets.get(ferry_api::DEFAULT_POD_SUBNET))
 }
 
 /// The subnet of a VMI, by the same rules as a pod's.
@@ -255,12 +231,6 @@ fn host_backend(
     })
 }
 
-/// The namespace object of `name`, from the cache.
-pub fn namespace(c: &Caches, name: &str) -> Option<std::sync::Arc<Namespace>> {
-    c.namespaces
-        .get(&kube::runtime::reflector::ObjectRef::new(name))
-}
-
 /// The node that probes a backend naming none (bare metal, VNicIPs): one of the ready
 /// nodes, by a hash of its name, so the choice is stable while the nodes are.
 pub fn assign_node(b: &mut Backend, ready: &[String]) {
@@ -280,47 +250,4 @@ pub fn lease_lapsed(l: &Lease, now: jiff::Timestamp) -> bool {
         return true;
     };
     renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)) < now
-}
-
-/// Nodes whose Ferry agent Lease exists and has lapsed.
-pub fn lapsed_agents(c: &Caches) -> BTreeSet<String> {
-    let now = jiff::Timestamp::now();
-    c.agent_leases
-        .state()
-        .iter()
-        .filter(|l| lease_lapsed(l, now))
-        .filter_map(|l| {
-            l.name_any()
-                .strip_prefix(&ferry_api::agent_lease_name(""))
-                .map(String::from)
-        })
-        .collect()
-}
-
-/// Nodes that run probes: Ready (or without conditions) and, where the node has a Ferry
-/// agent (its Lease exists), with that Lease renewed in time. A node whose agent Lease
-/// lapsed is not among them: its probes go Unknown, and backends that name no node move
-/// to the others.
-pub fn ready_nodes(c: &Caches) -> BTreeSet<String> {
-    let now = jiff::Timestamp::now();
-    c.nodes
-        .state()
-        .iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_none_or(|cs| {
-                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True") || cs.is_empty()
-                })
-        })
-        .filter(|n| {
-            let lease = ObjectRef::new(&ferry_api::agent_lease_name(&n.name_any()))
-                .within(ferry_api::AGENT_LEASE_NAMESPACE);
-            c.agent_leases
-                .get(&lease)
-                .is_none_or(|l| !lease_lapsed(&l, now))
-        })
-        .map(|n| n.name_any())
-        .collect()
 }

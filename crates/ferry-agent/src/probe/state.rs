@@ -3,25 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-/// A target's health as last decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// Not enough results yet (a new or changed target).
-    Unknown,
-    Healthy,
-    Unhealthy,
-}
-
-impl Phase {
-    /// The name used in NetworkProbe status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Unknown => "Unknown",
-            Phase::Healthy => "Healthy",
-            Phase::Unhealthy => "Unhealthy",
-        }
-    }
-}
+pub use ferry_api::ProbePhase as Phase;
 
 /// Consecutive results needed to change phase (`successThreshold`, `failureThreshold`);
 /// zero counts as one.

@@ -1,0 +1,424 @@
+//! The controller's caches: one reflector store per kind it reads, fed by watches that
+//! record what changed ([`crate::changes`]) and wake the pass driver; and the readers that
+//! turn the stores into the plain data the pure modules decide on (subnets, the addresses
+//! held and asked for, live nodes). Nothing here decides anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use ferry_api::{
+    BackendKind, BareMetal, Eip, NetworkProbe, ProbePort, Subnet, VNicIP, Vpc, YusurService,
+};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::allocate::{Held, Holder, Request};
+use crate::changes::{self, Changes, Feed};
+use crate::world::{self, SubnetInfo, lease_lapsed, subnet_info};
+
+/// The reflector stores the controller reads from.
+#[derive(Clone)]
+pub struct Caches {
+    pub services: Store<YusurService>,
+    pub pods: Store<Pod>,
+    pub namespaces: Store<Namespace>,
+    pub nodes: Store<Node>,
+    pub vpcs: Store<Vpc>,
+    pub subnets: Store<Subnet>,
+    pub eips: Store<Eip>,
+    pub baremetals: Store<BareMetal>,
+    pub vnicips: Store<VNicIP>,
+    pub probes: Store<NetworkProbe>,
+    pub k8s_services: Store<Service>,
+    pub endpoints: Store<Endpoints>,
+    pub slices: Store<EndpointSlice>,
+    /// The node agents' Leases.
+    pub agent_leases: Store<Lease>,
+    /// KubeVirt VMIs, when that API exists.
+    pub vmis: Option<Store<ferry_api::VirtualMachineInstance>>,
+}
+
+/// Every subnet by name.
+pub fn subnets(c: &Caches) -> BTreeMap<String, SubnetInfo> {
+    c.subnets
+        .state()
+        .iter()
+        .map(|s| (s.name_any(), subnet_info(s)))
+        .collect()
+}
+
+/// The namespace object of `name`, from the cache.
+pub fn namespace(c: &Caches, name: &str) -> Option<std::sync::Arc<Namespace>> {
+    c.namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(name))
+}
+
+/// Nodes whose Ferry agent Lease exists and has lapsed.
+pub fn lapsed_agents(c: &Caches) -> BTreeSet<String> {
+    let now = jiff::Timestamp::now();
+    c.agent_leases
+        .state()
+        .iter()
+        .filter(|l| lease_lapsed(l, now))
+        .filter_map(|l| {
+            l.name_any()
+                .strip_prefix(&ferry_api::agent_lease_name(""))
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// Nodes that run probes: Ready (or without conditions) and, where the node has a Ferry
+/// agent (its Lease exists), with that Lease renewed in time. A node whose agent Lease
+/// lapsed is not among them: its probes go Unknown, and backends that name no node move
+/// to the others.
+pub fn ready_nodes(c: &Caches) -> BTreeSet<String> {
+    let now = jiff::Timestamp::now();
+    c.nodes
+        .state()
+        .iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_none_or(|cs| {
+                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True") || cs.is_empty()
+                })
+        })
+        .filter(|n| {
+            let lease = ObjectRef::new(&ferry_api::agent_lease_name(&n.name_any()))
+                .within(ferry_api::AGENT_LEASE_NAMESPACE);
+            c.agent_leases
+                .get(&lease)
+                .is_none_or(|l| !lease_lapsed(&l, now))
+        })
+        .map(|n| n.name_any())
+        .collect()
+}
+
+/// The watch of one kind: a reflector store, each event recorded in `changes` and a
+/// wake-up sent.
+#[derive(Clone)]
+pub struct Watches {
+    pub client: Client,
+    pub changes: Arc<Mutex<Changes>>,
+    pub wake: mpsc::Sender<()>,
+}
+
+impl Watches {
+    fn reflect<K>(&self, feed: Feed, config: watcher::Config) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        self.reflect_api(Api::all(self.client.clone()), feed, config)
+    }
+
+    fn reflect_api<K>(&self, api: Api<K>, feed: Feed, config: watcher::Config) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        let (reader, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        let (changes, wake) = (self.changes.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            stream
+                .for_each(|ev| {
+                    match &ev {
+                        Ok(ev) => changes::record(&changes, feed, ev),
+                        Err(e) => tracing::debug!(error = %e, "watch error (retrying)"),
+                    }
+                    if !matches!(feed, Feed::AgentLease) {
+                        let _ = wake.try_send(());
+                    }
+                    futures::future::ready(())
+                })
+                .await;
+        });
+        reader
+    }
+}
+
+pub async fn caches(w: &Watches) -> Caches {
+    // VMIs are watched only where the KubeVirt API exists (a watch of a missing API would
+    // never become ready).
+    let vmi_gvk = kube::api::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
+    let vmis = match kube::discovery::pinned_kind(&w.client, &vmi_gvk).await {
+        Ok(_) => Some(w.reflect(
+            Feed::Workload(BackendKind::VirtualMachineInstance),
+            watcher::Config::default(),
+        )),
+        Err(_) => None,
+    };
+    let generated = watcher::Config::default().labels(ferry_api::SERVICE_LABEL);
+    let all = watcher::Config::default();
+    Caches {
+        services: w.reflect(Feed::Service, all.clone()),
+        pods: w.reflect(Feed::Workload(BackendKind::Pod), all.clone()),
+        namespaces: w.reflect(Feed::Global, all.clone()),
+        nodes: w.reflect(Feed::Global, all.clone()),
+        vpcs: w.reflect(Feed::Global, all.clone()),
+        subnets: w.reflect(Feed::Global, all.clone()),
+        eips: w.reflect(Feed::Global, all.clone()),
+        baremetals: w.reflect(Feed::Workload(BackendKind::BareMetal), all.clone()),
+        vnicips: w.reflect(Feed::Workload(BackendKind::VNicIP), all.clone()),
+        probes: w.reflect(Feed::Probe, generated.clone()),
+        k8s_services: w.reflect(Feed::Generated, generated.clone()),
+        endpoints: w.reflect(Feed::Generated, generated.clone()),
+        slices: w.reflect(Feed::Generated, generated),
+        agent_leases: w.reflect_api(
+            Api::namespaced(w.client.clone(), ferry_api::AGENT_LEASE_NAMESPACE),
+            Feed::AgentLease,
+            all,
+        ),
+        vmis,
+    }
+}
+
+pub async fn wait_ready(c: &Caches) {
+    let _ = tokio::join!(
+        c.services.wait_until_ready(),
+        c.pods.wait_until_ready(),
+        c.namespaces.wait_until_ready(),
+        c.nodes.wait_until_ready(),
+        c.vpcs.wait_until_ready(),
+        c.subnets.wait_until_ready(),
+        c.eips.wait_until_ready(),
+        c.baremetals.wait_until_ready(),
+        c.vnicips.wait_until_ready(),
+        c.probes.wait_until_ready(),
+        c.k8s_services.wait_until_ready(),
+        c.endpoints.wait_until_ready(),
+        c.slices.wait_until_ready(),
+        c.agent_leases.wait_until_ready(),
+    );
+    if let Some(v) = &c.vmis {
+        let _ = v.wait_until_ready().await;
+    }
+}
+
+/// The cached object `namespace/name`, if any.
+pub fn cached<K>(store: &Store<K>, ns: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    store.get(&ObjectRef::new(name).within(ns))
+}
+
+/// Every node's probe ports, by node.
+pub fn probe_ports(c: &Caches) -> BTreeMap<String, BTreeMap<String, ProbePort>> {
+    c.nodes
+        .state()
+        .iter()
+        .map(|n| (n.name_any(), ferry_api::probe_ports(n.annotations())))
+        .collect()
+}
+
+fn parse(ip: Option<&String>) -> Option<Ipv4Addr> {
+    ip.and_then(|i| i.parse().ok())
+}
+
+/// Every address in use and every holder that lacks one: the one scan of the caches that
+/// IPAM decides on (`allocate::plan`).
+pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
+    let subnets = subnets(c);
+    let namespaces: BTreeMap<String, Arc<Namespace>> = c
+        .namespaces
+        .state()
+        .into_iter()
+        .map(|n| (n.name_any(), n))
+        .collect();
+    let (mut held, mut requests) = (Vec::new(), Vec::new());
+    let mut annotated = |holder: Holder,
+                         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                         subnet: Option<&SubnetInfo>,
+                         wants: bool| {
+        let Some(subnet) = subnet else { return };
+        let a = meta.annotations.clone().unwrap_or_default();
+        let ip = parse(a.get(ferry_api::ANNOTATION_IP));
+        if let Some(ip) = ip {
+            held.push(Held {
+                subnet: subnet.name.clone(),
+                ip,
+                holder: holder.clone(),
+            });
+        }
+        if wants && !a.contains_key(ferry_api::ANNOTATION_MAC) {
+            requests.push(Request {
+                holder,
+                subnet: subnet.name.clone(),
+                preset_ip: ip,
+                preset_mac: None,
+            });
+        }
+    };
+    for pod in c.pods.state() {
+        let ns = pod.namespace().unwrap_or_default();
+        let subnet = world::pod_subnet(&pod, namespaces.get(&ns).map(|n| n.as_ref()), &subnets);
+        let holder = Holder::Pod {
+            namespace: ns,
+            name: pod.name_any(),
+        };
+        annotated(holder, &pod.metadata, subnet, world::on_pod_network(&pod));
+    }
+    for vmi in c.vmis.iter().flat_map(|s| s.state()) {
+        let ns = vmi.namespace().unwrap_or_default();
+        let subnet = world::vmi_subnet(&vmi, namespaces.get(&ns).map(|n| n.as_ref()), &subnets);
+        let holder = Holder::Vmi {
+            namespace: ns,
+            name: vmi.name_any(),
+        };
+        annotated(
+            holder,
+            &vmi.metadata,
+            subnet,
+            vmi.metadata.deletion_timestamp.is_none(),
+        );
+    }
+    let join = subnets.get(ferry_api::JOIN_SUBNET);
+    for n in c.nodes.state() {
+        annotated(Holder::Node(n.name_any()), &n.metadata, join, true);
+    }
+    // Hosts carry their address in status; the spec may preset it.
+    let hosts = c
+        .baremetals
+        .state()
+        .iter()
+        .map(|h| {
+            let holder = Holder::BareMetal {
+                namespace: h.namespace().unwrap_or_default(),
+                name: h.name_any(),
+            };
+            (holder, h.host_spec(), h.host_status())
+        })
+        .chain(c.vnicips.state().iter().map(|h| {
+            let holder = Holder::VNicIP {
+                namespace: h.namespace().unwrap_or_default(),
+                name: h.name_any(),
+            };
+            (holder, h.host_spec(), h.host_status())
+        }))
+        .collect::<Vec<_>>();
+    for (holder, spec, status) in hosts {
+        if let Some(ip) = parse(status.ip_address.as_ref()) {
+            held.push(Held {
+                subnet: spec.subnet.clone(),
+                ip,
+                holder: holder.clone(),
+            });
+        }
+        if status.mac_address.is_none() && subnets.contains_key(&spec.subnet) {
+            requests.push(Request {
+                holder,
+                subnet: spec.subnet,
+                preset_ip: parse(spec.ip_address.as_ref()),
+                preset_mac: spec.mac_address,
+            });
+        }
+    }
+    // Every node gets a probe port in the first subnet of every VPC (not the join subnet).
+    let mut first_subnet: BTreeMap<&str, &SubnetInfo> = BTreeMap::new();
+    for s in subnets
+        .values()
+        .filter(|s| s.name != ferry_api::JOIN_SUBNET)
+    {
+        first_subnet.entry(s.vpc.as_str()).or_insert(s);
+    }
+    for (node, ports) in probe_ports(c) {
+        for (vpc, p) in &ports {
+            if let Ok(ip) = p.ip.parse() {
+                held.push(Held {
+                    subnet: p.subnet.clone(),
+                    ip,
+                    holder: Holder::ProbePort {
+                        node: node.clone(),
+                        vpc: vpc.clone(),
+                    },
+                });
+            }
+        }
+        for (vpc, s) in &first_subnet {
+            if !ports.contains_key(*vpc) {
+                requests.push(Request {
+                    holder: Holder::ProbePort {
+                        node: node.clone(),
+                        vpc: vpc.to_string(),
+                    },
+                    subnet: s.name.clone(),
+                    preset_ip: None,
+                    preset_mac: None,
+                });
+            }
+        }
+    }
+    (held, requests)
+}
+
+/// The addresses of the Eip objects, by name.
+pub fn eip_addresses(c: &Caches) -> BTreeMap<String, Ipv4Addr> {
+    c.eips
+        .state()
+        .iter()
+        .filter_map(|e| {
+            let a = e.status.as_ref().and_then(|s| s.address.as_deref());
+            Some((e.name_any(), a.or(e.spec.address.as_deref())?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The VPCs that exist; the default VPC always does.
+pub fn vpcs(c: &Caches) -> BTreeSet<String> {
+    let mut vpcs: BTreeSet<String> = c.vpcs.state().iter().map(|v| v.name_any()).collect();
+    vpcs.insert(ferry_api::DEFAULT_VPC.to_string());
+    vpcs
+}
+
+/// What the network is made of, for `net_model::network_state`.
+pub fn net_objects(c: &Caches) -> crate::net_model::NetObjects {
+    use crate::net_model as m;
+    let mut ports: Vec<ferry_net::PortState> = c
+        .pods
+        .state()
+        .iter()
+        .filter_map(|p| m::pod_port(p))
+        .collect();
+    ports.extend(
+        c.vmis
+            .iter()
+            .flat_map(|s| s.state())
+            .filter_map(|v| m::vmi_port(&v)),
+    );
+    ports.extend(
+        c.baremetals
+            .state()
+            .iter()
+            .filter_map(|b| m::baremetal_port(b)),
+    );
+    ports.extend(c.vnicips.state().iter().filter_map(|v| m::vnicip_port(v)));
+    m::NetObjects {
+        vpcs: c.vpcs.state().iter().map(|v| v.name_any()).collect(),
+        subnets: subnets(c),
+        ports,
+        nodes: c
+            .nodes
+            .state()
+            .iter()
+            .map(|n| m::NodeInfo {
+                name: n.name_any(),
+                annotations: n.annotations().clone(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,276 @@
+//! One pass, the I/O sequence around the pure modules: update the indexes from what changed,
+//! give addresses to what lacks one (`allocate`), plan the services concerned (`plan`), send
+//! the NB its work (`nb_work`, then `network`), and queue each service's status and objects
+//! for the writer (`status`, `writer`). Level-triggered: a pass reads the caches, never the
+//! event that woke it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_api::{BackendKind, NetworkProbe};
+use ferry_net::ServiceState;
+use kube::Client;
+use kube::runtime::reflector::Store;
+
+use crate::allocate::{self, Holder};
+use crate::caches::{self, Caches, cached};
+use crate::changes::Changes;
+use crate::index::Index;
+use crate::nb_work::{self, NbWork};
+use crate::network::Network;
+use crate::plan::{self, PlanInput, ProbeView};
+use crate::retry::Retries;
+use crate::service_ips::{self, Claims, ServicePools};
+use crate::status::{self, NbResult};
+use crate::writer::{self, Writes};
+
+impl ProbeView for Store<NetworkProbe> {
+    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<NetworkProbe>> {
+        cached(self, namespace, name)
+    }
+}
+
+/// What passes keep from one to the next.
+#[derive(Debug, Default)]
+pub struct PassState {
+    pub index: Index,
+    pub claims: Claims,
+    pub service_pending: service_ips::Pending,
+    pub address_pending: allocate::Pending,
+    /// What the NB should hold for each programmable service, as last planned.
+    pub net: BTreeMap<String, ServiceState>,
+    /// NB work a failed transaction left undone.
+    pub nb_left: NbWork,
+    /// Holders whose address write failed, asked again with backoff.
+    pub address_retries: Retries<Holder>,
+}
+
+impl PassState {
+    /// Adds the retries that are due to `changes`.
+    pub fn due_retries(&mut self, changes: &mut Changes, writes: &Writes, now: Instant) {
+        for h in self.address_retries.take_due(now) {
+            let workload = |kind: BackendKind, ns: &str, name: &str| (kind, format!("{ns}/{name}"));
+            match &h {
+                Holder::Pod { namespace, name } => {
+                    changes
+                        .workloads
+                        .insert(workload(BackendKind::Pod, namespace, name));
+                }
+                Holder::Vmi { namespace, name } => {
+                    changes.workloads.insert(workload(
+                        BackendKind::VirtualMachineInstance,
+                        namespace,
+                        name,
+                    ));
+                }
+                Holder::BareMetal { namespace, name } => {
+                    changes
+                        .workloads
+                        .insert(workload(BackendKind::BareMetal, namespace, name));
+                }
+                Holder::VNicIP { namespace, name } => {
+                    changes
+                        .workloads
+                        .insert(workload(BackendKind::VNicIP, namespace, name));
+                }
+                Holder::Node(_) | Holder::ProbePort { .. } => changes.all = true,
+            }
+        }
+        if let Ok(mut r) = writes.retries.lock() {
+            changes.services.extend(r.take_due(now));
+        }
+    }
+
+    /// When the next retry is due.
+    pub fn next_retry(&self, writes: &Writes) -> Option<Instant> {
+        let services = writes.retries.lock().ok().and_then(|r| r.next_due());
+        [self.address_retries.next_due(), services]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// What one pass works with.
+pub struct Pass<'a> {
+    pub client: &'a Client,
+    pub c: &'a Caches,
+    pub pools: &'a ServicePools,
+    pub eip_range: Option<(Ipv4Addr, Ipv4Addr)>,
+}
+
+impl Pass<'_> {
+    /// Reconciles what `changes` concern (everything when `changes.all`).
+    pub async fn run(
+        &self,
+        changes: Changes,
+        st: &mut PassState,
+        net: Option<&mut Network>,
+        writes: &Writes,
+    ) {
+        let (c, client) = (self.c, self.client);
+        let started = Instant::now();
+        let full = changes.all;
+        let (only, ports, needs_address) = if full {
+            st.index.rebuild(c);
+            (None, Vec::new(), true)
+        } else {
+            let u = st.index.update(c, &changes);
+            let mut only = u.services;
+            only.extend(changes.services.iter().cloned());
+            (Some(only), u.ports, u.needs_address)
+        };
+        if only.as_ref().is_some_and(BTreeSet::is_empty)
+            && ports.is_empty()
+            && !needs_address
+            && st.nb_left.is_empty()
+        {
+            return;
+        }
+        if needs_address {
+            self.allocate(st).await;
+        }
+        let services = match &only {
+            None => c.services.state(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| {
+                    let (ns, name) = k.split_once('/')?;
+                    cached(&c.services, ns, name)
+                })
+                .collect(),
+        };
+        let planning = Instant::now();
+        let input = PlanInput {
+            services,
+            full,
+            eips: caches::eip_addresses(c),
+            vpcs: caches::vpcs(c),
+            probes: &c.probes,
+        };
+        let outcomes = plan::plan_services(
+            &input,
+            self.pools,
+            &mut st.service_pending,
+            &mut st.claims,
+            &st.index,
+        );
+        let plan_ms = planning.elapsed().as_millis() as u64;
+        let nb_started = Instant::now();
+        let mut work = std::mem::take(&mut st.nb_left);
+        nb_work::add_pass(&mut work, &mut st.net, &outcomes, only.as_ref(), ports);
+        let nb: Option<NbResult> = match net {
+            Some(net) => Some(self.send(net, work, st).await),
+            None => None,
+        };
+        let nb_ms = nb_started.elapsed().as_millis() as u64;
+        if full {
+            let lapsed = caches::lapsed_agents(c);
+            if !lapsed.is_empty() {
+                writer::mark_orphaned_probes(client, c, &outcomes, &lapsed).await;
+            }
+        }
+        // The NB first (the data plane matters most); status and the Kubernetes objects
+        // are written by the writer task.
+        let services = outcomes.len();
+        let now = jiff::Timestamp::now();
+        for o in outcomes {
+            let programmed = status::programmed(&o, nb.as_ref());
+            let status = status::desired_status(&o, programmed, now);
+            writes.push(o, status);
+        }
+        tracing::debug!(
+            full,
+            services,
+            plan_ms,
+            nb_ms,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconcile pass"
+        );
+    }
+
+    /// Gives every holder that lacks an address one, and schedules a retry of those whose
+    /// write failed.
+    async fn allocate(&self, st: &mut PassState) {
+        let subnets = caches::subnets(self.c);
+        let (held, requests) = caches::address_book(self.c);
+        let mut assignments = Vec::new();
+        for (holder, decided) in allocate::plan(&subnets, &held, &requests, &mut st.address_pending)
+        {
+            match decided {
+                Ok(a) => assignments.push(a),
+                Err(e) => {
+                    tracing::warn!(holder = %holder, reason = %e, "cannot allocate an address")
+                }
+            }
+        }
+        if assignments.is_empty() {
+            return;
+        }
+        let written: Vec<Holder> = assignments.iter().map(|a| a.holder.clone()).collect();
+        let failed = allocate::write(
+            self.client,
+            assignments,
+            &caches::probe_ports(self.c),
+            &mut st.address_pending,
+        )
+        .await;
+        let now = Instant::now();
+        for h in written {
+            if failed.contains(&h) {
+                st.address_retries.failed(h, now);
+            } else {
+                st.address_retries.succeeded(&h);
+            }
+        }
+    }
+
+    /// Sends the NB its work: the fast paths (changed ports, then changed services) when
+    /// they apply, else a convergence of everything. Work that failed is kept in `st`.
+    async fn send(&self, net: &mut Network, work: NbWork, st: &mut PassState) -> NbResult {
+        if work.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ports: Vec<_> = work.ports.values().cloned().collect();
+        let changed: Vec<_> = work
+            .services
+            .iter()
+            .filter_map(|k| st.net.get(k).cloned())
+            .collect();
+        let fast = if work.full {
+            Ok(false)
+        } else if ports.is_empty() {
+            Ok(true)
+        } else {
+            net.apply_ports(&ports).await
+        };
+        let fast = match fast {
+            Ok(true) if !work.owners.is_empty() => net.apply_services(&changed, &work.owners).await,
+            other => other,
+        };
+        match fast {
+            Ok(true) => Ok(BTreeMap::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, "NB fast path failed; retrying next pass");
+                let msg = e.to_string();
+                st.nb_left = work;
+                Err(msg)
+            }
+            Ok(false) => {
+                let state = crate::net_model::network_state(
+                    caches::net_objects(self.c),
+                    st.net.values().cloned().collect(),
+                    net.config(),
+                    self.eip_range,
+                );
+                let r = net.apply(&state).await.map_err(|e| e.to_string());
+                if r.is_err() {
+                    st.nb_left.full = true;
+                }
+                r
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Planning, pure: what each YusurService resolves to in this pass (its addresses, the
+//! backends it selects, which of them are ready, the objects to write, its problem), from
+//! plain data ([`PlanInput`]) and the indexes ([`Index`]). No client, no cache, no clock.
+//!
+//! A probe result reaches Endpoints here: the probe's phase (looked up through
+//! [`ProbeView`]) decides whether its backend is in `ready`, which `service::build` turns
+//! into Endpoints, the EndpointSlice and the load balancers' backends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ferry_api::{NetworkProbe, ProbePhase, YusurService};
+
+use crate::index::Index;
+use crate::problem::Problem;
+use crate::service::{self, Backend};
+use crate::service_ips::{self, Claims, Pending, ServicePools, key_of};
+
+/// Looks up a NetworkProbe by namespace and name (the reflector store in the controller, a
+/// map in tests).
+pub trait ProbeView {
+    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<NetworkProbe>>;
+}
+
+impl ProbeView for BTreeMap<(String, String), Arc<NetworkProbe>> {
+    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<NetworkProbe>> {
+        self.get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+}
+
+/// What one pass plans from.
+pub struct PlanInput<'a> {
+    /// The services to plan: every one in a full pass (`full`), the changed ones else.
+    pub services: Vec<Arc<YusurService>>,
+    pub full: bool,
+    /// Addresses of the Eip objects, by name.
+    pub eips: BTreeMap<String, Ipv4Addr>,
+    /// VPCs that exist (the default VPC always does).
+    pub vpcs: BTreeSet<String>,
+    pub probes: &'a (dyn ProbeView + Sync),
+}
+
+/// What one pass decided about a service, for the network controller and for status.
+#[derive(Debug, Clone)]
+pub struct ServiceOutcome {
+    pub key: String,
+    pub service: Arc<YusurService>,
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub eip: Option<Ipv4Addr>,
+    pub ready: Vec<Backend>,
+    pub total: usize,
+    pub problem: Option<Problem>,
+    /// The objects to write for it, and the probes it has now.
+    pub objects: service::ServiceObjects,
+    pub existing_probes: Vec<Arc<NetworkProbe>>,
+}
+
+impl ServiceOutcome {
+    /// Whether its load balancers belong in OVN.
+    pub fn programmable(&self) -> bool {
+        self.problem
+            .as_ref()
+            .is_none_or(|p| !p.blocks_programming())
+    }
+}
+
+/// Plans `input.services`; `claims` holds the addresses of the services not planned now.
+pub fn plan_services(
+    input: &PlanInput<'_>,
+    pools: &ServicePools,
+    pending: &mut Pending,
+    claims: &mut Claims,
+    index: &Index,
+) -> Vec<ServiceOutcome> {
+    if input.full {
+        *claims = Claims::default();
+    } else {
+        claims.release(&input.services.iter().map(|s| key_of(s)).collect());
+    }
+    let addresses =
+        service_ips::service_addresses(&input.services, pools, &input.eips, pending, claims);
+    let mut outcomes = Vec::new();
+    for svc in &input.services {
+        if svc.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let key = key_of(svc);
+        let _span = tracing::debug_span!("plan", service = %key).entered();
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let missing: Vec<String> = service::service_vpcs(svc)
+            .into_iter()
+            .filter(|v| !input.vpcs.contains(v))
+            .collect();
+        let mut problem = (!missing.is_empty()).then_some(Problem::VpcNotFound(missing));
+        let (cluster_ip, eip) = match addresses.get(&key) {
+            Some(Ok((v, e))) => (Some(*v), *e),
+            Some(Err(p)) => {
+                problem.get_or_insert(p.clone());
+                (None, None)
+            }
+            None => (None, None),
+        };
+        let candidates: Vec<Backend> = match svc.spec.selector.iter().next() {
+            Some((k, v)) => index.candidates(&ns, k, v),
+            None => Vec::new(),
+        };
+        let selected = service::select_backends(svc, &candidates);
+        let phases: BTreeMap<String, ProbePhase> = selected
+            .iter()
+            .map(|b| {
+                let pn = service::probe_name(&name, b);
+                let phase = input
+                    .probes
+                    .probe(&ns, &pn)
+                    .and_then(|p| p.status.as_ref().map(|s| s.phase))
+                    .unwrap_or_default();
+                (pn, phase)
+            })
+            .collect();
+        let objects = service::build(svc, &selected, &phases, cluster_ip, eip);
+        if problem.is_none() && selected.is_empty() {
+            problem = Some(Problem::NoBackends {
+                empty_selector: svc.spec.selector.is_empty(),
+            });
+        }
+        let existing_probes = index
+            .probes_of(&key)
+            .filter_map(|n| input.probes.probe(&ns, n))
+            .collect();
+        outcomes.push(ServiceOutcome {
+            key,
+            service: svc.clone(),
+            cluster_ip,
+            eip,
+            ready: objects.ready.clone(),
+            total: objects.total,
+            problem,
+            existing_probes,
+            objects,
+        });
+    }
+    outcomes
+}
+
+#[cfg(test)]
+mod tests;

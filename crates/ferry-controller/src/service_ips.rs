@@ -1,0 +1,271 @@
+//! Service addresses, pure: which ClusterIP and EIP each YusurService holds. A service keeps
+//! what it has (its spec's, its status's, or one handed out and not yet seen), oldest
+//! service first when two want the same; new ones come from the pools. [`Claims`] remember
+//! who holds what across passes, so a pass over a few services need not read the others.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ferry_api::{ServiceType, YusurService};
+
+use crate::ipam::Pool;
+use crate::problem::Problem;
+
+/// Addresses the controller hands out for services.
+#[derive(Debug, Clone)]
+pub struct ServicePools {
+    pub cluster_ips: Pool,
+    pub eips: Option<Pool>,
+}
+
+/// Service addresses handed out but not yet seen in a service's status.
+#[derive(Debug, Default)]
+pub struct Pending {
+    cluster_ips: HashMap<String, Ipv4Addr>,
+    eips: HashMap<String, Ipv4Addr>,
+}
+
+pub(crate) fn key_of(s: &YusurService) -> String {
+    format!(
+        "{}/{}",
+        s.metadata.namespace.as_deref().unwrap_or_default(),
+        s.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// A service's (ClusterIP, EIP), or why it cannot have them.
+pub type AddressOutcome = Result<(Ipv4Addr, Option<Ipv4Addr>), Problem>;
+
+/// Which service holds each ClusterIP and EIP, kept across passes so that a pass over a
+/// few services need not read every other one.
+#[derive(Debug, Default)]
+pub struct Claims {
+    vips: BTreeMap<Ipv4Addr, String>,
+    eips: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Claims {
+    /// Forgets what `keys` hold (they are about to be decided again).
+    pub fn release(&mut self, keys: &BTreeSet<String>) {
+        self.vips.retain(|_, k| !keys.contains(k));
+        self.eips.retain(|_, k| !keys.contains(k));
+    }
+}
+
+/// Allocates (or confirms) the ClusterIP and EIP of `services`, given what the others
+/// hold in `claims` (which then holds theirs too).
+pub fn service_addresses(
+    services: &[Arc<YusurService>],
+    pools: &ServicePools,
+    eips: &BTreeMap<String, Ipv4Addr>,
+    pending: &mut Pending,
+    claims: &mut Claims,
+) -> BTreeMap<String, AddressOutcome> {
+    let Claims {
+        vips: used_vip,
+        eips: used_eip,
+    } = claims;
+    let current = |s: &YusurService| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.cluster_ip.as_deref())
+            .and_then(|i| i.parse().ok())
+    };
+    // Services that already hold an address keep it: claim those first, oldest first.
+    let mut order: Vec<&Arc<YusurService>> = services.iter().collect();
+    order.sort_by_cached_key(|s| {
+        (
+            s.metadata.creation_timestamp.clone().map(|t| t.0),
+            key_of(s.as_ref()),
+        )
+    });
+    for s in &order {
+        let k = key_of(s.as_ref());
+        let want: Option<Ipv4Addr> = s
+            .spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|i| i.parse().ok())
+            .or_else(|| current(s))
+            .or_else(|| pending.cluster_ips.get(&k).copied());
+        if let Some(ip) = want {
+            used_vip.entry(ip).or_insert(k.clone());
+        }
+        let e = s
+            .status
+            .as_ref()
+            .and_then(|st| st.eip.as_deref())
+            .and_then(|i| i.parse().ok())
+            .or_else(|| pending.eips.get(&k).copied());
+        if let Some(ip) = e {
+            used_eip.entry(ip).or_insert(k);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for s in order {
+        let k = key_of(s.as_ref());
+        let want: Option<Ipv4Addr> = s
+            .spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|i| i.parse().ok())
+            .or_else(|| current(s))
+            .or_else(|| pending.cluster_ips.get(&k).copied());
+        let vip = match want {
+            Some(ip) if used_vip.get(&ip) != Some(&k) => {
+                out.insert(
+                    k.clone(),
+                    Err(Problem::ClusterIpConflict {
+                        ip,
+                        holder: used_vip[&ip].clone(),
+                    }),
+                );
+                continue;
+            }
+            Some(ip) if !pools.cluster_ips.contains(ip) => {
+                out.insert(k.clone(), Err(Problem::ClusterIpOutOfRange(ip)));
+                continue;
+            }
+            Some(ip) => ip,
+            None => {
+                match pools
+                    .cluster_ips
+                    .allocate_where(|ip| used_vip.contains_key(ip))
+                {
+                    Ok(ip) => {
+                        used_vip.insert(ip, k.clone());
+                        pending.cluster_ips.insert(k.clone(), ip);
+                        ip
+                    }
+                    Err(e) => {
+                        out.insert(k.clone(), Err(Problem::ClusterIpExhausted(e.to_string())));
+                        continue;
+                    }
+                }
+            }
+        };
+        if s.spec.type_ != ServiceType::LoadBalancer {
+            out.insert(k, Ok((vip, None)));
+            continue;
+        }
+        let Some(pool) = &pools.eips else {
+            out.insert(k, Err(Problem::NoEipPool));
+            continue;
+        };
+        let requested: Option<Result<Ipv4Addr, Problem>> =
+            s.spec.eip.as_ref().map(|e| match e.parse::<Ipv4Addr>() {
+                Ok(ip) => Ok(ip),
+                Err(_) => eips
+                    .get(e)
+                    .copied()
+                    .ok_or_else(|| Problem::EipNotFound(e.clone())),
+            });
+        let held = s
+            .status
+            .as_ref()
+            .and_then(|st| st.eip.as_deref())
+            .and_then(|i| i.parse().ok())
+            .or_else(|| pending.eips.get(&k).copied());
+        let eip = match requested {
+            Some(Err(p)) => {
+                out.insert(k, Err(p));
+                continue;
+            }
+            Some(Ok(ip)) if !pool.contains(ip) => {
+                out.insert(k, Err(Problem::EipOutOfPool(ip)));
+                continue;
+            }
+            Some(Ok(ip)) if used_eip.get(&ip).is_some_and(|o| o != &k) => {
+                out.insert(
+                    k,
+                    Err(Problem::EipConflict {
+                        ip,
+                        holder: used_eip[&ip].clone(),
+                    }),
+                );
+                continue;
+            }
+            Some(Ok(ip)) => ip,
+            None => match held {
+                Some(ip) => ip,
+                None => match pool.allocate_where(|ip| used_eip.contains_key(ip)) {
+                    Ok(ip) => {
+                        used_eip.insert(ip, k.clone());
+                        pending.eips.insert(k.clone(), ip);
+                        ip
+                    }
+                    Err(e) => {
+                        out.insert(k, Err(Problem::EipExhausted(e.to_string())));
+                        continue;
+                    }
+                },
+            },
+        };
+        used_eip.insert(eip, k.clone());
+        out.insert(k, Ok((vip, Some(eip))));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    fn svc(name: &str, ip: Option<&str>, created: i64) -> Arc<YusurService> {
+        let mut s = YusurService::new(
+            name,
+            serde_json::from_value(json!({"ports": [{"port": 80}], "clusterIP": ip})).unwrap(),
+        );
+        s.metadata.namespace = Some("default".into());
+        s.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        Arc::new(s)
+    }
+
+    #[test]
+    fn cluster_ips_are_unique_and_a_fixed_ip_clash_is_reported() {
+        let pools = ServicePools {
+            cluster_ips: Pool::subnet("10.96.0.0/16", None, &[]).unwrap(),
+            eips: None,
+        };
+        let services = vec![
+            svc("a", Some("10.96.0.50"), 1),
+            svc("b", Some("10.96.0.50"), 2),
+            svc("c", None, 3),
+            svc("d", None, 4),
+        ];
+        let mut pending = Pending::default();
+        let out = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut Claims::default(),
+        );
+        assert_eq!(out["default/a"], Ok(("10.96.0.50".parse().unwrap(), None)));
+        assert_eq!(
+            out["default/b"],
+            Err(Problem::ClusterIpConflict {
+                ip: "10.96.0.50".parse().unwrap(),
+                holder: "default/a".into()
+            })
+        );
+        let (c, d) = (
+            out["default/c"].clone().unwrap().0,
+            out["default/d"].clone().unwrap().0,
+        );
+        assert_ne!(c, d);
+        // A second pass (cache not yet updated) hands out the same addresses again.
+        let again = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut Claims::default(),
+        );
+        assert_eq!(again["default/c"].clone().unwrap().0, c);
+    }
+}
