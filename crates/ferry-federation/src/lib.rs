@@ -18,6 +18,7 @@ pub mod lease;
 pub mod member;
 pub mod plan;
 pub mod policy;
+pub mod server;
 pub mod types;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
