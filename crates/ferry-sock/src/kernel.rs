@@ -17,8 +17,8 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, getsockopt, socket};
 use tracing::{debug, info};
 
 use crate::error::SockLbError;
-use crate::model::{Desired, ServiceKey, VpcId};
-use crate::plan::{Capacity, MapOp, Programmed, Rejected, Usage, fill, plan};
+use crate::model::{Desired, ServiceKey, ServiceSpec, VpcId};
+use crate::plan::{Capacity, MapOp, Plan, Programmed, Rejected, Usage, fill, plan, plan_changes};
 use crate::wire::{self, ServiceValue};
 
 /// The compiled C programs (see build.rs).
@@ -374,12 +374,31 @@ impl SocketLb {
     /// writing only what changed since the last apply.
     pub fn apply(&mut self, desired: &Desired) -> Result<ApplyReport, SockLbError> {
         let p = plan(&self.programmed, desired, self.sizes.capacity());
+        self.execute(p)
+    }
+
+    /// Like [`SocketLb::apply`] when the caller knows which services changed (a probe
+    /// flip, one Endpoints event): `changes` maps each to its new spec, `None` when gone.
+    /// Services not listed keep their programming.
+    pub fn apply_changes(
+        &mut self,
+        changes: &BTreeMap<ServiceKey, Option<ServiceSpec>>,
+    ) -> Result<ApplyReport, SockLbError> {
+        let p = plan_changes(&self.programmed, changes, self.sizes.capacity());
+        self.execute(p)
+    }
+
+    fn execute(&mut self, p: Plan) -> Result<ApplyReport, SockLbError> {
         let rebuilt = self.stale;
         if self.stale {
-            self.rebuild(self.sizes, &p.next)?;
+            let next = self.programmed.after(&p);
+            self.rebuild(self.sizes, &next)?;
+            self.programmed = next;
         } else if let Err(e) = self.inner.run(&p.ops) {
             self.stale = true;
             return Err(e);
+        } else {
+            self.programmed.commit(&p);
         }
         debug!(
             ops = p.ops.len(),
@@ -387,7 +406,6 @@ impl SocketLb {
             rebuilt,
             "socket LB applied"
         );
-        self.programmed = p.next;
         Ok(ApplyReport {
             ops: p.ops.len(),
             rejected: p.rejected,
@@ -485,7 +503,7 @@ impl SocketLb {
         netns_cookie: u64,
         key: &ServiceKey,
     ) -> Result<Option<SocketAddrV4>, SockLbError> {
-        let Some(s) = self.programmed.services.get(key) else {
+        let Some(s) = self.programmed.services().get(key) else {
             return Ok(None);
         };
         match self

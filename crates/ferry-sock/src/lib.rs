@@ -52,7 +52,10 @@ pub use kernel::{
     ApplyReport, MapSizes, SocketLb, current_netns_cookie, netns_cookie_of, netns_cookie_of_path,
 };
 pub use model::{Algorithm, Backend, Desired, Protocol, ServiceKey, ServiceSpec, VpcId};
-pub use plan::{Capacity, MapOp, Plan, Programmed, RejectReason, Rejected, Usage, plan};
+pub use plan::{
+    Capacity, MapOp, Plan, Programmed, ProgrammedService, RejectReason, Rejected, Usage, plan,
+    plan_changes,
+};
 
 /// Where the cgroup v2 hierarchy is mounted (from `/proc/self/mountinfo`): `/sys/fs/cgroup`
 /// on a unified host, often `/sys/fs/cgroup/unified` on a hybrid one.

@@ -12,6 +12,11 @@
 //! * affinity members are added before and removed after the service entry changes;
 //! * removed services go first, so their slots free room for the rest.
 //!
+//! Planning is incremental: a service whose desired spec equals the one it was programmed
+//! from is not looked at again, so a probe flip costs one service's work whatever the
+//! number of services ([`plan_changes`] skips even the comparison when the caller knows
+//! which services changed).
+//!
 //! A service that cannot be programmed (a map would overflow, too many weighted slots)
 //! keeps its previous programming and is reported in [`Plan::rejected`]; every other
 //! service is still applied.
@@ -45,6 +50,8 @@ pub struct ProgrammedService {
     pub affinity_timeout_s: u32,
     /// Backends in the member map (only for services with affinity).
     pub members: BTreeSet<SocketAddrV4>,
+    /// The spec this was programmed from: an equal desired spec needs no work.
+    pub spec: ServiceSpec,
 }
 
 impl ProgrammedService {
@@ -62,9 +69,14 @@ impl ProgrammedService {
 /// What the service, slot and member maps hold, plus the id counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Programmed {
-    pub services: BTreeMap<ServiceKey, ProgrammedService>,
-    pub next_service_id: u32,
-    pub next_set: u32,
+    services: BTreeMap<ServiceKey, ProgrammedService>,
+    next_service_id: u32,
+    next_set: u32,
+    /// A counter went past `u32::MAX`: from then on fresh ids are checked against the
+    /// live ones (before, every id below the counter was handed out once, so none is).
+    wrapped: bool,
+    /// Kept with `services` by [`Programmed::commit`], so planning a flip is not O(n).
+    usage: Usage,
 }
 
 impl Default for Programmed {
@@ -73,6 +85,8 @@ impl Default for Programmed {
             services: BTreeMap::new(),
             next_service_id: 1,
             next_set: 1,
+            wrapped: false,
+            usage: Usage::default(),
         }
     }
 }
@@ -80,13 +94,39 @@ impl Default for Programmed {
 impl Programmed {
     /// Entries used in each map.
     pub fn usage(&self) -> Usage {
-        let mut u = Usage::default();
-        for s in self.services.values() {
-            u.services += 1;
-            u.slots += s.slots.len() as u64;
-            u.members += s.members.len() as u64;
+        self.usage
+    }
+
+    /// The programmed services.
+    pub fn services(&self) -> &BTreeMap<ServiceKey, ProgrammedService> {
+        &self.services
+    }
+
+    /// Records that `plan`'s operations ran.
+    pub fn commit(&mut self, plan: &Plan) {
+        for (key, update) in &plan.updates {
+            if let Some(old) = self.services.remove(key) {
+                self.usage.services -= 1;
+                self.usage.slots -= old.slots.len() as u64;
+                self.usage.members -= old.members.len() as u64;
+            }
+            if let Some(new) = update {
+                self.usage.services += 1;
+                self.usage.slots += new.slots.len() as u64;
+                self.usage.members += new.members.len() as u64;
+                self.services.insert(*key, new.clone());
+            }
         }
-        u
+        self.next_service_id = plan.next_service_id;
+        self.next_set = plan.next_set;
+        self.wrapped |= plan.wrapped;
+    }
+
+    /// This state after `plan`.
+    pub fn after(&self, plan: &Plan) -> Programmed {
+        let mut next = self.clone();
+        next.commit(plan);
+        next
     }
 }
 
@@ -187,8 +227,12 @@ pub struct Rejected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub ops: Vec<MapOp>,
-    /// What the maps hold once `ops` ran.
-    pub next: Programmed,
+    /// Services whose programming changes (`None`: removed), for
+    /// [`Programmed::commit`] once `ops` ran.
+    pub updates: Vec<(ServiceKey, Option<ProgrammedService>)>,
+    pub next_service_id: u32,
+    pub next_set: u32,
+    pub wrapped: bool,
     pub rejected: Vec<Rejected>,
 }
 
@@ -253,57 +297,111 @@ fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Next id from `counter` that is neither 0 nor in `in_use`; marks it used.
-fn alloc(counter: &mut u32, in_use: &mut BTreeSet<u32>) -> u32 {
-    loop {
-        let id = *counter;
-        *counter = counter.wrapping_add(1).max(1);
-        if id != 0 && in_use.insert(id) {
-            return id;
+/// Hands out ids from a counter that skips 0 and, once the counter has wrapped, every
+/// id still live (or handed out earlier in this plan).
+struct Ids<'a> {
+    counter: u32,
+    wrapped: bool,
+    fresh: BTreeSet<u32>,
+    live: Option<BTreeSet<u32>>,
+    current: &'a Programmed,
+    of: fn(&ProgrammedService) -> u32,
+}
+
+impl<'a> Ids<'a> {
+    fn new(current: &'a Programmed, counter: u32, of: fn(&ProgrammedService) -> u32) -> Self {
+        Ids {
+            counter,
+            wrapped: current.wrapped,
+            fresh: BTreeSet::new(),
+            live: None,
+            current,
+            of,
+        }
+    }
+
+    fn next(&mut self) -> u32 {
+        loop {
+            let id = self.counter;
+            self.counter = self.counter.wrapping_add(1);
+            if self.counter == 0 {
+                self.counter = 1;
+                self.wrapped = true;
+            }
+            if id == 0 || !self.fresh.insert(id) {
+                continue;
+            }
+            if !self.wrapped {
+                return id;
+            }
+            let (current, of) = (self.current, self.of);
+            let live = self
+                .live
+                .get_or_insert_with(|| current.services.values().map(of).collect());
+            if !live.contains(&id) {
+                return id;
+            }
         }
     }
 }
 
-/// Plans the map operations that turn `current` into `desired` within `cap`.
+/// Plans the map operations that turn `current` into `desired` within `cap`. Services
+/// whose spec equals the one they were programmed from are skipped without further work.
 pub fn plan(current: &Programmed, desired: &Desired, cap: Capacity) -> Plan {
-    let mut next = current.clone();
+    let mut changes: BTreeMap<ServiceKey, Option<&ServiceSpec>> = BTreeMap::new();
+    for key in current.services.keys() {
+        if !desired.services.contains_key(key) {
+            changes.insert(*key, None);
+        }
+    }
+    for (key, spec) in &desired.services {
+        if current.services.get(key).is_none_or(|o| &o.spec != spec) {
+            changes.insert(*key, Some(spec));
+        }
+    }
+    plan_inner(current, &changes, cap)
+}
+
+/// Like [`plan`] for a caller that knows which services changed: `changes` maps each to
+/// its new spec, or `None` when it is gone. Services not listed are left as they are.
+pub fn plan_changes(
+    current: &Programmed,
+    changes: &BTreeMap<ServiceKey, Option<ServiceSpec>>,
+    cap: Capacity,
+) -> Plan {
+    let changes = changes.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    plan_inner(current, &changes, cap)
+}
+
+fn plan_inner(
+    current: &Programmed,
+    changes: &BTreeMap<ServiceKey, Option<&ServiceSpec>>,
+    cap: Capacity,
+) -> Plan {
     let mut ops = Vec::new();
+    let mut updates = Vec::new();
     let mut rejected = Vec::new();
     let mut usage = current.usage();
-    let mut ids: BTreeSet<u32> = current.services.values().map(|s| s.id).collect();
-    let mut sets: BTreeSet<u32> = current.services.values().map(|s| s.set).collect();
+    let mut ids = Ids::new(current, current.next_service_id, |s| s.id);
+    let mut sets = Ids::new(current, current.next_set, |s| s.set);
 
-    let mut shapes: BTreeMap<ServiceKey, Shape> = BTreeMap::new();
-    for (key, spec) in &desired.services {
-        match shape(spec) {
-            Ok(Some(s)) => {
-                shapes.insert(*key, s);
-            }
-            Ok(None) => {}
-            Err(reason) => {
-                rejected.push(Rejected { key: *key, reason });
-                // Keep whatever it had: treat as unchanged.
-                if let Some(old) = current.services.get(key) {
-                    shapes.insert(
-                        *key,
-                        Shape {
-                            slots: old.slots.clone(),
-                            algorithm: old.algorithm,
-                            affinity_timeout_s: old.affinity_timeout_s,
-                            members: old.members.clone(),
-                        },
-                    );
-                }
-            }
+    let mut removals = Vec::new();
+    let mut wanted = Vec::new();
+    for (key, spec) in changes {
+        match spec.map(shape) {
+            None | Some(Ok(None)) => removals.push(*key),
+            Some(Ok(Some(shape))) => wanted.push((*key, shape, *spec)),
+            // Keeps whatever it had.
+            Some(Err(reason)) => rejected.push(Rejected { key: *key, reason }),
         }
     }
 
     // Removals first: they free room.
-    for (key, old) in &current.services {
-        if shapes.contains_key(key) {
+    for key in removals {
+        let Some(old) = current.services.get(&key) else {
             continue;
-        }
-        ops.push(MapOp::DeleteService { key: *key });
+        };
+        ops.push(MapOp::DeleteService { key });
         if !old.members.is_empty() {
             ops.push(MapOp::DeleteMembers {
                 service: old.id,
@@ -317,10 +415,11 @@ pub fn plan(current: &Programmed, desired: &Desired, cap: Capacity) -> Plan {
         usage.services -= 1;
         usage.slots -= old.slots.len() as u64;
         usage.members -= old.members.len() as u64;
-        next.services.remove(key);
+        updates.push((key, None));
     }
 
-    for (key, want) in shapes {
+    for (key, want, spec) in wanted {
+        let spec = spec.cloned().unwrap_or_default();
         let old = current.services.get(&key);
         if let Some(old) = old
             && old.slots == want.slots
@@ -328,6 +427,14 @@ pub fn plan(current: &Programmed, desired: &Desired, cap: Capacity) -> Plan {
             && old.affinity_timeout_s == want.affinity_timeout_s
             && old.members == want.members
         {
+            // Same programming from a different-looking spec (order, duplicates).
+            updates.push((
+                key,
+                Some(ProgrammedService {
+                    spec,
+                    ..old.clone()
+                }),
+            ));
             continue;
         }
         let slots_change = old.is_none_or(|o| o.slots != want.slots);
@@ -374,12 +481,11 @@ pub fn plan(current: &Programmed, desired: &Desired, cap: Capacity) -> Plan {
 
         let id = match old {
             Some(o) => o.id,
-            None => alloc(&mut next.next_service_id, &mut ids),
+            None => ids.next(),
         };
-        let set = if slots_change {
-            alloc(&mut next.next_set, &mut sets)
-        } else {
-            old.map_or(0, |o| o.set)
+        let set = match old {
+            Some(o) if !slots_change => o.set,
+            _ => sets.next(),
         };
         let programmed = ProgrammedService {
             id,
@@ -388,6 +494,7 @@ pub fn plan(current: &Programmed, desired: &Desired, cap: Capacity) -> Plan {
             algorithm: want.algorithm,
             affinity_timeout_s: want.affinity_timeout_s,
             members: want.members,
+            spec,
         };
         if slots_change {
             ops.push(MapOp::PutSlots {
@@ -424,12 +531,15 @@ pub fn plan(current: &Programmed, desired: &Desired, cap: Capacity) -> Plan {
         }
         usage.slots += new_slots;
         usage.members = usage.members + added.len() as u64 - removed.len() as u64;
-        next.services.insert(key, programmed);
+        updates.push((key, Some(programmed)));
     }
 
     Plan {
         ops,
-        next,
+        updates,
+        wrapped: ids.wrapped || sets.wrapped,
+        next_service_id: ids.counter,
+        next_set: sets.counter,
         rejected,
     }
 }

@@ -252,7 +252,11 @@ fn tcp_and_udp_to_the_vip_reach_a_backend_and_the_app_sees_the_vip() -> Result<(
     let udp = lab.client(&vpc1, &["udp", &vip, "80", "3"])?;
     for r in &udp {
         assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "{r}");
-        assert_eq!(r["from"], vip_port(VIP), "the reply comes from the VIP: {r}");
+        assert_eq!(
+            r["from"],
+            vip_port(VIP),
+            "the reply comes from the VIP: {r}"
+        );
     }
     // The backend address itself is not translated back (not a service connection).
     let direct = lab.client(&vpc1, &["tcp", "10.1.0.11", "8080", "1"])?;
@@ -317,7 +321,12 @@ fn a_backend_removed_from_the_desired_set_gets_no_new_connections() -> Result<()
     let vip = VIP.to_string();
 
     let mut d = Desired::default();
-    tcp_udp(&mut d, 1, VIP, spec(&[be(11), be(12)], Algorithm::Random, 0));
+    tcp_udp(
+        &mut d,
+        1,
+        VIP,
+        spec(&[be(11), be(12)], Algorithm::Random, 0),
+    );
     lb.apply(&d)?;
     let both = backends_of(&lab.client(&vpc1, &["tcp", &vip, "80", "40"])?)?;
     assert_eq!(
@@ -375,7 +384,8 @@ fn client_ip_affinity_keeps_one_client_on_one_backend() -> Result<()> {
 
     // The pinned backend turns unhealthy: the client moves, and sticks to its new one.
     let rest: Vec<_> = addrs.iter().copied().filter(|&a| a != pinned).collect();
-    d.services.insert(key, spec(&rest, Algorithm::Random, 10800));
+    d.services
+        .insert(key, spec(&rest, Algorithm::Random, 10800));
     lb.apply(&d)?;
     let moved = backends_of(&lab.client(&vpc1, &["tcp", &vip, "80", "30"])?)?;
     assert_eq!(moved.len(), 1, "after the move: {moved:?}");

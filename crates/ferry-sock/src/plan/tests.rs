@@ -54,7 +54,7 @@ fn after(steps: &[Desired], cap: Capacity) -> Plan {
     let mut last = plan(&current, &Desired::default(), cap);
     for d in steps {
         last = plan(&current, d, cap);
-        current = last.next.clone();
+        current.commit(&last);
     }
     last
 }
@@ -363,7 +363,7 @@ fn maglev_service_takes_a_prime_table() {
         },
     )]);
     let p = plan(&Programmed::default(), &d, CAP);
-    let s = &p.next.services[&key(1, 1)];
+    let s = &Programmed::default().after(&p).services[&key(1, 1)];
     assert_eq!(s.slots.len(), 251);
     assert_eq!(
         s.slots.iter().copied().collect::<BTreeSet<_>>(),
@@ -383,12 +383,12 @@ fn fill_writes_every_service_of_a_programmed_state() {
         ),
         (key(2, 1), spec(&[2])),
     ]);
-    let p = plan(&Programmed::default(), &d, CAP);
+    let next = Programmed::default().after(&plan(&Programmed::default(), &d, CAP));
     let mut m = Maps::default();
-    for op in fill(&p.next) {
+    for op in fill(&next) {
         m.apply(&op);
     }
-    assert_eq!(m, Maps::of(&p.next));
+    assert_eq!(m, Maps::of(&next));
 }
 
 /// A model of the three maps, to replay plans op by op.
@@ -465,6 +465,17 @@ impl Maps {
     }
 }
 
+/// Usage counted from scratch, to check the kept count.
+fn recount(p: &Programmed) -> Usage {
+    let mut u = Usage::default();
+    for s in p.services.values() {
+        u.services += 1;
+        u.slots += s.slots.len() as u64;
+        u.members += s.members.len() as u64;
+    }
+    u
+}
+
 fn arb_desired() -> impl Strategy<Value = Desired> {
     let svc = (
         1u32..3,
@@ -500,31 +511,97 @@ proptest! {
     #[test]
     fn replaying_a_plan_reaches_its_next_state(a in arb_desired(), b in arb_desired(), slots in 200u32..3000) {
         let cap = Capacity { services: 6, slots, members: 12 };
-        let pa = plan(&Programmed::default(), &a, cap);
-        let pb = plan(&pa.next, &b, cap);
-        let mut maps = Maps::of(&pa.next);
+        let na = Programmed::default().after(&plan(&Programmed::default(), &a, cap));
+        let pb = plan(&na, &b, cap);
+        let nb = na.after(&pb);
+        let mut maps = Maps::of(&na);
         for op in &pb.ops {
             maps.apply(op);
             maps.check_readable();
             let (s, sl, m) = maps.usage();
             prop_assert!(s <= 6 && sl <= slots as usize && m <= 12);
         }
-        prop_assert_eq!(&maps, &Maps::of(&pb.next));
+        prop_assert_eq!(&maps, &Maps::of(&nb));
+        prop_assert_eq!(nb.usage(), recount(&nb));
         // Everything wanted and not rejected is programmed.
         let rejected: BTreeSet<_> = pb.rejected.iter().map(|r| r.key).collect();
         for (k, s) in &b.services {
             let healthy = s.backends.iter().any(|b| b.weight > 0);
             if healthy && !rejected.contains(k) {
-                prop_assert!(pb.next.services.contains_key(k), "{} missing", k);
+                prop_assert!(nb.services.contains_key(k), "{} missing", k);
             }
             if !healthy {
-                prop_assert!(!pb.next.services.contains_key(k), "{} should be gone", k);
+                prop_assert!(!nb.services.contains_key(k), "{} should be gone", k);
             }
         }
         // A second plan to the same state writes nothing (unless something was rejected,
         // which is retried and may fit now that the plan freed room).
         if pb.rejected.is_empty() {
-            prop_assert_eq!(plan(&pb.next, &b, cap).ops, vec![]);
+            prop_assert_eq!(plan(&nb, &b, cap).ops, vec![]);
         }
     }
+}
+
+#[test]
+fn plan_changes_touches_only_the_listed_services() {
+    let d = desired(&[(key(1, 1), spec(&[1, 2])), (key(1, 2), spec(&[1, 2]))]);
+    let current = Programmed::default().after(&plan(&Programmed::default(), &d, CAP));
+    let changes: BTreeMap<_, _> = [(key(1, 2), Some(spec(&[2]))), (key(1, 3), None)].into();
+    let p = plan_changes(&current, &changes, CAP);
+    assert_eq!(
+        p.ops,
+        vec![
+            MapOp::PutSlots {
+                set: 3,
+                slots: vec![be(2)],
+            },
+            MapOp::PutService {
+                key: key(1, 2),
+                value: value(2, 3, 1),
+            },
+            MapOp::DeleteSlots { set: 2, count: 2 },
+        ]
+    );
+    let next = current.after(&p);
+    assert_eq!(next.services[&key(1, 1)], current.services[&key(1, 1)]);
+    assert_eq!(next.usage(), recount(&next));
+}
+
+#[test]
+fn a_reordered_spec_is_remembered_without_writes() {
+    let current = Programmed::default().after(&plan(
+        &Programmed::default(),
+        &desired(&[(key(1, 1), spec(&[1, 2]))]),
+        CAP,
+    ));
+    let d = desired(&[(key(1, 1), spec(&[2, 1]))]);
+    let p = plan(&current, &d, CAP);
+    assert_eq!(p.ops, vec![]);
+    let next = current.after(&p);
+    assert_eq!(next.services[&key(1, 1)].spec, spec(&[2, 1]));
+    // Now it is the remembered spec: the next plan does not even look at it.
+    assert_eq!(plan(&next, &d, CAP).updates, vec![]);
+}
+
+#[test]
+fn after_the_set_counter_wraps_live_sets_are_skipped() {
+    let mut current = Programmed::default().after(&plan(
+        &Programmed::default(),
+        &desired(&[(key(1, 1), spec(&[1])), (key(1, 2), spec(&[2]))]),
+        CAP,
+    ));
+    // Sets 1 and 2 are live; the counter is about to wrap.
+    current.next_set = u32::MAX;
+    let d = desired(&[
+        (key(1, 1), spec(&[1])),
+        (key(1, 2), spec(&[2])),
+        (key(1, 3), spec(&[3])),
+        (key(1, 4), spec(&[4])),
+    ]);
+    let p = plan(&current, &d, CAP);
+    let next = current.after(&p);
+    assert!(next.wrapped);
+    assert_eq!(next.services[&key(1, 3)].set, u32::MAX);
+    // 0 is never used, 1 and 2 are live.
+    assert_eq!(next.services[&key(1, 4)].set, 3);
 }
