@@ -1,0 +1,34 @@
+//! Controllers only the embedded mode runs: the jobs of kube-controller-manager,
+//! kube-scheduler and the kubelet that a real cluster already has, so that `ferry up`
+//! behaves like a cluster for the kubectl user. Each is a plain kube-rs client of the API
+//! server (no dependency on the embedded server), and none of it may run against a real
+//! cluster, where the real components do these jobs: `ferry up` starts it, `ferry
+//! controller` never does.
+//!
+//! | module | job | pure |
+//! |---|---|---|
+//! | [`endpoints`] | Endpoints and EndpointSlices of selector `v1 Service`s (kube-controller-manager's endpoints and endpointslice controllers) | yes |
+//! | `endpoints_controller`, [`run`] | their watches and writes | - |
+
+pub mod endpoints;
+mod endpoints_controller;
+
+use kube::Client;
+use tokio::sync::watch;
+
+/// Why a controller could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("writing {kind} {namespace}/{name}: {source}")]
+    Write {
+        kind: String,
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+}
+
+/// Runs every embedded-mode controller until `shutdown` turns true.
+pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), EmbeddedError> {
+    endpoints_controller::run(client, shutdown).await
+}
