@@ -672,6 +672,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;
+    // Embedded mode only: the jobs of kube-controller-manager (Endpoints, EndpointSlices).
+    let embedded = tokio::spawn(ferry_embedded::run(client.clone(), rx.clone()));
     let task = tokio::spawn(ferry_controller::run(client, config, rx.clone()));
     // Agents in lab mode, one per node, on the stack's bridge (or the host's OVS with --ovn-nb).
     let mut agents = Vec::new();
@@ -715,6 +717,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(20), a).await;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), embedded).await;
     server.shutdown().await;
     if let Some(s) = stack {
         tokio::task::spawn_blocking(move || s.stop())
