@@ -11,7 +11,9 @@
 // kube-derive repeats `type_` across printcolumn(...) entries.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod bench;
 pub mod cache;
+pub mod cli;
 pub mod controller;
 pub mod join;
 pub mod lease;

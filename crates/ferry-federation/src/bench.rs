@@ -1,0 +1,443 @@
+//! `ferry bench federation --clusters N --services M`: a federation API server, its
+//! controller, N member API servers with their join agents (all in this process, over real
+//! HTTPS), and M FederatedYusurServices placed on every member. It prints how long a
+//! federated change takes to be applied in every member, and how long a member's status
+//! takes to reach the federated object.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_api::YusurService;
+use ferry_apiserver::{ApiServer, Config};
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::controller::{self, ControllerConfig};
+use crate::join::{self, JoinConfig};
+use crate::server::{ServerError, client_for, start_server};
+use crate::types::{FederatedYusurService, LABEL_TENANT, LABEL_WORKSPACE};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub clusters: usize,
+    pub services: usize,
+    /// Federated writes in flight at once.
+    pub concurrency: usize,
+    pub out: Option<PathBuf>,
+    /// How long to wait for each phase.
+    pub timeout: Duration,
+}
+
+/// The figures (milliseconds unless named otherwise).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub clusters: usize,
+    pub services: usize,
+    /// All M services created (writes fired `concurrency` at a time) until every member
+    /// holds every one of them.
+    pub create_all_s: f64,
+    /// Per service: its federated create acknowledged -> applied in every member.
+    pub create_p50_ms: f64,
+    pub create_p99_ms: f64,
+    /// Per service: a template update acknowledged -> the new spec in every member (all M
+    /// updated at once).
+    pub update_p50_ms: f64,
+    pub update_p99_ms: f64,
+    /// Per service and member: the member's status written -> visible in the federated
+    /// object's status for that target.
+    pub feedback_p50_ms: f64,
+    pub feedback_p99_ms: f64,
+}
+
+/// Errors running the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("{0}")]
+    Start(#[from] ferry_apiserver::ApiServerError),
+    #[error("the API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("a federated object: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// When each `(member, name, port)` was first seen in a member.
+type Seen = Arc<Mutex<HashMap<(usize, String, i32), Instant>>>;
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn fysvc(
+    i: usize,
+    port: i32,
+    clusters: &[String],
+) -> Result<FederatedYusurService, serde_json::Error> {
+    let name = format!("svc-{i}");
+    serde_json::from_value(json!({
+        "apiVersion": "federation.iaas.yusur.io/v1", "kind": "FederatedYusurService",
+        "metadata": {"name": name, "namespace": "default",
+                     "labels": {LABEL_TENANT: "bench", LABEL_WORKSPACE: "w1"}},
+        "spec": {
+            "template": {"spec": {"vpc": "vpc1", "ports": [{"port": port}], "selector": {"app": name}}},
+            "placement": {"topologyType": "cluster", "clusters": clusters},
+        },
+    }))
+}
+
+/// Runs the benchmark; see the module doc.
+pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
+    let root = std::env::temp_dir().join(format!("ferry-bench-federation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let result = run_in(opts, &root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    let r = result?;
+    if let Some(path) = &opts.out {
+        let text = serde_json::to_string_pretty(&r).unwrap_or_default();
+        std::fs::write(path, text).map_err(|source| BenchError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(r)
+}
+
+async fn run_in(opts: &BenchOptions, root: &std::path::Path) -> Result<BenchResult, BenchError> {
+    let (stop_tx, stop) = watch::channel(false);
+    let fserver = start_server(
+        &root.join("federation"),
+        "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+    )
+    .await?;
+    let fed = client_for(&fserver.kubeconfig).await?;
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn({
+        let (fed, stop) = (fed.clone(), stop.clone());
+        async move {
+            let _ = controller::run(fed, ControllerConfig::new("bench"), stop).await;
+        }
+    }));
+    let mut members: Vec<(ApiServer, Client)> = Vec::new();
+    let names: Vec<String> = (1..=opts.clusters).map(|i| format!("c{i}")).collect();
+    let crds: Vec<serde_json::Value> = ferry_api::all_crds()
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    for name in &names {
+        let server = ApiServer::start(Config {
+            data_dir: root.join(name),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits: Default::default(),
+            services: Default::default(),
+        })
+        .await?;
+        server.install_crds(&crds).await?;
+        let client = client_for(&server.kubeconfig).await?;
+        let mut cfg = JoinConfig::new(name);
+        cfg.tenant = Some("bench".into());
+        cfg.workspace = Some("w1".into());
+        tasks.push(tokio::spawn({
+            let (fed, client, stop) = (fed.clone(), client.clone(), stop.clone());
+            async move {
+                if let Err(e) = join::run(fed, client, cfg, stop).await {
+                    tracing::error!(error = %e, "join agent");
+                }
+            }
+        }));
+        members.push((server, client));
+    }
+    let outcome = measure(opts, &fed, &members, &names).await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    for (s, _) in members {
+        s.shutdown().await;
+    }
+    fserver.shutdown().await;
+    outcome
+}
+
+async fn measure(
+    opts: &BenchOptions,
+    fed: &Client,
+    members: &[(ApiServer, Client)],
+    names: &[String],
+) -> Result<BenchResult, BenchError> {
+    // Every member's YusurServices, as they appear.
+    let seen: Seen = Arc::default();
+    for (i, (_, client)) in members.iter().enumerate() {
+        let seen = seen.clone();
+        let api: Api<YusurService> = Api::all(client.clone());
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default());
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                let objs = match ev {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
+                    _ => continue,
+                };
+                let now = Instant::now();
+                let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                for o in objs {
+                    let port = o.spec.ports.first().map(|p| p.port).unwrap_or(0);
+                    s.entry((i, o.name_any(), port)).or_insert(now);
+                }
+            }
+        });
+    }
+    // Members ready before the clock starts.
+    let mcs: Api<crate::types::MemberCluster> = Api::all(fed.clone());
+    wait(opts.timeout, "members ready", || async {
+        let l = mcs.list(&Default::default()).await.ok()?;
+        let ready = l
+            .items
+            .iter()
+            .filter(|m| {
+                m.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        (ready == names.len()).then_some(())
+    })
+    .await?;
+
+    let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    // Phase 1: create.
+    let start = Instant::now();
+    let objects: Vec<FederatedYusurService> = (0..opts.services)
+        .map(|i| fysvc(i, 80, names))
+        .collect::<Result<_, _>>()?;
+    let acked = write_all(opts, |i| {
+        let api = api.clone();
+        let o = objects[i].clone();
+        async move { api.create(&PostParams::default(), &o).await.map(|_| ()) }
+    })
+    .await?;
+    let create = wait_applied(opts, &seen, members.len(), &acked, 80).await?;
+    let create_all_s = start.elapsed().as_secs_f64();
+
+    // Phase 2: update every template's port.
+    let acked = write_all(opts, |i| {
+        let api = api.clone();
+        let patch = json!({"spec": {"template": {"spec": {"vpc": "vpc1", "ports": [{"port": 81}], "selector": {"app": format!("svc-{i}")}}}}});
+        async move {
+            api.patch(&format!("svc-{i}"), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await?;
+    let update = wait_applied(opts, &seen, members.len(), &acked, 81).await?;
+
+    // Phase 3: every member reports status for every service.
+    let fed_seen: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
+    {
+        let fed_seen = fed_seen.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default());
+            futures::pin_mut!(stream);
+            while let Some(ev) = stream.next().await {
+                let o = match ev {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => o,
+                    _ => continue,
+                };
+                let now = Instant::now();
+                let mut s = fed_seen.lock().unwrap_or_else(|e| e.into_inner());
+                for t in o.status.iter().flat_map(|s| s.targets.iter()) {
+                    if t.ready_endpoints == 7 {
+                        s.entry((o.name_any(), t.cluster.clone())).or_insert(now);
+                    }
+                }
+            }
+        });
+    }
+    let mut reported: HashMap<(String, String), Instant> = HashMap::new();
+    let jobs: Vec<(usize, usize)> = (0..members.len())
+        .flat_map(|m| (0..opts.services).map(move |i| (m, i)))
+        .collect();
+    let results: Vec<Result<((String, String), Instant), kube::Error>> =
+        futures::stream::iter(jobs)
+            .map(|(m, i)| {
+                let api: Api<YusurService> = Api::namespaced(members[m].1.clone(), "default");
+                let cluster = names[m].clone();
+                async move {
+                    let patch = json!({"status": {"readyEndpoints": 7, "totalEndpoints": 7}});
+                    api.patch_status(
+                        &format!("svc-{i}"),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                    Ok(((format!("svc-{i}"), cluster), Instant::now()))
+                }
+            })
+            .buffer_unordered(opts.concurrency)
+            .collect()
+            .await;
+    for r in results {
+        let (k, t) = r?;
+        reported.insert(k, t);
+    }
+    let want = reported.len();
+    wait(opts.timeout, "status feedback", || async {
+        let n = fed_seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (n >= want).then_some(())
+    })
+    .await?;
+    let feedback: Vec<f64> = {
+        let s = fed_seen.lock().unwrap_or_else(|e| e.into_inner());
+        reported
+            .iter()
+            .filter_map(|(k, t)| s.get(k).map(|seen| ms(seen.saturating_duration_since(*t))))
+            .collect()
+    };
+    Ok(BenchResult {
+        clusters: names.len(),
+        services: opts.services,
+        create_all_s,
+        create_p50_ms: percentile(create.clone(), 50.0),
+        create_p99_ms: percentile(create, 99.0),
+        update_p50_ms: percentile(update.clone(), 50.0),
+        update_p99_ms: percentile(update, 99.0),
+        feedback_p50_ms: percentile(feedback.clone(), 50.0),
+        feedback_p99_ms: percentile(feedback, 99.0),
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Fires `write(i)` for every service, `concurrency` at a time; when each was acknowledged.
+async fn write_all<F, Fut>(opts: &BenchOptions, write: F) -> Result<Vec<Instant>, BenchError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    let results: Vec<(usize, Result<(), kube::Error>, Instant)> =
+        futures::stream::iter(0..opts.services)
+            .map(|i| {
+                let f = write(i);
+                async move {
+                    let r = f.await;
+                    (i, r, Instant::now())
+                }
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+    let mut acked = vec![Instant::now(); opts.services];
+    for (i, r, t) in results {
+        r?;
+        acked[i] = t;
+    }
+    Ok(acked)
+}
+
+/// Waits until every service holds `port` in every member; per service, the time from its
+/// acknowledgement to the last member that applied it.
+async fn wait_applied(
+    opts: &BenchOptions,
+    seen: &Seen,
+    members: usize,
+    acked: &[Instant],
+    port: i32,
+) -> Result<Vec<f64>, BenchError> {
+    wait(opts.timeout, "applied in every member", || async {
+        let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let n = s.keys().filter(|(_, _, p)| *p == port).count();
+        (n >= members * acked.len()).then_some(())
+    })
+    .await?;
+    let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(acked
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let last = (0..members)
+                .filter_map(|m| s.get(&(m, format!("svc-{i}"), port)))
+                .max()
+                .copied()
+                .unwrap_or(*t);
+            ms(last.saturating_duration_since(*t))
+        })
+        .collect())
+}
+
+async fn wait<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T, BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(what.into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The result as a table on stdout, then as JSON (CLI output).
+pub fn print(r: &BenchResult) {
+    println!(
+        "federation bench: {} members x {} services",
+        r.clusters, r.services
+    );
+    println!("{:<44} {:>10} {:>10}", "PHASE", "P50 MS", "P99 MS");
+    for (name, p50, p99) in [
+        (
+            "create -> applied in every member",
+            r.create_p50_ms,
+            r.create_p99_ms,
+        ),
+        (
+            "update -> applied in every member",
+            r.update_p50_ms,
+            r.update_p99_ms,
+        ),
+        (
+            "member status -> federated status",
+            r.feedback_p50_ms,
+            r.feedback_p99_ms,
+        ),
+    ] {
+        println!("{name:<44} {p50:>10.1} {p99:>10.1}");
+    }
+    println!(
+        "all {} created and applied everywhere in {:.2} s",
+        r.services, r.create_all_s
+    );
+    println!("{}", serde_json::to_string(r).unwrap_or_default());
+}
