@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Ferry's VPC-aware socket-level load balancer (IPv4).
+// Ferry's VPC-aware socket-level load balancer (IPv4 services).
 //
 // Attached to a cgroup v2 at connect4 / sendmsg4 (forward: VIP -> backend) and at
 // recvmsg4 / getpeername4 (reverse: backend -> VIP), so no packet of a service
 // connection ever carries the VIP and the OVN load balancer is off the packet path.
+// The *6 twins do the same for IPv4-mapped addresses on AF_INET6 sockets.
 //
 // The VPC of the calling socket is found from its network namespace cookie
 // (bpf_get_netns_cookie, kernel 5.7+), which the agent records at CNI ADD. A socket whose
@@ -22,6 +23,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #define AF_INET 2
 
@@ -184,35 +186,36 @@ static __always_inline __u32 mix(__u64 x)
 	return (__u32)x;
 }
 
-/* Forward translation, shared by connect4 and sendmsg4. Always allows the call. */
-static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
+/* Picks the backend for a socket of the calling netns towards (vip, port, proto), in
+ * network order, and records the reverse translation. Returns 0 when the socket is not
+ * to be translated (unknown netns, no such service in its VPC, no backend). */
+static __always_inline int pick_backend(void *ctx, __u32 proto, __u32 vip, __u16 port,
+					struct backend *be)
 {
-	__u32 proto = ctx->protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return 1;
+		return 0;
 
 	void *netns = inner_map(&ferry_netns);
 	if (!netns)
-		return 1;
+		return 0;
 	__u64 netns_cookie = bpf_get_netns_cookie(ctx);
 	__u32 *vpc = bpf_map_lookup_elem(netns, &netns_cookie);
 	if (!vpc)
-		return 1;
+		return 0;
 
 	void *svcs = inner_map(&ferry_svc);
 	if (!svcs)
-		return 1;
+		return 0;
 	struct svc_key key = {
 		.vpc = *vpc,
-		.vip = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
+		.vip = vip,
+		.port = port,
 		.proto = (__u8)proto,
 	};
 	struct svc_val *svc = bpf_map_lookup_elem(svcs, &key);
 	if (!svc || svc->count == 0)
-		return 1;
+		return 0;
 
-	struct backend be = {};
 	int chosen = 0;
 	__u64 now = 0;
 	struct aff_key akey = { .netns = netns_cookie, .svc = svc->id };
@@ -225,8 +228,8 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 			void *members = inner_map(&ferry_members);
 			struct member_key mkey = { .svc = svc->id, .ip = aff->ip, .port = aff->port };
 			if (members && bpf_map_lookup_elem(members, &mkey)) {
-				be.ip = aff->ip;
-				be.port = aff->port;
+				be->ip = aff->ip;
+				be->port = aff->port;
 				chosen = 1;
 			}
 		}
@@ -235,72 +238,143 @@ static __always_inline int xlate_fwd(struct bpf_sock_addr *ctx)
 	if (!chosen) {
 		void *slots = inner_map(&ferry_slots);
 		if (!slots)
-			return 1;
+			return 0;
 		__u32 draw = svc->algo == ALGO_MAGLEV ? mix(bpf_get_socket_cookie(ctx))
 						      : bpf_get_prandom_u32();
 		struct slot_key skey = { .set = svc->set, .idx = draw % svc->count };
 		struct backend *b = bpf_map_lookup_elem(slots, &skey);
 		if (!b)
-			return 1;
-		be = *b;
+			return 0;
+		be->ip = b->ip;
+		be->port = b->port;
 	}
 
 	if (svc->affinity_s) {
-		struct aff_val aval = { .ts = now, .ip = be.ip, .port = be.port };
+		struct aff_val aval = { .ts = now, .ip = be->ip, .port = be->port };
 		bpf_map_update_elem(&ferry_affinity, &akey, &aval, BPF_ANY);
 	}
 
 	struct rev_key rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.ip = be.ip,
-		.port = be.port,
+		.ip = be->ip,
+		.port = be->port,
 	};
-	struct rev_val rval = { .vip = key.vip, .port = key.port };
+	struct rev_val rval = { .vip = vip, .port = port };
 	bpf_map_update_elem(&ferry_rev, &rkey, &rval, BPF_ANY);
-
-	ctx->user_ip4 = be.ip;
-	ctx->user_port = (__u32)be.port;
 	return 1;
 }
 
-/* Reverse translation, shared by recvmsg4 and getpeername4: the app sees the VIP. */
-static __always_inline int xlate_rev(struct bpf_sock_addr *ctx)
+/* The VIP a socket that got `ip:port` from a backend was talking to, if any. */
+static __always_inline struct rev_val *reverse(void *ctx, __u32 ip, __u16 port)
 {
 	struct rev_key rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.ip = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
+		.ip = ip,
+		.port = port,
 	};
-	struct rev_val *rval = bpf_map_lookup_elem(&ferry_rev, &rkey);
-	if (!rval)
+	return bpf_map_lookup_elem(&ferry_rev, &rkey);
+}
+
+/* An AF_INET6 socket talking to an IPv4 address (::ffff:a.b.c.d, dual-stack apps). */
+static __always_inline int v4_mapped(struct bpf_sock_addr *ctx)
+{
+	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
+	       ctx->user_ip6[2] == bpf_htonl(0x0000ffff);
+}
+
+/* Forward translation (connect, sendmsg). Always allows the call. */
+static __always_inline int fwd4(struct bpf_sock_addr *ctx)
+{
+	struct backend be = {};
+	if (pick_backend(ctx, ctx->protocol, ctx->user_ip4, (__u16)ctx->user_port, &be)) {
+		ctx->user_ip4 = be.ip;
+		ctx->user_port = (__u32)be.port;
+	}
+	return 1;
+}
+
+static __always_inline int fwd6(struct bpf_sock_addr *ctx)
+{
+	struct backend be = {};
+	if (v4_mapped(ctx) &&
+	    pick_backend(ctx, ctx->protocol, ctx->user_ip6[3], (__u16)ctx->user_port, &be)) {
+		ctx->user_ip6[3] = be.ip;
+		ctx->user_port = (__u32)be.port;
+	}
+	return 1;
+}
+
+/* Reverse translation (recvmsg, getpeername): the app sees the VIP. */
+static __always_inline int rev4(struct bpf_sock_addr *ctx)
+{
+	struct rev_val *rval = reverse(ctx, ctx->user_ip4, (__u16)ctx->user_port);
+	if (rval) {
+		ctx->user_ip4 = rval->vip;
+		ctx->user_port = (__u32)rval->port;
+	}
+	return 1;
+}
+
+static __always_inline int rev6(struct bpf_sock_addr *ctx)
+{
+	if (!v4_mapped(ctx))
 		return 1;
-	ctx->user_ip4 = rval->vip;
-	ctx->user_port = (__u32)rval->port;
+	struct rev_val *rval = reverse(ctx, ctx->user_ip6[3], (__u16)ctx->user_port);
+	if (rval) {
+		ctx->user_ip6[3] = rval->vip;
+		ctx->user_port = (__u32)rval->port;
+	}
 	return 1;
 }
 
 SEC("cgroup/connect4")
 int ferry_connect4(struct bpf_sock_addr *ctx)
 {
-	return xlate_fwd(ctx);
+	return fwd4(ctx);
 }
 
 SEC("cgroup/sendmsg4")
 int ferry_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return xlate_fwd(ctx);
+	return fwd4(ctx);
 }
 
 SEC("cgroup/recvmsg4")
 int ferry_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	return xlate_rev(ctx);
+	return rev4(ctx);
 }
 
 SEC("cgroup/getpeername4")
 int ferry_getpeername4(struct bpf_sock_addr *ctx)
 {
-	return xlate_rev(ctx);
+	return rev4(ctx);
+}
+
+/* The IPv6 hooks translate only IPv4-mapped addresses: Ferry's services are IPv4, but
+ * dual-stack applications (Java, Go, Node) reach them through AF_INET6 sockets. */
+SEC("cgroup/connect6")
+int ferry_connect6(struct bpf_sock_addr *ctx)
+{
+	return fwd6(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int ferry_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return fwd6(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int ferry_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return rev6(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int ferry_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return rev6(ctx);
 }
 
 /* No GPL-only helper is used, so the project licence applies. */

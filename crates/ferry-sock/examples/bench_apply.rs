@@ -80,7 +80,7 @@ fn main() -> Result<()> {
     let services = args.first().copied().unwrap_or(10_000);
     let backends = args.get(1).copied().unwrap_or(10);
     let flips = args.get(2).copied().unwrap_or(200);
-    ensure!(backends <= 16 && backends >= 2, "2..=16 backends");
+    ensure!((2..=16).contains(&backends), "2..=16 backends");
 
     let root = cgroup2_mount().context("no cgroup2 mount")?;
     let cg = Cgroup(root.join(format!("ferry-sock-bench-{}", std::process::id())));

@@ -24,12 +24,17 @@ use crate::wire::{self, ServiceValue};
 /// The compiled C programs (see build.rs).
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
 
-/// The four programs and the hook each is attached to (from its ELF section).
-const PROGRAMS: [&str; 4] = [
+/// The programs; each one's hook comes from its ELF section. The `*6` ones translate
+/// IPv4-mapped addresses of AF_INET6 sockets (dual-stack applications).
+const PROGRAMS: [&str; 8] = [
     "ferry_connect4",
     "ferry_sendmsg4",
     "ferry_recvmsg4",
     "ferry_getpeername4",
+    "ferry_connect6",
+    "ferry_sendmsg6",
+    "ferry_recvmsg6",
+    "ferry_getpeername6",
 ];
 
 /// `BPF_F_NO_PREALLOC`: hash entries are allocated on insert, so a map sized for 1M
@@ -276,7 +281,8 @@ impl std::fmt::Debug for SocketLb {
 
 impl SocketLb {
     /// Loads the programs, creates the maps and attaches `connect4`, `sendmsg4`,
-    /// `recvmsg4` and `getpeername4` to the cgroup v2 directory `cgroup` (for the agent:
+    /// `recvmsg4` and `getpeername4` and their `*6` twins (IPv4-mapped addresses only) to
+    /// the cgroup v2 directory `cgroup` (for the agent:
     /// the root of the cgroup2 mount, so every pod is covered). Attached through BPF links
     /// (aya does so on 5.7+), which the kernel always treats as multi-attach, so other
     /// programs on the same cgroup keep running; the link flags must be 0, hence

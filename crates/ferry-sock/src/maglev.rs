@@ -129,7 +129,8 @@ mod tests {
 
     #[test]
     fn random_slots_repeat_backends_by_reduced_weight() {
-        let cases: &[(&str, Vec<(SocketAddrV4, u16)>, Vec<SocketAddrV4>)] = &[
+        type Case = (&'static str, Vec<(SocketAddrV4, u16)>, Vec<SocketAddrV4>);
+        let cases: &[Case] = &[
             ("one backend", vec![(be(1), 1)], vec![be(1)]),
             (
                 "equal weights collapse to one slot each",

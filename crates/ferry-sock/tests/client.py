@@ -5,6 +5,7 @@
 #   client.py tcp VIP PORT COUNT       connect, read the backend's label, getpeername
 #   client.py udp VIP PORT COUNT       new unconnected socket per datagram: sendto, recvfrom
 #   client.py udp1 VIP PORT COUNT      one unconnected socket for COUNT datagrams
+#   client.py tcp6 / udp6 VIP PORT N    the same through AF_INET6 sockets (::ffff:VIP)
 #   client.py hold VIP PORT            connect, report, wait for a line on stdin, then
 #                                      getpeername again and exchange a line on the same socket
 import json
@@ -16,8 +17,12 @@ def addr(a):
     return "%s:%d" % (a[0], a[1])
 
 
+def family(vip):
+    return socket.AF_INET6 if ":" in vip else socket.AF_INET
+
+
 def tcp_once(vip, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(family(vip), socket.SOCK_STREAM)
     s.settimeout(3)
     try:
         s.connect((vip, port))
@@ -40,6 +45,8 @@ def udp_exchange(s, vip, port):
 
 def main():
     mode, vip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode.endswith("6"):
+        mode, vip = mode[:-1], "::ffff:" + vip
     count = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     if mode == "tcp":
         for _ in range(count):
@@ -49,7 +56,7 @@ def main():
             print(json.dumps(r), flush=True)
     elif mode == "udp":
         for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s = socket.socket(family(vip), socket.SOCK_DGRAM)
             s.settimeout(3)
             print(json.dumps(udp_exchange(s, vip, port)), flush=True)
             s.close()

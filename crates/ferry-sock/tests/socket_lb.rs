@@ -266,6 +266,39 @@ fn tcp_and_udp_to_the_vip_reach_a_backend_and_the_app_sees_the_vip() -> Result<(
 
 #[test]
 #[ignore = "needs root and cgroup v2"]
+fn dual_stack_sockets_to_the_ipv4_mapped_vip_are_translated_too() -> Result<()> {
+    let mut lab = Lab::new("mapped")?;
+    let vpc1 = lab.netns("a", &[be(11).ip().to_owned()])?;
+    let vpc2 = lab.netns("b", &[be(11).ip().to_owned()])?;
+    serve(&vpc1, "vpc1", be(11))?;
+    serve(&vpc2, "vpc2", be(11))?;
+    let mut lb = load(&lab)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    lb.set_netns_vpc(vpc2.cookie, 2)?;
+    let mut d = Desired::default();
+    tcp_udp(&mut d, 1, VIP, spec(&[be(11)], Algorithm::Random, 0));
+    lb.apply(&d)?;
+
+    let vip = VIP.to_string();
+    let mapped = format!("::ffff:{VIP}:{PORT}");
+    let tcp = lab.client(&vpc1, &["tcp6", &vip, "80", "2"])?;
+    for r in &tcp {
+        assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "{r}");
+        assert_eq!(r["peer"], mapped.as_str(), "{r}");
+    }
+    let udp = lab.client(&vpc1, &["udp6", &vip, "80", "2"])?;
+    for r in &udp {
+        assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "{r}");
+        assert_eq!(r["from"], mapped.as_str(), "{r}");
+    }
+    // Isolation holds on this path too.
+    let r = lab.client(&vpc2, &["tcp6", &vip, "80", "1"])?;
+    assert!(r[0]["backend"].is_null(), "vpc2 reached {r:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
 fn a_pod_of_vpc2_gets_no_translation_to_vpc1s_vip() -> Result<()> {
     let mut lab = Lab::new("isolation")?;
     // Overlapping addresses: both VPCs have a backend at 10.1.0.11.
