@@ -12,7 +12,7 @@
 //! QPS of C clients each asking one query at a time for S seconds, and the in-process cost
 //! of `answer` + `encode` (no sockets) for comparison.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -134,9 +134,8 @@ fn main() -> Result<()> {
     std::hint::black_box(bytes);
 
     // The server, on its own one-worker runtime.
-    let tcp = TcpListener::bind("127.0.0.1:0")?;
-    let addr: SocketAddr = tcp.local_addr()?;
-    let udp = UdpSocket::bind(addr)?;
+    let listener = VpcListener::bind("ovn-cluster", "127.0.0.1:0".parse()?)?;
+    let addr: SocketAddr = listener.local_addr()?;
     let (_tx, rx) = watch::channel(zones);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -144,12 +143,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.spawn(async move {
-        let l = VpcListener {
-            vpc: "ovn-cluster".into(),
-            udp,
-            tcp,
-        };
-        if let Err(e) = serve(vec![l], rx, Upstreams::default()).await {
+        if let Err(e) = serve(vec![listener], rx, Upstreams::default()).await {
             eprintln!("serve: {e}");
         }
     });

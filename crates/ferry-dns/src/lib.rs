@@ -23,6 +23,6 @@ pub mod zones;
 
 pub use answer::{Decision, answer};
 pub use feed::{FeedError, run_feed};
-pub use server::{ServeError, Upstreams, VpcListener, serve};
+pub use server::{BadUpstream, ServeError, Upstreams, VpcListener, serve};
 pub use wire::{Message, Name};
 pub use zones::{Snapshot, Zones, build_zones};

@@ -28,6 +28,34 @@ pub struct VpcListener {
     pub tcp: std::net::TcpListener,
 }
 
+impl VpcListener {
+    /// UDP and TCP sockets on `addr` for `vpc`, on the same port (port 0: the first port free
+    /// for both). Call it on a thread that has entered the VPC's network namespace: a socket
+    /// stays in the namespace it was created in.
+    pub fn bind(vpc: &str, addr: SocketAddr) -> io::Result<VpcListener> {
+        let mut last = None;
+        for _ in 0..if addr.port() == 0 { 50 } else { 1 } {
+            let tcp = std::net::TcpListener::bind(addr)?;
+            match std::net::UdpSocket::bind(tcp.local_addr()?) {
+                Ok(udp) => {
+                    return Ok(VpcListener {
+                        vpc: vpc.to_string(),
+                        udp,
+                        tcp,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+    }
+
+    /// The address both sockets listen on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+}
+
 /// Where names outside the cluster domain go.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
@@ -43,6 +71,37 @@ impl Default for Upstreams {
             servers: Vec::new(),
             timeout: Duration::from_secs(2),
         }
+    }
+}
+
+/// A `--dns-upstream` value that is not an address.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--dns-upstream {0:?} is not IP, IP:PORT or [IPv6]:PORT")]
+pub struct BadUpstream(pub String);
+
+impl Upstreams {
+    /// From `--dns-upstream` values: `IP` (port 53), `IP:PORT` or `[IPv6]:PORT`; a value may
+    /// hold several, comma-separated.
+    pub fn from_flags(values: &[String]) -> Result<Upstreams, BadUpstream> {
+        let mut servers = Vec::new();
+        for v in values.iter().flat_map(|v| v.split(',')) {
+            let v = v.trim();
+            if v.is_empty() {
+                continue;
+            }
+            let addr = v
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    v.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| BadUpstream(v.to_string()))?;
+            servers.push(addr);
+        }
+        Ok(Upstreams {
+            servers,
+            ..Default::default()
+        })
     }
 }
 
@@ -431,6 +490,32 @@ mod tests {
         for (edns, want) in cases {
             assert_eq!(udp_limit(&query(edns)), want, "edns {edns:?}");
         }
+    }
+
+    #[test]
+    fn upstream_flags_table() {
+        let ok = |v: &[&str]| {
+            Upstreams::from_flags(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map(|u| u.servers.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(ok(&[]), Ok(vec![]));
+        assert_eq!(ok(&["10.0.0.2"]), Ok(vec!["10.0.0.2:53".to_string()]));
+        assert_eq!(
+            ok(&["10.0.0.2:5353, fd00::1", "[fd00::2]:54"]),
+            Ok(vec![
+                "10.0.0.2:5353".to_string(),
+                "[fd00::1]:53".to_string(),
+                "[fd00::2]:54".to_string()
+            ])
+        );
+        assert_eq!(ok(&["dns.google"]), Err(BadUpstream("dns.google".into())));
+    }
+
+    #[test]
+    fn bind_gives_one_port_for_both_transports() {
+        let l = VpcListener::bind("vpc1", "127.0.0.1:0".parse().expect("addr")).expect("bind");
+        assert_eq!(l.udp.local_addr().ok(), l.tcp.local_addr().ok());
+        assert_eq!(l.vpc, "vpc1");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! queried over UDP and TCP; a second Ferry resolver for another domain on 127.0.0.3 plays
 //! the upstream.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,19 +13,10 @@ use tokio::sync::watch;
 
 /// TCP and UDP on the same free port of `ip`.
 fn bind_pair(vpc: &str, ip: &str) -> (VpcListener, SocketAddr) {
-    for _ in 0..50 {
-        let tcp = TcpListener::bind((ip, 0)).expect("bind TCP on loopback");
-        let addr = tcp.local_addr().expect("address");
-        if let Ok(udp) = UdpSocket::bind(addr) {
-            let l = VpcListener {
-                vpc: vpc.into(),
-                udp,
-                tcp,
-            };
-            return (l, addr);
-        }
-    }
-    panic!("no port free for both TCP and UDP on {ip}");
+    let addr = SocketAddr::new(ip.parse().expect("ip"), 0);
+    let l = VpcListener::bind(vpc, addr).expect("bind on loopback");
+    let addr = l.local_addr().expect("address");
+    (l, addr)
 }
 
 /// What dig printed, reduced to what a user reads: status, flags, answer and authority
