@@ -163,7 +163,15 @@ fn dynamic_picks_skip_what_others_hold() {
 
 #[test]
 fn bad_input_is_refused_naming_the_field() {
-    let cases: Vec<(&str, Value, &[&str], &[u16], Vec<&str>)> = vec![
+    // (name, spec, addresses others hold, node ports others hold, the causes)
+    type Case = (
+        &'static str,
+        Value,
+        &'static [&'static str],
+        &'static [u16],
+        Vec<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "nodePort out of range",
             json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}),
