@@ -8,9 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,41 +16,12 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-/// The server process; killed (SIGKILL) and reaped when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `ferry-apiserver` on a free loopback port and waits until it serves.
-fn spawn_server(dir: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-apiserver"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning ferry-apiserver");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the server's first line");
-    assert!(line.starts_with("serving https://"), "unexpected: {line:?}");
-    Process(child)
-}
-
 const CLIENTS: usize = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = spawn_server(dir.path());
+    let mut server = common::spawn_server(dir.path());
     let client = common::client_for(&dir.path().join("kubeconfig")).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
 
@@ -110,7 +78,7 @@ async fn acknowledged_writes_survive_kill_9() {
     );
 
     // Restart on the same data dir: every acknowledged write is there.
-    let _server = spawn_server(dir.path());
+    let _server = common::spawn_server(dir.path());
     let client = common::client_for(&dir.path().join("kubeconfig")).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let stored: BTreeMap<String, ConfigMap> = cms

@@ -413,7 +413,7 @@ async fn kubectl_does_what_a_user_tries(bin: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_1_27() {
-    kubectl_does_what_a_user_tries("/usr/lib/google-cloud-sdk/bin/kubectl.1.27").await;
+    kubectl_does_what_a_user_tries(&common::kubectl_for("1.27").display().to_string()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,7 +423,7 @@ async fn kubectl_1_32_preinstalled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_1_33() {
-    kubectl_does_what_a_user_tries("/usr/lib/google-cloud-sdk/bin/kubectl.1.33").await;
+    kubectl_does_what_a_user_tries(&common::kubectl_for("1.33").display().to_string()).await;
 }
 
 /// The project's own `deploy/` manifests apply with kubectl's default validation, and

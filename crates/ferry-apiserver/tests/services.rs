@@ -6,9 +6,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use ferry_apiserver::{ApiServer, Config, ServiceNetwork};
 use k8s_openapi::api::core::v1::Service;
@@ -16,49 +15,13 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 async fn start(dir: &Path) -> ApiServer {
-    let server = ApiServer::start(Config {
+    ferry_testkit::api::start_with_crds(Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("address"),
         limits: Default::default(),
         services: ServiceNetwork::default(),
     })
     .await
-    .expect("starting the API server");
-    let crds: Vec<Value> = ferry_api::all_crds()
-        .iter()
-        .map(|c| serde_json::to_value(c).expect("CRD as JSON"))
-        .collect();
-    server.install_crds(&crds).await.expect("installing CRDs");
-    server
-}
-
-/// The server as its own process (killed and reaped when dropped), for restarts: an
-/// in-process server keeps its store open until the test process ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_server(dir: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-apiserver"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning ferry-apiserver");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the server's first line");
-    assert!(line.starts_with("serving https://"), "unexpected: {line:?}");
-    Process(child)
 }
 
 fn svc(name: &str, spec: Value) -> Service {
@@ -263,7 +226,7 @@ async fn services_get_defaults_addresses_and_node_ports_like_on_kube_apiserver()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_never_share_an_address_and_a_restart_keeps_the_ledger() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = spawn_server(dir.path());
+    let server = common::spawn_server(dir.path());
     let client = common::client_for(&dir.path().join("kubeconfig")).await;
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
     let creates = (0..60).map(|i| {
@@ -302,7 +265,7 @@ async fn concurrent_creates_never_share_an_address_and_a_restart_keeps_the_ledge
     drop(server);
 
     // After a restart (SIGKILL, same data dir) the ledger comes back from the store.
-    let server = spawn_server(dir.path());
+    let server = common::spawn_server(dir.path());
     let client = common::client_for(&dir.path().join("kubeconfig")).await;
     let api: Api<Service> = Api::namespaced(client, "default");
     let err = api
@@ -430,7 +393,7 @@ fn serde_saphyr_free_seed() -> ferry_api::YusurService {
 }
 
 fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.27")
+    let o = Command::new(common::kubectl_for("1.27"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--cache-dir")

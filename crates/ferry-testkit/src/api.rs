@@ -33,19 +33,13 @@ impl TestApiServer {
     /// Starts a server with these limits and Ferry's CRDs.
     pub async fn start_with(limits: Limits) -> TestApiServer {
         let dir = tempfile::tempdir().expect("temp dir for the API server");
-        let server = ApiServer::start(Config {
+        let server = start_with_crds(Config {
             data_dir: dir.path().to_path_buf(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             limits,
             services: Default::default(),
         })
-        .await
-        .expect("starting the API server");
-        let crds: Vec<Value> = ferry_api::all_crds()
-            .iter()
-            .map(|c| serde_json::to_value(c).expect("CRD as JSON"))
-            .collect();
-        server.install_crds(&crds).await.expect("installing CRDs");
+        .await;
         TestApiServer {
             kubeconfig: server.kubeconfig.clone(),
             addr: server.addr,
@@ -85,6 +79,20 @@ impl TestApiServer {
             s.shutdown().await;
         }
     }
+}
+
+/// Starts a server with this configuration (a data dir the test keeps, e.g. to restart on
+/// it) and installs Ferry's CRDs.
+pub async fn start_with_crds(config: Config) -> ApiServer {
+    let server = ApiServer::start(config)
+        .await
+        .expect("starting the API server");
+    let crds: Vec<Value> = ferry_api::all_crds()
+        .iter()
+        .map(|c| serde_json::to_value(c).expect("CRD as JSON"))
+        .collect();
+    server.install_crds(&crds).await.expect("installing CRDs");
+    server
 }
 
 /// A client for any kubeconfig the server wrote.

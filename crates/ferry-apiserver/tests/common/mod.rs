@@ -1,71 +1,64 @@
-//! What the integration tests share: a real server in a temp dir, clients for it, and raw
-//! HTTPS through `curl` (for requests no well-behaved client would send).
+//! What the integration tests share: a real server in a temp dir and clients for it (from
+//! `ferry-testkit`), the server as its own process (for restarts), and raw HTTPS through
+//! `curl` (for requests no well-behaved client would send).
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
-use ferry_apiserver::{ApiServer, Config, Limits};
+#[allow(unused_imports)]
+pub use ferry_testkit::api::{TestApiServer as TestServer, client_for};
 
-/// A running server, stopped and its data dir removed when dropped.
-pub struct TestServer {
-    pub server: Option<ApiServer>,
-    pub dir: tempfile::TempDir,
-    pub kubeconfig: PathBuf,
-    pub addr: std::net::SocketAddr,
+/// A versioned kubectl (`kubectl.1.27`, ...), installed beside the `kubectl` on PATH.
+pub fn kubectl_for(version: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kubectl = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.exists())
+        .expect("kubectl on PATH");
+    let dir = std::fs::canonicalize(&kubectl)
+        .expect("resolving kubectl")
+        .with_file_name("");
+    let bin = dir.join(format!("kubectl.{version}"));
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
 }
 
 /// Starts a server on 127.0.0.1:0 in a fresh temp dir, with Ferry's CRDs installed.
-pub async fn start(limits: Limits) -> TestServer {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = ApiServer::start(Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        limits,
-        services: Default::default(),
-    })
-    .await
-    .expect("starting the API server");
-    let crds: Vec<serde_json::Value> = ferry_api::all_crds()
-        .iter()
-        .map(|c| serde_json::to_value(c).expect("CRD as JSON"))
-        .collect();
-    server.install_crds(&crds).await.expect("installing CRDs");
-    TestServer {
-        kubeconfig: server.kubeconfig.clone(),
-        addr: server.addr,
-        server: Some(server),
-        dir,
+pub async fn start(limits: ferry_apiserver::Limits) -> TestServer {
+    TestServer::start_with(limits).await
+}
+
+/// The server as its own process (killed and reaped when dropped), for restarts: an
+/// in-process server keeps its store open until the test process ends.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-impl TestServer {
-    pub fn tokens(&self) -> &ferry_apiserver::Tokens {
-        &self.server.as_ref().expect("server running").tokens
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
-    }
-
-    /// A kube-rs client with the admin identity of the generated kubeconfig.
-    pub async fn client(&self) -> kube::Client {
-        client_for(&self.kubeconfig).await
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await;
-        }
-    }
-}
-
-pub async fn client_for(kubeconfig: &Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("reading kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("kubeconfig is usable");
-    kube::Client::try_from(cfg).expect("client")
+/// Runs `ferry-apiserver --data-dir DIR --listen 127.0.0.1:0` and waits for its
+/// `serving https://...` line.
+pub fn spawn_server(dir: &Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-apiserver"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning ferry-apiserver");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reading the server's first line");
+    assert!(line.starts_with("serving https://"), "unexpected: {line:?}");
+    Process(child)
 }
 
 /// The answer to one raw HTTPS request.
