@@ -558,6 +558,42 @@ async fn protobuf_only_clients_get_protobuf_and_bad_bodies_get_a_status_naming_t
     let cm: Value = serde_json::from_slice(&out).expect("JSON");
     assert_eq!(cm["data"], json!({"k": "v"}));
 
+    // An update (PUT) in protobuf, carrying the resourceVersion it read.
+    let rv = cm["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("a resourceVersion");
+    let meta = [
+        &[0x0a, 0x03][..],
+        b"pcm",
+        &[0x32, rv.len() as u8],
+        rv.as_bytes(),
+    ]
+    .concat();
+    let raw = [
+        &[0x0a, meta.len() as u8][..],
+        &meta,
+        &[0x12, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, b'v', b'2'],
+    ]
+    .concat();
+    std::fs::write(&body, envelope("v1", "ConfigMap", &raw)).expect("writing body");
+    let mut args = pb.to_vec();
+    args.extend(["-X", "PUT"]);
+    let (code, ct, out) = curl_bytes(
+        &ts.url("/api/v1/namespaces/default/configmaps/pcm"),
+        &token,
+        &args,
+        Some(&body),
+    );
+    assert_eq!(
+        (code, ct.as_str()),
+        (200, "application/json"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let cm: Value = serde_json::from_slice(&out).expect("JSON");
+    assert_eq!(cm["data"], json!({"k": "v2"}), "{cm}");
+    assert_ne!(cm["metadata"]["resourceVersion"], rv, "{cm}");
+
     // A custom resource has no protobuf form: 415 naming the kind.
     std::fs::write(&body, envelope("iaas.yusur.io/v1", "YusurService", b"")).expect("writing body");
     let mut args = pb.to_vec();

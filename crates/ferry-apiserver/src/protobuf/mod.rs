@@ -6,9 +6,11 @@
 //! Kubernetes 1.31 (`kubectl create configmap|deployment|...` from 1.32 on), with
 //! `Accept: application/vnd.kubernetes.protobuf,application/json`. A body is the magic
 //! `k8s\x00` and a `runtime.Unknown` message: `typeMeta {apiVersion, kind}` and `raw`, the
-//! object's own message (which has no TypeMeta). Because JSON is acceptable to such clients
-//! (client-go decodes whatever Content-Type comes back), the server answers JSON unless
-//! protobuf is all a client accepts.
+//! object's own message (which has no TypeMeta). kubectl 1.27-1.31 send JSON. Because JSON is
+//! acceptable to such clients (client-go decodes whatever Content-Type comes back), the server
+//! answers JSON unless protobuf is all a client accepts; then single objects (get, create,
+//! update, delete) come back in protobuf, while lists, watches and error Statuses stay JSON,
+//! which client-go decodes all the same.
 //!
 //! Why a generated table and not a crate: decoding is the easy half; the JSON must be what
 //! Go's `encoding/json` writes for the same Go value, or a protobuf create stores something
