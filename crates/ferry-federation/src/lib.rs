@@ -20,6 +20,7 @@ pub mod lease;
 pub mod member;
 pub mod plan;
 pub mod policy;
+pub mod rbac;
 pub mod server;
 pub mod types;
 
@@ -39,9 +40,45 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
+/// `(file name, YAML)` of every federation CRD and of the controller's RBAC, as committed
+/// under `deploy/federation/`.
+pub fn manifests() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = crds()
+        .iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let body =
+                serde_saphyr::to_string(crd).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+            (
+                format!("crds/{name}.yaml"),
+                format!("# Generated from crates/ferry-federation (ferry_federation::manifests); do not edit.\n{body}"),
+            )
+        })
+        .collect();
+    out.push(("rbac-controller.yaml".into(), rbac::CONTROLLER_RBAC.into()));
+    out.push(("rbac-member-example.yaml".into(), rbac::member_rbac("c1")));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The committed manifests must be what the code generates. Regenerate with
+    /// `FERRY_WRITE_MANIFESTS=1 cargo test -p ferry-federation --lib manifests`.
+    #[test]
+    fn deploy_manifests_are_not_stale() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/federation");
+        for (file, want) in manifests() {
+            let path = dir.join(&file);
+            if std::env::var_os("FERRY_WRITE_MANIFESTS").is_some() {
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                std::fs::write(&path, &want).expect("write");
+            }
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(have == want, "{} is stale or missing", path.display());
+        }
+    }
 
     /// `kubectl get mc` and `kubectl get fysvc` must show what issue 17 promises.
     #[test]
