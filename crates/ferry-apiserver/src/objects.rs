@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cache::Cache;
 use crate::resources::ResourceType;
 use crate::schema;
-use crate::service_admission::{Refused, ServiceAdmission};
+use crate::service_admission::{Refused, Reservation, ServiceAdmission};
 use crate::status::ApiError;
 
 /// How strictly unknown fields are treated (`fieldValidation`).
@@ -225,16 +225,16 @@ pub struct Objects {
 
 impl Objects {
     /// Service admission for writes of Services (and of YusurServices that take a cluster
-    /// IP). The returned guard serializes address-taking writes: hold it until the write is
-    /// in the cache.
-    async fn admit_addresses(
+    /// IP). The returned reservation holds the addresses decided: keep it until the write
+    /// is in the cache.
+    fn admit_addresses(
         &self,
         rt: &ResourceType,
         key: &str,
         object: &mut Value,
         old: Option<&Value>,
         subresource: Option<&str>,
-    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
+    ) -> Result<Option<Reservation<'_>>, ApiError> {
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -243,10 +243,8 @@ impl Objects {
             if subresource.is_some() {
                 return Ok(None);
             }
-            let guard = self.services.lock().await;
-            self.cache.wait_for(self.store.current_revision()).await;
             return match self.services.admit_service(key, object, old) {
-                Ok(()) => Ok(Some(guard)),
+                Ok(r) => Ok(Some(r)),
                 Err(Refused::Decode(m)) => Err(ApiError::bad_request(m)),
                 Err(Refused::Invalid(causes)) => {
                     Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes))
@@ -254,17 +252,10 @@ impl Objects {
             };
         }
         if rt.group == ferry_api::GROUP && rt.plural == "yusurservices" {
-            let claims = ServiceAdmission::yusur_service_claims(object, old);
-            if claims.is_empty() {
-                return Ok(None);
-            }
-            let guard = self.services.lock().await;
-            self.cache.wait_for(self.store.current_revision()).await;
-            let causes = self.services.check_yusur_service(key, object, &claims);
-            if !causes.is_empty() {
-                return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
-            }
-            return Ok(Some(guard));
+            return self
+                .services
+                .admit_yusur_service(key, object, old)
+                .map_err(|causes| ApiError::invalid(&rt.kind, &rt.group, &name, causes));
         }
         Ok(None)
     }
@@ -355,9 +346,7 @@ impl Objects {
             .unwrap_or_default()
             .to_string();
         let key = rt.key(namespace.filter(|_| rt.namespaced), &name);
-        let _admitted = self
-            .admit_addresses(rt, &key, &mut object, None, None)
-            .await?;
+        let _reserved = self.admit_addresses(rt, &key, &mut object, None, None)?;
         if let Some(ns) = namespace.filter(|_| rt.namespaced) {
             let ns_key = format!("/registry/core/namespaces/_/{ns}");
             self.cache.wait_for(self.store.current_revision()).await;
@@ -490,9 +479,7 @@ impl Objects {
             object["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
         }
         let key = rt.key(namespace.filter(|_| rt.namespaced), name);
-        let _admitted = self
-            .admit_addresses(rt, &key, &mut object, Some(&old), subresource)
-            .await?;
+        let _reserved = self.admit_addresses(rt, &key, &mut object, Some(&old), subresource)?;
         let warnings = validate(rt, &mut object, opts)?;
         if spec_part(&object) != spec_part(&old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);

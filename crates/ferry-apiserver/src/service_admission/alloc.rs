@@ -132,6 +132,49 @@ pub fn held_by_service(stored: &[u8]) -> Held {
     h
 }
 
+/// What an admitted Service spec holds.
+pub fn held_by_spec(spec: &ServiceSpec) -> Held {
+    let mut h = Held::default();
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return h;
+    }
+    for ip in spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+    {
+        if let Ok(ip) = ip.parse() {
+            h.ips.insert(ip);
+        }
+    }
+    for p in spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.node_port)
+        .chain(spec.health_check_node_port)
+    {
+        if let Ok(p) = u16::try_from(p)
+            && p != 0
+        {
+            h.node_ports.insert(p);
+        }
+    }
+    h
+}
+
+/// The cluster IPs a YusurService object holds (see [`held_by_yusur_service`]).
+pub fn held_by_yusur_service_value(v: &serde_json::Value) -> Held {
+    let mut h = Held::default();
+    for ip in [&v["spec"]["clusterIP"], &v["status"]["clusterIP"]] {
+        if let Some(Ok(ip)) = ip.as_str().map(str::parse) {
+            h.ips.insert(ip);
+        }
+    }
+    h
+}
+
 /// The cluster IPs a stored YusurService holds: the one it asks for and the one Ferry's
 /// controller gave it (`status.clusterIP`). They come from the same service CIDR.
 pub fn held_by_yusur_service(stored: &[u8]) -> Held {
@@ -155,12 +198,15 @@ pub fn owner_of(key: &str) -> String {
     format!("{ns}/{name}")
 }
 
-/// Who holds which cluster IP and node port, by store key.
+/// Who holds which cluster IP and node port, by store key: what stored objects hold, plus
+/// what writes in flight reserved (decided, not yet in the store).
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     by_key: HashMap<String, Held>,
     ips: HashMap<Ipv4Addr, BTreeSet<String>>,
     node_ports: HashMap<u16, BTreeSet<String>>,
+    pub(super) pending: HashMap<u64, (String, Held)>,
+    pub(super) next_token: u64,
 }
 
 impl Ledger {
@@ -199,27 +245,49 @@ impl Ledger {
         self.by_key.insert(key.to_string(), held);
     }
 
-    /// A store key other than `owner`'s that holds `ip`.
+    /// Reserves `held` for a write of `key` in flight; [`Ledger::release`] it once the
+    /// write is in the ledger (or failed).
+    pub fn reserve(&mut self, key: &str, held: Held) -> u64 {
+        self.next_token += 1;
+        self.pending
+            .insert(self.next_token, (key.to_string(), held));
+        self.next_token
+    }
+
+    pub fn release(&mut self, token: u64) {
+        self.pending.remove(&token);
+    }
+
+    /// A store key other than `owner`'s that holds (or reserved) `ip`.
     pub fn ip_holder(&self, ip: Ipv4Addr, owner: &str) -> Option<&str> {
-        self.ips
-            .get(&ip)?
-            .iter()
-            .find(|k| owner_of(k) != owner)
-            .map(String::as_str)
+        self.ip_holders(ip).find(|k| owner_of(k) != owner)
     }
 
-    /// A store key other than `owner`'s that holds node port `p`.
+    /// A store key other than `owner`'s that holds (or reserved) node port `p`.
     pub fn port_holder(&self, p: u16, owner: &str) -> Option<&str> {
-        self.node_ports
-            .get(&p)?
-            .iter()
-            .find(|k| owner_of(k) != owner)
-            .map(String::as_str)
+        let stored = self
+            .node_ports
+            .get(&p)
+            .into_iter()
+            .flatten()
+            .map(String::as_str);
+        let pending = self
+            .pending
+            .values()
+            .filter(move |(_, h)| h.node_ports.contains(&p))
+            .map(|(k, _)| k.as_str());
+        stored.chain(pending).find(|k| owner_of(k) != owner)
     }
 
-    /// The store keys holding `ip`.
+    /// The store keys holding (or having reserved) `ip`.
     pub fn ip_holders(&self, ip: Ipv4Addr) -> impl Iterator<Item = &str> {
-        self.ips.get(&ip).into_iter().flatten().map(String::as_str)
+        let stored = self.ips.get(&ip).into_iter().flatten().map(String::as_str);
+        let pending = self
+            .pending
+            .values()
+            .filter(move |(_, h)| h.ips.contains(&ip))
+            .map(|(k, _)| k.as_str());
+        stored.chain(pending)
     }
 
     #[cfg(test)]

@@ -5,9 +5,10 @@
 //! The decisions are pure ([`admit`] over a [`Ledger`] of who holds what); this module's
 //! [`ServiceAdmission`] is the thin part the write path calls. The ledger follows the
 //! store (the cache feed records every Service and YusurService put or delete, and a
-//! re-list rebuilds it), so it survives restarts without a store of its own. Writes that
-//! take addresses are serialized by one lock held from the decision until the cache has
-//! the write, so two concurrent creates never get the same address.
+//! re-list rebuilds it), so it survives restarts without a store of its own. A write
+//! decides and reserves its addresses in one step under the ledger's lock and keeps the
+//! reservation until its write is in the ledger (or failed), so two concurrent creates
+//! never get the same address, while the store still commits concurrent writes together.
 //!
 //! YusurServices take cluster IPs from the same CIDR (Ferry's controller writes them to
 //! `status.clusterIP`): they are in the ledger too, a Service never gets one of theirs,
@@ -23,8 +24,8 @@ use serde_json::Value;
 use std::sync::Mutex;
 
 pub use alloc::{
-    Held, Ledger, ServiceNetwork, Taken, TakenFor, allocate, held_by_service,
-    held_by_yusur_service, owner_of,
+    Held, Ledger, ServiceNetwork, Taken, TakenFor, allocate, held_by_service, held_by_spec,
+    held_by_yusur_service, held_by_yusur_service_value, owner_of,
 };
 pub use spec::{patch_from_old, set_defaults, validate};
 
@@ -65,13 +66,25 @@ fn kind_of(key: &str) -> Option<fn(&[u8]) -> Held> {
     }
 }
 
-/// The write path's view: the service network, the ledger and the writers' lock.
+/// The write path's view: the service network and the ledger.
 #[derive(Debug, Default)]
 pub struct ServiceAdmission {
     pub network: ServiceNetwork,
     ledger: Mutex<Ledger>,
-    /// Held by a write that takes addresses from its decision until the cache has it.
-    writers: tokio::sync::Mutex<()>,
+}
+
+/// Addresses a write in flight reserved; released when dropped, which the write path does
+/// once the write is in the cache (so in the ledger) or failed.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    admission: &'a ServiceAdmission,
+    token: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.admission.ledger().release(self.token);
+    }
 }
 
 /// Why a write was refused.
@@ -95,10 +108,7 @@ impl ServiceAdmission {
     pub fn observe(&self, key: &str, value: Option<&[u8]>) {
         let Some(held) = kind_of(key) else { return };
         let h = value.map(held).unwrap_or_default();
-        self.ledger
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set(key, h);
+        self.ledger().set(key, h);
     }
 
     /// Rebuilds the ledger from a full listing of the store.
@@ -109,22 +119,25 @@ impl ServiceAdmission {
                 l.set(key, held(value));
             }
         }
-        *self.ledger.lock().unwrap_or_else(|e| e.into_inner()) = l;
+        let mut ledger = self.ledger();
+        // Reservations of writes in flight stay: they end with their writes.
+        l.pending = std::mem::take(&mut ledger.pending);
+        l.next_token = ledger.next_token;
+        *ledger = l;
     }
 
-    /// The lock a write that takes addresses holds until the cache has it.
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writers.lock().await
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Admits a Service (`object` is the whole object; its `spec` is rewritten) held by
-    /// `key`. Call with the lock held and the cache caught up with the store.
+    /// `key`, reserving its addresses until the reservation is dropped.
     pub fn admit_service(
         &self,
         key: &str,
         object: &mut Value,
         old: Option<&Value>,
-    ) -> Result<(), Refused> {
+    ) -> Result<Reservation<'_>, Refused> {
         let decode = |v: &Value| -> Result<ServiceSpec, Refused> {
             serde_json::from_value(v.clone()).map_err(|e| {
                 Refused::Decode(format!(
@@ -142,7 +155,7 @@ impl ServiceAdmission {
             _ => None,
         };
         let owner = owner_of(key);
-        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ledger = self.ledger();
         let taken = TakenFor {
             ledger: &ledger,
             owner: &owner,
@@ -155,32 +168,34 @@ impl ServiceAdmission {
             rand::random(),
         )
         .map_err(Refused::Invalid)?;
+        let token = ledger.reserve(key, held_by_spec(&spec));
         drop(ledger);
+        let reservation = Reservation {
+            admission: self,
+            token,
+        };
         object["spec"] = serde_json::to_value(&spec).map_err(|e| Refused::Decode(e.to_string()))?;
-        Ok(())
-    }
-
-    /// The addresses a YusurService write would newly take (none: no lock needed).
-    pub fn yusur_service_claims(object: &Value, old: Option<&Value>) -> Held {
-        let bytes = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
-        let new = held_by_yusur_service(&bytes(object));
-        let before = old
-            .map(|o| held_by_yusur_service(&bytes(o)))
-            .unwrap_or_default();
-        Held {
-            ips: new.ips.difference(&before.ips).copied().collect(),
-            node_ports: Default::default(),
-        }
+        Ok(reservation)
     }
 
     /// Refuses a YusurService write whose new cluster IPs a `v1 Service` of another name
-    /// holds (YusurServices among themselves are Ferry's controller's business). Call with
-    /// the lock held and the cache caught up with the store.
-    pub fn check_yusur_service(&self, key: &str, object: &Value, claims: &Held) -> Vec<Cause> {
+    /// holds or reserved (YusurServices among themselves are Ferry's controller's
+    /// business); otherwise reserves them until the reservation is dropped.
+    pub fn admit_yusur_service(
+        &self,
+        key: &str,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Result<Option<Reservation<'_>>, Vec<Cause>> {
+        let new = held_by_yusur_service_value(object);
+        let before = old.map(held_by_yusur_service_value).unwrap_or_default();
+        if new.ips.is_subset(&before.ips) {
+            return Ok(None);
+        }
         let owner = owner_of(key);
-        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ledger = self.ledger();
         let mut out = Vec::new();
-        for ip in &claims.ips {
+        for ip in new.ips.difference(&before.ips) {
             let Some(holder) = ledger
                 .ip_holders(*ip)
                 .find(|k| k.starts_with(SERVICES) && owner_of(k) != owner)
@@ -200,15 +215,19 @@ impl ServiceAdmission {
                 ),
             ));
         }
-        out
+        if !out.is_empty() {
+            return Err(out);
+        }
+        let token = ledger.reserve(key, new);
+        Ok(Some(Reservation {
+            admission: self,
+            token,
+        }))
     }
 
     /// A copy of the ledger (tests).
     #[cfg(test)]
-    pub fn ledger(&self) -> Ledger {
-        self.ledger
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    pub fn ledger_copy(&self) -> Ledger {
+        self.ledger().clone()
     }
 }

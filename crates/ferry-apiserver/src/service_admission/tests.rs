@@ -421,7 +421,7 @@ fn the_ledger_follows_puts_and_deletes_and_a_service_and_its_yusur_service_are_o
         "/registry/iaas.yusur.io/yusurservices/default/ysvc1",
         Some(&serde_json::to_vec(&json!({"status": {"clusterIP": "10.96.0.5"}})).unwrap()),
     );
-    let l = a.ledger();
+    let l = a.ledger_copy();
     assert_eq!(
         l.ip_holder("10.96.0.4".parse().unwrap(), "default/other"),
         Some("/registry/core/services/default/web")
@@ -435,34 +435,70 @@ fn the_ledger_follows_puts_and_deletes_and_a_service_and_its_yusur_service_are_o
             .is_some()
     );
     a.observe("/registry/core/services/default/web", None);
-    assert_eq!(a.ledger().ips().len(), 1);
+    assert_eq!(a.ledger_copy().ips().len(), 1);
     // A YusurService may not take what a Service of another name holds.
     a.observe(
         "/registry/core/services/default/web",
         Some(&svc("10.96.0.4")),
     );
     let ysvc = json!({"spec": {}, "status": {"clusterIP": "10.96.0.4"}});
-    let claims = ServiceAdmission::yusur_service_claims(&ysvc, None);
     assert_eq!(
-        a.check_yusur_service(
+        a.admit_yusur_service(
             "/registry/iaas.yusur.io/yusurservices/default/ysvc2",
             &ysvc,
-            &claims
-        ),
-        vec![(
+            None
+        )
+        .map(|r| r.is_some()),
+        Err(vec![(
             "status.clusterIP".to_string(),
             "Invalid value: \"10.96.0.4\": provided IP is already allocated to Service default/web"
                 .to_string()
-        )]
+        )])
     );
     // ... but the Service Ferry's controller generates for it (same name) is the same holder.
     assert!(
-        a.check_yusur_service(
+        a.admit_yusur_service(
             "/registry/iaas.yusur.io/yusurservices/default/web",
             &ysvc,
-            &claims
+            None
         )
-        .is_empty()
+        .is_ok()
+    );
+}
+
+#[test]
+fn writes_in_flight_reserve_their_addresses_until_released() {
+    let a = ServiceAdmission::new(net());
+    let mut one =
+        json!({"metadata": {"name": "one"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+    let mut two =
+        json!({"metadata": {"name": "two"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+    let r1 = a
+        .admit_service("/registry/core/services/default/one", &mut one, None)
+        .unwrap();
+    let r2 = a
+        .admit_service("/registry/core/services/default/two", &mut two, None)
+        .unwrap();
+    assert_ne!(one["spec"]["clusterIP"], two["spec"]["clusterIP"]);
+    assert_ne!(
+        one["spec"]["ports"][0]["nodePort"],
+        two["spec"]["ports"][0]["nodePort"]
+    );
+    // A YusurService cannot take a reserved Service address either.
+    let ip = one["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let y = json!({"status": {"clusterIP": ip}});
+    assert!(
+        a.admit_yusur_service("/registry/iaas.yusur.io/yusurservices/default/y", &y, None)
+            .is_err()
+    );
+    // Released (the write failed, say): the address can be asked for.
+    drop(r1);
+    drop(r2);
+    let mut three =
+        json!({"metadata": {"name": "three"}, "spec": {"clusterIP": ip, "ports": [{"port": 80}]}});
+    assert!(
+        a.admit_service("/registry/core/services/default/three", &mut three, None)
+            .is_ok()
     );
 }
 
