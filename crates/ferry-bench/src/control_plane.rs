@@ -1,8 +1,13 @@
-//! `ferry bench control-plane`: a real `ferry apiserver` and `ferry controller` (separate
-//! processes, so their memory is measured apart) against a real OVN NB and `ovn-northd`
-//! (a central-only `ferry_ovn_stack::OvnStack`),
-//! with N YusurServices of M backends each. Prints a table and JSON; asserts nothing.
+//! `ferry bench control-plane`: a real `ferry apiserver` and two `ferry controller`
+//! replicas (separate processes, so their memory is measured apart; one leads, one stands
+//! by) against a real OVN NB and `ovn-northd` (a central-only `ferry_ovn_stack::OvnStack`),
+//! with N YusurServices of M backends each, the backends spread over `--nodes` hollow nodes
+//! ([`crate::hollow`]) that keep their Leases fresh and report their probes as agents do.
+//! Ends with a crash failover: the leader is killed (SIGKILL) and the time until the
+//! standby programs the next change is `failover_s`. Prints a table and JSON; asserts
+//! nothing.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,15 +16,19 @@ use std::time::{Duration, Instant};
 
 use ferry_api::{NetworkProbe, YusurService};
 use futures::StreamExt;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+
+use crate::hollow;
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneOptions {
     pub services: usize,
     pub backends: usize,
+    /// Hollow nodes the backends are spread over (at least one).
+    pub nodes: usize,
     pub ferry: PathBuf,
     pub out: Option<PathBuf>,
     /// Single-service changes and probe flips measured.
@@ -31,18 +40,33 @@ pub struct ControlPlaneOptions {
 pub struct ControlPlaneResult {
     pub services: usize,
     pub backends: usize,
+    pub nodes: usize,
     /// From the first pod created to every pod's port in the NB.
     pub ports_sync_s: f64,
+    /// From the first service created (none before) to all Programmed and in the NB.
     pub full_sync_s: f64,
-    /// From all Programmed to every NetworkProbe created.
+    /// From the first service created to every NetworkProbe created (seen by its node).
     pub probes_created_s: f64,
+    /// From the first service created to every backend Healthy in its load balancer.
     pub probes_healthy_s: f64,
     pub change_p50_ms: f64,
     pub change_p99_ms: f64,
     pub endpoint_flip_p99_ms: f64,
+    /// LIST of every NetworkProbe: the whole response body received (median of 3).
     pub list_probes_ms: f64,
+    pub listed_probes: usize,
+    /// Acknowledged creates/s with 64 concurrent clients, and with one.
+    pub acked_writes_per_s: f64,
+    pub acked_writes_per_s_1: f64,
     pub apiserver_rss_mib: f64,
+    /// The leader's RSS (and the standby's).
     pub controller_rss_mib: f64,
+    pub standby_rss_mib: f64,
+    /// The longest gap between two renewals of one hollow node's Lease (10 s lapses it).
+    pub max_renew_gap_s: f64,
+    pub lease_renewals: u64,
+    /// Leader killed (SIGKILL) -> the standby programmed the next change in the NB.
+    pub failover_s: f64,
     pub objects: usize,
 }
 
@@ -148,9 +172,9 @@ fn lb_backends(m: &ferry_ovsdb::Mirror, name: &str) -> Option<usize> {
 pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneResult, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
-    let (n, m) = (opts.services, opts.backends);
+    let (n, m, nodes) = (opts.services, opts.backends, opts.nodes.max(1));
     eprintln!(
-        "control-plane bench: {n} services x {m} backends in {}",
+        "control-plane bench: {n} services x {m} backends on {nodes} nodes in {}",
         d.display()
     );
     // OVN NB + SB + northd only: the control plane's job ends at the NB.
@@ -191,20 +215,33 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
             .map_err(|e| e.to_string())?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut c = Command::new(&opts.ferry);
-    c.args(["controller", "--kubeconfig"])
-        .arg(api_dir.join("kubeconfig-controller"))
-        .args([
-            "--ovn-nb",
-            &nb_remote,
-            "--service-cidr",
-            "10.96.0.0/12",
-            "--identity",
-            "bench",
-        ]);
-    let controller = spawn(&mut c, &d.join("controller.log"))?;
-    let ctl_pid = controller.id();
-    children.0.push(controller);
+    // Two replicas: "bench-a" leads (started first), "bench-b" stands by.
+    let mut pids = BTreeMap::new();
+    for id in ["bench-a", "bench-b"] {
+        let mut c = Command::new(&opts.ferry);
+        c.args(["controller", "--kubeconfig"])
+            .arg(api_dir.join("kubeconfig-controller"))
+            .args([
+                "--ovn-nb",
+                &nb_remote,
+                "--service-cidr",
+                "10.96.0.0/12",
+                "--identity",
+                id,
+            ]);
+        let controller = spawn(&mut c, &d.join(format!("controller-{id}.log")))?;
+        pids.insert(id.to_string(), controller.id());
+        children.0.push(controller);
+        if id == "bench-a" {
+            let t = Instant::now();
+            while leader(&client).await.as_deref() != Some("bench-a") {
+                if t.elapsed() > Duration::from_secs(60) {
+                    return Err("the first controller did not take the Lease".into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 
     // The network: one VPC, four /16 subnets.
     let apply = async |v: Value| -> Result<(), String> {
@@ -232,7 +269,16 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     for s in 0..4 {
         apply(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": format!("bench-{s}")}, "spec": {"vpc": "vpc1", "cidrBlock": format!("10.{}.0.0/16", 100 + s)}})).await?;
     }
-    // Backends: pods with their addresses already written, as the controller would.
+    // The hollow nodes: Nodes and Leases, then renewals and probe reports from now on.
+    let start = Instant::now();
+    hollow::register(&client, nodes, 64).await?;
+    eprintln!(
+        "  {nodes} hollow nodes registered in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    let hollow = hollow::start(&client, nodes, 256);
+    // Backends: pods with their addresses already written, as the controller would, spread
+    // over the nodes.
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
     let total_pods = n * m;
     let start = Instant::now();
@@ -247,7 +293,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
                 let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({"metadata": {"name": format!("b-{i}"), "labels": {"svc": format!("s{}", i / m)},
                     "annotations": {"iaas.yusur.io/subnet": format!("bench-{s}"), "iaas.yusur.io/ip_address": ip.to_string(), "iaas.yusur.io/mac_address": format!("0a:00:{:02x}:{:02x}:{:02x}:{:02x}", ip.octets()[0], ip.octets()[1], ip.octets()[2], ip.octets()[3]),
                         "iaas.yusur.io/gateway": format!("10.{}.0.1", 100 + s), "iaas.yusur.io/cidr": format!("10.{}.0.0/16", 100 + s)}},
-                    "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "none"}]}})).unwrap_or_default();
+                    "spec": {"nodeName": hollow::node_name(i % nodes), "containers": [{"name": "c", "image": "none"}]}})).unwrap_or_default();
                 let r = pods.create(&PostParams::default(), &pod).await;
                 let c = created.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if c.is_multiple_of(1000) || c == total_pods {
@@ -303,117 +349,85 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    loop {
-        let lbs = nb.with_mirror(|mm| mm.table("Load_Balancer").map(|t| t.len()).unwrap_or(0));
-        let programmed = ysvcs
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .iter()
-            .filter(|y| {
-                y.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Programmed" && c.status == "True")
+    // Empty -> all Programmed, every probe created (seen by its node), every backend
+    // Healthy in its load balancer (the hollow nodes report as the probes appear).
+    let (mut full_sync_s, mut probes_created_s, mut probes_healthy_s) = (None, None, None);
+    let (full_sync_s, probes_created_s, probes_healthy_s) = loop {
+        if full_sync_s.is_none() {
+            let lbs = nb.with_mirror(|mm| mm.table("Load_Balancer").map(|t| t.len()).unwrap_or(0));
+            let programmed = ysvcs
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter(|y| {
+                    y.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Programmed" && c.status == "True")
+                    })
                 })
-            })
-            .count();
-        progress("services programmed", programmed.min(lbs), n, start);
-        if lbs >= n && programmed >= n {
-            break;
+                .count();
+            if lbs >= n && programmed >= n {
+                full_sync_s = Some(start.elapsed().as_secs_f64());
+            }
+        }
+        let assigned = hollow
+            .stats
+            .assigned
+            .load(std::sync::atomic::Ordering::Relaxed) as usize;
+        if probes_created_s.is_none() && assigned >= n * m {
+            probes_created_s = Some(start.elapsed().as_secs_f64());
+        }
+        let full = nb.with_mirror(|mm| full_lbs(mm, m));
+        if probes_healthy_s.is_none() && full >= n {
+            probes_healthy_s = Some(start.elapsed().as_secs_f64());
+        }
+        eprint!(
+            "\r  programmed: {} probes assigned: {assigned}/{} reported: {} LBs full: {full}/{n} ({:.1}s)   ",
+            full_sync_s.map_or("-".to_string(), |s| format!("{s:.1}s")),
+            n * m,
+            hollow
+                .stats
+                .reported
+                .load(std::sync::atomic::Ordering::Relaxed),
+            start.elapsed().as_secs_f64()
+        );
+        if let (Some(a), Some(b), Some(c)) = (full_sync_s, probes_created_s, probes_healthy_s) {
+            eprintln!();
+            break (a, b, c);
         }
         if start.elapsed() > Duration::from_secs(3600) {
-            return Err("full sync did not finish within an hour".into());
+            return Err("the services were not all Programmed and Healthy within an hour".into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let full_sync_s = start.elapsed().as_secs_f64();
-
-    // The controller writes status first, then the generated objects: wait for every
-    // probe (the LIST that finds them all is the LIST figure).
-    let probes: Api<NetworkProbe> = Api::namespaced(client.clone(), "default");
-    let start = Instant::now();
-    let mut list_probes_ms;
-    let all = loop {
-        let list_start = Instant::now();
-        let all = probes
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list_probes_ms = list_start.elapsed().as_secs_f64() * 1000.0;
-        progress("probes created", all.items.len(), n * m, start);
-        if all.items.len() >= n * m {
-            break all;
-        }
-        if start.elapsed() > Duration::from_secs(3600) {
-            return Err("the probes were not all created within an hour".into());
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
     };
-    let probes_created_s = start.elapsed().as_secs_f64();
-    // Probes Healthy, as agents would report.
-    let start = Instant::now();
-    let names: Vec<String> = all.items.iter().map(|p| p.name_any()).collect();
-    let total = names.len();
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    futures::stream::iter(names.clone())
-        .map(|name| {
-            let probes = probes.clone();
-            let done = done.clone();
-            async move {
-                let r = probes
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"phase": "Healthy"}})),
-                    )
-                    .await;
-                let c = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if c.is_multiple_of(1000) || c == total {
-                    progress("probes Healthy", c, total, start);
-                }
-                r.map(|_| ()).map_err(|e| e.to_string())
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let last = format!("ferry-default-s{}-cip-vpc1-tcp", n - 1);
-    while nb.with_mirror(|mm| lb_backends(mm, &last)) != Some(m) {
-        if start.elapsed() > Duration::from_secs(3600) {
-            return Err("backends did not reach the NB within an hour".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // LIST of every probe, the response body received whole (no decoding timed).
+    let mut lists = Vec::new();
+    let mut listed_probes = 0;
+    for _ in 0..3 {
+        let req = http::Request::get("/apis/iaas.yusur.io/v1/networkprobes")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let text = client.request_text(req).await.map_err(|e| e.to_string())?;
+        lists.push(t.elapsed().as_secs_f64() * 1000.0);
+        listed_probes = text.matches("\"kind\":\"NetworkProbe\"").count();
     }
-    let probes_healthy_s = start.elapsed().as_secs_f64();
+    let list_probes_ms = percentile(&mut lists, 0.5);
+    eprintln!("  LIST {listed_probes} probes: {list_probes_ms:.0} ms");
 
     // Single-service changes with all N present: a new port, until its VIP is in the NB.
     let mut changes = Vec::new();
     for k in 0..opts.samples {
         let i = (k * 7919) % n;
-        let lb = format!("ferry-default-s{i}-cip-vpc1-tcp");
         let t = Instant::now();
-        ysvcs.patch(&format!("s{i}"), &PatchParams::default(), &Patch::Merge(json!({"spec": {"ports": [{"name": "a", "port": 80, "targetPort": 8080}, {"name": "b", "port": 81 + k as i32, "targetPort": 8080}]}}))).await.map_err(|e| e.to_string())?;
-        let want = format!(":{}", 81 + k);
-        while !nb.with_mirror(|mm| {
-            mm.table("Load_Balancer").is_some_and(|t| {
-                t.values().any(|r| {
-                    r.get("name").and_then(Value::as_str) == Some(lb.as_str())
-                        && r.get("vips").is_some_and(|v| v.to_string().contains(&want))
-                })
-            })
-        }) {
-            if t.elapsed() > Duration::from_secs(120) {
-                return Err(format!("change of s{i} did not reach the NB"));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        change_port(&ysvcs, &nb, i, 81 + k as i32, Duration::from_secs(120)).await?;
         changes.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     // Probe flips: one backend Unhealthy until it leaves its LB.
+    let probes: Api<NetworkProbe> = Api::namespaced(client.clone(), "default");
     let mut flips = Vec::new();
     for k in 0..opts.samples {
         let i = (k * 104_729) % n;
@@ -436,6 +450,14 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         }
         flips.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    eprintln!("  changes and flips timed");
+    // Acknowledged writes while the hollow nodes keep renewing: creates of small objects
+    // the controller does not watch.
+    let acked_writes_per_s_1 = acked_writes(&client, "bench-writes-1", 2000, 1).await?;
+    let acked_writes_per_s = acked_writes(&client, "bench-writes-64", 20_000, 64).await?;
+    eprintln!(
+        "  acked writes/s: {acked_writes_per_s_1:.0} (1 client), {acked_writes_per_s:.0} (64)"
+    );
     let mut objects = 0;
     for path in [
         "/api/v1/pods",
@@ -444,21 +466,45 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         "/api/v1/services",
         "/api/v1/endpoints",
         "/apis/discovery.k8s.io/v1/endpointslices",
+        "/api/v1/nodes",
     ] {
-        let req = http::Request::get(format!("{path}?limit=1"))
-            .body(Vec::new())
-            .map_err(|e| e.to_string())?;
-        let list: Value = client.request(req).await.map_err(|e| e.to_string())?;
-        let _ = list;
         let req = http::Request::get(path.to_string())
             .body(Vec::new())
             .map_err(|e| e.to_string())?;
         let full: Value = client.request(req).await.map_err(|e| e.to_string())?;
         objects += full["items"].as_array().map_or(0, Vec::len);
     }
+    let leading = leader(&client).await.unwrap_or_default();
+    let standby = if leading == "bench-a" {
+        "bench-b"
+    } else {
+        "bench-a"
+    };
+    let leader_pid = pids.get(&leading).copied().unwrap_or_default();
+    let standby_pid = pids.get(standby).copied().unwrap_or_default();
+    let apiserver_rss_mib = rss_mib(api_pid);
+    let controller_rss_mib = rss_mib(leader_pid);
+    let standby_rss_mib = rss_mib(standby_pid);
+    // Crash failover: SIGKILL the leader, change a service at once, time until the
+    // standby has programmed it.
+    eprintln!("  killing the leader {leading} (pid {leader_pid})");
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leader_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| format!("kill -9 {leader_pid}: {e}"))?;
+    change_port(&ysvcs, &nb, n / 2, 200, Duration::from_secs(300)).await?;
+    let failover_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "  {} programmed the change {failover_s:.2}s after the kill",
+        leader(&client).await.unwrap_or_default()
+    );
+    let stats = &hollow.stats;
     let result = ControlPlaneResult {
         services: n,
         backends: m,
+        nodes,
         ports_sync_s,
         full_sync_s,
         probes_created_s,
@@ -467,10 +513,21 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         change_p99_ms: percentile(&mut changes, 0.99),
         endpoint_flip_p99_ms: percentile(&mut flips, 0.99),
         list_probes_ms,
-        apiserver_rss_mib: rss_mib(api_pid),
-        controller_rss_mib: rss_mib(ctl_pid),
+        listed_probes,
+        acked_writes_per_s,
+        acked_writes_per_s_1,
+        apiserver_rss_mib,
+        controller_rss_mib,
+        standby_rss_mib,
+        max_renew_gap_s: stats
+            .max_renew_gap_ms
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1000.0,
+        lease_renewals: stats.renewals.load(std::sync::atomic::Ordering::Relaxed),
+        failover_s,
         objects,
     };
+    drop(hollow);
     let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
     if let Some(out) = &opts.out {
         std::fs::write(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -478,6 +535,104 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     drop(children);
     drop(stack);
     Ok(result)
+}
+
+/// The holder of the controllers' Lease.
+async fn leader(client: &Client) -> Option<String> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-system");
+    api.get_opt("ferry-controller")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+/// Load balancers with `m` backends.
+fn full_lbs(mm: &ferry_ovsdb::Mirror, m: usize) -> usize {
+    mm.table("Load_Balancer").map_or(0, |t| {
+        t.values()
+            .filter(|r| {
+                r.get("vips")
+                    .and_then(|v| v.get(1)?.as_array()?.first()?.get(1)?.as_str())
+                    .is_some_and(|s| !s.is_empty() && s.split(',').count() == m)
+            })
+            .count()
+    })
+}
+
+/// Gives service `s{i}` a second port and waits until its VIP is in the NB.
+async fn change_port(
+    ysvcs: &Api<YusurService>,
+    nb: &ferry_ovsdb::Client,
+    i: usize,
+    port: i32,
+    timeout: Duration,
+) -> Result<(), String> {
+    let lb = format!("ferry-default-s{i}-cip-vpc1-tcp");
+    let t = Instant::now();
+    ysvcs
+        .patch(
+            &format!("s{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ports": [{"name": "a", "port": 80, "targetPort": 8080}, {"name": "b", "port": port, "targetPort": 8080}]}})),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let want = format!(":{port}");
+    while !nb.with_mirror(|mm| {
+        mm.table("Load_Balancer").is_some_and(|t| {
+            t.values().any(|r| {
+                r.get("name").and_then(Value::as_str) == Some(lb.as_str())
+                    && r.get("vips").is_some_and(|v| v.to_string().contains(&want))
+            })
+        })
+    }) {
+        if t.elapsed() > timeout {
+            return Err(format!("change of s{i} did not reach the NB"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// Creates `count` ConfigMaps in a new namespace with `clients` concurrent clients;
+/// returns acknowledged creates/s.
+async fn acked_writes(
+    client: &Client,
+    ns: &str,
+    count: usize,
+    clients: usize,
+) -> Result<f64, String> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let nsobj =
+        serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
+    namespaces
+        .create(&PostParams::default(), &nsobj)
+        .await
+        .map_err(|e| e.to_string())?;
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ns);
+    let t = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let cm = serde_json::from_value(json!({"metadata": {"name": format!("w-{i}"), "labels": {"bench": "writes"}},
+                    "data": {"index": i.to_string(), "payload": "0123456789abcdef0123456789abcdef"}}))
+                .map_err(|e| e.to_string())?;
+                api.create(&PostParams::default(), &cm)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .buffer_unordered(clients)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(count as f64 / t.elapsed().as_secs_f64())
 }
 
 /// The readable table.
@@ -494,16 +649,17 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
             "ports_sync_s (first pod -> every pod's port in the NB)",
             format!("{:.2}", r.ports_sync_s),
         ),
+        ("nodes (hollow)", r.nodes.to_string()),
         (
-            "full_sync_s (create -> all Programmed and in the NB)",
+            "full_sync_s (empty -> all Programmed and in the NB)",
             format!("{:.2}", r.full_sync_s),
         ),
         (
-            "probes_created_s (all Programmed -> every probe created)",
+            "probes_created_s (empty -> every probe created)",
             format!("{:.2}", r.probes_created_s),
         ),
         (
-            "probes_healthy_s (all probes Healthy -> last LB full)",
+            "probes_healthy_s (empty -> every backend Healthy in its LB)",
             format!("{:.2}", r.probes_healthy_s),
         ),
         (
@@ -516,11 +672,29 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
             format!("{:.1}", r.endpoint_flip_p99_ms),
         ),
         (
-            "list_probes_ms (LIST all NetworkProbes)",
-            format!("{:.1}", r.list_probes_ms),
+            "list_probes_ms (LIST all NetworkProbes, body received)",
+            format!("{:.1} ({} items)", r.list_probes_ms, r.listed_probes),
+        ),
+        (
+            "acked_writes_per_s (64 clients / 1 client)",
+            format!(
+                "{:.0} / {:.0}",
+                r.acked_writes_per_s, r.acked_writes_per_s_1
+            ),
         ),
         ("apiserver_rss_mib", format!("{:.0}", r.apiserver_rss_mib)),
-        ("controller_rss_mib", format!("{:.0}", r.controller_rss_mib)),
+        (
+            "controller_rss_mib (leader / standby)",
+            format!("{:.0} / {:.0}", r.controller_rss_mib, r.standby_rss_mib),
+        ),
+        (
+            "max_renew_gap_s (hollow Lease renewals)",
+            format!("{:.2} ({} renewals)", r.max_renew_gap_s, r.lease_renewals),
+        ),
+        (
+            "failover_s (leader kill -9 -> change in the NB)",
+            format!("{:.2}", r.failover_s),
+        ),
         ("objects", r.objects.to_string()),
     ];
     for (k, v) in rows {

@@ -27,5 +27,6 @@
 pub mod control_plane;
 pub mod dataplane;
 mod error;
+pub mod hollow;
 
 pub use error::{Error, Result};

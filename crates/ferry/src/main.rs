@@ -150,6 +150,9 @@ enum BenchCommand {
         services: usize,
         #[arg(long, default_value = "10")]
         backends: usize,
+        /// Hollow nodes (kubemark-style: Node, agent Lease, probe reports) for the backends.
+        #[arg(long, default_value = "1")]
+        nodes: usize,
         /// Single-service changes and probe flips to time.
         #[arg(long, default_value = "20")]
         samples: usize,
@@ -340,12 +343,14 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::ControlPlane {
             services,
             backends,
+            nodes,
             samples,
             out,
         }) => {
             let opts = ferry_bench::control_plane::ControlPlaneOptions {
                 services,
                 backends,
+                nodes,
                 ferry: std::env::current_exe()?,
                 out,
                 samples,
