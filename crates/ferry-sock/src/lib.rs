@@ -91,6 +91,12 @@ pub fn cgroup2_mount_in(mountinfo: &str) -> Option<std::path::PathBuf> {
     })
 }
 
+/// The agent keeps one `SocketLb` behind a mutex and calls it from blocking tasks.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<SocketLb>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,9 +116,3 @@ mod tests {
         assert_eq!(cgroup2_mount_in(none), None);
     }
 }
-
-/// The agent keeps one `SocketLb` behind a mutex and calls it from blocking tasks.
-const _: () = {
-    const fn assert_send<T: Send>() {}
-    assert_send::<SocketLb>();
-};
