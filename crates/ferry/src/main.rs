@@ -38,6 +38,9 @@ enum Command {
     /// on stdin; install as /opt/cni/bin/ferry (a symlink to this binary with `cni` as its
     /// first argument, or a wrapper script).
     Cni,
+    /// The federation: its control plane and a member's join agent.
+    #[command(subcommand)]
+    Federation(FederationCommand),
     /// Write the CRD manifests of every Ferry resource into a directory.
     Crds {
         /// Directory to write `<plural>.<group>.yaml` files into.
@@ -122,7 +125,65 @@ struct ControllerArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum FederationCommand {
+    /// The federation control plane: an API server holding only federation objects, and
+    /// the federation controller.
+    Up {
+        #[arg(long, env = "FERRY_FEDERATION_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:6450")]
+        listen: SocketAddr,
+        /// `embedded` (default); etcd is not implemented yet.
+        #[arg(long)]
+        store: Option<String>,
+        /// Controller replicas in this process (they share a Lease).
+        #[arg(long, default_value = "1")]
+        controllers: usize,
+    },
+    /// One more federation controller replica against a federation API server.
+    Controller {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Join this cluster to a federation: dials out, holds what is placed on it.
+    Join {
+        /// The federation API server's kubeconfig.
+        #[arg(long)]
+        federation_kubeconfig: PathBuf,
+        /// This member's API server.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// This member's MemberCluster name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        workspace: Option<String>,
+        /// A cell of this member as NAME=NAMESPACE (repeatable).
+        #[arg(long = "cell", value_parser = ferry_federation::join::parse_cell)]
+        cells: Vec<ferry_federation::types::Cell>,
+        #[arg(long, default_value = "5")]
+        heartbeat_s: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// A federation with N in-process members: federated change -> applied in every
+    /// member, and member status -> federated status (p50/p99).
+    Federation {
+        #[arg(long, default_value = "3")]
+        clusters: usize,
+        #[arg(long, default_value = "100")]
+        services: usize,
+        #[arg(long, default_value = "32")]
+        concurrency: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Data-plane paths side by side: direct, ovn-direct, ferry-ovn, iptables, nftables.
     Dataplane {
         /// Services installed on the iptables, nftables and ferry-ovn paths.
@@ -310,6 +371,24 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Crds { out } => write_crds(&out),
+        Command::Federation(cmd) => runtime()?.block_on(federation(cmd)),
+        Command::Bench(BenchCommand::Federation {
+            clusters,
+            services,
+            concurrency,
+            out,
+        }) => {
+            let opts = ferry_federation::bench::BenchOptions {
+                clusters,
+                services,
+                concurrency,
+                out,
+                timeout: std::time::Duration::from_secs(600),
+            };
+            let r = runtime()?.block_on(ferry_federation::bench::run(&opts))?;
+            ferry_federation::bench::print(&r);
+            Ok(())
+        }
         Command::Apiserver(args) => runtime()?.block_on(apiserver(args, false)),
         Command::Up(args) => runtime()?.block_on(up(args)),
         Command::Controller(args) => runtime()?.block_on(controller(args)),
@@ -468,6 +547,54 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn federation(cmd: FederationCommand) -> anyhow::Result<()> {
+    use ferry_federation::cli;
+    match cmd {
+        FederationCommand::Up {
+            data_dir,
+            listen,
+            store,
+            controllers,
+        } => {
+            cli::up(
+                &data_dir,
+                listen,
+                store.as_deref(),
+                controllers,
+                shutdown_signal(),
+            )
+            .await?
+        }
+        FederationCommand::Controller {
+            kubeconfig,
+            identity,
+        } => cli::controller(&kubeconfig, identity, shutdown_signal()).await?,
+        FederationCommand::Join {
+            federation_kubeconfig,
+            kubeconfig,
+            name,
+            tenant,
+            workspace,
+            cells,
+            heartbeat_s,
+        } => {
+            let mut config = ferry_federation::join::JoinConfig::new(name);
+            config.tenant = tenant;
+            config.workspace = workspace;
+            config.cells = cells;
+            config.heartbeat = std::time::Duration::from_secs(heartbeat_s.max(1));
+            cli::join(
+                &federation_kubeconfig,
+                &kubeconfig,
+                config,
+                shutdown_signal(),
+            )
+            .await?
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -655,11 +782,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         (None, false) => {
             let opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
             let dir = args.server.data_dir.join("ovn");
-            let s = tokio::task::spawn_blocking(move || ferry_ovn_stack::OvnStack::start(&dir, opts))
-                .await?
-                .context(
-                    "starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)",
-                )?;
+            let s =
+                tokio::task::spawn_blocking(move || ferry_ovn_stack::OvnStack::start(&dir, opts))
+                    .await?
+                    .context(
+                        "starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)",
+                    )?;
             let nb = s.nb_remote();
             eprintln!("ferry: OVN started (NB {nb})");
             stack = Some(s);
