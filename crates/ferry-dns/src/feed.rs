@@ -27,6 +27,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(5);
 pub enum FeedError {
     #[error("the {kind} watch stopped before its first list completed")]
     NeverReady { kind: &'static str },
+    #[error("building the zones failed: {0}")]
+    Build(String),
 }
 
 fn reflect<K>(client: &Client, wake: &Arc<Notify>, tasks: &mut JoinSet<()>) -> Store<K>
@@ -96,7 +98,19 @@ pub async fn run_feed(
             kind: "YusurService",
         })?;
     loop {
-        let built = build_zones(&domain, &snapshot(&services, &slices, &ysvcs));
+        // Building is CPU work proportional to the cluster: keep it off the async workers.
+        let (s, e, y, d) = (
+            services.clone(),
+            slices.clone(),
+            ysvcs.clone(),
+            domain.clone(),
+        );
+        let built =
+            match tokio::task::spawn_blocking(move || build_zones(&d, &snapshot(&s, &e, &y))).await
+            {
+                Ok(z) => z,
+                Err(e) => return Err(FeedError::Build(e.to_string())),
+            };
         let changed = zones.send_if_modified(|current| {
             if **current == built {
                 return false;

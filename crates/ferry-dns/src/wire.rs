@@ -171,7 +171,7 @@ pub struct Record {
 }
 
 /// SOA fields (RFC 1035 §3.3.13); `minimum` is the negative-caching TTL (RFC 2308).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Soa {
     pub mname: Name,
     pub rname: Name,
@@ -182,7 +182,7 @@ pub struct Soa {
     pub minimum: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),

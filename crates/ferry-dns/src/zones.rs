@@ -146,16 +146,21 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn add(&mut self, vpc: &str, owner: &str, data: RData) {
-        let Ok(name) = Name::parse(owner) else {
-            return; // longer than DNS allows: not nameable
+        // Owners are built from Kubernetes names (lower-case DNS labels): most are their own
+        // key already, and checking that is much cheaper than parsing.
+        let key = if is_plain_key(owner) {
+            owner.to_string()
+        } else {
+            match Name::parse(owner) {
+                Ok(name) => name.key(),
+                Err(_) => return, // longer than DNS allows: not nameable
+            }
         };
-        self.vpcs
-            .entry(vpc.to_string())
-            .or_default()
-            .records
-            .entry(name.key())
-            .or_default()
-            .insert(data);
+        let zone = match self.vpcs.get_mut(vpc) {
+            Some(z) => z,
+            None => self.vpcs.entry(vpc.to_string()).or_default(),
+        };
+        zone.records.entry(key).or_default().insert(data);
     }
 
     fn name(&self, target: &str) -> Option<Name> {
@@ -187,6 +192,17 @@ impl Builder<'_> {
             );
         }
     }
+}
+
+/// Whether `s` is a valid name that is its own lookup key: labels of 1-63 bytes of
+/// `a-z 0-9 - _`, at most 253 bytes in all.
+fn is_plain_key(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
 }
 
 fn proto_label(p: Option<&str>) -> String {
@@ -415,21 +431,29 @@ fn headless_records(
     }
 }
 
-/// Fills in the empty non-terminals under the cluster domain.
+/// Fills in the empty non-terminals under the cluster domain. Each ancestor is a suffix of
+/// its descendant's key, so no string is built twice; once an ancestor is known, so are its
+/// own ancestors.
 fn finish(mut vpcs: BTreeMap<String, VpcZone>, domain: &str) -> BTreeMap<String, VpcZone> {
-    let suffix = format!(".{domain}");
     for zone in vpcs.values_mut() {
-        let mut ents = BTreeSet::new();
+        let mut ents: BTreeSet<String> = BTreeSet::new();
         for key in zone.records.keys() {
-            let Some(mut rest) = key.strip_suffix(&suffix) else {
+            if key.len() <= domain.len() + 1 || !key.ends_with(domain) {
                 continue;
-            };
-            while let Some((_, parent)) = rest.split_once('.') {
-                let full = format!("{parent}{suffix}");
-                if !zone.records.contains_key(&full) {
-                    ents.insert(full);
+            }
+            let apex = key.len() - domain.len();
+            if key.as_bytes()[apex - 1] != b'.' {
+                continue;
+            }
+            // Walk the dots left to right: key[dot+1..] are the ancestors, longest first.
+            for (dot, _) in key[..apex - 1].match_indices('.') {
+                let ancestor = &key[dot + 1..];
+                if zone.records.contains_key(ancestor) {
+                    continue;
                 }
-                rest = parent;
+                if !ents.insert(ancestor.to_string()) {
+                    break;
+                }
             }
         }
         zone.ents = ents;
@@ -437,24 +461,25 @@ fn finish(mut vpcs: BTreeMap<String, VpcZone>, domain: &str) -> BTreeMap<String,
     vpcs
 }
 
-/// A serial that changes whenever the records do (FNV-1a over their text), so a secondary
-/// or a curious operator can tell two builds apart without a clock.
+/// A serial that changes whenever the records do (FNV-1a over them), so a secondary or a
+/// curious operator can tell two builds apart without a clock.
 fn serial(vpcs: &BTreeMap<String, VpcZone>) -> u32 {
+    use std::hash::{Hash, Hasher};
+    /// FNV-1a: deterministic across runs and builds, unlike std's RandomState.
     struct Fnv(u32);
-    impl std::fmt::Write for Fnv {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            for b in s.bytes() {
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            u64::from(self.0)
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
                 self.0 = (self.0 ^ u32::from(b)).wrapping_mul(0x0100_0193);
             }
-            Ok(())
         }
     }
     let mut h = Fnv(0x811c_9dc5);
-    for (vpc, zone) in vpcs {
-        for (name, set) in &zone.records {
-            let _ = write!(h, "{vpc}|{name}|{set:?};");
-        }
-    }
+    vpcs.iter()
+        .for_each(|(vpc, zone)| (vpc, &zone.records).hash(&mut h));
     h.0.max(1)
 }
 
