@@ -137,9 +137,16 @@ fn builtin_columns(plural: &str) -> Vec<Column> {
         ],
         "services" => vec![
             col("Type", "string", ".spec.type", 0),
-            col("Cluster-IP", "string", ".spec.clusterIP", 0),
+            col("Cluster-IP", "string", "", 0),
             col("External-IP", "string", "", 0),
             col("Port(s)", "string", "", 0),
+            col("Age", "date", ".metadata.creationTimestamp", 0),
+            col("Selector", "string", "", 1),
+        ],
+        "endpointslices" => vec![
+            col("AddressType", "string", ".addressType", 0),
+            col("Ports", "string", "", 0),
+            col("Endpoints", "string", "", 0),
             col("Age", "date", ".metadata.creationTimestamp", 0),
         ],
         "endpoints" => vec![

@@ -173,6 +173,55 @@ fn builtin_cell(rt: &ResourceType, column: &Column, object: &Value) -> Value {
                     .sum::<i64>()
             )
         }
+        ("services", "Cluster-IP") => json!(
+            object["spec"]["clusterIPs"][0]
+                .as_str()
+                .or(object["spec"]["clusterIP"].as_str())
+                .filter(|ip| !ip.is_empty())
+                .unwrap_or("<none>")
+        ),
+        ("services", "Selector") => {
+            let sel: Vec<String> = object["spec"]["selector"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            json!(if sel.is_empty() {
+                "<none>".to_string()
+            } else {
+                sel.join(",")
+            })
+        }
+        // As kubectl's printer: `80,443` (`<unset>` without ports) and the first three
+        // addresses (`+ N more...`).
+        ("endpointslices", "Ports") => {
+            let ports: Vec<String> = object["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+                .collect();
+            json!(if ports.is_empty() {
+                "<unset>".to_string()
+            } else {
+                ports.join(",")
+            })
+        }
+        ("endpointslices", "Endpoints") => {
+            let addrs: Vec<&str> = object["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            json!(match addrs.len() {
+                0 => "<unset>".to_string(),
+                n if n > 3 => format!("{} + {} more...", addrs[..3].join(","), n - 3),
+                _ => addrs.join(","),
+            })
+        }
         // As kubectl's printer: the load balancer's addresses (pending until it has one),
         // the external IPs, or the name an ExternalName Service points at.
         ("services", "External-IP") => {

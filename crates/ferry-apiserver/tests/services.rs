@@ -422,6 +422,14 @@ async fn kubectl_create_service_expose_and_get_svc_show_addresses_and_node_ports
     assert!(ok, "{err}");
     let (ok, _, err) = run(&["expose", "pod", "p", "--port=80", "--target-port=8080"]);
     assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=example.com",
+    ]);
+    assert!(ok, "{err}");
     let (ok, table, err) = run(&["get", "svc"]);
     assert!(ok, "{err}");
     let row = |name: &str| -> Vec<String> {
@@ -451,6 +459,12 @@ async fn kubectl_create_service_expose_and_get_svc_show_addresses_and_node_ports
         "{table}"
     );
     assert!(p[2].starts_with("10.96.") && p[2] != x[2], "{table}");
+    let ext = row("ext");
+    assert_eq!(
+        &ext[1..5],
+        ["ExternalName", "<none>", "example.com", "<none>"],
+        "{table}"
+    );
     // Bad input through kubectl: the 422 names the field.
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
