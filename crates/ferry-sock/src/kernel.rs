@@ -18,7 +18,9 @@ use tracing::{debug, info};
 
 use crate::error::SockLbError;
 use crate::model::{Desired, ServiceKey, ServiceSpec, VpcId};
-use crate::plan::{Capacity, MapOp, Plan, Programmed, Rejected, Usage, fill, plan, plan_changes};
+use crate::plan::{
+    Capacity, MapOp, Plan, Programmed, RejectReason, Rejected, Usage, fill, plan, plan_changes,
+};
 use crate::wire::{self, ServiceValue};
 
 /// The compiled C programs (see build.rs).
@@ -97,6 +99,27 @@ impl MapSizes {
             slots: self.slots,
             members: self.members,
         }
+    }
+
+    /// Sizes that make room for what `rejected` could not fit (each full map at least
+    /// doubled), or `None` when no rejection is about a full map. For an agent that
+    /// grows instead of refusing: `apply`, then `resize(grown)` and `apply` again.
+    pub fn grown_for(&self, rejected: &[Rejected]) -> Option<MapSizes> {
+        let grow = |now: u32, want: u64| (now as u64 * 2).max(want).min(u32::MAX as u64) as u32;
+        let mut next = *self;
+        for r in rejected {
+            match r.reason {
+                RejectReason::ServicesFull { .. } => next.services = grow(self.services, 0),
+                RejectReason::SlotsFull { need, used, .. } => {
+                    next.slots = next.slots.max(grow(self.slots, need + used))
+                }
+                RejectReason::MembersFull { need, used, .. } => {
+                    next.members = next.members.max(grow(self.members, need + used))
+                }
+                RejectReason::TooManySlots { .. } => {}
+            }
+        }
+        (next != *self).then_some(next)
     }
 }
 
@@ -581,4 +604,76 @@ pub fn current_netns_cookie() -> Result<u64, SockLbError> {
         what: "the current namespace".into(),
         source: e.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Protocol, ServiceKey};
+    use std::net::Ipv4Addr;
+
+    fn rejected(reason: RejectReason) -> Rejected {
+        Rejected {
+            key: ServiceKey {
+                vpc: 1,
+                vip: Ipv4Addr::new(10, 96, 0, 1),
+                port: 80,
+                protocol: Protocol::Tcp,
+            },
+            reason,
+        }
+    }
+
+    #[test]
+    fn grown_for_doubles_only_the_full_maps_and_fits_the_need() {
+        let sizes = MapSizes {
+            services: 10,
+            slots: 100,
+            ..MapSizes::default()
+        };
+        let cases = [
+            ("nothing rejected", vec![], None),
+            (
+                "weights are not a size problem",
+                vec![rejected(RejectReason::TooManySlots {
+                    slots: 70000,
+                    max: 65536,
+                })],
+                None,
+            ),
+            (
+                "two full services double once",
+                vec![
+                    rejected(RejectReason::ServicesFull { max: 10 }),
+                    rejected(RejectReason::ServicesFull { max: 10 }),
+                ],
+                Some(MapSizes {
+                    services: 20,
+                    ..sizes
+                }),
+            ),
+            (
+                "slots grow to the biggest need when doubling is not enough",
+                vec![
+                    rejected(RejectReason::SlotsFull {
+                        need: 50,
+                        used: 90,
+                        max: 100,
+                    }),
+                    rejected(RejectReason::SlotsFull {
+                        need: 300,
+                        used: 90,
+                        max: 100,
+                    }),
+                ],
+                Some(MapSizes {
+                    slots: 390,
+                    ..sizes
+                }),
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(sizes.grown_for(&input), want, "{name}");
+        }
+    }
 }

@@ -35,8 +35,9 @@
 //!    VPC that has pods on this node, `backends` = ready endpoints (target port),
 //!    `affinity_timeout_s` from `sessionAffinityConfig.clientIP.timeoutSeconds` (0 when
 //!    affinity is None), and call `apply(&desired)`. Only changed services are written;
-//!    [`ApplyReport::rejected`] lists services that did not fit (log them and call
-//!    `resize` with bigger [`MapSizes`]). A service with no ready endpoint is left out of
+//!    [`ApplyReport::rejected`] lists services that did not fit: log them, and to grow
+//!    instead of refusing, `resize(lb.sizes().grown_for(&report.rejected))` and `apply`
+//!    again (services keep their previous programming meanwhile). A service with no ready endpoint is left out of
 //!    the maps, so the socket keeps the VIP and OVN answers it as for any other client.
 //! 4. OVN's load balancers stay programmed for every other client (VMs, nodes, EIPs).
 //! 5. `apply` of 10k services takes a few hundred ms of `bpf()` calls: call it from a

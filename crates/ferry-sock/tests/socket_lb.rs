@@ -507,10 +507,12 @@ fn resizing_keeps_live_connections_and_full_maps_are_reported() -> Result<()> {
     let first: Value = serde_json::from_str(&line)?;
     assert_eq!(first["peer"], vip_port(VIP), "{first}");
 
-    lb.resize(MapSizes {
-        services: 16,
-        ..small
-    })?;
+    let grown = lb
+        .sizes()
+        .grown_for(&report.rejected)
+        .context("a full map should grow")?;
+    assert_eq!(grown.services, 2);
+    lb.resize(grown)?;
     let report = lb.apply(&d)?;
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
 
