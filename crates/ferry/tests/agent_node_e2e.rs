@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use common::{FerryUp, Netns, annotation, cni, http_get, wait_for};
+use common::{FerryUp, Netns, annotation, cni, eventually, http_get};
 
 /// `ferry agent` running inside a network namespace; stopped by PID on drop, then
 /// whatever its record still lists is removed.
@@ -36,7 +36,7 @@ impl Agent {
         // (and so the probe namespaces the agent adds) are the machine's, as for an agent
         // with the host's /var/run/netns.
         let child = Command::new("nsenter")
-            .arg(format!("--net={}", host.path()))
+            .arg(format!("--net={}", host.path().display()))
             .args(["--", common::ferry_bin(), "agent"])
             .args(["--node", node, "--kubeconfig"])
             .arg(up.agent_kubeconfig())
@@ -134,7 +134,7 @@ fn ferry_agent_on_a_real_node_plumbs_ferry0_into_the_host_namespace() -> Result<
     let pod_ip = annotation(&pod, "iaas.yusur.io/ip_address");
     let web = Netns::add(&format!("fan{pid}-web"))?;
     let cid = format!("fan{pid}web");
-    let web_path = web.path();
+    let web_path = web.path().display().to_string();
     let add = cni(
         &[
             ("CNI_COMMAND", "ADD"),
@@ -217,7 +217,7 @@ fn ferry_agent_on_a_real_node_plumbs_ferry0_into_the_host_namespace() -> Result<
     let mut agent = Agent::start(&up, &host, &node, &state, &log)?;
 
     // The controller annotates the Node; the agent plumbs ferry0 with that address.
-    let index = wait_for(
+    let index = eventually(
         "ferry0 in the host namespace",
         Duration::from_secs(60),
         || ferry0(&host),
@@ -263,7 +263,7 @@ fn ferry_agent_on_a_real_node_plumbs_ferry0_into_the_host_namespace() -> Result<
     let body = http_get(&host, &format!("http://{pod_ip}:8080/"))
         .with_context(|| format!("{}\n--- agent ---\n{}", up.log_tail(), agent_log()))?;
     assert!(body.contains("Directory listing"), "{body}");
-    let body = wait_for(
+    let body = eventually(
         "GET http://10.96.0.77/ from the host",
         Duration::from_secs(60),
         || {
@@ -288,7 +288,7 @@ fn ferry_agent_on_a_real_node_plumbs_ferry0_into_the_host_namespace() -> Result<
         "ferry0 gone with a SIGKILLed agent"
     );
     let mut agent = Agent::start(&up, &host, &node, &state, &log)?;
-    wait_for(
+    eventually(
         "the restarted agent's node interface",
         Duration::from_secs(60),
         || (full_log().matches("node interface ready").count() >= 2).then_some(()),

@@ -32,7 +32,7 @@ fn invoke(
         ("CNI_PATH", "/opt/cni/bin"),
     ];
     if let Some(p) = &path {
-        vars.push(("CNI_NETNS", p.as_str()));
+        vars.push(("CNI_NETNS", p.to_str().unwrap_or_default()));
     }
     cni(&vars, conf)
 }

@@ -1,7 +1,7 @@
 //! Shared by the end-to-end tests that run the built `ferry` binary the way a node runs it:
 //! a private `ferry up --no-agent` (API server, controllers and its own OVN/OVS under
-//! `DIR/ovn`, `ovs-vswitchd` in the namespace `<chassis>-ovs`), an API client, named
-//! network namespaces and child processes, each removed (by name or PID) when dropped.
+//! `DIR/ovn`, `ovs-vswitchd` in the namespace `<chassis>-ovs`) and an API client; named
+//! network namespaces, child processes and waiting come from `ferry-testkit`.
 //!
 //! Names are unique per test process and never start with `ferry-` or `fp-`, the lab's
 //! prefixes, so these tests and a lab (or `lab_e2e.rs`) never touch each other's things.
@@ -13,6 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+pub use ferry_testkit::netns::{ChildGuard, Netns};
+use ferry_testkit::tail;
+pub use ferry_testkit::{eventually, tool};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
@@ -22,36 +25,6 @@ use serde_json::Value;
 /// The `ferry` binary under test.
 pub fn ferry_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferry")
-}
-
-/// Runs a tool; its stdout, or an error with its stderr.
-pub fn tool(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Polls `f` every 200 ms until it gives `Some`, or fails after `limit` naming `what`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if start.elapsed() > limit {
-            bail!("{what}: not after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A running `ferry up --no-agent` with its own OVN; stopped with SIGTERM (by PID) on drop,
@@ -84,12 +57,6 @@ impl Drop for Stopping {
     }
 }
 
-fn tail(p: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 impl FerryUp {
     /// Starts it and waits until the API answers. `tag` makes the chassis name unique.
     pub fn start(tag: &str) -> Result<FerryUp> {
@@ -120,7 +87,7 @@ impl FerryUp {
             .build()?;
         let kubeconfig = dir.path().join("data/kubeconfig");
         let ovs_sock = dir.path().join("data/ovn/run/db.sock");
-        let ready = wait_for("ferry up serving", Duration::from_secs(60), || {
+        let ready = eventually("ferry up serving", Duration::from_secs(60), || {
             if let Ok(Some(status)) = process.0.try_wait() {
                 return Some(Err(anyhow::anyhow!("ferry up exited: {status}")));
             }
@@ -262,7 +229,7 @@ impl FerryUp {
 
     /// Waits until pod `default/name` carries every address annotation the CNI plugin needs.
     pub fn annotated_pod(&self, name: &str) -> Result<Pod> {
-        wait_for(
+        eventually(
             &format!("annotations on pod default/{name}"),
             Duration::from_secs(30),
             || {
@@ -350,7 +317,7 @@ impl FerryUp {
                 .stdin(Stdio::null())
                 .spawn()?,
         );
-        wait_for("the relay's unix socket", Duration::from_secs(10), || {
+        eventually("the relay's unix socket", Duration::from_secs(10), || {
             Path::new(&sock).exists().then_some(())
         })?;
         let inside = ns.spawn(
@@ -358,7 +325,7 @@ impl FerryUp {
             None,
         )?;
         let url = format!("https://127.0.0.1:{port}/version");
-        wait_for(
+        eventually(
             &format!("the API server from inside {}", ns.name),
             Duration::from_secs(10),
             || {
@@ -423,74 +390,10 @@ pub fn cni(vars: &[(&str, &str)], conf: &Value) -> Result<Output> {
     Ok(out)
 }
 
-/// A named network namespace (`ip netns add`), deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn add(name: &str) -> Result<Netns> {
-        tool("ip", &["netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_string(),
-        };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-    pub fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-    /// `ip -n NAME args...`
-    pub fn ip(&self, args: &[&str]) -> Result<String> {
-        tool("ip", &[&["-n", self.name.as_str()], args].concat())
-    }
-    /// `ip netns exec NAME args...`
-    pub fn exec(&self, args: &[&str]) -> Result<String> {
-        tool(
-            "ip",
-            &[&["netns", "exec", self.name.as_str()], args].concat(),
-        )
-    }
-    /// Starts a long-running process inside the namespace.
-    pub fn spawn(&self, args: &[&str], log: Option<&Path>) -> Result<ChildGuard> {
-        let (out, err) = match log {
-            Some(p) => {
-                let f = std::fs::File::create(p)?;
-                (Stdio::from(f.try_clone()?), Stdio::from(f))
-            }
-            None => (Stdio::null(), Stdio::null()),
-        };
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()?;
-        Ok(ChildGuard(child))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = tool("ip", &["netns", "del", &self.name]);
-    }
-}
-
-/// A child process killed (by PID) on drop.
-pub struct ChildGuard(pub Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// GET `url` from inside `ns` until it answers with a body (or 30 s).
 pub fn http_get(ns: &Netns, url: &str) -> Result<String> {
     let start = Instant::now();
-    wait_for(
+    eventually(
         &format!("GET {url} from {}", ns.name),
         Duration::from_secs(30),
         || {
