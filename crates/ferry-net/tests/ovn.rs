@@ -1,4 +1,5 @@
-//! Against the real thing: ovsdb-server (NB and SB) and ovn-northd started in a temp dir,
+//! Against the real thing: ovsdb-server (NB and SB) and ovn-northd started in a temp dir
+//! (the test kit's central OVN stack),
 //! the plan for the lab (vpc1 and vpc2 both 10.0.1.0/24, one service per scenario) sent
 //! with `ovsdb-client transact`, read back with `select`, and the logical pipeline checked
 //! with `ovn-trace`. Needs the OVN binaries: `cargo test -p ferry-net -- --include-ignored`.
@@ -6,83 +7,24 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use common::*;
 use ferry_net::*;
+use ferry_testkit::ovn::TestOvn;
 use serde_json::{Value, json};
 
-/// A child process, killed (by its pid) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(path: &Path) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
+/// NB, SB and `ovn-northd` (a central `ferry_ovn_stack::OvnStack` from the test kit),
+/// stopped and their directory removed when dropped.
 struct Ovn {
-    dir: tempfile::TempDir,
-    _procs: Vec<Proc>,
+    stack: TestOvn,
 }
 
 impl Ovn {
     fn start() -> Ovn {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-net-ovn")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-        let mut procs = Vec::new();
-        for (db, schema) in [
-            ("nb", "/usr/share/ovn/ovn-nb.ovsschema"),
-            ("sb", "/usr/share/ovn/ovn-sb.ovsschema"),
-        ] {
-            run("ovsdb-tool", &["create", &p(&format!("{db}.db")), schema]);
-            let child = Command::new("ovsdb-server")
-                .args([
-                    p(&format!("{db}.db")),
-                    format!("--remote=punix:{}", p(&format!("{db}.sock"))),
-                    format!("--unixctl={}", p(&format!("{db}.ctl"))),
-                    format!("--log-file={}", p(&format!("{db}.log"))),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("ovsdb-server");
-            procs.push(Proc(child));
-            wait_for(&dir.path().join(format!("{db}.sock")));
-        }
-        let northd = Command::new("ovn-northd")
-            .env("OVN_RUNDIR", dir.path())
-            .args([
-                format!("--ovnnb-db=unix:{}", p("nb.sock")),
-                format!("--ovnsb-db=unix:{}", p("sb.sock")),
-                format!("--unixctl={}", p("northd.ctl")),
-                format!("--log-file={}", p("northd.log")),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ovn-northd");
-        procs.push(Proc(northd));
-        wait_for(&dir.path().join("northd.ctl"));
-        let ovn = Ovn { dir, _procs: procs };
+        let ovn = Ovn {
+            stack: TestOvn::central().expect("NB, SB and ovn-northd"),
+        };
         // Gateway routers and gateway ports need their chassis to exist in the SB.
         run(
             "ovn-sbctl",
@@ -92,7 +34,12 @@ impl Ovn {
     }
 
     fn sock(&self, db: &str) -> PathBuf {
-        self.dir.path().join(format!("{db}.sock"))
+        let p = self.stack.paths();
+        if db == "nb" {
+            p.nb_sock.clone()
+        } else {
+            p.sb_sock.clone()
+        }
     }
 
     fn db(&self, db: &str) -> String {
