@@ -348,8 +348,15 @@ async fn upstream_step(
             if upstreams.servers.is_empty() {
                 return answer::refused(&query).encode(limit);
             }
-            match exchange(raw, upstreams, tcp).await {
-                Some(reply) => reply,
+            // A UDP client gets the upstream's UDP answer, TC and all, and retries over TCP
+            // itself; only an answer over its limit (a misbehaving upstream) is cut here.
+            let how = if tcp { Via::Tcp } else { Via::Udp };
+            match exchange(raw, upstreams, how).await {
+                Some(reply) if reply.len() <= limit => reply,
+                Some(reply) => match Message::parse(&reply) {
+                    Ok(m) => m.encode(limit),
+                    Err(_) => answer::servfail(&query).encode(limit),
+                },
                 None => answer::servfail(&query).encode(limit),
             }
         }
@@ -381,7 +388,8 @@ async fn upstream_step(
                     }),
                     ..Default::default()
                 };
-                exchange(&q.encode(MAX_MESSAGE), upstreams, tcp)
+                let how = if tcp { Via::Tcp } else { Via::UdpThenTcp };
+                exchange(&q.encode(MAX_MESSAGE), upstreams, how)
                     .await
                     .and_then(|b| Message::parse(&b).ok())
             };
@@ -392,20 +400,29 @@ async fn upstream_step(
     }
 }
 
-/// Asks each upstream in turn; a truncated UDP answer is asked again over TCP. The reply
-/// keeps the query's id (each exchange uses its own socket).
-async fn exchange(query: &[u8], upstreams: &Upstreams, tcp: bool) -> Option<Vec<u8>> {
+/// How an exchange with an upstream goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Udp,
+    Tcp,
+    /// UDP, and TCP again when the UDP answer is truncated (for Ferry's own queries).
+    UdpThenTcp,
+}
+
+/// Asks each upstream in turn until one answers with the query's id (each exchange uses its
+/// own socket, so the id is the client's).
+async fn exchange(query: &[u8], upstreams: &Upstreams, via: Via) -> Option<Vec<u8>> {
     let id = query.get(..2)?;
     for &server in &upstreams.servers {
-        let got = if tcp {
-            exchange_tcp(query, server, upstreams.timeout).await
-        } else {
-            match exchange_udp(query, server, upstreams.timeout).await {
+        let got = match via {
+            Via::Tcp => exchange_tcp(query, server, upstreams.timeout).await,
+            Via::Udp => exchange_udp(query, server, upstreams.timeout).await,
+            Via::UdpThenTcp => match exchange_udp(query, server, upstreams.timeout).await {
                 Ok(r) if r.get(2).is_some_and(|f| f & 0x02 != 0) => {
                     exchange_tcp(query, server, upstreams.timeout).await
                 }
                 other => other,
-            }
+            },
         };
         match got {
             Ok(r) if r.get(..2) == Some(id) => return Some(r),

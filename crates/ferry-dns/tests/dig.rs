@@ -74,6 +74,7 @@ async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
 
 struct Lab {
     vpc1: SocketAddr,
+    dead_end: SocketAddr,
     vpc2: SocketAddr,
     default: SocketAddr,
     upstream: SocketAddr,
@@ -111,16 +112,19 @@ async fn start() -> Lab {
     let (l0, default) = bind_pair(ferry_api::DEFAULT_VPC, "127.0.0.4");
     let (lu, upstream) = bind_pair(ferry_api::DEFAULT_VPC, "127.0.0.3");
     let (tx, rx) = watch::channel(Arc::new(build_zones("cluster.local", &snapshot())));
+    let ips: Vec<String> = (1..=100).map(|i| format!("192.0.2.{i}")).collect();
+    let eps: Vec<(&str, Option<&str>, Option<bool>)> = ips
+        .iter()
+        .map(|ip| (ip.as_str(), None, Some(true)))
+        .collect();
     let upstream_zones = build_zones(
         "example.org",
         &ferry_dns::Snapshot {
-            services: vec![fixtures::service(
-                "prod",
-                "web",
-                "ClusterIP",
-                "192.0.2.80",
-                &[],
-            )],
+            services: vec![
+                fixtures::service("prod", "web", "ClusterIP", "192.0.2.80", &[]),
+                fixtures::headless("prod", "big", &[]),
+            ],
+            slices: vec![fixtures::slice("prod", "big", &eps, &[])],
             ..Default::default()
         },
     );
@@ -138,13 +142,28 @@ async fn start() -> Lab {
             .await
             .expect("serve upstream");
     });
+    // A resolver whose only upstream is a closed port.
+    let (ld, dead_end) = bind_pair("vpc1", "127.0.0.5");
+    let closed = {
+        let l = VpcListener::bind("none", "127.0.0.5:0".parse().expect("addr")).expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let drx = tx.subscribe();
+    let dead = tokio::spawn(async move {
+        let ups = Upstreams {
+            servers: vec![closed],
+            timeout: Duration::from_secs(2),
+        };
+        serve(vec![ld], drx, ups).await.expect("serve dead end");
+    });
     Lab {
         vpc1,
+        dead_end,
         vpc2,
         default,
         upstream,
         zones: tx,
-        _tasks: vec![ferry, up],
+        _tasks: vec![ferry, up, dead],
     }
 }
 
@@ -305,6 +324,27 @@ async fn dig_over_udp_and_tcp_sees_each_vpc_its_own_names() {
             "REFUSED",
             &[],
         ),
+        case(
+            "upstream down: SERVFAIL",
+            lab.dead_end,
+            &["example.com"],
+            "SERVFAIL",
+            &[],
+        ),
+        case(
+            "upstream down, TCP: SERVFAIL",
+            lab.dead_end,
+            &["+tcp", "example.com"],
+            "SERVFAIL",
+            &[],
+        ),
+        case(
+            "upstream down, still authoritative here",
+            lab.dead_end,
+            &["ysvc1.default.svc.cluster.local"],
+            "NOERROR",
+            &["ysvc1.default.svc.cluster.local. 5 IN A 10.96.0.100"],
+        ),
     ];
     for c in cases {
         let got = dig(c.server, &c.args).await;
@@ -338,6 +378,14 @@ async fn large_answers_truncate_over_udp_and_arrive_whole_over_tcp() {
     assert!(!retried.flags.contains(&"tc".to_string()), "{retried:?}");
     let srv = dig(lab.default, &["+tcp", &format!("_http._tcp.{name}"), "SRV"]).await;
     assert_eq!(srv.answer.len(), 100, "{srv:?}");
+    // Forwarded: the upstream's truncated UDP answer reaches the client as it is, and the
+    // client's TCP retry is forwarded over TCP.
+    let far = "big.prod.svc.example.org";
+    let udp = dig(lab.vpc1, &["+ignore", "+noedns", far]).await;
+    assert!(udp.flags.contains(&"tc".to_string()), "{udp:?}");
+    assert!(udp.answer.len() < 100, "{udp:?}");
+    let retried = dig(lab.vpc1, &["+noedns", far]).await;
+    assert_eq!(retried.answer.len(), 100, "{retried:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
