@@ -173,10 +173,13 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) -> Result<
     }
     tracing::info!("endpoints controller: caches warm");
     queue.push(Dirty::All);
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
     loop {
         tokio::select! {
             _ = queue.notify.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => queue.push(Dirty::All),
+            _ = resync.tick() => queue.push(Dirty::All),
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         }
         tokio::time::sleep(DEBOUNCE).await;
