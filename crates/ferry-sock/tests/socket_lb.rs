@@ -556,3 +556,60 @@ fn the_netns_cookie_is_per_namespace() -> Result<()> {
     assert_ne!(ferry_sock::current_netns_cookie()?, a.cookie);
     Ok(())
 }
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn connections_during_backend_changes_always_find_a_whole_backend_list() -> Result<()> {
+    let mut lab = Lab::new("churn")?;
+    let addrs = [be(11), be(12), be(13)];
+    let vpc1 = lab.netns("a", &addrs.map(|a| a.ip().to_owned()))?;
+    for a in addrs {
+        serve(&vpc1, "vpc1", a)?;
+    }
+    let mut lb = load(&lab)?;
+    lb.set_netns_vpc(vpc1.cookie, 1)?;
+    let key = svc(1, VIP, Protocol::Tcp);
+    let lists = [
+        spec(&[be(11), be(12)], Algorithm::Random, 0),
+        spec(&[be(12), be(13)], Algorithm::Maglev, 0),
+        spec(&[be(13)], Algorithm::Random, 30),
+    ];
+    let mut d = Desired::default();
+    d.services.insert(key, lists[0].clone());
+    lb.apply(&d)?;
+
+    // The client connects 300 times while the backend list keeps changing under it.
+    let client = lab.spawn_client(&vpc1, &["tcp", &VIP.to_string(), "80", "300"])?;
+    let mut flips = 0;
+    let out = {
+        let mut client = client;
+        loop {
+            d.services.insert(key, lists[flips % lists.len()].clone());
+            lb.apply(&d)?;
+            flips += 1;
+            if client.try_wait()?.is_some() {
+                break client.wait_with_output()?;
+            }
+        }
+    };
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(results.len(), 300);
+    // Every connect was translated (an untranslated one would fail: the VIP is not
+    // routable), and only to backends of the service.
+    let seen = backends_of(&results)?;
+    let all: BTreeSet<String> = addrs.iter().map(|a| format!("vpc1 {a}")).collect();
+    assert!(seen.is_subset(&all), "{seen:?}");
+    assert!(
+        flips > 10,
+        "only {flips} changes happened during the connects"
+    );
+    Ok(())
+}
