@@ -69,7 +69,8 @@ fn snapshot(
 }
 
 /// Watches the cluster through `client` and publishes the zones of `domain` on `zones`
-/// after every change, the first time once all three lists are in. Returns when every
+/// after every change that alters them, and once as soon as all three lists are in (so
+/// `changed()` on a receiver means "ready", even for an empty cluster). Returns when every
 /// receiver is gone.
 pub async fn run_feed(
     client: Client,
@@ -97,6 +98,7 @@ pub async fn run_feed(
         .map_err(|_| FeedError::NeverReady {
             kind: "YusurService",
         })?;
+    let mut first = true;
     loop {
         // Building is CPU work proportional to the cluster: keep it off the async workers.
         let (s, e, y, d) = (
@@ -111,13 +113,16 @@ pub async fn run_feed(
                 Ok(z) => z,
                 Err(e) => return Err(FeedError::Build(e.to_string())),
             };
+        // The first build is always sent, even when it equals what the channel started
+        // with (an empty cluster): a caller waits for it before opening its sockets.
         let changed = zones.send_if_modified(|current| {
-            if **current == built {
+            if !first && **current == built {
                 return false;
             }
             *current = Arc::new(built);
             true
         });
+        first = false;
         if changed {
             tracing::debug!(serial = zones.borrow().soa().serial, "DNS zones rebuilt");
         }

@@ -87,6 +87,15 @@ async fn feed_follows_a_real_api_server() {
 
     let (tx, mut rx) = watch::channel(Arc::new(Zones::empty("cluster.local")));
     let feed = tokio::spawn(run_feed(client.clone(), "cluster.local".into(), tx));
+    // Ready is announced even though the first zones equal the empty ones.
+    tokio::time::timeout(Duration::from_secs(30), rx.changed())
+        .await
+        .expect("the feed announces its first zones")
+        .expect("feed running");
+    assert_eq!(
+        *rx.borrow_and_update().clone(),
+        Zones::empty("cluster.local")
+    );
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
