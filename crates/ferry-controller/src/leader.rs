@@ -1,8 +1,16 @@
 //! Leader election over a `coordination.k8s.io/v1` Lease, so several controller replicas can
 //! run with warm caches while one writes. A clean exit releases the Lease (the next replica
 //! takes over at its next retry); a crash leaves it to expire after `lease_duration`.
+//!
+//! The Lease is held by a task of its own ([`spawn`]), on its own schedule, never by the
+//! pass loop: a long pass cannot make the Lease lapse while its holder still writes. The
+//! task publishes a leadership flag; it turns false the moment the holder cannot prove it
+//! still leads (the Lease was taken, or `renew_deadline` passed without a successful
+//! renewal, even while a renewal request hangs), and the pass driver and its writer stop
+//! writing on that edge. As client-go's leader election, `renew_deadline` is shorter than
+//! `lease_duration`, so the old leader has stopped before a standby may take over.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -19,6 +27,8 @@ pub struct LeaderConfig {
     pub lease_duration: Duration,
     /// How often a candidate retries and the leader renews.
     pub retry: Duration,
+    /// The leader stops writing when it has not renewed for this long.
+    pub renew_deadline: Duration,
 }
 
 impl LeaderConfig {
@@ -27,8 +37,12 @@ impl LeaderConfig {
             namespace: "kube-system".into(),
             name: "ferry-controller".into(),
             identity: identity.into(),
-            lease_duration: Duration::from_secs(10),
-            retry: Duration::from_millis(500),
+            // Short, so a standby takes over a crashed leader in about two seconds (the
+            // 10k-node lesson: hot standby, takeover under 2 s); renewals are one small
+            // GET and PUT every `retry`.
+            lease_duration: Duration::from_secs(2),
+            retry: Duration::from_millis(250),
+            renew_deadline: Duration::from_millis(1500),
         }
     }
 }
@@ -52,9 +66,11 @@ pub fn decide(lease: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     if holder.is_empty() || holder == me {
         return Decision::Take;
     }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(10));
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(10)) * 1000;
     match spec.renew_time.as_ref() {
-        Some(MicroTime(t)) if t.as_second() + duration > now.as_second() => Decision::Wait,
+        Some(MicroTime(t)) if t.as_millisecond() + duration > now.as_millisecond() => {
+            Decision::Wait
+        }
         _ => Decision::Take,
     }
 }
@@ -133,6 +149,123 @@ pub async fn acquire(client: &Client, cfg: &LeaderConfig) {
     }
 }
 
+/// Where leadership stands, as the Lease task sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standby,
+    Leading,
+}
+
+/// What the Lease task does next (pure): given the role, when it last renewed, and the
+/// outcome of its last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The Lease is ours (acquired or renewed).
+    Held,
+    /// Someone else holds a live Lease.
+    Refused,
+    /// The request failed or timed out: we do not know.
+    Failed,
+}
+
+/// The role after an attempt: a refusal ends leadership at once; a failure ends it only
+/// once `renew_deadline` passed since the last renewal.
+pub fn next_role(
+    role: Role,
+    attempt: Attempt,
+    since_renewal: Duration,
+    renew_deadline: Duration,
+) -> Role {
+    match (role, attempt) {
+        (_, Attempt::Held) => Role::Leading,
+        (_, Attempt::Refused) => Role::Standby,
+        (Role::Leading, Attempt::Failed) if since_renewal < renew_deadline => Role::Leading,
+        (_, Attempt::Failed) => Role::Standby,
+    }
+}
+
+/// Holds the Lease until `shutdown`: publishes `true` while leading, `false` otherwise,
+/// releases the Lease on the way out. Returns the flag.
+pub fn spawn(
+    client: Client,
+    cfg: LeaderConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut role = Role::Standby;
+        let mut renewed = Instant::now();
+        loop {
+            // A renewal may not outlive the deadline: past it, we no longer lead whatever
+            // the request would have said.
+            let budget = match role {
+                Role::Leading => cfg.renew_deadline.saturating_sub(renewed.elapsed()),
+                Role::Standby => cfg.lease_duration,
+            };
+            let started = Instant::now();
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(budget, try_acquire(&client, &cfg)) => match r {
+                    Ok(Ok(true)) => Attempt::Held,
+                    Ok(Ok(false)) => Attempt::Refused,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "leader election: the lease request failed");
+                        Attempt::Failed
+                    }
+                    Err(_) => Attempt::Failed,
+                },
+                _ = stopped(&mut shutdown) => break,
+            };
+            if attempt == Attempt::Held {
+                // The Lease's clock started when the request was sent.
+                renewed = started;
+            }
+            let next = next_role(role, attempt, renewed.elapsed(), cfg.renew_deadline);
+            if next != role {
+                match next {
+                    Role::Leading => tracing::info!(identity = %cfg.identity, "leading"),
+                    Role::Standby => {
+                        tracing::warn!(identity = %cfg.identity, ?attempt, "not leading")
+                    }
+                }
+                role = next;
+                tx.send_replace(role == Role::Leading);
+            }
+            // While leading, also wake at the deadline, so the flag falls on time even if
+            // the next attempt cannot start.
+            let wait = match role {
+                Role::Leading => cfg
+                    .retry
+                    .min(cfg.renew_deadline.saturating_sub(renewed.elapsed())),
+                Role::Standby => cfg.retry,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopped(&mut shutdown) => break,
+            }
+            if role == Role::Leading && renewed.elapsed() >= cfg.renew_deadline {
+                role = Role::Standby;
+                tx.send_replace(false);
+                tracing::warn!(identity = %cfg.identity, "renew deadline passed; not leading");
+            }
+        }
+        let was_leading = *tx.borrow();
+        tx.send_replace(false);
+        if was_leading {
+            release(&client, &cfg).await;
+            tracing::info!("released the leader lease");
+        }
+    });
+    (rx, task)
+}
+
+/// Resolves once the flag turns true (the guard `wait_for` returns is not `Send`).
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
 /// Gives the Lease up so a standby takes over at once.
 pub async fn release(client: &Client, cfg: &LeaderConfig) {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
@@ -174,5 +307,40 @@ mod tests {
         assert_eq!(decide(Some(&lease("b", 1, 10)), "a", now), Decision::Wait);
         assert_eq!(decide(Some(&lease("b", 11, 10)), "a", now), Decision::Take);
         assert_eq!(decide(Some(&lease("", 1, 10)), "a", now), Decision::Take);
+        // Sub-second: a 2 s lease renewed 2.5 s ago has lapsed.
+        let renewed = LeaseSpec {
+            renew_time: Some(MicroTime(Timestamp::from_millisecond(997_500).unwrap())),
+            ..lease("b", 0, 2)
+        };
+        assert_eq!(decide(Some(&renewed), "a", now), Decision::Take);
+        let renewed = LeaseSpec {
+            renew_time: Some(MicroTime(Timestamp::from_millisecond(998_500).unwrap())),
+            ..lease("b", 0, 2)
+        };
+        assert_eq!(decide(Some(&renewed), "a", now), Decision::Wait);
+    }
+
+    #[test]
+    fn roles() {
+        let d = Duration::from_millis(1500);
+        let ms = Duration::from_millis;
+        let table = [
+            (Role::Standby, Attempt::Held, ms(0), Role::Leading),
+            (Role::Standby, Attempt::Refused, ms(0), Role::Standby),
+            (Role::Standby, Attempt::Failed, ms(0), Role::Standby),
+            (Role::Leading, Attempt::Held, ms(0), Role::Leading),
+            // Someone else holds it: stop at once.
+            (Role::Leading, Attempt::Refused, ms(100), Role::Standby),
+            // A failed renewal within the deadline keeps leading; past it, not.
+            (Role::Leading, Attempt::Failed, ms(1000), Role::Leading),
+            (Role::Leading, Attempt::Failed, ms(1500), Role::Standby),
+        ];
+        for (role, attempt, since, want) in table {
+            assert_eq!(
+                next_role(role, attempt, since, d),
+                want,
+                "{role:?} {attempt:?} {since:?}"
+            );
+        }
     }
 }

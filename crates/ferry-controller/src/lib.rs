@@ -101,8 +101,12 @@ pub enum ControllerError {
     EipPool(String),
 }
 
-/// Runs the controllers until `shutdown` turns true: warm caches at once, writes only while
-/// leading, the Lease released on the way out.
+/// Runs the controllers until `shutdown` turns true. Every replica warms up the same way
+/// (caches, the NB mirror, and passes in shadow mode that keep indexes, address claims and
+/// the planned NB state current without writing); the Lease task (`leader::spawn`) decides
+/// which one writes, and a replica stops writing on the edge of its leadership flag: its
+/// pass is dropped and its writer aborted. On taking over, the first pass programs what
+/// changed lately (the old leader may not have), then a full pass repairs everything.
 pub async fn run(
     client: Client,
     config: ControllerConfig,
@@ -125,17 +129,11 @@ pub async fn run(
         wake: wake_tx.clone(),
     };
     let c = caches::caches(&watches).await;
-    let lease = leader::LeaderConfig::new(config.identity.clone());
     tokio::select! {
         _ = caches::wait_ready(&c) => {}
         _ = stopped(&mut shutdown) => return Ok(()),
     }
-    tracing::info!(identity = %config.identity, "caches warm; waiting for leadership");
-    tokio::select! {
-        _ = leader::acquire(&client, &lease) => {}
-        _ = stopped(&mut shutdown) => return Ok(()),
-    }
-    tracing::info!(identity = %config.identity, "leading");
+    // The NB mirror is warmed before leading too: a standby that wins programs at once.
     let mut net = match &config.network {
         Some(nc) => loop {
             match network::Network::connect(nc.clone()).await {
@@ -151,55 +149,89 @@ pub async fn run(
         },
         None => None,
     };
+    tracing::info!(identity = %config.identity, "caches and NB mirror warm; standing by");
+    let lease = leader::LeaderConfig::new(config.identity.clone());
+    let (mut leading, lease_task) = leader::spawn(client.clone(), lease.clone(), shutdown.clone());
     let eip_range = config.eip_pool.as_deref().and_then(|p| {
         let (a, b) = p.split_once('-')?;
         Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
     });
     let mut st = PassState::default();
     let writes = Writes::new(wake_tx);
-    let writer = tokio::spawn(writes.clone().run(client.clone(), c.clone()));
-    let mut renewed = Instant::now();
+    let mut writer: Option<tokio::task::JoinHandle<()>> = None;
+    // A replica that wins at once (the only one) skips the shadow pass.
+    let _ = tokio::time::timeout(lease.retry * 2, won(&mut leading)).await;
     let mut resync = tokio::time::interval(config.resync);
     resync.tick().await;
+    // What shadow passes saw lately: on taking over, the old leader may not have
+    // programmed it.
+    let mut recent = Recent::default();
+    let mut was_leading = false;
+    let mut repair = false;
     // The first pass is a full one (a repair of everything).
     let mut changes = Changes::everything();
     loop {
-        if renewed.elapsed() >= lease.lease_duration / 3 {
-            match leader::try_acquire(&client, &lease).await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
-                    tracing::warn!("lost the leader lease; standing by");
-                    writes.clear();
-                    st = PassState::default();
-                    tokio::select! {
-                        _ = leader::acquire(&client, &lease) => renewed = Instant::now(),
-                        _ = stopped(&mut shutdown) => return Ok(()),
-                    }
+        let is_leading = *leading.borrow_and_update();
+        if is_leading != was_leading {
+            was_leading = is_leading;
+            if is_leading {
+                tracing::info!(identity = %config.identity, "taking over");
+                writer = Some(tokio::spawn(writes.clone().run(client.clone(), c.clone())));
+                let keys = recent.take();
+                for k in &keys {
+                    st.net.remove(k);
                 }
-                Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed"),
+                changes.services.extend(keys);
+                repair = true;
+            } else {
+                tracing::warn!(identity = %config.identity, "lost leadership; standing by");
+                if let Some(w) = writer.take() {
+                    w.abort();
+                }
+                writes.clear();
+                st.nb_left = Default::default();
+                changes.all = true;
             }
         }
         changes.merge(Changes::take(&watches.changes));
-        st.due_retries(&mut changes, &writes, Instant::now());
+        if is_leading {
+            st.due_retries(&mut changes, &writes, Instant::now());
+        }
         // An agent whose Lease lapsed (or came back) changes who probes what: a full pass.
         if caches::ready_nodes(&c) != st.index.ready_nodes() {
             changes.all = true;
         }
         let this = std::mem::take(&mut changes);
+        if !is_leading {
+            recent.record(&this, Instant::now());
+        }
         let p = Pass {
             client: &client,
             c: &c,
             pools: &pools,
             eip_range,
+            shadow: !is_leading,
         };
-        p.run(this, &mut st, net.as_mut(), &writes).await;
-        // Wake for the next retry, for NB work left undone, or to renew the Lease.
-        let mut idle = lease.lease_duration / 3;
-        if let Some(at) = st.next_retry(&writes) {
-            idle = idle.min(at.saturating_duration_since(Instant::now()));
+        if is_leading {
+            // The pass stops the moment leadership does (nothing more is written).
+            tokio::select! {
+                _ = p.run(this, &mut st, net.as_mut(), &writes) => {}
+                _ = lost(&mut leading) => {
+                    changes.all = true;
+                    continue;
+                }
+            }
+            if std::mem::take(&mut repair) {
+                changes.all = true;
+                continue;
+            }
+        } else {
+            p.run(this, &mut st, None, &writes).await;
         }
-        if !st.nb_left.is_empty() {
-            idle = idle.min(Duration::from_secs(1));
+        // Wake for the next retry or for NB work left undone.
+        let mut idle = Duration::from_secs(1);
+        if let Some(at) = st.next_retry(&writes).filter(|_| is_leading) {
+            idle = idle.min(at.saturating_duration_since(Instant::now()));
         }
         tokio::select! {
             _ = wake.recv() => {
@@ -207,15 +239,59 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 while wake.try_recv().is_ok() {}
             }
+            _ = leading.changed() => {}
             _ = resync.tick() => changes.all = true,
             _ = tokio::time::sleep(idle) => {}
             _ = stopped(&mut shutdown) => break,
         }
     }
-    writer.abort();
-    leader::release(&client, &lease).await;
-    tracing::info!("released the leader lease");
+    if let Some(w) = writer {
+        w.abort();
+    }
+    // The Lease task saw `shutdown` too and releases the Lease if it held it.
+    let _ = lease_task.await;
     Ok(())
+}
+
+/// Services that shadow passes planned lately, with when.
+#[derive(Debug, Default)]
+struct Recent(std::collections::BTreeMap<String, Instant>);
+
+impl Recent {
+    /// Older than this, the old leader had its chance (and the repair pass follows).
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn record(&mut self, changes: &Changes, now: Instant) {
+        let keys = changes
+            .services
+            .iter()
+            .cloned()
+            .chain(changes.probes.iter().map(|(_, s)| s.clone()));
+        for k in keys {
+            self.0.insert(k, now);
+        }
+        self.0
+            .retain(|_, at| now.duration_since(*at) < Self::WINDOW);
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        let now = Instant::now();
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .filter(|(_, at)| now.duration_since(*at) < Self::WINDOW)
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+/// Resolves once the leadership flag turns true.
+async fn won(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|l| *l).await.map(|_| ());
+}
+
+/// Resolves once the leadership flag turns false.
+async fn lost(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|l| !*l).await.map(|_| ());
 }
 
 /// Resolves once shutdown is requested (the guard `wait_for` returns is not `Send`).

@@ -99,6 +99,9 @@ pub struct Pass<'a> {
     pub c: &'a Caches,
     pub pools: &'a ServicePools,
     pub eip_range: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// A standby's pass: plans and keeps `PassState` warm, writes nothing (no address,
+    /// no NB transaction, no status); see `leader`.
+    pub shadow: bool,
 }
 
 impl Pass<'_> {
@@ -129,7 +132,7 @@ impl Pass<'_> {
         {
             return;
         }
-        if needs_address {
+        if needs_address && !self.shadow {
             self.allocate(st).await;
         }
         let services = match &only {
@@ -162,10 +165,13 @@ impl Pass<'_> {
         let mut work = std::mem::take(&mut st.nb_left);
         nb_work::add_pass(&mut work, &mut st.net, &outcomes, only.as_ref(), ports);
         let nb: Option<NbResult> = match net {
-            Some(net) => Some(self.send(net, work, st).await),
-            None => None,
+            Some(net) if !self.shadow => Some(self.send(net, work, st).await),
+            _ => None,
         };
         let nb_ms = nb_started.elapsed().as_millis() as u64;
+        if self.shadow {
+            return;
+        }
         if full {
             let lapsed = caches::lapsed_agents(c);
             if !lapsed.is_empty() {

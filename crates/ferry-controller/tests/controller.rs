@@ -425,6 +425,45 @@ async fn a_standby_takes_over_when_the_leader_exits() {
     let _ = PostParams::default();
 }
 
+#[tokio::test]
+async fn the_leadership_flag_falls_when_another_holder_takes_the_lease() {
+    let e = env().await;
+    let client = client_for(&e.controller_kubeconfig).await;
+    let (stop, rx_stop) = tokio::sync::watch::channel(false);
+    let cfg = ferry_controller::leader::LeaderConfig::new("a");
+    let (mut leading, task) = ferry_controller::leader::spawn(client, cfg, rx_stop);
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
+        .await
+        .expect("a leads")
+        .unwrap();
+    // Another replica (a partition healed, a clock jump) holds a live Lease now.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.client.clone(), "kube-system");
+    let mut lease = leases.get("ferry-controller").await.unwrap();
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("intruder".into());
+    spec.lease_duration_seconds = Some(60);
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        jiff::Timestamp::now(),
+    ));
+    leases
+        .replace("ferry-controller", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| !*l))
+        .await
+        .expect("a stops leading")
+        .unwrap();
+    let _ = stop.send(true);
+    task.await.unwrap();
+    // It did not release what it no longer held.
+    let held = leases.get("ferry-controller").await.unwrap();
+    assert_eq!(
+        held.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("intruder")
+    );
+}
+
 /// Writes node `name`'s agent Lease, renewed `age` ago with a 10 s duration.
 async fn agent_lease(c: &Client, node: &str, age: Duration) {
     let renewed = jiff::Timestamp::now() - jiff::SignedDuration::try_from(age).unwrap();
