@@ -1,5 +1,6 @@
 //! The converge loop of the network controller against the real thing: NB and SB
-//! `ovsdb-server` and `ovn-northd` started as child processes in a temp dir, the NB read
+//! `ovsdb-server` and `ovn-northd` started in a temp dir (the test kit's central OVN
+//! stack), the NB read
 //! through `ferry-ovsdb`'s monitor mirror (exactly as `ferry-controller`'s `network.rs`
 //! turns mirror rows into [`CurrentRow`]s), written with `plan` + `transact` until the plan
 //! is empty. Unlike `tests/ovn.rs` (which applies a precomputed `diff` with `ovsdb-client`),
@@ -12,7 +13,8 @@
 //! - [`the_four_scenarios_traced_by_ovn_trace`]: after northd, `ovn-trace` follows packets
 //!   of each scenario to the backends, and a vpc2 packet to a vpc1-only address nowhere.
 //! - [`nb_killed_mid_converge_heals_without_duplicates`]: SIGKILL of the NB server between
-//!   bounded transactions of a large state, restart on the same file and socket; the client
+//!   bounded transactions of a large state, restarted on the same file and socket by the
+//!   stack's supervisor; the client
 //!   reconnects by itself and the loop finishes with one row per key and an empty plan.
 //!
 //! Needs the OVN binaries: `cargo test -p ferry-net -- --include-ignored`.
@@ -22,142 +24,77 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_net::*;
+use ferry_ovn_stack::Daemon;
 use ferry_ovsdb::{Client, nb};
+use ferry_testkit::eventually;
+use ferry_testkit::ovn::TestOvn;
 use serde_json::Value;
 
 const CHASSIS: &str = "ferry-ch1";
 
-/// Waits until something accepts connections on `sock` (a stale socket file left by a
-/// killed server refuses them).
-fn wait_listening(sock: &Path) {
-    let start = Instant::now();
-    while UnixStream::connect(sock).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "nothing listens on {}",
-            sock.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// NB and SB ovsdb-server and ovn-northd, children of the test, killed by their pid when
-/// dropped (also when a test panics).
+/// NB, SB and `ovn-northd`: the test kit's central OVN stack, stopped and its directory
+/// removed when dropped (also when a test panics). Its supervisor restarts a killed NB
+/// only after [`NB_DOWN`], so a test sees the NB down at least that long.
 struct Ovn {
-    dir: tempfile::TempDir,
-    nb: Option<Child>,
-    sb: Option<Child>,
-    northd: Option<Child>,
+    stack: TestOvn,
 }
 
-impl Drop for Ovn {
-    fn drop(&mut self) {
-        for c in [&mut self.northd, &mut self.nb, &mut self.sb]
-            .into_iter()
-            .flatten()
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+/// How long a killed NB stays down before the stack's supervisor restarts it.
+const NB_DOWN: Duration = Duration::from_secs(2);
 
 impl Ovn {
     fn start() -> Ovn {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-real-nb")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let mut ovn = Ovn {
-            dir,
-            nb: None,
-            sb: None,
-            northd: None,
+        let opts = ferry_ovn_stack::OvnOptions {
+            min_backoff: NB_DOWN,
+            max_backoff: NB_DOWN,
+            ..ferry_ovn_stack::OvnOptions::central()
         };
-        for (db, schema) in [
-            ("nb", "/usr/share/ovn/ovn-nb.ovsschema"),
-            ("sb", "/usr/share/ovn/ovn-sb.ovsschema"),
-        ] {
-            run(
-                "ovsdb-tool",
-                &[
-                    "create",
-                    ovn.path(&format!("{db}.db")).to_str().unwrap(),
-                    schema,
-                ],
-            );
+        Ovn {
+            stack: TestOvn::start(opts).expect("NB, SB and ovn-northd"),
         }
-        ovn.sb = Some(ovn.spawn_db("sb"));
-        ovn.nb = Some(ovn.spawn_db("nb"));
-        let northd = Command::new("ovn-northd")
-            .env("OVN_RUNDIR", ovn.dir.path())
-            .arg(format!("--ovnnb-db=unix:{}", ovn.sock("nb").display()))
-            .arg(format!("--ovnsb-db=unix:{}", ovn.sock("sb").display()))
-            .arg(format!("--unixctl={}", ovn.path("northd.ctl").display()))
-            .arg(format!("--log-file={}", ovn.path("northd.log").display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ovn-northd (install ovn-central)");
-        ovn.northd = Some(northd);
-        wait_listening(&ovn.path("northd.ctl"));
-        ovn
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     fn sock(&self, db: &str) -> PathBuf {
-        self.path(&format!("{db}.sock"))
+        let p = self.stack.paths();
+        if db == "nb" {
+            p.nb_sock.clone()
+        } else {
+            p.sb_sock.clone()
+        }
     }
 
     /// `unix:` remote of the NB, for the client.
     fn nb_remote(&self) -> String {
-        format!("unix:{}", self.sock("nb").display())
+        self.stack.nb_remote()
     }
 
-    fn spawn_db(&self, db: &str) -> Child {
-        let child = Command::new("ovsdb-server")
-            .arg(self.path(&format!("{db}.db")))
-            .arg(format!("--remote=punix:{}", self.sock(db).display()))
-            .arg(format!(
-                "--unixctl={}",
-                self.path(&format!("{db}.ctl")).display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                self.path(&format!("{db}.log")).display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ovsdb-server (install openvswitch-switch)");
-        wait_listening(&self.sock(db));
-        child
+    /// SIGKILL of the NB server, by the PID the stack recorded; returns that PID.
+    fn kill_nb(&mut self) -> i32 {
+        let pid = self.stack.pid(Daemon::NbDb).expect("NB running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL the NB");
+        pid
     }
 
-    /// SIGKILL of the NB server (`Child::kill` sends SIGKILL to its pid).
-    fn kill_nb(&mut self) {
-        let mut c = self.nb.take().expect("NB running");
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    /// The NB server again, on the same database file and socket path.
-    fn restart_nb(&mut self) {
-        assert!(self.nb.is_none());
-        self.nb = Some(self.spawn_db("nb"));
+    /// Waits until the supervisor has restarted the NB (same database file and socket
+    /// path) and it answers.
+    fn restart_nb(&mut self, killed: i32) {
+        let sock = self.sock("nb");
+        eventually("the NB restarted", Duration::from_secs(30), || {
+            let restarted = self.stack.pid(Daemon::NbDb).is_some_and(|p| p != killed);
+            (restarted && UnixStream::connect(&sock).is_ok()).then_some(())
+        })
+        .unwrap();
     }
 
     fn ctl(&self, tool: &str, db: &str, args: &[&str]) -> String {
@@ -760,13 +697,13 @@ async fn nb_killed_mid_converge_heals_without_duplicates() {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    ovn.kill_nb();
+    let killed = ovn.kill_nb();
     let at_kill = sent.load(Ordering::SeqCst);
     assert!(!task.is_finished(), "the loop finished before the kill");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!task.is_finished(), "the loop cannot finish without the NB");
     let partial = client.with_mirror(|m| m.table("Load_Balancer").map_or(0, |t| t.len()));
-    ovn.restart_nb();
+    ovn.restart_nb(killed);
 
     let c = tokio::time::timeout(Duration::from_secs(120), task)
         .await
