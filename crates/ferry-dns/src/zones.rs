@@ -288,6 +288,18 @@ pub fn build_zones(domain: &str, snapshot: &Snapshot) -> Zones {
         }
     }
     let default_vpc = ferry_api::DEFAULT_VPC;
+    // EndpointSlices by (namespace, service), once, rather than a scan per headless Service.
+    let mut slices_of: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in &snapshot.slices {
+        let service = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SLICE_SERVICE_LABEL));
+        if let (Some(ns), Some(service)) = (s.metadata.namespace.as_deref(), service) {
+            slices_of.entry((ns, service)).or_default().push(s);
+        }
+    }
     for svc in &snapshot.services {
         let (Some(ns), Some(name), Some(spec)) =
             (&svc.metadata.namespace, &svc.metadata.name, &svc.spec)
@@ -339,7 +351,15 @@ pub fn build_zones(domain: &str, snapshot: &Snapshot) -> Zones {
             b.virtual_ip(default_vpc, &base, &ips, &ports);
             continue;
         }
-        headless_records(&mut b, default_vpc, ns, name, &base, &snapshot.slices);
+        let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
+        let mine = slices_of.get(&(ns.as_str(), name.as_str()));
+        headless_records(
+            &mut b,
+            default_vpc,
+            &base,
+            mine.map_or(&[][..], Vec::as_slice),
+            publish_not_ready,
+        );
     }
     let vpcs = finish(b.vpcs, &domain_key);
     let domain_name = Name::parse(&domain_key).unwrap_or_default();
@@ -360,30 +380,23 @@ pub fn build_zones(domain: &str, snapshot: &Snapshot) -> Zones {
     }
 }
 
-/// A headless Service: the ready endpoints' addresses, a name per endpoint (its hostname or
-/// dashed address), their PTRs, and one SRV per endpoint and named port.
+/// A headless Service: the ready endpoints' addresses (all of them with
+/// `publishNotReadyAddresses`, as Kubernetes DNS does), a name per endpoint (its hostname
+/// or dashed address), their PTRs, and one SRV per endpoint and named port.
 fn headless_records(
     b: &mut Builder<'_>,
     vpc: &str,
-    ns: &str,
-    name: &str,
     base: &str,
-    slices: &[EndpointSlice],
+    mine: &[&EndpointSlice],
+    publish_not_ready: bool,
 ) {
-    let mine = slices.iter().filter(|s| {
-        s.metadata.namespace.as_deref() == Some(ns)
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SLICE_SERVICE_LABEL))
-                .map(String::as_str)
-                == Some(name)
-    });
     for slice in mine {
         let ready: Vec<(IpAddr, String)> = slice
             .endpoints
             .iter()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+            .filter(|e| {
+                publish_not_ready || e.conditions.as_ref().and_then(|c| c.ready) != Some(false)
+            })
             .flat_map(|e| {
                 e.addresses.iter().filter_map(move |a| {
                     let ip: IpAddr = a.parse().ok()?;

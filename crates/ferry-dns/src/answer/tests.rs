@@ -585,6 +585,36 @@ fn a_chased_cname_gets_the_upstream_answers_and_its_nxdomain() {
 }
 
 #[test]
+fn publish_not_ready_addresses_names_every_endpoint() {
+    let mut snap = sample();
+    for s in snap.services.iter_mut() {
+        if s.metadata.name.as_deref() == Some("db")
+            && let Some(spec) = s.spec.as_mut()
+        {
+            spec.publish_not_ready_addresses = Some(true);
+        }
+    }
+    let zones = build_zones("cluster.local", &snap);
+    assert_eq!(
+        decide(&zones, D, &query(0, "db.default.svc.cluster.local", TYPE_A)),
+        [
+            OK,
+            "an db.default.svc.cluster.local. 5 A 10.16.0.5",
+            "an db.default.svc.cluster.local. 5 A 10.16.0.6",
+            "an db.default.svc.cluster.local. 5 A 10.16.0.7",
+        ]
+    );
+    assert_eq!(
+        decide(
+            &zones,
+            D,
+            &query(0, "db-2.db.default.svc.cluster.local", TYPE_A)
+        ),
+        [OK, "an db-2.db.default.svc.cluster.local. 5 A 10.16.0.7"]
+    );
+}
+
+#[test]
 fn a_cname_loop_inside_the_zone_is_servfail() {
     let mut snap = sample();
     snap.services.push(crate::fixtures::external_name(
