@@ -64,6 +64,14 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
                 "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if crate::subresources::has_scale(t) {
+            resources.push(json!({"name": format!("{}/scale", t.plural), "singularName": "", "namespaced": t.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
+        if crate::subresources::has_binding(t) {
+            resources.push(json!({"name": format!("{}/binding", t.plural), "singularName": "", "namespaced": t.namespaced,
+                "kind": "Binding", "verbs": ["create"]}));
+        }
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -107,8 +115,18 @@ pub fn aggregated(registry: &Registry, legacy: bool, version: &str) -> Value {
                     if !t.categories.is_empty() {
                         r["categories"] = json!(t.categories);
                     }
+                    let mut subs = Vec::new();
                     if t.status_subresource {
-                        r["subresources"] = json!([{"subresource": "status", "responseKind": t.gvk(), "verbs": ["get", "patch", "update"]}]);
+                        subs.push(json!({"subresource": "status", "responseKind": t.gvk(), "verbs": ["get", "patch", "update"]}));
+                    }
+                    if crate::subresources::has_scale(t) {
+                        subs.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+                    }
+                    if crate::subresources::has_binding(t) {
+                        subs.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
+                    }
+                    if !subs.is_empty() {
+                        r["subresources"] = Value::Array(subs);
                     }
                     r
                 })

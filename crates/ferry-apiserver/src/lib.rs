@@ -20,6 +20,7 @@ mod selectors;
 mod server;
 mod service_admission;
 mod status;
+mod subresources;
 mod table;
 mod tls;
 

@@ -443,7 +443,8 @@ impl Objects {
             let mut merged = old.clone();
             merged["status"] = object["status"].clone();
             object = merged;
-        } else if rt.status_subresource {
+        } else if rt.status_subresource && subresource != Some("binding") {
+            // A binding writes spec.nodeName and the PodScheduled condition together.
             match old.get("status") {
                 Some(s) => object["status"] = s.clone(),
                 None => {

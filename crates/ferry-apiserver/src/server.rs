@@ -22,7 +22,7 @@ use crate::resources::{Registry, ResourceType};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, success_status};
 use crate::table::{self, Include};
-use crate::{discovery, openapi, protobuf};
+use crate::{discovery, openapi, protobuf, subresources};
 
 /// Limits that protect the server from any one client.
 #[derive(Debug, Clone)]
@@ -311,7 +311,9 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
     }
     if let Some(sub) = &target.sub
         && !(sub == "status" && rt.status_subresource
-            || sub == "finalize" && rt.plural == "namespaces")
+            || sub == "finalize" && rt.plural == "namespaces"
+            || sub == "scale" && subresources::has_scale(&rt)
+            || sub == "binding" && subresources::has_binding(&rt))
     {
         return Err(ApiError::path_not_found(&path));
     }
@@ -322,6 +324,7 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         (Method::GET, false) if is_watch => "watch",
         (Method::GET, false) => "list",
         (Method::POST, false) => "create",
+        (Method::POST, true) if target.sub.as_deref() == Some("binding") => "create",
         (Method::PUT, true) => "update",
         (Method::PATCH, true) => "patch",
         (Method::DELETE, true) => "delete",
@@ -360,6 +363,9 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         .await
         .map_err(|_| ApiError::too_large(server.limits.max_body_bytes))?;
     let ns = target.namespace.as_deref();
+    if matches!(target.sub.as_deref(), Some("scale" | "binding")) {
+        return subresource(server, &rt, &target, verb, &headers, &body, &q, &accept).await;
+    }
     match verb {
         "get" => get(server, &rt, &target, &accept, &q),
         "list" => list(server, &rt, ns, &q, &accept).await,
@@ -499,6 +505,85 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         }
         _ => Err(ApiError::method_not_allowed(verb.to_string())),
     }
+}
+
+/// `pods/binding` and the `scale` of Deployments and ReplicaSets.
+#[allow(clippy::too_many_arguments)]
+async fn subresource(
+    server: &Arc<Server>,
+    rt: &ResourceType,
+    t: &Target,
+    verb: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    q: &HashMap<String, String>,
+    accept: &str,
+) -> Result<Response, ApiError> {
+    let name = t.name.as_deref().unwrap_or_default();
+    let ns = t.namespace.as_deref();
+    let opts = write_options(q)?;
+    if t.sub.as_deref() == Some("binding") {
+        if verb != "create" {
+            return Err(ApiError::method_not_allowed(format!(
+                "{verb} is not supported on pods/binding"
+            )));
+        }
+        let binding = parse_body(body, headers)?;
+        let status = subresources::bind(&server.objects, rt, ns, name, &binding, &opts).await?;
+        return Ok(json_response(StatusCode::CREATED, &status));
+    }
+    for _ in 0..16 {
+        let current = server
+            .objects
+            .current(rt, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let scale = subresources::scale_of(&current.0);
+        let wanted = match verb {
+            "get" => return Ok(object_response(StatusCode::OK, &scale, accept)),
+            "update" => parse_body(body, headers)?,
+            "patch" => {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let p: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the patch body is invalid JSON: {e}"))
+                })?;
+                let mut s = scale.clone();
+                match PatchKind::from_content_type(ct) {
+                    Some(PatchKind::Json) => patch::json_patch(&mut s, &p).map_err(|m| {
+                        ApiError::invalid("Scale", "autoscaling", name, vec![("patch".into(), m)])
+                    })?,
+                    Some(_) => patch::merge_patch(&mut s, &p),
+                    None => {
+                        return Err(ApiError::unsupported_media_type(format!(
+                            "the body of the request was in an unknown format {ct:?}"
+                        )));
+                    }
+                }
+                // A patch that names no resourceVersion applies to whatever is current.
+                if p["metadata"]["resourceVersion"].is_null() {
+                    s["metadata"]["resourceVersion"] = json!(current.1.to_string());
+                }
+                s
+            }
+            v => {
+                return Err(ApiError::method_not_allowed(format!(
+                    "{v} is not supported on {}/scale",
+                    rt.plural
+                )));
+            }
+        };
+        match subresources::write_scale(&server.objects, rt, ns, name, current, &wanted, &opts)
+            .await
+        {
+            Err(e) if e.code == 409 && verb == "patch" => continue,
+            Err(e) => return Err(e),
+            Ok(s) => return Ok(object_response(StatusCode::OK, &s, accept)),
+        }
+    }
+    Err(ApiError::conflict(&rt.group, &rt.plural, name))
 }
 
 fn aggregated_response(doc: &Value, version: &str) -> Response {
@@ -743,26 +828,46 @@ async fn list(
             &table::table(rt, &values, include_of(q), meta),
         ));
     }
-    // Items are concatenated as stored: no re-serialisation of 100k objects.
+    // Items are concatenated as stored (no re-serialisation of 100k objects) and streamed
+    // in chunks as the body is sent: the answer is never built whole in memory, and its
+    // first bytes leave before its last item is copied.
     let head = json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta}).to_string();
-    let mut out = BytesMut::with_capacity(
-        items.iter().map(|o| o.json.len() + 1).sum::<usize>() + head.len() + 16,
-    );
-    out.put_slice(&head.as_bytes()[..head.len() - 1]);
-    out.put_slice(b",\"items\":[");
-    for (i, o) in items.iter().enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        out.put_slice(&o.json);
-    }
-    out.put_slice(b"]}");
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        out.freeze(),
+        Body::from_stream(list_body(head, items)),
     )
         .into_response())
+}
+
+/// Items per chunk of a streamed LIST body (about 64 KiB of typical objects).
+const LIST_CHUNK_ITEMS: usize = 64;
+
+/// The chunks of a LIST body: `head` without its closing brace, `"items":[`, the items'
+/// stored JSON, `]}`. Each chunk is built only when the body asks for it.
+fn list_body(
+    head: String,
+    items: Vec<Arc<Cached>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    let mut open = BytesMut::with_capacity(head.len() + 16);
+    open.put_slice(&head.as_bytes()[..head.len().saturating_sub(1)]);
+    open.put_slice(b",\"items\":[");
+    let opening = std::iter::once(open.freeze());
+    let total = items.len();
+    let body = (0..total.div_ceil(LIST_CHUNK_ITEMS)).map(move |c| {
+        let from = c * LIST_CHUNK_ITEMS;
+        let chunk = &items[from..(from + LIST_CHUNK_ITEMS).min(total)];
+        let mut out = BytesMut::with_capacity(chunk.iter().map(|o| o.json.len() + 1).sum());
+        for (i, o) in chunk.iter().enumerate() {
+            if from + i > 0 {
+                out.put_u8(b',');
+            }
+            out.put_slice(&o.json);
+        }
+        out.freeze()
+    });
+    let closing = std::iter::once(Bytes::from_static(b"]}"));
+    futures::stream::iter(opening.chain(body).chain(closing).map(Ok))
 }
 
 async fn patch_object(

@@ -103,6 +103,17 @@ impl ApiError {
         e.details = Some(json!({"name": name, "group": group, "kind": plural}));
         e
     }
+    /// 409 with kube-apiserver's wording for a precondition that a subresource checks
+    /// (say a Pod that is already bound).
+    pub fn conflict_message(group: &str, resource: &str, name: &str, why: String) -> Self {
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
+        );
+        e.details = Some(json!({"name": name, "group": group, "kind": resource}));
+        e
+    }
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }
