@@ -13,7 +13,8 @@
 //!   `apply` with the whole desired state until a read of the kernel map shows the new
 //!   slots, over FLIPS flips; `flip_changes_*_ms` the same through `apply_changes` with
 //!   just that service (for a caller that knows what changed);
-//! * `maglev_program_s`: 1/10 of the services with Maglev tables, into fresh maps.
+//! * `maglev_program_s`: 1/10 of the services (at most what fits the default slot
+//!   budget) with Maglev tables, into fresh maps.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -144,7 +145,11 @@ fn main() -> Result<()> {
 
     // Maglev: fresh maps so the random run does not count against the slot budget.
     drop(lb);
-    let maglev_services = (services / 10).max(1);
+    // As many as fit the default slot budget, at most a tenth of the services.
+    let table = ferry_sock::maglev::maglev_size(backends as usize);
+    let maglev_services = (services / 10)
+        .min(MapSizes::default().slots / table)
+        .max(1);
     let mut lb = SocketLb::load(&cg.0, MapSizes::default())?;
     let t = Instant::now();
     let report = lb.apply(&desired(maglev_services, backends, Algorithm::Maglev))?;
