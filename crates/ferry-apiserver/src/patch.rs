@@ -106,6 +106,29 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The target entry a patch entry merges into. Ports are keyed by number and protocol
+/// (as server-side apply keys them), so TCP and UDP 53 of one Service stay two entries; a
+/// patch entry without protocol takes the only entry of its number, else the TCP one.
+fn position(field: &str, target: &[Value], key: &str, id: &Value, pv: &Value) -> Option<usize> {
+    if field != "ports" {
+        return target.iter().position(|tv| tv.get(key) == Some(id));
+    }
+    let proto = |v: &Value| {
+        v.get("protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("TCP")
+            .to_string()
+    };
+    let same: Vec<usize> = (0..target.len())
+        .filter(|i| target[*i].get(key) == Some(id))
+        .collect();
+    match pv.get("protocol") {
+        Some(_) => same.into_iter().find(|i| proto(&target[*i]) == proto(pv)),
+        None if same.len() == 1 => same.first().copied(),
+        None => same.into_iter().find(|i| proto(&target[*i]) == "TCP"),
+    }
+}
+
 fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) {
     if is_merged_scalar_list(field) {
         for v in patch {
@@ -124,7 +147,7 @@ fn merge_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) {
             target.push(strip_directives(pv));
             continue;
         };
-        let pos = target.iter().position(|tv| tv.get(key) == Some(id));
+        let pos = position(field, target, key, id, pv);
         let directive = pv.get("$patch").and_then(Value::as_str);
         match (pos, directive) {
             (Some(i), Some("delete")) => {
@@ -195,6 +218,30 @@ mod tests {
             json!({"spec": {"containers": [
             {"name": "a", "image": "x2", "ports": [{"containerPort": 80}]}]},
             "metadata": {"finalizers": ["f1", "f2"]}})
+        );
+    }
+
+    #[test]
+    fn service_ports_of_one_number_and_two_protocols_stay_two_entries() {
+        let mut live = json!({"spec": {"ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30053}]}});
+        // A re-apply of the manifest, and a patch naming no protocol (the TCP entry).
+        strategic_merge(
+            &mut live,
+            &json!({"spec": {"ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}),
+        );
+        strategic_merge(
+            &mut live,
+            &json!({"spec": {"ports": [{"port": 53, "targetPort": 5353}]}}),
+        );
+        assert_eq!(
+            live,
+            json!({"spec": {"ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30053, "targetPort": 5353}]}})
         );
     }
 

@@ -204,6 +204,32 @@ async fn services_get_defaults_addresses_and_node_ports_like_on_kube_apiserver()
         .expect("ExternalName");
     assert_eq!(spec(&ext).get("clusterIP"), None);
 
+    // Server-side apply creates, and a re-apply of the same manifest keeps the allocations.
+    let manifest = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "applied"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "a"},
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}});
+    let ssa = PatchParams::apply("test").force();
+    let first = api
+        .patch("applied", &ssa, &Patch::Apply(manifest.clone()))
+        .await
+        .expect("apply");
+    let f = spec(&first);
+    assert_eq!(
+        f["ports"][0]["nodePort"], f["ports"][1]["nodePort"],
+        "one node port for UDP and TCP 53"
+    );
+    assert!(
+        f["healthCheckNodePort"]
+            .as_i64()
+            .is_some_and(|h| h != f["ports"][0]["nodePort"].as_i64().unwrap_or(0)),
+        "{f}"
+    );
+    let again = api
+        .patch("applied", &ssa, &Patch::Apply(manifest))
+        .await
+        .expect("re-apply");
+    assert_eq!(spec(&again), f);
+
     // Freed on delete: the address and the node port can be asked for again.
     api.delete("web", &DeleteParams::default())
         .await
