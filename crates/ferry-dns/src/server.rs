@@ -122,6 +122,8 @@ pub enum ServeError {
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once per VPC.
 const TCP_MAX: usize = 256;
+/// UDP queries waiting on an upstream at once per VPC; beyond, SERVFAIL at once.
+const UDP_UPSTREAM_MAX: usize = 1024;
 
 /// Serves every listener until one fails fatally (or the future is dropped, which stops all).
 pub async fn serve(
@@ -224,6 +226,7 @@ async fn serve_udp(
     upstreams: Arc<Upstreams>,
 ) -> Result<(), ServeError> {
     let mut buf = vec![0u8; MAX_MESSAGE];
+    let in_flight = Arc::new(Semaphore::new(UDP_UPSTREAM_MAX));
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -240,11 +243,19 @@ async fn serve_udp(
             Step::Send(out) => send_udp(&sock, &out, peer, &vpc).await,
             Step::Drop => {}
             other => {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    // Too many upstream exchanges at once: fail fast rather than queue.
+                    if let Ok(q) = Message::parse(bytes) {
+                        send_udp(&sock, &answer::servfail(&q).encode(limit), peer, &vpc).await;
+                    }
+                    continue;
+                };
                 let (sock, upstreams, vpc, raw) =
                     (sock.clone(), upstreams.clone(), vpc.clone(), bytes.to_vec());
                 tokio::spawn(async move {
                     let out = upstream_step(other, &raw, &upstreams, false, limit).await;
                     send_udp(&sock, &out, peer, &vpc).await;
+                    drop(permit);
                 });
             }
         }
