@@ -497,6 +497,13 @@ impl SocketLb {
         self.sizes
     }
 
+    /// The registered namespaces (cookie -> VPC). Netns cookies are never reused within
+    /// a boot, so an entry whose sandbox is gone (a DEL the agent missed) can only waste
+    /// room: a repair pass removes the cookies of sandboxes that no longer exist.
+    pub fn netns(&self) -> &BTreeMap<u64, VpcId> {
+        &self.netns
+    }
+
     /// What the maps hold, as planned.
     pub fn programmed(&self) -> &Programmed {
         &self.programmed
