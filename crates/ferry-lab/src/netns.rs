@@ -357,19 +357,11 @@ impl Host {
         std::fs::create_dir_all(&log_dir)
             .map_err(|e| Error::io("create directory", &log_dir, e))?;
         let log = log_dir.join(format!("host-{}-{base}.log", self.spec.name));
-        let (out, err) = process::log_stdio(&log)?;
         let mut cmd = self.command(argv);
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|source| Error::Spawn {
-            program: process::describe(&cmd),
-            source,
-        })?;
+        let child = process::spawn_logged(&mut cmd, &log)?;
         let pid = child.id() as i32;
         let rec = ProcessRecord {
             name: format!("host:{}:{base}:{pid}", self.spec.name),

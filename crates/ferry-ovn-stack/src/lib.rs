@@ -49,6 +49,7 @@ mod error;
 pub mod jsonrpc;
 mod layout;
 pub mod netns;
+pub mod pki;
 pub mod process;
 pub mod registry;
 mod stack;
@@ -57,6 +58,7 @@ mod teardown;
 
 pub use error::{Error, Result};
 pub use layout::{DEFAULT_BRIDGE, Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, unix_remote};
+pub use pki::{CertPair, OvsPki};
 pub use registry::{LabState, Registry};
 pub use stack::OvnStack;
 pub use teardown::{Teardown, purge_dir, stop_from_dir};

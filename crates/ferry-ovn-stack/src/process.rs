@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,18 @@ pub fn log_stdio(path: &Path) -> Result<(Stdio, Stdio)> {
             .map_err(|e| Error::io("open log", path, e))
     };
     Ok((Stdio::from(open()?), Stdio::from(open()?)))
+}
+
+/// Starts `cmd` with stdin from `/dev/null` and stdout and stderr appended to `log`, in a
+/// process group of its own (a Ctrl-C meant for the caller does not reach it).
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child> {
+    let (out, err) = log_stdio(log)?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    cmd.spawn().map_err(|source| Error::Spawn {
+        program: describe(cmd),
+        source,
+    })
 }
 
 /// The argv of a running process, or `None` if it is gone or a zombie.

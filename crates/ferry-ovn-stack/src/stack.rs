@@ -336,46 +336,29 @@ impl OvnStack {
 
     /// Runs `ovs-vsctl --db=unix:DIR/run/db.sock --timeout=READY ARGS...`; returns stdout.
     pub fn vsctl(&self, args: &[&str]) -> Result<String> {
-        let p = &self.shared.paths;
-        process::run_ok(
-            Command::new("ovs-vsctl")
-                .arg(format!("--db={}", unix_remote(&p.ovs_sock)))
-                .arg(format!(
-                    "--timeout={}",
-                    self.opts.ready_timeout.as_secs().max(1)
-                ))
-                .args(args)
-                .envs(p.env()),
-        )
+        self.ctl("ovs-vsctl", &self.shared.paths.ovs_sock, args)
     }
 
     /// Runs `ovn-nbctl --db=unix:DIR/run/nb.sock ARGS...`; returns stdout.
     pub fn nbctl(&self, args: &[&str]) -> Result<String> {
-        let p = &self.shared.paths;
-        process::run_ok(
-            Command::new("ovn-nbctl")
-                .arg(format!("--db={}", unix_remote(&p.nb_sock)))
-                .arg(format!(
-                    "--timeout={}",
-                    self.opts.ready_timeout.as_secs().max(1)
-                ))
-                .args(args)
-                .envs(p.env()),
-        )
+        self.ctl("ovn-nbctl", &self.shared.paths.nb_sock, args)
     }
 
     /// Runs `ovn-sbctl --db=unix:DIR/run/sb.sock ARGS...`; returns stdout.
     pub fn sbctl(&self, args: &[&str]) -> Result<String> {
-        let p = &self.shared.paths;
+        self.ctl("ovn-sbctl", &self.shared.paths.sb_sock, args)
+    }
+
+    fn ctl(&self, program: &str, sock: &Path, args: &[&str]) -> Result<String> {
         process::run_ok(
-            Command::new("ovn-sbctl")
-                .arg(format!("--db={}", unix_remote(&p.sb_sock)))
+            Command::new(program)
+                .arg(format!("--db={}", unix_remote(sock)))
                 .arg(format!(
                     "--timeout={}",
                     self.opts.ready_timeout.as_secs().max(1)
                 ))
                 .args(args)
-                .envs(p.env()),
+                .envs(self.shared.paths.env()),
         )
     }
 

@@ -54,17 +54,8 @@ impl Shared {
                 c
             }
         };
-        let (out, err) = process::log_stdio(&log)?;
-        cmd.envs(self.paths.env())
-            .stdin(std::process::Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        // Own process group: a Ctrl-C meant for the caller does not reach the lab.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|source| Error::Spawn {
-            program: process::describe(&cmd),
-            source,
-        })?;
+        cmd.envs(self.paths.env());
+        let child = process::spawn_logged(&mut cmd, &log)?;
         let pid = child.id() as i32;
         let rec = ProcessRecord {
             name: spec.daemon.name().to_owned(),
