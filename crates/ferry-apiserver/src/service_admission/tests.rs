@@ -558,6 +558,79 @@ proptest! {
     }
 }
 
+#[derive(Debug, Clone)]
+enum Flight {
+    /// A create decided and reserved (not stored yet).
+    Admit {
+        name: u8,
+        node_port: bool,
+    },
+    /// The oldest write in flight lands in the store (then its reservation ends).
+    Commit,
+    /// The oldest write in flight fails (its reservation ends, nothing stored).
+    Fail,
+    Delete {
+        name: u8,
+    },
+}
+
+fn flight() -> impl Strategy<Value = Flight> {
+    prop_oneof![
+        3 => (0u8..20, any::<bool>()).prop_map(|(name, node_port)| Flight::Admit { name, node_port }),
+        2 => Just(Flight::Commit),
+        1 => Just(Flight::Fail),
+        1 => (0u8..20).prop_map(|name| Flight::Delete { name }),
+    ]
+}
+
+proptest! {
+    /// Writes in flight (decided and reserved, not yet stored) and stored objects together
+    /// never hold one address or node port twice, whatever lands or fails in between.
+    #[test]
+    fn reservations_and_stored_objects_never_overlap(ops in proptest::collection::vec(flight(), 1..120)) {
+        let a = ServiceAdmission::new(net());
+        let mut in_flight: std::collections::VecDeque<(String, Value, Reservation<'_>)> = Default::default();
+        for op in ops {
+            match op {
+                Flight::Admit { name, node_port } => {
+                    let key = format!("/registry/core/services/default/s{name}");
+                    if a.ledger_copy().held(&key).is_some() || in_flight.iter().any(|(k, _, _)| *k == key) {
+                        continue;
+                    }
+                    let mut obj = json!({"spec": {"ports": [{"port": 80}]}});
+                    if node_port { obj["spec"]["type"] = json!("NodePort"); }
+                    if let Ok(r) = a.admit_service(&key, &mut obj, None) {
+                        in_flight.push_back((key, obj, r));
+                    }
+                }
+                Flight::Commit => {
+                    if let Some((key, obj, r)) = in_flight.pop_front() {
+                        a.observe(&key, Some(&serde_json::to_vec(&obj).unwrap()));
+                        drop(r);
+                    }
+                }
+                Flight::Fail => { in_flight.pop_front(); }
+                Flight::Delete { name } => a.observe(&format!("/registry/core/services/default/s{name}"), None),
+            }
+            let l = a.ledger_copy();
+            let mut ips: std::collections::BTreeMap<Ipv4Addr, String> = Default::default();
+            let mut ports: std::collections::BTreeMap<u16, String> = Default::default();
+            let stored = l.ips().into_iter().flat_map(|(ip, ks)| ks.into_iter().map(move |k| (ip, k)));
+            let pending = l.pending.values().flat_map(|(k, h)| h.ips.iter().map(move |ip| (*ip, k.clone())));
+            for (ip, k) in stored.chain(pending) {
+                let prev = ips.insert(ip, k.clone());
+                prop_assert!(prev.is_none() || prev.as_ref() == Some(&k), "{} held by {:?} and {}", ip, prev, k);
+            }
+            let stored = l.node_ports().into_iter().flat_map(|(p, ks)| ks.into_iter().map(move |k| (p, k)));
+            let pending = l.pending.values().flat_map(|(k, h)| h.node_ports.iter().map(move |p| (*p, k.clone())));
+            for (p, k) in stored.chain(pending) {
+                let prev = ports.insert(p, k.clone());
+                prop_assert!(prev.is_none() || prev.as_ref() == Some(&k), "{} held by {:?} and {}", p, prev, k);
+            }
+        }
+    }
+}
+
 #[test]
 fn next_ip_prefers_the_upper_band_and_never_the_first_address() {
     let n = ServiceNetwork::default();
