@@ -5,18 +5,31 @@ use serde_json::Value;
 /// Everything that can go wrong talking to an OVSDB server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The remote string is not `unix:PATH` or `tcp:HOST:PORT`.
+    /// The remote string is not `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT`.
     #[error("invalid OVSDB remote {remote:?}: {reason}")]
     InvalidRemote {
         remote: String,
         reason: &'static str,
     },
 
-    /// `ssl:` remotes are recognised but not implemented by this client.
+    /// An `ssl:` remote was given without TLS material.
     #[error(
-        "OVSDB remote {remote:?}: ssl: remotes are not supported by ferry-ovsdb; use unix: or tcp:"
+        "OVSDB remote {remote:?} needs TLS material: a private key, a certificate and the CA certificate (ovs-pki's PEM files)"
     )]
-    SslUnsupported { remote: String },
+    TlsNotConfigured { remote: String },
+
+    /// The TLS material could not be read or parsed.
+    #[error("OVSDB TLS {what}: {reason}")]
+    TlsMaterial { what: &'static str, reason: String },
+
+    /// The TLS handshake failed: most often the server's certificate is not signed by
+    /// our CA certificate (`UnknownIssuer`), or the server refused our certificate.
+    #[error("TLS handshake with OVSDB remote {remote:?} failed: {source}")]
+    TlsHandshake {
+        remote: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// Opening the socket failed.
     #[error("connecting to OVSDB remote {remote:?}: {source}")]
@@ -24,6 +37,18 @@ pub enum Error {
         remote: String,
         #[source]
         source: std::io::Error,
+    },
+
+    /// The server closed a new connection before it was ready (e.g. it refused our TLS
+    /// certificate).
+    #[error(
+        "OVSDB remote {remote:?} dropped the connection during {method}: {reason}{}",
+        if remote.starts_with("ssl:") { " (does the server trust our certificate's CA?)" } else { "" }
+    )]
+    Dropped {
+        remote: String,
+        method: String,
+        reason: String,
     },
 
     /// No remote in the list could be used (none reachable, or none is the RAFT leader).

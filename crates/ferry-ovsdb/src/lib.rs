@@ -1,5 +1,5 @@
 //! `ferry-ovsdb` owns Ferry's conversation with OVSDB (RFC 7047 JSON-RPC, as spoken by
-//! ovsdb-server 3.1): connecting to `unix:`/`tcp:` remotes (preferring the RAFT leader of
+//! ovsdb-server 3.1): connecting to `unix:`/`tcp:`/`ssl:` remotes (preferring the RAFT leader of
 //! a clustered database), `transact` with typed per-operation errors, answering the
 //! server's `echo` and sending our own, a `monitor_cond_since` monitor (falling back to
 //! `monitor_cond`, then `monitor`) that keeps an in-memory [`Mirror`] of chosen tables,
@@ -12,7 +12,9 @@
 //!
 //! Written here because no maintained crate fits (see the design's dependency notes: the
 //! `ovsdb` crate has no monitor; `ovsdb-client` never answers echo and has no
-//! monitor_cond/update2). `ssl:` remotes are refused with a clear error.
+//! monitor_cond/update2). `ssl:` remotes use mutual TLS with OVN's PKI ([`TlsConfig`]:
+//! rustls with the ring provider; the server's certificate must chain to the CA, its name
+//! is not checked, as in Open vSwitch's own client).
 //!
 //! Behaviour of ovsdb-server 3.1 this crate relies on (each pinned by a test under `tests/`):
 //! - `insert` accepts a caller-chosen `"uuid"` member; a second insert of it fails with a
@@ -47,10 +49,12 @@ mod mirror;
 pub mod nb;
 mod remote;
 pub mod schema;
+mod tls;
 pub mod wire;
 
 pub use client::{Client, Config, MonitorMethod, Resume, Status};
 pub use error::{Error, Result};
 pub use mirror::{Mirror, Tables};
 pub use remote::Remote;
+pub use tls::{Pem, TlsConfig};
 pub use wire::Row;

@@ -1,4 +1,5 @@
-//! OVSDB remotes (`unix:PATH`, `tcp:HOST:PORT`) and opening a byte stream to one.
+//! OVSDB remotes (`unix:PATH`, `tcp:HOST:PORT`, `ssl:HOST:PORT`) and opening a byte
+//! stream to one.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,17 +8,26 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{Error, Result};
+use crate::tls::TlsConfig;
 
 /// Where an OVSDB server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
     Unix(PathBuf),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// TCP with TLS ([`TlsConfig`]).
+    Ssl {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Remote {
-    /// Parses `unix:/path/db.sock` or `tcp:127.0.0.1:6641` (`tcp:[::1]:6641` for IPv6).
-    /// `ssl:` remotes are refused with [`Error::SslUnsupported`].
+    /// Parses `unix:/path/db.sock`, `tcp:127.0.0.1:6641` (`tcp:[::1]:6641` for IPv6) or
+    /// `ssl:HOST:PORT`.
     pub fn parse(s: &str) -> Result<Remote> {
         let invalid = |reason| Error::InvalidRemote {
             remote: s.to_owned(),
@@ -29,29 +39,39 @@ impl Remote {
             }
             return Ok(Remote::Unix(PathBuf::from(path)));
         }
-        if s.starts_with("ssl:") {
-            return Err(Error::SslUnsupported {
-                remote: s.to_owned(),
-            });
-        }
-        let Some(rest) = s.strip_prefix("tcp:") else {
-            return Err(invalid("expected unix:PATH or tcp:HOST:PORT"));
+        let (ssl, rest) = match (s.strip_prefix("tcp:"), s.strip_prefix("ssl:")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => {
+                return Err(invalid(
+                    "expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT",
+                ));
+            }
         };
         let (host, port) = rest
             .rsplit_once(':')
-            .ok_or_else(|| invalid("expected tcp:HOST:PORT"))?;
+            .ok_or_else(|| invalid("expected tcp:HOST:PORT or ssl:HOST:PORT"))?;
         let port: u16 = port.parse().map_err(|_| invalid("bad port number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(invalid("empty host"));
         }
-        Ok(Remote::Tcp {
-            host: host.to_owned(),
-            port,
+        let host = host.to_owned();
+        Ok(if ssl {
+            Remote::Ssl { host, port }
+        } else {
+            Remote::Tcp { host, port }
         })
     }
 
-    pub(crate) async fn connect(&self) -> Result<(BoxRead, BoxWrite)> {
+    /// True for `ssl:` remotes, which need a [`TlsConfig`].
+    pub fn is_ssl(&self) -> bool {
+        matches!(self, Remote::Ssl { .. })
+    }
+
+    /// Opens the stream; `ssl:` remotes also run the TLS handshake with `tls` (read again
+    /// from its files at every call).
+    pub(crate) async fn connect(&self, tls: Option<&TlsConfig>) -> Result<(BoxRead, BoxWrite)> {
         let err = |source| Error::Connect {
             remote: self.to_string(),
             source,
@@ -70,6 +90,25 @@ impl Remote {
                 let (r, w) = s.into_split();
                 Ok((Box::pin(r), Box::pin(w)))
             }
+            Remote::Ssl { host, port } => {
+                let tls = tls.ok_or_else(|| Error::TlsNotConfigured {
+                    remote: self.to_string(),
+                })?;
+                let config = tls.client_config()?;
+                let s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(err)?;
+                s.set_nodelay(true).map_err(err)?;
+                let s = tokio_rustls::TlsConnector::from(config)
+                    .connect(crate::tls::server_name(host), s)
+                    .await
+                    .map_err(|source| Error::TlsHandshake {
+                        remote: self.to_string(),
+                        source,
+                    })?;
+                let (r, w) = tokio::io::split(s);
+                Ok((Box::pin(r), Box::pin(w)))
+            }
         }
     }
 }
@@ -80,6 +119,8 @@ impl fmt::Display for Remote {
             Remote::Unix(p) => write!(f, "unix:{}", p.display()),
             Remote::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Remote::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Remote::Ssl { host, port } if host.contains(':') => write!(f, "ssl:[{host}]:{port}"),
+            Remote::Ssl { host, port } => write!(f, "ssl:{host}:{port}"),
         }
     }
 }
@@ -109,15 +150,34 @@ mod tests {
                     port: 6641,
                 },
             ),
+            (
+                "ssl:10.0.0.1:6641",
+                Remote::Ssl {
+                    host: "10.0.0.1".into(),
+                    port: 6641,
+                },
+            ),
+            (
+                "ssl:[fd00::1]:6641",
+                Remote::Ssl {
+                    host: "fd00::1".into(),
+                    port: 6641,
+                },
+            ),
         ];
         for (s, want) in ok {
             let got = Remote::parse(s).expect(s);
             assert_eq!(got, want, "{s}");
             assert_eq!(got.to_string(), s, "round trip {s}");
         }
-        let err = Remote::parse("ssl:10.0.0.1:6641").expect_err("ssl");
-        assert!(err.to_string().contains("ssl:10.0.0.1:6641"), "{err}");
-        for bad in ["unix:", "tcp:host", "tcp:h:notaport", "http://x"] {
+        for bad in [
+            "unix:",
+            "tcp:host",
+            "tcp:h:notaport",
+            "ssl:host",
+            "ssl::6641",
+            "http://x",
+        ] {
             assert!(
                 matches!(Remote::parse(bad), Err(Error::InvalidRemote { .. })),
                 "{bad}"

@@ -331,10 +331,10 @@ async fn wait_guard_assert_lock_abort_and_commit_errors_are_typed() {
 }
 
 #[tokio::test]
-async fn ssl_remote_is_refused_with_its_name() {
+async fn ssl_remote_without_tls_material_is_refused_with_its_name() {
     let err = Client::start(Config::new(["ssl:10.0.0.1:6641"], DB)).expect_err("ssl");
     assert!(
-        matches!(&err, Error::SslUnsupported { remote } if remote == "ssl:10.0.0.1:6641"),
+        matches!(&err, Error::TlsNotConfigured { remote } if remote == "ssl:10.0.0.1:6641"),
         "{err:?}"
     );
 }

@@ -2,12 +2,15 @@
 //! (standalone, a one-member RAFT cluster, or a cluster of N members), listening on a
 //! unix socket and on `ptcp:0` on loopback. It is a child of the test, killed (by PID,
 //! through `Child`) on drop; [`NbServer::kill`] and [`NbServer::start`] restart it on the
-//! same database and socket, for reconnect tests. For a whole NB + SB + `ovn-northd`, see
+//! same database and socket, for reconnect tests. [`NbServer::standalone_tls`] listens on
+//! `pssl:0` instead of `ptcp:0`, with a PKI made by `ovs-pki` in its directory. For a whole NB + SB + `ovn-northd`, see
 //! [`crate::ovn::TestOvn::central`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use ferry_ovn_stack::{CertPair, OvsPki};
 
 /// The OVN Northbound schema as Debian installs it.
 pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
@@ -21,9 +24,21 @@ pub struct NbServer {
     pub db: PathBuf,
     /// The unix socket.
     pub sock: PathBuf,
-    /// The loopback TCP port of the latest start.
+    /// The loopback port of the latest start (TCP, or TLS with [`NbServer::standalone_tls`]).
     pub tcp_port: u16,
+    /// The PKI of a TLS server: `ovs-pki` under `DIR/pki`, the server's pair `server`,
+    /// a client pair `client`.
+    pub pki: Option<TestPki>,
     child: Option<Child>,
+}
+
+/// What a TLS [`NbServer`] and its clients use.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    pub pki: OvsPki,
+    pub server: CertPair,
+    /// A pair for clients, signed by the same CA.
+    pub client: CertPair,
 }
 
 impl NbServer {
@@ -37,7 +52,17 @@ impl NbServer {
         NbServer::create(true)
     }
 
+    /// A standalone NB database listening on `pssl:0:127.0.0.1` (mutual TLS; see
+    /// [`NbServer::ssl_remote`] and [`NbServer::pki`]) and on its unix socket.
+    pub fn standalone_tls() -> NbServer {
+        NbServer::create_with(false, true)
+    }
+
     fn create(clustered: bool) -> NbServer {
+        NbServer::create_with(clustered, false)
+    }
+
+    fn create_with(clustered: bool, tls: bool) -> NbServer {
         let dir = tempfile::Builder::new()
             .prefix("ovsdb-")
             .tempdir()
@@ -55,11 +80,20 @@ impl NbServer {
             .expect("run ovsdb-tool (install openvswitch-common)");
         assert!(out.status.success(), "ovsdb-tool: {out:?}");
         let sock = dir.path().join("nb.sock");
+        let pki = tls.then(|| {
+            let pki = OvsPki::open_or_init(&dir.path().join("pki")).expect("ovs-pki init");
+            TestPki {
+                server: pki.issue("server").expect("ovs-pki server pair"),
+                client: pki.issue("client").expect("ovs-pki client pair"),
+                pki,
+            }
+        });
         let mut s = NbServer {
             dir,
             db,
             sock,
             tcp_port: 0,
+            pki,
             child: None,
         };
         s.start();
@@ -98,6 +132,7 @@ impl NbServer {
                 db,
                 sock,
                 tcp_port: 0,
+                pki: None,
                 child: None,
             };
             s.start();
@@ -112,10 +147,20 @@ impl NbServer {
         let d = self.dir.path();
         let log = d.join("ovsdb-server.log");
         // A SIGKILLed server leaves its socket file behind; ovsdb-server replaces it.
-        let child = Command::new("ovsdb-server")
-            .arg(&self.db)
-            .arg(format!("--remote=punix:{}", self.sock.display()))
-            .arg("--remote=ptcp:0:127.0.0.1")
+        let mut cmd = Command::new("ovsdb-server");
+        cmd.arg(&self.db)
+            .arg(format!("--remote=punix:{}", self.sock.display()));
+        match &self.pki {
+            // A restart keeps the port, so that clients can reconnect to the same remote.
+            Some(p) => {
+                cmd.arg(format!("--remote=pssl:{}:127.0.0.1", self.tcp_port))
+                    .args(p.pki.ssl_args(&p.server));
+            }
+            None => {
+                cmd.arg("--remote=ptcp:0:127.0.0.1");
+            }
+        }
+        let child = cmd
             .arg(format!(
                 "--unixctl={}",
                 d.join("ovsdb-server.ctl").display()
@@ -135,6 +180,7 @@ impl NbServer {
         loop {
             if let Some(port) = self.listening_port(&log)
                 && std::os::unix::net::UnixStream::connect(&self.sock).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             {
                 self.tcp_port = port;
                 return;
@@ -166,6 +212,11 @@ impl NbServer {
         }
     }
 
+    /// The server's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `unix:SOCK`.
     pub fn unix_remote(&self) -> String {
         format!("unix:{}", self.sock.display())
@@ -174,6 +225,11 @@ impl NbServer {
     /// `tcp:127.0.0.1:PORT`.
     pub fn tcp_remote(&self) -> String {
         format!("tcp:127.0.0.1:{}", self.tcp_port)
+    }
+
+    /// `ssl:127.0.0.1:PORT` (a [`NbServer::standalone_tls`] server).
+    pub fn ssl_remote(&self) -> String {
+        format!("ssl:127.0.0.1:{}", self.tcp_port)
     }
 
     /// Runs `ovn-nbctl --db=unix:SOCK ARGS` and asserts it succeeded.

@@ -146,7 +146,11 @@ pub(super) async fn supervise(inner: Arc<Inner>) {
             }
             Err(e) => {
                 debug!(error = %e, "OVSDB connect failed");
-                lock(&inner.status).last_error = Some(e.to_string());
+                let why = match e {
+                    Error::NoUsableRemote { last, .. } => last,
+                    e => e.to_string(),
+                };
+                lock(&inner.status).last_error = Some(why);
             }
         }
         tokio::select! {
@@ -200,7 +204,7 @@ async fn establish(inner: &Arc<Inner>, start: &mut usize) -> Result<Live> {
 }
 
 async fn open(inner: &Arc<Inner>, remote: &Remote) -> Result<Live> {
-    let (r, w) = remote.connect().await?;
+    let (r, w) = remote.connect(inner.config.tls.as_ref()).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         remote: remote.to_string(),
@@ -215,20 +219,26 @@ async fn open(inner: &Arc<Inner>, remote: &Remote) -> Result<Live> {
         writer: tokio::spawn(write_loop(w, rx)),
         conn,
     };
-    let timeout = inner.config.request_timeout;
-    let db = &inner.config.database;
-    let conn = &live.conn;
-
-    if inner.config.leader_only {
-        check_leader(conn, db, timeout).await?;
-    }
-    let started = if inner.config.monitor.is_empty() {
-        None
-    } else {
-        let schema_json = conn.call("get_schema", json!([db]), timeout).await?;
-        let schema = Schema::parse(&schema_json)?;
-        Some(start_monitor(inner, conn, schema).await?)
+    let mut live = live;
+    let started = match set_up(inner, &live.conn).await {
+        Ok(started) => started,
+        // Say why the server hung up (over `ssl:`, a TLS 1.3 server refuses our
+        // certificate only after our side of the handshake is done, with an alert).
+        Err(Error::ConnectionLost { method }) => {
+            let why = match tokio::time::timeout(Duration::from_millis(500), &mut live.reader).await
+            {
+                Ok(Ok(why)) => why,
+                _ => "unknown reason".to_owned(),
+            };
+            return Err(Error::Dropped {
+                remote: live.conn.remote.clone(),
+                method,
+                reason: why,
+            });
+        }
+        Err(e) => return Err(e),
     };
+    let conn = &live.conn;
     {
         let mut st = lock(&inner.status);
         st.connected = Some(conn.remote.clone());
@@ -241,6 +251,21 @@ async fn open(inner: &Arc<Inner>, remote: &Remote) -> Result<Live> {
     info!(remote = %conn.remote, ?started, "OVSDB connected");
     inner.conn.send_replace(Some(conn.clone()));
     Ok(live)
+}
+
+/// The leader check and the monitor of a new connection.
+async fn set_up(inner: &Arc<Inner>, conn: &Conn) -> Result<Option<(MonitorMethod, Resume)>> {
+    let timeout = inner.config.request_timeout;
+    let db = &inner.config.database;
+    if inner.config.leader_only {
+        check_leader(conn, db, timeout).await?;
+    }
+    if inner.config.monitor.is_empty() {
+        return Ok(None);
+    }
+    let schema_json = conn.call("get_schema", json!([db]), timeout).await?;
+    let schema = Schema::parse(&schema_json)?;
+    Ok(Some(start_monitor(inner, conn, schema).await?))
 }
 
 /// For a clustered database, refuses a server that is not the connected leader.

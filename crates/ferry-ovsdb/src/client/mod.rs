@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info_span};
 use crate::error::{Error, Result};
 use crate::mirror::Mirror;
 use crate::remote::Remote;
+use crate::tls::TlsConfig;
 
 mod conn;
 
@@ -54,9 +55,12 @@ impl MonitorMethod {
 /// How to reach the database and what to mirror.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `unix:PATH` or `tcp:HOST:PORT`, tried in order; for a clustered database the
-    /// leader is preferred.
+    /// `unix:PATH`, `tcp:HOST:PORT` or `ssl:HOST:PORT`, tried in order; for a clustered
+    /// database the leader is preferred.
     pub remotes: Vec<String>,
+    /// Key, certificate and CA certificate for `ssl:` remotes (required by them, unused
+    /// by the others).
+    pub tls: Option<TlsConfig>,
     /// The database to monitor (e.g. `OVN_Northbound`).
     pub database: String,
     /// Tables to mirror, each with the columns to mirror (empty = every column).
@@ -83,6 +87,7 @@ impl Config {
     ) -> Config {
         Config {
             remotes: remotes.into_iter().map(Into::into).collect(),
+            tls: None,
             database: database.into(),
             monitor: BTreeMap::new(),
             monitor_method: None,
@@ -100,6 +105,12 @@ impl Config {
             table.to_owned(),
             columns.iter().map(|c| (*c).to_owned()).collect(),
         );
+        self
+    }
+
+    /// Sets the TLS material for `ssl:` remotes.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Config {
+        self.tls = Some(tls);
         self
     }
 }
@@ -191,7 +202,9 @@ impl Client {
     }
 
     /// Starts the supervisor without waiting for a connection (requests wait for one).
-    /// Fails only on a malformed remote. Must be called inside a tokio runtime.
+    /// Fails only on a malformed remote, or an `ssl:` remote without usable TLS material
+    /// (which is read and parsed here once, so that a wrong path fails at once instead of
+    /// in every reconnect). Must be called inside a tokio runtime.
     pub fn start(config: Config) -> Result<Client> {
         let remotes = config
             .remotes
@@ -203,6 +216,18 @@ impl Client {
                 remote: String::new(),
                 reason: "no remote given",
             });
+        }
+        if let Some(ssl) = remotes.iter().find(|r| r.is_ssl()) {
+            match &config.tls {
+                None => {
+                    return Err(Error::TlsNotConfigured {
+                        remote: ssl.to_string(),
+                    });
+                }
+                Some(tls) => {
+                    tls.client_config()?;
+                }
+            }
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
