@@ -3,65 +3,18 @@
 //! time, transaction sizes and the mirror's memory estimate.
 //!
 //! `cargo run --release -p ferry-ovsdb --example nb_bench -- [ROWS] [ROWS_PER_TXN] [REMOTE]`
-//! Without REMOTE it starts its own ovsdb-server (needs OVN installed) in a temp dir.
+//! Without REMOTE it starts its own ovsdb-server (`ferry_testkit::ovsdb::NbServer`; needs
+//! OVN installed) in a temp dir.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use ferry_ovsdb::nb::{self, load_balancer as lb};
 use ferry_ovsdb::{Client, wire};
+use ferry_testkit::ovsdb::NbServer;
 use serde_json::{Value, json};
 
 const BACKENDS: usize = 20;
-
-struct OwnServer {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> anyhow::Result<(OwnServer, String)> {
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("nb.db");
-    let st = Command::new("ovsdb-tool")
-        .arg("create")
-        .arg(&db)
-        .arg("/usr/share/ovn/ovn-nb.ovsschema")
-        .status()
-        .context("ovsdb-tool")?;
-    if !st.success() {
-        bail!("ovsdb-tool create failed");
-    }
-    let sock = dir.path().join("nb.sock");
-    let child = Command::new("ovsdb-server")
-        .arg(&db)
-        .arg(format!("--remote=punix:{}", sock.display()))
-        .arg(format!("--unixctl={}", dir.path().join("ctl").display()))
-        .arg(format!("--log-file={}", dir.path().join("log").display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("ovsdb-server")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        if Instant::now() > deadline {
-            bail!("ovsdb-server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((
-        OwnServer { child, _dir: dir },
-        format!("unix:{}", sock.display()),
-    ))
-}
 
 fn load_balancer(i: usize) -> Value {
     let vip = format!("10.96.{}.{}:80", i / 250, i % 250 + 1);
@@ -97,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
     let (server, remote) = match args.get(2) {
         Some(r) => (None, r.clone()),
         None => {
-            let (s, r) = start_server()?;
+            let s = NbServer::standalone();
+            let r = s.unix_remote();
             (Some(s), r)
         }
     };
@@ -156,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
         println!("client process RSS: {:.1} MiB", rss as f64 / 1024.0);
     }
     if let Some(s) = &server
-        && let Some(rss) = vm_rss_kib(s.child.id())
+        && let Some(rss) = s.pid().and_then(vm_rss_kib)
     {
         println!("ovsdb-server RSS: {:.1} MiB", rss as f64 / 1024.0);
     }
