@@ -130,7 +130,10 @@ impl Watches {
         K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
     {
         let (reader, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        // managedFields are kept out of the stores: nothing here reads them, and they are
+        // often the larger part of an object (memory at 200k objects per kind).
+        let events = watcher(api, config).modify(|o| o.managed_fields_mut().clear());
+        let stream = reflector::reflector(writer, events).default_backoff();
         let (changes, wake) = (self.changes.clone(), self.wake.clone());
         tokio::spawn(async move {
             stream
