@@ -2,6 +2,7 @@
 //! the custom resources that stored CustomResourceDefinitions add at run time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -316,21 +317,27 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
 }
 
 /// All served resources, keyed by `(group, version, plural)`.
+///
+/// Every request takes a snapshot (a clone): the maps are shared (`Arc`, copied on write
+/// when a CRD changes), so a snapshot costs two reference counts, not a deep copy of every
+/// schema (which capped the server near 1k requests/s).
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    types: BTreeMap<(String, String, String), ResourceType>,
+    types: Arc<BTreeMap<(String, String, String), ResourceType>>,
     /// CRD name -> the keys it added, so a deleted CRD stops being served.
-    by_crd: BTreeMap<String, Vec<(String, String, String)>>,
+    by_crd: Arc<BTreeMap<String, Vec<(String, String, String)>>>,
 }
 
 impl Registry {
     pub fn with_builtins() -> Self {
-        let mut r = Registry::default();
-        for t in builtins() {
-            r.types
-                .insert((t.group.clone(), t.version.clone(), t.plural.clone()), t);
+        let types = builtins()
+            .into_iter()
+            .map(|t| ((t.group.clone(), t.version.clone(), t.plural.clone()), t))
+            .collect();
+        Registry {
+            types: Arc::new(types),
+            by_crd: Default::default(),
         }
-        r
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceType> {
@@ -355,15 +362,19 @@ impl Registry {
             if self.types.get(&key).is_some_and(|old| old.builtin) {
                 continue;
             }
-            self.types.insert(key.clone(), t);
+            Arc::make_mut(&mut self.types).insert(key.clone(), t);
             keys.push(key);
         }
-        self.by_crd.insert(name, keys);
+        Arc::make_mut(&mut self.by_crd).insert(name, keys);
     }
 
     pub fn remove_crd(&mut self, name: &str) {
-        for key in self.by_crd.remove(name).unwrap_or_default() {
-            self.types.remove(&key);
+        let Some(keys) = Arc::make_mut(&mut self.by_crd).remove(name) else {
+            return;
+        };
+        let types = Arc::make_mut(&mut self.types);
+        for key in keys {
+            types.remove(&key);
         }
     }
 
