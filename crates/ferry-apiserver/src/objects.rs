@@ -282,6 +282,14 @@ impl Objects {
             _ => object["kind"] = json!(rt.kind),
         }
         object["apiVersion"] = json!(rt.api_version());
+        // kube-apiserver's Pod strategy: a new Pod is Pending until a kubelet says otherwise.
+        if rt.builtin
+            && rt.group.is_empty()
+            && rt.plural == "pods"
+            && object["status"]["phase"].as_str().is_none_or(str::is_empty)
+        {
+            object["status"]["phase"] = json!("Pending");
+        }
         if !object["metadata"].is_object() {
             object["metadata"] = json!({});
         }
