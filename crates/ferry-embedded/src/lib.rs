@@ -9,9 +9,14 @@
 //! |---|---|---|
 //! | [`endpoints`] | Endpoints and EndpointSlices of selector `v1 Service`s (kube-controller-manager's endpoints and endpointslice controllers) | yes |
 //! | `endpoints_controller`, [`run`] | their watches and writes | - |
+//! | [`scheduler`] | where a Pod runs (kube-scheduler's filters for nodeSelector, required node affinity, taints, Ready nodes; spreading) | yes |
+//! | `scheduler_controller` | binds through `pods/binding`, or writes `Pending`/`PodScheduled=False` and an Event | - |
 
+mod cache;
 pub mod endpoints;
 mod endpoints_controller;
+pub mod scheduler;
+mod scheduler_controller;
 
 use kube::Client;
 use tokio::sync::watch;
@@ -30,5 +35,9 @@ pub enum EmbeddedError {
 
 /// Runs every embedded-mode controller until `shutdown` turns true.
 pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), EmbeddedError> {
-    endpoints_controller::run(client, shutdown).await
+    let (a, b) = tokio::join!(
+        endpoints_controller::run(client.clone(), shutdown.clone()),
+        scheduler_controller::run(client, shutdown),
+    );
+    a.and(b)
 }
