@@ -37,6 +37,7 @@ const CLUSTER_IP: &str = "10.96.0.20";
 /// The default VPC as the network controller would describe it.
 fn default_vpc(chassis: &str, node_port: &str, pod_port: &str) -> Result<NetworkState> {
     Ok(NetworkState {
+        nodes: vec![],
         gateway_chassis: chassis.into(),
         transit_cidr: None,
         vpcs: vec![ferry_api::DEFAULT_VPC.into()],
@@ -70,18 +71,21 @@ fn default_vpc(chassis: &str, node_port: &str, pod_port: &str) -> Result<Network
         ],
         external: None,
         services: vec![ServiceState {
+            external_ips: vec![], kind: Default::default(), node_local: false,
             key: "default/web-default".into(),
             uid: "uid-web-default".into(),
             scope: ServiceScope::Vpc(ferry_api::DEFAULT_VPC.into()),
             cluster_ip: Some(CLUSTER_IP.parse()?),
             eip: None,
             ports: vec![ServicePort {
+                node_port: None,
                 port: 80,
                 target_port: 8080,
                 protocol: Protocol::Tcp,
             }],
             affinity_timeout: None,
             backends: vec![Backend {
+                node: None,
                 ip: POD_IP.parse()?,
                 vpc: ferry_api::DEFAULT_VPC.into(),
             }],

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::allocate::{Held, Holder, Request};
-use crate::changes::{self, Changes, Feed};
+use crate::changes::{self, Changes, Feed, KubeObject};
 use crate::world::{self, SubnetInfo, lease_lapsed, subnet_info};
 
 /// The reflector stores the controller reads from.
@@ -177,9 +177,11 @@ pub async fn caches(w: &Watches) -> Caches {
         baremetals: w.reflect(Feed::Workload(BackendKind::BareMetal), all.clone()),
         vnicips: w.reflect(Feed::Workload(BackendKind::VNicIP), all.clone()),
         probes: w.reflect(Feed::Probe, generated.clone()),
-        k8s_services: w.reflect(Feed::Generated, generated.clone()),
-        endpoints: w.reflect(Feed::Generated, generated.clone()),
-        slices: w.reflect(Feed::Generated, generated),
+        // Every Service and EndpointSlice: those generated for YusurServices and ordinary
+        // Services' own (their feed tells them apart).
+        k8s_services: w.reflect(Feed::Kube(KubeObject::Service), all.clone()),
+        endpoints: w.reflect(Feed::Generated, generated),
+        slices: w.reflect(Feed::Kube(KubeObject::EndpointSlice), all.clone()),
         agent_leases: w.reflect_api(
             Api::namespaced(w.client.clone(), ferry_api::AGENT_LEASE_NAMESPACE),
             Feed::AgentLease,
@@ -388,6 +390,49 @@ pub fn vpcs(c: &Caches) -> BTreeSet<String> {
     vpcs
 }
 
+/// An ordinary Service with its EndpointSlices.
+pub type KubeService = (Arc<Service>, Vec<Arc<EndpointSlice>>);
+
+/// The ordinary Services whose keys are in `keys` (every one when `None`): each with its
+/// EndpointSlices. Generated Services are left out; a key whose Service is gone maps to
+/// `None`.
+pub fn kube_services(
+    c: &Caches,
+    keys: Option<&BTreeSet<String>>,
+) -> BTreeMap<String, Option<KubeService>> {
+    use crate::kube_service as ks;
+    let mut out: BTreeMap<String, Option<KubeService>> = match keys {
+        None => c
+            .k8s_services
+            .state()
+            .into_iter()
+            .filter(|s| !ks::generated(s))
+            .map(|s| (ks::key(&s), Some((s, Vec::new()))))
+            .collect(),
+        Some(keys) => keys
+            .iter()
+            .map(|k| {
+                let found = k
+                    .strip_prefix("svc/")
+                    .and_then(|k| k.split_once('/'))
+                    .and_then(|(ns, name)| cached(&c.k8s_services, ns, name))
+                    .filter(|s| !ks::generated(s));
+                (k.clone(), found.map(|s| (s, Vec::new())))
+            })
+            .collect(),
+    };
+    for sl in c.slices.state() {
+        let Some(name) = sl.labels().get(ks::SERVICE_NAME_LABEL) else {
+            continue;
+        };
+        let k = format!("svc/{}/{name}", sl.namespace().unwrap_or_default());
+        if let Some(Some((_, slices))) = out.get_mut(&k) {
+            slices.push(sl);
+        }
+    }
+    out
+}
+
 /// What the network is made of, for `net_model::network_state`.
 pub fn net_objects(c: &Caches) -> crate::net_model::NetObjects {
     use crate::net_model as m;
@@ -421,6 +466,12 @@ pub fn net_objects(c: &Caches) -> crate::net_model::NetObjects {
             .map(|n| m::NodeInfo {
                 name: n.name_any(),
                 annotations: n.annotations().clone(),
+                external: n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.addresses.as_ref())
+                    .and_then(|a| a.iter().find(|a| a.type_ == "ExternalIP"))
+                    .and_then(|a| a.address.parse().ok()),
             })
             .collect(),
     }

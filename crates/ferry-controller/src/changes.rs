@@ -27,6 +27,16 @@ pub enum Feed {
     Workload(BackendKind),
     /// A node agent's Lease: read by time, not by event (renewals change nothing).
     AgentLease,
+    /// A Kubernetes Service or EndpointSlice: generated for a YusurService (labelled with
+    /// it), or an ordinary Service's own.
+    Kube(KubeObject),
+}
+
+/// The Kubernetes objects that make an ordinary Service.
+#[derive(Debug, Clone, Copy)]
+pub enum KubeObject {
+    Service,
+    EndpointSlice,
 }
 
 /// Changes seen since the last pass.
@@ -39,6 +49,8 @@ pub struct Changes {
     pub workloads: BTreeSet<WorkloadRef>,
     /// (probe `namespace/name`, its service `namespace/name`).
     pub probes: BTreeSet<(String, String)>,
+    /// Ordinary Kubernetes Services to reconcile, by `kube_service::key`.
+    pub kube_services: BTreeSet<String>,
 }
 
 impl Changes {
@@ -56,6 +68,7 @@ impl Changes {
         self.services.extend(other.services);
         self.workloads.extend(other.workloads);
         self.probes.extend(other.probes);
+        self.kube_services.extend(other.kube_services);
     }
 
     /// A full pass from now on (at start and on resync).
@@ -116,5 +129,21 @@ pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
             c.workloads.insert((kind, key_of(obj)));
         }
         Feed::AgentLease => {}
+        Feed::Kube(kind) => match (owner(), kind) {
+            (Some(s), _) => {
+                c.services.insert(s);
+            }
+            (None, KubeObject::Service) => {
+                c.kube_services.insert(format!("svc/{}", key_of(obj)));
+            }
+            (None, KubeObject::EndpointSlice) => {
+                let labels = obj.meta().labels.as_ref();
+                if let Some(name) =
+                    labels.and_then(|l| l.get(crate::kube_service::SERVICE_NAME_LABEL))
+                {
+                    c.kube_services.insert(format!("svc/{ns}/{name}"));
+                }
+            }
+        },
     }
 }

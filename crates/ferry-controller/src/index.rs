@@ -259,6 +259,13 @@ impl Index {
         index
     }
 
+    /// The VPC of a workload, once it resolved to a backend.
+    pub fn vpc_of(&self, kind: BackendKind, key: &str) -> Option<String> {
+        self.backends
+            .get(&(kind, key.to_string()))
+            .map(|b| b.vpc.clone())
+    }
+
     /// Backends in `namespace` labelled `label=value`.
     pub fn candidates(&self, namespace: &str, label: &str, value: &str) -> Vec<Backend> {
         self.by_label

@@ -15,6 +15,7 @@
 //! | `allocate` (+ `ipam`) | workload, node and probe-port addresses | yes, `write` aside |
 //! | `service_ips` | ClusterIPs and EIPs of services | yes |
 //! | `plan` (+ `service`, `world`, `problem`) | what each service resolves to | yes |
+//! | `kube_service` | ordinary `v1 Service`s: NB state from EndpointSlices, LoadBalancer addresses | yes |
 //! | `status` | conditions and Events | yes |
 //! | `nb_work`, `net_model` | what the NB must do, the network model's input | yes |
 //! | `network` | the NB applier (fast paths and full convergence) | - |
@@ -37,6 +38,7 @@ pub mod caches;
 pub mod changes;
 pub mod index;
 pub mod ipam;
+pub mod kube_service;
 pub mod leader;
 pub mod nb_work;
 pub mod net_model;

@@ -31,29 +31,34 @@ impl NbWork {
     }
 }
 
-/// Adds this pass's work to `work` (what is left from earlier passes): `net` (what the NB
-/// should hold per service) is updated from `outcomes`: replaced in a full pass (`only`
-/// is `None`), else changed only for the services in `only`.
+/// The NB states of planned YusurServices that can be programmed, by key.
+pub fn states_of(outcomes: &[ServiceOutcome]) -> BTreeMap<String, ServiceState> {
+    outcomes
+        .iter()
+        .filter_map(|o| Some((o.key.clone(), net_model::service_state(o)?)))
+        .collect()
+}
+
+/// Adds this pass's work to `work` (what is left from earlier passes). `states` are the NB
+/// states this pass planned; `net` (what the NB should hold per service) becomes them in a
+/// full pass (`only` is `None`), else changes for the keys in `only` (a key without a
+/// state is a service to remove).
 pub fn add_pass(
     work: &mut NbWork,
     net: &mut BTreeMap<String, ServiceState>,
-    outcomes: &[ServiceOutcome],
+    states: BTreeMap<String, ServiceState>,
     only: Option<&BTreeSet<String>>,
     ports: Vec<PortChange>,
 ) {
-    let now: BTreeMap<&str, ServiceState> = outcomes
-        .iter()
-        .filter_map(|o| Some((o.key.as_str(), net_model::service_state(o)?)))
-        .collect();
     match only {
         None => {
             work.full = true;
-            *net = now.into_iter().map(|(k, st)| (k.to_string(), st)).collect();
+            *net = states;
         }
         Some(keys) => {
-            let mut now = now;
+            let mut now = states;
             for k in keys {
-                let new = now.remove(k.as_str());
+                let new = now.remove(k);
                 if net.get(k) == new.as_ref() {
                     continue;
                 }
@@ -130,7 +135,7 @@ mod tests {
         add_pass(
             &mut work,
             &mut net,
-            &[outcome("a", "10.96.0.1")],
+            states_of(&[outcome("a", "10.96.0.1")]),
             None,
             vec![],
         );
@@ -144,7 +149,7 @@ mod tests {
         add_pass(
             &mut work,
             &mut net,
-            &[outcome("a", "10.96.0.1")],
+            states_of(&[outcome("a", "10.96.0.1")]),
             None,
             vec![],
         );
@@ -153,7 +158,7 @@ mod tests {
         add_pass(
             &mut next,
             &mut net,
-            &[outcome("a", "10.96.0.1")],
+            states_of(&[outcome("a", "10.96.0.1")]),
             Some(&only),
             vec![],
         );
@@ -161,7 +166,7 @@ mod tests {
         add_pass(
             &mut next,
             &mut net,
-            &[outcome("a", "10.96.0.2")],
+            states_of(&[outcome("a", "10.96.0.2")]),
             Some(&only),
             vec![],
         );
@@ -176,13 +181,13 @@ mod tests {
         add_pass(
             &mut work,
             &mut net,
-            &[outcome("a", "10.96.0.1")],
+            states_of(&[outcome("a", "10.96.0.1")]),
             None,
             vec![],
         );
         let only = BTreeSet::from(["default/a".to_string()]);
         let mut next = NbWork::default();
-        add_pass(&mut next, &mut net, &[], Some(&only), vec![]);
+        add_pass(&mut next, &mut net, BTreeMap::new(), Some(&only), vec![]);
         assert!(next.services.is_empty() && next.owners.len() == 1);
         assert!(net.is_empty());
     }
@@ -195,14 +200,14 @@ mod tests {
         add_pass(
             &mut work,
             &mut net,
-            &[],
+            BTreeMap::new(),
             Some(&BTreeSet::new()),
             vec![(None, Some(p1.clone()))],
         );
         add_pass(
             &mut work,
             &mut net,
-            &[],
+            BTreeMap::new(),
             Some(&BTreeSet::new()),
             vec![(Some(p1), Some(p2.clone()))],
         );

@@ -25,6 +25,8 @@ use crate::world::SubnetInfo;
 pub struct NodeInfo {
     pub name: String,
     pub annotations: BTreeMap<String, String>,
+    /// Its `ExternalIP` address (status.addresses), where NodePorts answer from outside.
+    pub external: Option<Ipv4Addr>,
 }
 
 /// The objects the network is made of, as read from the caches.
@@ -117,6 +119,9 @@ pub fn service_state(o: &ServiceOutcome) -> Option<ServiceState> {
     }
     let s = &o.service;
     Some(ServiceState {
+        external_ips: vec![],
+        kind: Default::default(),
+        node_local: false,
         key: o.key.clone(),
         uid: s.uid().unwrap_or_default(),
         scope: match s.spec.scope {
@@ -130,6 +135,7 @@ pub fn service_state(o: &ServiceOutcome) -> Option<ServiceState> {
             .ports
             .iter()
             .map(|p| ServicePort {
+                node_port: None,
                 port: p.port as u16,
                 target_port: p.target_port.unwrap_or(p.port) as u16,
                 protocol: protocol(p.protocol),
@@ -141,6 +147,7 @@ pub fn service_state(o: &ServiceOutcome) -> Option<ServiceState> {
             .ready
             .iter()
             .map(|b| ferry_net::Backend {
+                node: None,
                 ip: b.ip,
                 vpc: b.vpc.clone(),
             })
@@ -207,7 +214,16 @@ pub fn network_state(
         gateway: e.gateway,
         pool: eip_pool.unwrap_or((Ipv4Addr::BROADCAST, Ipv4Addr::UNSPECIFIED)),
     });
+    let nodes = nodes
+        .iter()
+        .map(|n| ferry_net::NodeAddresses {
+            name: n.name.clone(),
+            internal: ip(n.annotations.get(ferry_api::ANNOTATION_IP)),
+            external: n.external,
+        })
+        .collect();
     NetworkState {
+        nodes,
         gateway_chassis: config.gateway_chassis.clone(),
         transit_cidr: None,
         vpcs,

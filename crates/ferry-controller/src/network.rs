@@ -12,6 +12,9 @@ use ferry_net::{CurrentRow, NetworkState, PortState, ServiceState};
 use ferry_ovsdb::{Client, nb};
 use ipnet::Ipv4Net;
 
+/// TLS material for `ssl:` NB remotes (re-exported so the binary needs no OVSDB import).
+pub use ferry_ovsdb::TlsConfig;
+
 /// The external network as configured on the controller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExternalConfig {
@@ -22,8 +25,11 @@ pub struct ExternalConfig {
 /// Where and how to program OVN.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
-    /// NB remotes (`unix:/path` or `tcp:host:port`), several for a RAFT cluster.
+    /// NB remotes (`unix:/path`, `tcp:host:port` or `ssl:host:port`), several for a RAFT
+    /// cluster.
     pub remotes: Vec<String>,
+    /// Private key, certificate and CA certificate for `ssl:` remotes (OVN's PKI).
+    pub tls: Option<TlsConfig>,
     /// The chassis that hosts the gateway routers and gateway ports.
     pub gateway_chassis: String,
     pub external: Option<ExternalConfig>,
@@ -59,6 +65,7 @@ impl Network {
         // A large NB (hundreds of thousands of rows) keeps ovsdb-server busy for seconds
         // at a time: allow it before calling the connection dead or a transaction lost.
         let mut c = nb::config(config.remotes.clone());
+        c.tls = config.tls.clone();
         c.echo_interval = std::time::Duration::from_secs(15);
         c.request_timeout = std::time::Duration::from_secs(120);
         let client = Client::connect(c)

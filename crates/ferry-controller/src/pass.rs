@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use ferry_api::{BackendKind, NetworkProbe};
 use ferry_net::ServiceState;
+use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
@@ -18,6 +19,7 @@ use crate::allocate::{self, Holder};
 use crate::caches::{self, Caches, cached};
 use crate::changes::Changes;
 use crate::index::Index;
+use crate::kube_service;
 use crate::nb_work::{self, NbWork};
 use crate::network::Network;
 use crate::plan::{self, PlanInput, ProbeView};
@@ -126,6 +128,7 @@ impl Pass<'_> {
             (Some(only), u.ports, u.needs_address)
         };
         if only.as_ref().is_some_and(BTreeSet::is_empty)
+            && changes.kube_services.is_empty()
             && ports.is_empty()
             && !needs_address
             && st.nb_left.is_empty()
@@ -146,6 +149,30 @@ impl Pass<'_> {
                 .collect(),
         };
         let planning = Instant::now();
+        if full {
+            st.claims = Claims::default();
+        }
+        // Ordinary Services: their held LoadBalancer addresses are claimed before any
+        // YusurService gets a new EIP.
+        let kube = caches::kube_services(
+            c,
+            if full {
+                None
+            } else {
+                Some(&changes.kube_services)
+            },
+        );
+        let kube_svcs: Vec<&k8s_openapi::api::core::v1::Service> =
+            kube.values().flatten().map(|(s, _)| s.as_ref()).collect();
+        if !full {
+            st.claims.release(&kube.keys().cloned().collect());
+        }
+        let held: Vec<&k8s_openapi::api::core::v1::Service> = kube_svcs
+            .iter()
+            .copied()
+            .filter(|s| kube_service::lb_ip_in_status(s).is_some())
+            .collect();
+        let mut lb_ips = kube_service::lb_ips(&held, self.pools.eips.as_ref(), &mut st.claims);
         let input = PlanInput {
             services,
             full,
@@ -160,10 +187,32 @@ impl Pass<'_> {
             &mut st.claims,
             &st.index,
         );
+        lb_ips.extend(kube_service::lb_ips(
+            &kube_svcs,
+            self.pools.eips.as_ref(),
+            &mut st.claims,
+        ));
+        let mut states = nb_work::states_of(&outcomes);
+        for (k, found) in &kube {
+            let Some((svc, slices)) = found else { continue };
+            let slices: Vec<&k8s_openapi::api::discovery::v1::EndpointSlice> =
+                slices.iter().map(|s| s.as_ref()).collect();
+            let lb = lb_ips.get(k).and_then(|r| r.as_ref().ok()).copied();
+            let index = &st.index;
+            let pod_vpc =
+                |ns: &str, name: &str| index.vpc_of(BackendKind::Pod, &format!("{ns}/{name}"));
+            if let Some(state) = kube_service::service_state(svc, &slices, lb, pod_vpc) {
+                states.insert(k.clone(), state);
+            }
+        }
+        let mut only = only;
+        if let Some(o) = only.as_mut() {
+            o.extend(kube.keys().cloned());
+        }
         let plan_ms = planning.elapsed().as_millis() as u64;
         let nb_started = Instant::now();
         let mut work = std::mem::take(&mut st.nb_left);
-        nb_work::add_pass(&mut work, &mut st.net, &outcomes, only.as_ref(), ports);
+        nb_work::add_pass(&mut work, &mut st.net, states, only.as_ref(), ports);
         let nb: Option<NbResult> = match net {
             Some(net) if !self.shadow => Some(self.send(net, work, st).await),
             _ => None,
@@ -180,6 +229,7 @@ impl Pass<'_> {
         }
         // The NB first (the data plane matters most); status and the Kubernetes objects
         // are written by the writer task.
+        self.write_lb_ips(&kube, &lb_ips).await;
         let services = outcomes.len();
         let now = jiff::Timestamp::now();
         for o in outcomes {
@@ -195,6 +245,41 @@ impl Pass<'_> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "reconcile pass"
         );
+    }
+
+    /// Writes each LoadBalancer Service's address to its status (when it changed), as a
+    /// cloud's load-balancer controller does; a Service that cannot have one gets an Event.
+    async fn write_lb_ips(
+        &self,
+        kube: &BTreeMap<String, Option<caches::KubeService>>,
+        lb_ips: &BTreeMap<String, Result<Ipv4Addr, crate::problem::Problem>>,
+    ) {
+        for (k, found) in kube {
+            let Some((svc, _)) = found else { continue };
+            let Some(r) = lb_ips.get(k) else { continue };
+            let ns = svc.metadata.namespace.clone().unwrap_or_default();
+            let name = svc.metadata.name.clone().unwrap_or_default();
+            match r {
+                Ok(ip) if kube_service::lb_ip_in_status(svc) != Some(*ip) => {
+                    let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}}});
+                    let api: kube::Api<Service> = kube::Api::namespaced(self.client.clone(), &ns);
+                    if let Err(e) = api
+                        .patch_status(
+                            &name,
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(&patch),
+                        )
+                        .await
+                    {
+                        tracing::warn!(service = %k, error = %e, "writing the LoadBalancer address failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(p) => {
+                    tracing::warn!(service = %k, reason = p.reason(), message = %p.message(), "no LoadBalancer address")
+                }
+            }
+        }
     }
 
     /// Gives every holder that lacks an address one, and schedules a retry of those whose

@@ -66,7 +66,8 @@ impl ServiceOutcome {
     }
 }
 
-/// Plans `input.services`; `claims` holds the addresses of the services not planned now.
+/// Plans `input.services`; `claims` holds the addresses of the services not planned now
+/// (in a full pass, the caller starts it afresh).
 pub fn plan_services(
     input: &PlanInput<'_>,
     pools: &ServicePools,
@@ -74,9 +75,7 @@ pub fn plan_services(
     claims: &mut Claims,
     index: &Index,
 ) -> Vec<ServiceOutcome> {
-    if input.full {
-        *claims = Claims::default();
-    } else {
+    if !input.full {
         claims.release(&input.services.iter().map(|s| key_of(s)).collect());
     }
     let addresses =

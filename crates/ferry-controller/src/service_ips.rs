@@ -46,6 +46,28 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Claims the EIP `ip` for `key`; the holder's key when another holds it.
+    pub fn claim_eip(&mut self, ip: Ipv4Addr, key: &str) -> Result<(), String> {
+        match self.eips.get(&ip) {
+            Some(h) if h != key => Err(h.clone()),
+            _ => {
+                self.eips.insert(ip, key.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// A free EIP of `pool` for `key`.
+    pub fn allocate_eip(
+        &mut self,
+        pool: &Pool,
+        key: &str,
+    ) -> Result<Ipv4Addr, crate::ipam::IpamError> {
+        let ip = pool.allocate_where(|ip| self.eips.contains_key(ip))?;
+        self.eips.insert(ip, key.to_string());
+        Ok(ip)
+    }
+
     /// Forgets what `keys` hold (they are about to be decided again).
     pub fn release(&mut self, keys: &BTreeSet<String>) {
         self.vips.retain(|_, k| !keys.contains(k));

@@ -153,6 +153,7 @@ async fn seed_lb_in_the_nb_restart_changes_nothing_delete_removes_rows() {
         eip_pool: Some("198.18.0.100-198.18.0.199".into()),
         network: Some(ferry_controller::network::NetworkConfig {
             remotes: vec![nb_server.remote.clone()],
+            tls: None,
             gateway_chassis: "ch1".into(),
             external: Some(ferry_controller::network::ExternalConfig {
                 cidr: "198.18.0.0/24".parse().unwrap(),

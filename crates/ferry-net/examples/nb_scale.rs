@@ -142,6 +142,7 @@ fn state(a: &Args) -> NetworkState {
     );
     let services = (0..a.services).map(|i| service(a, i, per_subnet)).collect();
     NetworkState {
+        nodes: vec![],
         gateway_chassis: "ch1".into(),
         transit_cidr: None,
         vpcs: vec!["vpc1".into()],
@@ -154,12 +155,16 @@ fn state(a: &Args) -> NetworkState {
 
 fn service(a: &Args, i: usize, per_subnet: usize) -> ServiceState {
     ServiceState {
+        external_ips: vec![],
+        kind: Default::default(),
+        node_local: false,
         key: format!("bench/svc-{i}"),
         uid: format!("uid-{i}"),
         scope: ServiceScope::Vpc("vpc1".into()),
         cluster_ip: Some(add(Ipv4Addr::new(10, 96, 0, 1), i)),
         eip: None,
         ports: vec![ServicePort {
+            node_port: None,
             port: 80,
             target_port: 8080,
             protocol: Protocol::Tcp,
@@ -170,6 +175,7 @@ fn service(a: &Args, i: usize, per_subnet: usize) -> ServiceState {
                 let k = j % a.subnets;
                 let net = Ipv4Addr::new(10, 64 + u8::try_from(k).unwrap(), 0, 0);
                 Backend {
+                    node: None,
                     ip: add(net, 2 + i * per_subnet + j / a.subnets),
                     vpc: "vpc1".into(),
                 }

@@ -187,8 +187,13 @@ pub fn build_desired(state: &NetworkState) -> Desired {
         );
         if let Some(row) = b.rows.get_mut(&("Logical_Switch_Port", lsp)) {
             let mut options = vec![("router-port", format!("{EIP_GATEWAY}-{EXTERNAL_SWITCH}"))];
-            if !links.eips.is_empty() {
-                let list: Vec<String> = links.eips.iter().map(Ipv4Addr::to_string).collect();
+            if !links.eips.is_empty() || !links.node_eips.is_empty() {
+                let list: Vec<String> = links
+                    .eips
+                    .iter()
+                    .chain(&links.node_eips)
+                    .map(Ipv4Addr::to_string)
+                    .collect();
                 options.push(("arp_proxy", list.join(" ")));
             }
             row.columns.insert("options".into(), map(&options));
@@ -274,6 +279,12 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
     for (eip, (target, owner)) in &links.eip_routes {
         if let Some(nh) = uplink.get(target) {
             b.route(EIP_GATEWAY, &format!("{eip}/32"), *nh, owner);
+        }
+    }
+    // Nodes' external addresses lead to the default VPC, where node ports answer.
+    if let Some(nh) = uplink.get(DEFAULT_VPC) {
+        for ip in &links.node_eips {
+            b.route(EIP_GATEWAY, &format!("{ip}/32"), *nh, INFRA_OWNER);
         }
     }
 }

@@ -70,14 +70,19 @@ pub fn cluster_ip_delta(
 ) -> Option<Vec<Value>> {
     let mut b = Builder::default();
     for svc in services {
-        if svc.eip.is_some() || !owners.contains(&service_owner(svc)) {
+        // EIPs, external IPs and node ports need links, routes and the nodes: not here.
+        if svc.eip.is_some()
+            || !svc.external_ips.is_empty()
+            || svc.ports.iter().any(|p| p.node_port.is_some())
+            || !owners.contains(&service_owner(svc))
+        {
             return None;
         }
         let mut seen = BTreeSet::new();
         if !svc.ports.iter().all(|p| seen.insert((p.port, &p.protocol))) {
             return None;
         }
-        cluster_ip::build(&mut b, svc, &scope_vpcs(svc));
+        cluster_ip::build(&mut b, svc, &scope_vpcs(svc), &[]);
     }
     // The NB as it is: groups by name, these services' load balancers by key.
     let mut groups: BTreeMap<&str, (&str, BTreeSet<&str>)> = BTreeMap::new();

@@ -21,6 +21,18 @@ pub struct NetworkState {
     pub ports: Vec<PortState>,
     pub external: Option<ExternalNetwork>,
     pub services: Vec<ServiceState>,
+    /// The nodes' addresses, where NodePorts answer.
+    #[serde(default)]
+    pub nodes: Vec<NodeAddresses>,
+}
+
+/// A node's addresses: its interface on the join subnet, and an address on the external
+/// network (answered by `eip-gateway`, like an EIP) when it has one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAddresses {
+    pub name: String,
+    pub internal: Option<Ipv4Addr>,
+    pub external: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +91,9 @@ pub struct ServicePort {
     pub port: u16,
     pub target_port: u16,
     pub protocol: Protocol,
+    /// A Kubernetes NodePort: `NODE:node_port` on every node's addresses.
+    #[serde(default)]
+    pub node_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +101,9 @@ pub struct ServicePort {
 pub struct Backend {
     pub ip: Ipv4Addr,
     pub vpc: String,
+    /// The node it runs on, for node-local traffic policies.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +130,26 @@ pub struct ServiceState {
     pub affinity_timeout: Option<u32>,
     /// Ready backends only: with none, the load balancers reject.
     pub backends: Vec<Backend>,
+    /// A Kubernetes Service, or a YusurService (the default): the owner of its rows.
+    #[serde(default)]
+    pub kind: ServiceKind,
+    /// More addresses that answer like the EIP (a Service's `externalIPs`), on the
+    /// external network.
+    #[serde(default)]
+    pub external_ips: Vec<Ipv4Addr>,
+    /// NodePorts answer only with the backends on the node addressed, keeping the client's
+    /// address (`externalTrafficPolicy: Local`).
+    #[serde(default)]
+    pub node_local: bool,
+}
+
+/// The object a service is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceKind {
+    #[default]
+    YusurService,
+    /// An ordinary `v1 Service` (always in the default VPC).
+    Service,
 }
 
 /// The default VPC: the join subnet and node ports belong to it.
@@ -207,6 +245,14 @@ pub enum ObjectError {
         vip: String,
         other: String,
     },
+    #[error("service {service}: external IP {ip} is not on the external network {cidr}")]
+    ExternalIpOutsideNetwork {
+        service: String,
+        ip: Ipv4Addr,
+        cidr: Ipv4Net,
+    },
+    #[error("service {service}: node ports are served only in the default VPC")]
+    NodePortOutsideDefaultVpc { service: String },
 }
 
 impl ObjectError {
@@ -226,7 +272,9 @@ impl ObjectError {
             | ObjectError::NoExternalNetwork { service }
             | ObjectError::DuplicateBackendIp { service, .. }
             | ObjectError::DuplicateServicePort { service, .. }
-            | ObjectError::VipClash { service, .. } => service,
+            | ObjectError::VipClash { service, .. }
+            | ObjectError::ExternalIpOutsideNetwork { service, .. }
+            | ObjectError::NodePortOutsideDefaultVpc { service } => service,
         }
     }
 }

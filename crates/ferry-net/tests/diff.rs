@@ -453,6 +453,7 @@ fn arb_state() -> impl Strategy<Value = NetworkState> {
                     s.backends = backends
                         .into_iter()
                         .map(|(b, v)| Backend {
+                            node: None,
                             ip: std::net::Ipv4Addr::new(10, 0, 1, 10 + b + 10 * v),
                             vpc: ["vpc1", "vpc2"][v as usize].into(),
                         })
@@ -532,12 +533,12 @@ proptest! {
                     touched.insert(b.services[i].key.clone());
                 }
                 2 if i < b.services.len() => {
-                    b.services[i].ports.push(ServicePort { port: 8000 + u16::from(n), target_port: 80, protocol: Protocol::Udp });
+                    b.services[i].ports.push(ServicePort { node_port: None, port: 8000 + u16::from(n), target_port: 80, protocol: Protocol::Udp });
                     touched.insert(b.services[i].key.clone());
                 }
                 _ => {
                     let mut s = svc(&format!("default/new-{i}-{n}"), vpc(["vpc1", "vpc2", "ovn-cluster", "vpc1"][n as usize]), Some(&format!("10.96.1.{}", i * 4 + n as usize)), None, &[]);
-                    s.backends = vec![Backend { ip: std::net::Ipv4Addr::new(10, 0, 1, 50 + n), vpc: "vpc1".into() }];
+                    s.backends = vec![Backend { node: None, ip: std::net::Ipv4Addr::new(10, 0, 1, 50 + n), vpc: "vpc1".into() }];
                     touched.insert(s.key.clone());
                     b.services.retain(|x| x.key != s.key);
                     b.services.push(s);

@@ -550,16 +550,19 @@ fn scenarios() {
                 s.affinity_timeout = Some(600);
                 s.ports = vec![
                     ServicePort {
+                        node_port: None,
                         port: 53,
                         target_port: 5353,
                         protocol: Protocol::Udp,
                     },
                     ServicePort {
+                        node_port: None,
                         port: 53,
                         target_port: 5353,
                         protocol: Protocol::Tcp,
                     },
                     ServicePort {
+                        node_port: None,
                         port: 9153,
                         target_port: 9153,
                         protocol: Protocol::Tcp,
@@ -1060,4 +1063,148 @@ fn a_tiny_transit_range_runs_out_of_links_without_hanging() {
         links, 1,
         "a /29 holds slot 0 (service-gateway) and one VPC link"
     );
+}
+
+/// A Kubernetes NodePort Service of the default VPC on two nodes with external addresses.
+fn node_port_svc(local: bool, external_ips: &[&str]) -> ServiceState {
+    let mut s = svc(
+        "default/np",
+        vpc("ovn-cluster"),
+        Some("10.96.0.50"),
+        None,
+        &[("10.16.0.10", "ovn-cluster"), ("10.16.0.11", "ovn-cluster")],
+    );
+    s.kind = ServiceKind::Service;
+    s.node_local = local;
+    s.ports[0].node_port = Some(30080);
+    s.backends[0].node = Some("node1".into());
+    s.backends[1].node = Some("node2".into());
+    s.external_ips = external_ips.iter().map(|i| ip(i)).collect();
+    s
+}
+
+fn two_nodes(mut s: NetworkState) -> NetworkState {
+    s.nodes = vec![
+        NodeAddresses {
+            name: "node1".into(),
+            internal: Some(ip("100.64.0.2")),
+            external: Some(ip("198.18.0.11")),
+        },
+        NodeAddresses {
+            name: "node2".into(),
+            internal: Some(ip("100.64.0.3")),
+            external: Some(ip("198.18.0.12")),
+        },
+    ];
+    s
+}
+
+#[test]
+fn kubernetes_services() {
+    let both = "10.16.0.10:8080,10.16.0.11:8080";
+    let cases = vec![
+        Case {
+            name: "NodePort: the cluster IP and every node's join address on the default VPC's \
+                   load balancer, every node's external address on its router, routed and \
+                   answered by eip-gateway; rows owned by the Service",
+            input: two_nodes(lab(vec![node_port_svc(false, &[])])),
+            errors: vec![],
+            want: vec![
+                Col(
+                    "Load_Balancer",
+                    "ferry-default-np-cip-ovn-cluster-tcp",
+                    "vips",
+                    json!(["map", [
+                        ["10.96.0.50:80", both],
+                        ["100.64.0.2:30080", both],
+                        ["100.64.0.3:30080", both]]]),
+                ),
+                Col(
+                    "Load_Balancer",
+                    "ferry-default-np-eip-tcp",
+                    "vips",
+                    json!(["map", [["198.18.0.11:30080", both], ["198.18.0.12:30080", both]]]),
+                ),
+                Refs(
+                    "Logical_Router",
+                    "ovn-cluster",
+                    "load_balancer",
+                    &["ferry-default-np-eip-tcp"],
+                ),
+                RouteVia("eip-gateway:198.18.0.11/32", "ovn-cluster-transit-ovn-cluster"),
+                RouteVia("eip-gateway:198.18.0.12/32", "ovn-cluster-transit-ovn-cluster"),
+            ],
+        },
+        Case {
+            name: "externalTrafficPolicy Local: each node's entries lead to its own backends",
+            input: two_nodes(lab(vec![node_port_svc(true, &[])])),
+            errors: vec![],
+            want: vec![Col(
+                "Load_Balancer",
+                "ferry-default-np-eip-tcp",
+                "vips",
+                json!(["map", [
+                    ["198.18.0.11:30080", "10.16.0.10:8080"],
+                    ["198.18.0.12:30080", "10.16.0.11:8080"]]]),
+            )],
+        },
+        Case {
+            name: "externalIPs answer like an EIP",
+            input: two_nodes(lab(vec![node_port_svc(false, &["198.18.0.77"])])),
+            errors: vec![],
+            want: vec![
+                Col(
+                    "Load_Balancer",
+                    "ferry-default-np-eip-tcp",
+                    "vips",
+                    json!(["map", [
+                        ["198.18.0.11:30080", both],
+                        ["198.18.0.12:30080", both],
+                        ["198.18.0.77:80", both]]]),
+                ),
+                RouteVia("eip-gateway:198.18.0.77/32", "ovn-cluster-transit-ovn-cluster"),
+            ],
+        },
+        Case {
+            name: "an external IP off the external network is refused, nothing written",
+            input: two_nodes(lab(vec![node_port_svc(false, &["192.0.2.7"])])),
+            errors: vec![ObjectError::ExternalIpOutsideNetwork {
+                service: "default/np".into(),
+                ip: ip("192.0.2.7"),
+                cidr: "198.18.0.0/24".parse().unwrap(),
+            }],
+            want: vec![
+                Absent("Load_Balancer", "ferry-default-np-eip-tcp"),
+                Absent("Load_Balancer", "ferry-default-np-cip-ovn-cluster-tcp"),
+            ],
+        },
+        Case {
+            name: "node ports outside the default VPC are refused",
+            input: two_nodes(lab(vec![with_scope(node_port_svc(false, &[]), vpc("vpc1"))])),
+            errors: vec![ObjectError::NodePortOutsideDefaultVpc {
+                service: "default/np".into(),
+            }],
+            want: vec![Absent("Load_Balancer", "ferry-default-np-cip-vpc1-tcp")],
+        },
+    ];
+    for c in &cases {
+        check(c);
+    }
+    // A Service's rows are owned as a Service, not a YusurService.
+    let d = build_desired(&two_nodes(lab(vec![node_port_svc(false, &[])])));
+    let lb = find(&d, "Load_Balancer", "ferry-default-np-eip-tcp").unwrap();
+    assert_eq!(
+        lb.columns["external_ids"][1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|kv| kv[0] == OWNER)
+            .map(|kv| kv[1].clone()),
+        Some(json!("Service/default/np/uid-default-np"))
+    );
+}
+
+fn with_scope(mut s: ServiceState, scope: ServiceScope) -> ServiceState {
+    s.scope = scope;
+    s
 }

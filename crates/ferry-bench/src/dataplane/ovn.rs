@@ -97,6 +97,7 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
         gateway: Ipv4Addr::new(10, b, third, 1),
     };
     NetworkState {
+        nodes: vec![],
         gateway_chassis: chassis.into(),
         transit_cidr: None,
         vpcs: vec![VPC_DIRECT.into(), VPC_VIP.into()],
@@ -122,6 +123,9 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
                     .iter()
                     .enumerate()
                     .map(|(i, s)| ServiceState {
+                        external_ips: vec![],
+                        kind: Default::default(),
+                        node_local: false,
                         key: s.key.clone(),
                         uid: format!("bench-uid-{i}"),
                         scope: ServiceScope::Vpc(VPC_VIP.into()),
@@ -131,6 +135,7 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
                             .ports
                             .iter()
                             .map(|p| ServicePort {
+                                node_port: None,
                                 port: p.port,
                                 target_port: p.target_port,
                                 protocol: Protocol::Tcp,
@@ -141,6 +146,7 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
                             .endpoints
                             .iter()
                             .map(|ip| NetBackend {
+                                node: None,
                                 ip: *ip,
                                 vpc: VPC_VIP.into(),
                             })

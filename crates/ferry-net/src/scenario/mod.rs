@@ -33,11 +33,76 @@ pub(crate) struct Links {
     pub eip_routes: BTreeMap<Ipv4Addr, (String, String)>,
     /// Backend address -> (its VPC, the owner of the route) on `service-gateway`.
     pub sgw_routes: BTreeMap<Ipv4Addr, (String, String)>,
+    /// Nodes' external addresses, answered by `eip-gateway` and routed to the default VPC
+    /// while a service has node ports.
+    pub node_eips: BTreeSet<Ipv4Addr>,
 }
 
 /// The `ferry.io/owner` of a service's rows.
 pub fn service_owner(svc: &ServiceState) -> String {
-    format!("YusurService/{}/{}", svc.key, svc.uid)
+    let kind = match svc.kind {
+        ServiceKind::YusurService => "YusurService",
+        ServiceKind::Service => "Service",
+    };
+    format!("{kind}/{}/{}", svc.key, svc.uid)
+}
+
+/// One VIP of a load balancer: `ADDR:PORT` and the backends' `IP:PORT`s.
+pub(crate) type VipEntry = (String, Vec<String>);
+
+/// The entries of `svc`'s ports of `proto` on `vip`, to `backends`.
+pub(crate) fn port_entries(
+    svc: &ServiceState,
+    vip: Ipv4Addr,
+    proto: &Protocol,
+    backends: &[&Backend],
+) -> Vec<VipEntry> {
+    svc.ports
+        .iter()
+        .filter(|p| &p.protocol == proto)
+        .map(|p| {
+            (
+                format!("{vip}:{}", p.port),
+                targets(backends, p.target_port),
+            )
+        })
+        .collect()
+}
+
+/// The entries of `svc`'s node ports of `proto` on each node's address (`addr` picks the
+/// internal or external one); with `node_local`, each node's entry has its own backends.
+pub(crate) fn node_port_entries(
+    svc: &ServiceState,
+    nodes: &[NodeAddresses],
+    addr: impl Fn(&NodeAddresses) -> Option<Ipv4Addr>,
+    proto: &Protocol,
+    backends: &[&Backend],
+) -> Vec<VipEntry> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let Some(ip) = addr(n) else { continue };
+        let here: Vec<&Backend> = backends
+            .iter()
+            .copied()
+            .filter(|b| !svc.node_local || b.node.as_deref() == Some(n.name.as_str()))
+            .collect();
+        for p in svc.ports.iter().filter(|p| &p.protocol == proto) {
+            if let Some(np) = p.node_port {
+                out.push((format!("{ip}:{np}"), targets(&here, p.target_port)));
+            }
+        }
+    }
+    out
+}
+
+fn targets(backends: &[&Backend], port: u16) -> Vec<String> {
+    let mut t: Vec<String> = backends
+        .iter()
+        .map(|be| format!("{}:{port}", be.ip))
+        .collect();
+    t.sort();
+    t.dedup();
+    t
 }
 
 /// The name of one of a service's load balancers, e.g. `ferry-default-web-cip-vpc1-tcp`
@@ -51,7 +116,6 @@ pub fn lb_name(svc: &ServiceState, role: &str, proto: &Protocol) -> String {
 }
 
 /// Writes one load balancer of `svc` for `vip` and `proto` to `backends`; returns its key.
-/// `reject=true` when there is no backend, `affinity_timeout` for ClientIP affinity.
 pub(crate) fn load_balancer(
     b: &mut Builder,
     svc: &ServiceState,
@@ -60,23 +124,33 @@ pub(crate) fn load_balancer(
     proto: &Protocol,
     backends: &[&Backend],
 ) -> String {
-    let mut vips = Vec::new();
-    for p in svc.ports.iter().filter(|p| &p.protocol == proto) {
-        let mut targets: Vec<String> = backends
-            .iter()
-            .map(|be| format!("{}:{}", be.ip, p.target_port))
-            .collect();
-        targets.sort();
-        targets.dedup();
-        vips.push(json!([format!("{vip}:{}", p.port), targets.join(",")]));
-    }
+    let entries = port_entries(svc, vip, proto, backends);
+    load_balancer_of(b, svc, role, proto, entries)
+}
+
+/// Writes one load balancer of `svc` with `entries` for `proto`; returns its key. A VIP
+/// with no backend rejects (`reject=true`); `affinity_timeout` for ClientIP affinity.
+pub(crate) fn load_balancer_of(
+    b: &mut Builder,
+    svc: &ServiceState,
+    role: &str,
+    proto: &Protocol,
+    entries: Vec<VipEntry>,
+) -> String {
+    // Sorted: the same service always writes the same map.
     let mut options: Vec<(&str, String)> = Vec::new();
     if let Some(t) = svc.affinity_timeout {
         options.push(("affinity_timeout", t.to_string()));
     }
-    if backends.is_empty() {
+    if entries.iter().any(|(_, t)| t.is_empty()) {
         options.push(("reject", "true".into()));
     }
+    let mut entries = entries;
+    entries.sort();
+    let vips: Vec<serde_json::Value> = entries
+        .into_iter()
+        .map(|(vip, t)| json!([vip, t.join(",")]))
+        .collect();
     let name = lb_name(svc, role, proto);
     b.add(
         "Load_Balancer",
@@ -161,8 +235,54 @@ fn check(
             eip_multi_vpc::check_backends(svc, links)?;
         }
     }
+    let has_node_ports = svc.ports.iter().any(|p| p.node_port.is_some());
+    if has_node_ports && svc.scope != ServiceScope::Vpc(DEFAULT_VPC.into()) {
+        return Err(ObjectError::NodePortOutsideDefaultVpc { service: service() });
+    }
+    for ip in svc.eip.iter().chain(&svc.external_ips) {
+        if let Some(n) = state.nodes.iter().find(|n| n.external == Some(*ip)) {
+            return Err(ObjectError::EipInUse {
+                service: service(),
+                eip: *ip,
+                other: format!("node {}", n.name),
+            });
+        }
+    }
+    if !svc.external_ips.is_empty() {
+        let Some(ext) = &state.external else {
+            return Err(ObjectError::NoExternalNetwork { service: service() });
+        };
+        if let Some(ip) = svc.external_ips.iter().find(|ip| !ext.cidr.contains(*ip)) {
+            return Err(ObjectError::ExternalIpOutsideNetwork {
+                service: service(),
+                ip: *ip,
+                cidr: ext.cidr,
+            });
+        }
+    }
     let mut claimed = Vec::new();
-    for addr in svc.cluster_ip.iter().chain(svc.eip.iter()) {
+    for n in state.nodes.iter().filter(|_| has_node_ports) {
+        for addr in n.internal.iter().chain(n.external.iter()) {
+            for p in &svc.ports {
+                let Some(np) = p.node_port else { continue };
+                let vip = format!("{addr}:{np}/{}", p.protocol.as_str());
+                if let Some(other) = claims.vips.get(&vip) {
+                    return Err(ObjectError::VipClash {
+                        service: service(),
+                        vip,
+                        other: other.clone(),
+                    });
+                }
+                claimed.push(vip);
+            }
+        }
+    }
+    for addr in svc
+        .cluster_ip
+        .iter()
+        .chain(svc.eip.iter())
+        .chain(svc.external_ips.iter())
+    {
         for p in &svc.ports {
             let vip = format!("{addr}:{}/{}", p.port, p.protocol.as_str());
             if let Some(other) = claims.vips.get(&vip) {
@@ -201,13 +321,15 @@ pub(crate) fn build_services(
             claims.vips.insert(vip, svc.key.clone());
         }
         let svc_vpcs = scope_vpcs(svc);
-        cluster_ip::build(b, svc, &svc_vpcs);
+        cluster_ip::build(b, svc, &svc_vpcs, &state.nodes);
         if let Some(eip) = svc.eip {
             claims.eips.insert(eip, svc.key.clone());
-            links.eips.insert(eip);
-            match &svc.scope {
-                ServiceScope::Vpc(v) => eip_vpc::build(b, &mut links, svc, v, eip),
-                ServiceScope::MultiVpc(_) => {
+        }
+        match &svc.scope {
+            ServiceScope::Vpc(v) => eip_vpc::build(b, &mut links, svc, v, &state.nodes),
+            ServiceScope::MultiVpc(_) => {
+                if let Some(eip) = svc.eip {
+                    links.eips.insert(eip);
                     eip_multi_vpc::build(b, &mut links, svc, &svc_vpcs, eip)
                 }
             }

@@ -36,6 +36,7 @@ pub fn port(name: &str, subnet: &str, mac: &str, addr: &str) -> PortState {
 /// three subnets, vpc2 with one overlapping vpc1's first, nodes, backends, an outside client.
 pub fn lab(services: Vec<ServiceState>) -> NetworkState {
     NetworkState {
+        nodes: vec![],
         gateway_chassis: "ch1".into(),
         transit_cidr: None,
         vpcs: vec!["ovn-cluster".into(), "vpc1".into(), "vpc2".into()],
@@ -112,12 +113,16 @@ pub fn svc(
     backends: &[(&str, &str)],
 ) -> ServiceState {
     ServiceState {
+        external_ips: vec![],
+        kind: Default::default(),
+        node_local: false,
         key: key.into(),
         uid: format!("uid-{}", key.replace('/', "-")),
         scope,
         cluster_ip: cip.map(ip),
         eip: eip.map(ip),
         ports: vec![ServicePort {
+            node_port: None,
             port: 80,
             target_port: 8080,
             protocol: Protocol::Tcp,
@@ -126,6 +131,7 @@ pub fn svc(
         backends: backends
             .iter()
             .map(|(i, v)| Backend {
+                node: None,
                 ip: ip(i),
                 vpc: v.to_string(),
             })
