@@ -40,22 +40,30 @@ struct svc_key {
 
 struct svc_val {
 	__u32 id;          /* stable id of the service: affinity and member keys */
-	__u32 set;         /* backend set: slots are (set, 0..count) */
+	__u32 set;         /* backend set: slot i is entry (set, i / 16), element i % 16 */
 	__u32 count;       /* number of slots */
 	__u32 affinity_s;  /* ClientIP affinity timeout, 0 = none */
 	__u8 algo;         /* ALGO_RANDOM / ALGO_MAGLEV */
 	__u8 pad[3];
 };
 
+/* Slots are stored 16 to a map entry, so programming a service of up to 16 slots is one
+ * map update rather than one per slot. */
+#define SLOTS_PER_ENTRY 16
+
 struct slot_key {
 	__u32 set;
-	__u32 idx;
+	__u32 chunk;  /* slot index / SLOTS_PER_ENTRY */
 };
 
 struct backend {
 	__u32 ip;    /* network order */
 	__u16 port;  /* network order */
 	__u16 pad;
+};
+
+struct slot_val {
+	struct backend be[SLOTS_PER_ENTRY];
 };
 
 struct member_key {
@@ -116,7 +124,7 @@ struct slot_inner {
 	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(key_size, sizeof(struct slot_key));
-	__uint(value_size, sizeof(struct backend));
+	__uint(value_size, sizeof(struct slot_val));
 };
 
 struct member_inner {
@@ -241,12 +249,14 @@ static __always_inline int pick_backend(void *ctx, __u32 proto, __u32 vip, __u16
 			return 0;
 		__u32 draw = svc->algo == ALGO_MAGLEV ? mix(bpf_get_socket_cookie(ctx))
 						      : bpf_get_prandom_u32();
-		struct slot_key skey = { .set = svc->set, .idx = draw % svc->count };
-		struct backend *b = bpf_map_lookup_elem(slots, &skey);
-		if (!b)
+		__u32 idx = draw % svc->count;
+		struct slot_key skey = { .set = svc->set, .chunk = idx / SLOTS_PER_ENTRY };
+		struct slot_val *v = bpf_map_lookup_elem(slots, &skey);
+		if (!v)
 			return 0;
-		be->ip = b->ip;
-		be->port = b->port;
+		__u32 off = idx & (SLOTS_PER_ENTRY - 1);
+		be->ip = v->be[off].ip;
+		be->port = v->be[off].port;
 	}
 
 	if (svc->affinity_s) {

@@ -146,9 +146,10 @@ fn main() -> Result<()> {
     // Maglev: fresh maps so the random run does not count against the slot budget.
     drop(lb);
     // As many as fit the default slot budget, at most a tenth of the services.
-    let table = ferry_sock::maglev::maglev_size(backends as usize);
+    let table =
+        ferry_sock::wire::slot_entries(ferry_sock::maglev::maglev_size(backends as usize) as usize);
     let maglev_services = (services / 10)
-        .min(MapSizes::default().slots / table)
+        .min(MapSizes::default().slots / table as u32)
         .max(1);
     let mut lb = SocketLb::load(&cg.0, MapSizes::default())?;
     let t = Instant::now();
@@ -164,7 +165,7 @@ fn main() -> Result<()> {
 
     let rows: Vec<(&str, String)> = vec![
         ("services x backends", format!("{services} x {backends}")),
-        ("slots programmed", usage.slots.to_string()),
+        ("slot entries programmed", usage.slots.to_string()),
         ("program_s (first apply)", format!("{program_s:.3}")),
         ("noop_apply_s", format!("{noop_apply_s:.4}")),
         (
@@ -187,7 +188,9 @@ fn main() -> Result<()> {
         ),
         (
             "maglev_program_s",
-            format!("{maglev_program_s:.3} ({maglev_services} services, {maglev_slots} slots)"),
+            format!(
+                "{maglev_program_s:.3} ({maglev_services} services, {maglev_slots} slot entries)"
+            ),
         ),
     ];
     let mut table = comfy_table::Table::new();
@@ -202,7 +205,7 @@ fn main() -> Result<()> {
         serde_json::json!({
             "services": services,
             "backends": backends,
-            "slots": usage.slots,
+            "slot_entries": usage.slots,
             "program_s": program_s,
             "noop_apply_s": noop_apply_s,
             "flips": flips,
@@ -213,7 +216,7 @@ fn main() -> Result<()> {
             "flip_changes_p99_ms": percentile(&flip_changes, 0.99),
             "flip_changes_max_ms": percentile(&flip_changes, 1.0),
             "maglev_services": maglev_services,
-            "maglev_slots": maglev_slots,
+            "maglev_slot_entries": maglev_slots,
             "maglev_program_s": maglev_program_s,
         })
     );

@@ -68,7 +68,8 @@ pub struct MapSizes {
     pub netns: u32,
     /// Service ports (VPC, VIP, port, protocol).
     pub services: u32,
-    /// Backend slots (a backend takes its weight in slots, a Maglev service its table).
+    /// Backend slot-map entries, 16 slots each (a backend takes its weight in slots, a
+    /// Maglev service its table; a service takes at least one entry).
     pub slots: u32,
     /// (service, backend) pairs of services with ClientIP affinity.
     pub members: u32,
@@ -79,12 +80,13 @@ pub struct MapSizes {
 }
 
 impl Default for MapSizes {
-    /// 64k services and 1M backend slots, as issue 18 asks.
+    /// 64k services and 1M backends, as issue 18 asks: 128k slot entries hold 2M slots
+    /// when full, and let each of 64k services (up to 16 slots each) change at once.
     fn default() -> Self {
         MapSizes {
             netns: 65536,
             services: 65536,
-            slots: 1 << 20,
+            slots: 1 << 17,
             members: 1 << 20,
             affinity: 1 << 16,
             reverse: 1 << 18,
@@ -169,9 +171,13 @@ impl Inner {
         let put = |map: &'static str| move |e: MapError| SockLbError::map(map, "insert", e);
         match op {
             MapOp::PutSlots { set, slots } => {
-                for (i, addr) in slots.iter().enumerate() {
+                for (chunk, addrs) in slots.chunks(wire::SLOTS_PER_ENTRY).enumerate() {
                     self.slots
-                        .insert(wire::slot_key(*set, i as u32), wire::slot_value(*addr), 0)
+                        .insert(
+                            wire::slot_key(*set, chunk as u32),
+                            wire::slot_value(addrs),
+                            0,
+                        )
                         .map_err(put("slots"))?;
                 }
             }
@@ -200,8 +206,12 @@ impl Inner {
                 }
             }
             MapOp::DeleteSlots { set, count } => {
-                for i in 0..*count {
-                    remove(&mut self.slots, &wire::slot_key(*set, i), "slots")?;
+                for chunk in 0..wire::slot_entries(*count as usize) {
+                    remove(
+                        &mut self.slots,
+                        &wire::slot_key(*set, chunk as u32),
+                        "slots",
+                    )?;
                 }
             }
         }
@@ -520,14 +530,15 @@ impl SocketLb {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(SockLbError::map("services", "lookup", e)),
         };
-        let mut slots = Vec::with_capacity(value.count as usize);
-        for i in 0..value.count {
+        let count = value.count as usize;
+        let mut slots = Vec::with_capacity(count);
+        for chunk in 0..wire::slot_entries(count) {
             let s = self
                 .inner
                 .slots
-                .get(&wire::slot_key(value.set, i), 0)
+                .get(&wire::slot_key(value.set, chunk as u32), 0)
                 .map_err(|e| SockLbError::map("slots", "lookup", e))?;
-            slots.push(wire::parse_slot_value(&s));
+            slots.extend(wire::parse_slot_value(&s, count - slots.len()));
         }
         Ok(Some((value, slots)))
     }

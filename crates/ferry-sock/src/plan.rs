@@ -27,7 +27,7 @@ use std::net::SocketAddrV4;
 
 use crate::maglev::{maglev_size, maglev_slots, random_slots};
 use crate::model::{Algorithm, Desired, ServiceKey, ServiceSpec};
-use crate::wire::ServiceValue;
+use crate::wire::{ServiceValue, slot_entries};
 
 /// Most slots one service may take (weights are reduced by their gcd first).
 pub const MAX_SLOTS_PER_SERVICE: usize = 65536;
@@ -36,6 +36,7 @@ pub const MAX_SLOTS_PER_SERVICE: usize = 65536;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacity {
     pub services: u32,
+    /// Slot-map entries, of [`crate::wire::SLOTS_PER_ENTRY`] slots each.
     pub slots: u32,
     pub members: u32,
 }
@@ -107,12 +108,12 @@ impl Programmed {
         for (key, update) in &plan.updates {
             if let Some(old) = self.services.remove(key) {
                 self.usage.services -= 1;
-                self.usage.slots -= old.slots.len() as u64;
+                self.usage.slots -= slot_entries(old.slots.len());
                 self.usage.members -= old.members.len() as u64;
             }
             if let Some(new) = update {
                 self.usage.services += 1;
-                self.usage.slots += new.slots.len() as u64;
+                self.usage.slots += slot_entries(new.slots.len());
                 self.usage.members += new.members.len() as u64;
                 self.services.insert(*key, new.clone());
             }
@@ -134,6 +135,7 @@ impl Programmed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
     pub services: u64,
+    /// Slot-map entries (a service takes `ceil(slots / 16)`).
     pub slots: u64,
     pub members: u64,
 }
@@ -175,8 +177,8 @@ pub enum RejectReason {
     ServicesFull {
         max: u32,
     },
-    /// The slot map cannot take `need` more slots (the new set is written before the old
-    /// one is freed).
+    /// The slot map cannot take `need` more entries (the new set is written before the
+    /// old one is freed).
     SlotsFull {
         need: u64,
         used: u64,
@@ -202,7 +204,7 @@ impl fmt::Display for RejectReason {
             }
             RejectReason::SlotsFull { need, used, max } => write!(
                 f,
-                "backend slot map full: {need} more slots needed, {used} of {max} used; resize the maps"
+                "backend slot map full: {need} more entries needed, {used} of {max} used; resize the maps"
             ),
             RejectReason::MembersFull { need, used, max } => write!(
                 f,
@@ -413,7 +415,7 @@ fn plan_inner(
             count: old.slots.len() as u32,
         });
         usage.services -= 1;
-        usage.slots -= old.slots.len() as u64;
+        usage.slots -= slot_entries(old.slots.len());
         usage.members -= old.members.len() as u64;
         updates.push((key, None));
     }
@@ -452,7 +454,7 @@ fn plan_inner(
             continue;
         }
         let new_slots = if slots_change {
-            want.slots.len() as u64
+            slot_entries(want.slots.len())
         } else {
             0
         };
@@ -524,7 +526,7 @@ fn plan_inner(
                     set: o.set,
                     count: o.slots.len() as u32,
                 });
-                usage.slots -= o.slots.len() as u64;
+                usage.slots -= slot_entries(o.slots.len());
             }
             Some(_) => {}
             None => usage.services += 1,

@@ -9,12 +9,21 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::model::{Algorithm, ServiceKey};
 
+/// Slots per slot-map entry (`SLOTS_PER_ENTRY` in the C): a service of up to 16 slots
+/// is programmed with one map update.
+pub const SLOTS_PER_ENTRY: usize = 16;
+
+/// Slot-map entries `slots` slots take.
+pub fn slot_entries(slots: usize) -> u64 {
+    slots.div_ceil(SLOTS_PER_ENTRY) as u64
+}
+
 pub type NetnsKey = [u8; 8];
 pub type NetnsValue = [u8; 4];
 pub type SvcKey = [u8; 12];
 pub type SvcValue = [u8; 20];
 pub type SlotKey = [u8; 8];
-pub type SlotValue = [u8; 8];
+pub type SlotValue = [u8; 8 * SLOTS_PER_ENTRY];
 pub type MemberKey = [u8; 12];
 pub type MemberValue = [u8; 1];
 pub type AffinityKey = [u8; 16];
@@ -27,7 +36,8 @@ pub type RevValue = [u8; 8];
 pub struct ServiceValue {
     /// Stable id of the service: keys its affinity and member entries.
     pub id: u32,
-    /// Backend set: the slots are `(set, 0..count)`. A changed backend list gets a new
+    /// Backend set: slot `i` is element `i % 16` of entry `(set, i / 16)`. A changed
+    /// backend list gets a new
     /// set, written before the service points at it, so a hook never sees half a list.
     pub set: u32,
     pub count: u32,
@@ -93,23 +103,30 @@ pub fn parse_svc_value(b: &SvcValue) -> ServiceValue {
     }
 }
 
-pub fn slot_key(set: u32, idx: u32) -> SlotKey {
+pub fn slot_key(set: u32, chunk: u32) -> SlotKey {
     let mut b = [0u8; 8];
     b[0..4].copy_from_slice(&set.to_ne_bytes());
-    b[4..8].copy_from_slice(&idx.to_ne_bytes());
+    b[4..8].copy_from_slice(&chunk.to_ne_bytes());
     b
 }
 
-pub fn slot_value(addr: SocketAddrV4) -> SlotValue {
-    let (ip, port) = addr_bytes(addr);
-    let mut b = [0u8; 8];
-    b[0..4].copy_from_slice(&ip);
-    b[4..6].copy_from_slice(&port);
+/// One slot-map entry: up to [`SLOTS_PER_ENTRY`] backends, the rest zero (never read:
+/// the service's count bounds the index).
+pub fn slot_value(addrs: &[SocketAddrV4]) -> SlotValue {
+    let mut b = [0u8; 8 * SLOTS_PER_ENTRY];
+    for (i, addr) in addrs.iter().take(SLOTS_PER_ENTRY).enumerate() {
+        let (ip, port) = addr_bytes(*addr);
+        b[i * 8..i * 8 + 4].copy_from_slice(&ip);
+        b[i * 8 + 4..i * 8 + 6].copy_from_slice(&port);
+    }
     b
 }
 
-pub fn parse_slot_value(b: &SlotValue) -> SocketAddrV4 {
-    addr_from(&b[0..4], &b[4..6])
+/// The `n` first backends of a slot-map entry.
+pub fn parse_slot_value(b: &SlotValue, n: usize) -> Vec<SocketAddrV4> {
+    (0..n.min(SLOTS_PER_ENTRY))
+        .map(|i| addr_from(&b[i * 8..i * 8 + 4], &b[i * 8 + 4..i * 8 + 6]))
+        .collect()
 }
 
 pub fn member_key(service_id: u32, addr: SocketAddrV4) -> MemberKey {
@@ -169,10 +186,18 @@ mod tests {
     }
 
     #[test]
-    fn slot_value_round_trips_in_network_order() {
+    fn slot_values_hold_16_backends_in_network_order() {
         let a = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 11), 8080);
-        let b = slot_value(a);
-        assert_eq!(&b[0..6], &[10, 1, 0, 11, 0x1f, 0x90]);
-        assert_eq!(parse_slot_value(&b), a);
+        let c = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 12), 80);
+        let b = slot_value(&[a, c]);
+        assert_eq!(&b[0..8], &[10, 1, 0, 11, 0x1f, 0x90, 0, 0]);
+        assert_eq!(&b[8..14], &[10, 1, 0, 12, 0, 80]);
+        assert!(b[16..].iter().all(|&x| x == 0));
+        assert_eq!(parse_slot_value(&b, 2), vec![a, c]);
+    }
+
+    #[test]
+    fn slot_entries_round_up() {
+        assert_eq!([0, 1, 16, 17, 251].map(slot_entries), [0, 1, 1, 2, 16]);
     }
 }

@@ -449,6 +449,14 @@ fn random_and_maglev_spread_over_the_backends() -> Result<()> {
         let mut d = Desired::default();
         tcp_udp(&mut d, 1, VIP, spec(&addrs, algorithm, 0));
         lb.apply(&d)?;
+        // The kernel holds the planned slots (a Maglev table spans 16 map entries).
+        let key = svc(1, VIP, Protocol::Tcp);
+        let (value, slots) = lb.kernel_service(&key)?.context("service in map")?;
+        assert_eq!(slots, lb.programmed().services()[&key].slots);
+        assert_eq!(value.count as usize, slots.len());
+        if algorithm == Algorithm::Maglev {
+            assert_eq!(slots.len(), 251);
+        }
         for mode in ["tcp", "udp"] {
             let seen = backends_of(&lab.client(&vpc1, &[mode, &vip, "80", "45"])?)?;
             assert!(
