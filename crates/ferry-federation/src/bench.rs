@@ -31,6 +31,8 @@ pub struct BenchOptions {
     pub services: usize,
     /// Federated writes in flight at once.
     pub concurrency: usize,
+    /// Single changes timed one at a time after the bulk phases.
+    pub samples: usize,
     pub out: Option<PathBuf>,
     /// How long to wait for each phase.
     pub timeout: Duration,
@@ -55,6 +57,14 @@ pub struct BenchResult {
     /// object's status for that target.
     pub feedback_p50_ms: f64,
     pub feedback_p99_ms: f64,
+    /// One change at a time on the loaded federation (`samples` of them): a template
+    /// update acknowledged -> applied in every member.
+    pub samples: usize,
+    pub single_update_p50_ms: f64,
+    pub single_update_p99_ms: f64,
+    /// One member status write at a time -> visible in the federated status.
+    pub single_feedback_p50_ms: f64,
+    pub single_feedback_p99_ms: f64,
 }
 
 /// Errors running the benchmark.
@@ -79,6 +89,8 @@ pub enum BenchError {
 
 /// When each `(member, name, port)` was first seen in a member.
 type Seen = Arc<Mutex<HashMap<(usize, String, i32), Instant>>>;
+/// When each `(name, cluster, readyEndpoints)` was first seen in a federated status.
+type FedSeen = Arc<Mutex<HashMap<(String, String, i32), Instant>>>;
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     if v.is_empty() {
@@ -257,7 +269,7 @@ async fn measure(
     let update = wait_applied(opts, &seen, members.len(), &acked, 81).await?;
 
     // Phase 3: every member reports status for every service.
-    let fed_seen: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
+    let fed_seen: FedSeen = Arc::default();
     {
         let fed_seen = fed_seen.clone();
         let api = api.clone();
@@ -272,9 +284,8 @@ async fn measure(
                 let now = Instant::now();
                 let mut s = fed_seen.lock().unwrap_or_else(|e| e.into_inner());
                 for t in o.status.iter().flat_map(|s| s.targets.iter()) {
-                    if t.ready_endpoints == 7 {
-                        s.entry((o.name_any(), t.cluster.clone())).or_insert(now);
-                    }
+                    s.entry((o.name_any(), t.cluster.clone(), t.ready_endpoints))
+                        .or_insert(now);
                 }
             }
         });
@@ -308,7 +319,8 @@ async fn measure(
     }
     let want = reported.len();
     wait(opts.timeout, "status feedback", || async {
-        let n = fed_seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let s = fed_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let n = s.keys().filter(|(_, _, r)| *r == 7).count();
         (n >= want).then_some(())
     })
     .await?;
@@ -316,9 +328,52 @@ async fn measure(
         let s = fed_seen.lock().unwrap_or_else(|e| e.into_inner());
         reported
             .iter()
-            .filter_map(|(k, t)| s.get(k).map(|seen| ms(seen.saturating_duration_since(*t))))
+            .filter_map(|((n, c), t)| {
+                s.get(&(n.clone(), c.clone(), 7))
+                    .map(|seen| ms(seen.saturating_duration_since(*t)))
+            })
             .collect()
     };
+
+    // Phase 4: single changes on the loaded federation, one at a time.
+    let mut single = Vec::new();
+    let mut single_feedback = Vec::new();
+    for k in 0..opts.samples {
+        let i = k * opts.services / opts.samples.max(1);
+        let port = 1000 + k as i32;
+        let patch = json!({"spec": {"template": {"spec": {"vpc": "vpc1", "ports": [{"port": port}], "selector": {"app": format!("svc-{i}")}}}}});
+        api.patch(
+            &format!("svc-{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        let t = Instant::now();
+        let done = wait_applied_one(opts, &seen, members.len(), i, port).await?;
+        single.push(ms(done.saturating_duration_since(t)));
+
+        let m = k % members.len();
+        let ready = 100 + k as i32;
+        let mapi: Api<YusurService> = Api::namespaced(members[m].1.clone(), "default");
+        let patch = json!({"status": {"readyEndpoints": ready, "totalEndpoints": ready}});
+        mapi.patch_status(
+            &format!("svc-{i}"),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        let t = Instant::now();
+        let key = (format!("svc-{i}"), names[m].clone(), ready);
+        let seen_at = wait(opts.timeout, "single status feedback", || async {
+            fed_seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .copied()
+        })
+        .await?;
+        single_feedback.push(ms(seen_at.saturating_duration_since(t)));
+    }
     Ok(BenchResult {
         clusters: names.len(),
         services: opts.services,
@@ -329,6 +384,11 @@ async fn measure(
         update_p99_ms: percentile(update, 99.0),
         feedback_p50_ms: percentile(feedback.clone(), 50.0),
         feedback_p99_ms: percentile(feedback, 99.0),
+        samples: opts.samples,
+        single_update_p50_ms: percentile(single.clone(), 50.0),
+        single_update_p99_ms: percentile(single, 99.0),
+        single_feedback_p50_ms: percentile(single_feedback.clone(), 50.0),
+        single_feedback_p99_ms: percentile(single_feedback, 99.0),
     })
 }
 
@@ -392,6 +452,31 @@ async fn wait_applied(
         .collect())
 }
 
+/// When service `i` held `port` in every member.
+async fn wait_applied_one(
+    opts: &BenchOptions,
+    seen: &Seen,
+    members: usize,
+    i: usize,
+    port: i32,
+) -> Result<Instant, BenchError> {
+    let name = format!("svc-{i}");
+    wait(
+        opts.timeout,
+        "a single change applied in every member",
+        || async {
+            let s = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let times: Vec<Instant> = (0..members)
+                .filter_map(|m| s.get(&(m, name.clone(), port)).copied())
+                .collect();
+            (times.len() == members)
+                .then(|| times.into_iter().max())
+                .flatten()
+        },
+    )
+    .await
+}
+
 async fn wait<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T, BenchError>
 where
     F: FnMut() -> Fut,
@@ -431,6 +516,16 @@ pub fn print(r: &BenchResult) {
             "member status -> federated status",
             r.feedback_p50_ms,
             r.feedback_p99_ms,
+        ),
+        (
+            "one update -> applied in every member",
+            r.single_update_p50_ms,
+            r.single_update_p99_ms,
+        ),
+        (
+            "one member status -> federated status",
+            r.single_feedback_p50_ms,
+            r.single_feedback_p99_ms,
         ),
     ] {
         println!("{name:<44} {p50:>10.1} {p99:>10.1}");

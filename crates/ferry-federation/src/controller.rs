@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, mpsc, watch};
 use tracing::Instrument;
 
-use crate::cache::{InFlight, reflect};
+use crate::cache::{Dirty, InFlight, reflect};
 use crate::lease::{self, LeaseConfig};
 use crate::plan::{self, ExistingWork, FINALIZER, LABEL_OWNER_UID, Member, PlanInput, WorkAction};
 use crate::types::{
@@ -38,6 +38,8 @@ pub struct ControllerConfig {
     pub member_grace: Duration,
     /// Writes in flight at once.
     pub concurrency: usize,
+    /// Every object is replanned this often even without events (a safety net).
+    pub resync: Duration,
     pub lease: LeaseConfig,
 }
 
@@ -49,6 +51,7 @@ impl ControllerConfig {
             identity,
             member_grace: Duration::from_secs(15),
             concurrency: 32,
+            resync: Duration::from_secs(60),
         }
     }
 }
@@ -67,6 +70,8 @@ struct Sent {
     works: InFlight<(String, String), Option<WorkSpec>>,
     status: InFlight<(String, String), FederatedYusurServiceStatus>,
     namespaces: BTreeSet<String>,
+    /// Objects whose writes failed, replanned at the next tick.
+    retry: BTreeSet<(String, String)>,
 }
 
 /// Runs until `shutdown` turns true: caches warm at once, writes only while holding the
@@ -77,27 +82,36 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), kube::Error> {
     let (wake_tx, mut wake) = mpsc::channel(1);
+    let dirty: Arc<Dirty<(String, String)>> = Arc::new(Dirty::new(wake_tx));
+    let key = |ns: Option<String>, name: String| (ns.unwrap_or_default(), name);
     let c = Caches {
-        objects: reflect(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            wake_tx.clone(),
-        ),
-        members: reflect(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            wake_tx.clone(),
-        ),
+        objects: reflect(Api::all(client.clone()), watcher::Config::default(), {
+            let d = dirty.clone();
+            move |o: Option<&FederatedYusurService>| match o {
+                Some(o) => d.mark(key(o.namespace(), o.name_any())),
+                None => d.mark_all(),
+            }
+        }),
+        members: reflect(Api::all(client.clone()), watcher::Config::default(), {
+            // Member changes matter through their views, compared every pass.
+            let d = dirty.clone();
+            move |_: Option<&MemberCluster>| d.poke()
+        }),
         works: reflect(
             Api::all(client.clone()),
             watcher::Config::default().labels(LABEL_OWNER_UID),
-            wake_tx.clone(),
+            {
+                let d = dirty.clone();
+                move |w: Option<&Work>| match w {
+                    Some(w) => d.mark((w.spec.owner.namespace.clone(), w.spec.owner.name.clone())),
+                    None => d.mark_all(),
+                }
+            },
         ),
-        types: reflect(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            wake_tx,
-        ),
+        types: reflect(Api::all(client.clone()), watcher::Config::default(), {
+            let d = dirty.clone();
+            move |_: Option<&FederatedTypeConfig>| d.mark_all()
+        }),
     };
     let ready = async {
         let _ = c.objects.wait_until_ready().await;
@@ -127,6 +141,9 @@ pub async fn run(
     let sent = Mutex::new(Sent::default());
     let mut renewed = Instant::now();
     let tick = config.member_grace / 3;
+    let mut views: Vec<Member> = Vec::new();
+    let mut resynced = Instant::now();
+    dirty.mark_all();
     loop {
         if renewed.elapsed() >= lease_cfg.duration / 3 {
             match lease::try_acquire(&client, &lease_cfg).await {
@@ -134,6 +151,7 @@ pub async fn run(
                 Ok(false) => {
                     tracing::warn!("lost the federation lease; standing by");
                     sent.lock().await.works.clear();
+                    dirty.mark_all();
                     loop {
                         tokio::select! {
                             _ = tokio::time::sleep(retry) => {}
@@ -148,14 +166,27 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "renewing the federation lease"),
             }
         }
-        pass(&client, &c, &config, &sent).await;
+        if resynced.elapsed() >= config.resync {
+            dirty.mark_all();
+            resynced = Instant::now();
+        }
+        let (all, keys) = dirty.take();
+        let retry = pass(&client, &c, &config, &sent, &mut views, all, keys).await;
+        for k in retry {
+            // Failed writes come back with the next tick, not at once.
+            sent.lock().await.retry.insert(k);
+        }
         tokio::select! {
             _ = wake.recv() => {
                 // Coalesce a burst of events into one pass.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 while wake.try_recv().is_ok() {}
             }
-            _ = tokio::time::sleep(tick.min(lease_cfg.duration / 3)) => {}
+            _ = tokio::time::sleep(tick.min(lease_cfg.duration / 3)) => {
+                for k in std::mem::take(&mut sent.lock().await.retry) {
+                    dirty.mark(k);
+                }
+            }
             _ = stopped(&mut shutdown) => break,
         }
     }
@@ -168,14 +199,30 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// One level-triggered pass over every federated object.
-async fn pass(client: &Client, c: &Caches, config: &ControllerConfig, sent: &Mutex<Sent>) {
+/// One level-triggered pass over the objects that changed (all of them when a member's
+/// view, the type's policy or the caches changed wholesale); returns the objects whose
+/// writes failed.
+async fn pass(
+    client: &Client,
+    c: &Caches,
+    config: &ControllerConfig,
+    sent: &Mutex<Sent>,
+    views: &mut Vec<Member>,
+    mut all: bool,
+    keys: std::collections::HashSet<(String, String)>,
+) -> Vec<(String, String)> {
     let now = Timestamp::now();
     let members_raw = c.members.state();
-    let members: Vec<Member> = members_raw
+    let mut members: Vec<Member> = members_raw
         .iter()
         .map(|mc| Member::of(mc, now, config.member_grace))
         .collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    if members != *views {
+        // A member joined, left, changed tenancy or cells, or turned (not) ready.
+        all = true;
+        *views = members.clone();
+    }
     let mc_api: Api<MemberCluster> = Api::all(client.clone());
     for mc in &members_raw {
         if let Some(st) = plan::stale_member_status(mc, now, config.member_grace) {
@@ -197,9 +244,19 @@ async fn pass(client: &Client, c: &Caches, config: &ControllerConfig, sent: &Mut
         .get(&ObjectRef::new(YSVC_TYPE_CONFIG))
         .map(|t| t.spec.annotation_policy.clone())
         .unwrap_or_default();
+    let objects: Vec<Arc<FederatedYusurService>> = if all {
+        c.objects.state()
+    } else {
+        keys.iter()
+            .filter_map(|(ns, name)| c.objects.get(&ObjectRef::new(name).within(ns)))
+            .collect()
+    };
+    let uids: BTreeSet<String> = objects.iter().filter_map(|o| o.uid()).collect();
     let mut works_by_owner: BTreeMap<String, Vec<ExistingWork>> = BTreeMap::new();
     for w in c.works.state() {
-        if let Some(uid) = w.labels().get(LABEL_OWNER_UID) {
+        if let Some(uid) = w.labels().get(LABEL_OWNER_UID)
+            && uids.contains(uid)
+        {
             works_by_owner
                 .entry(uid.clone())
                 .or_default()
@@ -210,7 +267,7 @@ async fn pass(client: &Client, c: &Caches, config: &ControllerConfig, sent: &Mut
                 });
         }
     }
-    let objects = c.objects.state();
+    let failed = std::sync::Mutex::new(Vec::new());
     futures::stream::iter(objects)
         .for_each_concurrent(config.concurrency, |obj| {
             let works = works_by_owner
@@ -219,16 +276,23 @@ async fn pass(client: &Client, c: &Caches, config: &ControllerConfig, sent: &Mut
                 .unwrap_or_default();
             let members = &members;
             let policy = &policy;
+            let failed = &failed;
             let span = tracing::info_span!(
                 "reconcile",
                 object = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
             );
             async move {
-                reconcile(client, c, &obj, members, &works, policy, now, sent).await;
+                if !reconcile(client, c, &obj, members, &works, policy, now, sent).await {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((obj.namespace().unwrap_or_default(), obj.name_any()));
+                }
             }
             .instrument(span)
         })
         .await;
+    failed.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -241,10 +305,11 @@ async fn reconcile(
     policy: &crate::types::AnnotationPolicy,
     now: Timestamp,
     sent: &Mutex<Sent>,
-) {
+) -> bool {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<FederatedYusurService> = Api::namespaced(client.clone(), &ns);
+    let mut ok = true;
     let deleting = obj.metadata.deletion_timestamp.is_some();
     if !deleting && !obj.finalizers().iter().any(|f| f == FINALIZER) {
         let mut fins = obj.finalizers().to_vec();
@@ -256,6 +321,7 @@ async fn reconcile(
             .await
         {
             tracing::debug!(error = %e, "adding the finalizer; next pass retries");
+            ok = false;
         }
     }
     let p = plan::plan(&PlanInput {
@@ -265,9 +331,14 @@ async fn reconcile(
         policy,
         now,
     });
-    for action in p.works {
-        write_work(client, c, action, sent).await;
-    }
+    let writes = p
+        .works
+        .into_iter()
+        .map(|action| write_work(client, c, action, sent));
+    ok &= futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .all(|w| w);
     let key = (ns.clone(), name.clone());
     let current = obj.status.clone().unwrap_or_default();
     if current != p.status {
@@ -281,14 +352,17 @@ async fn reconcile(
             let patch = json!([{"op": "add", "path": "/status", "value": p.status}]);
             let patch: json_patch::Patch = match serde_json::from_value(patch) {
                 Ok(p) => p,
-                Err(_) => return,
+                Err(_) => return false,
             };
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
                 .await
             {
                 Ok(_) => sent.lock().await.status.record(key, p.status.clone(), rv),
-                Err(e) => tracing::debug!(error = %e, "writing status; next pass retries"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "writing status; next pass retries");
+                    ok = false;
+                }
             }
         }
     }
@@ -308,11 +382,14 @@ async fn reconcile(
             .await
         {
             tracing::debug!(error = %e, "removing the finalizer; next pass retries");
+            ok = false;
         }
     }
+    ok
 }
 
-async fn write_work(client: &Client, c: &Caches, action: WorkAction, sent: &Mutex<Sent>) {
+/// One Work write; false when it failed (the object is replanned at the next tick).
+async fn write_work(client: &Client, c: &Caches, action: WorkAction, sent: &Mutex<Sent>) -> bool {
     match action {
         WorkAction::Put(work) => {
             let ns = work.namespace().unwrap_or_default();
@@ -326,7 +403,7 @@ async fn write_work(client: &Client, c: &Caches, action: WorkAction, sent: &Mute
                 .works
                 .repeats(&key, &Some(work.spec.clone()), rv.as_deref())
             {
-                return;
+                return true;
             }
             ensure_namespace(client, &ns, sent).await;
             let api: Api<Work> = Api::namespaced(client.clone(), &ns);
@@ -340,13 +417,16 @@ async fn write_work(client: &Client, c: &Caches, action: WorkAction, sent: &Mute
                 }
             };
             match result {
-                Ok(_) => sent
-                    .lock()
-                    .await
-                    .works
-                    .record(key, Some(work.spec.clone()), rv),
+                Ok(_) => {
+                    sent.lock()
+                        .await
+                        .works
+                        .record(key, Some(work.spec.clone()), rv);
+                    true
+                }
                 Err(e) => {
-                    tracing::debug!(work = %format!("{ns}/{name}"), error = %e, "writing a Work; next pass retries")
+                    tracing::debug!(work = %format!("{ns}/{name}"), error = %e, "writing a Work; next pass retries");
+                    false
                 }
             }
         }
@@ -357,13 +437,19 @@ async fn write_work(client: &Client, c: &Caches, action: WorkAction, sent: &Mute
                 .get(&ObjectRef::new(&name).within(&namespace))
                 .and_then(|w| w.resource_version());
             if sent.lock().await.works.repeats(&key, &None, rv.as_deref()) {
-                return;
+                return true;
             }
             let api: Api<Work> = Api::namespaced(client.clone(), &namespace);
             match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => sent.lock().await.works.record(key, None, rv),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => tracing::debug!(error = %e, "deleting a Work; next pass retries"),
+                Ok(_) => {
+                    sent.lock().await.works.record(key, None, rv);
+                    true
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "deleting a Work; next pass retries");
+                    false
+                }
             }
         }
     }

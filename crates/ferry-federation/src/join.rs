@@ -5,6 +5,7 @@
 //! back on the Works. It never reads or writes another member's namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_api::YusurService;
@@ -18,8 +19,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::cache::{InFlight, reflect};
-use crate::member::{MemberAction, plan_member};
+use crate::cache::{Dirty, InFlight, reflect};
+use crate::member::{ANNOTATION_WORK, MemberAction, plan_member};
 use crate::plan::member_namespace;
 use crate::types::{
     Cell, LABEL_TENANT, LABEL_WORKSPACE, MemberCluster, MemberClusterSpec, MemberClusterStatus,
@@ -97,15 +98,32 @@ pub async fn run(
     ));
     let ns = member_namespace(&config.name);
     let (wake_tx, mut wake) = mpsc::channel(1);
+    let dirty: Arc<Dirty<String>> = Arc::new(Dirty::new(wake_tx));
     let works = reflect(
         Api::<Work>::namespaced(federation.clone(), &ns),
         watcher::Config::default(),
-        wake_tx.clone(),
+        {
+            let d = dirty.clone();
+            move |w: Option<&Work>| match w {
+                Some(w) => d.mark(w.name_any()),
+                None => d.mark_all(),
+            }
+        },
     );
     let objects = reflect(
         Api::<YusurService>::all(member.clone()),
         watcher::Config::default(),
-        wake_tx,
+        {
+            // A member object matters through the Work it belongs to.
+            let d = dirty.clone();
+            move |o: Option<&YusurService>| match o {
+                Some(o) => match o.annotations().get(ANNOTATION_WORK) {
+                    Some(w) => d.mark(w.clone()),
+                    None => d.poke(),
+                },
+                None => d.mark_all(),
+            }
+        },
     );
     let ready = async {
         let _ = works.wait_until_ready().await;
@@ -117,14 +135,27 @@ pub async fn run(
     }
     tracing::info!(member = %config.name, "joined the federation");
     let sent = Mutex::new(Sent::default());
+    let mut resynced = std::time::Instant::now();
+    dirty.mark_all();
     loop {
-        let ws: Vec<Work> = works.state().iter().map(|w| (**w).clone()).collect();
-        let os: Vec<YusurService> = objects.state().iter().map(|o| (**o).clone()).collect();
+        if resynced.elapsed() >= config.resync {
+            dirty.mark_all();
+            resynced = std::time::Instant::now();
+        }
+        let (all, keys) = dirty.take();
+        let every = works.state();
+        let known: BTreeSet<String> = every.iter().map(|w| w.name_any()).collect();
+        let ws: Vec<Work> = every
+            .iter()
+            .filter(|w| all || keys.contains(&w.name_any()))
+            .map(|w| (**w).clone())
+            .collect();
+        let os = objects.state();
         let failures = sent.lock().await.failures.clone();
-        let actions = plan_member(&ws, &os, &failures, Timestamp::now());
+        let actions = plan_member(&ws, &os, &known, &failures, Timestamp::now());
         let by_key: BTreeMap<(String, String), &YusurService> = os
             .iter()
-            .map(|o| ((o.namespace().unwrap_or_default(), o.name_any()), o))
+            .map(|o| ((o.namespace().unwrap_or_default(), o.name_any()), &**o))
             .collect();
         let work_rv: BTreeMap<String, Option<String>> = ws
             .iter()
@@ -144,7 +175,12 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 while wake.try_recv().is_ok() {}
             }
-            _ = tokio::time::sleep(config.resync) => {}
+            _ = tokio::time::sleep(config.heartbeat) => {
+                // Works whose apply failed are retried at this pace, not in a hot loop.
+                for w in sent.lock().await.failures.keys() {
+                    dirty.mark(w.clone());
+                }
+            }
             _ = stopped(&mut shutdown) => break,
         }
     }

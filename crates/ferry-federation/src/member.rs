@@ -3,6 +3,7 @@
 //! API server and what status to feed back on each Work.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ferry_api::YusurService;
 use jiff::Timestamp;
@@ -35,21 +36,23 @@ pub enum MemberAction {
     },
 }
 
-/// Plans one pass of the join agent. `objects` are the member's YusurServices (all of
-/// them, so a name taken by someone else is seen); `failures` the member API's errors of
-/// the previous pass by Work name.
+/// Plans one pass of the join agent over `works` (those that changed, or all of them).
+/// `objects` are the member's YusurServices (all of them, so a name taken by someone else
+/// is seen); `known` the names of every Work placed on this member (an object whose Work
+/// is not among them is deleted); `failures` the member API's errors of the previous pass
+/// by Work name.
 pub fn plan_member(
     works: &[Work],
-    objects: &[YusurService],
+    objects: &[Arc<YusurService>],
+    known: &BTreeSet<String>,
     failures: &BTreeMap<String, String>,
     now: Timestamp,
 ) -> Vec<MemberAction> {
     let by_key: BTreeMap<(String, String), &YusurService> = objects
         .iter()
-        .map(|o| ((o.namespace().unwrap_or_default(), o.name_any()), o))
+        .map(|o| ((o.namespace().unwrap_or_default(), o.name_any()), &**o))
         .collect();
     let mut actions = Vec::new();
-    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
     for w in works {
         let work = w.name_any();
         let previous = w.status.clone().unwrap_or_default();
@@ -67,7 +70,6 @@ pub fn plan_member(
             }
         };
         let key = (desired.namespace().unwrap_or_default(), desired.name_any());
-        wanted.insert(key.clone());
         let current = by_key.get(&key).copied();
         if let Some(cur) = current
             && cur.annotations().get(ANNOTATION_WORK) != Some(&work)
@@ -101,16 +103,16 @@ pub fn plan_member(
             push_status(&mut actions, &work, &previous, st);
         }
     }
-    // Objects the federation placed here earlier and no Work asks for any more.
+    // Objects the federation placed here earlier whose Work is gone.
     for o in objects {
-        let key = (o.namespace().unwrap_or_default(), o.name_any());
-        if o.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some("federation")
-            && !wanted.contains(&key)
-            && o.annotations().contains_key(ANNOTATION_WORK)
+        let managed = o.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some("federation");
+        if let Some(work) = o.annotations().get(ANNOTATION_WORK)
+            && managed
+            && !known.contains(work)
         {
             actions.push(MemberAction::Delete {
-                namespace: key.0,
-                name: key.1,
+                namespace: o.namespace().unwrap_or_default(),
+                name: o.name_any(),
             });
         }
     }
@@ -330,7 +332,7 @@ mod tests {
             o
         };
         let orphan = {
-            let mut o = held(&w1, &[]);
+            let mut o = held(&w1, &[(ANNOTATION_WORK, "default.default.gone")]);
             o.metadata.name = Some("gone".into());
             o
         };
@@ -399,8 +401,10 @@ mod tests {
             },
         ];
         for c in cases {
+            let known: BTreeSet<String> = c.works.iter().map(|w| w.name_any()).collect();
+            let objects: Vec<Arc<YusurService>> = c.objects.into_iter().map(Arc::new).collect();
             assert_eq!(
-                kinds(&plan_member(&c.works, &c.objects, &c.failures, now())),
+                kinds(&plan_member(&c.works, &objects, &known, &c.failures, now())),
                 c.want,
                 "case: {}",
                 c.name

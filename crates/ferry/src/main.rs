@@ -181,6 +181,9 @@ enum BenchCommand {
         services: usize,
         #[arg(long, default_value = "32")]
         concurrency: usize,
+        /// Single changes timed one at a time on the loaded federation.
+        #[arg(long, default_value = "20")]
+        samples: usize,
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -376,12 +379,14 @@ fn main() -> anyhow::Result<()> {
             clusters,
             services,
             concurrency,
+            samples,
             out,
         }) => {
             let opts = ferry_federation::bench::BenchOptions {
                 clusters,
                 services,
                 concurrency,
+                samples,
                 out,
                 timeout: std::time::Duration::from_secs(600),
             };
