@@ -321,13 +321,15 @@ impl Ctx {
     }
 }
 
-fn rv_older(cached: Option<&str>, written: &str) -> bool {
+/// Whether the cached resourceVersion is newer than the one a write returned (numeric on
+/// Ferry's server; an opaque one is taken as newer, so the write is made again).
+fn rv_newer(cached: Option<&str>, written: &str) -> bool {
     match (
         cached.and_then(|c| c.parse::<u64>().ok()),
         written.parse::<u64>(),
     ) {
-        (Some(c), Ok(w)) => c < w,
-        _ => false,
+        (Some(c), Ok(w)) => c > w,
+        _ => true,
     }
 }
 
@@ -351,9 +353,11 @@ where
         if content(c) == body {
             return Ok(());
         }
+        // Already written by this controller, and nobody wrote it since (the cache shows
+        // that write, or is behind it): the difference is the server's or the cache's lag.
         if let Some((rv, w)) = written.get(&key)
             && *w == body
-            && rv_older(c.meta().resource_version.as_deref(), rv)
+            && !rv_newer(c.meta().resource_version.as_deref(), rv)
         {
             return Ok(());
         }
