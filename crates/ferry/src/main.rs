@@ -106,6 +106,15 @@ struct NetworkArgs {
     /// a full pass over 10,000 services x 20 backends takes tens of seconds).
     #[arg(long, env = "FERRY_RESYNC_S", default_value = "3600")]
     resync_s: u64,
+    /// Private key (PEM) for `ssl:` OVN NB remotes (OVN's PKI, e.g. from `ovs-pki`).
+    #[arg(long, env = "FERRY_OVN_SSL_KEY", requires_all = ["ovn_ssl_cert", "ovn_ssl_ca"])]
+    ovn_ssl_key: Option<PathBuf>,
+    /// Certificate (PEM) for `ssl:` OVN NB remotes.
+    #[arg(long, env = "FERRY_OVN_SSL_CERT", requires = "ovn_ssl_key")]
+    ovn_ssl_cert: Option<PathBuf>,
+    /// CA certificate (PEM) the OVN NB server's certificate must be signed by.
+    #[arg(long, env = "FERRY_OVN_SSL_CA", requires = "ovn_ssl_key")]
+    ovn_ssl_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -697,6 +706,12 @@ fn controller_config(
         eip_pool: network.eip_pool.clone(),
         network: ovn_nb.map(|remotes| ferry_controller::network::NetworkConfig {
             remotes,
+            tls: match (&network.ovn_ssl_key, &network.ovn_ssl_cert, &network.ovn_ssl_ca) {
+                (Some(key), Some(cert), Some(ca)) => Some(
+                    ferry_controller::network::TlsConfig::from_files(key, cert, ca),
+                ),
+                _ => None,
+            },
             gateway_chassis: network.gateway_chassis.clone(),
             external,
             max_lb_per_txn: 500,
