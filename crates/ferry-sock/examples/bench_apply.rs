@@ -7,6 +7,7 @@
 //! no process is in, so nothing on the machine is translated. Prints a table and one JSON
 //! line:
 //! * `program_s`: first `apply` of SERVICES x BACKENDS (random) into empty maps;
+//! * `plan_s`: the pure planning part of that first apply (the rest is `bpf()` writes);
 //! * `noop_apply_s`: `apply` of the same desired state again (what every Endpoints
 //!   event costs when nothing changed for this node);
 //! * `flip_*_ms`: one backend of one service goes unhealthy (and back): from calling
@@ -90,6 +91,19 @@ fn main() -> Result<()> {
     let mut lb = SocketLb::load(&cg.0, MapSizes::default())?;
     let want = desired(services, backends, Algorithm::Random);
 
+    // Planning alone (pure CPU), to split program_s into planning and bpf() writes.
+    let sizes = MapSizes::default();
+    let cap = ferry_sock::Capacity {
+        services: sizes.services,
+        slots: sizes.slots,
+        members: sizes.members,
+    };
+    let t = Instant::now();
+    let planned = ferry_sock::plan(&ferry_sock::Programmed::default(), &want, cap);
+    let plan_s = t.elapsed().as_secs_f64();
+    let planned_ops = planned.ops.len();
+    drop(planned);
+
     let t = Instant::now();
     let report = lb.apply(&want)?;
     let program_s = t.elapsed().as_secs_f64();
@@ -167,6 +181,10 @@ fn main() -> Result<()> {
         ("services x backends", format!("{services} x {backends}")),
         ("slot entries programmed", usage.slots.to_string()),
         ("program_s (first apply)", format!("{program_s:.3}")),
+        (
+            "of which planning (plan_s)",
+            format!("{plan_s:.3} ({planned_ops} ops)"),
+        ),
         ("noop_apply_s", format!("{noop_apply_s:.4}")),
         (
             "flip via apply p50 / p99 / max ms",
@@ -207,6 +225,7 @@ fn main() -> Result<()> {
             "backends": backends,
             "slot_entries": usage.slots,
             "program_s": program_s,
+            "plan_s": plan_s,
             "noop_apply_s": noop_apply_s,
             "flips": flips,
             "flip_p50_ms": percentile(&flip, 0.5),
