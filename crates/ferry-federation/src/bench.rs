@@ -294,25 +294,25 @@ async fn measure(
     let jobs: Vec<(usize, usize)> = (0..members.len())
         .flat_map(|m| (0..opts.services).map(move |i| (m, i)))
         .collect();
-    let results: Vec<Result<((String, String), Instant), kube::Error>> =
-        futures::stream::iter(jobs)
-            .map(|(m, i)| {
-                let api: Api<YusurService> = Api::namespaced(members[m].1.clone(), "default");
-                let cluster = names[m].clone();
-                async move {
-                    let patch = json!({"status": {"readyEndpoints": 7, "totalEndpoints": 7}});
-                    api.patch_status(
-                        &format!("svc-{i}"),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await?;
-                    Ok(((format!("svc-{i}"), cluster), Instant::now()))
-                }
-            })
-            .buffer_unordered(opts.concurrency)
-            .collect()
-            .await;
+    type Reported = Result<((String, String), Instant), kube::Error>;
+    let results: Vec<Reported> = futures::stream::iter(jobs)
+        .map(|(m, i)| {
+            let api: Api<YusurService> = Api::namespaced(members[m].1.clone(), "default");
+            let cluster = names[m].clone();
+            async move {
+                let patch = json!({"status": {"readyEndpoints": 7, "totalEndpoints": 7}});
+                api.patch_status(
+                    &format!("svc-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+                Ok(((format!("svc-{i}"), cluster), Instant::now()))
+            }
+        })
+        .buffer_unordered(opts.concurrency)
+        .collect()
+        .await;
     for r in results {
         let (k, t) = r?;
         reported.insert(k, t);

@@ -322,7 +322,8 @@ async fn federation_places_isolates_gray_releases_survives_a_down_member_and_fee
         (condition(&o, "Ready") == Some(("True".into(), "AllTargetsReady".into()))).then_some(o)
     })
     .await;
-    let figures: Vec<(String, Option<String>, Option<String>, i32, i32)> = o
+    type Figures = (String, Option<String>, Option<String>, i32, i32);
+    let figures: Vec<Figures> = o
         .status
         .as_ref()
         .expect("status")
