@@ -27,17 +27,20 @@
 //!    (behind a mutex); dropping it detaches the programs and the OVN LBs take over.
 //! 2. CNI ADD, after the pod's port is plumbed: `netns_cookie_of_path(CNI_NETNS)` and
 //!    `set_netns_vpc(cookie, vpc_id)`, with one `VpcId` per Ferry VPC chosen by the agent
-//!    (e.g. an index kept in its state). Record the cookie with the sandbox.
-//!    CNI DEL: `remove_netns(cookie)`. On agent restart the maps start empty: re-run
-//!    `set_netns_vpc` for every live sandbox before the first `apply`.
+//!    (e.g. an index kept in its state; the same numbers go into [`ServiceKey::vpc`]).
+//!    Record the cookie with the sandbox. CNI DEL: `remove_netns(cookie)`. On agent
+//!    restart the maps start empty: re-run `set_netns_vpc` for every live sandbox before
+//!    the first `apply`; [`SocketLb::netns`] lists what is registered for a repair pass.
 //! 3. Whenever the controller's Endpoints change (the same healthy set that goes into the
 //!    OVN LBs, probe flips included): build a [`Desired`] for every service port of every
 //!    VPC that has pods on this node, `backends` = ready endpoints (target port),
 //!    `affinity_timeout_s` from `sessionAffinityConfig.clientIP.timeoutSeconds` (0 when
-//!    affinity is None), and call `apply(&desired)`. Only changed services are written;
-//!    [`ApplyReport::rejected`] lists services that did not fit: log them, and to grow
-//!    instead of refusing, `resize(lb.sizes().grown_for(&report.rejected))` and `apply`
-//!    again (services keep their previous programming meanwhile). A service with no ready endpoint is left out of
+//!    affinity is None), and call `apply(&desired)`; or, when the event names the
+//!    services it touched, `apply_changes` with just those (`None` = deleted). Only
+//!    changed services are written. [`ApplyReport::rejected`] lists services that did not
+//!    fit: log them, and to grow instead of refusing,
+//!    `resize(lb.sizes().grown_for(&report.rejected))` and apply again (they keep their
+//!    previous programming meanwhile). A service with no ready endpoint is left out of
 //!    the maps, so the socket keeps the VIP and OVN answers it as for any other client.
 //! 4. OVN's load balancers stay programmed for every other client (VMs, nodes, EIPs).
 //! 5. `apply` of 10k services takes a few hundred ms of `bpf()` calls: call it from a
