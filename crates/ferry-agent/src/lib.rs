@@ -26,6 +26,7 @@ pub mod cni;
 pub mod cni_kube;
 pub mod cni_plugin;
 pub mod command;
+pub mod dns;
 pub mod mac_addr;
 pub mod netns;
 pub mod netns_admin;

@@ -44,6 +44,12 @@ pub struct AgentConfig {
     pub node_interface: Option<String>,
     /// Set `other_config:hw-offload=true` on OVS (DPU/SmartNIC nodes).
     pub hw_offload: bool,
+    /// Serve the cluster DNS in every VPC from this node's probe ports (and, in the lab,
+    /// give workloads a `resolv.conf` pointing at it).
+    pub dns: Option<crate::dns::DnsConfig>,
+    /// This node's address on the external network (`status.addresses` ExternalIP), where
+    /// NodePorts answer from outside.
+    pub external_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// Errors that stop the agent.
@@ -88,7 +94,11 @@ where
     reader
 }
 
-async fn register(client: &Client, node: &str) -> Result<(), kube::Error> {
+async fn register(
+    client: &Client,
+    node: &str,
+    external_ip: Option<std::net::Ipv4Addr>,
+) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     if api.get_opt(node).await?.is_none() {
         let n = Node {
@@ -109,8 +119,12 @@ async fn register(client: &Client, node: &str) -> Result<(), kube::Error> {
         }
     }
     let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "FerryAgentReady",
+    let mut status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "FerryAgentReady",
         "message": "the Ferry agent runs on this node", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    if let Some(ip) = external_ip {
+        status["status"]["addresses"] = json!([{"type": "ExternalIP", "address": ip.to_string()},
+            {"type": "Hostname", "address": node}]);
+    }
     api.patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
     Ok(())
@@ -276,7 +290,7 @@ pub async fn run(
                 cidr: cfg.service_cidr.clone(),
                 source,
             })?;
-    register(&client, &cfg.node)
+    register(&client, &cfg.node, cfg.external_ip)
         .await
         .map_err(|source| AgentError::Register {
             node: cfg.node.clone(),
@@ -352,6 +366,16 @@ pub async fn run(
     let (mut runner, mut transitions) = ProbeRunner::new(4096);
     let mut scheduled: BTreeMap<String, ProbeSpec> = BTreeMap::new();
     let mut probe_netns: BTreeMap<String, Sandbox> = BTreeMap::new();
+    let mut node_dns = match &cfg.dns {
+        Some(d) => match crate::dns::NodeDns::start(client.clone(), d) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "not serving the cluster DNS");
+                None
+            }
+        },
+        None => None,
+    };
     let mut node_iface: Option<Sandbox> = None;
     // Real node: the plumbed request, when it was last verified, when to retry a failure
     // and the last problem logged (so a bad annotation is not logged every tick).
@@ -420,6 +444,25 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, "probe port task failed"),
                 }
             }
+            // The cluster DNS of each VPC answers on this node's probe port there.
+            if let Some(nd) = node_dns.as_mut() {
+                for (vpc, s) in &probe_netns {
+                    let ip = s
+                        .workload
+                        .ip_cidr
+                        .split('/')
+                        .next()
+                        .and_then(|i| i.parse().ok());
+                    if nd.serves(vpc) {
+                        continue;
+                    }
+                    let Some(ip) = ip else { continue };
+                    let path = std::path::Path::new("/var/run/netns").join(&s.workload.netns);
+                    if let Err(e) = nd.serve_vpc(vpc, &path, ip).await {
+                        tracing::warn!(vpc = %vpc, error = %e, "serving the cluster DNS failed; will retry");
+                    }
+                }
+            }
             // The node interface on the join subnet, with routes to services and the
             // default VPC (scenario 2). In the lab the node is a namespace of its own.
             let a = me.annotations();
@@ -454,6 +497,14 @@ pub async fn run(
                     tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await
                 {
                     tracing::info!(netns = %s.workload.netns, "node interface ready");
+                    if let Some(d) = &cfg.dns
+                        && let Err(e) = crate::dns::write_resolv_conf(
+                            &s.workload.netns,
+                            &crate::dns::resolv_conf(d, None),
+                        )
+                    {
+                        tracing::warn!(error = %e, "writing the node's resolv.conf failed");
+                    }
                     node_iface = Some(s);
                 }
             }
@@ -615,6 +666,9 @@ pub async fn run(
                 .collect::<Vec<_>>()
             {
                 if let Some(s) = sandboxes.remove(&key) {
+                    if cfg.dns.is_some() {
+                        crate::dns::remove_resolv_conf(&s.workload.netns);
+                    }
                     let rec = record.clone();
                     let _ = tokio::task::spawn_blocking(move || s.stop(&rec)).await;
                     written_status.remove(&key);
@@ -628,6 +682,16 @@ pub async fn run(
                 match tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await {
                     Ok(Ok(s)) => {
                         tracing::info!(workload = %key, netns = %s.workload.netns, "started");
+                        // Pods resolve through the cluster DNS, searching their namespace.
+                        if let (Some(d), Some(rest)) = (&cfg.dns, key.strip_prefix("pod/")) {
+                            let ns = rest.split('/').next();
+                            if let Err(e) = crate::dns::write_resolv_conf(
+                                &s.workload.netns,
+                                &crate::dns::resolv_conf(d, ns),
+                            ) {
+                                tracing::warn!(workload = %key, error = %e, "writing resolv.conf failed");
+                            }
+                        }
                         sandboxes.insert(key, s);
                     }
                     Ok(Err(e)) => tracing::warn!(workload = %key, error = %e, "starting failed"),
@@ -677,6 +741,14 @@ pub async fn run(
         }
     }
     // Shutdown: stop what runs here and remove the namespaces.
+    if let Some(nd) = node_dns {
+        nd.stop();
+    }
+    if cfg.dns.is_some() {
+        for s in sandboxes.values().chain(node_iface.iter()) {
+            crate::dns::remove_resolv_conf(&s.workload.netns);
+        }
+    }
     let rec = record.clone();
     let mut all: Vec<Sandbox> = sandboxes
         .into_values()

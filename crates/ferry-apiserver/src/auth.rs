@@ -119,6 +119,10 @@ pub fn allowed(role: Role, verb: &str, group: &str, resource: &str) -> bool {
                 ("", "nodes"),
                 ("", "namespaces"),
                 ("coordination.k8s.io", "leases"),
+                // The node's cluster DNS answers Services and YusurServices.
+                ("", "services"),
+                ("discovery.k8s.io", "endpointslices"),
+                ("iaas.yusur.io", "yusurservices"),
             ];
             if read {
                 return readable.contains(&(group, resource));

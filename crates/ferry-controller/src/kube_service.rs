@@ -89,7 +89,12 @@ pub fn service_state(
     lb_ip: Option<Ipv4Addr>,
     pod_vpc: impl Fn(&str, &str) -> Option<String>,
 ) -> Option<ServiceState> {
-    if generated(svc) || svc.metadata.deletion_timestamp.is_some() {
+    let cluster_dns = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::cluster_dns::CLUSTER_DNS_ANNOTATION));
+    if generated(svc) || cluster_dns || svc.metadata.deletion_timestamp.is_some() {
         return None;
     }
     let spec = svc.spec.as_ref()?;

@@ -15,6 +15,7 @@
 //! | `allocate` (+ `ipam`) | workload, node and probe-port addresses | yes, `write` aside |
 //! | `service_ips` | ClusterIPs and EIPs of services | yes |
 //! | `plan` (+ `service`, `world`, `problem`) | what each service resolves to | yes |
+//! | `cluster_dns` | the cluster DNS address in every VPC, backed by the nodes' resolvers | yes |
 //! | `kube_service` | ordinary `v1 Service`s: NB state from EndpointSlices, LoadBalancer addresses | yes |
 //! | `status` | conditions and Events | yes |
 //! | `nb_work`, `net_model` | what the NB must do, the network model's input | yes |
@@ -36,6 +37,7 @@
 pub mod allocate;
 pub mod caches;
 pub mod changes;
+pub mod cluster_dns;
 pub mod index;
 pub mod ipam;
 pub mod kube_service;
@@ -80,6 +82,8 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// Program OVN (the network controller); `None` runs only the service controller.
     pub network: Option<network::NetworkConfig>,
+    /// The cluster DNS address, programmed in every VPC (`cluster_dns`); `None`: none.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for ControllerConfig {
@@ -90,6 +94,7 @@ impl Default for ControllerConfig {
             identity: format!("ferry-controller-{}", std::process::id()),
             resync: Duration::from_secs(3600),
             network: None,
+            cluster_dns: None,
         }
     }
 }
@@ -212,6 +217,7 @@ pub async fn run(
             c: &c,
             pools: &pools,
             eip_range,
+            cluster_dns: config.cluster_dns,
             shadow: !is_leading,
         };
         if is_leading {

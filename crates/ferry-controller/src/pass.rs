@@ -101,6 +101,8 @@ pub struct Pass<'a> {
     pub c: &'a Caches,
     pub pools: &'a ServicePools,
     pub eip_range: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// The cluster DNS address, programmed in every VPC.
+    pub cluster_dns: Option<Ipv4Addr>,
     /// A standby's pass: plans and keeps `PassState` warm, writes nothing (no address,
     /// no NB transaction, no status); see `leader`.
     pub shadow: bool,
@@ -204,6 +206,15 @@ impl Pass<'_> {
             if let Some(state) = kube_service::service_state(svc, &slices, lb, pod_vpc) {
                 states.insert(k.clone(), state);
             }
+        }
+        // The cluster DNS follows nodes and VPCs, whose changes make a full pass.
+        if let (true, Some(ip)) = (full, self.cluster_dns) {
+            states.extend(crate::cluster_dns::states(
+                ip,
+                &caches::vpcs(c),
+                &caches::probe_ports(c),
+                &st.index.ready_nodes(),
+            ));
         }
         let mut only = only;
         if let Some(o) = only.as_mut() {

@@ -2,7 +2,7 @@
 //! benchmarks). Each subcommand is a thin shell over the crate that owns the role.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -115,6 +115,52 @@ struct NetworkArgs {
     /// CA certificate (PEM) the OVN NB server's certificate must be signed by.
     #[arg(long, env = "FERRY_OVN_SSL_CA", requires = "ovn_ssl_key")]
     ovn_ssl_ca: Option<PathBuf>,
+    #[command(flatten)]
+    dns: DnsArgs,
+}
+
+/// The cluster DNS: one address in every VPC, answered by the node agents.
+#[derive(Args, Debug, Clone)]
+struct DnsArgs {
+    /// The cluster DNS address (inside --service-cidr), the same in every VPC; pods get
+    /// it in their resolv.conf. Empty: no cluster DNS.
+    #[arg(long, env = "FERRY_CLUSTER_DNS", default_value = "10.96.0.10")]
+    cluster_dns: String,
+    /// The cluster domain.
+    #[arg(long, env = "FERRY_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Where names outside the cluster domain go (IP or IP:PORT; repeatable). None: such
+    /// queries are refused.
+    #[arg(
+        long = "dns-upstream",
+        env = "FERRY_DNS_UPSTREAM",
+        value_delimiter = ','
+    )]
+    dns_upstreams: Vec<String>,
+}
+
+impl DnsArgs {
+    fn address(&self) -> anyhow::Result<Option<std::net::Ipv4Addr>> {
+        if self.cluster_dns.trim().is_empty() {
+            return Ok(None);
+        }
+        self.cluster_dns.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "--cluster-dns {:?} is not an IPv4 address",
+                self.cluster_dns
+            )
+        })
+    }
+
+    fn agent(&self) -> anyhow::Result<Option<ferry_agent::dns::DnsConfig>> {
+        Ok(self
+            .address()?
+            .map(|cluster_ip| ferry_agent::dns::DnsConfig {
+                cluster_ip,
+                domain: self.cluster_domain.clone(),
+                upstreams: self.dns_upstreams.clone(),
+            }))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -339,6 +385,12 @@ struct AgentArgs {
     #[arg(long, env = "FERRY_NODE_IFNAME", default_value = ferry_agent::node_iface::DEFAULT_IFNAME,
         value_parser = parse_ifname)]
     node_ifname: String,
+    /// This node's address on the external network (its ExternalIP), where NodePorts answer
+    /// from outside.
+    #[arg(long, env = "FERRY_EXTERNAL_IP")]
+    external_ip: Option<std::net::Ipv4Addr>,
+    #[command(flatten)]
+    dns: DnsArgs,
     #[command(flatten)]
     options: AgentOptions,
 }
@@ -371,6 +423,20 @@ struct UpArgs {
     /// Nodes whose agent runs inside `ferry up` in lab mode (comma separated).
     #[arg(long, default_value = "node1")]
     nodes: String,
+    /// External addresses of the lab nodes, where NodePorts answer from outside, e.g.
+    /// `node1=198.18.0.11,node2=198.18.0.12`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_node_ip)]
+    node_external_ips: Vec<(String, std::net::Ipv4Addr)>,
+}
+
+fn parse_node_ip(s: &str) -> Result<(String, std::net::Ipv4Addr), String> {
+    let (node, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NODE=IP"))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} (for node {node}) is not an IPv4 address"))?;
+    Ok((node.to_string(), ip))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -706,7 +772,11 @@ fn controller_config(
         eip_pool: network.eip_pool.clone(),
         network: ovn_nb.map(|remotes| ferry_controller::network::NetworkConfig {
             remotes,
-            tls: match (&network.ovn_ssl_key, &network.ovn_ssl_cert, &network.ovn_ssl_ca) {
+            tls: match (
+                &network.ovn_ssl_key,
+                &network.ovn_ssl_cert,
+                &network.ovn_ssl_ca,
+            ) {
                 (Some(key), Some(cert), Some(ca)) => Some(
                     ferry_controller::network::TlsConfig::from_files(key, cert, ca),
                 ),
@@ -717,6 +787,7 @@ fn controller_config(
             max_lb_per_txn: 500,
         }),
         resync: std::time::Duration::from_secs(network.resync_s.max(1)),
+        cluster_dns: network.dns.address()?,
         ..Default::default()
     };
     if let Some(id) = identity {
@@ -754,6 +825,8 @@ fn agent_config(
     state_dir: PathBuf,
     service_cidr: &str,
     node_interface: Option<String>,
+    dns: Option<ferry_agent::dns::DnsConfig>,
+    external_ip: Option<std::net::Ipv4Addr>,
 ) -> ferry_agent::node::AgentConfig {
     ferry_agent::node::AgentConfig {
         node: node.to_string(),
@@ -772,6 +845,8 @@ fn agent_config(
         service_cidr: service_cidr.to_string(),
         node_interface,
         hw_offload: options.hw_offload,
+        dns,
+        external_ip,
     }
 }
 
@@ -785,6 +860,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         args.state_dir.clone(),
         &args.service_cidr,
         args.node_interface.then(|| args.node_ifname.clone()),
+        args.dns.agent()?,
+        args.external_ip,
     );
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
@@ -825,6 +902,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;
+    if let Some(ip) = args.network.dns.address()? {
+        reserve_cluster_dns(&args.server.data_dir, ip).await?;
+    }
     // Embedded mode only: the jobs of kube-controller-manager (Endpoints, EndpointSlices).
     let embedded = tokio::spawn(ferry_embedded::run(client.clone(), rx.clone()));
     let task = tokio::spawn(ferry_controller::run(client, config, rx.clone()));
@@ -855,6 +935,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 args.server.data_dir.join("agent"),
                 &args.network.service_cidr,
                 None,
+                args.network.dns.agent()?,
+                args.node_external_ips
+                    .iter()
+                    .find(|(n, _)| n == node)
+                    .map(|(_, ip)| *ip),
             );
             agents.push(tokio::spawn(ferry_agent::node::run(
                 client,
@@ -877,6 +962,30 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .await?
             .context("stopping OVN")?;
     }
+    Ok(())
+}
+
+/// Creates `kube-system/kube-dns` with the cluster DNS address, as a cluster's DNS add-on
+/// does: it reserves the address in the service CIDR and names it for users; the controller
+/// programs the address in every VPC itself (the annotation tells it so).
+async fn reserve_cluster_dns(data_dir: &Path, ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
+    let client = kube_client(Some(&data_dir.join("kubeconfig"))).await?;
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-dns", "namespace": "kube-system",
+            "labels": {"k8s-app": "kube-dns"},
+            "annotations": {ferry_controller::cluster_dns::CLUSTER_DNS_ANNOTATION: "true"}},
+        "spec": {"clusterIP": ip.to_string(), "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}))?;
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client, "kube-system");
+    api.patch(
+        "kube-dns",
+        &kube::api::PatchParams::apply("ferry-up").force(),
+        &kube::api::Patch::Apply(&svc),
+    )
+    .await
+    .with_context(|| format!("reserving the cluster DNS address {ip} (kube-system/kube-dns)"))?;
     Ok(())
 }
 
