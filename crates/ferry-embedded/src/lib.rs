@@ -11,12 +11,16 @@
 //! | `endpoints_controller`, [`run`] | their watches and writes | - |
 //! | [`scheduler`] | where a Pod runs (kube-scheduler's filters for nodeSelector, required node affinity, taints, Ready nodes; spreading) | yes |
 //! | `scheduler_controller` | binds through `pods/binding`, or writes `Pending`/`PodScheduled=False` and an Event | - |
+//! | [`workloads`] | Deployments -> ReplicaSets -> Pods, rolling updates, revisions, statuses (kube-controller-manager's deployment and replicaset controllers) | yes |
+//! | `workloads_controller` | their watches and writes | - |
 
 mod cache;
 pub mod endpoints;
 mod endpoints_controller;
 pub mod scheduler;
 mod scheduler_controller;
+pub mod workloads;
+mod workloads_controller;
 
 use kube::Client;
 use tokio::sync::watch;
@@ -35,9 +39,10 @@ pub enum EmbeddedError {
 
 /// Runs every embedded-mode controller until `shutdown` turns true.
 pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), EmbeddedError> {
-    let (a, b) = tokio::join!(
+    let (a, b, c) = tokio::join!(
         endpoints_controller::run(client.clone(), shutdown.clone()),
-        scheduler_controller::run(client, shutdown),
+        scheduler_controller::run(client.clone(), shutdown.clone()),
+        workloads_controller::run(client, shutdown),
     );
-    a.and(b)
+    a.and(b).and(c)
 }
