@@ -5,7 +5,9 @@
 set -euo pipefail
 
 PACKAGES=(ovn-central ovn-host openvswitch-switch iperf3 sockperf wrk nginx-light
-          ethtool iproute2 curl iptables nftables python3 clang-14 libbpf-dev procps dnsutils)
+          ethtool iproute2 curl iptables nftables python3 clang-14 libbpf-dev procps dnsutils
+          openvswitch-common  # ovs-pki: the OVN PKI of the TLS tests and `--ovn-tls`
+          mmdebstrap umoci skopeo podman runc)  # scripts/image.sh and its test
 
 missing=()
 for p in "${PACKAGES[@]}"; do
