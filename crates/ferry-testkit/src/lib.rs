@@ -10,7 +10,8 @@
 //!   no process, namespace or tap behind. [`ovn::StackDir`] is that directory alone.
 //! - [`netns`]: network namespaces, host links and child processes removed (by name or
 //!   PID) when their guard drops; [`netns::unique`] names per test process.
-//! - [`wait::eventually`] and [`wait::eventually_async`]: poll until a condition holds.
+//! - [`wait::eventually`] and `wait::eventually_async` (feature `api`): poll until a
+//!   condition holds.
 //! - `api` (feature `api`): a real `ferry_apiserver` on `127.0.0.1:0` with a temp data
 //!   dir and Ferry's CRDs, a `kube::Client` for it, and server-side apply of any manifest.
 //!
