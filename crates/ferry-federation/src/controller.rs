@@ -125,46 +125,28 @@ pub async fn run(
     }
     tracing::info!(identity = %config.identity, "federation caches warm; waiting for the lease");
     let lease_cfg = config.lease.clone();
-    let retry = lease_cfg.duration / 5;
-    loop {
-        match lease::try_acquire(&client, &lease_cfg).await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "reading the federation controller lease"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(retry) => {}
-            _ = stopped(&mut shutdown) => return Ok(()),
-        }
-    }
-    tracing::info!(identity = %config.identity, "leading the federation");
+    let (leading_tx, mut leading) = watch::channel(false);
+    let holder = tokio::spawn(hold_lease(
+        client.clone(),
+        lease_cfg.clone(),
+        leading_tx,
+        shutdown.clone(),
+    ));
     let sent = Mutex::new(Sent::default());
-    let mut renewed = Instant::now();
     let tick = config.member_grace / 3;
     let mut views: Vec<Member> = Vec::new();
     let mut resynced = Instant::now();
-    dirty.mark_all();
     loop {
-        if renewed.elapsed() >= lease_cfg.duration / 3 {
-            match lease::try_acquire(&client, &lease_cfg).await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
-                    tracing::warn!("lost the federation lease; standing by");
-                    sent.lock().await.works.clear();
-                    dirty.mark_all();
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep(retry) => {}
-                            _ = stopped(&mut shutdown) => return Ok(()),
-                        }
-                        if let Ok(true) = lease::try_acquire(&client, &lease_cfg).await {
-                            renewed = Instant::now();
-                            break;
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "renewing the federation lease"),
+        if !*leading.borrow() {
+            // Standing by: whatever we sent may be overwritten by the leader meanwhile.
+            sent.lock().await.works.clear();
+            views.clear();
+            dirty.mark_all();
+            tokio::select! {
+                _ = leading.wait_for(|l| *l) => {}
+                _ = stopped(&mut shutdown) => break,
             }
+            tracing::info!(identity = %config.identity, "leading the federation");
         }
         if resynced.elapsed() >= config.resync {
             dirty.mark_all();
@@ -182,16 +164,53 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 while wake.try_recv().is_ok() {}
             }
-            _ = tokio::time::sleep(tick.min(lease_cfg.duration / 3)) => {
+            _ = tokio::time::sleep(tick) => {
                 for k in std::mem::take(&mut sent.lock().await.retry) {
                     dirty.mark(k);
+                }
+            }
+            _ = leading.changed() => {
+                if !*leading.borrow() {
+                    tracing::warn!(identity = %config.identity, "lost the federation lease; standing by");
                 }
             }
             _ = stopped(&mut shutdown) => break,
         }
     }
+    holder.abort();
+    let _ = holder.await;
     lease::release(&client, &lease_cfg).await;
     Ok(())
+}
+
+/// Takes and renews the Lease in its own task, so a long pass never lets it lapse
+/// unnoticed; `leading` turns false when the Lease is lost or could not be renewed for
+/// two thirds of its duration.
+async fn hold_lease(
+    client: Client,
+    cfg: LeaseConfig,
+    leading: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_ok: Option<Instant> = None;
+    loop {
+        match lease::try_acquire(&client, &cfg).await {
+            Ok(true) => last_ok = Some(Instant::now()),
+            Ok(false) => last_ok = None,
+            Err(e) => tracing::warn!(error = %e, "renewing the federation lease"),
+        }
+        let held = last_ok.is_some_and(|t| t.elapsed() < cfg.duration * 2 / 3);
+        leading.send_if_modified(|l| std::mem::replace(l, held) != held);
+        let pause = if held {
+            cfg.duration / 3
+        } else {
+            cfg.duration / 5
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
 }
 
 /// Resolves once shutdown is requested.
@@ -265,6 +284,29 @@ async fn pass(
                     name: w.name_any(),
                     work: (*w).clone(),
                 });
+        }
+    }
+    if all {
+        // Works whose object is gone without its finalizer running (force-deleted): they
+        // were written by this controller for that object's tenancy only, so removing
+        // them touches no other tenant.
+        let live: BTreeSet<String> = c.objects.state().iter().filter_map(|o| o.uid()).collect();
+        let orphans: Vec<WorkAction> = c
+            .works
+            .state()
+            .iter()
+            .filter(|w| {
+                w.labels()
+                    .get(LABEL_OWNER_UID)
+                    .is_some_and(|uid| !live.contains(uid))
+            })
+            .map(|w| WorkAction::Delete {
+                namespace: w.namespace().unwrap_or_default(),
+                name: w.name_any(),
+            })
+            .collect();
+        for action in orphans {
+            write_work(client, c, action, sent).await;
         }
     }
     let failed = std::sync::Mutex::new(Vec::new());

@@ -546,3 +546,203 @@ async fn federation_places_isolates_gray_releases_survives_a_down_member_and_fee
     }
     fserver.shutdown().await;
 }
+
+/// A Table as `kubectl get` asks for it: the column names and each row's cells as text.
+async fn table(client: &Client, path: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let req = http::Request::get(path)
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .expect("request");
+    let text = client.request_text(req).await.expect("table");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let cols = v["columnDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let rows = v["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r["cells"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| match c {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    (cols, rows)
+}
+
+fn lease_holder(l: &k8s_openapi::api::coordination::v1::Lease) -> String {
+    l.spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default()
+}
+
+/// A crashed leader's replica takes over after the Lease expires; a Work whose object was
+/// force-deleted (finalizer removed by hand) is removed by the next leader's first pass;
+/// `kubectl get mc` and `kubectl get fysvc` show tenant, cells, readiness, placement, mask
+/// and ready targets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_replica_takes_over_and_removes_orphaned_works() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let fdir = tempfile::tempdir().expect("temp dir");
+    let fserver = start_server(fdir.path(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("federation API server");
+    let fed = client_for(&fserver.kubeconfig)
+        .await
+        .expect("federation client");
+    // A member registered by the admin, heartbeating by hand.
+    let mcs: Api<MemberCluster> = Api::all(fed.clone());
+    let mut mc = MemberCluster::new(
+        "m1",
+        ferry_federation::types::MemberClusterSpec {
+            cells: vec![Cell {
+                name: "cell-a".into(),
+                namespace: "ns-a".into(),
+            }],
+        },
+    );
+    mc.metadata.labels = Some(BTreeMap::from([
+        (LABEL_TENANT.to_string(), "t1".to_string()),
+        (LABEL_WORKSPACE.to_string(), "w1".to_string()),
+    ]));
+    mcs.create(&PostParams::default(), &mc).await.expect("mc");
+    let beat = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Heartbeat",
+        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+        "lastHeartbeatTime": jiff::Timestamp::now().to_string(), "version": "test"}});
+    mcs.patch_status("m1", &PatchParams::default(), &Patch::Merge(&beat))
+        .await
+        .expect("heartbeat");
+
+    let start = |id: &str| {
+        let (tx, rx) = watch::channel(false);
+        let mut cfg = ControllerConfig::new(id);
+        cfg.lease.duration = Duration::from_secs(2);
+        cfg.member_grace = Duration::from_secs(3600);
+        (tx, tokio::spawn(controller::run(fed.clone(), cfg, rx)))
+    };
+    let leases: Api<Lease> = Api::namespaced(fed.clone(), "kube-system");
+    let a = start("replica-a");
+    eventually("replica-a leads", || async {
+        let l = leases.get_opt("ferry-federation-controller").await.ok()??;
+        (lease_holder(&l) == "replica-a").then_some(())
+    })
+    .await;
+    let b = start("replica-b");
+
+    let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    let works: Api<ferry_federation::types::Work> = Api::namespaced(fed.clone(), "ferry-member-m1");
+    let has_work = |name: &'static str| {
+        let works = works.clone();
+        async move { works.get_opt(name).await.ok().flatten() }
+    };
+    let mut x = fysvc(
+        "x",
+        "t1",
+        json!({"topologyType": "cluster", "clusters": ["m1"]}),
+    );
+    x.spec.placement_mask = Some(vec!["m1".into()]);
+    api.create(&PostParams::default(), &x).await.expect("x");
+    eventually("x's Work", || has_work("default.default.x")).await;
+
+    // replica-a crashes (no release): replica-b leads once the Lease expires.
+    a.1.abort();
+    let _ = a.1.await;
+    drop(a.0);
+    api.create(
+        &PostParams::default(),
+        &fysvc(
+            "y",
+            "t1",
+            json!({"topologyType": "cell", "cells": ["cell-a"]}),
+        ),
+    )
+    .await
+    .expect("y");
+    eventually("y's Work written by replica-b", || {
+        has_work("default.ns-a.y")
+    })
+    .await;
+    let l = leases
+        .get("ferry-federation-controller")
+        .await
+        .expect("lease");
+    assert_eq!(lease_holder(&l), "replica-b");
+
+    // Tables, as kubectl shows them.
+    let (cols, rows) = table(&fed, "/apis/federation.iaas.yusur.io/v1/memberclusters").await;
+    assert_eq!(
+        (cols[..5].to_vec(), rows[0][..5].to_vec()),
+        (
+            ["Name", "Tenant", "Workspace", "Cells", "Ready"]
+                .map(String::from)
+                .to_vec(),
+            ["m1", "t1", "w1", "cell-a", "True"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    let (cols, rows) = table(
+        &fed,
+        "/apis/federation.iaas.yusur.io/v1/namespaces/default/federatedyusurservices",
+    )
+    .await;
+    assert_eq!(
+        cols[..6].to_vec(),
+        ["Name", "Topology", "Clusters", "Cells", "Mask", "Updated"]
+            .map(String::from)
+            .to_vec()
+    );
+    let x_row = rows.iter().find(|r| r[0] == "x").expect("x row");
+    assert_eq!(
+        x_row[..5].to_vec(),
+        ["x", "cluster", "m1", "null", "m1"]
+            .map(String::from)
+            .to_vec()
+    );
+
+    // replica-b stops; x is force-deleted (finalizer dropped by hand): its Work is orphaned
+    // until a new leader's first full pass removes it. y's Work stays.
+    let _ = b.0.send(true);
+    let _ = b.1.await;
+    api.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("dropping the finalizer");
+    api.delete("x", &DeleteParams::default())
+        .await
+        .expect("delete x");
+    eventually("x gone", || async {
+        api.get_opt("x").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        has_work("default.default.x").await.is_some(),
+        "orphaned until a leader runs"
+    );
+    let c = start("replica-c");
+    eventually("x's orphaned Work removed", || async {
+        has_work("default.default.x").await.is_none().then_some(())
+    })
+    .await;
+    assert!(has_work("default.ns-a.y").await.is_some());
+    let _ = c.0.send(true);
+    let _ = c.1.await;
+    fserver.shutdown().await;
+}
