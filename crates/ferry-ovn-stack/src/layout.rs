@@ -162,6 +162,21 @@ impl LabPaths {
         self.run_dir.join(format!("ovn-controller.{pid}.ctl"))
     }
 
+    /// `--log-file=DIR/logs/<daemon>.log`.
+    pub(crate) fn log_flag(&self, d: Daemon) -> String {
+        format!("--log-file={}", self.log(d).display())
+    }
+
+    /// `--unixctl=DIR/run/<daemon>.ctl`.
+    pub(crate) fn ctl_flag(&self, d: Daemon) -> String {
+        format!("--unixctl={}", self.ctl(d).display())
+    }
+
+    /// `DIR/db/NAME`, as a daemon argument.
+    pub(crate) fn db_file(&self, name: &str) -> String {
+        self.db_dir.join(name).display().to_string()
+    }
+
     /// `DIR/run/<daemon>.pid`.
     pub fn pidfile(&self, d: Daemon) -> PathBuf {
         self.run_dir.join(format!("{}.pid", d.name()))

@@ -115,10 +115,6 @@ impl OvnStack {
     fn bring_up(&mut self) -> Result<()> {
         let p = self.shared.paths.clone();
         let o = self.opts.clone();
-        let db = |name: &str| p.db_dir.join(name).display().to_string();
-        let s = |x: &Path| x.display().to_string();
-        let log = |d: Daemon| format!("--log-file={}", p.log(d).display());
-        let ctl = |d: Daemon| format!("--unixctl={}", p.ctl(d).display());
 
         create_db(&p, "nb.db", "/usr/share/ovn/ovn-nb.ovsschema")?;
         create_db(&p, "sb.db", "/usr/share/ovn/ovn-sb.ovsschema")?;
@@ -129,10 +125,10 @@ impl OvnStack {
         ] {
             let argv = vec![
                 "ovsdb-server".into(),
-                db(file),
-                format!("--remote=punix:{}", s(sock)),
-                ctl(d),
-                log(d),
+                p.db_file(file),
+                format!("--remote=punix:{}", path_arg(sock)),
+                p.ctl_flag(d),
+                p.log_flag(d),
                 "-vconsole:off".into(),
             ];
             self.launch(d, argv, None, |_| probe_db(sock, dbname))?;
@@ -141,8 +137,8 @@ impl OvnStack {
             "ovn-northd".into(),
             format!("--ovnnb-db={}", unix_remote(&p.nb_sock)),
             format!("--ovnsb-db={}", unix_remote(&p.sb_sock)),
-            ctl(Daemon::Northd),
-            log(Daemon::Northd),
+            p.ctl_flag(Daemon::Northd),
+            p.log_flag(Daemon::Northd),
             "-vconsole:off".into(),
         ];
         let northd_ctl = p.ctl(Daemon::Northd);
@@ -172,18 +168,14 @@ impl OvnStack {
     fn bring_up_chassis(&mut self) -> Result<()> {
         let p = self.shared.paths.clone();
         let o = self.opts.clone();
-        let db = |name: &str| p.db_dir.join(name).display().to_string();
-        let s = |x: &Path| x.display().to_string();
-        let log = |d: Daemon| format!("--log-file={}", p.log(d).display());
-        let ctl = |d: Daemon| format!("--unixctl={}", p.ctl(d).display());
 
         create_db(&p, "conf.db", "/usr/share/openvswitch/vswitch.ovsschema")?;
         let argv = vec![
             "ovsdb-server".into(),
-            db("conf.db"),
-            format!("--remote=punix:{}", s(&p.ovs_sock)),
-            ctl(Daemon::OvsDb),
-            log(Daemon::OvsDb),
+            p.db_file("conf.db"),
+            format!("--remote=punix:{}", path_arg(&p.ovs_sock)),
+            p.ctl_flag(Daemon::OvsDb),
+            p.log_flag(Daemon::OvsDb),
             "-vconsole:off".into(),
         ];
         self.launch(Daemon::OvsDb, argv, None, |_| {
@@ -209,8 +201,8 @@ impl OvnStack {
         let argv = vec![
             "ovs-vswitchd".into(),
             unix_remote(&p.ovs_sock),
-            ctl(Daemon::Vswitchd),
-            log(Daemon::Vswitchd),
+            p.ctl_flag(Daemon::Vswitchd),
+            p.log_flag(Daemon::Vswitchd),
             "-vconsole:off".into(),
         ];
         let vs_ctl = p.ctl(Daemon::Vswitchd);
@@ -249,7 +241,7 @@ impl OvnStack {
         let argv = vec![
             "ovn-controller".into(),
             unix_remote(&p.ovs_sock),
-            log(Daemon::Controller),
+            p.log_flag(Daemon::Controller),
             "-vconsole:off".into(),
         ];
         let system_id = o.system_id.clone();
@@ -536,6 +528,10 @@ impl Drop for OvnStack {
 }
 
 // === helpers ===
+
+fn path_arg(x: &Path) -> String {
+    x.display().to_string()
+}
 
 fn create_db(p: &LabPaths, file: &str, schema: &str) -> Result<()> {
     let path = p.db_dir.join(file);
