@@ -256,9 +256,21 @@ async fn heartbeats(
     let api: Api<MemberCluster> = Api::all(federation);
     let mut since: Option<(String, Time)> = None;
     loop {
-        let (status, reason, message) = match member.apiserver_version().await {
-            Ok(_) => ("True", "Heartbeat", String::new()),
-            Err(e) => (
+        // Ready means this member can hold what is placed on it: its API server answers
+        // and serves YusurServices.
+        let served = Api::<YusurService>::all(member.clone())
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await;
+        let (status, reason, message) = match (member.apiserver_version().await, served) {
+            (Ok(_), Ok(_)) => ("True", "Heartbeat", String::new()),
+            (Ok(_), Err(e)) => (
+                "False",
+                "YusurServicesNotServed",
+                format!(
+                    "the member API server does not serve iaas.yusur.io/v1 YusurServices (install Ferry's CRDs): {e}"
+                ),
+            ),
+            (Err(e), _) => (
                 "False",
                 "MemberAPIUnreachable",
                 format!("the member API server does not answer: {e}"),
