@@ -51,6 +51,7 @@ mod layout;
 pub mod netns;
 pub mod pki;
 pub mod process;
+mod readiness;
 pub mod registry;
 mod stack;
 mod supervisor;

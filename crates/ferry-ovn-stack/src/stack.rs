@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::jsonrpc;
 use crate::layout::{Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, unix_remote};
 use crate::netns;
 use crate::process;
+use crate::readiness::{probe_chassis, probe_db};
 use crate::registry::Registry;
 use crate::supervisor::{Shared, Slot, Spec};
 
@@ -545,37 +546,6 @@ fn create_db(p: &LabPaths, file: &str, schema: &str) -> Result<()> {
             .arg(schema),
     )?;
     Ok(())
-}
-
-fn probe_db(sock: &Path, name: &str) -> Result<(), String> {
-    let dbs = jsonrpc::call(sock, "list_dbs", json!([]), Duration::from_secs(2))?;
-    if dbs.as_array().is_some_and(|a| a.iter().any(|d| d == name)) {
-        Ok(())
-    } else {
-        Err(format!("{} serves {dbs}, not {name}", sock.display()))
-    }
-}
-
-fn probe_chassis(sb_sock: &Path, system_id: &str) -> Result<(), String> {
-    let select = json!({"op": "select", "table": "Chassis",
-        "where": [["name", "==", system_id]], "columns": ["name"]});
-    let res = jsonrpc::call(
-        sb_sock,
-        "transact",
-        json!(["OVN_Southbound", select]),
-        Duration::from_secs(2),
-    )?;
-    let rows = res
-        .get(0)
-        .and_then(|r| r.get("rows"))
-        .and_then(Value::as_array);
-    if rows.is_some_and(|r| !r.is_empty()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "chassis {system_id:?} not registered in the SB yet"
-        ))
-    }
 }
 
 /// The last `n` lines of a log file (empty if unreadable).
