@@ -211,6 +211,10 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
             topology::EXTERNAL_GATEWAY,
             "--service-cidr",
             topology::SERVICE_CIDR,
+            "--node-external-ips",
+            &crate::services::node_external_ips_flag(),
+            "--cluster-dns",
+            crate::services::CLUSTER_DNS,
         ])
         .env("FERRY_OVS_PORT_TYPE", &opts.ovs_port_type)
         .stdin(Stdio::null())
@@ -248,6 +252,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         "creating VPCs, subnets, backends, clients and services through the API",
     );
     let mut objects = topology::objects();
+    objects.extend(crate::services::objects());
     let mut seed: Value =
         serde_saphyr::from_str(topology::SEED).map_err(|e| fail("seed manifest", e, None))?;
     seed["metadata"]["namespace"] = json!("default");
@@ -346,6 +351,9 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         .await
         .map_err(|e| fail(&format!("scenario {}", sc["name"]), e, Some(&lab.log())))?;
     }
+    crate::services::wait_ready(&c, Duration::from_secs(60))
+        .await
+        .map_err(|e| fail("Kubernetes Services", e, Some(&lab.log())))?;
     done(t);
     eprintln!("lab up in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
@@ -442,6 +450,9 @@ pub async fn status(lab: &LabDir) -> Result<Value, LabError> {
         .and_then(|s| s.cluster_ip);
     Ok(
         json!({"dir": lab.dir, "kubeconfig": lab.kubeconfig(), "log": lab.log(), "hosts": hosts, "scenarios": scenarios,
+        "nodes": crate::services::NODE_EXTERNAL_IPS.iter().map(|(n, ext)| json!({"name": n, "netns": format!("ferry-{n}"),
+            "internalIP": ips.get(*n), "externalIP": ext})).collect::<Vec<_>>(),
+        "dns": crate::services::CLUSTER_DNS, "services": crate::services::status(&c).await,
         "seed": {"service": "default/ysvc1", "client": "client-vpc1", "target": seed.map(|a| format!("{a}:5001"))}}),
     )
 }
@@ -643,6 +654,14 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
             &scenarios[0],
             st["scenarios"][0]["target"].as_str().unwrap_or_default(),
             &ip_of("svc1-ep-2"),
+            requests,
+            &ferry_ovn_stack::LabPaths::new(&lab.data().join("ovn")).nb_sock,
+        )
+        .await,
+    );
+    rows.extend(
+        crate::services::check(
+            &c,
             requests,
             &ferry_ovn_stack::LabPaths::new(&lab.data().join("ovn")).nb_sock,
         )

@@ -31,6 +31,7 @@
 pub mod lab;
 pub mod netns;
 mod prereq;
+pub mod services;
 pub mod topology;
 
 /// The lab shares the stack's error type: a host fails the way a daemon does (a command,

@@ -176,6 +176,9 @@ pub fn hosts() -> Vec<LabHost> {
         h("node1", "Node", ferry_api::DEFAULT_VPC),
         h("node2", "Node", ferry_api::DEFAULT_VPC),
     ]
+    .into_iter()
+    .chain(crate::services::hosts())
+    .collect()
 }
 
 pub fn scenarios() -> Vec<Scenario> {

@@ -1,0 +1,606 @@
+//! Ordinary Kubernetes Services and the cluster DNS in the lab: one Service of each type in
+//! the default VPC (and a UDP and an SCTP one) in front of two pods on different nodes, a
+//! default-VPC client, and the `ferry lab check` rows that prove them with real traffic and
+//! real DNS queries (`curl`, `dig`, a UDP exchange), from pods, nodes and the outside.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::lab::CheckRow;
+use crate::topology::{self, LabHost};
+
+/// The lab nodes' external addresses (NodePorts answer there from outside).
+pub const NODE_EXTERNAL_IPS: [(&str, &str); 2] =
+    [("node1", "198.18.0.11"), ("node2", "198.18.0.12")];
+/// The cluster DNS address (the same in every VPC); not .10, which the lab's scenario 1
+/// service holds (interfaces.md).
+pub const CLUSTER_DNS: &str = "10.96.0.53";
+/// The pods behind the Services, by node.
+pub const BACKENDS: [(&str, &str); 2] = [("k8s-ep-1", "node1"), ("k8s-ep-2", "node2")];
+/// The default-VPC client pod.
+pub const CLIENT: &str = "client-default";
+const NODE_PORT: u16 = 30080;
+const NODE_PORT_LOCAL: u16 = 30081;
+const UDP_PORT: u16 = 5353;
+
+/// A backend that answers HTTP on 8080 and a UDP datagram on 5353 with its name.
+fn backend_command(name: &str) -> Vec<String> {
+    let mut cmd = topology::backend_command(name);
+    let udp = format!(
+        "python3 -c 'import socket as s;u=s.socket(2,2);u.bind((\"\",{UDP_PORT}));[u.sendto(b\"{name}\\n\",u.recvfrom(512)[1]) for _ in iter(int,1)]' & "
+    );
+    if let Some(script) = cmd.last_mut() {
+        script.insert_str(0, &udp);
+    }
+    cmd
+}
+
+fn pod(name: &str, node: &str, labels: Value, command: Vec<String>) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "labels": labels,
+        "annotations": {"iaas.yusur.io/subnet": "ovn-default"}},
+        "spec": {"nodeName": node, "restartPolicy": "Always", "containers": [{"name": "main", "image": "lab", "command": command}]}})
+}
+
+fn service(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+/// The pods and Services, in creation order.
+pub fn objects() -> Vec<Value> {
+    let web = json!({"app": "k8s-web"});
+    let http = json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]);
+    let mut out: Vec<Value> = BACKENDS
+        .iter()
+        .map(|(name, node)| pod(name, node, web.clone(), backend_command(name)))
+        .collect();
+    out.push(pod(
+        CLIENT,
+        "node1",
+        json!({"role": "client"}),
+        vec!["sleep".into(), "infinity".into()],
+    ));
+    out.extend([
+        service("k8s-web", json!({"selector": web, "ports": http})),
+        service("k8s-np", json!({"type": "NodePort", "selector": web,
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": NODE_PORT}]})),
+        service("k8s-local", json!({"type": "NodePort", "externalTrafficPolicy": "Local", "selector": web,
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": NODE_PORT_LOCAL}]})),
+        service("k8s-lb", json!({"type": "LoadBalancer", "selector": web, "ports": http})),
+        service("k8s-affinity", json!({"selector": web, "ports": http, "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}})),
+        service("k8s-udp", json!({"selector": web,
+            "ports": [{"name": "echo", "port": UDP_PORT, "protocol": "UDP", "targetPort": UDP_PORT}]})),
+        service("k8s-sctp", json!({"selector": web,
+            "ports": [{"name": "sctp", "port": 9999, "protocol": "SCTP", "targetPort": 9999}]})),
+        service("k8s-headless", json!({"clusterIP": "None", "selector": web,
+            "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]})),
+        service("k8s-ext", json!({"type": "ExternalName", "externalName": "k8s-web.default.svc.cluster.local"})),
+    ]);
+    out
+}
+
+/// The lab hosts these objects add.
+pub fn hosts() -> Vec<LabHost> {
+    BACKENDS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain([CLIENT])
+        .map(|name| LabHost {
+            name: name.into(),
+            kind: "Pod".into(),
+            netns: format!("ferry-{name}"),
+            vpc: ferry_api::DEFAULT_VPC.into(),
+        })
+        .collect()
+}
+
+/// `--node-external-ips` for `ferry up`.
+pub fn node_external_ips_flag() -> String {
+    NODE_EXTERNAL_IPS
+        .iter()
+        .map(|(n, ip)| format!("{n}={ip}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `argv` in lab host `host`'s namespace (its resolv.conf mounted, as `ip netns exec`
+/// does); stdout, or why it failed.
+fn run_in(host: &str, argv: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &format!("ferry-{host}")])
+        .args(argv)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{} failed (exit {}): {}",
+            argv.first().unwrap_or(&""),
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The first line of `GET http://target/` from `host`.
+pub fn get(host: &str, target: &str) -> Result<String, String> {
+    let out = run_in(
+        host,
+        &["curl", "-s", "-m", "2", &format!("http://{target}/")],
+    )?;
+    Ok(out.lines().next().unwrap_or_default().trim().to_string())
+}
+
+/// The answer of a UDP exchange with `target` from `host`.
+fn udp(host: &str, ip: &str, port: u16) -> Result<String, String> {
+    let script = format!(
+        "import socket as s;u=s.socket(2,2);u.settimeout(2);u.sendto(b'x',('{ip}',{port}));print(u.recv(512).decode().strip())"
+    );
+    run_in(host, &["python3", "-c", &script]).map(|o| o.trim().to_string())
+}
+
+/// `dig` from `host`: (status, answer lines).
+fn dig(host: &str, name: &str, qtype: &str) -> Result<(String, Vec<String>), String> {
+    let out = run_in(
+        host,
+        &[
+            "dig",
+            "+tries=1",
+            "+time=2",
+            "+noall",
+            "+comments",
+            "+answer",
+            name,
+            qtype,
+        ],
+    )?;
+    let status = out
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("no answer")
+        .to_string();
+    let answers = out
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().skip(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    Ok((status, answers))
+}
+
+fn row(check: &str, client: &str, target: &str, result: String, pass: bool) -> CheckRow {
+    CheckRow {
+        check: check.into(),
+        client: client.into(),
+        target: target.into(),
+        result,
+        pass,
+    }
+}
+
+/// `n` requests from `client` to `target`: a row passing when every one is answered by a
+/// backend in `allowed` and at least `distinct` of them answered.
+fn spread(
+    check: &str,
+    client: &str,
+    target: &str,
+    n: usize,
+    allowed: &[&str],
+    distinct: usize,
+) -> CheckRow {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for _ in 0..n {
+        match get(client, target) {
+            Ok(who) => *seen.entry(who).or_default() += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    let strangers: Vec<&String> = seen
+        .keys()
+        .filter(|k| !allowed.contains(&k.as_str()))
+        .collect();
+    let pass = failed == 0 && strangers.is_empty() && seen.len() >= distinct;
+    let who: Vec<String> = seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    row(
+        check,
+        client,
+        target,
+        format!(
+            "{}/{n} answers [{}]{}",
+            n - failed,
+            who.join(" "),
+            if strangers.is_empty() {
+                String::new()
+            } else {
+                format!(", UNEXPECTED {strangers:?}")
+            }
+        ),
+        pass,
+    )
+}
+
+async fn cluster_ip(svcs: &Api<Service>, name: &str) -> String {
+    svcs.get(name)
+        .await
+        .ok()
+        .and_then(|s| s.spec?.cluster_ip)
+        .unwrap_or_else(|| "0.0.0.0".into())
+}
+
+/// The lab's `ClusterIP`, `LoadBalancer` address and probe of every Service; for
+/// `lab status`.
+pub async fn status(c: &Client) -> Value {
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    let mut out = Vec::new();
+    for name in [
+        "k8s-web",
+        "k8s-np",
+        "k8s-local",
+        "k8s-lb",
+        "k8s-affinity",
+        "k8s-udp",
+        "k8s-sctp",
+        "k8s-headless",
+        "k8s-ext",
+    ] {
+        if let Ok(s) = svcs.get(name).await {
+            let spec = s.spec.clone().unwrap_or_default();
+            let lb = s
+                .status
+                .and_then(|st| st.load_balancer?.ingress?.first()?.ip.clone());
+            out.push(json!({"service": format!("default/{name}"), "type": spec.type_, "clusterIP": spec.cluster_ip,
+                "loadBalancerIP": lb}));
+        }
+    }
+    json!(out)
+}
+
+/// Waits until the default-VPC client gets an answer through `k8s-web`.
+pub async fn wait_ready(c: &Client, timeout: Duration) -> Result<(), String> {
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ip = cluster_ip(&svcs, "k8s-web").await;
+        match get(CLIENT, &format!("{ip}:80")) {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("k8s-web from {CLIENT}: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Every Service and DNS row of `ferry lab check`.
+pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<CheckRow> {
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    let backends: Vec<&str> = BACKENDS.iter().map(|(b, _)| *b).collect();
+    let mut rows = Vec::new();
+    let web = cluster_ip(&svcs, "k8s-web").await;
+    rows.push(spread(
+        "svc ClusterIP from a default-VPC pod",
+        CLIENT,
+        &format!("{web}:80"),
+        n,
+        &backends,
+        2,
+    ));
+    rows.push(spread(
+        "svc ClusterIP from a node",
+        "node1",
+        &format!("{web}:80"),
+        n,
+        &backends,
+        2,
+    ));
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    let node1_ip = nodes
+        .get("node1")
+        .await
+        .ok()
+        .and_then(|n| {
+            n.metadata
+                .annotations?
+                .get(ferry_api::ANNOTATION_IP)
+                .cloned()
+        })
+        .unwrap_or_default();
+    rows.push(spread(
+        "svc NodePort from the other node",
+        "node2",
+        &format!("{node1_ip}:{NODE_PORT}"),
+        n,
+        &backends,
+        2,
+    ));
+    let ext1 = NODE_EXTERNAL_IPS[0].1;
+    rows.push(spread(
+        "svc NodePort from outside",
+        "ext-client",
+        &format!("{ext1}:{NODE_PORT}"),
+        n,
+        &backends,
+        2,
+    ));
+    let ext2 = NODE_EXTERNAL_IPS[1].1;
+    rows.push(spread(
+        "svc NodePort Local: node2's pod only",
+        "ext-client",
+        &format!("{ext2}:{NODE_PORT_LOCAL}"),
+        n,
+        &["k8s-ep-2"],
+        1,
+    ));
+    let lb = svcs
+        .get("k8s-lb")
+        .await
+        .ok()
+        .and_then(|s| s.status?.load_balancer?.ingress?.first()?.ip.clone());
+    match &lb {
+        Some(ip) => rows.push(spread(
+            "svc LoadBalancer from outside",
+            "ext-client",
+            &format!("{ip}:80"),
+            n,
+            &backends,
+            2,
+        )),
+        None => rows.push(row(
+            "svc LoadBalancer from outside",
+            "ext-client",
+            "-",
+            "no status.loadBalancer.ingress".into(),
+            false,
+        )),
+    }
+    // ClientIP affinity: every request of one client to one backend.
+    let aff = format!("{}:80", cluster_ip(&svcs, "k8s-affinity").await);
+    let mut per_client = BTreeMap::new();
+    for client in [CLIENT, "node1", "node2"] {
+        let answers: Vec<String> = (0..20).filter_map(|_| get(client, &aff).ok()).collect();
+        let distinct: BTreeSet<&String> = answers.iter().collect();
+        per_client.insert(
+            client,
+            (
+                answers.len(),
+                distinct.len(),
+                answers.first().cloned().unwrap_or_default(),
+            ),
+        );
+    }
+    let sticky = per_client.values().all(|(n, d, _)| *n == 20 && *d == 1);
+    let across: BTreeSet<&String> = per_client.values().map(|(_, _, b)| b).collect();
+    rows.push(row(
+        "svc ClientIP affinity (20 from each client)",
+        "client-default,node1,node2",
+        &aff,
+        format!(
+            "{}; {} backend(s) across clients",
+            per_client
+                .iter()
+                .map(|(c, (n, d, b))| format!("{c}: {n}/20 to {d} backend ({b})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            across.len()
+        ),
+        sticky,
+    ));
+    let udp_ip = cluster_ip(&svcs, "k8s-udp").await;
+    let answers: Vec<Result<String, String>> =
+        (0..n).map(|_| udp(CLIENT, &udp_ip, UDP_PORT)).collect();
+    let ok: BTreeSet<&String> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    let good = answers
+        .iter()
+        .all(|a| a.as_ref().is_ok_and(|w| backends.contains(&w.as_str())));
+    rows.push(row(
+        "svc UDP",
+        CLIENT,
+        &format!("{udp_ip}:{UDP_PORT}/udp"),
+        format!(
+            "{}/{n} answers from {ok:?}",
+            answers.iter().filter(|a| a.is_ok()).count()
+        ),
+        good,
+    ));
+    // SCTP: programmed into OVN; this kernel has no SCTP, so no traffic can prove it.
+    let sctp_ip = cluster_ip(&svcs, "k8s-sctp").await;
+    let lbs = Command::new("ovn-nbctl")
+        .arg(format!("--db=unix:{}", nb_sock.display()))
+        .args([
+            "--bare",
+            "--columns=protocol,vips",
+            "find",
+            "Load_Balancer",
+            "name=ferry-svc-default-k8s-sctp-cip-ovn-cluster-sctp",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let programmed = lbs.contains("sctp") && lbs.contains(&format!("{sctp_ip}:9999"));
+    rows.push(row(
+        "svc SCTP (programmed only)",
+        "-",
+        &format!("{sctp_ip}:9999/sctp"),
+        format!(
+            "load balancer {}; no SCTP traffic: this kernel has no SCTP (socket(IPPROTO_SCTP) fails with EPROTONOSUPPORT, no sctp module)",
+            if programmed { "in the NB" } else { "MISSING from the NB" }
+        ),
+        programmed,
+    ));
+    // DNS.
+    match get(CLIENT, "k8s-web.default.svc.cluster.local") {
+        Ok(who) => rows.push(row(
+            "DNS: full name",
+            CLIENT,
+            "k8s-web.default.svc.cluster.local",
+            format!("answered by {who}"),
+            backends.contains(&who.as_str()),
+        )),
+        Err(e) => rows.push(row(
+            "DNS: full name",
+            CLIENT,
+            "k8s-web.default.svc.cluster.local",
+            e,
+            false,
+        )),
+    }
+    match get(CLIENT, "k8s-web") {
+        Ok(who) => rows.push(row(
+            "DNS: short name (search path)",
+            CLIENT,
+            "k8s-web",
+            format!("answered by {who}"),
+            backends.contains(&who.as_str()),
+        )),
+        Err(e) => rows.push(row(
+            "DNS: short name (search path)",
+            CLIENT,
+            "k8s-web",
+            e,
+            false,
+        )),
+    }
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let mut pod_ips = BTreeSet::new();
+    for (b, _) in BACKENDS {
+        if let Some(ip) = pods.get(b).await.ok().and_then(|p| p.status?.pod_ip) {
+            pod_ips.insert(ip);
+        }
+    }
+    let headless = dig(CLIENT, "k8s-headless.default.svc.cluster.local", "A");
+    let got: BTreeSet<String> = headless
+        .as_ref()
+        .map(|(_, a)| {
+            a.iter()
+                .map(|l| l.split_whitespace().last().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.push(row(
+        "DNS: headless -> ready pod IPs",
+        CLIENT,
+        "k8s-headless.default.svc.cluster.local",
+        format!("{got:?} (pods {pod_ips:?})"),
+        !pod_ips.is_empty() && got == pod_ips,
+    ));
+    let ext = dig(CLIENT, "k8s-ext.default.svc.cluster.local", "A");
+    let cname = ext
+        .as_ref()
+        .map(|(_, a)| {
+            a.iter()
+                .any(|l| l.starts_with("CNAME k8s-web.default.svc.cluster.local"))
+        })
+        .unwrap_or(false);
+    rows.push(row(
+        "DNS: ExternalName -> CNAME",
+        CLIENT,
+        "k8s-ext.default.svc.cluster.local",
+        format!("{:?}", ext.map(|(_, a)| a)),
+        cname,
+    ));
+    let ysvcs: Api<ferry_api::YusurService> = Api::namespaced(c.clone(), "default");
+    let ysvc1 = ysvcs
+        .get("ysvc1")
+        .await
+        .ok()
+        .and_then(|s| s.status?.cluster_ip)
+        .unwrap_or_default();
+    let from_vpc1 = dig("client-vpc1", "ysvc1.default.svc.cluster.local", "A");
+    rows.push(row(
+        "DNS: a vpc1 name from vpc1",
+        "client-vpc1",
+        "ysvc1.default.svc.cluster.local",
+        format!("{from_vpc1:?}"),
+        from_vpc1
+            .as_ref()
+            .is_ok_and(|(s, a)| s == "NOERROR" && a.iter().any(|l| l.ends_with(&ysvc1))),
+    ));
+    let from_vpc2 = dig("client-vpc2", "ysvc1.default.svc.cluster.local", "A");
+    rows.push(row(
+        "DNS: the vpc1 name from vpc2",
+        "client-vpc2",
+        "ysvc1.default.svc.cluster.local",
+        format!("{from_vpc2:?}"),
+        from_vpc2.as_ref().is_ok_and(|(s, _)| s == "NXDOMAIN"),
+    ));
+    rows.push(expose(c).await);
+    rows
+}
+
+/// `kubectl expose` of a new pod: the time from the Service's creation to an answer
+/// through its ClusterIP and its DNS name; both removed afterwards.
+async fn expose(c: &Client) -> CheckRow {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    let name = "expose-web";
+    let p: Pod = match serde_json::from_value(pod(
+        name,
+        "node2",
+        json!({"run": name}),
+        topology::backend_command(name),
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            return row(
+                "kubectl expose: new pod reachable",
+                CLIENT,
+                name,
+                e.to_string(),
+                false,
+            );
+        }
+    };
+    let _ = pods.delete(name, &DeleteParams::default()).await;
+    let _ = svcs.delete(name, &DeleteParams::default()).await;
+    let result = async {
+        pods.create(&PostParams::default(), &p).await.map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pods.get(name).await.ok().and_then(|p| p.status?.phase).as_deref() != Some("Running") {
+            if Instant::now() > deadline {
+                return Err("the pod never ran".to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // What `kubectl expose pod expose-web --port 80 --target-port 8080` creates.
+        let svc: Service = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"run": name}},
+            "spec": {"selector": {"run": name}, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}}))
+            .map_err(|e| e.to_string())?;
+        let created = Instant::now();
+        let s = svcs.create(&PostParams::default(), &svc).await.map_err(|e| e.to_string())?;
+        let ip = s.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+        let mut by_ip = None;
+        let mut by_name = None;
+        while by_ip.is_none() || by_name.is_none() {
+            if Instant::now() > created + Duration::from_secs(30) {
+                return Err(format!("not reachable after 30 s (ClusterIP {ip}: {by_ip:?}, DNS: {by_name:?})"));
+            }
+            if by_ip.is_none() && get(CLIENT, &format!("{ip}:80")).is_ok_and(|w| w == name) {
+                by_ip = Some(created.elapsed());
+            }
+            if by_name.is_none() && get(CLIENT, &format!("{name}.default.svc.cluster.local")).is_ok_and(|w| w == name) {
+                by_name = Some(created.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(format!(
+            "ClusterIP {ip} answered {:.2} s and its DNS name {:.2} s after the Service was created",
+            by_ip.unwrap_or_default().as_secs_f64(),
+            by_name.unwrap_or_default().as_secs_f64()
+        ))
+    }
+    .await;
+    let _ = svcs.delete(name, &DeleteParams::default()).await;
+    let _ = pods.delete(name, &DeleteParams::default()).await;
+    match result {
+        Ok(r) => row("kubectl expose: new pod reachable", CLIENT, name, r, true),
+        Err(e) => row("kubectl expose: new pod reachable", CLIENT, name, e, false),
+    }
+}
