@@ -36,6 +36,10 @@ pub struct OvnOptions {
     pub min_backoff: Duration,
     /// Longest restart delay.
     pub max_backoff: Duration,
+    /// NB and SB also listen on `pssl:` (loopback), with a PKI made by `ovs-pki` under
+    /// `DIR/pki`; `ovn-northd` and `ovn-controller` connect over it and
+    /// [`OvnStack::nb_remote`](crate::OvnStack::nb_remote) names it ([`crate::StackTls`]).
+    pub tls: bool,
 }
 
 impl OvnOptions {
@@ -53,6 +57,7 @@ impl OvnOptions {
             stop_timeout: Duration::from_secs(5),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            tls: false,
         }
     }
 }

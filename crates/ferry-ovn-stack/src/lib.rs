@@ -59,7 +59,7 @@ mod teardown;
 
 pub use error::{Error, Result};
 pub use layout::{DEFAULT_BRIDGE, Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, unix_remote};
-pub use pki::{CertPair, OvsPki};
+pub use pki::{CertPair, OvsPki, StackTls};
 pub use registry::{LabState, Registry};
 pub use stack::OvnStack;
 pub use teardown::{Teardown, purge_dir, stop_from_dir};

@@ -87,3 +87,57 @@ impl OvsPki {
         )
     }
 }
+
+/// The TLS side of a stack started with [`crate::OvnOptions::tls`]: its PKI under
+/// `DIR/pki`, one pair per role, and the loopback ports NB and SB serve `pssl:` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackTls {
+    pub pki: OvsPki,
+    /// The NB and SB `ovsdb-server`s' pair.
+    pub server: CertPair,
+    /// `ovn-northd`'s pair (it reaches NB and SB over `ssl:`).
+    pub northd: CertPair,
+    /// `ovn-controller`'s pair (it reaches the SB over `ssl:`).
+    pub controller: CertPair,
+    /// The pair for Ferry's controller (and any other NB client).
+    pub client: CertPair,
+    /// `pssl:PORT:127.0.0.1` of the NB.
+    pub nb_port: u16,
+    /// `pssl:PORT:127.0.0.1` of the SB.
+    pub sb_port: u16,
+}
+
+impl StackTls {
+    /// Makes (or reuses) the PKI under `dir` and picks two free loopback ports.
+    pub fn create(dir: &Path) -> Result<StackTls> {
+        let pki = OvsPki::open_or_init(dir)?;
+        Ok(StackTls {
+            server: pki.issue("ovsdb-server")?,
+            northd: pki.issue("ovn-northd")?,
+            controller: pki.issue("ovn-controller")?,
+            client: pki.issue("ferry")?,
+            nb_port: free_port(dir)?,
+            sb_port: free_port(dir)?,
+            pki,
+        })
+    }
+
+    /// `ssl:127.0.0.1:PORT` of the NB.
+    pub fn nb_remote(&self) -> String {
+        format!("ssl:127.0.0.1:{}", self.nb_port)
+    }
+
+    /// `ssl:127.0.0.1:PORT` of the SB.
+    pub fn sb_remote(&self) -> String {
+        format!("ssl:127.0.0.1:{}", self.sb_port)
+    }
+}
+
+/// A loopback port nothing listens on now (the kernel's pick; the daemon binds it a
+/// moment later).
+fn free_port(dir: &Path) -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("pick a loopback port for", dir, e))
+}

@@ -48,6 +48,8 @@ pub struct OvnStack {
     startup: Vec<(Daemon, Duration)>,
     created_netns: bool,
     finished: bool,
+    /// With [`OvnOptions::tls`]: the PKI and the `pssl:` ports.
+    tls: Option<crate::pki::StackTls>,
 }
 
 impl std::fmt::Debug for OvnStack {
@@ -101,6 +103,7 @@ impl OvnStack {
             startup: Vec::new(),
             created_netns: false,
             finished: false,
+            tls: None,
         };
         match stack.bring_up() {
             Ok(()) => Ok(stack),
@@ -119,12 +122,16 @@ impl OvnStack {
 
         create_db(&p, "nb.db", "/usr/share/ovn/ovn-nb.ovsschema")?;
         create_db(&p, "sb.db", "/usr/share/ovn/ovn-sb.ovsschema")?;
+        if o.tls {
+            self.tls = Some(crate::pki::StackTls::create(&p.dir.join("pki"))?);
+        }
+        let tls = self.tls.clone();
 
         for (d, file, sock, dbname) in [
             (Daemon::NbDb, "nb.db", &p.nb_sock, "OVN_Northbound"),
             (Daemon::SbDb, "sb.db", &p.sb_sock, "OVN_Southbound"),
         ] {
-            let argv = vec![
+            let mut argv = vec![
                 "ovsdb-server".into(),
                 p.db_file(file),
                 format!("--remote=punix:{}", path_arg(sock)),
@@ -132,16 +139,28 @@ impl OvnStack {
                 p.log_flag(d),
                 "-vconsole:off".into(),
             ];
+            if let Some(t) = &tls {
+                let port = if d == Daemon::NbDb {
+                    t.nb_port
+                } else {
+                    t.sb_port
+                };
+                argv.push(format!("--remote=pssl:{port}:127.0.0.1"));
+                argv.extend(t.pki.ssl_args(&t.server));
+            }
             self.launch(d, argv, None, |_| probe_db(sock, dbname))?;
         }
-        let argv = vec![
+        let mut argv = vec![
             "ovn-northd".into(),
-            format!("--ovnnb-db={}", unix_remote(&p.nb_sock)),
-            format!("--ovnsb-db={}", unix_remote(&p.sb_sock)),
+            format!("--ovnnb-db={}", self.nb_remote()),
+            format!("--ovnsb-db={}", self.sb_remote()),
             p.ctl_flag(Daemon::Northd),
             p.log_flag(Daemon::Northd),
             "-vconsole:off".into(),
         ];
+        if let Some(t) = &tls {
+            argv.extend(t.pki.ssl_args(&t.northd));
+        }
         let northd_ctl = p.ctl(Daemon::Northd);
         self.launch(Daemon::Northd, argv, None, |_| {
             jsonrpc::call(&northd_ctl, "status", json!([]), Duration::from_secs(2)).map(drop)
@@ -214,7 +233,7 @@ impl OvnStack {
         let br = o.bridge.as_str();
         let ids = [
             format!("external_ids:system-id={}", o.system_id),
-            format!("external_ids:ovn-remote={}", unix_remote(&p.sb_sock)),
+            format!("external_ids:ovn-remote={}", self.sb_remote()),
             "external_ids:ovn-encap-type=geneve".to_owned(),
             format!("external_ids:ovn-encap-ip={}", o.encap_ip),
             "external_ids:ovn-bridge-datapath-type=netdev".to_owned(),
@@ -239,12 +258,15 @@ impl OvnStack {
         args.extend(ids.iter().map(String::as_str));
         self.vsctl(&args)?;
 
-        let argv = vec![
+        let mut argv = vec![
             "ovn-controller".into(),
             unix_remote(&p.ovs_sock),
             p.log_flag(Daemon::Controller),
             "-vconsole:off".into(),
         ];
+        if let Some(t) = &self.tls {
+            argv.extend(t.pki.ssl_args(&t.controller));
+        }
         let system_id = o.system_id.clone();
         self.launch(Daemon::Controller, argv, None, |pid| {
             let status = jsonrpc::call(
@@ -370,14 +392,26 @@ impl OvnStack {
         &self.shared.registry
     }
 
-    /// `unix:DIR/run/nb.sock`.
+    /// `unix:DIR/run/nb.sock`, or with [`OvnOptions::tls`] `ssl:127.0.0.1:PORT` (then a
+    /// client needs [`OvnStack::tls`]'s `client` pair and CA).
     pub fn nb_remote(&self) -> String {
-        unix_remote(&self.shared.paths.nb_sock)
+        match &self.tls {
+            Some(t) => t.nb_remote(),
+            None => unix_remote(&self.shared.paths.nb_sock),
+        }
     }
 
-    /// `unix:DIR/run/sb.sock`.
+    /// `unix:DIR/run/sb.sock`, or with [`OvnOptions::tls`] `ssl:127.0.0.1:PORT`.
     pub fn sb_remote(&self) -> String {
-        unix_remote(&self.shared.paths.sb_sock)
+        match &self.tls {
+            Some(t) => t.sb_remote(),
+            None => unix_remote(&self.shared.paths.sb_sock),
+        }
+    }
+
+    /// The PKI and `pssl:` ports of a stack started with [`OvnOptions::tls`].
+    pub fn tls(&self) -> Option<&crate::pki::StackTls> {
+        self.tls.as_ref()
     }
 
     /// The integration bridge, for `ferry_lab::Host::create`.
