@@ -75,6 +75,8 @@ pub struct UpOptions {
     /// OVS port type of lab workloads ("" = veth).
     pub ovs_port_type: String,
     pub timeout: Duration,
+    /// NB and SB on mutual TLS (`ferry up --ovn-tls`).
+    pub ovn_tls: bool,
 }
 
 fn step(n: usize, total: usize, what: &str) -> Instant {
@@ -216,6 +218,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
             "--cluster-dns",
             crate::services::CLUSTER_DNS,
         ])
+        .args(opts.ovn_tls.then_some("--ovn-tls"))
         .env("FERRY_OVS_PORT_TYPE", &opts.ovs_port_type)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| fail("lab dir", e, None))?)

@@ -298,6 +298,9 @@ enum LabCommand {
         /// How long to wait for pods and backends.
         #[arg(long, default_value = "180")]
         timeout_s: u64,
+        /// OVN's NB and SB on mutual TLS (`ferry up --ovn-tls`).
+        #[arg(long)]
+        ovn_tls: bool,
     },
     /// The lab's hosts and scenarios.
     Status {
@@ -418,6 +421,10 @@ struct UpArgs {
     /// Run no node agent (probes are left to agents elsewhere).
     #[arg(long)]
     no_agent: bool,
+    /// The OVN started here (without --ovn-nb) serves NB and SB over mutual TLS
+    /// (`pssl:`, a PKI made by `ovs-pki` under DIR/ovn/pki) and everything connects over it.
+    #[arg(long)]
+    ovn_tls: bool,
     #[command(flatten)]
     network: NetworkArgs,
     /// Nodes whose agent runs inside `ferry up` in lab mode (comma separated).
@@ -539,6 +546,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             listen,
             ovs_port_type,
             timeout_s,
+            ovn_tls,
         } => {
             let d = LabDir::new(&dir);
             let opts = lab::UpOptions {
@@ -546,6 +554,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 ferry: std::env::current_exe()?,
                 ovs_port_type,
                 timeout: std::time::Duration::from_secs(timeout_s),
+                ovn_tls,
             };
             runtime()?.block_on(lab::up(&d, &opts))?;
             println!(
@@ -877,7 +886,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         (_, true) => None,
         (Some(nb), false) => Some(remotes(nb)),
         (None, false) => {
-            let opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
+            let mut opts =
+                ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
+            opts.tls = args.ovn_tls;
             let dir = args.server.data_dir.join("ovn");
             let s =
                 tokio::task::spawn_blocking(move || ferry_ovn_stack::OvnStack::start(&dir, opts))
@@ -901,7 +912,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;
+    let mut config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;
+    if let (Some(network), Some(tls)) = (
+        config.network.as_mut(),
+        stack.as_ref().and_then(|s| s.tls()),
+    ) {
+        network.tls = Some(ferry_controller::network::TlsConfig::from_files(
+            &tls.client.private_key,
+            &tls.client.certificate,
+            &tls.pki.ca_cert,
+        ));
+    }
     if let Some(ip) = args.network.dns.address()? {
         reserve_cluster_dns(&args.server.data_dir, ip).await?;
     }
