@@ -886,8 +886,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         (_, true) => None,
         (Some(nb), false) => Some(remotes(nb)),
         (None, false) => {
-            let mut opts =
-                ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
+            let mut opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
             opts.tls = args.ovn_tls;
             let dir = args.server.data_dir.join("ovn");
             let s =
