@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_api::{NetworkProbe, ProbePhase, YusurService, YusurServiceStatus};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Endpoints, Event, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -231,6 +231,9 @@ pub async fn mark_orphaned_probes(
     }
 }
 
+/// Probe writes of one service in flight at once.
+const PROBE_WRITES: usize = 8;
+
 fn pp() -> PostParams {
     PostParams {
         field_manager: Some("ferry-controller".into()),
@@ -304,14 +307,29 @@ async fn write_objects(
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    for p in &objs.probes {
-        let pname = p.metadata.name.clone().unwrap_or_default();
-        let cur = existing_probes
-            .iter()
-            .find(|e| e.metadata.name.as_deref() == Some(pname.as_str()))
-            .cloned();
-        converge(probes.clone(), cur, p.clone(), |a, b| a.spec != b.spec).await?;
-    }
+    // A service's probes are written side by side (a new service of 20 backends is 20
+    // creates): one after the other, they capped probe creation near 400/s.
+    let existing: BTreeMap<&str, &Arc<NetworkProbe>> = existing_probes
+        .iter()
+        .filter_map(|e| Some((e.metadata.name.as_deref()?, e)))
+        .collect();
+    let writes: Vec<_> = objs
+        .probes
+        .iter()
+        .map(|p| {
+            let cur = p
+                .metadata
+                .name
+                .as_deref()
+                .and_then(|n| existing.get(n))
+                .map(|e| Arc::clone(e));
+            converge(probes.clone(), cur, p.clone(), probe_differs)
+        })
+        .collect();
+    futures::stream::iter(writes)
+        .buffer_unordered(PROBE_WRITES)
+        .try_collect::<Vec<()>>()
+        .await?;
     for stale in existing_probes
         .iter()
         .filter(|p| !want.contains(&p.name_any()))
@@ -326,6 +344,10 @@ async fn write_objects(
         }
     }
     Ok(())
+}
+
+fn probe_differs(a: &NetworkProbe, b: &NetworkProbe) -> bool {
+    a.spec != b.spec
 }
 
 fn service_differs(cur: &Service, want: &Service) -> bool {
