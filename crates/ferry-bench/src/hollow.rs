@@ -154,7 +154,7 @@ async fn renew_all(
     let last: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let epoch = Instant::now();
     let tick = Duration::from_millis(20);
-    let per_tick = (n as f64 * tick.as_secs_f64() / RENEW_PERIOD.as_secs_f64()).max(1.0);
+    let per_tick = n as f64 * tick.as_secs_f64() / RENEW_PERIOD.as_secs_f64();
     let mut next = 0f64;
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
