@@ -33,5 +33,6 @@ pub mod netns_admin;
 pub mod node;
 pub mod node_iface;
 pub mod plumb;
+pub mod pod_status;
 pub mod probe;
 pub mod runtime;

@@ -68,6 +68,10 @@ pub enum AgentError {
 
 /// How often a plumbed node interface is verified (and repaired) on a real node.
 const NODE_IFACE_RECHECK: Duration = Duration::from_secs(30);
+/// Sandboxes started at once (lab runtime).
+const PARALLEL_STARTS: usize = 8;
+/// What starting a sandbox on the blocking pool gives.
+type StartResult = Result<Result<Sandbox, String>, tokio::task::JoinError>;
 /// How long after a failed attempt the node interface is tried again.
 const NODE_IFACE_RETRY: Duration = Duration::from_secs(5);
 
@@ -199,7 +203,17 @@ fn pod_workload(pod: &Pod) -> Option<Workload> {
         ip_cidr: a.ip_cidr(),
         gateway: a.gateway.to_string(),
         routes: vec![],
-        containers: runtime::containers_of(spec),
+        containers: runtime::containers_of(
+            spec,
+            &runtime::PodFields {
+                name: pod.name_any(),
+                namespace: ns.clone(),
+                uid: pod.uid().unwrap_or_default(),
+                node_name: spec.node_name.clone().unwrap_or_default(),
+                pod_ip: a.ip.to_string(),
+                service_account: spec.service_account_name.clone().unwrap_or_default(),
+            },
+        ),
         restart: match spec.restart_policy.as_deref() {
             Some("Never") => RestartPolicy::Never,
             Some("OnFailure") => RestartPolicy::OnFailure,
@@ -245,35 +259,6 @@ fn host_workload(
         containers: runtime::host_command(&annotations),
         restart: RestartPolicy::Always,
     })
-}
-
-fn pod_status(s: &Sandbox, ip: &str) -> serde_json::Value {
-    let ready = s.all_ready();
-    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastTransitionTime": now});
-    let statuses: Vec<serde_json::Value> = s
-        .containers
-        .iter()
-        .map(|c| {
-            let state = match c.exit_code {
-                None => json!({"running": {"startedAt": c.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}),
-                Some(code) => json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}}),
-            };
-            json!({"name": c.name, "ready": c.ready, "restartCount": c.restarts, "started": c.exit_code.is_none(), "image": "lab", "imageID": "", "state": state})
-        })
-        .collect();
-    let all_exited = s.containers.iter().all(|c| c.exit_code.is_some());
-    let phase = if all_exited {
-        if s.containers.iter().all(|c| c.exit_code == Some(0)) {
-            "Succeeded"
-        } else {
-            "Failed"
-        }
-    } else {
-        "Running"
-    };
-    json!({"status": {"phase": phase, "podIP": ip, "podIPs": [{"ip": ip}], "containerStatuses": statuses,
-        "conditions": [cond("PodScheduled", true), cond("Initialized", true), cond("ContainersReady", ready), cond("Ready", ready)]}})
 }
 
 /// Runs the agent until `shutdown` turns true; in lab mode it then removes every namespace
@@ -674,12 +659,25 @@ pub async fn run(
                     written_status.remove(&key);
                 }
             }
-            for (key, w) in desired {
-                if sandboxes.contains_key(&key) {
-                    continue;
-                }
-                let (rc, rec) = (cfg.runtime.clone(), record.clone());
-                match tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await {
+            // Sandboxes start side by side (each is a few `ip`/`ovs-vsctl` calls).
+            let starting: Vec<(String, Workload)> = desired
+                .into_iter()
+                .filter(|(k, _)| !sandboxes.contains_key(k))
+                .collect();
+            let started: Vec<(String, StartResult)> = futures::stream::iter(starting)
+                .map(|(key, w)| {
+                    let (rc, rec) = (cfg.runtime.clone(), record.clone());
+                    async move {
+                        let r =
+                            tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await;
+                        (key, r)
+                    }
+                })
+                .buffer_unordered(PARALLEL_STARTS)
+                .collect()
+                .await;
+            for (key, r) in started {
+                match r {
                     Ok(Ok(s)) => {
                         tracing::info!(workload = %key, netns = %s.workload.netns, "started");
                         // Pods resolve through the cluster DNS, searching their namespace.
@@ -692,38 +690,35 @@ pub async fn run(
                                 tracing::warn!(workload = %key, error = %e, "writing resolv.conf failed");
                             }
                         }
+                        if let Some(lb) = &socket_lb {
+                            lb.lab_sandbox_started(&key, &s.workload.netns, pods);
+                        }
                         sandboxes.insert(key, s);
                     }
                     Ok(Err(e)) => tracing::warn!(workload = %key, error = %e, "starting failed"),
                     Err(e) => tracing::warn!(error = %e, "start task failed"),
                 }
             }
+            // Restarts and due probes of every sandbox, side by side.
+            let (rc, rec) = (&cfg.runtime, &record);
+            futures::future::join_all(sandboxes.values_mut().map(|s| s.tick(rc, rec))).await;
+            let host_ip = me
+                .as_ref()
+                .and_then(|n| n.annotations().get(ferry_api::ANNOTATION_IP).cloned());
             for (key, s) in sandboxes.iter_mut() {
-                s.tick(&cfg.runtime, &record).await;
                 let Some(rest) = key.strip_prefix("pod/") else {
                     continue;
                 };
                 let Some((ns, name)) = rest.split_once('/') else {
                     continue;
                 };
-                let ip = s
-                    .workload
-                    .ip_cidr
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let status = pod_status(s, &ip);
-                let shape = |v: &serde_json::Value| {
-                    let mut v = v.clone();
-                    if let Some(cs) = v["status"]["conditions"].as_array_mut() {
-                        for c in cs {
-                            c.as_object_mut().map(|o| o.remove("lastTransitionTime"));
-                        }
-                    }
-                    v
-                };
-                if written_status.get(key).map(shape) != Some(shape(&status)) {
+                let prev = written_status.get(key).map(|v| &v["status"]);
+                let status = json!({"status": crate::pod_status::status(
+                    &s.observed(host_ip.clone()),
+                    prev,
+                    Timestamp::now(),
+                )});
+                if written_status.get(key) != Some(&status) {
                     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
                     match api
                         .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))

@@ -1,7 +1,10 @@
 //! The lab node runtime: what a container runtime and a CNI call would do on a real node,
 //! done with namespaces and processes. A Pod bound to this node gets a network namespace
 //! plumbed into OVN with its annotated address, each container's `command` + `args` run as
-//! a process in it (the image is ignored), restarts per `restartPolicy`, and a status.
+//! a process in it with its `env` and `workingDir` (the image is recorded, never pulled),
+//! restarts per `restartPolicy` with the kubelet's back-off, readiness probes decide
+//! `ready`, liveness probes kill the process (then restarted per the policy), and
+//! [`crate::pod_status`] turns what ran into the Pod status a kubelet writes.
 //! BareMetal and VNicIP objects bound to this node become hosts the same way; the lab gives
 //! them a command in the `lab.ferry.io/command` annotation (a JSON argv).
 
@@ -48,12 +51,71 @@ pub struct Workload {
     pub restart: RestartPolicy,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContainerSpec {
     pub name: String,
+    /// Recorded in the status; nothing is pulled.
+    pub image: String,
     pub argv: Vec<String>,
-    /// TCP port or HTTP path+port that decides readiness.
-    pub readiness: Option<(u16, Option<String>)>,
+    pub env: Vec<(String, String)>,
+    /// Used when it exists on the host; else the workload's own work directory.
+    pub working_dir: Option<String>,
+    pub readiness: Option<Probe>,
+    pub liveness: Option<Probe>,
+}
+
+/// A container probe as the kubelet runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub action: ProbeAction,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeAction {
+    Http {
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        port: u16,
+    },
+    /// A command run in the workload's namespace; exit 0 is success.
+    Exec {
+        command: Vec<String>,
+    },
+}
+
+/// Consecutive results of one probe and when it runs next.
+#[derive(Debug, Clone, Copy)]
+struct ProbeState {
+    next: Instant,
+    successes: u32,
+    failures: u32,
+}
+
+impl ProbeState {
+    fn new(p: &Probe) -> ProbeState {
+        ProbeState {
+            next: Instant::now() + p.initial_delay,
+            successes: 0,
+            failures: 0,
+        }
+    }
+}
+
+/// How a container run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terminated {
+    pub exit_code: i32,
+    /// `Completed`, `Error`, or why it was killed.
+    pub reason: String,
+    pub started_at: jiff::Timestamp,
+    pub finished_at: jiff::Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +125,7 @@ pub enum RestartPolicy {
     Never,
 }
 
-/// One running container.
+/// One container: its process, if running, and what the status shows of it.
 #[derive(Debug)]
 pub struct Running {
     pub name: String,
@@ -72,13 +134,47 @@ pub struct Running {
     pub started_at: jiff::Timestamp,
     pub exit_code: Option<i32>,
     pub ready: bool,
+    /// The run that ended last (the status's `lastState`, or `state` while not restarted).
+    pub last: Option<Terminated>,
+    /// Waiting out the restart back-off.
+    pub backing_off: bool,
     next_restart: Option<Instant>,
+    readiness: Option<ProbeState>,
+    liveness: Option<ProbeState>,
+    /// Set when a liveness probe failed: the reason of the run it ends.
+    killed: Option<String>,
+}
+
+impl Running {
+    fn started(spec: &ContainerSpec, child: Child, restarts: i32) -> Running {
+        Running {
+            name: spec.name.clone(),
+            child: Some(child),
+            restarts,
+            started_at: jiff::Timestamp::now(),
+            exit_code: None,
+            ready: spec.readiness.is_none(),
+            last: None,
+            backing_off: false,
+            next_restart: None,
+            readiness: spec.readiness.as_ref().map(ProbeState::new),
+            liveness: spec.liveness.as_ref().map(ProbeState::new),
+            killed: None,
+        }
+    }
+
+    /// Whether the process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
 }
 
 /// One plumbed workload and its processes.
 #[derive(Debug)]
 pub struct Sandbox {
     pub workload: Workload,
+    /// When the sandbox started (the Pod's `startTime`).
+    pub started_at: jiff::Timestamp,
     pub containers: Vec<Running>,
     sockets: Option<SocketSource>,
     plumbed: PlumbRequest,
@@ -110,7 +206,11 @@ fn spawn(
     // Lab backends write files relative to their working directory.
     let work = cfg.log_dir.join("work").join(&w.netns);
     let _ = std::fs::create_dir_all(&work);
-    cmd.current_dir(&work);
+    match c.working_dir.as_deref().map(std::path::Path::new) {
+        Some(d) if d.is_absolute() && d.is_dir() => cmd.current_dir(d),
+        _ => cmd.current_dir(&work),
+    };
+    cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
     let child = cmd.spawn()?;
     record.add_process(child.id() as i32);
     Ok(child)
@@ -182,26 +282,20 @@ impl Sandbox {
         for c in &w.containers {
             let child = spawn(cfg, &w, c, record)
                 .map_err(|e| format!("starting {} in {}: {e}", c.name, w.netns))?;
-            containers.push(Running {
-                name: c.name.clone(),
-                child: Some(child),
-                restarts: 0,
-                started_at: jiff::Timestamp::now(),
-                exit_code: None,
-                ready: c.readiness.is_none(),
-                next_restart: None,
-            });
+            containers.push(Running::started(c, child, 0));
         }
         Ok(Sandbox {
             workload: w,
+            started_at: jiff::Timestamp::now(),
             containers,
             sockets,
             plumbed: req,
         })
     }
 
-    /// Restarts exited containers per the policy and re-evaluates readiness; true if
-    /// anything a status shows changed.
+    /// Restarts exited containers per the policy (back-off 1, 2, 4, 8, 16 s), runs the
+    /// probes that are due (concurrently), kills containers whose liveness probe failed
+    /// `failureThreshold` times in a row; true if anything a status shows changed.
     pub async fn tick(&mut self, cfg: &RuntimeConfig, record: &Record) -> bool {
         let mut changed = false;
         let ip: Option<IpAddr> = self
@@ -210,6 +304,7 @@ impl Sandbox {
             .split('/')
             .next()
             .and_then(|s| s.parse().ok());
+        let now = Instant::now();
         for (i, c) in self.containers.iter_mut().enumerate() {
             let spec = &self.workload.containers[i];
             if let Some(child) = c.child.as_mut()
@@ -217,48 +312,106 @@ impl Sandbox {
             {
                 record.remove_process(child.id() as i32);
                 c.child = None;
-                c.exit_code = status.code();
+                // A signal (say the liveness kill) reads as 128 + signal, as runtimes report it.
+                let code = status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
+                });
+                c.exit_code = Some(code);
                 c.ready = false;
+                c.last = Some(Terminated {
+                    exit_code: code,
+                    reason: c.killed.take().unwrap_or_else(|| {
+                        if code == 0 { "Completed" } else { "Error" }.to_string()
+                    }),
+                    started_at: c.started_at,
+                    finished_at: jiff::Timestamp::now(),
+                });
                 changed = true;
                 let restart = match self.workload.restart {
                     RestartPolicy::Always => true,
-                    RestartPolicy::OnFailure => !status.success(),
+                    RestartPolicy::OnFailure => code != 0,
                     RestartPolicy::Never => false,
                 };
                 let backoff = Duration::from_secs(1 << c.restarts.clamp(0, 4));
-                c.next_restart = restart.then(|| Instant::now() + backoff);
+                c.next_restart = restart.then(|| now + backoff);
+                c.backing_off = restart;
             }
             if c.child.is_none()
-                && c.next_restart.is_some_and(|t| Instant::now() >= t)
+                && c.next_restart.is_some_and(|t| now >= t)
                 && let Ok(child) = spawn(cfg, &self.workload, spec, record)
             {
-                c.child = Some(child);
-                c.restarts += 1;
-                c.started_at = jiff::Timestamp::now();
-                c.exit_code = None;
-                c.next_restart = None;
-                c.ready = spec.readiness.is_none();
+                let last = c.last.take();
+                *c = Running::started(spec, child, c.restarts + 1);
+                c.last = last;
                 changed = true;
             }
-            if let (Some((port, path)), Some(ip), Some(sockets), true) =
-                (&spec.readiness, ip, &self.sockets, c.child.is_some())
-            {
-                let kind = match path {
-                    Some(p) => ProbeKind::Http { path: p.clone() },
-                    None => ProbeKind::Tcp,
+        }
+        // Due probes, all at once.
+        let mut due = Vec::new();
+        for (i, c) in self.containers.iter().enumerate() {
+            if c.child.is_none() {
+                continue;
+            }
+            let spec = &self.workload.containers[i];
+            for (live, probe, state) in [
+                (false, &spec.readiness, c.readiness),
+                (true, &spec.liveness, c.liveness),
+            ] {
+                if let (Some(p), Some(st)) = (probe, state)
+                    && now >= st.next
+                {
+                    due.push((i, live, p.clone()));
+                }
+            }
+        }
+        if due.is_empty() {
+            return changed;
+        }
+        let netns = self.workload.netns.clone();
+        let sockets = &self.sockets;
+        let results = futures::future::join_all(
+            due.iter()
+                .map(|(_, _, p)| run_probe(p, ip, sockets.as_ref(), &netns)),
+        )
+        .await;
+        for ((i, live, p), ok) in due.into_iter().zip(results) {
+            let c = &mut self.containers[i];
+            let state = if live {
+                c.liveness.as_mut()
+            } else {
+                c.readiness.as_mut()
+            };
+            let Some(st) = state else { continue };
+            st.next = Instant::now() + p.period;
+            if ok {
+                st.successes += 1;
+                st.failures = 0;
+            } else {
+                st.failures += 1;
+                st.successes = 0;
+            }
+            if live {
+                if st.failures >= p.failure_threshold
+                    && let Some(child) = c.child.as_ref()
+                {
+                    // The kubelet kills the container; the restart policy brings it back.
+                    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+                    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                    c.killed = Some("Error".into());
+                    st.failures = 0;
+                    tracing::info!(workload = %self.workload.key, container = %c.name,
+                        "liveness probe failed; container killed");
+                }
+            } else {
+                let ready = if st.successes >= p.success_threshold {
+                    true
+                } else if st.failures >= p.failure_threshold {
+                    false
+                } else {
+                    c.ready
                 };
-                let r = probe::execute(
-                    sockets,
-                    &ProbeTarget {
-                        kind,
-                        ip,
-                        port: *port,
-                    },
-                    Duration::from_secs(1),
-                )
-                .await;
-                if r.success != c.ready {
-                    c.ready = r.success;
+                if ready != c.ready {
+                    c.ready = ready;
                     changed = true;
                 }
             }
@@ -280,6 +433,37 @@ impl Sandbox {
     pub fn all_ready(&self) -> bool {
         self.containers.iter().all(|c| c.ready)
     }
+
+    /// What a Pod status is made of ([`crate::pod_status::status`]).
+    pub fn observed(&self, host_ip: Option<String>) -> crate::pod_status::PodRun {
+        crate::pod_status::PodRun {
+            containers: self
+                .containers
+                .iter()
+                .zip(&self.workload.containers)
+                .map(|(c, spec)| crate::pod_status::ContainerRun {
+                    name: c.name.clone(),
+                    image: spec.image.clone(),
+                    running: c.running(),
+                    ready: c.ready,
+                    started_at: c.started_at,
+                    restarts: c.restarts,
+                    backing_off: c.backing_off,
+                    last: c.last.clone(),
+                })
+                .collect(),
+            restart: self.workload.restart,
+            pod_ip: self
+                .workload
+                .ip_cidr
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            host_ip,
+            start_time: self.started_at,
+        }
+    }
 }
 
 /// The namespace name of a workload: `ferry-NAME` in the default namespace.
@@ -291,33 +475,156 @@ pub fn netns_name(namespace: &str, name: &str) -> String {
     }
 }
 
-/// Resolves the containers of a pod spec.
-pub fn containers_of(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<ContainerSpec> {
+/// Runs one probe; false on failure or timeout.
+async fn run_probe(
+    p: &Probe,
+    ip: Option<IpAddr>,
+    sockets: Option<&SocketSource>,
+    netns: &str,
+) -> bool {
+    match &p.action {
+        ProbeAction::Exec { command } => {
+            let mut cmd = tokio::process::Command::new("ip");
+            cmd.args(["netns", "exec", netns])
+                .args(command)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            matches!(
+                tokio::time::timeout(p.timeout, cmd.status()).await,
+                Ok(Ok(s)) if s.success()
+            )
+        }
+        ProbeAction::Http { port, path } => {
+            socket_probe(
+                ProbeKind::Http { path: path.clone() },
+                *port,
+                p,
+                ip,
+                sockets,
+            )
+            .await
+        }
+        ProbeAction::Tcp { port } => socket_probe(ProbeKind::Tcp, *port, p, ip, sockets).await,
+    }
+}
+
+/// An HTTP or TCP probe from inside the workload's namespace to its own address.
+async fn socket_probe(
+    kind: ProbeKind,
+    port: u16,
+    p: &Probe,
+    ip: Option<IpAddr>,
+    sockets: Option<&SocketSource>,
+) -> bool {
+    let (Some(ip), Some(sockets)) = (ip, sockets) else {
+        return false;
+    };
+    probe::execute(sockets, &ProbeTarget { kind, ip, port }, p.timeout)
+        .await
+        .success
+}
+
+/// What a container's `env` may read through `valueFrom.fieldRef` (the downward API).
+#[derive(Debug, Clone, Default)]
+pub struct PodFields {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub node_name: String,
+    pub pod_ip: String,
+    pub service_account: String,
+}
+
+/// Resolves the containers of a pod: argv from `command` + `args`, `env` (values and the
+/// downward API's fieldRefs; other sources are left out), `workingDir`, the image, and
+/// readiness and liveness probes with named ports resolved against the container's ports.
+pub fn containers_of(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    fields: &PodFields,
+) -> Vec<ContainerSpec> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     pod.containers
         .iter()
         .map(|c| {
             let mut argv = c.command.clone().unwrap_or_default();
             argv.extend(c.args.clone().unwrap_or_default());
-            let readiness = c.readiness_probe.as_ref().and_then(|p| {
-                use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-                let port = |p: &IntOrString| match p {
-                    IntOrString::Int(i) => Some(*i as u16),
-                    IntOrString::String(_) => None,
+            let port = |p: &IntOrString| match p {
+                IntOrString::Int(i) => u16::try_from(*i).ok(),
+                IntOrString::String(name) => c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                    .and_then(|cp| u16::try_from(cp.container_port).ok()),
+            };
+            let probe = |p: &k8s_openapi::api::core::v1::Probe| {
+                let action = if let Some(h) = &p.http_get {
+                    ProbeAction::Http {
+                        port: port(&h.port)?,
+                        path: h.path.clone().unwrap_or_else(|| "/".into()),
+                    }
+                } else if let Some(t) = &p.tcp_socket {
+                    ProbeAction::Tcp {
+                        port: port(&t.port)?,
+                    }
+                } else if let Some(e) = &p.exec {
+                    ProbeAction::Exec {
+                        command: e.command.clone().unwrap_or_default(),
+                    }
+                } else {
+                    return None;
                 };
-                if let Some(h) = &p.http_get {
-                    return Some((
-                        port(&h.port)?,
-                        Some(h.path.clone().unwrap_or_else(|| "/".into())),
-                    ));
-                }
-                p.tcp_socket
-                    .as_ref()
-                    .and_then(|t| Some((port(&t.port)?, None)))
-            });
+                let secs = |v: Option<i32>, d: i32| {
+                    Duration::from_secs(u64::try_from(v.unwrap_or(d).max(0)).unwrap_or(0))
+                };
+                let count =
+                    |v: Option<i32>, d: i32| u32::try_from(v.unwrap_or(d).max(1)).unwrap_or(1);
+                Some(Probe {
+                    action,
+                    initial_delay: secs(p.initial_delay_seconds, 0),
+                    period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
+                    timeout: secs(p.timeout_seconds, 1).max(Duration::from_secs(1)),
+                    success_threshold: count(p.success_threshold, 1),
+                    failure_threshold: count(p.failure_threshold, 3),
+                })
+            };
+            let env = c
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|e| {
+                    if let Some(v) = &e.value {
+                        return Some((e.name.clone(), v.clone()));
+                    }
+                    let path = e
+                        .value_from
+                        .as_ref()?
+                        .field_ref
+                        .as_ref()?
+                        .field_path
+                        .clone();
+                    let v = match path.as_str() {
+                        "metadata.name" => fields.name.clone(),
+                        "metadata.namespace" => fields.namespace.clone(),
+                        "metadata.uid" => fields.uid.clone(),
+                        "spec.nodeName" => fields.node_name.clone(),
+                        "spec.serviceAccountName" => fields.service_account.clone(),
+                        "status.podIP" => fields.pod_ip.clone(),
+                        _ => return None,
+                    };
+                    Some((e.name.clone(), v))
+                })
+                .collect();
             ContainerSpec {
                 name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
                 argv,
-                readiness,
+                env,
+                working_dir: c.working_dir.clone(),
+                readiness: c.readiness_probe.as_ref().and_then(probe),
+                liveness: c.liveness_probe.as_ref().and_then(probe),
             }
         })
         .collect()
@@ -332,6 +639,6 @@ pub fn host_command(annotations: &BTreeMap<String, String>) -> Vec<ContainerSpec
     vec![ContainerSpec {
         name: "host".into(),
         argv,
-        readiness: None,
+        ..Default::default()
     }]
 }
