@@ -27,11 +27,21 @@ impl<A: AssignmentSource> CniPlugin for FerryCni<A> {
         let pod = self.assignments.pod_network(env, conf)?;
         let req = plumb_request(env, conf, &pod)?;
         let outcome = plumb::add(&req).map_err(|e| plumb_error(env, e))?;
+        // For the agent's socket LB (`ferry agent --socket-lb`); never fails ADD.
+        crate::socket_lb::cni_added(
+            &conf.sandbox_dir,
+            &env.container_id,
+            &req.netns_path,
+            env.args.k8s_pod_namespace.as_deref().unwrap_or_default(),
+            env.args.k8s_pod_name.as_deref().unwrap_or_default(),
+        );
         Ok(add_result(&conf.cni_version, &req, outcome.host_mac))
     }
 
     fn del(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
-        plumb::del(&unplumb_request(env, conf)).map_err(|e| plumb_error(env, e))
+        plumb::del(&unplumb_request(env, conf)).map_err(|e| plumb_error(env, e))?;
+        crate::socket_lb::cni_deleted(&conf.sandbox_dir, &env.container_id);
+        Ok(())
     }
 
     fn check(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {

@@ -36,3 +36,4 @@ pub mod plumb;
 pub mod pod_status;
 pub mod probe;
 pub mod runtime;
+pub mod socket_lb;

@@ -50,6 +50,9 @@ pub struct AgentConfig {
     /// This node's address on the external network (`status.addresses` ExternalIP), where
     /// NodePorts answer from outside.
     pub external_ip: Option<std::net::Ipv4Addr>,
+    /// Socket-level load balancing for this node's pods (`--socket-lb`, see
+    /// [`crate::socket_lb`]); `None`: OVN's load balancers only.
+    pub socket_lb: Option<crate::socket_lb::SocketLbConfig>,
 }
 
 /// Errors that stop the agent.
@@ -351,6 +354,7 @@ pub async fn run(
     let (mut runner, mut transitions) = ProbeRunner::new(4096);
     let mut scheduled: BTreeMap<String, ProbeSpec> = BTreeMap::new();
     let mut probe_netns: BTreeMap<String, Sandbox> = BTreeMap::new();
+    let socket_lb = crate::socket_lb::start_for_agent(&client, &cfg, shutdown.clone()).await;
     let mut node_dns = match &cfg.dns {
         Some(d) => match crate::dns::NodeDns::start(client.clone(), d) {
             Ok(n) => Some(n),
@@ -651,6 +655,9 @@ pub async fn run(
                 .collect::<Vec<_>>()
             {
                 if let Some(s) = sandboxes.remove(&key) {
+                    if let Some(lb) = &socket_lb {
+                        lb.sandbox_stopped(&key);
+                    }
                     if cfg.dns.is_some() {
                         crate::dns::remove_resolv_conf(&s.workload.netns);
                     }
@@ -689,6 +696,9 @@ pub async fn run(
                             ) {
                                 tracing::warn!(workload = %key, error = %e, "writing resolv.conf failed");
                             }
+                        }
+                        if let Some(lb) = &socket_lb {
+                            lb.lab_sandbox_started(&key, &s.workload.netns, pods);
                         }
                         if let Some(lb) = &socket_lb {
                             lb.lab_sandbox_started(&key, &s.workload.netns, pods);

@@ -23,7 +23,8 @@ pub const PORT_TYPES: [&str; 4] = ["", "system", "afxdp", "afxdp-nonpmd"];
 /// ```json
 /// {"cniVersion": "1.0.0", "name": "ferry", "type": "ferry",
 ///  "ovsDbSock": "/var/run/openvswitch/db.sock", "bridge": "br-int",
-///  "kubeconfig": "/etc/ferry/kubeconfig", "ovsPortType": ""}
+///  "kubeconfig": "/etc/ferry/kubeconfig", "ovsPortType": "",
+///  "sandboxDir": "/run/ferry/sandboxes"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,6 +49,14 @@ pub struct NetConf {
     /// The result of the previous plugin or of ADD (given to CHECK and DEL).
     #[serde(default)]
     pub prev_result: Option<serde_json::Value>,
+    /// Where ADD records the sandbox (netns cookie, pod) for the agent's socket load
+    /// balancer and DEL removes it (`sandboxDir`; see `crate::socket_lb::sandbox_record`).
+    #[serde(default = "default_sandbox_dir")]
+    pub sandbox_dir: PathBuf,
+}
+
+fn default_sandbox_dir() -> PathBuf {
+    PathBuf::from(crate::socket_lb::sandbox_record::DEFAULT_SANDBOX_DIR)
 }
 
 fn default_ovs_db_sock() -> PathBuf {

@@ -179,6 +179,7 @@ fn conf_table() {
         ovs_port_type: String::new(),
         ovs_netns: None,
         prev_result: None,
+        sandbox_dir: PathBuf::from("/run/ferry/sandboxes"),
     };
     type Case = (&'static str, String, Result<NetConf, (u32, &'static str)>);
     let cases: Vec<Case> = vec![
@@ -187,9 +188,10 @@ fn conf_table() {
             "all Ferry fields",
             merged(json!({"ovsDbSock": "/run/ovs/db.sock", "bridge": "br-x",
                 "kubeconfig": "/etc/ferry/kubeconfig", "ovsPortType": "afxdp",
-                "ovsNetns": "/var/run/netns/lab-ovs",
+                "ovsNetns": "/var/run/netns/lab-ovs", "sandboxDir": "/tmp/sb",
                 "capabilities": {"portMappings": true}})),
             Ok(NetConf {
+                sandbox_dir: "/tmp/sb".into(),
                 ovs_db_sock: "/run/ovs/db.sock".into(),
                 ovs_netns: Some("/var/run/netns/lab-ovs".into()),
                 bridge: "br-x".into(),

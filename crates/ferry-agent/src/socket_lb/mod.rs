@@ -1,0 +1,655 @@
+//! The agent's socket-level load balancer (`ferry agent --socket-lb`, issue 18): the
+//! [`ferry_sock`] BPF programs attached at the cgroup v2 root, programmed from what the
+//! service side publishes, so a Ferry pod's service connections never carry the VIP and
+//! skip OVN's load balancer and conntrack.
+//!
+//! It owns three things and decides nothing about health:
+//! - **which sockets**: the network namespaces of pod sandboxes on this node, each with the
+//!   number of its VPC ([`desired::VpcIds`]). In the lab the runtime reports them
+//!   ([`SocketLbHandle::lab_sandbox_started`] / [`SocketLbHandle::sandbox_stopped`]); on a
+//!   real node `ferry cni` ADD/DEL writes [`sandbox_record`]s that this module reads (with
+//!   a watch on this node's Pods for their VPC). VMs, bare-metal hosts, VNicIPs, probe
+//!   ports and the node itself are never registered: they keep OVN's load balancers, as
+//!   does every client elsewhere (EIPs, other nodes).
+//! - **what to program**: YusurServices (status.clusterIP, ports, affinity, VPCs) and
+//!   ordinary `v1 Service`s (default VPC), each with the ready endpoints of its
+//!   EndpointSlices, which the controller writes with healthy backends only;
+//!   [`desired`] turns them into map entries.
+//! - **when**: every watch event names the services it touches (an EndpointSlice names its
+//!   service by label), and only those are planned and written ([`SocketLb::apply_changes`],
+//!   on the blocking pool), so a probe flip reaches the kernel map one watch hop after the
+//!   controller writes the slice. A relist, a Subnet change or a VPC's first pod on this
+//!   node re-plans everything (the planner still writes only what changed).
+//!
+//! If the programs cannot be loaded (no root, old kernel) the agent runs without: OVN's load
+//! balancers serve every client as before.
+
+pub mod desired;
+pub mod sandbox_record;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_api::{Subnet, YusurService};
+use ferry_sock::{MapSizes, ServiceKey, ServiceSpec, SockLbError, SocketLb};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use desired::{Entries, VpcIds, VpcSubnets};
+
+/// How the socket LB runs.
+#[derive(Debug, Clone)]
+pub struct SocketLbConfig {
+    /// The cgroup v2 directory the programs attach to; `None` = the cgroup2 mount's root
+    /// (every process on the node).
+    pub cgroup: Option<PathBuf>,
+    /// Real node: where `ferry cni` records sandboxes ([`sandbox_record`]). `None` in the
+    /// lab, whose runtime reports its sandboxes directly.
+    pub sandbox_dir: Option<PathBuf>,
+    pub sizes: MapSizes,
+}
+
+impl SocketLbConfig {
+    /// The lab's: sandboxes come from the lab runtime.
+    pub fn lab() -> SocketLbConfig {
+        SocketLbConfig {
+            cgroup: None,
+            sandbox_dir: None,
+            sizes: MapSizes::default(),
+        }
+    }
+
+    /// A real node's: sandboxes come from `ferry cni`'s records.
+    pub fn node() -> SocketLbConfig {
+        SocketLbConfig {
+            sandbox_dir: Some(sandbox_record::DEFAULT_SANDBOX_DIR.into()),
+            ..SocketLbConfig::lab()
+        }
+    }
+}
+
+/// Why the socket LB could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketLbError {
+    #[error("no cgroup v2 mount in /proc/self/mountinfo")]
+    NoCgroup2,
+    #[error(transparent)]
+    Kernel(#[from] SockLbError),
+    #[error("loading the socket LB: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A service as its source names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum SvcRef {
+    Yusur(String, String),
+    Kube(String, String),
+}
+
+enum Msg {
+    /// These services changed.
+    Dirty(Vec<SvcRef>),
+    /// Re-plan everything (a relist, a Subnet change).
+    All,
+    SandboxUp {
+        key: String,
+        cookie: u64,
+        vpc: String,
+    },
+    SandboxDown {
+        key: String,
+    },
+}
+
+/// The running socket LB: cheap to clone; the programs stay attached while the task runs
+/// (until the agent's shutdown).
+#[derive(Clone)]
+pub struct SocketLbHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+    lb: Arc<Mutex<SocketLb>>,
+}
+
+impl std::fmt::Debug for SocketLbHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketLbHandle").finish_non_exhaustive()
+    }
+}
+
+impl SocketLbHandle {
+    /// Lab runtime: a sandbox `key` (`pod/NS/NAME`; other kinds are ignored, they keep
+    /// OVN's load balancers) started in the named network namespace; its VPC comes from
+    /// the pod's `iaas.yusur.io/vpc` annotation.
+    pub fn lab_sandbox_started(&self, key: &str, netns: &str, pods: &Store<Pod>) {
+        let Some((ns, name)) = key.strip_prefix("pod/").and_then(|r| r.split_once('/')) else {
+            return;
+        };
+        let Some(vpc) = pods
+            .get(&ObjectRef::new(name).within(ns))
+            .and_then(|p| p.annotations().get(ferry_api::ANNOTATION_VPC).cloned())
+        else {
+            warn!(pod = %key, "no VPC annotation: the pod keeps OVN's load balancers");
+            return;
+        };
+        let path = crate::netns_admin::netns_path(netns);
+        match ferry_sock::netns_cookie_of_path(&path) {
+            Ok(cookie) => {
+                let _ = self.tx.send(Msg::SandboxUp {
+                    key: key.to_string(),
+                    cookie,
+                    vpc,
+                });
+            }
+            Err(e) => warn!(pod = %key, error = %e, "socket LB: no netns cookie"),
+        }
+    }
+
+    /// A sandbox stopped: its namespace is no longer translated.
+    pub fn sandbox_stopped(&self, key: &str) {
+        let _ = self.tx.send(Msg::SandboxDown {
+            key: key.to_string(),
+        });
+    }
+
+    /// Reads one service back from the kernel maps (slot addresses), for checks.
+    pub fn kernel_backends(
+        &self,
+        key: &ServiceKey,
+    ) -> Result<Option<Vec<std::net::SocketAddrV4>>, SockLbError> {
+        let lb = self.lb.lock().map_err(|_| poisoned())?;
+        Ok(lb.kernel_service(key)?.map(|(_, slots)| slots))
+    }
+
+    /// The registered namespaces (cookie -> VPC number).
+    pub fn netns(&self) -> BTreeMap<u64, ferry_sock::VpcId> {
+        self.lb
+            .lock()
+            .map(|lb| lb.netns().clone())
+            .unwrap_or_default()
+    }
+}
+
+fn poisoned() -> SockLbError {
+    SockLbError::NetnsCookie {
+        what: "socket LB state".into(),
+        source: std::io::Error::other("a thread panicked while holding the socket LB"),
+    }
+}
+
+/// Loads and attaches the programs and starts watching; runs until `shutdown` turns true,
+/// then detaches (OVN's load balancers take over).
+pub async fn start(
+    client: Client,
+    node: &str,
+    cfg: SocketLbConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<SocketLbHandle, SocketLbError> {
+    let cgroup = match &cfg.cgroup {
+        Some(c) => c.clone(),
+        None => ferry_sock::cgroup2_mount().ok_or(SocketLbError::NoCgroup2)?,
+    };
+    let sizes = cfg.sizes;
+    let lb = tokio::task::spawn_blocking(move || SocketLb::load(&cgroup, sizes)).await??;
+    let lb = Arc::new(Mutex::new(lb));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stores = Stores {
+        ysvcs: reflect(Api::all(client.clone()), watcher::Config::default(), &tx),
+        services: reflect(Api::all(client.clone()), watcher::Config::default(), &tx),
+        slices: reflect(Api::all(client.clone()), watcher::Config::default(), &tx),
+        subnets: reflect(Api::all(client.clone()), watcher::Config::default(), &tx),
+        pods: cfg.sandbox_dir.as_ref().map(|_| {
+            reflect(
+                Api::all(client.clone()),
+                watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+                &tx,
+            )
+        }),
+    };
+    let handle = SocketLbHandle { tx, lb: lb.clone() };
+    let task = Task {
+        lb,
+        stores,
+        ids: VpcIds::default(),
+        owned: BTreeMap::new(),
+        sandboxes: BTreeMap::new(),
+        sandbox_dir: cfg.sandbox_dir,
+    };
+    tokio::spawn(task.run(rx, shutdown));
+    info!(node, "socket LB attached");
+    Ok(handle)
+}
+
+/// The agent's entry point: starts the socket LB when `cfg.socket_lb` asks for it. A
+/// failure is logged and the agent runs on without it (OVN's load balancers serve).
+pub async fn start_for_agent(
+    client: &Client,
+    cfg: &crate::node::AgentConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Option<SocketLbHandle> {
+    let lb = cfg.socket_lb.clone()?;
+    match start(client.clone(), &cfg.node, lb, shutdown).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "socket LB not started: pods use OVN's load balancers");
+            None
+        }
+    }
+}
+
+/// What a watch event means for the socket LB.
+trait Touches: Resource + Sized {
+    fn touches(&self) -> Vec<SvcRef>;
+}
+
+fn ns_name<K: Resource>(o: &K) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+impl Touches for YusurService {
+    fn touches(&self) -> Vec<SvcRef> {
+        let (ns, name) = ns_name(self);
+        vec![SvcRef::Yusur(ns, name)]
+    }
+}
+
+impl Touches for Service {
+    fn touches(&self) -> Vec<SvcRef> {
+        let (ns, name) = ns_name(self);
+        vec![SvcRef::Kube(ns, name)]
+    }
+}
+
+impl Touches for EndpointSlice {
+    fn touches(&self) -> Vec<SvcRef> {
+        let ns = self.namespace().unwrap_or_default();
+        match self.labels().get(desired::SERVICE_NAME_LABEL) {
+            Some(svc) => vec![
+                SvcRef::Yusur(ns.clone(), svc.clone()),
+                SvcRef::Kube(ns, svc.clone()),
+            ],
+            None => vec![],
+        }
+    }
+}
+
+/// Subnets and Pods change what every service means (a backend's VPC) or which sandbox
+/// belongs where: re-plan everything.
+impl Touches for Subnet {
+    fn touches(&self) -> Vec<SvcRef> {
+        vec![]
+    }
+}
+
+impl Touches for Pod {
+    fn touches(&self) -> Vec<SvcRef> {
+        vec![]
+    }
+}
+
+fn reflect<K>(api: Api<K>, config: watcher::Config, tx: &mpsc::UnboundedSender<Msg>) -> Store<K>
+where
+    K: Touches + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        stream
+            .for_each(|ev| {
+                let msg = match ev {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                        let refs = o.touches();
+                        if refs.is_empty() {
+                            Some(Msg::All)
+                        } else {
+                            Some(Msg::Dirty(refs))
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => Some(Msg::All),
+                    _ => None,
+                };
+                if let Some(m) = msg {
+                    let _ = tx.send(m);
+                }
+                futures::future::ready(())
+            })
+            .await;
+    });
+    reader
+}
+
+struct Stores {
+    ysvcs: Store<YusurService>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    subnets: Store<Subnet>,
+    /// Real node: this node's Pods, for the VPC of a recorded sandbox.
+    pods: Option<Store<Pod>>,
+}
+
+/// How often a real node's sandbox records are read.
+const SANDBOX_POLL: Duration = Duration::from_millis(500);
+
+struct Task {
+    lb: Arc<Mutex<SocketLb>>,
+    stores: Stores,
+    ids: VpcIds,
+    /// The map keys each service programmed.
+    owned: BTreeMap<SvcRef, BTreeSet<ServiceKey>>,
+    /// Registered sandboxes: key -> netns cookie.
+    sandboxes: BTreeMap<String, u64>,
+    sandbox_dir: Option<PathBuf>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut poll = tokio::time::interval(SANDBOX_POLL);
+        loop {
+            let mut batch = Vec::new();
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => batch.push(m),
+                    None => break,
+                },
+                _ = poll.tick(), if self.sandbox_dir.is_some() => {}
+                _ = shutdown.changed() => break,
+            }
+            while let Ok(m) = rx.try_recv() {
+                batch.push(m);
+            }
+            let mut all = false;
+            let mut dirty = BTreeSet::new();
+            if let Some(dir) = self.sandbox_dir.clone() {
+                all |= self.sync_records(&dir);
+            }
+            for m in batch {
+                match m {
+                    Msg::Dirty(refs) => dirty.extend(refs),
+                    Msg::All => all = true,
+                    Msg::SandboxUp { key, cookie, vpc } => all |= self.register(key, cookie, &vpc),
+                    Msg::SandboxDown { key } => self.unregister(&key),
+                }
+            }
+            if all {
+                dirty = self.every_service();
+            }
+            if !dirty.is_empty() {
+                self.program(dirty).await;
+            }
+        }
+        info!("socket LB detached");
+    }
+
+    /// Registers a sandbox's namespace; true when its VPC is new here (its services are
+    /// then programmed too).
+    fn register(&mut self, key: String, cookie: u64, vpc: &str) -> bool {
+        let new_vpc = self.ids.get(vpc).is_none();
+        let id = self.ids.assign(vpc);
+        let r = match self.lb.lock() {
+            Ok(mut lb) => lb.set_netns_vpc(cookie, id),
+            Err(_) => Err(poisoned()),
+        };
+        match r {
+            Ok(()) => {
+                info!(sandbox = %key, vpc, cookie, "socket LB serves the sandbox");
+                self.sandboxes.insert(key, cookie);
+            }
+            Err(e) => {
+                warn!(sandbox = %key, error = %e, "socket LB: registering the sandbox failed")
+            }
+        }
+        new_vpc
+    }
+
+    fn unregister(&mut self, key: &str) {
+        let Some(cookie) = self.sandboxes.remove(key) else {
+            return;
+        };
+        if let Ok(mut lb) = self.lb.lock()
+            && let Err(e) = lb.remove_netns(cookie)
+        {
+            warn!(sandbox = %key, error = %e, "socket LB: forgetting the sandbox failed");
+        }
+    }
+
+    /// Real node: registers recorded sandboxes whose pod's VPC is known, forgets removed
+    /// records. True when a VPC is new here.
+    fn sync_records(&mut self, dir: &Path) -> bool {
+        let records = sandbox_record::read_all(dir);
+        let live: BTreeSet<String> = records.iter().map(|(id, _)| format!("cni/{id}")).collect();
+        for gone in self
+            .sandboxes
+            .keys()
+            .filter(|k| k.starts_with("cni/") && !live.contains(*k))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            self.unregister(&gone);
+        }
+        let mut new_vpc = false;
+        for (id, rec) in records {
+            let key = format!("cni/{id}");
+            if self.sandboxes.contains_key(&key) {
+                continue;
+            }
+            let vpc = self.stores.pods.as_ref().and_then(|pods| {
+                pods.get(&ObjectRef::new(&rec.name).within(&rec.namespace))
+                    .and_then(|p| p.annotations().get(ferry_api::ANNOTATION_VPC).cloned())
+            });
+            // Not known yet (the pod watch lags): tried again at the next poll.
+            let Some(vpc) = vpc else { continue };
+            new_vpc |= self.register(key, rec.cookie, &vpc);
+        }
+        new_vpc
+    }
+
+    /// Every service the stores hold and every one that programmed something.
+    fn every_service(&self) -> BTreeSet<SvcRef> {
+        let mut out: BTreeSet<SvcRef> = self.owned.keys().cloned().collect();
+        for y in self.stores.ysvcs.state() {
+            let (ns, name) = ns_name(y.as_ref());
+            out.insert(SvcRef::Yusur(ns, name));
+        }
+        for s in self.stores.services.state() {
+            let (ns, name) = ns_name(s.as_ref());
+            out.insert(SvcRef::Kube(ns, name));
+        }
+        out
+    }
+
+    /// Plans `dirty` from the stores and writes what changed.
+    async fn program(&mut self, dirty: BTreeSet<SvcRef>) {
+        let started = Instant::now();
+        let subnets = VpcSubnets::new(
+            self.stores
+                .subnets
+                .state()
+                .iter()
+                .filter_map(|s| Some((s.spec.cidr_block.parse().ok()?, s.spec.vpc.clone()))),
+        );
+        // Slices by (namespace, service name), built once per batch.
+        let mut slices: BTreeMap<(String, String), Vec<Arc<EndpointSlice>>> = BTreeMap::new();
+        let want: BTreeSet<(String, String)> = dirty
+            .iter()
+            .map(|r| match r {
+                SvcRef::Yusur(ns, n) | SvcRef::Kube(ns, n) => (ns.clone(), n.clone()),
+            })
+            .collect();
+        for sl in self.stores.slices.state() {
+            if let Some(svc) = sl.labels().get(desired::SERVICE_NAME_LABEL) {
+                let k = (sl.namespace().unwrap_or_default(), svc.clone());
+                if want.contains(&k) {
+                    slices.entry(k).or_default().push(sl);
+                }
+            }
+        }
+        let mut changes: BTreeMap<ServiceKey, Option<ServiceSpec>> = BTreeMap::new();
+        let mut owned_after = Vec::new();
+        for r in &dirty {
+            let (ns, name) = match r {
+                SvcRef::Yusur(ns, n) | SvcRef::Kube(ns, n) => (ns, n),
+            };
+            let sl: Vec<&EndpointSlice> = slices
+                .get(&(ns.clone(), name.clone()))
+                .map(|v| v.iter().map(|s| s.as_ref()).collect())
+                .unwrap_or_default();
+            let entries: Result<Entries, desired::LeftToOvn> = match r {
+                SvcRef::Yusur(..) => self
+                    .stores
+                    .ysvcs
+                    .get(&ObjectRef::new(name).within(ns))
+                    .map_or(Ok(Entries::new()), |y| {
+                        desired::yusur_entries(&y, &sl, &subnets)
+                    }),
+                SvcRef::Kube(..) => self
+                    .stores
+                    .services
+                    .get(&ObjectRef::new(name).within(ns))
+                    .map_or(Ok(Entries::new()), |s| {
+                        desired::service_entries(&s, &sl, &subnets)
+                    }),
+            };
+            let entries = entries.unwrap_or_else(|why| {
+                debug!(service = ?r, %why, "left to OVN's load balancer");
+                Entries::new()
+            });
+            let keyed = desired::keyed(&entries, &self.ids);
+            let before = self.owned.get(r).cloned().unwrap_or_default();
+            for (k, v) in desired::changes(&before, &keyed) {
+                // Another service's entry for the same key wins over a removal.
+                if v.is_some() || !changes.contains_key(&k) {
+                    changes.insert(k, v);
+                }
+            }
+            owned_after.push((r.clone(), keyed.into_keys().collect::<BTreeSet<_>>()));
+        }
+        let lb = self.lb.clone();
+        let services = dirty.len();
+        let r = tokio::task::spawn_blocking(move || apply(&lb, changes)).await;
+        match r {
+            Ok(Ok(report)) => {
+                for (r, keys) in owned_after {
+                    if keys.is_empty() {
+                        self.owned.remove(&r);
+                    } else {
+                        self.owned.insert(r, keys);
+                    }
+                }
+                if report.written > 0 || !report.rejected.is_empty() {
+                    info!(
+                        services,
+                        written = report.written,
+                        ops = report.ops,
+                        rejected = report.rejected.len(),
+                        ms = started.elapsed().as_secs_f64() * 1000.0,
+                        changed = %report.changed,
+                        "socket LB programmed"
+                    );
+                }
+                for rej in &report.rejected {
+                    warn!(service = %rej.key, reason = %rej.reason, "socket LB: service left to OVN");
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "socket LB: programming failed; retried at the next change")
+            }
+            Err(e) => warn!(error = %e, "socket LB: programming task failed"),
+        }
+    }
+}
+
+/// What one write did.
+struct Applied {
+    written: usize,
+    ops: usize,
+    rejected: Vec<ferry_sock::Rejected>,
+    /// The keys written, for the log (short form).
+    changed: String,
+}
+
+/// Writes the changes whose spec differs from what the maps hold; grows the maps when
+/// some did not fit, and tries those again.
+fn apply(
+    lb: &Mutex<SocketLb>,
+    mut changes: BTreeMap<ServiceKey, Option<ServiceSpec>>,
+) -> Result<Applied, SockLbError> {
+    let mut lb = lb.lock().map_err(|_| poisoned())?;
+    changes.retain(|k, v| lb.programmed().services().get(k).map(|p| &p.spec) != v.as_ref());
+    if changes.is_empty() {
+        return Ok(Applied {
+            written: 0,
+            ops: 0,
+            rejected: vec![],
+            changed: String::new(),
+        });
+    }
+    let changed = changes
+        .iter()
+        .take(8)
+        .map(|(k, v)| match v {
+            Some(s) => format!("{k} -> {} backends", s.backends.len()),
+            None => format!("{k} removed"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut report = lb.apply_changes(&changes)?;
+    if let Some(sizes) = lb.sizes().grown_for(&report.rejected) {
+        lb.resize(sizes)?;
+        let again: BTreeMap<_, _> = report
+            .rejected
+            .iter()
+            .filter_map(|r| Some((r.key, changes.get(&r.key)?.clone())))
+            .collect();
+        let second = lb.apply_changes(&again)?;
+        report.ops += second.ops;
+        report.rejected = second.rejected;
+    }
+    Ok(Applied {
+        written: changes.len(),
+        ops: report.ops,
+        rejected: report.rejected,
+        changed,
+    })
+}
+
+/// `ferry cni` ADD: records the sandbox for the agent's socket LB (see [`sandbox_record`]).
+/// Failing to record never fails ADD: the pod then keeps OVN's load balancers.
+pub fn cni_added(dir: &Path, container_id: &str, netns: &Path, namespace: &str, name: &str) {
+    let rec = match ferry_sock::netns_cookie_of_path(netns) {
+        Ok(cookie) => sandbox_record::SandboxRecord {
+            cookie,
+            netns: netns.to_path_buf(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        },
+        Err(e) => {
+            warn!(container = container_id, error = %e, "socket LB: no netns cookie; the pod keeps OVN's load balancers");
+            return;
+        }
+    };
+    if let Err(e) = sandbox_record::write(dir, container_id, &rec) {
+        warn!(container = container_id, dir = %dir.display(), error = %e, "socket LB: recording the sandbox failed");
+    }
+}
+
+/// `ferry cni` DEL: forgets the sandbox.
+pub fn cni_deleted(dir: &Path, container_id: &str) {
+    if let Err(e) = sandbox_record::remove(dir, container_id) {
+        warn!(container = container_id, dir = %dir.display(), error = %e, "socket LB: removing the sandbox record failed");
+    }
+}
