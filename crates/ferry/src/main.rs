@@ -396,6 +396,11 @@ struct AgentArgs {
     dns: DnsArgs,
     #[command(flatten)]
     options: AgentOptions,
+    /// VPC-aware socket-level load balancing for this node's pods: eBPF programs at the
+    /// cgroup v2 root translate a service VIP to a healthy backend at connect()/sendmsg()
+    /// (pods registered by `ferry cni`); every other client keeps OVN's load balancers.
+    #[arg(long, env = "FERRY_SOCKET_LB")]
+    socket_lb: bool,
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
@@ -430,6 +435,9 @@ struct UpArgs {
     /// Nodes whose agent runs inside `ferry up` in lab mode (comma separated).
     #[arg(long, default_value = "node1")]
     nodes: String,
+    /// The lab agents' pods use the socket-level load balancer (see `ferry agent --socket-lb`).
+    #[arg(long, env = "FERRY_SOCKET_LB")]
+    socket_lb: bool,
     /// External addresses of the lab nodes, where NodePorts answer from outside, e.g.
     /// `node1=198.18.0.11,node2=198.18.0.12`.
     #[arg(long, value_delimiter = ',', value_parser = parse_node_ip)]
@@ -856,13 +864,14 @@ fn agent_config(
         hw_offload: options.hw_offload,
         dns,
         external_ip,
+        socket_lb: None,
     }
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = agent_config(
+    let mut config = agent_config(
         &args.node,
         &args.options,
         args.lab,
@@ -872,6 +881,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         args.dns.agent()?,
         args.external_ip,
     );
+    config.socket_lb = args.socket_lb.then(|| match args.lab {
+        true => ferry_agent::socket_lb::SocketLbConfig::lab(),
+        false => ferry_agent::socket_lb::SocketLbConfig::node(),
+    });
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
     let _ = tx.send(true);
@@ -948,7 +961,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .filter(|n| !n.is_empty())
         {
             let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-agent"))).await?;
-            let config = agent_config(
+            let mut config = agent_config(
                 node,
                 &options,
                 true,
@@ -961,6 +974,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                     .find(|(n, _)| n == node)
                     .map(|(_, ip)| *ip),
             );
+            config.socket_lb = args
+                .socket_lb
+                .then(ferry_agent::socket_lb::SocketLbConfig::lab);
             agents.push(tokio::spawn(ferry_agent::node::run(
                 client,
                 config,
