@@ -401,6 +401,11 @@ struct AgentArgs {
     /// (pods registered by `ferry cni`); every other client keeps OVN's load balancers.
     #[arg(long, env = "FERRY_SOCKET_LB")]
     socket_lb: bool,
+    /// Where `ferry cni` records pod sandboxes for the socket LB (the network config's
+    /// `sandboxDir`).
+    #[arg(long, env = "FERRY_SOCKET_LB_SANDBOX_DIR",
+        default_value = ferry_agent::socket_lb::sandbox_record::DEFAULT_SANDBOX_DIR)]
+    socket_lb_sandbox_dir: PathBuf,
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
@@ -883,7 +888,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     );
     config.socket_lb = args.socket_lb.then(|| match args.lab {
         true => ferry_agent::socket_lb::SocketLbConfig::lab(),
-        false => ferry_agent::socket_lb::SocketLbConfig::node(),
+        false => ferry_agent::socket_lb::SocketLbConfig {
+            sandbox_dir: Some(args.socket_lb_sandbox_dir.clone()),
+            ..ferry_agent::socket_lb::SocketLbConfig::node()
+        },
     });
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
