@@ -101,8 +101,10 @@ fn commit_batch(
     let _guard = span.enter();
     let revision = shared.revision.load(Ordering::SeqCst);
     let compacted = shared.compacted.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
     match apply_batch(db, batch, revision, compacted, retain_revisions) {
         Ok(done) => {
+            ferry_metrics::store().committed(batch.len(), started.elapsed(), done.fsync);
             shared.revision.store(done.revision, Ordering::SeqCst);
             shared.compacted.store(done.compacted, Ordering::SeqCst);
             shared.publish(done.revision, &done.events);
@@ -120,6 +122,8 @@ fn commit_batch(
 }
 
 struct Applied {
+    /// Time of the durable commit alone.
+    fsync: std::time::Duration,
     revision: u64,
     compacted: u64,
     events: Vec<Event>,
@@ -180,8 +184,10 @@ fn apply_batch(
         meta.insert(COMPACTED, compacted)
             .map_err(db_err("write compacted revision"))?;
     }
+    let fsync = std::time::Instant::now();
     txn.commit().map_err(db_err("commit"))?;
     Ok(Applied {
+        fsync: fsync.elapsed(),
         revision,
         compacted,
         events,
