@@ -251,6 +251,11 @@ impl Cache {
         self.read().revision
     }
 
+    /// Objects held (for the `ferry_apiserver_cache_objects` gauge).
+    pub fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
     /// The oldest revision a watch (or a list's continue token) may resume from.
     pub fn oldest(&self) -> u64 {
         self.read().oldest

@@ -161,8 +161,19 @@ fn accept(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-/// The single entry point: every request passes here.
+/// The single entry point: every request passes here (timed and counted for metrics).
 pub async fn handle(State(server): State<Arc<Server>>, req: Request) -> Response {
+    let timer = ferry_metrics::apiserver().request(
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")),
+    );
+    timer.finish(serve(server, req).await)
+}
+
+async fn serve(server: Arc<Server>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     // The body is read before anything can fail: an HTTP/2 client still sending a body
@@ -234,6 +245,16 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         .tokens
         .authenticate(auth)
         .ok_or_else(ApiError::unauthorized)?;
+    if path == "/metrics" {
+        // As kube-apiserver's nonResourceURL `/metrics`: only who may read everything.
+        if who.role != crate::auth::Role::Admin {
+            return Err(ApiError::forbidden(&who.user, "get", "/metrics", "", None));
+        }
+        ferry_metrics::apiserver().set_cache(server.cache.len(), server.cache.revision());
+        return Ok(ferry_metrics::http::response(&[
+            ferry_metrics::Component::ApiServer,
+        ]));
+    }
     let accept = accept(req.headers());
     let registry = server.registry();
     // Discovery and OpenAPI: any authenticated identity.
