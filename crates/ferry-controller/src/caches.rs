@@ -166,7 +166,7 @@ pub async fn caches(w: &Watches) -> Caches {
     };
     let generated = watcher::Config::default().labels(ferry_api::SERVICE_LABEL);
     let all = watcher::Config::default();
-    Caches {
+    let c = Caches {
         services: w.reflect(Feed::Service, all.clone()),
         pods: w.reflect(Feed::Workload(BackendKind::Pod), all.clone()),
         namespaces: w.reflect(Feed::Global, all.clone()),
@@ -188,7 +188,22 @@ pub async fn caches(w: &Watches) -> Caches {
             all,
         ),
         vmis,
+    };
+    let probes = c.probes.clone();
+    ferry_metrics::controller().probes_from(move || probe_phases(&probes));
+    c
+}
+
+/// NetworkProbes by phase, for `ferry_probes{phase}` (counted at scrape time).
+fn probe_phases(probes: &Store<NetworkProbe>) -> Vec<(String, i64)> {
+    let mut n: BTreeMap<&'static str, i64> = [("Healthy", 0), ("Unhealthy", 0), ("Unknown", 0)]
+        .into_iter()
+        .collect();
+    for p in probes.state() {
+        let phase = p.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        *n.entry(phase.as_str()).or_default() += 1;
     }
+    n.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 pub async fn wait_ready(c: &Caches) {

@@ -4,8 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::time::Instant;
 
-use ferry_api::{BackendKind, SERVICE_LABEL};
+use std::any::Any;
+
+use ferry_api::{BackendKind, NetworkProbe, ProbePhase, SERVICE_LABEL, YusurService};
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
@@ -51,6 +54,11 @@ pub struct Changes {
     pub probes: BTreeSet<(String, String)>,
     /// Ordinary Kubernetes Services to reconcile, by `kube_service::key`.
     pub kube_services: BTreeSet<String>,
+    /// When the oldest service change (YusurService or Service) of these was seen, for
+    /// `ferry_service_programming_seconds`.
+    pub service_seen: Option<Instant>,
+    /// When the oldest probe result of these was seen, for `ferry_endpoint_flip_seconds`.
+    pub probe_seen: Option<Instant>,
 }
 
 impl Changes {
@@ -69,6 +77,8 @@ impl Changes {
         self.workloads.extend(other.workloads);
         self.probes.extend(other.probes);
         self.kube_services.extend(other.kube_services);
+        self.service_seen = earliest(self.service_seen, other.service_seen);
+        self.probe_seen = earliest(self.probe_seen, other.probe_seen);
     }
 
     /// A full pass from now on (at start and on resync).
@@ -77,6 +87,33 @@ impl Changes {
             all: true,
             ..Default::default()
         }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether `obj`, a YusurService, has a spec its status has not caught up with (its own
+/// status writes are not changes to time).
+fn unprogrammed<K: 'static>(obj: &K) -> bool {
+    match (obj as &dyn Any).downcast_ref::<YusurService>() {
+        Some(y) => y.status.as_ref().and_then(|s| s.observed_generation) != y.metadata.generation,
+        None => true,
+    }
+}
+
+/// Whether `obj`, a NetworkProbe, carries a probe result (a phase an agent wrote).
+fn probe_result<K: 'static>(obj: &K) -> bool {
+    match (obj as &dyn Any).downcast_ref::<NetworkProbe>() {
+        Some(p) => p
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase != ProbePhase::Unknown),
+        None => true,
     }
 }
 
@@ -89,9 +126,10 @@ fn key_of<K: Resource>(o: &K) -> String {
 }
 
 /// Records one watch event. A completed (re)list means events may have been missed.
-pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
-    let obj = match ev {
-        Event::Apply(o) | Event::Delete(o) => o,
+pub fn record<K: Resource + 'static>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
+    let (obj, deleted) = match ev {
+        Event::Apply(o) => (o, false),
+        Event::Delete(o) => (o, true),
         Event::InitDone => {
             if let Ok(mut c) = shared.lock() {
                 c.all = true;
@@ -113,6 +151,9 @@ pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
         Feed::Global => c.all = true,
         Feed::Service => {
             c.services.insert(key_of(obj));
+            if deleted || unprogrammed(obj) {
+                c.service_seen.get_or_insert_with(Instant::now);
+            }
         }
         Feed::Generated => {
             if let Some(s) = owner() {
@@ -123,6 +164,9 @@ pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
             if let Some(s) = owner() {
                 c.probes.insert((key_of(obj), s.clone()));
                 c.services.insert(s);
+                if !deleted && probe_result(obj) {
+                    c.probe_seen.get_or_insert_with(Instant::now);
+                }
             }
         }
         Feed::Workload(kind) => {
@@ -135,6 +179,7 @@ pub fn record<K: Resource>(shared: &Mutex<Changes>, feed: Feed, ev: &Event<K>) {
             }
             (None, KubeObject::Service) => {
                 c.kube_services.insert(format!("svc/{}", key_of(obj)));
+                c.service_seen.get_or_insert_with(Instant::now);
             }
             (None, KubeObject::EndpointSlice) => {
                 let labels = obj.meta().labels.as_ref();

@@ -145,17 +145,26 @@ impl Network {
         self.send_deltas(deltas).await
     }
 
+    /// Sets `ferry_nb_rows{table}` from the mirror.
+    fn record_rows(&self) {
+        self.client.with_mirror(|m| {
+            ferry_metrics::controller()
+                .set_nb_rows(m.tables().iter().map(|(t, rows)| (t.as_str(), rows.len())))
+        });
+    }
+
     /// Sends a fast path's transactions in order.
     async fn send_deltas(
         &mut self,
         deltas: Vec<Vec<serde_json::Value>>,
     ) -> Result<bool, NetworkError> {
         for ops in deltas.into_iter().filter(|o| !o.is_empty()) {
-            self.client
-                .transact(nb::DATABASE, ops)
+            ferry_metrics::controller()
+                .nb_transaction(self.client.transact(nb::DATABASE, ops))
                 .await
                 .map_err(NetworkError::Transact)?;
         }
+        self.record_rows();
         Ok(true)
     }
 
@@ -221,12 +230,13 @@ impl Network {
             for ops in plan.transactions {
                 ops_total += ops.len();
                 txns += 1;
-                self.client
-                    .transact(nb::DATABASE, ops)
+                ferry_metrics::controller()
+                    .nb_transaction(self.client.transact(nb::DATABASE, ops))
                     .await
                     .map_err(NetworkError::Transact)?;
             }
         }
+        self.record_rows();
         if txns > 0 {
             tracing::info!(
                 txns,

@@ -120,6 +120,7 @@ impl Pass<'_> {
         let (c, client) = (self.c, self.client);
         let started = Instant::now();
         let full = changes.all;
+        let seen = (changes.service_seen, changes.probe_seen);
         let (only, ports, needs_address) = if full {
             st.index.rebuild(c);
             (None, Vec::new(), true)
@@ -228,6 +229,9 @@ impl Pass<'_> {
             Some(net) if !self.shadow => Some(self.send(net, work, st).await),
             _ => None,
         };
+        if let Some(Ok(_)) = &nb {
+            ferry_metrics::controller().nb_committed(seen.0, seen.1);
+        }
         let nb_ms = nb_started.elapsed().as_millis() as u64;
         if self.shadow {
             return;
@@ -248,6 +252,7 @@ impl Pass<'_> {
             let status = status::desired_status(&o, programmed, now);
             writes.push(o, status);
         }
+        ferry_metrics::controller().pass(full, started.elapsed());
         tracing::debug!(
             full,
             services,
