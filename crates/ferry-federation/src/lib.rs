@@ -76,7 +76,13 @@ mod tests {
                 std::fs::write(&path, &want).expect("write");
             }
             let have = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(have == want, "{} is stale or missing", path.display());
+            // The FederatedYusurService schema embeds ferry-api's YusurServiceSpec, so a
+            // change there makes these stale too.
+            assert!(
+                have == want,
+                "{} is stale or missing: FERRY_WRITE_MANIFESTS=1 cargo test -p ferry-federation --lib deploy_manifests",
+                path.display()
+            );
         }
     }
 

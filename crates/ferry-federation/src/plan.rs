@@ -676,7 +676,7 @@ fn aggregate(
                 "True",
                 "WorksLeftUntouched",
                 format!(
-                    "Works in clusters outside the object's tenant/workspace are never touched: {}",
+                    "Works in clusters that are not (or no longer) members of the object's tenant/workspace are never touched: {}",
                     foreign
                         .iter()
                         .map(|w| format!("{}/{}", w.namespace, w.name))

@@ -305,6 +305,19 @@ async fn federation_places_isolates_gray_releases_survives_a_down_member_and_fee
     })
     .await;
     assert_eq!(placement.1, "NotInTenant");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(fed.clone(), "default");
+    let warned = eventually("a NotInTenant Warning Event on web", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("NotInTenant")
+                && e.involved_object.name.as_deref() == Some("web")
+        })
+    })
+    .await;
+    assert_eq!(
+        warned.message.as_deref(),
+        Some("c3 is not a member cluster of tenant t1, workspace w1; nothing is written there")
+    );
     // The spec annotation reached the member object; the federation's bookkeeping too.
     let held = c1.ysvcs("default").get("web").await.expect("web in c1");
     assert_eq!(
