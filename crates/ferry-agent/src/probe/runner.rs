@@ -173,6 +173,18 @@ fn first_delay(id: &str, period: Duration) -> Duration {
     Duration::from_nanos(h % nanos)
 }
 
+/// The `type` label of a probe's results (as NetworkProbe's `spec.type` names it).
+#[allow(clippy::unneeded_struct_pattern)] // `Udp { .. }` matches the unit and the struct form
+fn kind_label(kind: &super::target::ProbeKind) -> &'static str {
+    use super::target::ProbeKind;
+    match kind {
+        ProbeKind::Tcp => "TCP",
+        ProbeKind::Http { .. } => "HTTP",
+        ProbeKind::Udp { .. } => "UDP",
+        ProbeKind::Icmp => "ICMP",
+    }
+}
+
 async fn run_probe(
     mut specs: watch::Receiver<ProbeSpec>,
     sockets: SocketSource,
@@ -193,6 +205,7 @@ async fn run_probe(
         let transition = tokio::select! {
             _ = ticker.tick() => {
                 let result = execute(&sockets, &spec.target, spec.timeout).await;
+                ferry_metrics::agent().probe_result(kind_label(&spec.target.kind), result.success, result.latency);
                 tracing::trace!(probe = %spec.id, success = result.success, message = %result.message, "probe");
                 state.observe(&result, SystemTime::now())
             }
