@@ -399,6 +399,7 @@ pub async fn run(
             }
             _ = shutdown.changed() => break,
         }
+        ferry_metrics::agent().node_state(&cfg.node, sandboxes.len(), runner.len());
         let me = nodes.get(&reflector::ObjectRef::new(&cfg.node));
         // Probe namespaces: one per VPC, on the probe port the controller gave this node.
         if let Some(me) = &me {
