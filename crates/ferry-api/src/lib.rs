@@ -39,7 +39,7 @@ pub use vmi::{
 };
 pub use yusur_service::{
     BackendKind, HealthCheck, HealthCheckType, Protocol, Scope, ServicePort, ServiceType,
-    SessionAffinity, YusurService, YusurServiceSpec, YusurServiceStatus,
+    SessionAffinity, UdpSilence, YusurService, YusurServiceSpec, YusurServiceStatus,
 };
 
 /// The API group of every Ferry resource, kept from the seed design so that its manifests

@@ -55,6 +55,9 @@ pub struct NetworkProbeSpec {
     pub success_threshold: i32,
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: i32,
+    /// UDP: the verdict of silence (see the YusurService's `healthCheck.udpSilence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_silence: Option<crate::UdpSilence>,
 }
 
 /// The backend a probe checks.

@@ -173,6 +173,22 @@ pub struct HealthCheck {
     #[serde(default = "three")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: i32,
+    /// UDP: what a probe that hears neither a reply nor an ICMP port unreachable within its
+    /// timeout means (default Unknown: silence proves nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_silence: Option<UdpSilence>,
+}
+
+/// The verdict of a UDP probe that hears nothing.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum UdpSilence {
+    /// The backend's health is unknown: it leaves the load balancers until it answers.
+    #[default]
+    Unknown,
+    /// Silence counts as success (a port that never answers, e.g. a syslog sink).
+    Healthy,
+    /// Silence counts as failure.
+    Unhealthy,
 }
 
 fn one() -> i32 {
@@ -192,6 +208,7 @@ impl Default for HealthCheck {
             timeout_seconds: 1,
             success_threshold: 1,
             failure_threshold: 3,
+            udp_silence: None,
         }
     }
 }

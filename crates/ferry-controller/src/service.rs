@@ -158,6 +158,7 @@ pub fn probe_spec(svc: &YusurService, b: &Backend) -> NetworkProbeSpec {
         timeout_seconds: hc.timeout_seconds,
         success_threshold: hc.success_threshold,
         failure_threshold: hc.failure_threshold,
+        udp_silence: hc.udp_silence,
     }
 }
 

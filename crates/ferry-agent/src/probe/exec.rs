@@ -29,22 +29,43 @@ pub async fn execute(
     let start = Instant::now();
     let addr = SocketAddr::new(target.ip, target.port);
     let outcome = match &target.kind {
-        ProbeKind::Tcp => tokio::time::timeout(timeout, tcp(sockets, addr)).await,
-        ProbeKind::Http { path } => tokio::time::timeout(timeout, http(sockets, addr, path)).await,
-        ProbeKind::Udp => Ok(udp(sockets, addr, timeout).await),
-        ProbeKind::Icmp => tokio::time::timeout(timeout, icmp_echo(sockets, target.ip)).await,
+        ProbeKind::Tcp => heard(tokio::time::timeout(timeout, tcp(sockets, addr)).await),
+        ProbeKind::Http { path } => {
+            heard(tokio::time::timeout(timeout, http(sockets, addr, path)).await)
+        }
+        ProbeKind::Udp { silence } => Ok(udp(sockets, addr, timeout, *silence).await),
+        ProbeKind::Icmp => {
+            heard(tokio::time::timeout(timeout, icmp_echo(sockets, target.ip)).await)
+        }
     };
     let latency = start.elapsed();
-    let (success, message) = match outcome {
-        Ok(Ok(msg)) => (true, msg),
-        Ok(Err(msg)) => (false, msg),
-        Err(_) => (false, format!("timed out after {}ms", timeout.as_millis())),
+    let (success, inconclusive, message) = match outcome {
+        Ok(Ok(Heard::Yes(msg))) => (true, false, msg),
+        Ok(Ok(Heard::Nothing(msg))) => (false, true, msg),
+        Ok(Err(msg)) => (false, false, msg),
+        Err(_) => (
+            false,
+            false,
+            format!("timed out after {}ms", timeout.as_millis()),
+        ),
     };
     ProbeResult {
         success,
+        inconclusive,
         latency,
         message,
     }
+}
+
+/// What an attempt heard: an answer, or nothing that decides (a silent UDP port).
+enum Heard {
+    Yes(String),
+    Nothing(String),
+}
+
+/// An attempt that either answered or failed.
+fn heard<E>(r: Result<Outcome, E>) -> Result<Result<Heard, String>, E> {
+    r.map(|o| o.map(Heard::Yes))
 }
 
 type Outcome = Result<String, String>;
@@ -110,9 +131,14 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// UDP has no handshake: send one datagram on a connected socket and wait. A reply is
 /// success; an ICMP port-unreachable surfaces as `ECONNREFUSED` on the connected socket
-/// and is failure; silence for the whole timeout counts as success (the port may be open
-/// and quiet), as in most load-balancer UDP checks.
-async fn udp(sockets: &SocketSource, addr: SocketAddr, timeout: Duration) -> Outcome {
+/// and is failure; silence for the whole timeout proves nothing, so `silence` decides
+/// (by default the result is inconclusive and the backend's phase Unknown).
+async fn udp(
+    sockets: &SocketSource,
+    addr: SocketAddr,
+    timeout: Duration,
+    silence: ferry_api::UdpSilence,
+) -> Result<Heard, String> {
     let sock = async {
         let s = sockets
             .socket(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
@@ -131,12 +157,19 @@ async fn udp(sockets: &SocketSource, addr: SocketAddr, timeout: Duration) -> Out
     };
     let mut buf = [0u8; 512];
     match tokio::time::timeout_at(deadline, u.recv(&mut buf)).await {
-        Ok(Ok(n)) => Ok(format!("UDP reply from {addr} ({n} bytes)")),
+        Ok(Ok(n)) => Ok(Heard::Yes(format!("UDP reply from {addr} ({n} bytes)"))),
         Ok(Err(e)) => Err(refused_or(addr, e)),
-        Err(_) => Ok(format!(
-            "no reply from {addr} and no ICMP port unreachable within {}ms",
-            timeout.as_millis()
-        )),
+        Err(_) => {
+            let msg = format!(
+                "no reply from {addr} and no ICMP port unreachable within {}ms",
+                timeout.as_millis()
+            );
+            match silence {
+                ferry_api::UdpSilence::Healthy => Ok(Heard::Yes(msg)),
+                ferry_api::UdpSilence::Unhealthy => Err(msg),
+                ferry_api::UdpSilence::Unknown => Ok(Heard::Nothing(msg)),
+            }
+        }
     }
 }
 

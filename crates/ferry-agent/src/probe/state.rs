@@ -27,6 +27,9 @@ impl Default for Thresholds {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
     pub success: bool,
+    /// Nothing was heard that decides either way (a silent UDP port): the phase becomes
+    /// Unknown and the streaks start over.
+    pub inconclusive: bool,
     /// From the start of the attempt to its outcome.
     pub latency: Duration,
     /// What happened, for status (`connected`, `HTTP 500`, `connection refused`, ...).
@@ -80,7 +83,11 @@ impl ProbeState {
     /// Records one result; returns the transition if the phase changed.
     pub fn observe(&mut self, result: &ProbeResult, now: SystemTime) -> Option<Transition> {
         let from = self.phase;
-        if result.success {
+        if result.inconclusive {
+            self.successes = 0;
+            self.failures = 0;
+            self.phase = Phase::Unknown;
+        } else if result.success {
             self.successes = self.successes.saturating_add(1);
             self.failures = 0;
             if self.successes >= self.thresholds.success.max(1) {
@@ -112,6 +119,7 @@ impl ProbeState {
             at: now,
             result: ProbeResult {
                 success: false,
+                inconclusive: false,
                 latency: Duration::ZERO,
                 message: reason.to_string(),
             },
@@ -127,6 +135,7 @@ mod tests {
     fn r(success: bool) -> ProbeResult {
         ProbeResult {
             success,
+            inconclusive: false,
             latency: Duration::from_millis(1),
             message: String::new(),
         }

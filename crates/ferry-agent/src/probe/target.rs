@@ -13,8 +13,9 @@ pub enum ProbeKind {
     Tcp,
     /// Success: `GET path` answers 2xx or 3xx.
     Http { path: String },
-    /// Success: a reply datagram, or no ICMP port-unreachable within the timeout.
-    Udp,
+    /// Success: a reply datagram; failure: an ICMP port unreachable; silence for the whole
+    /// timeout: `silence` decides.
+    Udp { silence: ferry_api::UdpSilence },
     /// Success: an ICMP echo reply (port ignored).
     Icmp,
 }

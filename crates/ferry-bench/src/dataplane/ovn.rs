@@ -454,11 +454,12 @@ mod tests {
             })
             .collect();
         let ip = m.cluster_ip;
+        // The NB map is written sorted by VIP string.
         assert_eq!(
             vips,
             vec![
-                (format!("{ip}:5201"), "10.253.2.10:5201".into()),
                 (format!("{ip}:11111"), "10.253.2.10:11111".into()),
+                (format!("{ip}:5201"), "10.253.2.10:5201".into()),
                 (format!("{ip}:80"), "10.253.2.10:80".into()),
             ]
         );
