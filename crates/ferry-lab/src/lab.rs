@@ -77,6 +77,8 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// NB and SB on mutual TLS (`ferry up --ovn-tls`).
     pub ovn_tls: bool,
+    /// Pods use the agents' socket-level load balancer (`ferry up --socket-lb`).
+    pub socket_lb: bool,
 }
 
 fn step(n: usize, total: usize, what: &str) -> Instant {
@@ -190,7 +192,8 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
     std::fs::create_dir_all(&lab.dir).map_err(|e| fail("lab dir", e, None))?;
     std::fs::write(
         lab.marker(),
-        json!({"dir": lab.dir, "listen": opts.listen.to_string()}).to_string(),
+        json!({"dir": lab.dir, "listen": opts.listen.to_string(), "socketLb": opts.socket_lb})
+            .to_string(),
     )
     .map_err(|e| fail("lab dir", e, None))?;
     let log = std::fs::File::create(lab.log()).map_err(|e| fail("lab dir", e, None))?;
@@ -220,6 +223,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         ])
         .args(opts.ovn_tls.then_some("--ovn-tls"))
         .env("FERRY_OVS_PORT_TYPE", &opts.ovs_port_type)
+        .env("FERRY_SOCKET_LB", opts.socket_lb.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| fail("lab dir", e, None))?)
         .stderr(log)
@@ -644,6 +648,20 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
         "vpc1 -> vpc2",
         "client-vpc1",
         &format!("{}:8080", ip_of("vpc2-ep-1")),
+    ));
+    // vpc2's pod dialing vpc1's ClusterIP: with the socket LB its netns is vpc2's, so no
+    // translation; the VIP then meets vpc2's fabric, which has no such load balancer.
+    let socket_lb = std::fs::read(lab.marker())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|m| m["socketLb"] == true);
+    rows.push(isolation(
+        &format!(
+            "vpc2 -> vpc1 VIP (socket LB {})",
+            if socket_lb { "on" } else { "off" }
+        ),
+        "client-vpc2",
+        st["scenarios"][0]["target"].as_str().unwrap_or_default(),
     ));
     rows.push(isolation(
         "outside -> backend",

@@ -301,6 +301,11 @@ enum LabCommand {
         /// OVN's NB and SB on mutual TLS (`ferry up --ovn-tls`).
         #[arg(long)]
         ovn_tls: bool,
+        /// Pods use the agents' socket-level load balancer (`--socket-lb=false`: OVN's
+        /// load balancers only).
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set,
+            num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+        socket_lb: bool,
     },
     /// The lab's hosts and scenarios.
     Status {
@@ -560,6 +565,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             ovs_port_type,
             timeout_s,
             ovn_tls,
+            socket_lb,
         } => {
             let d = LabDir::new(&dir);
             let opts = lab::UpOptions {
@@ -568,6 +574,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 ovs_port_type,
                 timeout: std::time::Duration::from_secs(timeout_s),
                 ovn_tls,
+                socket_lb,
             };
             runtime()?.block_on(lab::up(&d, &opts))?;
             println!(
