@@ -29,9 +29,24 @@ pub fn member_namespace(cluster: &str) -> String {
 }
 
 /// The Work of one object at one target: `<object ns>.<target ns>.<name>`. Namespaces
-/// hold no dots, so the name cannot collide across objects or cells.
+/// hold no dots, so the name cannot collide across objects or cells. Past the 253
+/// characters an object name may have, the tail is replaced by a stable FNV-1a hash of
+/// the whole name.
 pub fn work_name(object_namespace: &str, target_namespace: &str, name: &str) -> String {
-    format!("{object_namespace}.{target_namespace}.{name}")
+    let full = format!("{object_namespace}.{target_namespace}.{name}");
+    if full.len() <= 253 {
+        return full;
+    }
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let keep = full
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|i| *i <= 253 - 17)
+        .last()
+        .unwrap_or(0);
+    format!("{}-{hash:016x}", full[..keep].trim_end_matches(['.', '-']))
 }
 
 /// A tenant and workspace: a member is eligible for an object when both are equal

@@ -683,3 +683,17 @@ fn member_readiness_follows_heartbeats() {
     mc.status = Some(status(1, "False"));
     assert!(!Member::of(&mc, now(), grace).ready);
 }
+
+#[test]
+fn work_names_stay_valid_and_distinct() {
+    assert_eq!(work_name("default", "ns-a", "web"), "default.ns-a.web");
+    let long_a = "a".repeat(240);
+    let long_b = format!("{}b", "a".repeat(239));
+    let (x, y) = (
+        work_name("default", "default", &long_a),
+        work_name("default", "default", &long_b),
+    );
+    assert!(x.len() <= 253 && y.len() <= 253, "{} {}", x.len(), y.len());
+    assert_ne!(x, y);
+    assert_eq!(x, work_name("default", "default", &long_a), "stable");
+}
