@@ -536,13 +536,28 @@ async fn federation_places_isolates_gray_releases_survives_a_down_member_and_fee
     })
     .await;
 
-    // Deleting the federated object deletes it in its tenant's members, and it goes away.
+    // Deleting the federated object while c1 is down: the object goes away in the
+    // federation at once (its Works are the federation's), and c1 deletes its copy when
+    // it comes back.
+    c1.leave().await;
     api.delete("web", &DeleteParams::default())
         .await
         .expect("deleting web");
-    eventually("web gone everywhere", || async {
-        let gone = api.get_opt("web").await.ok()?.is_none();
-        (gone && c1.holds().await == vec!["ns-a/cellular:80".to_string()]).then_some(())
+    eventually("web gone from the federation", || async {
+        api.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        c1.holds().await,
+        vec![
+            "default/web:7070".to_string(),
+            "ns-a/cellular:80".to_string()
+        ],
+        "c1 is down"
+    );
+    c1.join(&fed);
+    eventually("web gone from c1 after it returns", || async {
+        (c1.holds().await == vec!["ns-a/cellular:80".to_string()]).then_some(())
     })
     .await;
     assert_eq!(c3.holds().await, vec!["default/other:80".to_string()]);
