@@ -46,6 +46,9 @@ pub struct BenchResult {
     /// All M services created (writes fired `concurrency` at a time) until every member
     /// holds every one of them.
     pub create_all_s: f64,
+    /// Of that, until the federation had written every Work (the rest is the members'
+    /// share: pulling, applying).
+    pub works_written_s: Option<f64>,
     /// Per service: its federated create acknowledged -> applied in every member.
     pub create_p50_ms: f64,
     pub create_p99_ms: f64,
@@ -241,6 +244,28 @@ async fn measure(
     .await?;
 
     let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    // When the last Work of the bulk create was written: the federation's share of it.
+    let works_done: Arc<Mutex<Option<Instant>>> = Arc::default();
+    {
+        let works_done = works_done.clone();
+        let want = opts.services * names.len();
+        let works: Api<crate::types::Work> = Api::all(fed.clone());
+        tokio::spawn(async move {
+            let stream = watcher(works, watcher::Config::default());
+            futures::pin_mut!(stream);
+            let mut seen = std::collections::HashSet::new();
+            while let Some(ev) = stream.next().await {
+                if let Ok(watcher::Event::Apply(w) | watcher::Event::InitApply(w)) = ev {
+                    seen.insert((w.namespace().unwrap_or_default(), w.name_any()));
+                    if seen.len() >= want {
+                        *works_done.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Instant::now());
+                        return;
+                    }
+                }
+            }
+        });
+    }
     // Phase 1: create.
     let start = Instant::now();
     let objects: Vec<FederatedYusurService> = (0..opts.services)
@@ -254,6 +279,10 @@ async fn measure(
     .await?;
     let create = wait_applied(opts, &seen, members.len(), &acked, 80).await?;
     let create_all_s = start.elapsed().as_secs_f64();
+    let works_written_s = works_done
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map(|t| t.saturating_duration_since(start).as_secs_f64());
 
     // Phase 2: update every template's port.
     let acked = write_all(opts, |i| {
@@ -378,6 +407,7 @@ async fn measure(
         clusters: names.len(),
         services: opts.services,
         create_all_s,
+        works_written_s,
         create_p50_ms: percentile(create.clone(), 50.0),
         create_p99_ms: percentile(create, 99.0),
         update_p50_ms: percentile(update.clone(), 50.0),
@@ -531,8 +561,11 @@ pub fn print(r: &BenchResult) {
         println!("{name:<44} {p50:>10.1} {p99:>10.1}");
     }
     println!(
-        "all {} created and applied everywhere in {:.2} s",
-        r.services, r.create_all_s
+        "all {} created and applied everywhere in {:.2} s (every Work written after {} s)",
+        r.services,
+        r.create_all_s,
+        r.works_written_s
+            .map_or("?".to_string(), |s| format!("{s:.2}"))
     );
     println!("{}", serde_json::to_string(r).unwrap_or_default());
 }
