@@ -668,10 +668,16 @@ pub async fn run(
                 }
             }
             // Sandboxes start side by side (each is a few `ip`/`ovs-vsctl` calls).
-            let starting: Vec<(String, Workload)> = desired
+            // At most one batch per pass, so that the statuses of what started are written
+            // before the next batch starts (another pass follows at once).
+            let mut starting: Vec<(String, Workload)> = desired
                 .into_iter()
                 .filter(|(k, _)| !sandboxes.contains_key(k))
                 .collect();
+            if starting.len() > PARALLEL_STARTS {
+                starting.truncate(PARALLEL_STARTS);
+                let _ = wake_tx.try_send(());
+            }
             let started: Vec<(String, StartResult)> = futures::stream::iter(starting)
                 .map(|(key, w)| {
                     let (rc, rec) = (cfg.runtime.clone(), record.clone());
@@ -716,7 +722,8 @@ pub async fn run(
             let host_ip = me
                 .as_ref()
                 .and_then(|n| n.annotations().get(ferry_api::ANNOTATION_IP).cloned());
-            for (key, s) in sandboxes.iter_mut() {
+            let mut writes = Vec::new();
+            for (key, s) in sandboxes.iter() {
                 let Some(rest) = key.strip_prefix("pod/") else {
                     continue;
                 };
@@ -730,20 +737,31 @@ pub async fn run(
                     Timestamp::now(),
                 )});
                 if written_status.get(key) != Some(&status) {
-                    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-                    match api
-                        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-                        .await
-                    {
-                        Ok(_) => {
-                            written_status.insert(key.clone(), status);
-                        }
-                        Err(e) => {
-                            tracing::warn!(pod = %rest, error = %e, "writing pod status failed")
-                        }
-                    }
+                    writes.push((key.clone(), ns.to_string(), name.to_string(), status));
                 }
             }
+            // Status writes side by side (a burst of new pods is many writes).
+            let written: Vec<(String, serde_json::Value)> = futures::stream::iter(writes)
+                .map(|(key, ns, name, status)| {
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                    async move {
+                        match api
+                            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                            .await
+                        {
+                            Ok(_) => Some((key, status)),
+                            Err(e) => {
+                                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing pod status failed");
+                                None
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(PARALLEL_STARTS * 2)
+                .filter_map(|w| async move { w })
+                .collect()
+                .await;
+            written_status.extend(written);
         }
     }
     // Shutdown: stop what runs here and remove the namespaces.

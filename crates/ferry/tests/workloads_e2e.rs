@@ -1,0 +1,494 @@
+//! Scheduling and workloads end to end, as a kubectl user meets them on `ferry up` with two
+//! lab nodes (agents in lab mode, its own OVN): with kubectl 1.27, 1.32 and 1.33 each,
+//! `create deployment web --replicas=3 -- python3 -m http.server 8080` gives 3 Running
+//! pods spread over both nodes whose server answers through OVN, `rollout status`
+//! returns, `scale --replicas=1` leaves one, a pod whose nodeSelector matches nothing is
+//! Pending with `PodScheduled=False` and a FailedScheduling Event. A second test creates
+//! 100 pods and prints created -> bound and created -> Running latencies (p50/p99).
+//!
+//! Names are unique per test process (nodes `wl<pid>a`/`wl<pid>b`, chassis `wl<pid>`), so
+//! a lab or another test on the machine is never touched.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferry_testkit::{eventually, tail};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+/// One `ferry up` at a time in this binary (each runs an OVN stack).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// `ferry up` with two lab nodes; SIGTERM (by PID) on drop, which stops the agents (they
+/// remove their namespaces and processes) and OVN.
+struct Up {
+    child: Child,
+    dir: tempfile::TempDir,
+    nodes: [String; 2],
+    rt: tokio::runtime::Runtime,
+    /// Set once it serves.
+    api: Option<kube::Client>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Up {
+    fn start(tag: &str) -> Result<Up> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{tag}-"))
+            .tempdir()?;
+        let id = std::process::id();
+        let nodes = [format!("{tag}{id}a"), format!("{tag}{id}b")];
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = std::fs::File::create(dir.path().join("up.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["up", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--gateway-chassis", &format!("{tag}{id}")])
+            .args(["--nodes", &nodes.join(",")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start ferry up")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let kubeconfig = dir.path().join("data/kubeconfig");
+        let mut up = Up {
+            child,
+            api: None,
+            rt,
+            dir,
+            nodes,
+        };
+        let client = eventually("ferry up serving", Duration::from_secs(90), || {
+            if let Ok(Some(status)) = up.child.try_wait() {
+                return Err(format!("ferry up exited: {status}"));
+            }
+            up.rt
+                .block_on(async {
+                    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).ok()?;
+                    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                        .await
+                        .ok()?;
+                    let client = kube::Client::try_from(cfg).ok()?;
+                    let vpc = kube::api::GroupVersionKind::gvk("iaas.yusur.io", "v1", "Vpc");
+                    kube::discovery::pinned_kind(&client, &vpc).await.ok()?;
+                    Some(client)
+                })
+                .ok_or_else(|| "not yet".to_string())
+        });
+        match client {
+            Ok(c) => up.api = Some(c),
+            Err(e) => bail!("{e}\n{}", up.log_tail()),
+        }
+        Ok(up)
+    }
+
+    fn client(&self) -> kube::Client {
+        self.api.clone().expect("serving")
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("data/kubeconfig")
+    }
+
+    fn log_tail(&self) -> String {
+        tail(&self.dir.path().join("up.log"), 40)
+    }
+
+    fn kubectl(&self, version: &str) -> Option<Kubectl> {
+        Some(Kubectl {
+            bin: kubectl_for(version)?,
+            kubeconfig: self.kubeconfig(),
+            cache: self.dir.path().join(format!("kubectl-cache-{version}")),
+        })
+    }
+
+    /// The default VPC with its pod subnet and the join subnet, as the lab has them.
+    fn default_vpc(&self) -> Result<()> {
+        let k = self.kubectl("1.33").or_else(|| {
+            Some(Kubectl {
+                bin: PathBuf::from("kubectl"),
+                kubeconfig: self.kubeconfig(),
+                cache: self.dir.path().join("kubectl-cache"),
+            })
+        });
+        let k = k.context("kubectl")?;
+        let objs = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc", "metadata": {"name": ferry_api::DEFAULT_VPC}, "spec": {}},
+            {"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
+                "spec": {"vpc": ferry_api::DEFAULT_VPC, "cidrBlock": "10.16.0.0/16", "default": true}},
+            {"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": "subnet0"},
+                "spec": {"vpc": ferry_api::DEFAULT_VPC, "cidrBlock": "100.64.0.0/16", "default": false}}]});
+        let file = self.dir.path().join("vpc.json");
+        std::fs::write(&file, serde_json::to_vec(&objs)?)?;
+        k.ok(&["create", "-f", file.to_str().context("utf-8")?])?;
+        Ok(())
+    }
+
+    fn pods(&self, ns: &str) -> Result<Vec<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.client(), ns);
+        Ok(self.rt.block_on(api.list(&ListParams::default()))?.items)
+    }
+}
+
+/// The versioned kubectl (`kubectl.1.27`, ...) beside the `kubectl` on PATH, if installed.
+fn kubectl_for(version: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let kubectl = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.exists())?;
+    let bin = std::fs::canonicalize(kubectl)
+        .ok()?
+        .with_file_name(format!("kubectl.{version}"));
+    bin.exists().then_some(bin)
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .output();
+        let Ok(out) = out else {
+            return (false, format!("cannot run {}", self.bin.display()));
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("$ kubectl {}\n{text}", args.join(" "));
+        (out.status.success(), text)
+    }
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let (ok, text) = self.run(args);
+        if !ok {
+            bail!("kubectl {} failed: {text}", args.join(" "));
+        }
+        Ok(text)
+    }
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
+fn node_of(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+fn condition(p: &Pod, type_: &str) -> Option<(String, Option<String>, Option<String>)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn kubectl_flow(up: &Up, k: &Kubectl, ns: &str) -> Result<()> {
+    k.ok(&["create", "ns", ns])?;
+    let t0 = Instant::now();
+    k.ok(&[
+        "-n",
+        ns,
+        "create",
+        "deployment",
+        "web",
+        "--image=web",
+        "--replicas=3",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "8080",
+    ])?;
+    let pods = eventually("3 Running pods of web", Duration::from_secs(60), || {
+        let ps = up.pods(ns).map_err(|e| e.to_string())?;
+        let running: Vec<Pod> = ps.into_iter().filter(|p| phase(p) == "Running").collect();
+        if running.len() == 3 {
+            Ok(running)
+        } else {
+            Err(format!("{} Running", running.len()))
+        }
+    })
+    .with_context(|| up.log_tail())?;
+    eprintln!(
+        "FIGURE {ns}: 3 replicas Running {:.2} s after kubectl create deployment",
+        t0.elapsed().as_secs_f64()
+    );
+    let mut nodes: Vec<String> = pods.iter().map(node_of).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes, up.nodes.to_vec(), "replicas spread over both nodes");
+    for p in &pods {
+        let st = p.status.as_ref().context("status")?;
+        assert!(st.pod_ip.is_some() && st.start_time.is_some(), "{st:?}");
+        assert_eq!(
+            condition(p, "PodScheduled").map(|c| c.0),
+            Some("True".into())
+        );
+        let cs = &st.container_statuses.as_ref().context("containerStatuses")?[0];
+        assert_eq!((cs.image.as_str(), cs.restart_count), ("web", 0));
+        assert!(cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+    }
+    let out = k.ok(&["-n", ns, "rollout", "status", "deployment/web", "--timeout=60s"])?;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    // The server answers through OVN from a node's namespace.
+    let ip = pods[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("podIP")?;
+    let from = format!("ferry-{}", up.nodes[0]);
+    let body = eventually(
+        "python's http.server answering",
+        Duration::from_secs(30),
+        || {
+            ferry_testkit::tool(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &from,
+                    "curl",
+                    "-s",
+                    "-m",
+                    "2",
+                    &format!("http://{ip}:8080/"),
+                ],
+            )
+            .ok()
+            .filter(|b| b.contains("Directory listing"))
+        },
+    )?;
+    assert!(body.contains("Directory listing"));
+    k.ok(&["-n", ns, "scale", "deployment/web", "--replicas=1"])?;
+    eventually("one pod of web left", Duration::from_secs(60), || {
+        let n = up.pods(ns).map_err(|e| e.to_string())?.len();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} pods"))
+        }
+    })?;
+    k.ok(&[
+        "-n",
+        ns,
+        "run",
+        "nowhere",
+        "--image=x",
+        "--overrides={\"apiVersion\":\"v1\",\"spec\":{\"nodeSelector\":{\"disk\":\"nvme\"}}}",
+    ])?;
+    let want = "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.";
+    eventually("nowhere Pending, PodScheduled=False", Duration::from_secs(30), || {
+        let p = up
+            .pods(ns)
+            .ok()?
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some("nowhere"))?;
+        (phase(&p) == "Pending"
+            && condition(&p, "PodScheduled")
+                == Some((
+                    "False".into(),
+                    Some("Unschedulable".into()),
+                    Some(want.into()),
+                )))
+        .then_some(())
+    })?;
+    let events: Api<Event> = Api::namespaced(up.client(), ns);
+    eventually("a FailedScheduling Event", Duration::from_secs(30), || {
+        up.rt
+            .block_on(events.list(&ListParams::default()))
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.involved_object.name.as_deref() == Some("nowhere")
+                    && e.reason.as_deref() == Some("FailedScheduling")
+                    && e.message.as_deref() == Some(want)
+            })
+    })?;
+    k.ok(&["delete", "ns", ns, "--wait=false"])?;
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root, OVN/OVS and network namespaces"]
+fn deployment_on_two_lab_nodes_with_kubectl_1_27_1_32_1_33() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let up = Up::start("wl")?;
+    up.default_vpc()?;
+    eventually("both agents' Nodes", Duration::from_secs(60), || {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(up.client());
+        let n = up.rt.block_on(api.list(&ListParams::default())).ok()?.items.len();
+        (n == 2).then_some(())
+    })?;
+    for (i, version) in ["1.27", "1.32", "1.33"].iter().enumerate() {
+        let Some(k) = up.kubectl(version) else {
+            eprintln!("SKIPPED: kubectl {version} is not installed");
+            continue;
+        };
+        kubectl_flow(&up, &k, &format!("t{}", i + 1))
+            .with_context(|| format!("kubectl {version}\n{}", up.log_tail()))?;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Created -> bound and created -> Running of 100 bare pods (created 10 at a time, as a
+/// burst from one client), measured by the client: from the create call's answer to the
+/// first watch event showing `spec.nodeName` / `phase: Running`.
+#[test]
+#[ignore = "needs root, OVN/OVS and network namespaces"]
+fn bench_100_pods_created_to_running() -> Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let up = Up::start("wb")?;
+    up.default_vpc()?;
+    eventually("both agents' Nodes", Duration::from_secs(60), || {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(up.client());
+        let n = up.rt.block_on(api.list(&ListParams::default())).ok()?.items.len();
+        (n == 2).then_some(())
+    })?;
+    let n = 100;
+    let (bound, addressed, running) = up.rt.block_on(measure(up.client(), n))?;
+    let report = |what: &str, v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        eprintln!(
+            "FIGURE {n} pods created -> {what}: p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            v.last().copied().unwrap_or_default()
+        );
+    };
+    report("bound", &bound);
+    report("addressed (Ferry's controller's ip_address annotation)", &addressed);
+    report("Running", &running);
+    assert_eq!((bound.len(), running.len()), (n, n), "every pod bound and Running");
+    Ok(())
+}
+
+type Times = (Option<Instant>, Option<Instant>, Option<Instant>);
+
+async fn measure(client: kube::Client, n: usize) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use std::collections::HashMap;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let seen: std::sync::Arc<Mutex<HashMap<String, Times>>> = Default::default();
+    let s2 = seen.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(
+            watcher::watcher(
+                api,
+                watcher::Config::default().labels("bench=created-to-running")
+            )
+            .applied_objects()
+        );
+        while let Some(Ok(p)) = stream.next().await {
+            let now = Instant::now();
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let mut m = s2.lock().unwrap_or_else(|e| e.into_inner());
+            let e = m.entry(name).or_default();
+            if e.0.is_none() && !node_of(&p).is_empty() {
+                e.0 = Some(now);
+            }
+            if e.1.is_none() && phase(&p) == "Running" {
+                e.1 = Some(now);
+            }
+            let annotated = p
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ferry_api::ANNOTATION_IP));
+            if e.2.is_none() && annotated {
+                e.2 = Some(now);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    let created: HashMap<String, Instant> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("bench-{i:03}");
+                let p: Pod = serde_json::from_value(json!({"metadata": {"name": name,
+                    "labels": {"bench": "created-to-running"}},
+                    "spec": {"containers": [{"name": "c", "image": "bench",
+                        "command": ["sleep", "600"]}]}}))?;
+                api.create(&PostParams::default(), &p).await?;
+                Ok::<_, anyhow::Error>((name, Instant::now()))
+            }
+        })
+        .buffer_unordered(10)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = {
+            let m = seen.lock().unwrap_or_else(|e| e.into_inner());
+            m.values().filter(|v| v.1.is_some()).count()
+        };
+        if done >= n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watch.abort();
+    let m = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let since = |name: &str, at: Option<Instant>| -> Option<f64> {
+        let c = created.get(name)?;
+        Some(at?.saturating_duration_since(*c).as_secs_f64())
+    };
+    let bound = m.iter().filter_map(|(k, v)| since(k, v.0)).collect();
+    let running = m.iter().filter_map(|(k, v)| since(k, v.1)).collect();
+    let addressed = m.iter().filter_map(|(k, v)| since(k, v.2)).collect();
+    Ok((bound, addressed, running))
+}
