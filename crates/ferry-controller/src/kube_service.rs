@@ -196,6 +196,19 @@ pub fn service_state(
     })
 }
 
+/// The cluster IPs `svc` holds (none for headless or ExternalName Services).
+pub fn cluster_ips(svc: &Service) -> Vec<Ipv4Addr> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    spec.cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
+}
+
 /// Which LoadBalancer address each of `services` holds: the one in its status while no
 /// other holds it, else a new one from `pool`. `claims` holds every other service's EIPs
 /// and then these too (keyed by [`key`]).

@@ -170,6 +170,12 @@ impl Pass<'_> {
         if !full {
             st.claims.release(&kube.keys().cloned().collect());
         }
+        // Their cluster IPs are taken: a YusurService must not be given one.
+        for s in &kube_svcs {
+            for ip in kube_service::cluster_ips(s) {
+                st.claims.claim_vip(ip, &kube_service::key(s));
+            }
+        }
         let held: Vec<&k8s_openapi::api::core::v1::Service> = kube_svcs
             .iter()
             .copied()

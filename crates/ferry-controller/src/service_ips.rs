@@ -57,6 +57,12 @@ impl Claims {
         }
     }
 
+    /// Records that `key` (an ordinary Service) holds the cluster IP `ip`: a YusurService
+    /// must never be given it (the API server would refuse the status that says so).
+    pub fn claim_vip(&mut self, ip: Ipv4Addr, key: &str) {
+        self.vips.entry(ip).or_insert_with(|| key.to_string());
+    }
+
     /// A free EIP of `pool` for `key`.
     pub fn allocate_eip(
         &mut self,
@@ -127,13 +133,22 @@ pub fn service_addresses(
     let mut out = BTreeMap::new();
     for s in order {
         let k = key_of(s.as_ref());
-        let want: Option<Ipv4Addr> = s
+        let mut want: Option<Ipv4Addr> = s
             .spec
             .cluster_ip
             .as_deref()
             .and_then(|i| i.parse().ok())
-            .or_else(|| current(s))
-            .or_else(|| pending.cluster_ips.get(&k).copied());
+            .or_else(|| current(s));
+        if want.is_none() {
+            // An address handed out but not yet written that another holder took in the
+            // meantime (an ordinary Service created in between) is dropped: pick again.
+            match pending.cluster_ips.get(&k).copied() {
+                Some(ip) if used_vip.get(&ip).is_some_and(|h| h != &k) => {
+                    pending.cluster_ips.remove(&k);
+                }
+                p => want = p,
+            }
+        }
         let vip = match want {
             Some(ip) if used_vip.get(&ip) != Some(&k) => {
                 out.insert(
@@ -289,5 +304,61 @@ mod tests {
             &mut Claims::default(),
         );
         assert_eq!(again["default/c"].clone().unwrap().0, c);
+    }
+
+    #[test]
+    fn an_ordinary_services_cluster_ip_is_never_given_to_a_yusurservice() {
+        let pools = ServicePools {
+            cluster_ips: Pool::subnet("10.96.0.0/29", None, &[]).unwrap(),
+            eips: None,
+        };
+        let mut claims = Claims::default();
+        claims.claim_vip("10.96.0.2".parse().unwrap(), "svc/default/web");
+        let services = vec![svc("wants", Some("10.96.0.2"), 1), svc("any", None, 2)];
+        let out = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut Pending::default(),
+            &mut claims,
+        );
+        assert_eq!(
+            out["default/wants"],
+            Err(Problem::ClusterIpConflict {
+                ip: "10.96.0.2".parse().unwrap(),
+                holder: "svc/default/web".into()
+            })
+        );
+        assert_eq!(out["default/any"], Ok(("10.96.0.3".parse().unwrap(), None)));
+    }
+
+    #[test]
+    fn a_pending_cluster_ip_another_holder_took_meanwhile_is_picked_again() {
+        let pools = ServicePools {
+            cluster_ips: Pool::subnet("10.96.0.0/29", None, &[]).unwrap(),
+            eips: None,
+        };
+        let services = vec![svc("a", None, 1)];
+        let mut pending = Pending::default();
+        let first = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut Claims::default(),
+        );
+        let x = first["default/a"].clone().unwrap().0;
+        // Before a's status is written, an ordinary Service is given x.
+        let mut claims = Claims::default();
+        claims.claim_vip(x, "svc/default/web");
+        let again = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut claims,
+        );
+        let y = again["default/a"].clone().unwrap().0;
+        assert_ne!(x, y);
     }
 }
