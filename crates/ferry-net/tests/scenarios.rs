@@ -1114,16 +1114,23 @@ fn kubernetes_services() {
                     "Load_Balancer",
                     "ferry-default-np-cip-ovn-cluster-tcp",
                     "vips",
-                    json!(["map", [
-                        ["10.96.0.50:80", both],
-                        ["100.64.0.2:30080", both],
-                        ["100.64.0.3:30080", both]]]),
+                    json!([
+                        "map",
+                        [
+                            ["10.96.0.50:80", both],
+                            ["100.64.0.2:30080", both],
+                            ["100.64.0.3:30080", both]
+                        ]
+                    ]),
                 ),
                 Col(
                     "Load_Balancer",
                     "ferry-default-np-eip-tcp",
                     "vips",
-                    json!(["map", [["198.18.0.11:30080", both], ["198.18.0.12:30080", both]]]),
+                    json!([
+                        "map",
+                        [["198.18.0.11:30080", both], ["198.18.0.12:30080", both]]
+                    ]),
                 ),
                 Refs(
                     "Logical_Router",
@@ -1131,8 +1138,14 @@ fn kubernetes_services() {
                     "load_balancer",
                     &["ferry-default-np-eip-tcp"],
                 ),
-                RouteVia("eip-gateway:198.18.0.11/32", "ovn-cluster-transit-ovn-cluster"),
-                RouteVia("eip-gateway:198.18.0.12/32", "ovn-cluster-transit-ovn-cluster"),
+                RouteVia(
+                    "eip-gateway:198.18.0.11/32",
+                    "ovn-cluster-transit-ovn-cluster",
+                ),
+                RouteVia(
+                    "eip-gateway:198.18.0.12/32",
+                    "ovn-cluster-transit-ovn-cluster",
+                ),
             ],
         },
         Case {
@@ -1143,9 +1156,13 @@ fn kubernetes_services() {
                 "Load_Balancer",
                 "ferry-default-np-eip-tcp",
                 "vips",
-                json!(["map", [
-                    ["198.18.0.11:30080", "10.16.0.10:8080"],
-                    ["198.18.0.12:30080", "10.16.0.11:8080"]]]),
+                json!([
+                    "map",
+                    [
+                        ["198.18.0.11:30080", "10.16.0.10:8080"],
+                        ["198.18.0.12:30080", "10.16.0.11:8080"]
+                    ]
+                ]),
             )],
         },
         Case {
@@ -1157,12 +1174,19 @@ fn kubernetes_services() {
                     "Load_Balancer",
                     "ferry-default-np-eip-tcp",
                     "vips",
-                    json!(["map", [
-                        ["198.18.0.11:30080", both],
-                        ["198.18.0.12:30080", both],
-                        ["198.18.0.77:80", both]]]),
+                    json!([
+                        "map",
+                        [
+                            ["198.18.0.11:30080", both],
+                            ["198.18.0.12:30080", both],
+                            ["198.18.0.77:80", both]
+                        ]
+                    ]),
                 ),
-                RouteVia("eip-gateway:198.18.0.77/32", "ovn-cluster-transit-ovn-cluster"),
+                RouteVia(
+                    "eip-gateway:198.18.0.77/32",
+                    "ovn-cluster-transit-ovn-cluster",
+                ),
             ],
         },
         Case {
@@ -1180,7 +1204,10 @@ fn kubernetes_services() {
         },
         Case {
             name: "node ports outside the default VPC are refused",
-            input: two_nodes(lab(vec![with_scope(node_port_svc(false, &[]), vpc("vpc1"))])),
+            input: two_nodes(lab(vec![with_scope(
+                node_port_svc(false, &[]),
+                vpc("vpc1"),
+            )])),
             errors: vec![ObjectError::NodePortOutsideDefaultVpc {
                 service: "default/np".into(),
             }],
