@@ -174,7 +174,9 @@ fn probe_spec(p: &NetworkProbe, netns: PathBuf) -> Option<ProbeSpec> {
         HealthCheckType::HTTP => ProbeKind::Http {
             path: p.spec.path.clone().unwrap_or_else(|| "/".into()),
         },
-        HealthCheckType::UDP => ProbeKind::Udp,
+        HealthCheckType::UDP => ProbeKind::Udp {
+            silence: p.spec.udp_silence.unwrap_or_default(),
+        },
         HealthCheckType::ICMP => ProbeKind::Icmp,
     };
     Some(ProbeSpec {
@@ -703,9 +705,6 @@ pub async fn run(
                             ) {
                                 tracing::warn!(workload = %key, error = %e, "writing resolv.conf failed");
                             }
-                        }
-                        if let Some(lb) = &socket_lb {
-                            lb.lab_sandbox_started(&key, &s.workload.netns, pods);
                         }
                         if let Some(lb) = &socket_lb {
                             lb.lab_sandbox_started(&key, &s.workload.netns, pods);

@@ -71,7 +71,9 @@ fn default_vpc(chassis: &str, node_port: &str, pod_port: &str) -> Result<Network
         ],
         external: None,
         services: vec![ServiceState {
-            external_ips: vec![], kind: Default::default(), node_local: false,
+            external_ips: vec![],
+            kind: Default::default(),
+            node_local: false,
             key: "default/web-default".into(),
             uid: "uid-web-default".into(),
             scope: ServiceScope::Vpc(ferry_api::DEFAULT_VPC.into()),
