@@ -267,11 +267,21 @@ fn kubectl_flow(up: &Up, k: &Kubectl, ns: &str) -> Result<()> {
             condition(p, "PodScheduled").map(|c| c.0),
             Some("True".into())
         );
-        let cs = &st.container_statuses.as_ref().context("containerStatuses")?[0];
+        let cs = &st
+            .container_statuses
+            .as_ref()
+            .context("containerStatuses")?[0];
         assert_eq!((cs.image.as_str(), cs.restart_count), ("web", 0));
         assert!(cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
     }
-    let out = k.ok(&["-n", ns, "rollout", "status", "deployment/web", "--timeout=60s"])?;
+    let out = k.ok(&[
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=60s",
+    ])?;
     assert!(out.contains("successfully rolled out"), "{out}");
     // The server answers through OVN from a node's namespace.
     let ip = pods[0]
@@ -320,21 +330,25 @@ fn kubectl_flow(up: &Up, k: &Kubectl, ns: &str) -> Result<()> {
         "--overrides={\"apiVersion\":\"v1\",\"spec\":{\"nodeSelector\":{\"disk\":\"nvme\"}}}",
     ])?;
     let want = "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.";
-    eventually("nowhere Pending, PodScheduled=False", Duration::from_secs(30), || {
-        let p = up
-            .pods(ns)
-            .ok()?
-            .into_iter()
-            .find(|p| p.metadata.name.as_deref() == Some("nowhere"))?;
-        (phase(&p) == "Pending"
-            && condition(&p, "PodScheduled")
-                == Some((
-                    "False".into(),
-                    Some("Unschedulable".into()),
-                    Some(want.into()),
-                )))
-        .then_some(())
-    })?;
+    eventually(
+        "nowhere Pending, PodScheduled=False",
+        Duration::from_secs(30),
+        || {
+            let p = up
+                .pods(ns)
+                .ok()?
+                .into_iter()
+                .find(|p| p.metadata.name.as_deref() == Some("nowhere"))?;
+            (phase(&p) == "Pending"
+                && condition(&p, "PodScheduled")
+                    == Some((
+                        "False".into(),
+                        Some("Unschedulable".into()),
+                        Some(want.into()),
+                    )))
+            .then_some(())
+        },
+    )?;
     let events: Api<Event> = Api::namespaced(up.client(), ns);
     eventually("a FailedScheduling Event", Duration::from_secs(30), || {
         up.rt
@@ -360,7 +374,12 @@ fn deployment_on_two_lab_nodes_with_kubectl_1_27_1_32_1_33() -> Result<()> {
     up.default_vpc()?;
     eventually("both agents' Nodes", Duration::from_secs(60), || {
         let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(up.client());
-        let n = up.rt.block_on(api.list(&ListParams::default())).ok()?.items.len();
+        let n = up
+            .rt
+            .block_on(api.list(&ListParams::default()))
+            .ok()?
+            .items
+            .len();
         (n == 2).then_some(())
     })?;
     for (i, version) in ["1.27", "1.32", "1.33"].iter().enumerate() {
@@ -371,6 +390,132 @@ fn deployment_on_two_lab_nodes_with_kubectl_1_27_1_32_1_33() -> Result<()> {
         kubectl_flow(&up, &k, &format!("t{}", i + 1))
             .with_context(|| format!("kubectl {version}\n{}", up.log_tail()))?;
     }
+    kubelet_duties(&up).with_context(|| up.log_tail())?;
+    Ok(())
+}
+
+fn container_status(p: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()
+        .cloned()
+}
+
+/// What the lab agent does as a kubelet: readiness decides Ready, a failing liveness probe
+/// restarts the container, `restartPolicy: Never` ends in Succeeded or Failed with the exit
+/// code, env and the downward API reach the process.
+fn kubelet_duties(up: &Up) -> Result<()> {
+    let ns = "kubelet";
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(up.client());
+    up.rt.block_on(api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+    ))?;
+    let pods: Api<Pod> = Api::namespaced(up.client(), ns);
+    let make = |name: &str, spec: serde_json::Value| -> Result<()> {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?;
+        up.rt.block_on(pods.create(&PostParams::default(), &p))?;
+        Ok(())
+    };
+    make(
+        "ready-later",
+        json!({"containers": [{"name": "c", "image": "srv",
+        "command": ["sh", "-c", "sleep 3; exec python3 -m http.server 8081"],
+        "ports": [{"name": "http", "containerPort": 8081}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}]}),
+    )?;
+    make(
+        "unlively",
+        json!({"containers": [{"name": "c", "image": "srv", "command": ["sleep", "600"],
+        "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}}]}),
+    )?;
+    make(
+        "done-ok",
+        json!({"restartPolicy": "Never", "containers": [{"name": "c", "image": "job", "command": ["true"]}]}),
+    )?;
+    make(
+        "done-bad",
+        json!({"restartPolicy": "Never", "containers": [{"name": "c", "image": "job", "command": ["sh", "-c", "exit 3"]}]}),
+    )?;
+    make(
+        "env",
+        json!({"containers": [{"name": "c", "image": "env",
+        "command": ["sh", "-c", "echo \"$GREETING from $ME in $(pwd)\"; sleep 600"], "workingDir": "/tmp",
+        "env": [{"name": "GREETING", "value": "hello"},
+            {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}),
+    )?;
+    let get = |name: &str| up.rt.block_on(pods.get(name)).ok();
+    // Readiness: Running but not Ready first, then Ready once the server answers.
+    let not_ready = eventually(
+        "ready-later Running, not Ready",
+        Duration::from_secs(60),
+        || {
+            let p = get("ready-later")?;
+            (phase(&p) == "Running").then(|| condition(&p, "Ready"))
+        },
+    )?;
+    assert_eq!(
+        not_ready,
+        Some((
+            "False".into(),
+            Some("ContainersNotReady".into()),
+            Some("containers with unready status: [c]".into())
+        ))
+    );
+    eventually("ready-later Ready", Duration::from_secs(60), || {
+        let p = get("ready-later")?;
+        (condition(&p, "Ready").map(|c| c.0) == Some("True".into())
+            && condition(&p, "ContainersReady").map(|c| c.0) == Some("True".into()))
+        .then_some(())
+    })?;
+    // Liveness: killed and restarted, the last run recorded.
+    let cs = eventually("unlively restarted", Duration::from_secs(60), || {
+        let cs = container_status(&get("unlively")?)?;
+        (cs.restart_count >= 1).then_some(cs)
+    })?;
+    let last = cs
+        .last_state
+        .and_then(|s| s.terminated)
+        .context("lastState.terminated")?;
+    assert_eq!(last.exit_code, 137, "{last:?}");
+    // restartPolicy Never: Succeeded and Failed, with the exit code.
+    for (name, want, code, reason) in [
+        ("done-ok", "Succeeded", 0, "Completed"),
+        ("done-bad", "Failed", 3, "Error"),
+    ] {
+        let p = eventually(&format!("{name} {want}"), Duration::from_secs(60), || {
+            let p = get(name)?;
+            (phase(&p) == want).then_some(p)
+        })?;
+        let t = container_status(&p)
+            .and_then(|c| c.state)
+            .and_then(|s| s.terminated)
+            .context("state.terminated")?;
+        assert_eq!(
+            (t.exit_code, t.reason.as_deref()),
+            (code, Some(reason)),
+            "{name}"
+        );
+        assert_eq!(
+            condition(&p, "Ready").map(|c| c.1),
+            Some(Some("PodCompleted".into()))
+        );
+    }
+    // env, the downward API and workingDir, from the container's output.
+    let logs = up.dir.path().join("data/agent/logs");
+    let line = eventually("env's output", Duration::from_secs(60), || {
+        std::fs::read_dir(&logs)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("kubelet-env"))
+            .find_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                text.lines().find(|l| l.contains("hello")).map(String::from)
+            })
+    })?;
+    assert_eq!(line, "hello from env in /tmp");
     Ok(())
 }
 
@@ -390,7 +535,12 @@ fn bench_100_pods_created_to_running() -> Result<()> {
     up.default_vpc()?;
     eventually("both agents' Nodes", Duration::from_secs(60), || {
         let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(up.client());
-        let n = up.rt.block_on(api.list(&ListParams::default())).ok()?.items.len();
+        let n = up
+            .rt
+            .block_on(api.list(&ListParams::default()))
+            .ok()?
+            .items
+            .len();
         (n == 2).then_some(())
     })?;
     let n = 100;
@@ -406,9 +556,16 @@ fn bench_100_pods_created_to_running() -> Result<()> {
         );
     };
     report("bound", &bound);
-    report("addressed (Ferry's controller's ip_address annotation)", &addressed);
+    report(
+        "addressed (Ferry's controller's ip_address annotation)",
+        &addressed,
+    );
     report("Running", &running);
-    assert_eq!((bound.len(), running.len()), (n, n), "every pod bound and Running");
+    assert_eq!(
+        (bound.len(), running.len()),
+        (n, n),
+        "every pod bound and Running"
+    );
     Ok(())
 }
 
