@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 
 use crate::types::{
     AnnotationPolicy, FederatedYusurService, FederatedYusurServiceStatus, LABEL_TENANT,
-    LABEL_WORKSPACE, MemberCluster, MemberClusterStatus, TargetStatus, TopologyType, Work,
-    WorkOwner, WorkSpec,
+    LABEL_WORKSPACE, MemberCluster, MemberClusterStatus, TopologyType, Work, WorkOwner, WorkSpec,
 };
 
 /// Label on every Work naming the uid of the federated object it was rendered from.

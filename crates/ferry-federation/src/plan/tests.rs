@@ -2,7 +2,7 @@
 //! and deleted, every target's generations and reasons, the object's conditions).
 
 use super::*;
-use crate::types::{FederatedYusurServiceSpec, WorkStatus};
+use crate::types::{FederatedYusurServiceSpec, TargetStatus, WorkStatus};
 
 const NOW: i64 = 1_000_000;
 
