@@ -7,6 +7,7 @@ set -euo pipefail
 PACKAGES=(ovn-central ovn-host openvswitch-switch iperf3 sockperf wrk nginx-light
           ethtool iproute2 curl iptables nftables python3 clang-14 libbpf-dev procps dnsutils
           openvswitch-common  # ovs-pki: the OVN PKI of the TLS tests and `--ovn-tls`
+          chromium chromium-driver  # the web page's browser test (ferry-ui)
           mmdebstrap umoci skopeo podman runc)  # scripts/image.sh and its test
 
 missing=()
