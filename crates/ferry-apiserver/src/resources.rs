@@ -131,7 +131,7 @@ fn builtin_columns(plural: &str) -> Vec<Column> {
     match plural {
         "pods" => vec![
             col("Ready", "string", "", 0),
-            col("Status", "string", ".status.phase", 0),
+            col("Status", "string", "", 0),
             col("Restarts", "integer", "", 0),
             col("Age", "date", ".metadata.creationTimestamp", 0),
             col("IP", "string", ".status.podIP", 1),
@@ -173,7 +173,19 @@ fn builtin_columns(plural: &str) -> Vec<Column> {
             col("Object", "string", "", 0),
             col("Message", "string", ".message", 0),
         ],
-        "deployments" | "daemonsets" => vec![col("Age", "date", ".metadata.creationTimestamp", 0)],
+        "deployments" => vec![
+            col("Ready", "string", "", 0),
+            col("Up-to-date", "integer", "", 0),
+            col("Available", "integer", "", 0),
+            col("Age", "date", ".metadata.creationTimestamp", 0),
+        ],
+        "replicasets" => vec![
+            col("Desired", "integer", "", 0),
+            col("Current", "integer", "", 0),
+            col("Ready", "integer", "", 0),
+            col("Age", "date", ".metadata.creationTimestamp", 0),
+        ],
+        "daemonsets" => vec![col("Age", "date", ".metadata.creationTimestamp", 0)],
         _ => vec![col("Age", "date", ".metadata.creationTimestamp", 0)],
     }
 }

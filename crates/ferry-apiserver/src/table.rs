@@ -146,6 +146,48 @@ fn age(object: &Value, path: &str) -> Value {
     }
 }
 
+/// A Pod's STATUS as kubectl's printer words it: the phase, or the reason of a waiting or
+/// terminated container (`ContainerCreating`, `CrashLoopBackOff`, `Completed`, `Error`),
+/// `Terminating` once deleted.
+fn pod_status_reason(pod: &Value) -> String {
+    let mut reason = pod["status"]["reason"]
+        .as_str()
+        .or(pod["status"]["phase"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut running = false;
+    let statuses = pod["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // The first container's state wins, as kubectl walks them from the last.
+    for c in statuses.iter().rev() {
+        let state = &c["state"];
+        if let Some(r) = state["waiting"]["reason"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+        {
+            reason = r.to_string();
+        } else if state["terminated"].is_object() {
+            let t = &state["terminated"];
+            reason = match (t["reason"].as_str(), t["signal"].as_i64()) {
+                (Some(r), _) if !r.is_empty() => r.to_string(),
+                (_, Some(sig)) if sig != 0 => format!("Signal:{sig}"),
+                _ => format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
+            };
+        } else if state["running"].is_object() && c["ready"].as_bool() == Some(true) {
+            running = true;
+        }
+    }
+    if reason == "Completed" && running {
+        reason = "Running".into();
+    }
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
 /// Cells computed in code for built-in columns that a JSONPath cannot express.
 fn builtin_cell(rt: &ResourceType, column: &Column, object: &Value) -> Value {
     match (rt.plural.as_str(), column.name.as_str()) {
@@ -161,6 +203,21 @@ fn builtin_cell(rt: &ResourceType, column: &Column, object: &Value) -> Value {
                 .count();
             json!(format!("{ready}/{total}"))
         }
+        ("pods", "Status") => json!(pod_status_reason(object)),
+        ("deployments", "Ready") => json!(format!(
+            "{}/{}",
+            object["status"]["readyReplicas"].as_i64().unwrap_or(0),
+            object["spec"]["replicas"].as_i64().unwrap_or(1)
+        )),
+        ("deployments", "Up-to-date") => {
+            json!(object["status"]["updatedReplicas"].as_i64().unwrap_or(0))
+        }
+        ("deployments", "Available") => {
+            json!(object["status"]["availableReplicas"].as_i64().unwrap_or(0))
+        }
+        ("replicasets", "Desired") => json!(object["spec"]["replicas"].as_i64().unwrap_or(1)),
+        ("replicasets", "Current") => json!(object["status"]["replicas"].as_i64().unwrap_or(0)),
+        ("replicasets", "Ready") => json!(object["status"]["readyReplicas"].as_i64().unwrap_or(0)),
         ("pods", "Restarts") => {
             let statuses = object["status"]["containerStatuses"]
                 .as_array()
@@ -420,6 +477,40 @@ mod tests {
             vec![json!("True")]
         );
         assert!(json_path(&o, r#".status.conditions[?(@.type=="Gone")].status"#).is_empty());
+    }
+
+    #[test]
+    fn pod_status_reads_like_kubectls() {
+        let cases = [
+            (json!({"status": {"phase": "Pending"}}), "Pending"),
+            (
+                json!({"status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}}),
+                "ContainerCreating",
+            ),
+            (
+                json!({"status": {"phase": "Running", "containerStatuses": [{"ready": true, "state": {"running": {}}}]}}),
+                "Running",
+            ),
+            (
+                json!({"status": {"phase": "Running", "containerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}),
+                "CrashLoopBackOff",
+            ),
+            (
+                json!({"status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]}}),
+                "Completed",
+            ),
+            (
+                json!({"status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"exitCode": 3}}}]}}),
+                "ExitCode:3",
+            ),
+            (
+                json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Running"}}),
+                "Terminating",
+            ),
+        ];
+        for (pod, want) in cases {
+            assert_eq!(pod_status_reason(&pod), want, "{pod}");
+        }
     }
 
     #[test]

@@ -266,6 +266,17 @@ async fn deployment_and_scheduling_with_kubectl(version: &str) {
         "--timeout=60s",
     ]);
     assert!(out.contains("successfully rolled out"), "{out}");
+    // kubectl get shows what its printer shows on a real cluster.
+    let table = k.ok(&["-n", "t1", "get", "deploy", "web", "--no-headers"]);
+    let cells: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(cells[..4], ["web", "3/3", "3", "3"], "{table}");
+    let table = k.ok(&["-n", "t1", "get", "rs", "--no-headers"]);
+    let cells: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(
+        cells[..4],
+        [format!("web-{hash}").as_str(), "3", "3", "3"],
+        "{table}"
+    );
     let deploys: Api<Deployment> = Api::namespaced(admin.clone(), "t1");
     let d = deploys.get("web").await.expect("deployment");
     let st = d.status.clone().expect("status");
