@@ -175,6 +175,10 @@ struct ControllerArgs {
     /// Name of this replica in the leader Lease (default: controller-<pid>).
     #[arg(long, env = "FERRY_IDENTITY")]
     identity: Option<String>,
+    /// Serve Prometheus metrics (`/metrics`) and the web page (`/ui/`, signed in with a
+    /// user's own API token) on this address.
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -397,6 +401,9 @@ struct AgentArgs {
     /// from outside.
     #[arg(long, env = "FERRY_EXTERNAL_IP")]
     external_ip: Option<std::net::Ipv4Addr>,
+    /// Serve Prometheus metrics (`/metrics`) on this address.
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     dns: DnsArgs,
     #[command(flatten)]
@@ -445,6 +452,10 @@ struct UpArgs {
     /// Nodes whose agent runs inside `ferry up` in lab mode (comma separated).
     #[arg(long, default_value = "node1")]
     nodes: String,
+    /// Serve the controller's and agents' metrics (`/metrics`, bearer: the admin token)
+    /// and the web page (`/ui/`) on this address.
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// The lab agents' pods use the socket-level load balancer (see `ferry agent --socket-lb`).
     #[arg(long, env = "FERRY_SOCKET_LB")]
     socket_lb: bool,
@@ -769,7 +780,12 @@ async fn apiserver(args: ApiserverArgs, install_crds: bool) -> anyhow::Result<()
 }
 
 async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+    let config = kube_config(kubeconfig).await?;
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -780,8 +796,36 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
         None => kube::Config::infer()
             .await
             .context("no --kubeconfig given and no in-cluster configuration found")?,
+    })
+}
+
+/// Serves the metrics of `components` on `listen` (behind `token` when given), and the
+/// web page when `ui` holds the API server's client configuration.
+async fn serve_metrics(
+    listen: Option<SocketAddr>,
+    components: Vec<ferry_metrics::Component>,
+    token: Option<String>,
+    ui: Option<kube::Config>,
+) -> anyhow::Result<Option<ferry_metrics::http::Served>> {
+    let Some(listen) = listen else {
+        return Ok(None);
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    let page = match ui {
+        Some(config) => Some(ferry_ui::router(ferry_ui::Upstream::new(config)?)),
+        None => None,
+    };
+    let has_page = page.is_some();
+    let served = ferry_metrics::http::serve(
+        listen,
+        ferry_metrics::http::Exposition { components, token },
+        page,
+    )
+    .await?;
+    eprintln!("ferry: metrics on http://{}/metrics", served.addr);
+    if has_page {
+        eprintln!("ferry: web page on http://{}/ui/", served.addr);
+    }
+    Ok(Some(served))
 }
 
 fn controller_config(
@@ -834,6 +878,13 @@ fn remotes(s: &str) -> Vec<String> {
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let _metrics = serve_metrics(
+        args.metrics_listen,
+        vec![ferry_metrics::Component::Controller],
+        None,
+        Some(kube_config(args.kubeconfig.as_deref()).await?),
+    )
+    .await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let config = controller_config(
         &args.network,
@@ -882,6 +933,13 @@ fn agent_config(
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let _metrics = serve_metrics(
+        args.metrics_listen,
+        vec![ferry_metrics::Component::Agent],
+        None,
+        None,
+    )
+    .await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut config = agent_config(
         &args.node,
@@ -938,6 +996,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .context("installing the VirtualMachineInstance CRD")?;
     }
     let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-controller"))).await?;
+    // The controller's and agents' metrics and the web page, behind the admin token.
+    let _metrics = serve_metrics(
+        args.metrics_listen,
+        vec![
+            ferry_metrics::Component::Controller,
+            ferry_metrics::Component::Agent,
+        ],
+        Some(server.tokens.admin.clone()),
+        Some(kube_config(Some(&server.kubeconfig)).await?),
+    )
+    .await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut config = controller_config(&args.network, Some("ferry-up".into()), ovn_nb)?;
     if let (Some(network), Some(tls)) = (
