@@ -878,28 +878,30 @@ fn conflicts() {
             ],
         },
         Case {
-            name: "VIP:port clash (the first by key keeps it; another protocol is no clash)",
+            name: "VIP:port clash in one VPC (the first by key keeps it; another protocol is \
+                   no clash; the same address in another VPC is no clash either)",
             input: lab(vec![
                 svc("default/a", vpc("vpc1"), Some("10.96.0.5"), None, &[]),
-                svc("default/b", vpc("vpc2"), Some("10.96.0.5"), None, &[]),
+                svc("default/b", vpc("vpc1"), Some("10.96.0.5"), None, &[]),
                 {
-                    let mut u = svc("default/u", vpc("vpc2"), Some("10.96.0.5"), None, &[]);
+                    let mut u = svc("default/u", vpc("vpc1"), Some("10.96.0.5"), None, &[]);
                     u.ports[0].protocol = Protocol::Udp;
                     u
                 },
+                svc("default/v", vpc("vpc2"), Some("10.96.0.5"), None, &[]),
             ]),
             errors: vec![ObjectError::VipClash {
                 service: "default/b".into(),
-                vip: "10.96.0.5:80/tcp".into(),
+                vip: "10.96.0.5:80/tcp in vpc1".into(),
                 other: "default/a".into(),
             }],
             want: vec![
-                Absent("Load_Balancer", "ferry-default-b-cip-vpc2-tcp"),
+                Absent("Load_Balancer", "ferry-default-b-cip-vpc1-tcp"),
                 Refs(
                     "Load_Balancer_Group",
                     "ferry-vpc2",
                     "load_balancer",
-                    &["ferry-default-u-cip-vpc2-udp"],
+                    &["ferry-default-v-cip-vpc2-tcp"],
                 ),
             ],
         },
@@ -911,7 +913,7 @@ fn conflicts() {
             ]),
             errors: vec![ObjectError::VipClash {
                 service: "default/b".into(),
-                vip: "198.18.0.150:80/tcp".into(),
+                vip: "198.18.0.150:80/tcp in vpc1".into(),
                 other: "default/a".into(),
             }],
             want: vec![],
@@ -1234,4 +1236,32 @@ fn kubernetes_services() {
 fn with_scope(mut s: ServiceState, scope: ServiceScope) -> ServiceState {
     s.scope = scope;
     s
+}
+
+#[test]
+fn one_cluster_ip_may_serve_several_vpcs_but_not_twice_in_one() {
+    let dns = |key: &str, v: &str| {
+        let mut s = svc(key, vpc(v), Some("10.96.0.53"), None, &[]);
+        s.ports[0].port = 53;
+        s
+    };
+    let d = build_desired(&lab(vec![
+        dns("dns/ovn-cluster", "ovn-cluster"),
+        dns("dns/vpc1", "vpc1"),
+        dns("dns/vpc2", "vpc2"),
+    ]));
+    assert_eq!(d.errors, vec![]);
+    for v in ["ovn-cluster", "vpc1", "vpc2"] {
+        let name = format!("ferry-dns-{v}-cip-{v}-tcp");
+        assert!(find(&d, "Load_Balancer", &name).is_some(), "{name}");
+    }
+    let d = build_desired(&lab(vec![dns("dns/a", "vpc1"), dns("dns/b", "vpc1")]));
+    assert_eq!(
+        d.errors,
+        vec![ObjectError::VipClash {
+            service: "dns/b".into(),
+            vip: "10.96.0.53:53/tcp in vpc1".into(),
+            other: "dns/a".into(),
+        }]
+    );
 }

@@ -277,15 +277,39 @@ fn check(
             }
         }
     }
-    for addr in svc
-        .cluster_ip
-        .iter()
-        .chain(svc.eip.iter())
-        .chain(svc.external_ips.iter())
-    {
+    // A cluster IP lives in its VPCs' groups only: the same address may serve another
+    // VPC (the cluster DNS does, in every VPC). EIPs and external IPs are one network's.
+    let mut vips: Vec<(String, Ipv4Addr)> = Vec::new();
+    for v in scope_vpcs(svc) {
+        vips.extend(svc.cluster_ip.iter().map(|ip| (format!(" in {v}"), *ip)));
+    }
+    vips.extend(
+        svc.eip
+            .iter()
+            .chain(svc.external_ips.iter())
+            .map(|ip| (String::new(), *ip)),
+    );
+    for (scope, addr) in vips {
         for p in &svc.ports {
-            let vip = format!("{addr}:{}/{}", p.port, p.protocol.as_str());
-            if let Some(other) = claims.vips.get(&vip) {
+            let bare = format!("{addr}:{}/{}", p.port, p.protocol.as_str());
+            let vip = format!("{bare}{scope}");
+            // A scoped VIP clashes with itself and with the same unscoped one; an unscoped
+            // VIP with itself and with every scoped one.
+            let other = claims
+                .vips
+                .get(&vip)
+                .or(claims.vips.get(&bare))
+                .or_else(|| {
+                    scope.is_empty().then(|| {
+                        claims
+                            .vips
+                            .range(format!("{bare} in ")..)
+                            .take_while(|(k, _)| k.starts_with(&format!("{bare} in ")))
+                            .map(|(_, v)| v)
+                            .next()
+                    })?
+                });
+            if let Some(other) = other {
                 return Err(ObjectError::VipClash {
                     service: service(),
                     vip,
