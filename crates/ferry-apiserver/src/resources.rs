@@ -328,6 +328,9 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
     out
 }
 
+/// `(group, version, plural)`: the key of a served resource.
+type ResourceKey = (String, String, String);
+
 /// All served resources, keyed by `(group, version, plural)`.
 ///
 /// Every request takes a snapshot (a clone): the maps are shared (`Arc`, copied on write
@@ -337,7 +340,7 @@ pub fn from_crd(crd: &Value) -> Vec<ResourceType> {
 pub struct Registry {
     types: Arc<BTreeMap<(String, String, String), ResourceType>>,
     /// CRD name -> the keys it added, so a deleted CRD stops being served.
-    by_crd: Arc<BTreeMap<String, Vec<(String, String, String)>>>,
+    by_crd: Arc<BTreeMap<String, Vec<ResourceKey>>>,
 }
 
 impl Registry {

@@ -75,7 +75,13 @@ fn filters_and_their_reasons() {
         json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
             {"nodeSelectorTerms": [{"matchExpressions": exprs}]}}}})
     };
-    let cases: Vec<(&str, Pod, Vec<Candidate>, Result<String, Unschedulable>)> = vec![
+    type Case<'a> = (
+        &'a str,
+        Pod,
+        Vec<Candidate<'a>>,
+        Result<String, Unschedulable>,
+    );
+    let cases: Vec<Case> = vec![
         ("no nodes", pod(json!({})), vec![], unschedulable(0, &[])),
         (
             "nodeSelector picks the labelled node",
