@@ -81,13 +81,35 @@ pub struct UpOptions {
     pub socket_lb: bool,
 }
 
-fn step(n: usize, total: usize, what: &str) -> Instant {
-    eprint!("[{n}/{total}] {what} ... ");
-    Instant::now()
+fn step(n: usize, total: usize, what: &str) -> crate::progress::Step {
+    crate::progress::step(n, total, what)
 }
 
-fn done(t: Instant) {
-    eprintln!("ok ({:.1}s)", t.elapsed().as_secs_f64());
+fn done(t: crate::progress::Step) {
+    t.done()
+}
+
+/// Where `ferry up` serves the controller's and agents' metrics and the web page: the API
+/// port plus one, on the same address.
+pub fn metrics_listen(listen: SocketAddr) -> SocketAddr {
+    SocketAddr::new(listen.ip(), listen.port().wrapping_add(1))
+}
+
+/// The metrics URLs and the signed-in web page URL of a lab (`ui` and `metrics` of
+/// `ferry lab status -o json`).
+fn observability(lab: &LabDir, listen: SocketAddr) -> (Value, Option<String>) {
+    let m = metrics_listen(listen);
+    let agents: serde_json::Map<String, Value> = topology::NODES
+        .iter()
+        .map(|n| (n.to_string(), json!(format!("http://{m}/metrics/agent"))))
+        .collect();
+    let metrics = json!({"apiserver": format!("https://{listen}/metrics"),
+        "controller": format!("http://{m}/metrics/controller"), "agents": agents});
+    let admin = std::fs::read(lab.data().join("tokens.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|t| t["admin"].as_str().map(String::from));
+    (metrics, admin.map(|t| format!("http://{m}/ui/#token={t}")))
 }
 
 /// The PID of the lab's `ferry up`, if it still runs (checked against its command line).
@@ -209,6 +231,8 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
             "--eip-pool",
             topology::EIP_POOL,
         ])
+        .arg("--metrics-listen")
+        .arg(metrics_listen(opts.listen).to_string())
         .args([
             "--external-cidr",
             topology::EXTERNAL_CIDR,
@@ -363,6 +387,9 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         .map_err(|e| fail("Kubernetes Services", e, Some(&lab.log())))?;
     done(t);
     eprintln!("lab up in {:.1}s", started.elapsed().as_secs_f64());
+    if let (_, Some(ui)) = observability(lab, opts.listen) {
+        eprintln!("web page (signed in): {ui}");
+    }
     Ok(())
 }
 
@@ -455,8 +482,17 @@ pub async fn status(lab: &LabDir) -> Result<Value, LabError> {
         .ok()
         .and_then(|y| y.status)
         .and_then(|s| s.cluster_ip);
+    let listen = std::fs::read(lab.marker())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|m| m["listen"].as_str().and_then(|l| l.parse().ok()));
+    let (metrics, ui) = match listen {
+        Some(l) => observability(lab, l),
+        None => (Value::Null, None),
+    };
     Ok(
         json!({"dir": lab.dir, "kubeconfig": lab.kubeconfig(), "log": lab.log(), "hosts": hosts, "scenarios": scenarios,
+        "metrics": metrics, "ui": ui,
         "nodes": crate::services::NODE_EXTERNAL_IPS.iter().map(|(n, ext)| json!({"name": n, "netns": format!("ferry-{n}"),
             "internalIP": ips.get(*n), "externalIP": ext})).collect::<Vec<_>>(),
         "dns": crate::services::CLUSTER_DNS, "services": crate::services::status(&c).await,
@@ -570,6 +606,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
     let c = client(lab).await?;
     let mut rows = Vec::new();
     let scenarios = topology::scenarios();
+    let t = step(1, 4, "requests in each scenario");
     for (s, sj) in scenarios
         .iter()
         .zip(st["scenarios"].as_array().cloned().unwrap_or_default())
@@ -577,6 +614,8 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
         let target = sj["target"].as_str().unwrap_or_default().to_string();
         rows.push(run_scenario(s, &target, requests));
     }
+    done(t);
+    let t = step(2, 4, "iperf3 to the seed service ysvc1");
     // The seed check: iperf3 to ysvc1's ClusterIP.
     let seed_target = st["seed"]["target"]
         .as_str()
@@ -628,6 +667,8 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
             .unwrap_or(why),
         pass: gbps.is_some_and(|g| g > 0.0),
     });
+    done(t);
+    let t = step(3, 4, "isolation between VPCs and from outside");
     // Isolation.
     let ip_of = |name: &str| -> String {
         st["hosts"]
@@ -668,6 +709,8 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
         "ext-client",
         &format!("{}:8080", ip_of("svc1-ep-1")),
     ));
+    done(t);
+    let t = step(4, 4, "failover and Kubernetes Services");
     // Failover: block one backend's port; it must leave rotation and get no request.
     rows.extend(
         failover(
@@ -688,6 +731,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
         )
         .await,
     );
+    done(t);
     let all = rows.iter().all(|r| r.pass);
     Ok((rows, all))
 }

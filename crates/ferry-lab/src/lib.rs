@@ -31,6 +31,7 @@
 pub mod lab;
 pub mod netns;
 mod prereq;
+pub mod progress;
 pub mod services;
 pub mod topology;
 
