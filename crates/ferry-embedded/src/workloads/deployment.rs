@@ -395,12 +395,67 @@ pub fn plan(d: &Deployment, owned: &[&ReplicaSet], now: jiff::Timestamp) -> Plan
             format!("ReplicaSet \"{new_name}\" is progressing."),
         )
     };
-    let pr_status = if paused { "Unknown" } else { "True" };
+    // Progress is any change of the counts; without any for progressDeadlineSeconds (600
+    // by default) an unfinished rollout has timed out, which `kubectl rollout status`
+    // reports as an error.
+    let counts = |s: &DeploymentStatus| {
+        (
+            s.replicas,
+            s.updated_replicas,
+            s.ready_replicas,
+            s.available_replicas,
+        )
+    };
+    let ready_sum = sum(|r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    });
+    let progressed = counts(&old)
+        != (
+            Some(status_replicas),
+            Some(updated),
+            Some(ready_sum),
+            Some(available),
+        );
+    let prev_progressing = old
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing");
+    let deadline = i64::from(spec.progress_deadline_seconds.unwrap_or(600));
+    let stalled = !paused
+        && !complete
+        && !new_created
+        && !progressed
+        && prev_progressing
+            .and_then(|c| c.last_update_time.as_ref())
+            .is_some_and(|t| t.0 + jiff::SignedDuration::from_secs(deadline) < now);
+    let (pr_reason, pr_message) = if stalled
+        || prev_progressing.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+            && !complete
+            && !progressed
+            && !new_created
+    {
+        (
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+        )
+    } else {
+        (pr_reason, pr_message)
+    };
+    let pr_status = match pr_reason {
+        "ProgressDeadlineExceeded" => "False",
+        _ if paused => "Unknown",
+        _ => "True",
+    };
     let at = Time(now);
     let condition = |type_: &str, status: &str, reason: &str, message: String| {
         let prev = old.conditions.iter().flatten().find(|c| c.type_ == type_);
         let same_status = prev.is_some_and(|p| p.status == status);
         let same = same_status
+            && !(type_ == "Progressing" && progressed)
             && prev.is_some_and(|p| {
                 p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(&message)
             });
@@ -425,12 +480,7 @@ pub fn plan(d: &Deployment, owned: &[&ReplicaSet], now: jiff::Timestamp) -> Plan
         observed_generation: d.metadata.generation,
         replicas: Some(status_replicas),
         updated_replicas: Some(updated),
-        ready_replicas: Some(sum(|r| {
-            r.status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0)
-        })),
+        ready_replicas: Some(ready_sum),
         available_replicas: Some(available),
         unavailable_replicas: Some((total_spec - available).max(0)),
         conditions: Some(vec![

@@ -276,6 +276,49 @@ fn deployment_status_tells_kubectl_rollout_status_when_done() {
 }
 
 #[test]
+fn a_rollout_without_progress_past_its_deadline_times_out() {
+    let d = |last_update: &str, counts: (i32, i32, i32, i32)| {
+        let mut d = deployment(3, "b", json!({"progressDeadlineSeconds": 60}));
+        d.status = Some(
+            serde_json::from_value(json!({"replicas": counts.0, "updatedReplicas": counts.1,
+                "readyReplicas": counts.2, "availableReplicas": counts.3,
+                "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                    "message": format!("ReplicaSet \"{}\" is progressing.", name("b")),
+                    "lastUpdateTime": last_update, "lastTransitionTime": last_update}]}))
+            .unwrap(),
+        );
+        d
+    };
+    // Stuck: the new Pod never becomes available (old 3 available, new 1 not).
+    let rss = [rs("a", 3, (3, 3), 1, 0), rs("b", 1, (1, 0), 2, 1)];
+    let refs: Vec<&ReplicaSet> = rss.iter().collect();
+    let progressing = |d: &Deployment| {
+        let s = deployment::plan(d, &refs, now()).status;
+        let c = s
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")
+            .unwrap();
+        (c.status, c.reason.unwrap())
+    };
+    let stuck = (4, 1, 3, 3);
+    assert_eq!(
+        progressing(&d("2026-11-28T11:58:00Z", stuck)),
+        ("False".to_string(), "ProgressDeadlineExceeded".to_string())
+    );
+    assert_eq!(
+        progressing(&d("2026-11-28T11:59:30Z", stuck)),
+        ("True".to_string(), "ReplicaSetUpdated".to_string())
+    );
+    // Counts moved since the last status: progress, whatever the time.
+    assert_eq!(
+        progressing(&d("2026-11-28T11:58:00Z", (4, 1, 2, 2))),
+        ("True".to_string(), "ReplicaSetUpdated".to_string())
+    );
+}
+
+#[test]
 fn history_beyond_the_limit_goes_oldest_first() {
     let d = deployment(3, "d", json!({"revisionHistoryLimit": 1}));
     let rss = [
