@@ -110,13 +110,12 @@ fn spawn(cmd: &mut Command, log: &Path) -> Result<Child, String> {
 }
 
 fn progress(what: &str, done: usize, total: usize, start: Instant) {
-    eprint!(
-        "\r  {what}: {done}/{total} ({:.1}s)   ",
-        start.elapsed().as_secs_f64()
+    ferry_lab::progress::count(
+        what,
+        done,
+        total,
+        &format!("({:.1}s)", start.elapsed().as_secs_f64()),
     );
-    if done == total {
-        eprintln!();
-    }
 }
 
 async fn wait_file(path: &Path, timeout: Duration) -> Result<(), String> {
@@ -352,7 +351,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     // Empty -> all Programmed, every probe created (seen by its node), every backend
     // Healthy in its load balancer (the hollow nodes report as the probes appear).
     let (mut full_sync_s, mut probes_created_s, mut probes_healthy_s) = (None, None, None);
-    let (full_sync_s, probes_created_s, probes_healthy_s) = loop {
+    let (full_sync_s, probes_created_s, probes_healthy_s): (f64, f64, f64) = loop {
         if full_sync_s.is_none() {
             let lbs = nb.with_mirror(|mm| mm.table("Load_Balancer").map(|t| t.len()).unwrap_or(0));
             let programmed = ysvcs
@@ -384,18 +383,30 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         if probes_healthy_s.is_none() && full >= n {
             probes_healthy_s = Some(start.elapsed().as_secs_f64());
         }
-        eprint!(
-            "\r  programmed: {} probes assigned: {assigned}/{} reported: {} LBs full: {full}/{n} ({:.1}s)   ",
-            full_sync_s.map_or("-".to_string(), |s| format!("{s:.1}s")),
-            n * m,
-            hollow
-                .stats
-                .reported
-                .load(std::sync::atomic::Ordering::Relaxed),
-            start.elapsed().as_secs_f64()
+        ferry_lab::progress::count(
+            "load balancers with every backend",
+            full,
+            n,
+            &format!(
+                "programmed: {} probes assigned: {assigned}/{} reported: {} ({:.1}s)",
+                full_sync_s.map_or("-".to_string(), |s| format!("{s:.1}s")),
+                n * m,
+                hollow
+                    .stats
+                    .reported
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                start.elapsed().as_secs_f64()
+            ),
         );
         if let (Some(a), Some(b), Some(c)) = (full_sync_s, probes_created_s, probes_healthy_s) {
             eprintln!();
+            eprintln!(
+                "  full_sync_s {a:.1}, probes_created_s {b:.1}, probes_healthy_s {c:.1}; RSS MiB: apiserver {:.0}, controllers {:?}",
+                rss_mib(api_pid),
+                pids.values()
+                    .map(|p| rss_mib(*p).round())
+                    .collect::<Vec<_>>()
+            );
             break (a, b, c);
         }
         if start.elapsed() > Duration::from_secs(3600) {
@@ -450,7 +461,12 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         }
         flips.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    eprintln!("  changes and flips timed");
+    eprintln!(
+        "  changes and flips timed: change p50 {:.1} ms, p99 {:.1} ms; flip p99 {:.1} ms",
+        percentile(&mut changes.clone(), 0.5),
+        percentile(&mut changes.clone(), 0.99),
+        percentile(&mut flips.clone(), 0.99)
+    );
     // Acknowledged writes while the hollow nodes keep renewing: creates of small objects
     // the controller does not watch.
     let acked_writes_per_s_1 = acked_writes(&client, "bench-writes-1", 2000, 1).await?;
@@ -485,21 +501,32 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     let apiserver_rss_mib = rss_mib(api_pid);
     let controller_rss_mib = rss_mib(leader_pid);
     let standby_rss_mib = rss_mib(standby_pid);
-    // Crash failover: SIGKILL the leader, change a service at once, time until the
-    // standby has programmed it.
-    eprintln!("  killing the leader {leading} (pid {leader_pid})");
-    let t = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(leader_pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .map_err(|e| format!("kill -9 {leader_pid}: {e}"))?;
-    change_port(&ysvcs, &nb, n / 2, 200, Duration::from_secs(300)).await?;
-    let failover_s = t.elapsed().as_secs_f64();
     eprintln!(
-        "  {} programmed the change {failover_s:.2}s after the kill",
-        leader(&client).await.unwrap_or_default()
+        "  RSS MiB: apiserver {apiserver_rss_mib:.0}, leader {controller_rss_mib:.0}, standby {standby_rss_mib:.0}"
     );
+    // Crash failover: SIGKILL the leader, change a service at once, time until the
+    // standby has programmed it (skipped, as 0, if no standby is alive).
+    let standby_alive = standby_pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(standby_pid as i32), None).is_ok();
+    let failover_s = if standby_alive {
+        eprintln!("  killing the leader {leading} (pid {leader_pid})");
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(leader_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| format!("kill -9 {leader_pid}: {e}"))?;
+        change_port(&ysvcs, &nb, n / 2, 200, Duration::from_secs(300)).await?;
+        let failover_s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "  {} programmed the change {failover_s:.2}s after the kill",
+            leader(&client).await.unwrap_or_default()
+        );
+        failover_s
+    } else {
+        eprintln!("  no standby alive: failover not measured");
+        0.0
+    };
     let stats = &hollow.stats;
     let result = ControlPlaneResult {
         services: n,

@@ -81,16 +81,26 @@ impl Drop for Step {
     }
 }
 
-/// Counters drawn as bars, by name; and in plain mode the last tenth printed.
-static COUNTS: LazyLock<Mutex<HashMap<String, (Option<ProgressBar>, u64)>>> =
-    LazyLock::new(Default::default);
+/// Counters drawn as bars, by name: the bar, in plain mode the last tenth printed, and
+/// whether it ended.
+type Counter = (Option<ProgressBar>, u64, bool);
+static COUNTS: LazyLock<Mutex<HashMap<String, Counter>>> = LazyLock::new(Default::default);
 
 /// Reports `done` of `total` for the counter `what` (a bar on a terminal; in plain mode a
-/// line at each tenth). The counter ends when `done >= total`.
+/// line at each tenth). The counter ends when `done >= total`; further reports at the end
+/// are ignored, a report below it starts the counter again.
 pub fn count(what: &str, done: usize, total: usize, extra: &str) {
     let Ok(mut counts) = COUNTS.lock() else {
         return;
     };
+    let finished = done >= total;
+    match counts.get(what) {
+        Some((_, _, true)) if finished => return,
+        Some((_, _, true)) => {
+            counts.remove(what);
+        }
+        _ => {}
+    }
     let entry = counts.entry(what.to_string()).or_insert_with(|| {
         let bar = is_tty().then(|| {
             let b = ProgressBar::new(total as u64);
@@ -102,9 +112,8 @@ pub fn count(what: &str, done: usize, total: usize, extra: &str) {
             b.set_prefix(what.to_string());
             b
         });
-        (bar, u64::MAX)
+        (bar, u64::MAX, false)
     });
-    let finished = done >= total;
     match &entry.0 {
         Some(b) => {
             b.set_length(total as u64);
@@ -122,9 +131,7 @@ pub fn count(what: &str, done: usize, total: usize, extra: &str) {
             }
         }
     }
-    if finished {
-        counts.remove(what);
-    }
+    entry.2 = finished;
 }
 
 #[cfg(test)]
@@ -133,11 +140,20 @@ mod tests {
 
     #[test]
     fn a_counter_ends_at_its_total_and_can_start_again() {
+        let ended = || {
+            COUNTS
+                .lock()
+                .expect("lock")
+                .get("test-counter")
+                .map(|c| c.2)
+        };
         count("test-counter", 0, 3, "");
+        assert_eq!(ended(), Some(false));
         count("test-counter", 3, 3, "");
-        assert!(!COUNTS.lock().expect("lock").contains_key("test-counter"));
+        assert_eq!(ended(), Some(true));
+        count("test-counter", 3, 3, "");
+        assert_eq!(ended(), Some(true));
         count("test-counter", 1, 3, "");
-        assert!(COUNTS.lock().expect("lock").contains_key("test-counter"));
-        count("test-counter", 3, 3, "");
+        assert_eq!(ended(), Some(false));
     }
 }
