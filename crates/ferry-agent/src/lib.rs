@@ -32,6 +32,7 @@ pub mod netns;
 pub mod netns_admin;
 pub mod node;
 pub mod node_iface;
+pub mod node_ports;
 pub mod plumb;
 pub mod pod_status;
 pub mod probe;

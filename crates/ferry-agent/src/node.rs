@@ -313,6 +313,15 @@ pub async fn run(
         watcher::Config::default().fields(&format!("metadata.name={}", cfg.node)),
         wake_tx.clone(),
     );
+    // Lab nodes serve NodePorts on their join address (kube-proxy's job on a real node).
+    let k8s_services: Option<Store<k8s_openapi::api::core::v1::Service>> = cfg.lab.then(|| {
+        reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake_tx.clone(),
+        )
+    });
+    let mut node_port_rules = String::new();
     let subnets: Store<Subnet> = reflect(
         Api::all(client.clone()),
         watcher::Config::default(),
@@ -498,6 +507,32 @@ pub async fn run(
                         tracing::warn!(error = %e, "writing the node's resolv.conf failed");
                     }
                     node_iface = Some(s);
+                }
+            }
+            if let (Some(svcs), Some(n), Some(ip)) = (
+                &k8s_services,
+                &node_iface,
+                a.get(ferry_api::ANNOTATION_IP).and_then(|i| i.parse().ok()),
+            ) {
+                let state = svcs.state();
+                let ports = crate::node_ports::node_ports(state.iter().map(|s| s.as_ref()));
+                let script = crate::node_ports::ruleset(ip, &ports);
+                if script != node_port_rules {
+                    let netns = n.workload.netns.clone();
+                    let s2 = script.clone();
+                    let applied = tokio::task::spawn_blocking(move || {
+                        crate::node_ports::enable_forwarding(Some(&netns))?;
+                        crate::node_ports::apply(Some(&netns), &s2)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                    match applied {
+                        Ok(()) => node_port_rules = script,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "programming node ports failed; will retry")
+                        }
+                    }
                 }
             }
             // On a real node: in the host's own namespace, without a default route.

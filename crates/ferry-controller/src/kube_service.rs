@@ -6,7 +6,7 @@
 //! | Service | in OVN |
 //! |---|---|
 //! | ClusterIP | the cluster IP in the default VPC's load balancer group (every default-VPC switch and the join switch) |
-//! | NodePort | also `NODE:nodePort` on every node's join address (same group) and external address (the default VPC's router, routed by `eip-gateway`) |
+//! | NodePort | also `NODE:nodePort` on every node's external address (the default VPC's router, routed by `eip-gateway`); on its join address the node's agent DNATs to the cluster IP (`ferry_agent::node_ports`) |
 //! | LoadBalancer | also its address from the EIP pool on the router, written to `status.loadBalancer.ingress` |
 //! | `externalIPs` | more router VIPs, like EIPs |
 //! | `externalTrafficPolicy: Local` | each node's NodePort VIPs lead only to that node's endpoints; the client's address is kept (no SNAT on these paths) |

@@ -82,7 +82,7 @@ pub fn cluster_ip_delta(
         if !svc.ports.iter().all(|p| seen.insert((p.port, &p.protocol))) {
             return None;
         }
-        cluster_ip::build(&mut b, svc, &scope_vpcs(svc), &[]);
+        cluster_ip::build(&mut b, svc, &scope_vpcs(svc));
     }
     // The NB as it is: groups by name, these services' load balancers by key.
     let mut groups: BTreeMap<&str, (&str, BTreeSet<&str>)> = BTreeMap::new();

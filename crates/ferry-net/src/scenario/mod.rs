@@ -262,7 +262,7 @@ fn check(
     }
     let mut claimed = Vec::new();
     for n in state.nodes.iter().filter(|_| has_node_ports) {
-        for addr in n.internal.iter().chain(n.external.iter()) {
+        for addr in n.external.iter() {
             for p in &svc.ports {
                 let Some(np) = p.node_port else { continue };
                 let vip = format!("{addr}:{np}/{}", p.protocol.as_str());
@@ -345,7 +345,7 @@ pub(crate) fn build_services(
             claims.vips.insert(vip, svc.key.clone());
         }
         let svc_vpcs = scope_vpcs(svc);
-        cluster_ip::build(b, svc, &svc_vpcs, &state.nodes);
+        cluster_ip::build(b, svc, &svc_vpcs);
         if let Some(eip) = svc.eip {
             claims.eips.insert(eip, svc.key.clone());
         }
