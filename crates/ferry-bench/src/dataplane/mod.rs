@@ -403,6 +403,8 @@ fn build_and_measure(
             opts.filler_backends,
         );
         tracing::info!(path = path.name(), services = n, "building");
+        let step =
+            ferry_lab::progress::step(i + 1, 4, &format!("building the {} path", path.name()));
         let k = KernelPath::create(
             &mut setup.namespaces,
             &format!("{prefix}{tag}"),
@@ -412,6 +414,7 @@ fn build_and_measure(
             &opts.iptables_restore,
             dir,
         )?;
+        step.done();
         tracing::info!(path = path.name(), program_s = ?k.program_s, "built");
         details.push((path, k.program_s, k.detail.clone()));
         targets.push(Target {
@@ -435,9 +438,11 @@ fn build_and_measure(
             ovn::VIP_FILLER_POOL,
             opts.filler_backends,
         );
+        let step = ferry_lab::progress::step(4, 4, "building the OVN paths");
         let o = setup
             .ovn
             .insert(OvnPaths::create(prefix, opts.ovs_port_type, &cat, dir, rt)?);
+        step.done();
         tracing::info!(
             program_s = o.program_s,
             detail = o.detail,
@@ -490,6 +495,8 @@ fn build_and_measure(
 
     let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     let d = opts.duration_s;
+    let total = opts.rounds * 4 * targets.len();
+    let mut measured = 0;
     for round in 0..opts.rounds {
         for metric in [
             Metric::Throughput,
@@ -500,6 +507,8 @@ fn build_and_measure(
             for (t, s) in targets.iter().zip(samples.iter_mut()) {
                 check(stop)?;
                 measure(t, metric, d, s);
+                measured += 1;
+                ferry_lab::progress::count("measurements", measured, total, t.path.name());
             }
             tracing::info!(
                 round = round + 1,
