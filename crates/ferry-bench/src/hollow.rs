@@ -112,7 +112,8 @@ pub async fn register(client: &Client, n: usize, concurrency: usize) -> Result<(
 }
 
 /// Starts renewing the Leases of `n` registered nodes and reporting their probes, with at
-/// most `inflight` requests at once.
+/// most `inflight` requests at once for each of the two jobs (separate budgets: on a
+/// real cluster one agent's probe reports do not delay another agent's renewal).
 pub fn start(client: &Client, n: usize, inflight: usize) -> HollowNodes {
     let names: Arc<Vec<String>> = Arc::new((0..n).map(node_name).collect());
     let stats = Arc::new(HollowStats::default());
@@ -121,7 +122,7 @@ pub fn start(client: &Client, n: usize, inflight: usize) -> HollowNodes {
         client.clone(),
         names.clone(),
         stats.clone(),
-        limit.clone(),
+        Arc::new(Semaphore::new(inflight.max(1))),
     ));
     let (tx, rx) = mpsc::unbounded_channel();
     let watch = tokio::spawn(assigned_probes(
