@@ -119,8 +119,13 @@ impl ApiServerMetrics {
         RequestTimer {
             metrics: self,
             started: Instant::now(),
-            method: method.to_string(),
-            path: path.to_string(),
+            // Nothing is kept (or allocated) when recording is off.
+            method: if on {
+                method.to_string()
+            } else {
+                String::new()
+            },
+            path: if on { path.to_string() } else { String::new() },
             is_watch,
             counted_inflight: on && !is_watch,
         }
