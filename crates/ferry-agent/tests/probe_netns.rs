@@ -315,13 +315,25 @@ async fn executors_http_udp_icmp_tcp_in_netns() -> Result<()> {
         ),
         (
             "UDP to a closed port fails",
-            t(ProbeKind::Udp, "10.253.0.2", 9999),
+            t(
+                ProbeKind::Udp {
+                    silence: ferry_api::UdpSilence::Unknown,
+                },
+                "10.253.0.2",
+                9999,
+            ),
             false,
             "UDP 10.253.0.2:9999: port unreachable (ICMP)",
         ),
         (
             "UDP echo succeeds",
-            t(ProbeKind::Udp, "10.253.0.2", 9998),
+            t(
+                ProbeKind::Udp {
+                    silence: ferry_api::UdpSilence::Unknown,
+                },
+                "10.253.0.2",
+                9998,
+            ),
             true,
             "UDP reply from 10.253.0.2:9998 (12 bytes)",
         ),
