@@ -1,0 +1,133 @@
+//! `ferry up --ovn-tls`: the OVN it starts serves NB and SB on `pssl:` with an `ovs-pki`
+//! PKI, and Ferry's controller programs the NB over `ssl:` (a Subnet created through the
+//! API becomes a logical switch).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `ferry up`, SIGTERM by PID on drop (it then stops its OVN).
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics with `what` and the log.
+fn wait<T>(what: &str, log: &Path, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: timed out; ferry up log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "needs root and OVN"]
+fn ferry_up_with_ovn_tls_programs_the_nb_over_ssl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("up.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let chassis = format!("tls{}", std::process::id());
+    let _up = Up(Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["up", "--no-agent", "--ovn-tls", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--gateway-chassis", &chassis])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start ferry up"));
+
+    // The controller's NB connection is the ssl: remote.
+    let remote = wait("controller connected over ssl:", &log_path, || {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.contains("OVSDB connected") && l.contains("ssl:127.0.0.1:"))?;
+        let at = line.find("ssl:127.0.0.1:")?;
+        Some(
+            line[at..]
+                .split(|c: char| c.is_whitespace() || c == '\u{1b}')
+                .next()?
+                .to_owned(),
+        )
+    });
+    let nb_sock = data.join("ovn/run/nb.sock");
+    let ovn_northd = std::fs::read_to_string(data.join("ovn/run/ovn-northd.pid"))
+        .ok()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{}/cmdline", p.trim())).ok())
+        .unwrap_or_default();
+    assert!(
+        ovn_northd.contains(&format!("--ovnnb-db={remote}")),
+        "northd uses the NB's ssl: remote {remote}: {ovn_northd:?}"
+    );
+    assert!(data.join("ovn/pki/ferry-privkey.pem").exists());
+
+    // A Subnet created through the API reaches the NB, written over ssl:.
+    let kubeconfig = data.join("kubeconfig");
+    wait("CRDs served", &log_path, || {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "subnets.iaas.yusur.io"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc",
+         "metadata": {"name": "ovn-cluster"}, "spec": {}},
+        {"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
+         "spec": {"vpc": "ovn-cluster", "cidrBlock": "10.16.0.0/16", "default": true}},
+    ]});
+    let mut apply = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    apply
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(objects.to_string().as_bytes())
+        .expect("write objects");
+    assert!(apply.wait().expect("kubectl apply").success());
+    let switches = wait("the subnet's switch in the NB", &log_path, || {
+        let out = Command::new("ovn-nbctl")
+            .arg(format!("--db=unix:{}", nb_sock.display()))
+            .args(["--timeout=5", "ls-list"])
+            .output()
+            .ok()?;
+        let list = String::from_utf8_lossy(&out.stdout).into_owned();
+        list.contains("ovn-default").then_some(list)
+    });
+    assert!(switches.contains("ovn-default"), "{switches}");
+}
