@@ -905,8 +905,6 @@ fn agent_config(
     state_dir: PathBuf,
     service_cidr: &str,
     node_interface: Option<String>,
-    dns: Option<ferry_agent::dns::DnsConfig>,
-    external_ip: Option<std::net::Ipv4Addr>,
 ) -> ferry_agent::node::AgentConfig {
     ferry_agent::node::AgentConfig {
         node: node.to_string(),
@@ -925,8 +923,8 @@ fn agent_config(
         service_cidr: service_cidr.to_string(),
         node_interface,
         hw_offload: options.hw_offload,
-        dns,
-        external_ip,
+        dns: None,
+        external_ip: None,
         socket_lb: None,
     }
 }
@@ -948,9 +946,9 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         args.state_dir.clone(),
         &args.service_cidr,
         args.node_interface.then(|| args.node_ifname.clone()),
-        args.dns.agent()?,
-        args.external_ip,
     );
+    config.dns = args.dns.agent()?;
+    config.external_ip = args.external_ip;
     config.socket_lb = args.socket_lb.then(|| match args.lab {
         true => ferry_agent::socket_lb::SocketLbConfig::lab(),
         false => ferry_agent::socket_lb::SocketLbConfig {
@@ -1052,12 +1050,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 args.server.data_dir.join("agent"),
                 &args.network.service_cidr,
                 None,
-                args.network.dns.agent()?,
-                args.node_external_ips
-                    .iter()
-                    .find(|(n, _)| n == node)
-                    .map(|(_, ip)| *ip),
             );
+            config.dns = args.network.dns.agent()?;
+            config.external_ip = args
+                .node_external_ips
+                .iter()
+                .find(|(n, _)| n == node)
+                .map(|(_, ip)| *ip);
             config.socket_lb = args
                 .socket_lb
                 .then(ferry_agent::socket_lb::SocketLbConfig::lab);
