@@ -384,6 +384,12 @@ pub async fn run(
     let mut host_iface_problem = String::new();
     let mut sandboxes: BTreeMap<String, Sandbox> = BTreeMap::new();
     let mut written_status: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    // Lab sandboxes start in the background, PARALLEL_STARTS at a time; each one joins
+    // `sandboxes` (and gets its status) as soon as it is up, not after a whole batch.
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<(String, StartResult)>();
+    let start_slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS));
+    let mut in_flight: BTreeSet<String> = BTreeSet::new();
+    let mut finished: Vec<(String, StartResult)> = Vec::new();
     let mut lease_tick = tokio::time::interval(Duration::from_secs(3));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -408,6 +414,7 @@ pub async fn run(
                 }
                 continue;
             }
+            Some(done) = started_rx.recv() => finished.push(done),
             _ = shutdown.changed() => break,
         }
         ferry_metrics::agent().node_state(&cfg.node, sandboxes.len(), runner.len());
@@ -686,48 +693,12 @@ pub async fn run(
                     desired.insert(w.key.clone(), w);
                 }
             }
-            for key in sandboxes
-                .keys()
-                .filter(|k| desired.get(*k) != sandboxes.get(*k).map(|s| &s.workload))
-                .cloned()
-                .collect::<Vec<_>>()
-            {
-                if let Some(s) = sandboxes.remove(&key) {
-                    if let Some(lb) = &socket_lb {
-                        lb.sandbox_stopped(&key);
-                    }
-                    if cfg.dns.is_some() {
-                        crate::dns::remove_resolv_conf(&s.workload.netns);
-                    }
-                    let rec = record.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.stop(&rec)).await;
-                    written_status.remove(&key);
-                }
+            // Sandboxes that came up since the last pass (stopped below if no longer wanted).
+            while let Ok(done) = started_rx.try_recv() {
+                finished.push(done);
             }
-            // Sandboxes start side by side (each is a few `ip`/`ovs-vsctl` calls).
-            // At most one batch per pass, so that the statuses of what started are written
-            // before the next batch starts (another pass follows at once).
-            let mut starting: Vec<(String, Workload)> = desired
-                .into_iter()
-                .filter(|(k, _)| !sandboxes.contains_key(k))
-                .collect();
-            if starting.len() > PARALLEL_STARTS {
-                starting.truncate(PARALLEL_STARTS);
-                let _ = wake_tx.try_send(());
-            }
-            let started: Vec<(String, StartResult)> = futures::stream::iter(starting)
-                .map(|(key, w)| {
-                    let (rc, rec) = (cfg.runtime.clone(), record.clone());
-                    async move {
-                        let r =
-                            tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await;
-                        (key, r)
-                    }
-                })
-                .buffer_unordered(PARALLEL_STARTS)
-                .collect()
-                .await;
-            for (key, r) in started {
+            for (key, r) in finished.drain(..) {
+                in_flight.remove(&key);
                 match r {
                     Ok(Ok(s)) => {
                         tracing::info!(workload = %key, netns = %s.workload.netns, "started");
@@ -749,6 +720,38 @@ pub async fn run(
                     Ok(Err(e)) => tracing::warn!(workload = %key, error = %e, "starting failed"),
                     Err(e) => tracing::warn!(error = %e, "start task failed"),
                 }
+            }
+            for key in sandboxes
+                .keys()
+                .filter(|k| desired.get(*k) != sandboxes.get(*k).map(|s| &s.workload))
+                .cloned()
+                .collect::<Vec<_>>()
+            {
+                if let Some(s) = sandboxes.remove(&key) {
+                    if let Some(lb) = &socket_lb {
+                        lb.sandbox_stopped(&key);
+                    }
+                    if cfg.dns.is_some() {
+                        crate::dns::remove_resolv_conf(&s.workload.netns);
+                    }
+                    let rec = record.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.stop(&rec)).await;
+                    written_status.remove(&key);
+                }
+            }
+            // Start what is missing, in the background (each start is a few `ip` and
+            // `ovs-vsctl` calls); a start that fails is tried again on a later pass.
+            for (key, w) in desired {
+                if sandboxes.contains_key(&key) || !in_flight.insert(key.clone()) {
+                    continue;
+                }
+                let (rc, rec) = (cfg.runtime.clone(), record.clone());
+                let (slots, tx) = (start_slots.clone(), started_tx.clone());
+                tokio::spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    let r = tokio::task::spawn_blocking(move || Sandbox::start(&rc, w, &rec)).await;
+                    let _ = tx.send((key, r));
+                });
             }
             // Restarts and due probes of every sandbox, side by side.
             let (rc, rec) = (&cfg.runtime, &record);
@@ -798,7 +801,26 @@ pub async fn run(
             written_status.extend(written);
         }
     }
-    // Shutdown: stop what runs here and remove the namespaces.
+    // Shutdown: wait for sandboxes still starting, so they are stopped with the others.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (key, r) in finished.drain(..) {
+        in_flight.remove(&key);
+        if let Ok(Ok(s)) = r {
+            sandboxes.insert(key, s);
+        }
+    }
+    while !in_flight.is_empty() {
+        match tokio::time::timeout_at(deadline, started_rx.recv()).await {
+            Ok(Some((key, r))) => {
+                in_flight.remove(&key);
+                if let Ok(Ok(s)) = r {
+                    sandboxes.insert(key, s);
+                }
+            }
+            _ => break,
+        }
+    }
+    // Stop what runs here and remove the namespaces.
     if let Some(nd) = node_dns {
         nd.stop();
     }
