@@ -35,7 +35,9 @@ impl<A: AssignmentSource> CniPlugin for FerryCni<A> {
             env.args.k8s_pod_namespace.as_deref().unwrap_or_default(),
             env.args.k8s_pod_name.as_deref().unwrap_or_default(),
         );
-        Ok(add_result(&conf.cni_version, &req, outcome.host_mac))
+        let mut result = add_result(&conf.cni_version, &req, outcome.host_mac);
+        result.dns = conf.dns.clone();
+        Ok(result)
     }
 
     fn del(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {

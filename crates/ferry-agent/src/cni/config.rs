@@ -49,6 +49,10 @@ pub struct NetConf {
     /// The result of the previous plugin or of ADD (given to CHECK and DEL).
     #[serde(default)]
     pub prev_result: Option<serde_json::Value>,
+    /// DNS settings for the pod (the cluster DNS address, the search path), returned in the
+    /// ADD result for the runtime's resolv.conf.
+    #[serde(default)]
+    pub dns: Option<super::result::Dns>,
     /// Where ADD records the sandbox (netns cookie, pod) for the agent's socket load
     /// balancer and DEL removes it (`sandboxDir`; see `crate::socket_lb::sandbox_record`).
     #[serde(default = "default_sandbox_dir")]

@@ -21,6 +21,23 @@ pub struct CniResult {
     pub ips: Vec<IpConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// The cluster DNS the container runtime writes into the pod's resolv.conf: the
+    /// network configuration's `dns`, passed through as the spec describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+}
+
+/// CNI DNS settings (spec 1.0.0 "dns", in the configuration and the result).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
 }
 
 /// An interface the plugin created. `sandbox` is set for interfaces inside the container.
@@ -115,6 +132,7 @@ pub fn add_result(version: &str, req: &PlumbRequest, host_mac: Option<MacAddr>) 
         IpNet::V6(ipnet::Ipv6Net::default())
     };
     CniResult {
+        dns: None,
         cni_version: version.to_string(),
         interfaces,
         ips: vec![IpConfig {

@@ -180,6 +180,7 @@ fn conf_table() {
         ovs_netns: None,
         prev_result: None,
         sandbox_dir: PathBuf::from("/run/ferry/sandboxes"),
+        dns: None,
     };
     type Case = (&'static str, String, Result<NetConf, (u32, &'static str)>);
     let cases: Vec<Case> = vec![
@@ -189,8 +190,15 @@ fn conf_table() {
             merged(json!({"ovsDbSock": "/run/ovs/db.sock", "bridge": "br-x",
                 "kubeconfig": "/etc/ferry/kubeconfig", "ovsPortType": "afxdp",
                 "ovsNetns": "/var/run/netns/lab-ovs", "sandboxDir": "/tmp/sb",
+                "dns": {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"], "options": ["ndots:5"]},
                 "capabilities": {"portMappings": true}})),
             Ok(NetConf {
+                dns: Some(crate::cni::result::Dns {
+                    nameservers: vec!["10.96.0.10".parse().expect("ip")],
+                    search: vec!["svc.cluster.local".into()],
+                    options: vec!["ndots:5".into()],
+                    domain: None,
+                }),
                 sandbox_dir: "/tmp/sb".into(),
                 ovs_db_sock: "/run/ovs/db.sock".into(),
                 ovs_netns: Some("/var/run/netns/lab-ovs".into()),
