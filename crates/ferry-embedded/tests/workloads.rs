@@ -415,6 +415,12 @@ async fn deployment_and_scheduling_with_kubectl(version: &str) {
     .await;
     let (_, get) = k.run(&["-n", "t1", "get", "pod", "nowhere"]);
     assert!(get.contains("Pending"), "{get}");
+    let describe = k.ok(&["-n", "t1", "describe", "pod", "nowhere"]);
+    assert!(
+        describe.contains("FailedScheduling")
+            && describe.contains("didn't match Pod's node affinity/selector"),
+        "{describe}"
+    );
     // Labelling a node makes it fit.
     k.ok(&["label", "node", "node2", "disk=nvme"]);
     eventually("nowhere bound to node2", || {
