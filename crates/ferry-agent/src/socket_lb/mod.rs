@@ -420,10 +420,13 @@ impl Task {
         let Some(cookie) = self.sandboxes.remove(key) else {
             return;
         };
-        if let Ok(mut lb) = self.lb.lock()
-            && let Err(e) = lb.remove_netns(cookie)
-        {
-            warn!(sandbox = %key, error = %e, "socket LB: forgetting the sandbox failed");
+        let r = match self.lb.lock() {
+            Ok(mut lb) => lb.remove_netns(cookie),
+            Err(_) => Err(poisoned()),
+        };
+        match r {
+            Ok(()) => info!(sandbox = %key, cookie, "socket LB no longer serves the sandbox"),
+            Err(e) => warn!(sandbox = %key, error = %e, "socket LB: forgetting the sandbox failed"),
         }
     }
 
