@@ -19,9 +19,8 @@
 #   --no-load do not copy the image into podman's storage
 # Prints the image digest (sha256 of the manifest) on the last line. Needs root.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-binary="" tag="dev" out="target/image" load=1 rebuild_base=0
+binary="" tag="dev" out="" load=1 rebuild_base=0
 while (($#)); do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
@@ -33,6 +32,13 @@ while (($#)); do
     *) echo "image.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+
+# Paths given relative to where we were called from stay valid after the cd.
+[ -z "$binary" ] || binary="$(realpath "$binary")"
+[ -z "$out" ] || { mkdir -p "$out" && out="$(realpath "$out")"; }
+cd "$(dirname "$0")/.."
+out="${out:-$PWD/target/image}"
+mkdir -p "$out"
 
 for tool in mmdebstrap umoci skopeo; do
   command -v "$tool" >/dev/null || { echo "image.sh: $tool not found (scripts/setup.sh installs it)" >&2; exit 1; }
@@ -56,8 +62,6 @@ mirror="${FERRY_IMAGE_MIRROR:-$( { grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debi
   | head -1 | awk '{print $2}')}"
 mirror="${mirror:-http://deb.debian.org/debian}"
 packages=openvswitch-switch,ovn-common,iproute2,ethtool,ca-certificates
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
 start=$(date +%s)
 
 # --- layer 1: Debian ---------------------------------------------------------------
