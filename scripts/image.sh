@@ -58,7 +58,7 @@ SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
 created="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)"
 suite=bookworm
 # The mirror apt uses here (deb.debian.org unless set).
-mirror="${FERRY_IMAGE_MIRROR:-$( { grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } \
+mirror="${FERRY_IMAGE_MIRROR:-$( { grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } \
   | head -1 | awk '{print $2}')}"
 mirror="${mirror:-http://deb.debian.org/debian}"
 packages=openvswitch-switch,ovn-common,iproute2,ethtool,ca-certificates
