@@ -89,16 +89,18 @@ fn done(t: crate::progress::Step) {
     t.done()
 }
 
-/// Where `ferry up` serves the controller's and agents' metrics and the web page: the API
-/// port plus one, on the same address.
-pub fn metrics_listen(listen: SocketAddr) -> SocketAddr {
-    SocketAddr::new(listen.ip(), listen.port().wrapping_add(1))
+/// Where `ferry up` serves the controller's and agents' metrics and the web page: a free
+/// port on the API's address (recorded in `lab.json` as `metricsListen`), else the API
+/// port plus one.
+fn pick_metrics_listen(listen: SocketAddr) -> SocketAddr {
+    std::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| SocketAddr::new(listen.ip(), listen.port().wrapping_add(1)))
 }
 
 /// The metrics URLs and the signed-in web page URL of a lab (`ui` and `metrics` of
-/// `ferry lab status -o json`).
-fn observability(lab: &LabDir, listen: SocketAddr) -> (Value, Option<String>) {
-    let m = metrics_listen(listen);
+/// `ferry lab status -o json`): the API on `listen`, the rest on `m`.
+fn observability(lab: &LabDir, listen: SocketAddr, m: SocketAddr) -> (Value, Option<String>) {
     let agents: serde_json::Map<String, Value> = topology::NODES
         .iter()
         .map(|n| (n.to_string(), json!(format!("http://{m}/metrics/agent"))))
@@ -212,10 +214,12 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         "starting OVN/OVS, the API server, controllers and two node agents",
     );
     std::fs::create_dir_all(&lab.dir).map_err(|e| fail("lab dir", e, None))?;
+    let metrics_listen = pick_metrics_listen(opts.listen);
     std::fs::write(
         lab.marker(),
-        json!({"dir": lab.dir, "listen": opts.listen.to_string(), "socketLb": opts.socket_lb})
-            .to_string(),
+        json!({"dir": lab.dir, "listen": opts.listen.to_string(), "socketLb": opts.socket_lb,
+            "metricsListen": metrics_listen.to_string()})
+        .to_string(),
     )
     .map_err(|e| fail("lab dir", e, None))?;
     let log = std::fs::File::create(lab.log()).map_err(|e| fail("lab dir", e, None))?;
@@ -232,7 +236,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
             topology::EIP_POOL,
         ])
         .arg("--metrics-listen")
-        .arg(metrics_listen(opts.listen).to_string())
+        .arg(metrics_listen.to_string())
         .args([
             "--external-cidr",
             topology::EXTERNAL_CIDR,
@@ -387,7 +391,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         .map_err(|e| fail("Kubernetes Services", e, Some(&lab.log())))?;
     done(t);
     eprintln!("lab up in {:.1}s", started.elapsed().as_secs_f64());
-    if let (_, Some(ui)) = observability(lab, opts.listen) {
+    if let (_, Some(ui)) = observability(lab, opts.listen, metrics_listen) {
         eprintln!("web page (signed in): {ui}");
     }
     Ok(())
@@ -482,13 +486,18 @@ pub async fn status(lab: &LabDir) -> Result<Value, LabError> {
         .ok()
         .and_then(|y| y.status)
         .and_then(|s| s.cluster_ip);
-    let listen = std::fs::read(lab.marker())
+    let marker = std::fs::read(lab.marker())
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|m| m["listen"].as_str().and_then(|l| l.parse().ok()));
-    let (metrics, ui) = match listen {
-        Some(l) => observability(lab, l),
-        None => (Value::Null, None),
+        .unwrap_or_default();
+    let addr = |k: &str| {
+        marker[k]
+            .as_str()
+            .and_then(|l| l.parse::<SocketAddr>().ok())
+    };
+    let (metrics, ui) = match (addr("listen"), addr("metricsListen")) {
+        (Some(l), Some(m)) => observability(lab, l, m),
+        _ => (Value::Null, None),
     };
     Ok(
         json!({"dir": lab.dir, "kubeconfig": lab.kubeconfig(), "log": lab.log(), "hosts": hosts, "scenarios": scenarios,

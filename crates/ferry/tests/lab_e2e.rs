@@ -19,6 +19,39 @@ fn ferry(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// `(who, body)` of each metrics URL of `lab status -o json` (apiserver, controller, each
+/// agent's node), fetched with the admin token carried by its `ui` URL.
+fn scrape_metrics(status: &[u8]) -> Vec<(String, String)> {
+    let st: serde_json::Value = serde_json::from_slice(status).unwrap_or_default();
+    let token = st["ui"]
+        .as_str()
+        .and_then(|u| u.split_once("#token="))
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    let mut urls = vec![
+        ("apiserver".to_string(), st["metrics"]["apiserver"].clone()),
+        (
+            "controller".to_string(),
+            st["metrics"]["controller"].clone(),
+        ),
+    ];
+    if let Some(agents) = st["metrics"]["agents"].as_object() {
+        urls.extend(agents.iter().map(|(n, u)| (n.clone(), u.clone())));
+    }
+    urls.into_iter()
+        .map(|(who, url)| {
+            let out = std::process::Command::new("curl")
+                .args(["-s", "-k", "--max-time", "10", "-H"])
+                .arg(format!("Authorization: Bearer {token}"))
+                .arg(url.as_str().unwrap_or_default())
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            (who, out)
+        })
+        .collect()
+}
+
 fn lab_namespaces() -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "list"])
@@ -56,6 +89,7 @@ fn lab_up_check_status_exec_down() {
         None
     };
     let status = ferry(&["lab", "status", "--dir", lab, "-o", "json"]);
+    let scraped = scrape_metrics(&status.stdout);
     let exec = ferry(&[
         "lab",
         "exec",
@@ -89,6 +123,32 @@ fn lab_up_check_status_exec_down() {
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status is JSON");
     assert_eq!(st["scenarios"].as_array().map(Vec::len), Some(4));
     assert_eq!(st["scenarios"][0]["target"], "10.96.0.10:80");
+    // Every component's /metrics, from the URLs status gives, with the token of its `ui`.
+    let family = |who: &str, series: &str| {
+        let (_, body) = scraped.iter().find(|(w, _)| w == who).expect("scraped");
+        body.lines().any(|l| l.starts_with(series))
+    };
+    assert!(
+        st["ui"].as_str().is_some_and(|u| u.contains("/ui/#token=")),
+        "ui: {}",
+        st["ui"]
+    );
+    assert!(
+        family("apiserver", "ferry_apiserver_requests_total{"),
+        "{scraped:?}"
+    );
+    assert!(family("apiserver", "ferry_store_fsync_seconds_count"));
+    assert!(family(
+        "controller",
+        "ferry_service_programming_seconds_count"
+    ));
+    assert!(family(
+        "controller",
+        "ferry_nb_rows{table=\"Load_Balancer\"}"
+    ));
+    assert!(family("controller", "ferry_probes{phase=\"Healthy\"}"));
+    assert!(family("node1", "ferry_probe_results_total{"));
+    assert!(family("node1", "ferry_agent_plumbed_ports{node=\"node1\"}"));
     let answer = String::from_utf8_lossy(&exec.stdout)
         .lines()
         .next()
