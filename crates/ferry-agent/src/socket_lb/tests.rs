@@ -11,6 +11,14 @@ use serde_json::json;
 
 use super::desired::*;
 
+/// A named case: a service, its slices and what it should program.
+type Case<S> = (
+    &'static str,
+    S,
+    Vec<EndpointSlice>,
+    Result<Entries, LeftToOvn>,
+);
+
 fn ysvc(spec: serde_json::Value, cluster_ip: Option<&str>) -> YusurService {
     let mut v = json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
         "metadata": {"name": "web", "namespace": "default"}, "spec": spec});
@@ -87,12 +95,7 @@ fn yusur_services_give_each_vpc_its_ready_backends() {
         ],
         &[],
     );
-    let cases: Vec<(
-        &str,
-        YusurService,
-        Vec<EndpointSlice>,
-        Result<Entries, LeftToOvn>,
-    )> = vec![
+    let cases: Vec<Case<YusurService>> = vec![
         (
             "scope vpc: every port but SCTP, not-ready endpoints left out",
             ysvc(
@@ -180,12 +183,7 @@ fn kube_services_are_default_vpc_cluster_ips_with_resolved_target_ports() {
         {"name": "http", "port": 80, "targetPort": "web"},
         {"name": "raw", "port": 81, "targetPort": 9000, "protocol": "UDP"},
         {"name": "unresolved", "port": 82, "targetPort": "nope"}]});
-    let cases: Vec<(
-        &str,
-        Service,
-        Vec<EndpointSlice>,
-        Result<Entries, LeftToOvn>,
-    )> = vec![
+    let cases: Vec<Case<Service>> = vec![
         (
             "named target ports from the slices; Pods of other VPCs left out",
             kube_svc(named.clone(), json!({})),
