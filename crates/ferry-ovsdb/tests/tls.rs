@@ -199,3 +199,63 @@ async fn missing_tls_files_fail_at_start_naming_the_file() {
         "{err}"
     );
 }
+
+/// Key and certificate files are read again at every connection attempt: a client started
+/// with a pair the server refuses connects, without a restart, once the files hold a good
+/// pair (a rotated certificate needs no restart either).
+#[tokio::test]
+#[ignore = "needs OVN binaries"]
+async fn replaced_certificate_files_are_used_at_the_next_attempt() {
+    let server = NbServer::standalone_tls();
+    let pki = server.pki.clone().expect("tls server");
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let stranger = OvsPki::open_or_init(other_dir.path())
+        .and_then(|p| p.issue("stranger"))
+        .expect("pair from another CA");
+    let files = tempfile::tempdir().expect("tempdir");
+    let key = files.path().join("key.pem");
+    let cert = files.path().join("cert.pem");
+    std::fs::copy(&stranger.private_key, &key).expect("copy key");
+    std::fs::copy(&stranger.certificate, &cert).expect("copy cert");
+
+    let mut config = nb::config([server.ssl_remote()]).with_tls(TlsConfig::from_files(
+        &key,
+        &cert,
+        &pki.pki.ca_cert,
+    ));
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_millis(300);
+    config.request_timeout = WAIT;
+    let c = Client::start(config).expect("start");
+    // Refused while the files hold the stranger's pair.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        let status = c.status();
+        if status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("UnknownCA"))
+        {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.connected, None, "{status:?}");
+
+    std::fs::copy(&pki.client.private_key, &key).expect("rotate key");
+    std::fs::copy(&pki.client.certificate, &cert).expect("rotate cert");
+    server.nbctl(&["ls-add", "after-rotation"]);
+    c.wait_until(WAIT, |m| names(m).contains("after-rotation"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "not connected after the files changed: {e}; {:?}",
+                c.status()
+            )
+        });
+    assert_eq!(c.status().connected, Some(server.ssl_remote()));
+}
