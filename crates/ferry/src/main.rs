@@ -305,9 +305,9 @@ enum LabCommand {
         /// OVN's NB and SB on mutual TLS (`ferry up --ovn-tls`).
         #[arg(long)]
         ovn_tls: bool,
-        /// Pods use the agents' socket-level load balancer (`--socket-lb=false`: OVN's
-        /// load balancers only).
-        #[arg(long, default_value_t = false, action = clap::ArgAction::Set,
+        /// Pods use the agents' socket-level load balancer (the default; it passes every
+        /// lab check); `--socket-lb=false`: OVN's load balancers only.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
             num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         socket_lb: bool,
     },
