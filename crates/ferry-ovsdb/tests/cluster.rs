@@ -1,10 +1,11 @@
 //! A 3-member RAFT cluster: the client picks the leader out of a list of remotes, and
-//! follows the new leader when the old one is killed.
+//! follows the new leader when the old one is killed; over unix sockets and over `ssl:`
+//! (production's `ssl:a:6641,ssl:b:6641,ssl:c:6641`).
 
 use std::time::{Duration, Instant};
 
 use ferry_ovsdb::nb::{self, logical_switch as ls};
-use ferry_ovsdb::{Client, Config, wire};
+use ferry_ovsdb::{Client, Config, TlsConfig, wire};
 use ferry_testkit::ovsdb::NbServer;
 use serde_json::json;
 
@@ -60,20 +61,36 @@ async fn leader_of(members: &[&NbServer]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs OVN binaries"]
 async fn client_prefers_the_leader_and_follows_a_new_one_after_kill_9() {
-    let mut members = NbServer::cluster(3);
+    follows_the_leader(NbServer::cluster(3), NbServer::unix_remote).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs OVN binaries"]
+async fn over_ssl_the_client_prefers_the_leader_and_follows_a_new_one_after_kill_9() {
+    follows_the_leader(NbServer::cluster_tls(3), NbServer::ssl_remote).await;
+}
+
+async fn follows_the_leader(mut members: Vec<NbServer>, remote: fn(&NbServer) -> String) {
     let leader = leader_of(&members.iter().collect::<Vec<_>>()).await;
 
     // Followers first in the list: the client must skip them.
     let mut order: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     order.push(leader);
-    let remotes: Vec<String> = order.iter().map(|&i| members[i].unix_remote()).collect();
+    let remotes: Vec<String> = order.iter().map(|&i| remote(&members[i])).collect();
     let mut config = nb::config(remotes.clone());
+    if let Some(p) = &members[0].pki {
+        config.tls = Some(TlsConfig::from_files(
+            &p.client.private_key,
+            &p.client.certificate,
+            &p.pki.ca_cert,
+        ));
+    }
     config.request_timeout = Duration::from_secs(20);
     config.backoff_max = Duration::from_millis(500);
     let c = Client::connect(config).await.expect("connect");
     assert_eq!(
         c.status().connected,
-        Some(members[leader].unix_remote()),
+        Some(remote(&members[leader])),
         "connected to the leader"
     );
 
@@ -92,7 +109,7 @@ async fn client_prefers_the_leader_and_follows_a_new_one_after_kill_9() {
         .filter(|&i| i != leader)
         .map(|i| &members[i])
         .collect();
-    let new_leader = rest[leader_of(&rest).await].unix_remote();
+    let new_leader = remote(rest[leader_of(&rest).await]);
 
     // A guarded write issued while the client reconnects goes to the new leader, once.
     let ops = vec![

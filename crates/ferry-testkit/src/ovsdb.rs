@@ -41,6 +41,18 @@ pub struct TestPki {
     pub client: CertPair,
 }
 
+impl TestPki {
+    /// `ovs-pki init` in `dir`, a `server` and a `client` pair.
+    fn create(dir: &Path) -> TestPki {
+        let pki = OvsPki::open_or_init(dir).expect("ovs-pki init");
+        TestPki {
+            server: pki.issue("server").expect("ovs-pki server pair"),
+            client: pki.issue("client").expect("ovs-pki client pair"),
+            pki,
+        }
+    }
+}
+
 impl NbServer {
     /// A standalone NB database.
     pub fn standalone() -> NbServer {
@@ -80,14 +92,7 @@ impl NbServer {
             .expect("run ovsdb-tool (install openvswitch-common)");
         assert!(out.status.success(), "ovsdb-tool: {out:?}");
         let sock = dir.path().join("nb.sock");
-        let pki = tls.then(|| {
-            let pki = OvsPki::open_or_init(&dir.path().join("pki")).expect("ovs-pki init");
-            TestPki {
-                server: pki.issue("server").expect("ovs-pki server pair"),
-                client: pki.issue("client").expect("ovs-pki client pair"),
-                pki,
-            }
-        });
+        let pki = tls.then(|| TestPki::create(&dir.path().join("pki")));
         let mut s = NbServer {
             dir,
             db,
@@ -103,7 +108,18 @@ impl NbServer {
     /// A RAFT cluster of `n` members (raft traffic over unix sockets), all started.
     /// Member 0 created the cluster; the others joined it.
     pub fn cluster(n: usize) -> Vec<NbServer> {
+        NbServer::cluster_with(n, false)
+    }
+
+    /// [`NbServer::cluster`] whose members listen on `pssl:` instead of `ptcp:`, all with
+    /// one PKI (made by `ovs-pki` in member 0's directory).
+    pub fn cluster_tls(n: usize) -> Vec<NbServer> {
+        NbServer::cluster_with(n, true)
+    }
+
+    fn cluster_with(n: usize, tls: bool) -> Vec<NbServer> {
         let mut members: Vec<NbServer> = Vec::new();
+        let mut pki: Option<TestPki> = None;
         for i in 0..n {
             let dir = tempfile::Builder::new()
                 .prefix(&format!("ovsdb-m{i}-"))
@@ -127,12 +143,15 @@ impl NbServer {
             let out = cmd.output().expect("run ovsdb-tool");
             assert!(out.status.success(), "ovsdb-tool: {out:?}");
             let sock = dir.path().join("nb.sock");
+            if tls && pki.is_none() {
+                pki = Some(TestPki::create(&dir.path().join("pki")));
+            }
             let mut s = NbServer {
                 dir,
                 db,
                 sock,
                 tcp_port: 0,
-                pki: None,
+                pki: pki.clone(),
                 child: None,
             };
             s.start();
