@@ -1,11 +1,14 @@
-//! `ferry up --ovn-tls`: the OVN it starts serves NB and SB on `pssl:` with an `ovs-pki`
-//! PKI, and Ferry's controller programs the NB over `ssl:` (a Subnet created through the
-//! API becomes a logical switch).
+//! Ferry's controller programs an NB served on `ssl:` (a Subnet created through the API
+//! becomes a logical switch): `ferry up --ovn-tls` (the OVN it starts serves NB and SB on
+//! `pssl:` with an `ovs-pki` PKI), and `ferry up --ovn-nb ssl:… --ovn-ssl-key/-cert/-ca`
+//! against an NB of its own.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use ferry_testkit::ovsdb::NbServer;
 
 /// `ferry up`, SIGTERM by PID on drop (it then stops its OVN).
 struct Up(Child);
@@ -40,32 +43,30 @@ fn wait<T>(what: &str, log: &Path, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-#[test]
-#[ignore = "needs root and OVN"]
-fn ferry_up_with_ovn_tls_programs_the_nb_over_ssl() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let log_path = dir.path().join("up.log");
-    let log = std::fs::File::create(&log_path).expect("log");
+/// `ferry up --no-agent --data-dir DIR/data --listen 127.0.0.1:FREE ARGS`, logging to
+/// `DIR/up.log`.
+fn ferry_up(dir: &Path, args: &[&str]) -> Up {
+    let log = std::fs::File::create(dir.join("up.log")).expect("log");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let chassis = format!("tls{}", std::process::id());
-    let _up = Up(Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["up", "--no-agent", "--ovn-tls", "--data-dir"])
-        .arg(&data)
+    Up(Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["up", "--no-agent", "--data-dir"])
+        .arg(dir.join("data"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--gateway-chassis", &chassis])
+        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
-        .expect("start ferry up"));
+        .expect("start ferry up"))
+}
 
-    // The controller's NB connection is the ssl: remote.
-    let remote = wait("controller connected over ssl:", &log_path, || {
+/// The `ssl:` remote the controller logged its NB connection to.
+fn connected_remote(log_path: &Path) -> String {
+    wait("controller connected over ssl:", log_path, || {
         let text = std::fs::read_to_string(&log_path).ok()?;
         let line = text
             .lines()
@@ -77,7 +78,20 @@ fn ferry_up_with_ovn_tls_programs_the_nb_over_ssl() {
                 .next()?
                 .to_owned(),
         )
-    });
+    })
+}
+
+#[test]
+#[ignore = "needs root and OVN"]
+fn ferry_up_with_ovn_tls_programs_the_nb_over_ssl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("up.log");
+    let chassis = format!("tls{}", std::process::id());
+    let _up = ferry_up(dir.path(), &["--ovn-tls", "--gateway-chassis", &chassis]);
+
+    // The controller's NB connection is the ssl: remote.
+    let remote = connected_remote(&log_path);
     let nb_sock = data.join("ovn/run/nb.sock");
     let ovn_northd = std::fs::read_to_string(data.join("ovn/run/ovn-northd.pid"))
         .ok()
@@ -90,8 +104,58 @@ fn ferry_up_with_ovn_tls_programs_the_nb_over_ssl() {
     assert!(data.join("ovn/pki/ferry-privkey.pem").exists());
 
     // A Subnet created through the API reaches the NB, written over ssl:.
+    let switches = create_subnet_and_list_switches(&data, &log_path, || {
+        Command::new("ovn-nbctl")
+            .arg(format!("--db=unix:{}", nb_sock.display()))
+            .args(["--timeout=5", "ls-list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    });
+    assert!(switches.contains("ovn-default"), "{switches}");
+}
+
+#[test]
+#[ignore = "needs OVN binaries"]
+fn ferry_up_with_an_ssl_nb_and_the_ovn_ssl_flags_programs_it() {
+    let server = NbServer::standalone_tls();
+    let pki = server.pki.clone().expect("tls server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("up.log");
+    let (key, cert, ca) = (
+        pki.client.private_key.display().to_string(),
+        pki.client.certificate.display().to_string(),
+        pki.pki.ca_cert.display().to_string(),
+    );
+    let _up = ferry_up(
+        dir.path(),
+        &[
+            "--ovn-nb",
+            &server.ssl_remote(),
+            "--ovn-ssl-key",
+            &key,
+            "--ovn-ssl-cert",
+            &cert,
+            "--ovn-ssl-ca",
+            &ca,
+        ],
+    );
+    assert_eq!(connected_remote(&log_path), server.ssl_remote());
+    let switches = create_subnet_and_list_switches(&dir.path().join("data"), &log_path, || {
+        server.nbctl(&["ls-list"])
+    });
+    assert!(switches.contains("ovn-default"), "{switches}");
+}
+
+/// Creates the default VPC and its subnet through the API, then waits until `ls_list`
+/// shows the subnet's switch; returns the list.
+fn create_subnet_and_list_switches(
+    data: &Path,
+    log_path: &Path,
+    ls_list: impl Fn() -> String,
+) -> String {
     let kubeconfig = data.join("kubeconfig");
-    wait("CRDs served", &log_path, || {
+    wait("CRDs served", log_path, || {
         Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -120,14 +184,8 @@ fn ferry_up_with_ovn_tls_programs_the_nb_over_ssl() {
         .write_all(objects.to_string().as_bytes())
         .expect("write objects");
     assert!(apply.wait().expect("kubectl apply").success());
-    let switches = wait("the subnet's switch in the NB", &log_path, || {
-        let out = Command::new("ovn-nbctl")
-            .arg(format!("--db=unix:{}", nb_sock.display()))
-            .args(["--timeout=5", "ls-list"])
-            .output()
-            .ok()?;
-        let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    wait("the subnet's switch in the NB", log_path, || {
+        let list = ls_list();
         list.contains("ovn-default").then_some(list)
-    });
-    assert!(switches.contains("ovn-default"), "{switches}");
+    })
 }
