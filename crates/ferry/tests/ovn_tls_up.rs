@@ -67,7 +67,7 @@ fn ferry_up(dir: &Path, args: &[&str]) -> Up {
 /// The `ssl:` remote the controller logged its NB connection to.
 fn connected_remote(log_path: &Path) -> String {
     wait("controller connected over ssl:", log_path, || {
-        let text = std::fs::read_to_string(&log_path).ok()?;
+        let text = std::fs::read_to_string(log_path).ok()?;
         let line = text
             .lines()
             .find(|l| l.contains("OVSDB connected") && l.contains("ssl:127.0.0.1:"))?;
