@@ -538,7 +538,8 @@ fn scenarios() {
             ],
         },
         Case {
-            name: "ClientIP affinity and two protocols: one LB per protocol with affinity_timeout",
+            name: "ClientIP affinity and two protocols: one LB per protocol, the backend chosen by \
+                   a hash of the client's address",
             input: lab(vec![{
                 let mut s = svc(
                     "default/dns",
@@ -600,7 +601,13 @@ fn scenarios() {
                     "Load_Balancer",
                     "ferry-default-dns-cip-vpc1-tcp",
                     "options",
-                    json!(["map", [["affinity_timeout", "600"]]]),
+                    json!(["map", []]),
+                ),
+                Col(
+                    "Load_Balancer",
+                    "ferry-default-dns-cip-vpc1-tcp",
+                    "selection_fields",
+                    json!(["set", ["ip_src"]]),
                 ),
             ],
         },

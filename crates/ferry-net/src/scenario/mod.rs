@@ -129,7 +129,7 @@ pub(crate) fn load_balancer(
 }
 
 /// Writes one load balancer of `svc` with `entries` for `proto`; returns its key. A VIP
-/// with no backend rejects (`reject=true`); `affinity_timeout` for ClientIP affinity.
+/// with no backend rejects (`reject=true`); ClientIP affinity hashes the source address.
 pub(crate) fn load_balancer_of(
     b: &mut Builder,
     svc: &ServiceState,
@@ -139,9 +139,17 @@ pub(crate) fn load_balancer_of(
 ) -> String {
     // Sorted: the same service always writes the same map.
     let mut options: Vec<(&str, String)> = Vec::new();
-    if let Some(t) = svc.affinity_timeout {
-        options.push(("affinity_timeout", t.to_string()));
-    }
+    // ClientIP affinity: the backend is chosen by a hash of the client's address, not by
+    // OVN's `affinity_timeout` (learned flows), which in OVN 23.03 with the userspace
+    // datapath loses the first connection of every new client (seen in the lab: its SYN
+    // and retransmissions go unanswered, later connections stick). A hash sticks without
+    // expiry: stronger than Kubernetes' timeoutSeconds, and it moves a client only when
+    // the backends change.
+    let selection: Vec<serde_json::Value> = svc
+        .affinity_timeout
+        .map(|_| json!("ip_src"))
+        .into_iter()
+        .collect();
     if entries.iter().any(|(_, t)| t.is_empty()) {
         options.push(("reject", "true".into()));
     }
@@ -161,6 +169,7 @@ pub(crate) fn load_balancer_of(
             ("protocol".to_string(), set(vec![json!(proto.as_str())])),
             ("vips".to_string(), json!(["map", vips])),
             ("options".to_string(), map(&options)),
+            ("selection_fields".to_string(), set(selection)),
         ]),
     )
 }
