@@ -246,9 +246,9 @@ enum BenchCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Data-plane paths side by side: direct, ovn-direct, ferry-ovn, iptables, nftables.
+    /// Data-plane paths side by side: direct, ovn-direct, ferry-ovn, ferry-sock, iptables, nftables.
     Dataplane {
-        /// Services installed on the iptables, nftables and ferry-ovn paths.
+        /// Services installed on the iptables, nftables, ferry-ovn and ferry-sock paths.
         #[arg(long, default_value = "1000")]
         services: usize,
         /// Write the JSON rows here too.

@@ -9,6 +9,7 @@
 //! | `nftables` | the same, with kube-proxy's nftables rules (one verdict map) |
 //! | `ovn-direct` | OVN in the userspace datapath: client, switch, router, switch, backend IP |
 //! | `ferry-ovn` | the same through an OVN load balancer VIP: `N` services programmed by Ferry's programmer (`ferry-net` + `ferry-ovsdb`) into a VPC's `Load_Balancer_Group` |
+//! | `ferry-sock` | the same VIP and fabric, but translated at `connect()` by Ferry's socket LB (`ferry-sock`, `N` services in its BPF maps), so the packets carry the backend's address |
 //!
 //! For each path: iperf3 throughput, sockperf TCP ping-pong latency (p50/p99), wrk
 //! keep-alive requests/s, wrk `Connection: close` connections/s, and the time to program
@@ -26,6 +27,7 @@ mod nftables;
 mod ovn;
 mod report;
 mod services;
+mod sock;
 mod tools;
 
 use std::net::Ipv4Addr;
@@ -54,16 +56,18 @@ pub enum BenchPath {
     Nftables,
     OvnDirect,
     FerryOvn,
+    FerrySock,
 }
 
 impl BenchPath {
     /// Every path, in report order.
-    pub const ALL: [BenchPath; 5] = [
+    pub const ALL: [BenchPath; 6] = [
         BenchPath::Direct,
         BenchPath::Iptables,
         BenchPath::Nftables,
         BenchPath::OvnDirect,
         BenchPath::FerryOvn,
+        BenchPath::FerrySock,
     ];
 
     /// Its name in the JSON and on the command line.
@@ -74,6 +78,7 @@ impl BenchPath {
             BenchPath::Nftables => "nftables",
             BenchPath::OvnDirect => "ovn-direct",
             BenchPath::FerryOvn => "ferry-ovn",
+            BenchPath::FerrySock => "ferry-sock",
         }
     }
 
@@ -92,7 +97,10 @@ impl BenchPath {
     }
 
     fn is_ovn(self) -> bool {
-        matches!(self, BenchPath::OvnDirect | BenchPath::FerryOvn)
+        matches!(
+            self,
+            BenchPath::OvnDirect | BenchPath::FerryOvn | BenchPath::FerrySock
+        )
     }
 }
 
@@ -269,6 +277,8 @@ enum Metric {
 struct Setup {
     kernel: Vec<(BenchPath, KernelPath)>,
     ovn: Option<OvnPaths>,
+    /// Dropped before the OVN paths: detaches the socket LB.
+    sock: Option<sock::SockPath>,
     namespaces: Namespaces,
 }
 
@@ -283,6 +293,7 @@ impl Setup {
             }
         }
         self.kernel.clear();
+        self.sock = None;
         if let Some(mut o) = self.ovn.take() {
             left.extend(o.shutdown());
         }
@@ -468,6 +479,24 @@ fn build_and_measure(
                 path: BenchPath::FerryOvn,
                 client_ns: o.vip.client_ns.clone(),
                 target: o.vip.target,
+                vswitchd: vs,
+            });
+        }
+        if opts.paths.contains(&BenchPath::FerrySock) {
+            let client_ns = format!("{prefix}{}", ovn::SOCK_CLIENT_ROLE);
+            let step = ferry_lab::progress::step(4, 4, "programming the ferry-sock path");
+            let s = setup.sock.insert(sock::SockPath::create(&client_ns, &cat)?);
+            step.done();
+            tracing::info!(
+                program_s = s.program_s,
+                plan_s = s.plan_s,
+                "ferry-sock path built"
+            );
+            details.push((BenchPath::FerrySock, Some(s.program_s), s.detail.clone()));
+            targets.push(Target {
+                path: BenchPath::FerrySock,
+                client_ns,
+                target: cat.measured().cluster_ip,
                 vswitchd: vs,
             });
         }

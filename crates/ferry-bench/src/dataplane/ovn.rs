@@ -46,8 +46,9 @@ pub struct PortPlan {
     pub role: &'static str,
 }
 
-/// The four ports: ovn-direct client and backend, ferry-ovn client and backend.
-pub const PORTS: [PortPlan; 4] = [
+/// The ports: ovn-direct client and backend, ferry-ovn client and backend, and the
+/// ferry-sock client (in ferry-ovn's VPC and subnet).
+pub const PORTS: [PortPlan; 5] = [
     PortPlan {
         lsp: "fbd-client",
         subnet: "fbd-c",
@@ -80,7 +81,18 @@ pub const PORTS: [PortPlan; 4] = [
         gateway: Ipv4Addr::new(10, 253, 2, 1),
         role: "vb",
     },
+    PortPlan {
+        lsp: "fbv-sock-client",
+        subnet: "fbv-c",
+        mac: "0a:00:00:fb:05:0a",
+        ip: Ipv4Addr::new(10, 253, 1, 11),
+        gateway: Ipv4Addr::new(10, 253, 1, 1),
+        role: "sc",
+    },
 ];
+
+/// The ferry-sock client's namespace suffix.
+pub const SOCK_CLIENT_ROLE: &str = PORTS[4].role;
 
 /// The ferry-ovn backend (the catalogue's measured endpoint).
 pub const VIP_BACKEND: Ipv4Addr = PORTS[3].ip;

@@ -108,7 +108,7 @@ fn cell(v: Option<f64>, base: Option<f64>, decimals: usize) -> String {
 }
 
 /// The table: each figure with its ratio to `direct` in parentheses, and for `ferry-ovn`
-/// a second line with its ratios to `ovn-direct`.
+/// and `ferry-sock` a second line with their ratios to `ovn-direct`.
 pub fn table(rows: &[Row]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
@@ -142,7 +142,7 @@ pub fn table(rows: &[Row]) -> String {
             _ => "-".into(),
         });
         t.add_row(cells.into_iter().map(Cell::new).collect::<Vec<_>>());
-        if r.path == "ferry-ovn"
+        if (r.path == "ferry-ovn" || r.path == "ferry-sock")
             && let Some(od) = ovn_direct
         {
             let mut cells = vec!["  / ovn-direct".to_string(), String::new()];
@@ -160,7 +160,7 @@ pub fn table(rows: &[Row]) -> String {
     }
     let mut out = t.to_string();
     out.push_str(
-        "\n(x.xx) = this row / direct (latency: higher is worse); \"/ ovn-direct\" = ferry-ovn / ovn-direct.\n",
+        "\n(x.xx) = this row / direct (latency: higher is worse); \"/ ovn-direct\" = ferry-ovn (or ferry-sock) / ovn-direct.\n",
     );
     out
 }
