@@ -37,12 +37,14 @@ impl LeaderConfig {
             namespace: "kube-system".into(),
             name: "ferry-controller".into(),
             identity: identity.into(),
-            // Short, so a standby takes over a crashed leader in about two seconds (the
-            // 10k-node lesson: hot standby, takeover under 2 s); renewals are one small
-            // GET and PUT every `retry`.
-            lease_duration: Duration::from_secs(2),
-            retry: Duration::from_millis(250),
-            renew_deadline: Duration::from_millis(1500),
+            // A standby takes over a crashed leader within the lease (the 10k-node lesson:
+            // hot standby); renewals are one small GET and PUT every `retry`. Not shorter:
+            // with a 2 s lease and a 1.5 s deadline the only replica of `ferry up` lost
+            // its leadership every few seconds on a loaded 2-core machine (renewals slower
+            // than the deadline), dropping passes and leaving pods without addresses.
+            lease_duration: Duration::from_secs(5),
+            retry: Duration::from_millis(500),
+            renew_deadline: Duration::from_millis(3500),
         }
     }
 }
