@@ -364,7 +364,7 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
     // ClientIP affinity: every request of one client to one backend.
     let aff = format!("{}:80", cluster_ip(&svcs, "k8s-affinity").await);
     let mut per_client = BTreeMap::new();
-    for client in [CLIENT, "node1", "node2"] {
+    for client in [CLIENT, "node1", "node2", "default-ep-1"] {
         let answers: Vec<String> = (0..20).filter_map(|_| get(client, &aff).ok()).collect();
         let distinct: BTreeSet<&String> = answers.iter().collect();
         per_client.insert(
@@ -378,9 +378,12 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
     }
     let sticky = per_client.values().all(|(n, d, _)| *n == 20 && *d == 1);
     let across: BTreeSet<&String> = per_client.values().map(|(_, _, b)| b).collect();
+    // Sticky per client, and still balanced across clients (the backend is a hash of the
+    // client's address).
+    let pass = sticky && across.len() >= 2;
     rows.push(row(
         "svc ClientIP affinity (20 from each client)",
-        "client-default,node1,node2",
+        "client-default,node1,node2,default-ep-1",
         &aff,
         format!(
             "{}; {} backend(s) across clients",
@@ -391,7 +394,7 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
                 .join(", "),
             across.len()
         ),
-        sticky,
+        pass,
     ));
     let udp_ip = cluster_ip(&svcs, "k8s-udp").await;
     let answers: Vec<Result<String, String>> =
