@@ -102,14 +102,20 @@ fn spec(cfg: &LeaderConfig, previous: Option<&LeaseSpec>) -> LeaseSpec {
 
 /// One attempt to become (or stay) leader; true when we hold the Lease afterwards.
 pub async fn try_acquire(client: &Client, cfg: &LeaderConfig) -> kube::Result<bool> {
+    Ok(acquire_once(client, cfg).await?.is_some())
+}
+
+/// One attempt to become (or stay) leader (a read, then a write); the Lease as written
+/// when we hold it afterwards.
+async fn acquire_once(client: &Client, cfg: &LeaderConfig) -> kube::Result<Option<Lease>> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
     let current = api.get_opt(&cfg.name).await?;
-    match decide(
+    let written = match decide(
         current.as_ref().and_then(|l| l.spec.as_ref()),
         &cfg.identity,
         Timestamp::now(),
     ) {
-        Decision::Wait => Ok(false),
+        Decision::Wait => return Ok(None),
         Decision::Create => {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -119,23 +125,34 @@ pub async fn try_acquire(client: &Client, cfg: &LeaderConfig) -> kube::Result<bo
                 },
                 spec: Some(spec(cfg, None)),
             };
-            match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            }
+            api.create(&PostParams::default(), &lease).await
         }
         Decision::Take => {
             let Some(mut lease) = current else {
-                return Ok(false);
+                return Ok(None);
             };
             lease.spec = Some(spec(cfg, lease.spec.as_ref()));
-            match api.replace(&cfg.name, &PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            }
+            api.replace(&cfg.name, &PostParams::default(), &lease).await
         }
+    };
+    match written {
+        Ok(l) => Ok(Some(l)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Renews a Lease we hold with one write (its resourceVersion proves nobody wrote it
+/// since): half the round trips of a read and a write, which matters when the API
+/// server is loaded. A conflict falls back to [`acquire_once`].
+async fn renew(client: &Client, cfg: &LeaderConfig, held: &Lease) -> kube::Result<Option<Lease>> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
+    let mut lease = held.clone();
+    lease.spec = Some(spec(cfg, held.spec.as_ref()));
+    match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+        Ok(l) => Ok(Some(l)),
+        Err(kube::Error::Api(e)) if e.code == 409 => acquire_once(client, cfg).await,
+        Err(e) => Err(e),
     }
 }
 
@@ -200,6 +217,8 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut role = Role::Standby;
         let mut renewed = Instant::now();
+        // The Lease as we last wrote it, while we hold it.
+        let mut held: Option<Lease> = None;
         loop {
             // A renewal may not outlive the deadline: past it, we no longer lead whatever
             // the request would have said.
@@ -209,9 +228,20 @@ pub fn spawn(
             };
             let started = Instant::now();
             let attempt = tokio::select! {
-                r = tokio::time::timeout(budget, try_acquire(&client, &cfg)) => match r {
-                    Ok(Ok(true)) => Attempt::Held,
-                    Ok(Ok(false)) => Attempt::Refused,
+                r = tokio::time::timeout(budget, async {
+                    match (&role, &held) {
+                        (Role::Leading, Some(h)) => renew(&client, &cfg, h).await,
+                        _ => acquire_once(&client, &cfg).await,
+                    }
+                }) => match r {
+                    Ok(Ok(Some(l))) => {
+                        held = Some(l);
+                        Attempt::Held
+                    }
+                    Ok(Ok(None)) => {
+                        held = None;
+                        Attempt::Refused
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "leader election: the lease request failed");
                         Attempt::Failed
