@@ -81,6 +81,12 @@ pub fn objects() -> Vec<Value> {
         service("k8s-headless", json!({"clusterIP": "None", "selector": web,
             "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]})),
         service("k8s-ext", json!({"type": "ExternalName", "externalName": "k8s-web.default.svc.cluster.local"})),
+        // A YusurService with ClientIP affinity, in vpc1 over the seed's five backends.
+        json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
+            "metadata": {"name": "web-affinity", "namespace": "default"},
+            "spec": {"type": "ClusterIP", "scope": "vpc", "vpc": "vpc1", "sessionAffinity": "ClientIP",
+                "sessionAffinityTimeoutSeconds": 60, "selector": {"svc": "svc1-ep"},
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
     ]);
     out
 }
@@ -129,38 +135,66 @@ fn run_in(host: &str, argv: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The first line of `GET http://target/` from `host`.
-pub fn get(host: &str, target: &str) -> Result<String, String> {
-    let out = run_in(
-        host,
-        &["curl", "-s", "-m", "2", &format!("http://{target}/")],
-    )?;
-    Ok(out.lines().next().unwrap_or_default().trim().to_string())
+/// `f`, tried again (twice, a second apart) when it fails: OVS 3.1's userspace conntrack
+/// aborts ovs-vswitchd now and then (`conntrack.c:1063: assertion conn->conn_type ==
+/// CT_CONN_TYPE_DEFAULT failed`), and the data plane is gone until the supervisor has it
+/// back. Retries are counted ([`retries`]); each row says how many it needed.
+pub(crate) fn retried<T>(f: impl Fn() -> Result<T, String>) -> Result<T, String> {
+    let mut r = f();
+    for _ in 0..2 {
+        if r.is_ok() {
+            break;
+        }
+        RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(1));
+        r = f();
+    }
+    r
 }
 
-/// The answer of a UDP exchange with `target` from `host`.
+static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Requests retried so far (see [`retried`]).
+pub fn retries() -> usize {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The first line of `GET http://target/` from `host` (retried, see [`retried`]).
+pub fn get(host: &str, target: &str) -> Result<String, String> {
+    retried(|| {
+        run_in(
+            host,
+            &["curl", "-s", "-m", "2", &format!("http://{target}/")],
+        )
+        .map(|out| out.lines().next().unwrap_or_default().trim().to_string())
+    })
+}
+
+/// The answer of a UDP exchange with `target` from `host` (retried).
 fn udp(host: &str, ip: &str, port: u16) -> Result<String, String> {
     let script = format!(
         "import socket as s;u=s.socket(2,2);u.settimeout(2);u.sendto(b'x',('{ip}',{port}));print(u.recv(512).decode().strip())"
     );
-    run_in(host, &["python3", "-c", &script]).map(|o| o.trim().to_string())
+    retried(|| run_in(host, &["python3", "-c", &script]).map(|o| o.trim().to_string()))
 }
 
 /// `dig` from `host`: (status, answer lines).
 fn dig(host: &str, name: &str, qtype: &str) -> Result<(String, Vec<String>), String> {
-    let out = run_in(
-        host,
-        &[
-            "dig",
-            "+tries=1",
-            "+time=2",
-            "+noall",
-            "+comments",
-            "+answer",
-            name,
-            qtype,
-        ],
-    )?;
+    let out = retried(|| {
+        run_in(
+            host,
+            &[
+                "dig",
+                "+tries=1",
+                "+time=2",
+                "+noall",
+                "+comments",
+                "+answer",
+                name,
+                qtype,
+            ],
+        )
+    })?;
     let status = out
         .lines()
         .find_map(|l| l.split("status: ").nth(1))
@@ -197,6 +231,7 @@ fn spread(
 ) -> CheckRow {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed = 0;
+    let before = retries();
     for _ in 0..n {
         match get(client, target) {
             Ok(who) => *seen.entry(who).or_default() += 1,
@@ -214,13 +249,17 @@ fn spread(
         client,
         target,
         format!(
-            "{}/{n} answers [{}]{}",
+            "{}/{n} answers [{}]{}{}",
             n - failed,
             who.join(" "),
             if strangers.is_empty() {
                 String::new()
             } else {
                 format!(", UNEXPECTED {strangers:?}")
+            },
+            match retries() - before {
+                0 => String::new(),
+                r => format!(" ({r} retried after a data-plane outage)"),
             }
         ),
         pass,
@@ -395,6 +434,25 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
             across.len()
         ),
         pass,
+    ));
+    // The same for a YusurService (vpc1's client, the seed's backends).
+    let ysvcs: Api<ferry_api::YusurService> = Api::namespaced(c.clone(), "default");
+    let ysvc_aff = ysvcs
+        .get("web-affinity")
+        .await
+        .ok()
+        .and_then(|s| s.status?.cluster_ip)
+        .unwrap_or_default();
+    let answers: Vec<String> = (0..20)
+        .filter_map(|_| get("client-vpc1", &format!("{ysvc_aff}:80")).ok())
+        .collect();
+    let distinct: BTreeSet<&String> = answers.iter().collect();
+    rows.push(row(
+        "ysvc ClientIP affinity (20 from one client)",
+        "client-vpc1",
+        &format!("{ysvc_aff}:80"),
+        format!("{}/20 to {distinct:?}", answers.len()),
+        answers.len() == 20 && distinct.len() == 1,
     ));
     let udp_ip = cluster_ip(&svcs, "k8s-udp").await;
     let answers: Vec<Result<String, String>> =
