@@ -4,7 +4,6 @@
 //! service removes its rows.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ferry_api::{NetworkProbe, YusurService};
@@ -12,58 +11,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-struct Nb {
-    child: Child,
-    remote: String,
-}
-
-impl Drop for Nb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nb(dir: &std::path::Path) -> Nb {
-    let db = dir.join("nb.db");
-    let sock = dir.join("nb.sock");
-    assert!(
-        Command::new("ovsdb-tool")
-            .arg("create")
-            .arg(&db)
-            .arg("/usr/share/ovn/ovn-nb.ovsschema")
-            .status()
-            .expect("ovsdb-tool")
-            .success()
-    );
-    let child = Command::new("ovsdb-server")
-        .arg(&db)
-        .arg(format!("--remote=punix:{}", sock.display()))
-        .arg(format!("--unixctl={}", dir.join("nb.ctl").display()))
-        .env("OVS_RUNDIR", dir)
-        .spawn()
-        .expect("ovsdb-server");
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "NB socket never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Nb {
-        child,
-        remote: format!("unix:{}", sock.display()),
-    }
-}
-
-async fn client_for(path: &std::path::Path) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(cfg).unwrap()
-}
+use ferry_testkit::api::client_for;
+use ferry_testkit::ovsdb::NbServer;
 
 async fn apply(client: &Client, v: Value) {
     let api_version = v["apiVersion"].as_str().unwrap().to_string();
@@ -133,7 +82,7 @@ fn lb_vips(nb: &ferry_ovsdb::Client, name: &str) -> Option<String> {
 #[ignore = "needs OVN binaries"]
 async fn seed_lb_in_the_nb_restart_changes_nothing_delete_removes_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let nb_server = start_nb(dir.path());
+    let nb_server = NbServer::standalone();
     let server = ferry_apiserver::ApiServer::start(ferry_apiserver::Config {
         data_dir: dir.path().join("api"),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -152,7 +101,7 @@ async fn seed_lb_in_the_nb_restart_changes_nothing_delete_removes_rows() {
         identity: "net-test".into(),
         eip_pool: Some("198.18.0.100-198.18.0.199".into()),
         network: Some(ferry_controller::network::NetworkConfig {
-            remotes: vec![nb_server.remote.clone()],
+            remotes: vec![nb_server.unix_remote()],
             tls: None,
             gateway_chassis: "ch1".into(),
             external: Some(ferry_controller::network::ExternalConfig {
@@ -213,7 +162,7 @@ async fn seed_lb_in_the_nb_restart_changes_nothing_delete_removes_rows() {
             .await
             .unwrap();
     }
-    let nb = ferry_ovsdb::Client::connect(ferry_ovsdb::nb::config(vec![nb_server.remote.clone()]))
+    let nb = ferry_ovsdb::Client::connect(ferry_ovsdb::nb::config(vec![nb_server.unix_remote()]))
         .await
         .unwrap();
     let ysvcs: Api<YusurService> = Api::namespaced(admin.clone(), "default");
