@@ -10,6 +10,7 @@
 //! | `ovn-direct` | OVN in the userspace datapath: client, switch, router, switch, backend IP |
 //! | `ferry-ovn` | the same through an OVN load balancer VIP: `N` services programmed by Ferry's programmer (`ferry-net` + `ferry-ovsdb`) into a VPC's `Load_Balancer_Group` |
 //! | `ferry-sock` | the same VIP and fabric, but translated at `connect()` by Ferry's socket LB (`ferry-sock`, `N` services in its BPF maps), so the packets carry the backend's address |
+//! | `ferry-sock-bare` | the socket LB on `ovn-direct`'s client and fabric (no load balancer group on its switches): `ovn-direct` plus only the socket LB's cost |
 //!
 //! For each path: iperf3 throughput, sockperf TCP ping-pong latency (p50/p99), wrk
 //! keep-alive requests/s, wrk `Connection: close` connections/s, and the time to program
@@ -57,17 +58,19 @@ pub enum BenchPath {
     OvnDirect,
     FerryOvn,
     FerrySock,
+    FerrySockBare,
 }
 
 impl BenchPath {
     /// Every path, in report order.
-    pub const ALL: [BenchPath; 6] = [
+    pub const ALL: [BenchPath; 7] = [
         BenchPath::Direct,
         BenchPath::Iptables,
         BenchPath::Nftables,
         BenchPath::OvnDirect,
         BenchPath::FerryOvn,
         BenchPath::FerrySock,
+        BenchPath::FerrySockBare,
     ];
 
     /// Its name in the JSON and on the command line.
@@ -79,6 +82,7 @@ impl BenchPath {
             BenchPath::OvnDirect => "ovn-direct",
             BenchPath::FerryOvn => "ferry-ovn",
             BenchPath::FerrySock => "ferry-sock",
+            BenchPath::FerrySockBare => "ferry-sock-bare",
         }
     }
 
@@ -99,7 +103,10 @@ impl BenchPath {
     fn is_ovn(self) -> bool {
         matches!(
             self,
-            BenchPath::OvnDirect | BenchPath::FerryOvn | BenchPath::FerrySock
+            BenchPath::OvnDirect
+                | BenchPath::FerryOvn
+                | BenchPath::FerrySock
+                | BenchPath::FerrySockBare
         )
     }
 }
@@ -482,23 +489,48 @@ fn build_and_measure(
                 vswitchd: vs,
             });
         }
-        if opts.paths.contains(&BenchPath::FerrySock) {
+        let sock_paths = [BenchPath::FerrySock, BenchPath::FerrySockBare];
+        if sock_paths.iter().any(|p| opts.paths.contains(p)) {
             let client_ns = format!("{prefix}{}", ovn::SOCK_CLIENT_ROLE);
-            let step = ferry_lab::progress::step(4, 4, "programming the ferry-sock path");
-            let s = setup.sock.insert(sock::SockPath::create(&client_ns, &cat)?);
+            let bare_ns = format!("{prefix}{}", ovn::PORTS[0].role);
+            let step = ferry_lab::progress::step(4, 4, "programming the ferry-sock paths");
+            let bare = opts
+                .paths
+                .contains(&BenchPath::FerrySockBare)
+                .then(|| (bare_ns.as_str(), ovn::PORTS[1].ip));
+            let s = setup
+                .sock
+                .insert(sock::SockPath::create(&client_ns, &cat, bare)?);
             step.done();
             tracing::info!(
                 program_s = s.program_s,
                 plan_s = s.plan_s,
                 "ferry-sock path built"
             );
-            details.push((BenchPath::FerrySock, Some(s.program_s), s.detail.clone()));
-            targets.push(Target {
-                path: BenchPath::FerrySock,
-                client_ns,
-                target: cat.measured().cluster_ip,
-                vswitchd: vs,
-            });
+            if opts.paths.contains(&BenchPath::FerrySock) {
+                details.push((BenchPath::FerrySock, Some(s.program_s), s.detail.clone()));
+                targets.push(Target {
+                    path: BenchPath::FerrySock,
+                    client_ns,
+                    target: cat.measured().cluster_ip,
+                    vswitchd: vs,
+                });
+            }
+            if opts.paths.contains(&BenchPath::FerrySockBare) {
+                details.push((
+                    BenchPath::FerrySockBare,
+                    Some(s.program_s),
+                    "ferry-sock on ovn-direct's client and switches (no OVN load balancer on \
+                     them): the measured VIP translated to ovn-direct's backend"
+                        .into(),
+                ));
+                targets.push(Target {
+                    path: BenchPath::FerrySockBare,
+                    client_ns: bare_ns,
+                    target: cat.measured().cluster_ip,
+                    vswitchd: vs,
+                });
+            }
         }
     }
     targets.sort_by_key(|t| t.path);

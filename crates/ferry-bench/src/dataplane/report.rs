@@ -142,8 +142,10 @@ pub fn table(rows: &[Row]) -> String {
             _ => "-".into(),
         });
         t.add_row(cells.into_iter().map(Cell::new).collect::<Vec<_>>());
-        if (r.path == "ferry-ovn" || r.path == "ferry-sock")
-            && let Some(od) = ovn_direct
+        if matches!(
+            r.path.as_str(),
+            "ferry-ovn" | "ferry-sock" | "ferry-sock-bare"
+        ) && let Some(od) = ovn_direct
         {
             let mut cells = vec!["  / ovn-direct".to_string(), String::new()];
             for (v, b) in r.figures().into_iter().zip(od.figures()) {

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 
 /// The VPC number of `fbv` in the bench's maps.
 const VPC: u32 = 1;
+/// The VPC number of `fbd` (`ferry-sock-bare`).
+const VPC_BARE: u32 = 2;
 
 /// The attached socket LB; dropping it detaches the programs.
 pub struct SockPath {
@@ -40,11 +42,17 @@ impl std::fmt::Debug for SockPath {
 /// What the maps should hold for `catalogue`, every service port in VPC [`VPC`].
 pub fn desired(catalogue: &Catalogue) -> Desired {
     let mut d = Desired::default();
+    add(&mut d, VPC, catalogue);
+    d
+}
+
+/// Adds `catalogue`'s service ports in `vpc`.
+fn add(d: &mut Desired, vpc: u32, catalogue: &Catalogue) {
     for s in &catalogue.services {
         for p in &s.ports {
             d.services.insert(
                 ServiceKey {
-                    vpc: VPC,
+                    vpc,
                     vip: s.cluster_ip,
                     port: p.port,
                     protocol: Protocol::Tcp,
@@ -61,7 +69,6 @@ pub fn desired(catalogue: &Catalogue) -> Desired {
             );
         }
     }
-    d
 }
 
 fn sock_err(step: &'static str, e: impl std::fmt::Display) -> Error {
@@ -73,8 +80,14 @@ fn sock_err(step: &'static str, e: impl std::fmt::Display) -> Error {
 
 impl SockPath {
     /// Attaches the socket LB at the cgroup v2 root, registers `client_ns` in `fbv` and
-    /// programs `catalogue`.
-    pub fn create(client_ns: &str, catalogue: &Catalogue) -> Result<SockPath> {
+    /// programs `catalogue`; with `bare` = (ovn-direct's client namespace, its backend),
+    /// also that namespace in `fbd`, with the catalogue's measured service led to that
+    /// backend.
+    pub fn create(
+        client_ns: &str,
+        catalogue: &Catalogue,
+        bare: Option<(&str, std::net::Ipv4Addr)>,
+    ) -> Result<SockPath> {
         let root = ferry_sock::cgroup2_mount()
             .ok_or_else(|| sock_err("cgroup v2", "no cgroup2 mount in /proc/self/mountinfo"))?;
         let mut lb = SocketLb::load(&root, MapSizes::default()).map_err(|e| sock_err("load", e))?;
@@ -82,7 +95,16 @@ impl SockPath {
             .map_err(|e| sock_err("netns cookie", e))?;
         lb.set_netns_vpc(cookie, VPC)
             .map_err(|e| sock_err("register the client", e))?;
-        let d = desired(catalogue);
+        let mut d = desired(catalogue);
+        if let Some((ns, backend)) = bare {
+            let cookie = ferry_sock::netns_cookie_of_path(&PathBuf::from("/run/netns").join(ns))
+                .map_err(|e| sock_err("netns cookie", e))?;
+            lb.set_netns_vpc(cookie, VPC_BARE)
+                .map_err(|e| sock_err("register the bare client", e))?;
+            let mut c = catalogue.clone();
+            c.services[c.measured].endpoints = vec![backend];
+            add(&mut d, VPC_BARE, &c);
+        }
         let t0 = Instant::now();
         let plan = ferry_sock::plan(
             lb.programmed(),
