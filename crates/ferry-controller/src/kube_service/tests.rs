@@ -68,6 +68,15 @@ fn brief(s: &ServiceState) -> String {
     )
 }
 
+/// (name, Service, its slices, LoadBalancer address, the brief of the NB state).
+type Case = (
+    &'static str,
+    Service,
+    Vec<EndpointSlice>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 #[test]
 fn table() {
     let http = json!([{"name": "http", "port": 8080, "protocol": "TCP"}]);
@@ -75,13 +84,7 @@ fn table() {
         ep("10.16.0.10", Some(true), "node1", "a"),
         ep("10.16.0.11", None, "node2", "b")
     ]);
-    let cases: Vec<(
-        &str,
-        Service,
-        Vec<EndpointSlice>,
-        Option<&str>,
-        Option<&str>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "ClusterIP: ready and unset-ready endpoints, the slice's port for a named targetPort",
             svc(
