@@ -1,5 +1,6 @@
 //! The controllers against a real (Ferry's own) API server over HTTPS: IPAM, generated
 //! objects, probe-driven endpoints, cleanup on delete, bad references, and Lease failover.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,7 @@
 //! node ports on the nodes' external addresses on the router; `externalTrafficPolicy: Local` splits backends by node; a LoadBalancer Service
 //! gets an address from the EIP pool in its status and on the router; readiness from the
 //! EndpointSlice counts; deleting a Service removes its rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

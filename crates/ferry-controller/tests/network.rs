@@ -2,6 +2,7 @@
 //! lands in the NB with exactly the healthy vpc1 backends, a restart of the controller
 //! leaves every NB row as it was (no duplicates, nothing rewritten), and deleting the
 //! service removes its rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
