@@ -9,6 +9,9 @@
 //! node interface ([`node_iface`] on a real node: `ferry0` in the host's namespace, no
 //! default route), and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
 //!
+//! [`socket_lb`] (`ferry agent --socket-lb`) drives `ferry-sock`'s eBPF socket load balancer
+//! for the pods of this node from the published Services and EndpointSlices.
+//!
 //! Kernel and tool access goes through narrow seams: [`command`] runs `ip`, `ethtool`,
 //! `ovs-vsctl`, `nsenter`; [`netns`] creates sockets inside a namespace on a dedicated
 //! thread. Neither needs `unsafe`: `nix::sched::setns` and `socket2` are safe wrappers, and

@@ -418,6 +418,11 @@ struct AgentArgs {
     #[arg(long, env = "FERRY_SOCKET_LB_SANDBOX_DIR",
         default_value = ferry_agent::socket_lb::sandbox_record::DEFAULT_SANDBOX_DIR)]
     socket_lb_sandbox_dir: PathBuf,
+    /// The cgroup v2 directory the socket LB attaches to (default: the cgroup2 mount this
+    /// process sees). In a container, mount the host's cgroup2 root and name it here, so
+    /// every pod of the node is covered.
+    #[arg(long, env = "FERRY_SOCKET_LB_CGROUP")]
+    socket_lb_cgroup: Option<PathBuf>,
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
@@ -953,6 +958,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         true => ferry_agent::socket_lb::SocketLbConfig::lab(),
         false => ferry_agent::socket_lb::SocketLbConfig {
             sandbox_dir: Some(args.socket_lb_sandbox_dir.clone()),
+            cgroup: args.socket_lb_cgroup.clone(),
             ..ferry_agent::socket_lb::SocketLbConfig::node()
         },
     });
