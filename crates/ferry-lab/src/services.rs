@@ -26,6 +26,8 @@ pub const BACKENDS: [(&str, &str); 2] = [("k8s-ep-1", "node1"), ("k8s-ep-2", "no
 /// The default-VPC client pod.
 pub const CLIENT: &str = "client-default";
 const NODE_PORT: u16 = 30080;
+/// An `externalIPs` address of a Service, on the external network (not in the EIP pool).
+const EXTERNAL_IP: &str = "198.18.0.77";
 const NODE_PORT_LOCAL: u16 = 30081;
 const UDP_PORT: u16 = 5353;
 
@@ -72,6 +74,7 @@ pub fn objects() -> Vec<Value> {
         service("k8s-local", json!({"type": "NodePort", "externalTrafficPolicy": "Local", "selector": web,
             "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": NODE_PORT_LOCAL}]})),
         service("k8s-lb", json!({"type": "LoadBalancer", "selector": web, "ports": http})),
+        service("k8s-extip", json!({"selector": web, "ports": http, "externalIPs": [EXTERNAL_IP]})),
         service("k8s-affinity", json!({"selector": web, "ports": http, "sessionAffinity": "ClientIP",
             "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}})),
         service("k8s-udp", json!({"selector": web,
@@ -284,6 +287,7 @@ pub async fn status(c: &Client) -> Value {
         "k8s-np",
         "k8s-local",
         "k8s-lb",
+        "k8s-extip",
         "k8s-affinity",
         "k8s-udp",
         "k8s-sctp",
@@ -400,6 +404,14 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
             false,
         )),
     }
+    rows.push(spread(
+        "svc externalIPs from outside",
+        "ext-client",
+        &format!("{EXTERNAL_IP}:80"),
+        n,
+        &backends,
+        2,
+    ));
     // ClientIP affinity: every request of one client to one backend.
     let aff = format!("{}:80", cluster_ip(&svcs, "k8s-affinity").await);
     let mut per_client = BTreeMap::new();
