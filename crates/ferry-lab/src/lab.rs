@@ -850,8 +850,10 @@ async fn failover(
             }
         }
     }
-    // failureThreshold x periodSeconds + 1 s (3 x 1 s here).
-    let ok_leave = left.is_some_and(|d| d <= Duration::from_millis(4000));
+    // failureThreshold x periodSeconds (3 x 1 s here) + 2 s for the status write, the pass
+    // and the Endpoints write: 1 s of slack failed one run in four on a loaded 2-core
+    // machine (2.5-4.06 s measured).
+    let ok_leave = left.is_some_and(|d| d <= Duration::from_millis(5000));
     rows.push(CheckRow {
         check: format!("failover: {victim} blocked"),
         client: s.client.clone(),
