@@ -613,7 +613,14 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
 async fn expose(c: &Client) -> CheckRow {
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
-    let name = "expose-web";
+    // A new name each check: a pod recreated under the name of one just deleted may keep
+    // the old sandbox in the lab agent (same key and address) and never be reported Running.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() % 100_000)
+        .unwrap_or_default();
+    let owned = format!("expose-web-{stamp}");
+    let name = owned.as_str();
     let p: Pod = match serde_json::from_value(pod(
         name,
         "node2",
@@ -633,6 +640,11 @@ async fn expose(c: &Client) -> CheckRow {
     };
     let _ = pods.delete(name, &DeleteParams::default()).await;
     let _ = svcs.delete(name, &DeleteParams::default()).await;
+    // A previous check's pod may still be going away (a second `lab check` on one lab).
+    let gone_by = Instant::now() + Duration::from_secs(30);
+    while pods.get_opt(name).await.ok().flatten().is_some() && Instant::now() < gone_by {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let result = async {
         pods.create(&PostParams::default(), &p).await.map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(60);
