@@ -151,8 +151,11 @@ async fn a_server_not_signed_by_our_ca_is_refused_with_a_clear_error() {
     .await;
     let msg = err.to_string();
     eprintln!("wrong CA: {msg}");
+    // Two ovs-pki CAs share their subject name, so rustls may find "our" CA as the issuer
+    // by name and then fail on the signature: either way the chain is refused.
     assert!(
-        msg.contains("TLS handshake") && msg.contains("UnknownIssuer"),
+        msg.contains("TLS handshake")
+            && (msg.contains("UnknownIssuer") || msg.contains("BadSignature")),
         "{msg}"
     );
 
