@@ -4,6 +4,10 @@
 //! node into the host's namespace, see [`crate::node_iface`]; in the lab into a namespace
 //! `ferry-NODE` standing for the node), and in lab mode plays the node's container runtime
 //! (see [`crate::runtime`]).
+//!
+//! Over 600 lines: it is the agent's one event loop (watches, sandboxes, probes, node
+//! interface, DNS and node-port hooks); the next split is the lab sandbox reconciliation
+//! into its own module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -7,6 +7,9 @@
 //! [`crate::pod_status`] turns what ran into the Pod status a kubelet writes.
 //! BareMetal and VNicIP objects bound to this node become hosts the same way; the lab gives
 //! them a command in the `lab.ferry.io/command` annotation (a JSON argv).
+//!
+//! Over 600 lines: sandbox plumbing and container supervision share the Sandbox type;
+//! container supervision is the seam to split along next.
 
 use std::collections::BTreeMap;
 use std::fs::File;

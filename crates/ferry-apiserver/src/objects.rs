@@ -1,5 +1,8 @@
 //! The write path shared by create, update, patch, delete and the garbage collector:
 //! metadata rules, validation, optimistic concurrency and finalizers, over the store.
+//!
+//! Over 600 lines: one write path (create, update, patch, delete) kept together so its
+//! preconditions read in one place.
 
 use std::sync::Arc;
 
