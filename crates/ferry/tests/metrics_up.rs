@@ -3,43 +3,12 @@
 //! admin through kubectl and refuses the agent, and the web page's proxy serves the API
 //! to a signed-in cookie only.
 
+mod common;
+use common::{Up, wait};
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// `ferry up`, SIGTERM by PID on drop (it then stops its OVN).
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, or panics with `what` and the log.
-fn wait<T>(what: &str, log: &Path, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: timed out; ferry up log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use std::process::{Command, Stdio};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

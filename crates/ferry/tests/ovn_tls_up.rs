@@ -3,45 +3,14 @@
 //! `pssl:` with an `ovs-pki` PKI), and `ferry up --ovn-nb ssl:… --ovn-ssl-key/-cert/-ca`
 //! against an NB of its own.
 
+mod common;
+use common::{Up, wait};
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use ferry_testkit::ovsdb::NbServer;
-
-/// `ferry up`, SIGTERM by PID on drop (it then stops its OVN).
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, or panics with `what` and the log.
-fn wait<T>(what: &str, log: &Path, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: timed out; ferry up log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// `ferry up --no-agent --data-dir DIR/data --listen 127.0.0.1:FREE ARGS`, logging to
 /// `DIR/up.log`.
