@@ -8,7 +8,8 @@ PACKAGES=(ovn-central ovn-host openvswitch-switch iperf3 sockperf wrk nginx-ligh
           ethtool iproute2 curl iptables nftables python3 clang-14 libbpf-dev procps dnsutils
           openvswitch-common  # ovs-pki: the OVN PKI of the TLS tests and `--ovn-tls`
           chromium chromium-driver  # the web page's browser test (ferry-ui)
-          mmdebstrap umoci skopeo podman runc)  # scripts/image.sh and its test
+          mmdebstrap umoci skopeo podman runc  # scripts/image.sh and its test
+          containerd busybox-static)  # the CNI under containerd's CRI (crates/ferry/tests/cri_e2e.rs)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
