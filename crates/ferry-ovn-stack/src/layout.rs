@@ -40,6 +40,12 @@ pub struct OvnOptions {
     /// `DIR/pki`; `ovn-northd` and `ovn-controller` connect over it and
     /// [`OvnStack::nb_remote`](crate::OvnStack::nb_remote) names it ([`crate::StackTls`]).
     pub tls: bool,
+    /// Whether to run the central part (NB and SB `ovsdb-server`, `ovn-northd`). Without
+    /// it the stack is one chassis only, registered in the SB at [`Self::sb_remote`]: one
+    /// per lab node with `ferry up --chassis-per-node`.
+    pub run_central: bool,
+    /// The SB (`unix:PATH`) a stack without [`Self::run_central`] connects to.
+    pub sb_remote: Option<String>,
 }
 
 impl OvnOptions {
@@ -58,6 +64,8 @@ impl OvnOptions {
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             tls: false,
+            run_central: true,
+            sb_remote: None,
         }
     }
 }
@@ -70,6 +78,23 @@ impl OvnOptions {
             chassis: false,
             ovs_netns: None,
             ..OvnOptions::new("central")
+        }
+    }
+
+    /// One chassis only (the OVS `ovsdb-server`, `ovs-vswitchd` in netns
+    /// `<system_id>-ovs`, `ovn-controller`), registered in the SB at `sb_remote`
+    /// (`unix:PATH`), its tunnels sourced from `encap_ip`. Other defaults as
+    /// [`OvnOptions::new`].
+    pub fn chassis_only(
+        system_id: impl Into<String>,
+        sb_remote: impl Into<String>,
+        encap_ip: impl Into<String>,
+    ) -> OvnOptions {
+        OvnOptions {
+            run_central: false,
+            sb_remote: Some(sb_remote.into()),
+            encap_ip: encap_ip.into(),
+            ..OvnOptions::new(system_id)
         }
     }
 }
@@ -185,6 +210,12 @@ impl LabPaths {
     /// `DIR/run/<daemon>.pid`.
     pub fn pidfile(&self, d: Daemon) -> PathBuf {
         self.run_dir.join(format!("{}.pid", d.name()))
+    }
+
+    /// `DIR/run/<daemon>.hold`: while this file exists the supervisor does not restart the
+    /// daemon after it dies (fault injection: a chassis that stays down).
+    pub fn hold_file(&self, d: Daemon) -> PathBuf {
+        self.run_dir.join(format!("{}.hold", d.name()))
     }
 
     /// The environment every daemon and helper gets: OVS/OVN run, db and log directories.

@@ -46,6 +46,7 @@
 //! ```
 
 mod error;
+pub mod fabric;
 pub mod jsonrpc;
 mod layout;
 pub mod netns;

@@ -117,6 +117,10 @@ impl OvnStack {
     }
 
     fn bring_up(&mut self) -> Result<()> {
+        if !self.opts.run_central {
+            self.bring_up_chassis()?;
+            return self.start_supervisor();
+        }
         let p = self.shared.paths.clone();
         let o = self.opts.clone();
 
@@ -168,7 +172,11 @@ impl OvnStack {
         if o.chassis {
             self.bring_up_chassis()?;
         }
+        self.start_supervisor()
+    }
 
+    /// The restart loop's thread (see [`crate::supervisor`]).
+    fn start_supervisor(&mut self) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         let handle = thread::Builder::new()
             .name("ferry-ovn-supervisor".into())
@@ -268,6 +276,11 @@ impl OvnStack {
             argv.extend(t.pki.ssl_args(&t.controller));
         }
         let system_id = o.system_id.clone();
+        // A chassis-only stack registers in the SB it was given.
+        let sb_sock = match o.sb_remote.as_deref().and_then(|r| r.strip_prefix("unix:")) {
+            Some(path) if !o.run_central => std::path::PathBuf::from(path),
+            _ => p.sb_sock.clone(),
+        };
         self.launch(Daemon::Controller, argv, None, |pid| {
             let status = jsonrpc::call(
                 &p.controller_ctl(pid),
@@ -278,7 +291,7 @@ impl OvnStack {
             if status.as_str().map(str::trim) != Some("connected") {
                 return Err(format!("SB connection-status {status}"));
             }
-            probe_chassis(&p.sb_sock, &system_id)
+            probe_chassis(&sb_sock, &system_id)
         })
     }
 
@@ -403,6 +416,11 @@ impl OvnStack {
 
     /// `unix:DIR/run/sb.sock`, or with [`OvnOptions::tls`] `ssl:127.0.0.1:PORT`.
     pub fn sb_remote(&self) -> String {
+        if !self.opts.run_central
+            && let Some(r) = &self.opts.sb_remote
+        {
+            return r.clone();
+        }
         match &self.tls {
             Some(t) => t.sb_remote(),
             None => unix_remote(&self.shared.paths.sb_sock),

@@ -98,7 +98,9 @@ impl Shared {
                 slot.restart_at = Some(now + slot.backoff);
                 slot.backoff = (slot.backoff * 2).min(self.max_backoff);
             }
-            if slot.restart_at.is_some_and(|t| t <= now) {
+            if slot.restart_at.is_some_and(|t| t <= now)
+                && !self.paths.hold_file(slot.spec.daemon).exists()
+            {
                 match self.spawn(&slot.spec) {
                     Ok(child) => {
                         slot.pid = child.id() as i32;
