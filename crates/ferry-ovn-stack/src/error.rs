@@ -116,6 +116,10 @@ pub enum Error {
         /// Its PID.
         pid: i32,
     },
+    /// [`crate::OvnStack::start_cancellable`] was told to stop (a signal during start-up);
+    /// what it had started is stopped again.
+    #[error("OVN start-up cancelled")]
+    Cancelled,
     /// Teardown finished but could not remove some recorded resources.
     #[error("teardown of {} left resources behind: {}", dir.display(), failures.join("; "))]
     Teardown {

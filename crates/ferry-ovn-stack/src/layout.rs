@@ -46,6 +46,11 @@ pub struct OvnOptions {
     pub run_central: bool,
     /// The SB (`unix:PATH`) a stack without [`Self::run_central`] connects to.
     pub sb_remote: Option<String>,
+    /// Members of the NB and of the SB database: 1 (the default) runs each as one
+    /// standalone `ovsdb-server`; 3 (or 5) runs each as a RAFT cluster of that many
+    /// servers, and [`OvnStack::nb_remote`](crate::OvnStack::nb_remote) lists them all
+    /// (see [`crate::raft`]). Not combined with [`Self::tls`] yet.
+    pub raft_members: usize,
 }
 
 impl OvnOptions {
@@ -66,6 +71,7 @@ impl OvnOptions {
             tls: false,
             run_central: true,
             sb_remote: None,
+            raft_members: 1,
         }
     }
 }
@@ -177,14 +183,24 @@ impl LabPaths {
 
     /// `DIR/logs/<daemon>.log`.
     pub fn log(&self, d: Daemon) -> PathBuf {
-        self.log_dir.join(format!("{}.log", d.name()))
+        self.log_named(d.name())
+    }
+
+    /// `DIR/logs/NAME.log` of a process by its name (a RAFT member is `nb-ovsdb-2`).
+    pub fn log_named(&self, name: &str) -> PathBuf {
+        self.log_dir.join(format!("{name}.log"))
     }
 
     /// `DIR/run/<daemon>.ctl`: its unixctl socket (`ovs-appctl -t PATH ...`), except for
     /// `ovn-controller`, which (in OVN 23.03) takes no `--unixctl` option and listens on
     /// `OVN_RUNDIR/ovn-controller.PID.ctl`: see [`LabPaths::controller_ctl`].
     pub fn ctl(&self, d: Daemon) -> PathBuf {
-        self.run_dir.join(format!("{}.ctl", d.name()))
+        self.ctl_named(d.name())
+    }
+
+    /// `DIR/run/NAME.ctl` of a process by its name.
+    pub fn ctl_named(&self, name: &str) -> PathBuf {
+        self.run_dir.join(format!("{name}.ctl"))
     }
 
     /// `DIR/run/ovn-controller.PID.ctl`: `ovn-controller`'s unixctl socket.
@@ -194,12 +210,22 @@ impl LabPaths {
 
     /// `--log-file=DIR/logs/<daemon>.log`.
     pub(crate) fn log_flag(&self, d: Daemon) -> String {
-        format!("--log-file={}", self.log(d).display())
+        self.log_flag_named(d.name())
     }
 
     /// `--unixctl=DIR/run/<daemon>.ctl`.
     pub(crate) fn ctl_flag(&self, d: Daemon) -> String {
-        format!("--unixctl={}", self.ctl(d).display())
+        self.ctl_flag_named(d.name())
+    }
+
+    /// `--log-file=DIR/logs/NAME.log`.
+    pub(crate) fn log_flag_named(&self, name: &str) -> String {
+        format!("--log-file={}", self.log_named(name).display())
+    }
+
+    /// `--unixctl=DIR/run/NAME.ctl`.
+    pub(crate) fn ctl_flag_named(&self, name: &str) -> String {
+        format!("--unixctl={}", self.ctl_named(name).display())
     }
 
     /// `DIR/db/NAME`, as a daemon argument.
@@ -209,7 +235,12 @@ impl LabPaths {
 
     /// `DIR/run/<daemon>.pid`.
     pub fn pidfile(&self, d: Daemon) -> PathBuf {
-        self.run_dir.join(format!("{}.pid", d.name()))
+        self.pidfile_named(d.name())
+    }
+
+    /// `DIR/run/NAME.pid` of a process by its name.
+    pub fn pidfile_named(&self, name: &str) -> PathBuf {
+        self.run_dir.join(format!("{name}.pid"))
     }
 
     /// `DIR/run/<daemon>.hold`: while this file exists the supervisor does not restart the

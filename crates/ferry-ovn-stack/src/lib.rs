@@ -52,6 +52,7 @@ mod layout;
 pub mod netns;
 pub mod pki;
 pub mod process;
+pub mod raft;
 mod readiness;
 pub mod registry;
 mod stack;

@@ -50,6 +50,8 @@ pub struct OvnStack {
     finished: bool,
     /// With [`OvnOptions::tls`]: the PKI and the `pssl:` ports.
     tls: Option<crate::pki::StackTls>,
+    /// Set by the caller (a signal handler) to abandon [`OvnStack::start_cancellable`].
+    cancel: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for OvnStack {
@@ -67,6 +69,25 @@ impl OvnStack {
     /// the chassis to register in the SB. On failure everything started so far is
     /// stopped again and the error names the daemon and its log.
     pub fn start(dir: &Path, opts: OvnOptions) -> Result<OvnStack> {
+        OvnStack::start_cancellable(dir, opts, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`OvnStack::start`] that gives up when `cancel` becomes true (a SIGTERM during
+    /// start-up): it stops what it had started, as after any failed start, and returns
+    /// [`Error::Cancelled`]. The flag is checked before each daemon and while waiting for
+    /// one to be ready, so cancelling takes at most one readiness poll plus the teardown.
+    pub fn start_cancellable(
+        dir: &Path,
+        opts: OvnOptions,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<OvnStack> {
+        if opts.raft_members > 1 && opts.tls {
+            return Err(Error::Invalid {
+                what: "OVN options",
+                value: format!("raft_members={} with tls", opts.raft_members),
+                reason: "RAFT clusters are served on unix sockets only for now".into(),
+            });
+        }
         let registry = Registry::open(dir)?;
         let paths = LabPaths::new(registry.dir());
         check_socket_paths(&paths, &opts.bridge)?;
@@ -104,6 +125,7 @@ impl OvnStack {
             created_netns: false,
             finished: false,
             tls: None,
+            cancel,
         };
         match stack.bring_up() {
             Ok(()) => Ok(stack),
@@ -124,35 +146,39 @@ impl OvnStack {
         let p = self.shared.paths.clone();
         let o = self.opts.clone();
 
-        create_db(&p, "nb.db", "/usr/share/ovn/ovn-nb.ovsschema")?;
-        create_db(&p, "sb.db", "/usr/share/ovn/ovn-sb.ovsschema")?;
+        let n = o.raft_members;
+        crate::raft::create_files(&crate::raft::members(&p, Daemon::NbDb, n))?;
+        crate::raft::create_files(&crate::raft::members(&p, Daemon::SbDb, n))?;
         if o.tls {
             self.tls = Some(crate::pki::StackTls::create(&p.dir.join("pki"))?);
         }
         let tls = self.tls.clone();
 
-        for (d, file, sock, dbname) in [
-            (Daemon::NbDb, "nb.db", &p.nb_sock, "OVN_Northbound"),
-            (Daemon::SbDb, "sb.db", &p.sb_sock, "OVN_Southbound"),
-        ] {
-            let mut argv = vec![
-                "ovsdb-server".into(),
-                p.db_file(file),
-                format!("--remote=punix:{}", path_arg(sock)),
-                p.ctl_flag(d),
-                p.log_flag(d),
-                "-vconsole:off".into(),
-            ];
-            if let Some(t) = &tls {
-                let port = if d == Daemon::NbDb {
-                    t.nb_port
-                } else {
-                    t.sb_port
-                };
-                argv.push(format!("--remote=pssl:{port}:127.0.0.1"));
-                argv.extend(t.pki.ssl_args(&t.server));
+        for d in [Daemon::NbDb, Daemon::SbDb] {
+            let (_, dbname) = crate::raft::schema(d);
+            for m in crate::raft::members(&p, d, n) {
+                let mut argv = vec![
+                    "ovsdb-server".into(),
+                    path_arg(&m.db_file),
+                    format!("--remote=punix:{}", path_arg(&m.sock)),
+                    p.ctl_flag_named(&m.name),
+                    p.log_flag_named(&m.name),
+                    "-vconsole:off".into(),
+                ];
+                if let Some(t) = &tls {
+                    let port = if d == Daemon::NbDb {
+                        t.nb_port
+                    } else {
+                        t.sb_port
+                    };
+                    argv.push(format!("--remote=pssl:{port}:127.0.0.1"));
+                    argv.extend(t.pki.ssl_args(&t.server));
+                }
+                let sock = m.sock.clone();
+                self.launch_named(d, &m.name, argv, None, |_| {
+                    crate::raft::probe_member(&sock, dbname)
+                })?;
             }
-            self.launch(d, argv, None, |_| probe_db(sock, dbname))?;
         }
         let mut argv = vec![
             "ovn-northd".into(),
@@ -303,9 +329,26 @@ impl OvnStack {
         netns: Option<String>,
         ready: impl Fn(i32) -> Result<(), String>,
     ) -> Result<()> {
+        self.launch_named(daemon, daemon.name(), argv, netns, ready)
+    }
+
+    /// [`OvnStack::launch`] of one of several processes of a daemon (a RAFT member),
+    /// under its own name.
+    fn launch_named(
+        &mut self,
+        daemon: Daemon,
+        name: &str,
+        argv: Vec<String>,
+        netns: Option<String>,
+        ready: impl Fn(i32) -> Result<(), String>,
+    ) -> Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
         let t0 = Instant::now();
         let spec = Spec {
             daemon,
+            name: name.to_owned(),
             argv,
             netns,
         };
@@ -320,7 +363,7 @@ impl OvnStack {
             backoff: self.opts.min_backoff,
             restart_at: None,
         });
-        let log = self.shared.paths.log(daemon);
+        let log = self.shared.paths.log_named(name);
         let deadline = t0 + self.opts.ready_timeout;
         let mut last;
         loop {
@@ -330,7 +373,7 @@ impl OvnStack {
                     && let Ok(Some(status)) = c.try_wait()
                 {
                     return Err(Error::Exited {
-                        process: daemon.name().to_owned(),
+                        process: name.to_owned(),
                         status: status.to_string(),
                         tail: log_tail(&log, 5),
                         log,
@@ -341,9 +384,12 @@ impl OvnStack {
                 Ok(()) => break,
                 Err(e) => last = e,
             }
+            if self.cancel.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
             if Instant::now() >= deadline {
                 return Err(Error::NotReady {
-                    process: daemon.name().to_owned(),
+                    process: name.to_owned(),
                     timeout: self.opts.ready_timeout,
                     detail: last,
                     log,
@@ -352,12 +398,7 @@ impl OvnStack {
             thread::sleep(Duration::from_millis(50));
         }
         let took = t0.elapsed();
-        tracing::info!(
-            daemon = daemon.name(),
-            pid,
-            ms = took.as_millis() as u64,
-            "ready"
-        );
+        tracing::info!(daemon = name, pid, ms = took.as_millis() as u64, "ready");
         self.startup.push((daemon, took));
         Ok(())
     }
@@ -367,20 +408,57 @@ impl OvnStack {
         self.ctl("ovs-vsctl", &self.shared.paths.ovs_sock, args)
     }
 
-    /// Runs `ovn-nbctl --db=unix:DIR/run/nb.sock ARGS...`; returns stdout.
+    /// Runs `ovn-nbctl --db=unix:DIR/run/nb.sock ARGS...` (every member's socket when
+    /// the NB is a RAFT cluster: `ovn-nbctl` finds the leader); returns stdout.
     pub fn nbctl(&self, args: &[&str]) -> Result<String> {
-        self.ctl("ovn-nbctl", &self.shared.paths.nb_sock, args)
+        let db = self.unix_remotes(Daemon::NbDb);
+        self.ctl_db("ovn-nbctl", &db, args)
     }
 
-    /// Runs `ovn-sbctl --db=unix:DIR/run/sb.sock ARGS...`; returns stdout.
+    /// Runs `ovn-sbctl --db=unix:DIR/run/sb.sock ARGS...` (every member's socket when
+    /// the SB is a RAFT cluster); returns stdout.
     pub fn sbctl(&self, args: &[&str]) -> Result<String> {
-        self.ctl("ovn-sbctl", &self.shared.paths.sb_sock, args)
+        let db = self.unix_remotes(Daemon::SbDb);
+        self.ctl_db("ovn-sbctl", &db, args)
+    }
+
+    /// `unix:` remotes of NB or SB, comma separated (one unless clustered).
+    fn unix_remotes(&self, d: Daemon) -> String {
+        crate::raft::remotes(&crate::raft::members(
+            &self.shared.paths,
+            d,
+            self.opts.raft_members,
+        ))
+    }
+
+    /// The members of NB's or SB's RAFT cluster (one standalone server unless
+    /// [`OvnOptions::raft_members`] > 1).
+    pub fn members(&self, d: Daemon) -> Vec<crate::raft::Member> {
+        crate::raft::members(&self.shared.paths, d, self.opts.raft_members)
+    }
+
+    /// The current PID of a process by its name (a RAFT member: `nb-ovsdb-2`).
+    pub fn pid_named(&self, name: &str) -> Option<i32> {
+        self.shared
+            .slots()
+            .iter()
+            .find(|s| s.spec.name == name && s.child.is_some())
+            .map(|s| s.pid)
+    }
+
+    /// The member of NB's or SB's cluster that leads now, with its PID.
+    pub fn leader(&self, d: Daemon) -> Option<(crate::raft::Member, i32)> {
+        crate::raft::leader(&self.shared.paths.dir, d, self.opts.raft_members)
     }
 
     fn ctl(&self, program: &str, sock: &Path, args: &[&str]) -> Result<String> {
+        self.ctl_db(program, &unix_remote(sock), args)
+    }
+
+    fn ctl_db(&self, program: &str, db: &str, args: &[&str]) -> Result<String> {
         process::run_ok(
             Command::new(program)
-                .arg(format!("--db={}", unix_remote(sock)))
+                .arg(format!("--db={db}"))
                 .arg(format!(
                     "--timeout={}",
                     self.opts.ready_timeout.as_secs().max(1)
@@ -410,7 +488,7 @@ impl OvnStack {
     pub fn nb_remote(&self) -> String {
         match &self.tls {
             Some(t) => t.nb_remote(),
-            None => unix_remote(&self.shared.paths.nb_sock),
+            None => self.unix_remotes(Daemon::NbDb),
         }
     }
 
@@ -423,7 +501,7 @@ impl OvnStack {
         }
         match &self.tls {
             Some(t) => t.sb_remote(),
-            None => unix_remote(&self.shared.paths.sb_sock),
+            None => self.unix_remotes(Daemon::SbDb),
         }
     }
 
@@ -506,7 +584,7 @@ impl OvnStack {
         let mut failures = Vec::new();
         let slots: Vec<Slot> = std::mem::take(&mut *self.shared.slots());
         for mut slot in slots.into_iter().rev() {
-            let name = slot.spec.daemon.name();
+            let name = slot.spec.name.as_str();
             if let Some(mut child) = slot.child.take() {
                 let r = process::terminate(name, slot.pid, self.opts.stop_timeout, || {
                     matches!(child.try_wait(), Ok(Some(_)) | Err(_))
@@ -519,7 +597,7 @@ impl OvnStack {
                     }
                 }
             }
-            let pidfile = self.shared.paths.pidfile(slot.spec.daemon);
+            let pidfile = self.shared.paths.pidfile_named(name);
             let _ = std::fs::remove_file(pidfile);
             if let Err(e) = self.shared.registry.remove_process(name, slot.pid) {
                 failures.push(e.to_string());

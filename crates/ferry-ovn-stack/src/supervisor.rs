@@ -14,6 +14,8 @@ use crate::registry::Registry;
 
 pub(crate) struct Spec {
     pub(crate) daemon: Daemon,
+    /// The process name: `daemon.name()`, or a RAFT member's (`nb-ovsdb-2`).
+    pub(crate) name: String,
     pub(crate) argv: Vec<String>,
     pub(crate) netns: Option<String>,
 }
@@ -45,7 +47,7 @@ impl Shared {
 
     /// Starts the daemon of `spec` and records it (registry and pidfile).
     pub(crate) fn spawn(&self, spec: &Spec) -> Result<Child> {
-        let log = self.paths.log(spec.daemon);
+        let log = self.paths.log_named(&spec.name);
         let mut cmd = match &spec.netns {
             Some(ns) => netns::exec_command(ns, &spec.argv),
             None => {
@@ -58,17 +60,17 @@ impl Shared {
         let child = process::spawn_logged(&mut cmd, &log)?;
         let pid = child.id() as i32;
         let rec = ProcessRecord {
-            name: spec.daemon.name().to_owned(),
+            name: spec.name.clone(),
             owner: OWNER.to_owned(),
             pid,
             argv: spec.argv.clone(),
             start_time: process::start_time(pid),
         };
         self.registry.put_process(&rec)?;
-        let pidfile = self.paths.pidfile(spec.daemon);
+        let pidfile = self.paths.pidfile_named(&spec.name);
         std::fs::write(&pidfile, format!("{pid}\n"))
             .map_err(|e| Error::io("write", &pidfile, e))?;
-        tracing::info!(daemon = spec.daemon.name(), pid, "started");
+        tracing::info!(daemon = spec.name, pid, "started");
         Ok(child)
     }
 
@@ -86,11 +88,11 @@ impl Shared {
                         continue;
                     }
                     Ok(Some(status)) => {
-                        tracing::warn!(daemon = slot.spec.daemon.name(), pid = slot.pid, %status,
+                        tracing::warn!(daemon = slot.spec.name, pid = slot.pid, %status,
                             delay_ms = slot.backoff.as_millis() as u64, "daemon died; restarting");
                     }
                     Err(e) => {
-                        tracing::warn!(daemon = slot.spec.daemon.name(), pid = slot.pid, error = %e,
+                        tracing::warn!(daemon = slot.spec.name, pid = slot.pid, error = %e,
                             "cannot wait for daemon; restarting");
                     }
                 }
@@ -110,7 +112,7 @@ impl Shared {
                         slot.restart_at = None;
                     }
                     Err(e) => {
-                        tracing::error!(daemon = slot.spec.daemon.name(), error = %e, "restart failed");
+                        tracing::error!(daemon = slot.spec.name, error = %e, "restart failed");
                         slot.restart_at = Some(now + slot.backoff);
                         slot.backoff = (slot.backoff * 2).min(self.max_backoff);
                     }

@@ -1,0 +1,229 @@
+//! NB and SB as RAFT clusters ([`OvnOptions::raft_members`](crate::OvnOptions::raft_members)
+//! > 1): the members of one database, how their files are created (`ovsdb-tool
+//! create-cluster` for the first, `join-cluster` for the others), when a member is ready
+//! (it has joined: `_Server`'s `Database` row says `connected`), and which member leads.
+//!
+//! Member 1 keeps the standalone names (`db/nb.db`, `run/nb.sock`, process `nb-ovsdb`), so
+//! a tool that only knows the first socket still reaches the cluster; member N > 1 is
+//! `db/nb-N.db`, `run/nb-N.sock`, process `nb-ovsdb-N`. Members talk RAFT over unix
+//! sockets `run/nb-N.raft` (one machine; a real deployment uses `tcp:`/`ssl:` addresses,
+//! which change nothing for the clients).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::error::Result;
+use crate::jsonrpc;
+use crate::layout::{Daemon, LabPaths, unix_remote};
+use crate::process;
+
+/// One `ovsdb-server` of a (possibly one-member, standalone) NB or SB database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// [`Daemon::NbDb`] or [`Daemon::SbDb`].
+    pub daemon: Daemon,
+    /// 1-based.
+    pub index: usize,
+    /// The process name (registry, log, pidfile, control socket).
+    pub name: String,
+    /// Its database file.
+    pub db_file: PathBuf,
+    /// Its client socket (`punix:`).
+    pub sock: PathBuf,
+    /// Its RAFT address (`unix:DIR/run/nb-N.raft`), unused when standalone.
+    pub raft: String,
+}
+
+/// The schema file and database name of NB or SB.
+pub fn schema(daemon: Daemon) -> (&'static str, &'static str) {
+    match daemon {
+        Daemon::SbDb => ("/usr/share/ovn/ovn-sb.ovsschema", "OVN_Southbound"),
+        _ => ("/usr/share/ovn/ovn-nb.ovsschema", "OVN_Northbound"),
+    }
+}
+
+/// The `n` members of `daemon`'s database (`n` <= 1: the one standalone server).
+pub fn members(p: &LabPaths, daemon: Daemon, n: usize) -> Vec<Member> {
+    let (stem, sock) = match daemon {
+        Daemon::SbDb => ("sb", &p.sb_sock),
+        _ => ("nb", &p.nb_sock),
+    };
+    (1..=n.max(1))
+        .map(|index| {
+            let suffix = if index == 1 {
+                String::new()
+            } else {
+                format!("-{index}")
+            };
+            Member {
+                daemon,
+                index,
+                name: format!("{}{suffix}", daemon.name()),
+                db_file: p.db_dir.join(format!("{stem}{suffix}.db")),
+                sock: if index == 1 {
+                    sock.clone()
+                } else {
+                    p.run_dir.join(format!("{stem}{suffix}.sock"))
+                },
+                raft: unix_remote(&p.run_dir.join(format!("{stem}-{index}.raft"))),
+            }
+        })
+        .collect()
+}
+
+/// `unix:SOCK` of every member, comma separated: what `ovn-northd`, `ovn-controller`
+/// (`ovn-remote`), `ovn-nbctl --db` and Ferry's `--ovn-nb` take.
+pub fn remotes(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| unix_remote(&m.sock))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Creates the database files that do not exist yet: a standalone database for one
+/// member; otherwise member 1 creates the cluster and the others join it (they become
+/// members once their server runs and reaches member 1).
+pub fn create_files(members: &[Member]) -> Result<()> {
+    let Some(first) = members.first() else {
+        return Ok(());
+    };
+    let (schema_file, db_name) = schema(first.daemon);
+    for m in members {
+        if m.db_file.exists() {
+            continue;
+        }
+        let mut cmd = Command::new("ovsdb-tool");
+        if members.len() == 1 {
+            cmd.arg("create").arg(&m.db_file).arg(schema_file);
+        } else if m.index == 1 {
+            cmd.arg("create-cluster")
+                .arg(&m.db_file)
+                .arg(schema_file)
+                .arg(&m.raft);
+        } else {
+            cmd.arg("join-cluster")
+                .arg(&m.db_file)
+                .arg(db_name)
+                .arg(&m.raft)
+                .arg(&first.raft);
+        }
+        process::run_ok(&mut cmd)?;
+    }
+    Ok(())
+}
+
+/// The `_Server` `Database` row of `db` on the server at `sock`.
+fn server_row(sock: &Path, db: &str) -> Result<Value, String> {
+    let select = json!({"op": "select", "table": "Database",
+        "where": [["name", "==", db]], "columns": ["model", "leader", "connected"]});
+    let res = jsonrpc::call(
+        sock,
+        "transact",
+        json!(["_Server", select]),
+        Duration::from_secs(2),
+    )?;
+    res.get(0)
+        .and_then(|r| r.get("rows"))
+        .and_then(|r| r.get(0))
+        .cloned()
+        .ok_or_else(|| format!("{} does not serve {db}", sock.display()))
+}
+
+/// Ready: the member serves its database and, when clustered, is connected to the
+/// cluster (a joining member is not until the leader has added it).
+pub fn probe_member(sock: &Path, db: &str) -> Result<(), String> {
+    let row = server_row(sock, db)?;
+    if row.get("model").and_then(Value::as_str) != Some("clustered")
+        || row.get("connected") == Some(&Value::Bool(true))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} has not joined the {db} cluster yet",
+            sock.display()
+        ))
+    }
+}
+
+/// Whether the member at `sock` is the connected leader of its clustered database.
+pub fn is_leader(sock: &Path, db: &str) -> bool {
+    server_row(sock, db).is_ok_and(|row| {
+        row.get("leader") == Some(&Value::Bool(true))
+            && row.get("connected") == Some(&Value::Bool(true))
+    })
+}
+
+/// The member of `daemon`'s database (NB or SB) in the stack directory `dir` that is the
+/// RAFT leader now, with its PID from its pidfile: what a fault test kills. `None` when
+/// no member leads (an election), or the database is not clustered there.
+pub fn leader(dir: &Path, daemon: Daemon, n: usize) -> Option<(Member, i32)> {
+    let p = LabPaths::new(dir);
+    let (_, db) = schema(daemon);
+    members(&p, daemon, n)
+        .into_iter()
+        .filter(|m| is_leader(&m.sock, db))
+        .find_map(|m| {
+            let pid = std::fs::read_to_string(p.pidfile_named(&m.name))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((m, pid))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_keep_the_standalone_names_for_member_one() {
+        let p = LabPaths::new(Path::new("/lab"));
+        let got: Vec<(String, String, String, String)> = members(&p, Daemon::NbDb, 3)
+            .into_iter()
+            .map(|m| {
+                (
+                    m.name,
+                    m.db_file.display().to_string(),
+                    m.sock.display().to_string(),
+                    m.raft,
+                )
+            })
+            .collect();
+        let want = [
+            (
+                "nb-ovsdb",
+                "/lab/db/nb.db",
+                "/lab/run/nb.sock",
+                "unix:/lab/run/nb-1.raft",
+            ),
+            (
+                "nb-ovsdb-2",
+                "/lab/db/nb-2.db",
+                "/lab/run/nb-2.sock",
+                "unix:/lab/run/nb-2.raft",
+            ),
+            (
+                "nb-ovsdb-3",
+                "/lab/db/nb-3.db",
+                "/lab/run/nb-3.sock",
+                "unix:/lab/run/nb-3.raft",
+            ),
+        ]
+        .map(|(a, b, c, d)| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned()));
+        assert_eq!(got, want);
+        assert_eq!(
+            remotes(&members(&p, Daemon::SbDb, 2)),
+            "unix:/lab/run/sb.sock,unix:/lab/run/sb-2.sock"
+        );
+        assert_eq!(
+            remotes(&members(&p, Daemon::SbDb, 1)),
+            "unix:/lab/run/sb.sock",
+            "one member is the standalone server"
+        );
+    }
+}
