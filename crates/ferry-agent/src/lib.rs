@@ -9,6 +9,9 @@
 //! node interface ([`node_iface`] on a real node: `ferry0` in the host's namespace, no
 //! default route), and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
 //!
+//! [`cni_install`] puts the plugin, its conflist and its kubeconfig on a node (the
+//! DaemonSet's init container) and removes them again.
+//!
 //! [`socket_lb`] (`ferry agent --socket-lb`) drives `ferry-sock`'s eBPF socket load balancer
 //! for the pods of this node from the published Services and EndpointSlices.
 //!
@@ -26,6 +29,7 @@
 //! probe engine's CPU and memory at 5,000 probes per second.
 
 pub mod cni;
+pub mod cni_install;
 pub mod cni_kube;
 pub mod cni_plugin;
 pub mod command;

@@ -105,9 +105,41 @@ where
     reader
 }
 
+/// The condition type the agent reports its own readiness with. On a real node the
+/// kubelet owns `Ready` (and the other kubelet conditions); the agent adds this one beside
+/// them and never replaces theirs.
+pub const AGENT_CONDITION: &str = "FerryAgentReady";
+
+/// The Node status patch (strategic merge: `conditions` merge by `type`) the agent sends at
+/// start. In the lab the agent is the node's only "kubelet" and also reports `Ready`; on a
+/// real node only [`AGENT_CONDITION`].
+pub fn readiness_patch(
+    lab: bool,
+    node: &str,
+    external_ip: Option<std::net::Ipv4Addr>,
+    now: &str,
+) -> serde_json::Value {
+    let condition = |type_: &str| {
+        json!({"type": type_, "status": "True", "reason": "FerryAgentReady",
+            "message": "the Ferry agent runs on this node", "lastHeartbeatTime": now,
+            "lastTransitionTime": now})
+    };
+    let mut conditions = vec![condition(AGENT_CONDITION)];
+    if lab {
+        conditions.insert(0, condition("Ready"));
+    }
+    let mut status = json!({"status": {"conditions": conditions}});
+    if let Some(ip) = external_ip {
+        status["status"]["addresses"] = json!([{"type": "ExternalIP", "address": ip.to_string()},
+            {"type": "Hostname", "address": node}]);
+    }
+    status
+}
+
 async fn register(
     client: &Client,
     node: &str,
+    lab: bool,
     external_ip: Option<std::net::Ipv4Addr>,
 ) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
@@ -130,13 +162,8 @@ async fn register(
         }
     }
     let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let mut status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "FerryAgentReady",
-        "message": "the Ferry agent runs on this node", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
-    if let Some(ip) = external_ip {
-        status["status"]["addresses"] = json!([{"type": "ExternalIP", "address": ip.to_string()},
-            {"type": "Hostname", "address": node}]);
-    }
-    api.patch_status(node, &PatchParams::default(), &Patch::Merge(&status))
+    let status = readiness_patch(lab, node, external_ip, &now);
+    api.patch_status(node, &PatchParams::default(), &Patch::Strategic(&status))
         .await?;
     Ok(())
 }
@@ -284,7 +311,7 @@ pub async fn run(
                 cidr: cfg.service_cidr.clone(),
                 source,
             })?;
-    register(&client, &cfg.node, cfg.external_ip)
+    register(&client, &cfg.node, cfg.lab, cfg.external_ip)
         .await
         .map_err(|source| AgentError::Register {
             node: cfg.node.clone(),
@@ -851,4 +878,47 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the start-up patch was a JSON merge patch of `conditions` holding only
+    /// `Ready`, which replaced every kubelet condition on a real node.
+    #[test]
+    fn readiness_patch_leaves_kubelet_conditions_alone_on_a_real_node() {
+        let now = "2026-01-01T00:00:00Z";
+        let cond = |t: &str| {
+            json!({"type": t, "status": "True", "reason": "FerryAgentReady",
+                "message": "the Ferry agent runs on this node", "lastHeartbeatTime": now,
+                "lastTransitionTime": now})
+        };
+        let ip: std::net::Ipv4Addr = "198.18.0.11".parse().expect("ip");
+        let cases = [
+            (
+                "real node",
+                false,
+                None,
+                json!({"status": {"conditions": [cond("FerryAgentReady")]}}),
+            ),
+            (
+                "lab node (the agent is its kubelet)",
+                true,
+                None,
+                json!({"status": {"conditions": [cond("Ready"), cond("FerryAgentReady")]}}),
+            ),
+            (
+                "real node with an external address",
+                false,
+                Some(ip),
+                json!({"status": {"conditions": [cond("FerryAgentReady")],
+                    "addresses": [{"type": "ExternalIP", "address": "198.18.0.11"},
+                                  {"type": "Hostname", "address": "n1"}]}}),
+            ),
+        ];
+        for (name, lab, external_ip, want) in cases {
+            assert_eq!(readiness_patch(lab, "n1", external_ip, now), want, "{name}");
+        }
+    }
 }

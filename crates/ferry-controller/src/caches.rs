@@ -78,7 +78,9 @@ pub fn lapsed_agents(c: &Caches) -> BTreeSet<String> {
         .collect()
 }
 
-/// Nodes that run probes: Ready (or without conditions) and, where the node has a Ferry
+/// Nodes that run probes: not reported un-Ready (a `Ready` condition, when there is one,
+/// is `True`: a node registered by a Ferry agent outside the lab carries only the agent's
+/// own condition) and, where the node has a Ferry
 /// agent (its Lease exists), with that Lease renewed in time. A node whose agent Lease
 /// lapsed is not among them: its probes go Unknown, and backends that name no node move
 /// to the others.
@@ -91,9 +93,8 @@ pub fn ready_nodes(c: &Caches) -> BTreeSet<String> {
             n.status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_none_or(|cs| {
-                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True") || cs.is_empty()
-                })
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .is_none_or(|c| c.status == "True")
         })
         .filter(|n| {
             let lease = ObjectRef::new(&ferry_api::agent_lease_name(&n.name_any()))

@@ -38,6 +38,11 @@ enum Command {
     /// on stdin; install as /opt/cni/bin/ferry (a symlink to this binary with `cni` as its
     /// first argument, or a wrapper script).
     Cni,
+    /// Install the CNI plugin on this node (the agent DaemonSet's init container): the
+    /// binary, `10-ferry.conflist` and `ferry-kubeconfig` (the agent's own credentials);
+    /// `--uninstall` removes them, `--watch` keeps the kubeconfig's token current and
+    /// uninstalls on SIGTERM.
+    CniInstall(CniInstallArgs),
     /// The federation: its control plane and a member's join agent.
     #[command(subcommand)]
     Federation(FederationCommand),
@@ -47,6 +52,42 @@ enum Command {
         #[arg(long, default_value = "deploy/crds")]
         out: PathBuf,
     },
+}
+
+#[derive(Args, Debug)]
+struct CniInstallArgs {
+    /// The runtime's CNI bin dir as this process sees it.
+    #[arg(long, env = "FERRY_CNI_BIN_DIR", default_value = "/host/opt/cni/bin")]
+    bin_dir: PathBuf,
+    /// The runtime's CNI config dir as this process sees it.
+    #[arg(
+        long,
+        env = "FERRY_CNI_CONF_DIR",
+        default_value = "/host/etc/cni/net.d"
+    )]
+    conf_dir: PathBuf,
+    /// The same config dir as the host sees it (where the plugin finds its kubeconfig).
+    #[arg(
+        long,
+        env = "FERRY_CNI_HOST_CONF_DIR",
+        default_value = "/etc/cni/net.d"
+    )]
+    host_conf_dir: PathBuf,
+    /// Copy this kubeconfig for the plugin instead of building one from the Pod's
+    /// ServiceAccount (in-cluster) credentials.
+    #[arg(long, env = "FERRY_CNI_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Remove what an install wrote, then exit.
+    #[arg(long, conflicts_with = "watch")]
+    uninstall: bool,
+    /// Stay running: refresh the kubeconfig when the projected token rotates, and
+    /// uninstall on SIGTERM (the DaemonSet being deleted).
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    options: AgentOptions,
+    #[command(flatten)]
+    dns: DnsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -481,6 +522,11 @@ fn parse_node_ip(s: &str) -> Result<(String, std::net::Ipv4Addr), String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Run by a container runtime as /opt/cni/bin/ferry (a copy of this binary): no
+    // arguments, CNI_COMMAND set.
+    if std::env::args_os().len() == 1 && std::env::var_os("CNI_COMMAND").is_some() {
+        cni_plugin();
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -561,15 +607,86 @@ fn main() -> anyhow::Result<()> {
             ferry_bench::control_plane::print_control_plane(&r);
             Ok(())
         }
-        Command::Cni => {
-            let mut plugin = ferry_agent::cni_plugin::FerryCni {
-                assignments: ferry_agent::cni_kube::KubeAssignments {
-                    wait: std::time::Duration::from_secs(30),
-                },
-            };
-            std::process::exit(ferry_agent::cni_plugin::run_stdio(&mut plugin));
-        }
+        Command::Cni => cni_plugin(),
+        Command::CniInstall(args) => cni_install(args),
     }
+}
+
+fn cni_plugin() -> ! {
+    let mut plugin = ferry_agent::cni_plugin::FerryCni {
+        assignments: ferry_agent::cni_kube::KubeAssignments {
+            wait: std::time::Duration::from_secs(30),
+        },
+    };
+    std::process::exit(ferry_agent::cni_plugin::run_stdio(&mut plugin));
+}
+
+fn cni_install(args: CniInstallArgs) -> anyhow::Result<()> {
+    use ferry_agent::cni_install as ci;
+    let credentials = match &args.kubeconfig {
+        Some(path) => ci::Credentials::Kubeconfig(path.clone()),
+        None => ci::Credentials::in_cluster()?,
+    };
+    let dns = args.dns.address()?.map(|ip| {
+        let domain = &args.dns.cluster_domain;
+        (
+            ip.to_string(),
+            vec![format!("svc.{domain}"), domain.clone()],
+        )
+    });
+    let install = ci::Install {
+        binary: std::env::current_exe().context("locating this binary")?,
+        bin_dir: args.bin_dir,
+        conf_dir: args.conf_dir,
+        host_conf_dir: Some(args.host_conf_dir),
+        net: ci::NetSettings {
+            ovs_db_sock: args.options.ovs_db.clone(),
+            ovs_netns: args
+                .options
+                .ovs_netns
+                .as_ref()
+                .map(|n| PathBuf::from("/var/run/netns").join(n)),
+            ovs_port_type: args.options.ovs_port_type.clone(),
+            dns,
+        },
+        credentials,
+    };
+    if args.uninstall {
+        for p in ci::uninstall(&install)? {
+            println!("removed {}", p.display());
+        }
+        return Ok(());
+    }
+    let paths = ci::install(&install)?;
+    println!(
+        "installed {}, {} and {}",
+        paths.plugin.display(),
+        paths.conflist.display(),
+        paths.kubeconfig.display()
+    );
+    if !args.watch {
+        return Ok(());
+    }
+    runtime()?.block_on(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match ci::refresh_kubeconfig(&install) {
+                    Ok(true) => tracing::info!(path = %paths.kubeconfig.display(), "CNI kubeconfig refreshed"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "refreshing the CNI kubeconfig failed"),
+                },
+                _ = &mut stop => break,
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    for p in ci::uninstall(&install)? {
+        println!("removed {}", p.display());
+    }
+    Ok(())
 }
 
 fn lab(cmd: LabCommand) -> anyhow::Result<()> {
