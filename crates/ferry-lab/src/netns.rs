@@ -34,6 +34,15 @@ pub enum PortType {
 }
 
 impl PortType {
+    /// The OVS interface type (`""` for a veth read over AF_PACKET).
+    pub fn ovs_type(self) -> &'static str {
+        match self {
+            PortType::System => "",
+            PortType::Afxdp => "afxdp",
+            PortType::AfxdpNonPmd => "afxdp-nonpmd",
+        }
+    }
+
     fn vsctl_args(self, port: &str) -> Vec<String> {
         let ty = match self {
             PortType::System => return Vec::new(),
@@ -71,6 +80,10 @@ pub struct HostSpec {
     pub port: String,
     /// How the port is attached to OVS.
     pub port_type: PortType,
+    /// Transmit checksum offload (and with it TSO) on both veth ends; `None` (the
+    /// default): what the bridge's datapath handles, as the agent decides it
+    /// ([`ferry_agent::plumb::link_state::tx_checksum_wanted`]).
+    pub tx_checksum_offload: Option<bool>,
 }
 
 impl HostSpec {
@@ -85,6 +98,7 @@ impl HostSpec {
             iface_id: name.to_owned(),
             port: port_name(name),
             port_type: PortType::System,
+            tx_checksum_offload: None,
         }
     }
 
@@ -175,8 +189,8 @@ pub struct Host {
 impl Host {
     /// Creates the namespace, the veth pair (bridge side `spec.port` in the bridge's
     /// namespace, host side `eth0` with MAC, address, default route), brings `lo` and
-    /// both ends up, turns transmit checksum offload off on both ends (TCP through the
-    /// userspace datapath needs it) and adds the port to the bridge with
+    /// both ends up, sets transmit checksum offload on both ends (off unless the datapath
+    /// handles it: [`HostSpec::tx_checksum_offload`]) and adds the port to the bridge with
     /// `external_ids:iface-id`. On failure, what was created is removed again.
     pub fn create(spec: HostSpec, bridge: &OvsBridge, registry: &Registry) -> Result<Host> {
         spec.validate()?;
@@ -252,13 +266,15 @@ impl Host {
         }
         let br_ns = self.bridge.netns.as_deref();
         ip(&with_netns(br_ns, &["link", "set", &s.port, "up"]))?;
-        process::run_ok(&mut in_netns(
-            br_ns,
-            &["ethtool", "-K", &s.port, "tx", "off"],
-        ))?;
+        let tx = match s.tx_checksum_offload {
+            Some(on) => on,
+            None => self.tx_checksum_wanted()?,
+        };
+        let tx = if tx { "on" } else { "off" };
+        process::run_ok(&mut in_netns(br_ns, &["ethtool", "-K", &s.port, "tx", tx]))?;
         process::run_ok(&mut in_netns(
             Some(ns),
-            &["ethtool", "-K", "eth0", "tx", "off"],
+            &["ethtool", "-K", "eth0", "tx", tx],
         ))?;
 
         let port = self.port_record();
@@ -290,6 +306,30 @@ impl Host {
             });
         }
         Ok(())
+    }
+
+    /// What the agent would choose on this bridge (see [`HostSpec::tx_checksum_offload`]).
+    fn tx_checksum_wanted(&self) -> Result<bool> {
+        let out = vsctl(
+            &self.bridge.db_sock,
+            &[
+                "get",
+                "Bridge",
+                &self.bridge.name,
+                "datapath_type",
+                "--",
+                "get",
+                "Open_vSwitch",
+                ".",
+                "other_config",
+            ],
+        )?;
+        let mut lines = out.lines();
+        Ok(ferry_agent::plumb::link_state::tx_checksum_wanted(
+            lines.next().unwrap_or_default(),
+            lines.next().unwrap_or_default(),
+            self.spec.port_type.ovs_type(),
+        ))
     }
 
     fn port_record(&self) -> OvsPortRecord {

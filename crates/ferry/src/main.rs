@@ -289,9 +289,15 @@ enum BenchCommand {
     },
     /// Data-plane paths side by side: direct, ovn-direct, ferry-ovn, ferry-sock, iptables, nftables.
     Dataplane {
-        /// Services installed on the iptables, nftables, ferry-ovn and ferry-sock paths.
+        /// Services installed on the iptables, nftables, ferry-ovn and ferry-sock paths;
+        /// several counts (`1000,10000`) run one after the other and print side by side.
         #[arg(long, default_value = "1000")]
-        services: usize,
+        services: String,
+        /// OVS/veth configurations to compare, each a sub-run with its own direct row:
+        /// `all`, or names (veth, veth+csum, veth+tso, veth+tso+csum,
+        /// veth+tso+csum+threads2, afxdp-nonpmd, afxdp, default).
+        #[arg(long)]
+        matrix: Option<String>,
         /// Write the JSON rows here too.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -583,7 +589,13 @@ fn main() -> anyhow::Result<()> {
                     .map(|x| ferry_bench::dataplane::BenchPath::parse(x.trim()))
                     .collect::<Result<_, _>>()?;
             }
-            ferry_bench::dataplane::run(&opts)?;
+            if matrix.is_some() || sizes.len() > 1 {
+                let configs =
+                    ferry_bench::dataplane::parse_matrix(matrix.as_deref().unwrap_or("none"))?;
+                ferry_bench::dataplane::run_matrix(&opts, &configs, &sizes)?;
+            } else {
+                ferry_bench::dataplane::run(&opts)?;
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::ControlPlane {
@@ -594,7 +606,7 @@ fn main() -> anyhow::Result<()> {
             out,
         }) => {
             let opts = ferry_bench::control_plane::ControlPlaneOptions {
-                services,
+                services: sizes.first().copied().unwrap_or(1000),
                 backends,
                 nodes,
                 ferry: std::env::current_exe()?,
@@ -611,12 +623,18 @@ fn main() -> anyhow::Result<()> {
         Command::CniInstall(args) => cni_install(args),
     }
 }
+            matrix,
 
 fn cni_plugin() -> ! {
     let mut plugin = ferry_agent::cni_plugin::FerryCni {
         assignments: ferry_agent::cni_kube::KubeAssignments {
             wait: std::time::Duration::from_secs(30),
         },
+            let sizes = services
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .context("--services: numbers separated by commas")?;
     };
     std::process::exit(ferry_agent::cni_plugin::run_stdio(&mut plugin));
 }

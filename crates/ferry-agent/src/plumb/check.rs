@@ -8,7 +8,7 @@ use super::PlumbRequest;
 use super::link_state::{
     ovs_string, parse_addrs, parse_default_routes, parse_link, parse_routes, tx_checksum_off,
 };
-use super::veth::ovs_db_arg;
+use super::veth::{ovs_db_arg, tx_checksum_wanted_for};
 use crate::command::{CommandError, run, run_in_netns};
 use crate::mac_addr::MacAddr;
 
@@ -53,9 +53,16 @@ pub enum Discrepancy {
         netns: PathBuf,
     },
     #[error(
-        "tx checksum offload is on for {ifname} ({place}); TCP through the userspace datapath fails"
+        "tx checksum offload is {} for {ifname} ({place}); the bridge's datapath wants it {}",
+        if *on { "on" } else { "off" },
+        if *on { "off (TCP through the userspace datapath without TSO fails)" } else { "on" }
     )]
-    TxOffloadOn { ifname: String, place: &'static str },
+    TxOffload {
+        ifname: String,
+        place: &'static str,
+        /// What the interface has.
+        on: bool,
+    },
     #[error("OVS port {port} is not on bridge {bridge} (found on {found:?})")]
     OvsPortMissing {
         port: String,
@@ -177,16 +184,21 @@ pub fn check(req: &PlumbRequest) -> Result<(), Discrepancy> {
             }
         }
     }
-    if !tx_checksum_off(&run_in_netns(ns, "ethtool", &["-k", ifname])?) {
-        return Err(Discrepancy::TxOffloadOn {
+    let want_on = tx_checksum_wanted_for(req);
+    let pod_on = !tx_checksum_off(&run_in_netns(ns, "ethtool", &["-k", ifname])?);
+    if pod_on != want_on {
+        return Err(Discrepancy::TxOffload {
             ifname: ifname.to_string(),
             place: "pod",
+            on: pod_on,
         });
     }
-    if !tx_checksum_off(&on_host("ethtool", &["-k", &req.host_ifname])?) {
-        return Err(Discrepancy::TxOffloadOn {
+    let host_on = !tx_checksum_off(&on_host("ethtool", &["-k", &req.host_ifname])?);
+    if host_on != want_on {
+        return Err(Discrepancy::TxOffload {
             ifname: req.host_ifname.clone(),
             place: "host",
+            on: host_on,
         });
     }
     // OVS port.

@@ -145,9 +145,66 @@ pub fn tx_checksum_off(ethtool_k: &str) -> bool {
         .any(|v| v.trim().starts_with("off"))
 }
 
+/// Whether a veth plugged into OVS keeps transmit checksum offload (and with it TSO),
+/// from `ovs-vsctl get Bridge BR datapath_type` (`datapath_type`), `ovs-vsctl get
+/// Open_vSwitch . other_config` (`other_config`, e.g. `{userspace-tso-enable="true"}`)
+/// and the port's OVS interface type (`""` for a veth read over AF_PACKET).
+///
+/// The kernel datapath handles a veth's pending checksums itself. The userspace datapath
+/// (`netdev`) only does with `userspace-tso-enable=true`: then it reads the kernel's
+/// virtio-net header on AF_PACKET ports and fills in or passes on the checksums. Without
+/// it, frames leave OVS with the checksum the sender left to the "hardware" and TCP never
+/// connects, so offload must be off on both ends. AF_XDP ports carry no offload metadata
+/// at all.
+pub fn tx_checksum_wanted(datapath_type: &str, other_config: &str, port_type: &str) -> bool {
+    if port_type.starts_with("afxdp") {
+        return false;
+    }
+    if ovs_string(datapath_type) != "netdev" {
+        return true;
+    }
+    other_config
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(", ")
+        .filter_map(|kv| kv.split_once('='))
+        .any(|(k, v)| ovs_string(k) == "userspace-tso-enable" && ovs_string(v) == "true")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tx_checksum_is_kept_where_the_datapath_handles_it() {
+        let tso = r#"{n-handler-threads="2", userspace-tso-enable="true"}"#;
+        let cases = [
+            ("kernel datapath", "system", "{}", "", true),
+            ("kernel datapath, default type", "\"\"", "{}", "", true),
+            ("userspace without TSO", "netdev", "{}", "", false),
+            (
+                "userspace, TSO off",
+                "netdev",
+                r#"{userspace-tso-enable="false"}"#,
+                "",
+                false,
+            ),
+            ("userspace with TSO", "netdev", tso, "", true),
+            (
+                "userspace with TSO, unquoted",
+                "netdev",
+                "{userspace-tso-enable=true}",
+                "",
+                true,
+            ),
+            ("AF_XDP port", "netdev", tso, "afxdp-nonpmd", false),
+            ("AF_XDP PMD port", "netdev", tso, "afxdp", false),
+        ];
+        for (name, dp, oc, ty, want) in cases {
+            assert_eq!(tx_checksum_wanted(dp, oc, ty), want, "{name}");
+        }
+    }
 
     #[test]
     fn link() {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::link_state::parse_link;
+use super::link_state::{parse_link, tx_checksum_wanted};
 use super::{PlumbError, PlumbRequest, UnplumbRequest, peer_tmp_ifname};
 use crate::command::{CommandError, run, run_in_netns};
 
@@ -129,11 +129,17 @@ fn configure(req: &PlumbRequest, tmp: &str) -> Result<AddOutcome, PlumbError> {
             ],
         )?;
     }
-    // The userspace datapath does not fill in checksums the kernel left to the NIC, so
-    // TCP only works with transmit checksum offload off on both ends (ovn.md).
+    // The userspace datapath without TSO does not fill in checksums the kernel left to
+    // the NIC, so TCP only works with transmit checksum offload off on both ends (ovn.md);
+    // with userspace TSO (or the kernel datapath) offload stays on, as the veth comes.
+    let tx = if tx_checksum_wanted_for(req) {
+        "on"
+    } else {
+        "off"
+    };
     step(
-        "turn off tx checksum offload in the container",
-        run_in_netns(ns, "ethtool", &["-K", ifname, "tx", "off"]),
+        "set tx checksum offload in the container",
+        run_in_netns(ns, "ethtool", &["-K", ifname, "tx", tx]),
     )?;
     let host_ns = req.ovs_netns.as_deref();
     if let Some(ovs_ns) = host_ns {
@@ -148,8 +154,8 @@ fn configure(req: &PlumbRequest, tmp: &str) -> Result<AddOutcome, PlumbError> {
         on_host(host_ns, "ip", &["link", "set", &req.host_ifname, "up"]),
     )?;
     step(
-        "turn off tx checksum offload on the host end",
-        on_host(host_ns, "ethtool", &["-K", &req.host_ifname, "tx", "off"]),
+        "set tx checksum offload on the host end",
+        on_host(host_ns, "ethtool", &["-K", &req.host_ifname, "tx", tx]),
     )?;
     let host_mac = link_mac(host_ns, &req.host_ifname)?;
     ovs_add_port(req)?;
@@ -216,6 +222,40 @@ fn link_mac(host_ns: Option<&Path>, name: &str) -> Result<Option<MacAddr>, Plumb
         detail,
     })?;
     Ok(link.and_then(|l| l.mac))
+}
+
+/// Whether the veth keeps transmit checksum offload on the bridge `req` names
+/// ([`tx_checksum_wanted`] over what OVS reports); off if OVS cannot be asked.
+pub(super) fn tx_checksum_wanted_for(req: &PlumbRequest) -> bool {
+    let db = ovs_db_arg(&req.ovs_db);
+    let out = run(
+        "ovs-vsctl",
+        &[
+            db.as_str(),
+            "--timeout=30",
+            "get",
+            "Bridge",
+            &req.bridge,
+            "datapath_type",
+            "--",
+            "get",
+            "Open_vSwitch",
+            ".",
+            "other_config",
+        ],
+    );
+    match out {
+        Ok(out) => {
+            let mut lines = out.lines();
+            let dp = lines.next().unwrap_or_default();
+            let oc = lines.next().unwrap_or_default();
+            tx_checksum_wanted(dp, oc, &req.port_type)
+        }
+        Err(e) => {
+            tracing::warn!(bridge = %req.bridge, error = %e, "cannot read the OVS datapath; tx checksum offload off");
+            false
+        }
+    }
 }
 
 pub(super) fn ovs_db_arg(db: &Path) -> String {

@@ -24,6 +24,7 @@
 
 mod iptables;
 mod kernel;
+mod matrix;
 mod nftables;
 mod ovn;
 mod report;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 
 pub use ferry_lab::PortType;
 pub use iptables::restore_input as iptables_restore_input;
+pub use matrix::{MatrixConfig, matrix_configs, matrix_table, parse_matrix, run_matrix};
 pub use nftables::script as nftables_script;
 pub use report::{Row, median, table, to_json};
 pub use services::{Catalogue, MAX_SERVICES, Port, Service, catalogue};
@@ -134,6 +136,42 @@ pub fn parse_port_type(s: &str) -> Result<PortType> {
     }
 }
 
+/// How the OVN rows' `ovs-vswitchd` and veths are tuned; `None` fields keep what the lab
+/// and the agent do by default (`ferry_ovn_stack::default_ovs_other_config`, the agent's
+/// checksum offload rule).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OvsTuning {
+    /// `other_config:userspace-tso-enable`.
+    pub userspace_tso: Option<bool>,
+    /// Transmit checksum offload on both ends of every OVN host's veth.
+    pub tx_checksum_offload: Option<bool>,
+    /// `other_config:n-handler-threads`.
+    pub handler_threads: Option<u32>,
+    /// `other_config:n-revalidator-threads`.
+    pub revalidator_threads: Option<u32>,
+}
+
+impl OvsTuning {
+    /// The `Open_vSwitch` `other_config` the stack starts with (pure).
+    pub fn other_config(&self) -> Vec<(String, String)> {
+        let mut kv = ferry_ovn_stack::default_ovs_other_config();
+        let mut set = |k: &str, v: String| {
+            kv.retain(|(key, _)| key != k);
+            kv.push((k.to_owned(), v));
+        };
+        if let Some(t) = self.userspace_tso {
+            set("userspace-tso-enable", t.to_string());
+        }
+        if let Some(n) = self.handler_threads {
+            set("n-handler-threads", n.to_string());
+        }
+        if let Some(n) = self.revalidator_threads {
+            set("n-revalidator-threads", n.to_string());
+        }
+        kv
+    }
+}
+
 /// What to run. [`DataplaneOptions::default`] is the documented default run (1000 services,
 /// 4-second measurements, 3 rounds, all paths, veth ports: about 6 minutes on 2 cores).
 #[derive(Debug, Clone)]
@@ -144,6 +182,8 @@ pub struct DataplaneOptions {
     pub out: Option<PathBuf>,
     /// OVS interface type of the OVN rows' ports.
     pub ovs_port_type: PortType,
+    /// `ovs-vswitchd` and veth tuning of the OVN rows.
+    pub ovs: OvsTuning,
     /// Seconds per measurement.
     pub duration_s: u64,
     /// Rounds of measurements; each figure is the median.
@@ -165,6 +205,7 @@ impl Default for DataplaneOptions {
             services: 1000,
             out: None,
             ovs_port_type: PortType::System,
+            ovs: OvsTuning::default(),
             duration_s: 4,
             rounds: 3,
             paths: BenchPath::ALL.to_vec(),
@@ -337,6 +378,19 @@ pub fn namespace_prefix() -> String {
 pub fn run(opts: &DataplaneOptions) -> Result<Vec<Row>> {
     opts.validate()?;
     check_programs(opts)?;
+    let (rt, stop) = runtime_and_stop()?;
+    let rows = run_one(opts, &rt, &stop)?;
+    if opts.print_table {
+        println!("{}", table(&rows));
+    }
+    if let Some(out) = &opts.out {
+        std::fs::write(out, to_json(&rows) + "\n").map_err(|e| Error::io("write", out, e))?;
+    }
+    Ok(rows)
+}
+
+/// A one-thread runtime and a flag that SIGINT/SIGTERM set.
+fn runtime_and_stop() -> Result<(tokio::runtime::Runtime, Arc<AtomicBool>)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -361,21 +415,24 @@ pub fn run(opts: &DataplaneOptions) -> Result<Vec<Row>> {
             stop.store(true, Ordering::SeqCst);
         });
     }
+    Ok((rt, stop))
+}
+
+/// Builds, measures and removes every selected path once; the rows (not printed).
+fn run_one(
+    opts: &DataplaneOptions,
+    rt: &tokio::runtime::Runtime,
+    stop: &AtomicBool,
+) -> Result<Vec<Row>> {
     let dir = tempfile::Builder::new()
         .prefix("ferry-bench-")
         .tempdir()
         .map_err(|e| Error::io("create a temporary directory in", std::env::temp_dir(), e))?;
     let prefix = namespace_prefix();
     let mut setup = Setup::default();
-    let result = build_and_measure(opts, &prefix, dir.path(), &rt, &stop, &mut setup);
+    let result = build_and_measure(opts, &prefix, dir.path(), rt, stop, &mut setup);
     let left = setup.cleanup(&prefix);
     let rows = result?;
-    if opts.print_table {
-        println!("{}", table(&rows));
-    }
-    if let Some(out) = &opts.out {
-        std::fs::write(out, to_json(&rows) + "\n").map_err(|e| Error::io("write", out, e))?;
-    }
     if !left.is_empty() {
         return Err(Error::Cleanup(left));
     }
@@ -457,9 +514,14 @@ fn build_and_measure(
             opts.filler_backends,
         );
         let step = ferry_lab::progress::step(4, 4, "building the OVN paths");
-        let o = setup
-            .ovn
-            .insert(OvnPaths::create(prefix, opts.ovs_port_type, &cat, dir, rt)?);
+        let o = setup.ovn.insert(OvnPaths::create(
+            prefix,
+            opts.ovs_port_type,
+            &opts.ovs,
+            &cat,
+            dir,
+            rt,
+        )?);
         step.done();
         tracing::info!(
             program_s = o.program_s,
@@ -555,6 +617,7 @@ fn build_and_measure(
     });
 
     let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
+    let mut load: Vec<f64> = Vec::new();
     let d = opts.duration_s;
     let total = opts.rounds * 4 * targets.len();
     let mut measured = 0;
@@ -568,6 +631,7 @@ fn build_and_measure(
             for (t, s) in targets.iter().zip(samples.iter_mut()) {
                 check(stop)?;
                 measure(t, metric, d, s);
+                load.extend(tools::load_average_1m());
                 measured += 1;
                 ferry_lab::progress::count("measurements", measured, total, t.path.name());
             }
@@ -611,6 +675,8 @@ fn build_and_measure(
                 rounds: opts.rounds,
                 detail,
                 errors: s.errors,
+                ovs_config: None,
+                load_avg_1m: median(&load),
             }
         })
         .collect();

@@ -22,6 +22,7 @@ use ferry_net::{
 use ferry_ovn_stack::{Daemon, OvnOptions, OvnStack};
 use ferry_ovsdb::{Client, nb};
 
+use super::OvsTuning;
 use super::kernel::tune_endpoint;
 use super::services::Catalogue;
 use super::tools::{Backend, run_ok};
@@ -193,6 +194,8 @@ pub struct OvnPaths {
     pub program_s: f64,
     pub detail: String,
     pub port_type: PortType,
+    /// Transmit checksum offload on the hosts' veths (`None`: as the agent decides).
+    pub tx_checksum_offload: Option<bool>,
     dir: PathBuf,
 }
 
@@ -203,13 +206,16 @@ impl OvnPaths {
     pub fn create(
         prefix: &str,
         port_type: PortType,
+        tuning: &OvsTuning,
         catalogue: &Catalogue,
         dir: &Path,
         rt: &tokio::runtime::Runtime,
     ) -> Result<OvnPaths> {
         let system_id = prefix.trim_end_matches('-').to_owned();
         let lab_dir = dir.join("ovn");
-        let stack = OvnStack::start(&lab_dir, OvnOptions::new(system_id.clone()))?;
+        let mut options = OvnOptions::new(system_id.clone());
+        options.ovs_other_config = tuning.other_config();
+        let stack = OvnStack::start(&lab_dir, options)?;
         let mut paths = OvnPaths {
             stack: Some(stack),
             hosts: Vec::new(),
@@ -225,6 +231,7 @@ impl OvnPaths {
             program_s: 0.0,
             detail: String::new(),
             port_type,
+            tx_checksum_offload: tuning.tx_checksum_offload,
             dir: lab_dir,
         };
         paths.bring_up(prefix, &system_id, catalogue, rt)?;
@@ -259,6 +266,7 @@ impl OvnPaths {
             );
             spec.iface_id = p.lsp.into();
             spec.port_type = self.port_type;
+            spec.tx_checksum_offload = self.tx_checksum_offload;
             let stack = self.stack()?;
             let host = Host::create(spec, &stack.bridge(), stack.registry())?;
             self.hosts.push(host);

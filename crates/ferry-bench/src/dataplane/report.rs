@@ -38,6 +38,12 @@ pub struct Row {
     pub detail: String,
     /// Measurements that failed (the figure is then `null`) and wrk errors.
     pub errors: Vec<String>,
+    /// The OVS/veth configuration of a `--matrix` run (`None` in a plain run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ovs_config: Option<String>,
+    /// The machine's 1-minute load average during the measurements (median).
+    #[serde(default)]
+    pub load_avg_1m: Option<f64>,
 }
 
 impl Row {
@@ -59,11 +65,13 @@ impl Row {
             rounds: 0,
             detail: String::new(),
             errors: Vec::new(),
+            ovs_config: None,
+            load_avg_1m: None,
         }
     }
 
     /// The five traffic figures, in table order.
-    fn figures(&self) -> [Option<f64>; 5] {
+    pub(crate) fn figures(&self) -> [Option<f64>; 5] {
         [
             self.throughput_gbps,
             self.latency_p50_us,
@@ -89,7 +97,7 @@ pub fn median(samples: &[f64]) -> Option<f64> {
     })
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,

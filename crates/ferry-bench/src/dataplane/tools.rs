@@ -469,6 +469,16 @@ pub fn process_ticks(pid: i32) -> Option<u64> {
     parse_pid_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// The 1-minute load average (`/proc/loadavg`), to say how busy the machine was.
+pub fn load_average_1m() -> Option<f64> {
+    parse_loadavg(&std::fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+/// The first field of `/proc/loadavg`.
+pub fn parse_loadavg(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Clock ticks per second of `/proc` times (`getconf CLK_TCK`; USER_HZ is 100 on Linux).
 pub fn ticks_per_s() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -551,6 +561,12 @@ mod tests {
         let stat =
             "1234 (ovs vswitchd) S 1 1234 1234 0 -1 4194560 1000 0 0 0 150 50 0 0 20 0 8 0 100 0 0";
         assert_eq!(parse_pid_stat(stat), Some(200));
+    }
+
+    #[test]
+    fn loadavg_gives_the_one_minute_figure() {
+        assert_eq!(parse_loadavg("3.52 2.10 1.05 4/812 31337\n"), Some(3.52));
+        assert_eq!(parse_loadavg(""), None);
     }
 
     #[test]
