@@ -569,14 +569,20 @@ fn main() -> anyhow::Result<()> {
         Command::Lab(cmd) => lab(cmd),
         Command::Bench(BenchCommand::Dataplane {
             services,
+            matrix,
             out,
             ovs_port_type,
             duration_s,
             rounds,
             paths,
         }) => {
+            let sizes = services
+                .split(',')
+                .map(|s| s.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .context("--services: numbers separated by commas")?;
             let mut opts = ferry_bench::dataplane::DataplaneOptions {
-                services,
+                services: sizes.first().copied().unwrap_or(1000),
                 out,
                 duration_s,
                 rounds,
@@ -606,7 +612,7 @@ fn main() -> anyhow::Result<()> {
             out,
         }) => {
             let opts = ferry_bench::control_plane::ControlPlaneOptions {
-                services: sizes.first().copied().unwrap_or(1000),
+                services,
                 backends,
                 nodes,
                 ferry: std::env::current_exe()?,
@@ -623,18 +629,12 @@ fn main() -> anyhow::Result<()> {
         Command::CniInstall(args) => cni_install(args),
     }
 }
-            matrix,
 
 fn cni_plugin() -> ! {
     let mut plugin = ferry_agent::cni_plugin::FerryCni {
         assignments: ferry_agent::cni_kube::KubeAssignments {
             wait: std::time::Duration::from_secs(30),
         },
-            let sizes = services
-                .split(',')
-                .map(|s| s.trim().parse::<usize>())
-                .collect::<Result<Vec<_>, _>>()
-                .context("--services: numbers separated by commas")?;
     };
     std::process::exit(ferry_agent::cni_plugin::run_stdio(&mut plugin));
 }
