@@ -1,7 +1,8 @@
-//! NB and SB as RAFT clusters ([`OvnOptions::raft_members`](crate::OvnOptions::raft_members)
-//! > 1): the members of one database, how their files are created (`ovsdb-tool
-//! create-cluster` for the first, `join-cluster` for the others), when a member is ready
-//! (it has joined: `_Server`'s `Database` row says `connected`), and which member leads.
+//! NB and SB as RAFT clusters (more than one
+//! [`OvnOptions::raft_members`](crate::OvnOptions::raft_members)): the members of one
+//! database, how their files are created (`ovsdb-tool create-cluster` for the first,
+//! `join-cluster` for the others), when a member is ready (it has joined: `_Server`'s
+//! `Database` row says `connected`), and which member leads.
 //!
 //! Member 1 keeps the standalone names (`db/nb.db`, `run/nb.sock`, process `nb-ovsdb`), so
 //! a tool that only knows the first socket still reaches the cluster; member N > 1 is

@@ -51,6 +51,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The server is a member of a clustered database but not its connected leader
+    /// (with [`crate::Config::leader_only`]): during an election, or a follower.
+    #[error(
+        "OVSDB remote {remote:?} is not the connected leader of clustered {db} (leader={leader}, connected={connected})"
+    )]
+    NotLeader {
+        remote: String,
+        db: String,
+        leader: bool,
+        connected: bool,
+    },
+
     /// No remote in the list could be used (none reachable, or none is the RAFT leader).
     #[error("no usable OVSDB remote among {remotes:?}: {last}")]
     NoUsableRemote { remotes: Vec<String>, last: String },

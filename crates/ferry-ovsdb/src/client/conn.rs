@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::{Inner, MONITOR_ID, MonitorMethod, Resume, ZERO_TXN, lock, millis};
+use super::{Inner, MONITOR_ID, MonitorMethod, Resume, SERVER_MONITOR_ID, ZERO_TXN, lock, millis};
 use crate::error::{Error, Result};
 use crate::framing::Framer;
 use crate::mirror::{Mirror, Shape};
@@ -40,6 +40,9 @@ pub(super) struct Conn {
     next_id: AtomicU64,
     last_rx: Mutex<Instant>,
     closed: AtomicBool,
+    /// The uuid of our database's row in `_Server`'s `Database` table, when the server
+    /// is the leader of a clustered database and we watch it (see [`check_leader`]).
+    server_row: Mutex<Option<String>>,
 }
 
 impl Conn {
@@ -131,7 +134,11 @@ pub(super) async fn supervise(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             break;
         }
-        match establish(&inner, &mut start).await {
+        // A member that answered "not the leader" means the cluster lives and is
+        // (re)electing: poll at the shortest interval instead of backing off, so that
+        // the new leader is found within one interval of its election.
+        let mut saw_member = false;
+        match establish(&inner, &mut start, &mut saw_member).await {
             Ok(live) => {
                 backoff = inner.config.backoff_min;
                 let remote = live.conn.remote.clone();
@@ -157,7 +164,11 @@ pub(super) async fn supervise(inner: Arc<Inner>) {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
-        backoff = (backoff * 2).min(inner.config.backoff_max);
+        backoff = if saw_member {
+            inner.config.backoff_min
+        } else {
+            (backoff * 2).min(inner.config.backoff_max)
+        };
     }
     inner.conn.send_replace(None);
     debug!("OVSDB client stopped");
@@ -178,8 +189,9 @@ impl Drop for Live {
 }
 
 /// Tries each remote once, starting at `start`; returns the first usable connection with
-/// its monitor in place.
-async fn establish(inner: &Arc<Inner>, start: &mut usize) -> Result<Live> {
+/// its monitor in place. Sets `saw_member` when a remote refused only because it is not
+/// the leader of its clustered database.
+async fn establish(inner: &Arc<Inner>, start: &mut usize, saw_member: &mut bool) -> Result<Live> {
     let n = inner.remotes.len();
     let mut last = String::new();
     for k in 0..n {
@@ -192,6 +204,7 @@ async fn establish(inner: &Arc<Inner>, start: &mut usize) -> Result<Live> {
             }
             Err(e) => {
                 debug!(%remote, error = %e, "remote not usable");
+                *saw_member |= matches!(e, Error::NotLeader { .. });
                 last = e.to_string();
             }
         }
@@ -213,6 +226,7 @@ async fn open(inner: &Arc<Inner>, remote: &Remote) -> Result<Live> {
         next_id: AtomicU64::new(1),
         last_rx: Mutex::new(Instant::now()),
         closed: AtomicBool::new(false),
+        server_row: Mutex::new(None),
     });
     let live = Live {
         reader: tokio::spawn(read_loop(inner.clone(), conn.clone(), r)),
@@ -268,36 +282,103 @@ async fn set_up(inner: &Arc<Inner>, conn: &Conn) -> Result<Option<(MonitorMethod
     Ok(Some(start_monitor(inner, conn, schema).await?))
 }
 
-/// For a clustered database, refuses a server that is not the connected leader.
+/// For a clustered database, refuses a server that is not the connected leader, and
+/// keeps watching it: like ovsdb-idl with leader-only, a `monitor` of `_Server`'s
+/// `Database` table tells us when this server stops being the leader (an election after
+/// a partition, a leadership transfer), and [`handle`] then drops the connection so that
+/// the supervisor looks for the new leader. A server without `_Server` (very old) is
+/// taken as standalone.
 async fn check_leader(conn: &Conn, db: &str, timeout: Duration) -> Result<()> {
-    let ops = json!(["_Server", {"op": "select", "table": "Database",
-        "where": [["name", "==", db]], "columns": ["model", "leader", "connected"]}]);
-    let reply = match conn.call("transact", ops, timeout).await {
+    let params = json!(["_Server", SERVER_MONITOR_ID,
+        {"Database": {"columns": ["name", "model", "leader", "connected"]}}]);
+    let reply = match conn.call("monitor", params, timeout).await {
         Ok(r) => r,
-        // A server without _Server (very old) is standalone.
         Err(Error::Rpc { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let row = reply
-        .get(0)
-        .and_then(|r| r.get("rows"))
-        .and_then(|r| r.get(0));
-    let Some(row) = row else {
+    let rows = reply
+        .get("Database")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(uuid, change)| Some((uuid, change.get("new")?)));
+    let Some((uuid, row)) = rows
+        .into_iter()
+        .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(db))
+    else {
         return Err(Error::Protocol(format!(
             "{}: database {db} not served",
             conn.remote
         )));
     };
-    let model = row.get("model").and_then(Value::as_str).unwrap_or("");
+    match raft_role(row) {
+        RaftRole::Standalone => Ok(()),
+        RaftRole::Leader => {
+            *lock(&conn.server_row) = Some(uuid.clone());
+            Ok(())
+        }
+        RaftRole::NotLeader { leader, connected } => Err(Error::NotLeader {
+            remote: conn.remote.clone(),
+            db: db.to_owned(),
+            leader,
+            connected,
+        }),
+    }
+}
+
+/// What a `_Server` `Database` row says about the server's copy of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RaftRole {
+    /// Not clustered (standalone or relay): any server will do.
+    Standalone,
+    /// Clustered, and this server is the leader and connected to the cluster.
+    Leader,
+    /// Clustered, and this server is a follower, or cut off from the cluster.
+    NotLeader { leader: bool, connected: bool },
+}
+
+/// Reads the role out of a `_Server` `Database` row (full row, or the new values of a
+/// `monitor` update; a missing `model` means the row did not change it: clustered,
+/// since only clustered rows change their leader or connected columns).
+pub(super) fn raft_role(row: &Value) -> RaftRole {
+    let model = row.get("model").and_then(Value::as_str);
+    if model.is_some_and(|m| m != "clustered") {
+        return RaftRole::Standalone;
+    }
     let leader = row.get("leader") == Some(&Value::Bool(true));
     let connected = row.get("connected") == Some(&Value::Bool(true));
-    if model == "clustered" && !(leader && connected) {
-        return Err(Error::Protocol(format!(
-            "{}: not the connected leader of clustered {db} (leader={leader}, connected={connected})",
-            conn.remote
-        )));
+    if leader && connected {
+        RaftRole::Leader
+    } else {
+        RaftRole::NotLeader { leader, connected }
     }
-    Ok(())
+}
+
+/// A `_Server` update for the connection's database row: fails (and so drops the
+/// connection) when the server is no longer the connected leader.
+fn check_server_update(conn: &Conn, db: &str, updates: &Value) -> Result<()> {
+    let Some(uuid) = lock(&conn.server_row).clone() else {
+        return Ok(());
+    };
+    let Some(change) = updates.get("Database").and_then(|t| t.get(&uuid)) else {
+        return Ok(());
+    };
+    let role = match change.get("new") {
+        Some(new) => raft_role(new),
+        None => RaftRole::NotLeader {
+            leader: false,
+            connected: false,
+        },
+    };
+    match role {
+        RaftRole::Leader | RaftRole::Standalone => Ok(()),
+        RaftRole::NotLeader { leader, connected } => Err(Error::NotLeader {
+            remote: conn.remote.clone(),
+            db: db.to_owned(),
+            leader,
+            connected,
+        }),
+    }
 }
 
 async fn start_monitor(
@@ -491,6 +572,13 @@ fn handle(inner: &Inner, conn: &Conn, msg: Value) -> Result<()> {
             "update2" => apply(inner, |m| {
                 m.apply_update2(params.get(1).unwrap_or(&Value::Null))
             }),
+            "update" if params.get(0).and_then(Value::as_str) == Some(SERVER_MONITOR_ID) => {
+                check_server_update(
+                    conn,
+                    &inner.config.database,
+                    params.get(1).unwrap_or(&Value::Null),
+                )
+            }
             "update" => apply(inner, |m| {
                 m.apply_update1(params.get(1).unwrap_or(&Value::Null))
             }),
@@ -579,4 +667,52 @@ fn apply(inner: &Inner, f: impl FnOnce(&mut Mirror) -> Result<()>) -> Result<()>
     }
     inner.generation.send_modify(|g| *g += 1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_role_of_server_rows() {
+        let cases = [
+            (
+                "standalone",
+                json!({"name": "OVN_Northbound", "model": "standalone", "leader": true, "connected": true}),
+                RaftRole::Standalone,
+            ),
+            (
+                "clustered leader",
+                json!({"name": "OVN_Northbound", "model": "clustered", "leader": true, "connected": true}),
+                RaftRole::Leader,
+            ),
+            (
+                "clustered follower",
+                json!({"name": "OVN_Northbound", "model": "clustered", "leader": false, "connected": true}),
+                RaftRole::NotLeader {
+                    leader: false,
+                    connected: true,
+                },
+            ),
+            (
+                "leader cut off from the cluster",
+                json!({"model": "clustered", "leader": true, "connected": false}),
+                RaftRole::NotLeader {
+                    leader: true,
+                    connected: false,
+                },
+            ),
+            (
+                "update without model: lost leadership",
+                json!({"leader": false, "connected": true}),
+                RaftRole::NotLeader {
+                    leader: false,
+                    connected: true,
+                },
+            ),
+        ];
+        for (name, row, want) in cases {
+            assert_eq!(raft_role(&row), want, "{name}");
+        }
+    }
 }

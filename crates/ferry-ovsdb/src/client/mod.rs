@@ -20,6 +20,8 @@ mod conn;
 use conn::{Conn, supervise};
 
 const MONITOR_ID: &str = "ferry";
+/// The id of our `monitor` of `_Server`'s `Database` table (leader changes).
+const SERVER_MONITOR_ID: &str = "ferry-server";
 const ZERO_TXN: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Which monitor request to use; [`Config::monitor_method`] `None` picks the best the
