@@ -53,6 +53,17 @@ pub enum StoreError {
         at: String,
         reason: &'static str,
     },
+    /// A store location (`--store`) that cannot be parsed.
+    #[error("store location {0}")]
+    BadLocation(String),
+    /// etcd refused the request (`op` names it); not a precondition failure.
+    #[error("etcd {op}: {message}")]
+    Etcd { op: &'static str, message: String },
+    /// No etcd member answered, or the outcome of a write is unknown (its connection broke
+    /// after it was sent, or etcd lost its leader meanwhile): the caller may retry. A watch
+    /// whose stream broke ends with it; re-list and watch again.
+    #[error("etcd {op} unavailable: {message}")]
+    Unavailable { op: &'static str, message: String },
     /// An invariant of the store itself was broken (a bug, never bad input).
     #[error("internal: {0}")]
     Internal(&'static str),

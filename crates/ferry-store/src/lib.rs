@@ -13,12 +13,16 @@
 //! commit (many queued writes per fsync, see `writer`) recovers the throughput that one fsync
 //! per write would cost. See the design notes' `dependencies.md`, "Embedded store".
 //!
+//! The same contract is also served by an etcd cluster (module `etcd`, [`Backend::Etcd`]),
+//! for control planes that need a replicated store shared by several API servers.
+//!
 //! Layout: table `objects` (key → create/mod revision and value), table `log` (revision →
 //! the events of that revision, with previous values, for watches), table `meta` (current and
 //! compacted revision).
 
 mod codec;
 mod error;
+mod etcd;
 mod watch;
 mod writer;
 
@@ -32,6 +36,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{Result, StoreError};
+pub use etcd::EtcdConfig;
 pub use watch::Watch;
 
 use error::db_err;
@@ -152,11 +157,41 @@ impl Shared {
     }
 }
 
+/// Where a store keeps its data: the embedded redb file, or an etcd cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `embedded`: `store.redb` in the server's data dir.
+    Embedded,
+    /// `etcd://host:port[,host:port...][/prefix]`.
+    Etcd(EtcdConfig),
+}
+
+impl std::str::FromStr for Backend {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Backend> {
+        match s {
+            "" | "embedded" => Ok(Backend::Embedded),
+            s if s.starts_with("etcd://") => Ok(Backend::Etcd(EtcdConfig::parse(s)?)),
+            s => Err(StoreError::BadLocation(format!(
+                "{s}: expected `embedded` or etcd://host:port[,host:port...][/prefix]"
+            ))),
+        }
+    }
+}
+
 /// A handle on an open store. Cheap to clone; the store closes when the last handle is
 /// dropped or [`Store::close`]d.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    backend: Imp,
+}
+
+/// The two implementations of the one contract.
+#[derive(Clone)]
+enum Imp {
+    Embedded(Arc<Inner>),
+    Etcd(etcd::EtcdStore),
 }
 
 struct Inner {
@@ -205,13 +240,23 @@ impl Store {
         };
         tracing::info!(revision, compacted, "store opened");
         Ok(Store {
-            inner: Arc::new(Inner {
+            backend: Imp::Embedded(Arc::new(Inner {
                 db,
                 requests,
                 shared,
                 writer: Some(writer),
                 watch_buffer: options.watch_buffer,
-            }),
+            })),
+        })
+    }
+
+    /// Connects to an etcd cluster (see [`EtcdConfig`]) and reads its revision; fails with
+    /// `Unavailable` if no member answers. `retain_revisions`, `max_batch` and
+    /// `queue_depth` do not apply (etcd compacts by its own `--auto-compaction-*` flags);
+    /// `watch_buffer` bounds each watch's undelivered events.
+    pub async fn connect_etcd(config: EtcdConfig, options: StoreOptions) -> Result<Store> {
+        Ok(Store {
+            backend: Imp::Etcd(etcd::EtcdStore::connect(config, &options).await?),
         })
     }
 
@@ -265,8 +310,12 @@ impl Store {
     /// Resolves only once the write is durable. Dropping the future does not withdraw a write
     /// already queued.
     pub async fn txn(&self, ops: Vec<Op>) -> Result<Vec<KeyValue>> {
+        let inner = match &self.backend {
+            Imp::Embedded(inner) => inner,
+            Imp::Etcd(etcd) => return etcd.txn(ops).await,
+        };
         let (reply, rx) = oneshot::channel();
-        self.inner
+        inner
             .requests
             .send(Request::Write { ops, reply })
             .await
@@ -283,7 +332,11 @@ impl Store {
 
     /// The current value of `key`.
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let db = self.inner.db.clone();
+        let inner = match &self.backend {
+            Imp::Embedded(inner) => inner,
+            Imp::Etcd(etcd) => return etcd.get(key).await,
+        };
+        let db = inner.db.clone();
         let key = key.to_owned();
         blocking(move || {
             let txn = db.begin_read().map_err(db_err("begin read"))?;
@@ -299,7 +352,11 @@ impl Store {
     /// Every key under `prefix`, sorted, from one snapshot, with that snapshot's revision
     /// (start a watch from it to follow on without a gap).
     pub async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64)> {
-        let db = self.inner.db.clone();
+        let inner = match &self.backend {
+            Imp::Embedded(inner) => inner,
+            Imp::Etcd(etcd) => return etcd.list(prefix).await,
+        };
+        let db = inner.db.clone();
         let prefix = prefix.to_owned();
         blocking(move || {
             let txn = db.begin_read().map_err(db_err("begin read"))?;
@@ -324,22 +381,33 @@ impl Store {
         .await
     }
 
-    /// The last durable revision (0 for an empty store).
+    /// The last durable revision (0 for an empty store). On etcd: the newest revision this
+    /// handle has seen (its writes, lists and watch events).
     pub fn current_revision(&self) -> u64 {
-        self.inner.shared.revision.load(Ordering::SeqCst)
+        match &self.backend {
+            Imp::Embedded(inner) => inner.shared.revision.load(Ordering::SeqCst),
+            Imp::Etcd(etcd) => etcd.current_revision(),
+        }
     }
 
     /// The highest revision whose history is gone; watches must start at or after it.
     pub fn compacted_revision(&self) -> u64 {
-        self.inner.shared.compacted.load(Ordering::SeqCst)
+        match &self.backend {
+            Imp::Embedded(inner) => inner.shared.compacted.load(Ordering::SeqCst),
+            Imp::Etcd(etcd) => etcd.compacted_revision(),
+        }
     }
 
     /// Drops the change history up to and including `revision` (objects are untouched), so the
     /// log stays bounded. Returns the compacted revision, which never moves backwards.
     /// `FutureRevision` if `revision` is past the current one.
     pub async fn compact(&self, revision: u64) -> Result<u64> {
+        let inner = match &self.backend {
+            Imp::Embedded(inner) => inner,
+            Imp::Etcd(etcd) => return etcd.compact(revision).await,
+        };
         let (reply, rx) = oneshot::channel();
-        self.inner
+        inner
             .requests
             .send(Request::Compact { revision, reply })
             .await
@@ -352,6 +420,10 @@ impl Store {
     /// durable). `Compacted` if that history is gone. See [`Watch`] for how a watch ends.
     /// Must be called inside a tokio runtime.
     pub async fn watch(&self, prefix: &str, after_revision: u64) -> Result<Watch> {
+        let inner = match &self.backend {
+            Imp::Embedded(inner) => inner,
+            Imp::Etcd(etcd) => return etcd.watch(prefix, after_revision).await,
+        };
         let compacted = self.compacted_revision();
         if after_revision < compacted {
             return Err(StoreError::Compacted {
@@ -360,11 +432,11 @@ impl Store {
             });
         }
         watch::start(
-            &self.inner.shared.hub,
-            Arc::downgrade(&self.inner.db),
+            &inner.shared.hub,
+            Arc::downgrade(&inner.db),
             prefix,
             after_revision,
-            self.inner.watch_buffer,
+            inner.watch_buffer,
         )
     }
 
@@ -372,7 +444,12 @@ impl Store {
     /// writer to stop, ends every watch, and releases the file (a watch still mid-replay holds
     /// it until its current chunk is read). With other handles alive this only drops this one.
     pub async fn close(self) -> Result<()> {
-        let Ok(inner) = Arc::try_unwrap(self.inner) else {
+        let inner = match self.backend {
+            Imp::Embedded(inner) => inner,
+            // The last handle's drop ends the watches; nothing is buffered here.
+            Imp::Etcd(_) => return Ok(()),
+        };
+        let Ok(inner) = Arc::try_unwrap(inner) else {
             return Ok(());
         };
         let Inner {

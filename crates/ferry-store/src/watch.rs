@@ -33,6 +33,11 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// A watch fed by another backend's task.
+    pub(crate) fn from_channel(rx: mpsc::Receiver<Result<Event>>) -> Watch {
+        Watch { rx }
+    }
+
     /// The next event; `None` once the stream has ended.
     pub async fn recv(&mut self) -> Option<Result<Event>> {
         self.rx.recv().await

@@ -10,6 +10,8 @@
 //!   no process, namespace or tap behind. [`ovn::StackDir`] is that directory alone.
 //! - [`netns`]: network namespaces, host links and child processes removed (by name or
 //!   PID) when their guard drops; [`netns::unique`] names per test process.
+//! - [`etcd::EtcdCluster`]: a real etcd cluster of N members (Debian's `etcd-server`) on
+//!   loopback, members killable and restartable, for the etcd-backed store.
 //! - [`wait::eventually`] and `wait::eventually_async` (feature `api`): poll until a
 //!   condition holds.
 //! - `api` (feature `api`): a real `ferry_apiserver` on `127.0.0.1:0` with a temp data
@@ -21,6 +23,7 @@
 
 #[cfg(feature = "api")]
 pub mod api;
+pub mod etcd;
 pub mod netns;
 pub mod ovn;
 pub mod ovsdb;
