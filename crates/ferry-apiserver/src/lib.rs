@@ -38,6 +38,9 @@ use tokio::sync::watch;
 pub use auth::{Role, Tokens};
 pub use server::Limits;
 pub use service_admission::ServiceNetwork;
+/// Where the server keeps its objects: `embedded` (default) or an etcd cluster; parsing a
+/// `--store` value fails with a `StoreError`.
+pub use ferry_store::{Backend as StoreBackend, StoreError};
 
 use crate::cache::{Cache, Cached};
 use crate::objects::{FieldValidation, Objects, WriteOptions};
@@ -54,6 +57,8 @@ pub enum ApiServerError {
         path: PathBuf,
         source: ferry_store::StoreError,
     },
+    #[error("connecting to the etcd store: {source}")]
+    Etcd { source: ferry_store::StoreError },
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -92,25 +97,40 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Opens the store, fills the cache, writes the PKI and kubeconfigs, and starts serving.
+    /// Opens the embedded store, fills the cache, writes the PKI and kubeconfigs, and starts
+    /// serving.
     pub async fn start(config: Config) -> Result<ApiServer, ApiServerError> {
+        ApiServer::start_on(config, &StoreBackend::Embedded).await
+    }
+
+    /// [`ApiServer::start`] on the store `backend` names. On etcd, several servers (each with
+    /// its own data dir for PKI and tokens) serve the same objects: each one's watch cache
+    /// follows etcd's watch, so a write through one reaches the others' watches.
+    pub async fn start_on(
+        config: Config,
+        backend: &StoreBackend,
+    ) -> Result<ApiServer, ApiServerError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| ApiServerError::DataDir {
             path: dir.clone(),
             source,
         })?;
         let store_path = dir.join("store.redb");
-        let store = Store::open(
-            &store_path,
-            StoreOptions {
-                retain_revisions: Some(200_000),
-                ..StoreOptions::default()
-            },
-        )
-        .map_err(|source| ApiServerError::Store {
-            path: store_path.clone(),
-            source,
-        })?;
+        let options = StoreOptions {
+            retain_revisions: Some(200_000),
+            ..StoreOptions::default()
+        };
+        let store = match backend {
+            StoreBackend::Embedded => {
+                Store::open(&store_path, options).map_err(|source| ApiServerError::Store {
+                    path: store_path.clone(),
+                    source,
+                })?
+            }
+            StoreBackend::Etcd(etcd) => Store::connect_etcd(etcd.clone(), options)
+                .await
+                .map_err(|source| ApiServerError::Etcd { source })?,
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use crate::controller::{self, ControllerConfig};
 use crate::join::{self, JoinConfig, JoinError};
-use crate::server::{ServerError, client_for, start_server};
+use crate::server::{ServerError, client_for, start_server_on};
 
 /// Errors of the federation commands.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +19,14 @@ pub enum CliError {
     Join(#[from] JoinError),
     #[error("the federation controller: {0}")]
     Controller(#[from] kube::Error),
-    #[error(
-        "--store {0}: only the embedded store is implemented; an etcd-backed federation API server is not built yet"
-    )]
-    Store(String),
+    #[error("--store: {0}")]
+    Store(#[from] ferry_apiserver::StoreError),
 }
 
 /// The federation control plane: the API server with only federation CRDs, and
-/// `controllers` controller replicas sharing a Lease, until `shutdown` resolves.
+/// `controllers` controller replicas sharing a Lease, until `shutdown` resolves. `store`:
+/// `embedded` (default, `DIR/store.redb`) or `etcd://host:port[,host:port...][/prefix]`;
+/// on etcd, more `up`s with other data dirs and ports serve the same federation.
 pub async fn up(
     data_dir: &Path,
     listen: SocketAddr,
@@ -34,10 +34,8 @@ pub async fn up(
     controllers: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CliError> {
-    if let Some(s) = store.filter(|s| !s.is_empty() && *s != "embedded") {
-        return Err(CliError::Store(s.into()));
-    }
-    let server = start_server(data_dir, listen).await?;
+    let backend: ferry_apiserver::StoreBackend = store.unwrap_or("embedded").parse()?;
+    let server = start_server_on(data_dir, listen, &backend).await?;
     tracing::info!(addr = %server.addr, kubeconfig = %server.kubeconfig.display(), "federation API server");
     eprintln!(
         "ferry: federation API server on https://{}  (kubeconfig: {})",

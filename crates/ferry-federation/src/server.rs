@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ferry_apiserver::{ApiServer, ApiServerError, Config};
+use ferry_apiserver::{ApiServer, ApiServerError, Config, StoreBackend};
 
 /// Errors starting the federation API server or reaching an API server.
 #[derive(Debug, thiserror::Error)]
@@ -19,12 +19,25 @@ pub enum ServerError {
 
 /// Starts an API server in `data_dir` on `listen` with the federation CRDs installed.
 pub async fn start_server(data_dir: &Path, listen: SocketAddr) -> Result<ApiServer, ServerError> {
-    let server = ApiServer::start(Config {
-        data_dir: data_dir.to_path_buf(),
-        listen,
-        limits: Default::default(),
-        services: Default::default(),
-    })
+    start_server_on(data_dir, listen, &StoreBackend::Embedded).await
+}
+
+/// [`start_server`] on the store `backend` names. With etcd, several federation API servers
+/// (each its own data dir, for its PKI and tokens) serve one federation.
+pub async fn start_server_on(
+    data_dir: &Path,
+    listen: SocketAddr,
+    backend: &StoreBackend,
+) -> Result<ApiServer, ServerError> {
+    let server = ApiServer::start_on(
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            limits: Default::default(),
+            services: Default::default(),
+        },
+        backend,
+    )
     .await?;
     let crds: Vec<serde_json::Value> = crate::crds()
         .iter()
