@@ -499,6 +499,11 @@ struct UpArgs {
     /// (`pssl:`, a PKI made by `ovs-pki` under DIR/ovn/pki) and everything connects over it.
     #[arg(long)]
     ovn_tls: bool,
+    /// The OVN started here runs NB and SB each as a RAFT cluster of this many
+    /// `ovsdb-server`s (3 or 5; 1 = standalone); ovn-northd, ovn-controller and the
+    /// controller are given every member and follow the leader.
+    #[arg(long, env = "FERRY_OVN_RAFT", default_value_t = 1)]
+    ovn_raft: usize,
     #[command(flatten)]
     network: NetworkArgs,
     /// Nodes whose agent runs inside `ferry up` in lab mode (comma separated).
@@ -727,7 +732,23 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 ovn_tls,
                 socket_lb,
             };
-            runtime()?.block_on(lab::up(&d, &opts))?;
+            runtime()?.block_on(async {
+                // `lab up` starts `ferry up` in its own process group: on SIGTERM or SIGINT
+                // before the lab is up, take down what was started (`lab down`), instead
+                // of leaving `ferry up` and its OVN running.
+                let mut term = Termination::install()?;
+                tokio::select! {
+                    r = lab::up(&d, &opts) => r.map_err(anyhow::Error::from),
+                    () = term.wait() => {
+                        eprintln!("ferry lab up: interrupted; taking down what was started");
+                        let lab = d.clone();
+                        for line in tokio::task::spawn_blocking(move || lab::down(&lab)).await?? {
+                            eprintln!("  {line}");
+                        }
+                        anyhow::bail!("interrupted during lab up")
+                    }
+                }
+            })?;
             println!(
                 "The lab is up ({}).\nNext:\n  ferry lab check --dir {0}\n  ferry lab status --dir {0}\n  export KUBECONFIG={}; kubectl get ysvc,np,pods -o wide\n  ferry lab exec --dir {0} client-vpc1 -- curl -s http://10.96.0.10/\n  ferry lab exec --dir {0} ext-client -- curl -s http://198.18.0.100/\n  ferry lab down --dir {0}",
                 d.dir.display(),
@@ -1105,6 +1126,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // From here on a SIGTERM or SIGINT tears down whatever start-up has begun: OVN's
+    // start is cancelled (it stops the daemons it had started), and a signal later in
+    // start-up ends in the normal shutdown below as soon as start-up is through.
+    let mut term = Termination::install()?;
     // OVN: the NB named by --ovn-nb, or a private OVN/OVS stack under DIR/ovn.
     let mut stack = None;
     let ovn_nb = match (&args.ovn_nb, args.no_dataplane) {
@@ -1113,17 +1138,26 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         (None, false) => {
             let mut opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
             opts.tls = args.ovn_tls;
+            opts.raft_members = args.ovn_raft;
             let dir = args.server.data_dir.join("ovn");
-            let s =
-                tokio::task::spawn_blocking(move || ferry_ovn_stack::OvnStack::start(&dir, opts))
-                    .await?
-                    .context(
-                        "starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)",
-                    )?;
+            let cancel = term.flag();
+            let started = tokio::task::spawn_blocking(move || {
+                ferry_ovn_stack::OvnStack::start_cancellable(&dir, opts, cancel)
+            })
+            .await?;
+            let s = match started {
+                Err(ferry_ovn_stack::Error::Cancelled) => {
+                    eprintln!("ferry: interrupted while starting OVN; stopped what had started");
+                    return Ok(());
+                }
+                r => r.context(
+                    "starting OVN (use --ovn-nb to program an existing NB, or --no-dataplane)",
+                )?,
+            };
             let nb = s.nb_remote();
             eprintln!("ferry: OVN started (NB {nb})");
             stack = Some(s);
-            Some(vec![nb])
+            Some(remotes(&nb))
         }
     };
     let server = start_apiserver(&args.server, true, &args.network.service_cidr).await?;
@@ -1208,7 +1242,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             )));
         }
     }
-    shutdown_signal().await;
+    term.wait().await;
     eprintln!("ferry: shutting down");
     let _ = tx.send(true);
     for a in agents {
@@ -1247,6 +1281,44 @@ async fn reserve_cluster_dns(data_dir: &Path, ip: std::net::Ipv4Addr) -> anyhow:
     .await
     .with_context(|| format!("reserving the cluster DNS address {ip} (kube-system/kube-dns)"))?;
     Ok(())
+}
+
+/// SIGTERM and SIGINT, caught from the moment [`Termination::install`] returns (the
+/// handlers are registered before it does), so that a signal in the middle of start-up
+/// is not the default action that kills the process and leaves its children running.
+struct Termination {
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Termination {
+    fn install() -> anyhow::Result<Termination> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let set = flag.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            set.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = tx.send(true);
+        });
+        Ok(Termination { flag, rx })
+    }
+
+    /// Becomes true on the signal (for blocking work that polls it).
+    fn flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// Returns once the signal came (at once if it already has).
+    async fn wait(&mut self) {
+        let _ = self.rx.wait_for(|t| *t).await;
+    }
 }
 
 async fn shutdown_signal() {
