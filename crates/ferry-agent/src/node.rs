@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// Socket-level load balancing for this node's pods (`--socket-lb`, see
     /// [`crate::socket_lb`]); `None`: OVN's load balancers only.
     pub socket_lb: Option<crate::socket_lb::SocketLbConfig>,
+    /// Lab mode: the logs/exec endpoint the API server proxies `pods/log` and `pods/exec`
+    /// to ([`crate::streaming`]); `None` serves none.
+    pub streaming: Option<crate::streaming::StreamingConfig>,
 }
 
 /// Errors that stop the agent.
@@ -297,6 +300,46 @@ fn host_workload(
     })
 }
 
+/// Listens for the API server's `pods/log` and `pods/exec` ([`crate::streaming`]) and
+/// publishes the address on this node's Node; a failure is logged and the agent goes on
+/// without logs and exec.
+async fn start_streaming(
+    client: &Client,
+    cfg: &AgentConfig,
+    sc: &crate::streaming::StreamingConfig,
+    pods: crate::streaming::PodDirectory,
+    shutdown: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::bind(sc.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(listen = %sc.listen, error = %e, "not serving logs and exec");
+            return;
+        }
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    tokio::spawn(crate::streaming::serve(
+        listener,
+        sc.token.clone(),
+        cfg.runtime.log_dir.clone(),
+        pods,
+        shutdown,
+    ));
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = json!({"metadata": {"annotations": {crate::streaming::ENDPOINT_ANNOTATION: addr.to_string()}}});
+    match api
+        .patch(&cfg.node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => tracing::info!(node = %cfg.node, %addr, "serving logs and exec"),
+        Err(e) => {
+            tracing::warn!(node = %cfg.node, error = %e, "publishing the logs/exec endpoint failed")
+        }
+    }
+}
+
 /// Runs the agent until `shutdown` turns true; in lab mode it then removes every namespace
 /// and process it created.
 pub async fn run(
@@ -332,6 +375,10 @@ pub async fn run(
         .map_err(AgentError::HwOffload)?;
     }
     let record = Arc::new(Record::open(record_path(&cfg.state_dir, &cfg.node)));
+    let pod_directory = crate::streaming::PodDirectory::default();
+    if let (true, Some(sc)) = (cfg.lab, &cfg.streaming) {
+        start_streaming(&client, &cfg, sc, pod_directory.clone(), shutdown.clone()).await;
+    }
     let (wake_tx, mut wake) = mpsc::channel(1);
     let on_node = format!("spec.nodeName={}", cfg.node);
     let probes: Store<NetworkProbe> = reflect(
@@ -765,6 +812,7 @@ pub async fn run(
                     if cfg.dns.is_some() {
                         crate::dns::remove_resolv_conf(&s.workload.netns);
                     }
+                    s.remove_logs(&cfg.runtime);
                     let rec = record.clone();
                     let _ = tokio::task::spawn_blocking(move || s.stop(&rec)).await;
                     written_status.remove(&key);
@@ -787,6 +835,7 @@ pub async fn run(
             // Restarts and due probes of every sandbox, side by side.
             let (rc, rec) = (&cfg.runtime, &record);
             futures::future::join_all(sandboxes.values_mut().map(|s| s.tick(rc, rec))).await;
+            pod_directory.update(rc, sandboxes.values());
             let host_ip = me
                 .as_ref()
                 .and_then(|n| n.annotations().get(ferry_api::ANNOTATION_IP).cloned());

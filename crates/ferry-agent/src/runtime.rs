@@ -12,7 +12,6 @@
 //! container supervision is the seam to split along next.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -183,17 +182,24 @@ pub struct Sandbox {
     plumbed: PlumbRequest,
 }
 
+/// The directory a container's process starts in: its `workingDir` when that exists on
+/// the host, else the workload's own work directory (lab backends write files there).
+pub fn work_dir(cfg: &RuntimeConfig, w: &Workload, c: &ContainerSpec) -> PathBuf {
+    match c.working_dir.as_deref().map(std::path::Path::new) {
+        Some(d) if d.is_absolute() && d.is_dir() => d.to_path_buf(),
+        _ => cfg.log_dir.join("work").join(&w.netns),
+    }
+}
+
+/// Starts run `run` of a container; its output goes to the run's log file
+/// ([`crate::container_log`]), of which the previous run's is kept.
 fn spawn(
     cfg: &RuntimeConfig,
     w: &Workload,
     c: &ContainerSpec,
     record: &Record,
+    run: i32,
 ) -> std::io::Result<Child> {
-    let _ = std::fs::create_dir_all(&cfg.log_dir);
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(cfg.log_dir.join(format!("{}-{}.log", w.netns, c.name)))?;
     let argv = if c.argv.is_empty() {
         vec!["sleep".to_string(), "infinity".to_string()]
     } else {
@@ -203,19 +209,20 @@ fn spawn(
     cmd.args(["netns", "exec", &w.netns])
         .args(&argv)
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0);
-    // Lab backends write files relative to their working directory.
-    let work = cfg.log_dir.join("work").join(&w.netns);
+    let work = work_dir(cfg, w, c);
     let _ = std::fs::create_dir_all(&work);
-    match c.working_dir.as_deref().map(std::path::Path::new) {
-        Some(d) if d.is_absolute() && d.is_dir() => cmd.current_dir(d),
-        _ => cmd.current_dir(&work),
-    };
+    cmd.current_dir(&work);
     cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     record.add_process(child.id() as i32);
+    let log = crate::container_log::run_path(&cfg.log_dir, &w.netns, &c.name, run);
+    if let Err(e) = crate::container_log::capture(&mut child, &log) {
+        tracing::warn!(workload = %w.key, container = %c.name, error = %e, "capturing the container's output failed");
+    }
+    crate::container_log::prune(&cfg.log_dir, &w.netns, &c.name, run - 1);
     Ok(child)
 }
 
@@ -283,7 +290,7 @@ impl Sandbox {
             .map(SocketSource::Netns);
         let mut containers = Vec::new();
         for c in &w.containers {
-            let child = spawn(cfg, &w, c, record)
+            let child = spawn(cfg, &w, c, record, 0)
                 .map_err(|e| format!("starting {} in {}: {e}", c.name, w.netns))?;
             containers.push(Running::started(c, child, 0));
         }
@@ -341,7 +348,7 @@ impl Sandbox {
             }
             if c.child.is_none()
                 && c.next_restart.is_some_and(|t| now >= t)
-                && let Ok(child) = spawn(cfg, &self.workload, spec, record)
+                && let Ok(child) = spawn(cfg, &self.workload, spec, record, c.restarts + 1)
             {
                 let last = c.last.take();
                 *c = Running::started(spec, child, c.restarts + 1);
@@ -431,6 +438,14 @@ impl Sandbox {
         }
         let _ = plumb::del(&self.plumbed.unplumb());
         netns_admin::delete(&self.workload.netns, record);
+    }
+
+    /// Removes the workload's container logs (the kubelet removes a deleted pod's logs).
+    pub fn remove_logs(&self, cfg: &RuntimeConfig) {
+        let _ = std::fs::remove_dir_all(crate::container_log::workload_dir(
+            &cfg.log_dir,
+            &self.workload.netns,
+        ));
     }
 
     pub fn all_ready(&self) -> bool {

@@ -470,6 +470,25 @@ struct AgentArgs {
     /// every pod of the node is covered.
     #[arg(long, env = "FERRY_SOCKET_LB_CGROUP")]
     socket_lb_cgroup: Option<PathBuf>,
+    /// With --lab: where the API server reaches this agent for `kubectl logs` and `exec`
+    /// (published on the Node; requests must carry this agent's own API token).
+    #[arg(long, env = "FERRY_STREAMING_LISTEN", default_value = "127.0.0.1:0")]
+    streaming_listen: std::net::SocketAddr,
+}
+
+/// The lab agent's logs/exec endpoint on `listen`, authenticated by the agent's own API
+/// token (from its kubeconfig): the API server, which issued it, presents it.
+async fn streaming_config(
+    kubeconfig: Option<&Path>,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<ferry_agent::streaming::StreamingConfig> {
+    let token = kube_config(kubeconfig)
+        .await?
+        .auth_info
+        .token
+        .map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string())
+        .context("the agent's kubeconfig has no bearer token for the logs/exec endpoint")?;
+    Ok(ferry_agent::streaming::StreamingConfig { listen, token })
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
@@ -1087,6 +1106,7 @@ fn agent_config(
         dns: None,
         external_ip: None,
         socket_lb: None,
+        streaming: None,
     }
 }
 
@@ -1118,6 +1138,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             ..ferry_agent::socket_lb::SocketLbConfig::node()
         },
     });
+    if args.lab {
+        config.streaming =
+            Some(streaming_config(args.kubeconfig.as_deref(), args.streaming_listen).await?);
+    }
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
     let _ = tx.send(true);
@@ -1217,7 +1241,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .map(str::trim)
             .filter(|n| !n.is_empty())
         {
-            let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-agent"))).await?;
+            let agent_kubeconfig = args.server.data_dir.join("kubeconfig-agent");
+            let client = kube_client(Some(&agent_kubeconfig)).await?;
             let mut config = agent_config(
                 node,
                 &options,
@@ -1235,6 +1260,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             config.socket_lb = args
                 .socket_lb
                 .then(ferry_agent::socket_lb::SocketLbConfig::lab);
+            config.streaming =
+                Some(streaming_config(Some(&agent_kubeconfig), ([127, 0, 0, 1], 0).into()).await?);
             agents.push(tokio::spawn(ferry_agent::node::run(
                 client,
                 config,
