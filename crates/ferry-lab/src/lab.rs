@@ -734,6 +734,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
             &ip_of("svc1-ep-2"),
             requests,
             &ferry_ovn_stack::LabPaths::new(&lab.data().join("ovn")).nb_sock,
+            || vswitchd_aborts(&lab.data()),
         )
         .await,
     );
@@ -742,16 +743,14 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
             &c,
             requests,
             &ferry_ovn_stack::LabPaths::new(&lab.data().join("ovn")).nb_sock,
+            socket_lb,
         )
         .await,
     );
     done(t);
     // OVS 3.1's userspace conntrack aborts ovs-vswitchd now and then (its supervisor
     // restarts it); requests that met such an outage were retried, and this says so.
-    let log = lab.data().join("ovn/logs/ovs-vswitchd.log");
-    let aborts = std::fs::read_to_string(&log)
-        .map(|l| l.matches("assertion conn->conn_type").count() / 2)
-        .unwrap_or(0);
+    let aborts = vswitchd_aborts(&lab.data());
     if aborts > 0 || crate::services::retries() > 0 {
         eprintln!(
             "note: ovs-vswitchd aborted {aborts} time(s) in this lab (lib/conntrack.c:1063: assertion \
@@ -764,6 +763,17 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
     Ok((rows, all))
 }
 
+/// How many times OVS 3.1's userspace conntrack has aborted the lab's ovs-vswitchd so far
+/// (each abort logs its assertion twice).
+fn vswitchd_aborts(lab_data: &std::path::Path) -> usize {
+    std::fs::read_to_string(lab_data.join("ovn/logs/ovs-vswitchd.log"))
+        .map(|l| l.matches("assertion conn->conn_type").count() / 2)
+        .unwrap_or(0)
+}
+
+/// Blocks one backend of `s` and checks it leaves rotation, then unblocks it. `aborts`
+/// counts vswitchd aborts: a request that fails while one happens is tried once more (and
+/// said so); any other failure counts, since it may be a request sent to the dead backend.
 async fn failover(
     c: &Client,
     s: &Scenario,
@@ -771,6 +781,7 @@ async fn failover(
     victim_ip: &str,
     n: usize,
     nb_sock: &std::path::Path,
+    aborts: impl Fn() -> usize,
 ) -> Vec<CheckRow> {
     let victim = "svc1-ep-2";
     let probes: Api<NetworkProbe> = Api::namespaced(c.clone(), "default");
@@ -842,8 +853,16 @@ async fn failover(
         .unwrap_or_default();
     let mut from_victim = 0;
     let mut answers = 0;
+    let mut outage_retries = 0;
     for _ in 0..n {
-        if let Ok((who, _)) = request(&s.client, target) {
+        let before = aborts();
+        let mut answer = request(&s.client, target);
+        if answer.is_err() && aborts() > before {
+            outage_retries += 1;
+            std::thread::sleep(Duration::from_secs(1));
+            answer = request(&s.client, target);
+        }
+        if let Ok((who, _)) = answer {
             answers += 1;
             if who == victim {
                 from_victim += 1;
@@ -858,7 +877,8 @@ async fn failover(
         check: format!("failover: {victim} blocked"),
         client: s.client.clone(),
         target: target.into(),
-        result: format!("left rotation after {} (flows +{:.2}s), probe {phase}; then {answers}/{n} answers, {from_victim} from {victim}", left.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()), synced.as_secs_f64()),
+        result: format!("left rotation after {} (flows +{:.2}s), probe {phase}; then {answers}/{n} answers, {from_victim} from {victim}{}", left.map(|d| format!("{:.2}s", d.as_secs_f64())).unwrap_or_else(|| "never".into()), synced.as_secs_f64(),
+            if outage_retries > 0 { format!(" ({outage_retries} retried: ovs-vswitchd aborted under them)") } else { String::new() }),
         pass: ok_leave && from_victim == 0 && answers == n,
     });
     let _ = iptables("-D");

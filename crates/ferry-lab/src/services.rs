@@ -30,15 +30,24 @@ const NODE_PORT: u16 = 30080;
 const EXTERNAL_IP: &str = "198.18.0.77";
 const NODE_PORT_LOCAL: u16 = 30081;
 const UDP_PORT: u16 = 5353;
+/// Backends answer here with the client's address.
+const WHO_PORT: u16 = 8081;
+const NODE_PORT_WHO: u16 = 30082;
+/// `ext-client`'s address on the external network (topology.rs).
+const EXT_CLIENT_IP: &str = "198.18.0.250";
 
-/// A backend that answers HTTP on 8080 and a UDP datagram on 5353 with its name.
+/// A backend that answers HTTP on 8080 and a UDP datagram on 5353 with its name, and HTTP
+/// on 8081 with the address the connection came from (the client-IP-kept row).
 fn backend_command(name: &str) -> Vec<String> {
     let mut cmd = topology::backend_command(name);
     let udp = format!(
         "python3 -c 'import socket as s;u=s.socket(2,2);u.bind((\"\",{UDP_PORT}));[u.sendto(b\"{name}\\n\",u.recvfrom(512)[1]) for _ in iter(int,1)]' & "
     );
+    let who = format!(
+        "python3 -c 'import socket as s;t=s.socket();t.setsockopt(1,2,1);t.bind((\"\",{WHO_PORT}));t.listen(64);[(c.recv(4096),c.sendall((\"HTTP/1.0 200 OK\\r\\n\\r\\n\"+a[0]+\"\\n\").encode()),c.close()) for c,a in iter(t.accept,0)]' & "
+    );
     if let Some(script) = cmd.last_mut() {
-        script.insert_str(0, &udp);
+        script.insert_str(0, &format!("{udp}{who}"));
     }
     cmd
 }
@@ -72,11 +81,15 @@ pub fn objects() -> Vec<Value> {
         service("k8s-np", json!({"type": "NodePort", "selector": web,
             "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": NODE_PORT}]})),
         service("k8s-local", json!({"type": "NodePort", "externalTrafficPolicy": "Local", "selector": web,
-            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": NODE_PORT_LOCAL}]})),
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": NODE_PORT_LOCAL},
+                {"name": "who", "port": 81, "targetPort": WHO_PORT, "nodePort": NODE_PORT_WHO}]})),
         service("k8s-lb", json!({"type": "LoadBalancer", "selector": web, "ports": http})),
         service("k8s-extip", json!({"selector": web, "ports": http, "externalIPs": [EXTERNAL_IP]})),
         service("k8s-affinity", json!({"selector": web, "ports": http, "sessionAffinity": "ClientIP",
             "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}})),
+        // The same with a one-second timeout: the affinity-expiry row.
+        service("k8s-affinity-1s", json!({"selector": web, "ports": http, "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 1}}})),
         service("k8s-udp", json!({"selector": web,
             "ports": [{"name": "echo", "port": UDP_PORT, "protocol": "UDP", "targetPort": UDP_PORT}]})),
         service("k8s-sctp", json!({"selector": web,
@@ -89,6 +102,11 @@ pub fn objects() -> Vec<Value> {
             "metadata": {"name": "web-affinity", "namespace": "default"},
             "spec": {"type": "ClusterIP", "scope": "vpc", "vpc": "vpc1", "sessionAffinity": "ClientIP",
                 "sessionAffinityTimeoutSeconds": 60, "selector": {"svc": "svc1-ep"},
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
+        json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
+            "metadata": {"name": "web-affinity-1s", "namespace": "default"},
+            "spec": {"type": "ClusterIP", "scope": "vpc", "vpc": "vpc1", "sessionAffinity": "ClientIP",
+                "sessionAffinityTimeoutSeconds": 1, "selector": {"svc": "svc1-ep"},
                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
     ]);
     out
@@ -289,6 +307,7 @@ pub async fn status(c: &Client) -> Value {
         "k8s-lb",
         "k8s-extip",
         "k8s-affinity",
+        "k8s-affinity-1s",
         "k8s-udp",
         "k8s-sctp",
         "k8s-headless",
@@ -323,7 +342,61 @@ pub async fn wait_ready(c: &Client, timeout: Duration) -> Result<(), String> {
 }
 
 /// Every Service and DNS row of `ferry lab check`.
-pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<CheckRow> {
+/// `cycles` bursts of requests from `client` to `target` (a ClientIP Service with
+/// `timeoutSeconds: 1`), each followed by an idle pause longer than the timeout. Every burst
+/// must meet one backend. Through the socket LB (`expires`) the choice expires, so the bursts
+/// must meet more than one backend; OVN's path picks by a hash of the client address, which
+/// never expires, so there every burst must meet the same one.
+fn affinity_expiry(
+    check: &str,
+    client: &str,
+    target: &str,
+    cycles: usize,
+    expires: bool,
+) -> CheckRow {
+    let mut picks: Vec<String> = Vec::new();
+    let mut broken = Vec::new();
+    for cycle in 0..cycles {
+        let burst: Vec<String> = (0..3).filter_map(|_| get(client, target).ok()).collect();
+        let distinct: BTreeSet<&String> = burst.iter().collect();
+        if burst.len() != 3 || distinct.len() != 1 {
+            broken.push(format!("burst {cycle}: {burst:?}"));
+        }
+        picks.extend(burst.into_iter().next());
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let distinct: BTreeSet<&String> = picks.iter().collect();
+    let pass = broken.is_empty()
+        && if expires {
+            distinct.len() >= 2
+        } else {
+            distinct.len() == 1
+        };
+    row(
+        check,
+        client,
+        target,
+        format!(
+            "{cycles} bursts of 3 with 1.5 s idle: {} backend(s) {distinct:?}{}",
+            distinct.len(),
+            if broken.is_empty() {
+                String::new()
+            } else {
+                format!(", NOT STICKY {broken:?}")
+            }
+        ),
+        pass,
+    )
+}
+
+/// Every Service and DNS row of `ferry lab check`; `socket_lb`: pods use the agents'
+/// socket-level load balancer.
+pub async fn check(
+    c: &Client,
+    n: usize,
+    nb_sock: &std::path::Path,
+    socket_lb: bool,
+) -> Vec<CheckRow> {
     let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
     let backends: Vec<&str> = BACKENDS.iter().map(|(b, _)| *b).collect();
     let mut rows = Vec::new();
@@ -381,6 +454,17 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
         n,
         &["k8s-ep-2"],
         1,
+    ));
+    // externalTrafficPolicy: Local keeps the client's address: node2's pod sees ext-client.
+    let seen: Vec<String> = (0..3)
+        .filter_map(|_| get("ext-client", &format!("{ext2}:{NODE_PORT_WHO}")).ok())
+        .collect();
+    rows.push(row(
+        "svc NodePort Local keeps the client IP",
+        "ext-client",
+        &format!("{ext2}:{NODE_PORT_WHO}"),
+        format!("backend saw {seen:?}, client is {EXT_CLIENT_IP}"),
+        seen.len() == 3 && seen.iter().all(|a| a == EXT_CLIENT_IP),
     ));
     let lb = svcs
         .get("k8s-lb")
@@ -466,6 +550,45 @@ pub async fn check(c: &Client, n: usize, nb_sock: &std::path::Path) -> Vec<Check
         format!("{}/20 to {distinct:?}", answers.len()),
         answers.len() == 20 && distinct.len() == 1,
     ));
+    // ClientIP affinity expiry (timeoutSeconds: 1), a Service from the default-VPC pod and
+    // a YusurService from vpc1's pod, side by side. The socket LB picks at random after
+    // expiry: 16 bursts over two backends all meet one with probability 2^-15, 10 over
+    // five backends 5^-9.
+    let svc_1s = format!("{}:80", cluster_ip(&svcs, "k8s-affinity-1s").await);
+    let ysvc_1s = ysvcs
+        .get("web-affinity-1s")
+        .await
+        .ok()
+        .and_then(|s| s.status?.cluster_ip)
+        .map(|ip| format!("{ip}:80"))
+        .unwrap_or_default();
+    let path = if socket_lb {
+        "expires (socket LB)"
+    } else {
+        "never expires (OVN hash of the client)"
+    };
+    let (cycles_svc, cycles_ysvc) = if socket_lb { (16, 10) } else { (3, 3) };
+    let (svc_row, ysvc_row) = std::thread::scope(|s| {
+        let svc = s.spawn(|| {
+            affinity_expiry(
+                &format!("svc ClientIP timeoutSeconds=1 {path}"),
+                CLIENT,
+                &svc_1s,
+                cycles_svc,
+                socket_lb,
+            )
+        });
+        let ysvc = affinity_expiry(
+            &format!("ysvc ClientIP timeoutSeconds=1 {path}"),
+            "client-vpc1",
+            &ysvc_1s,
+            cycles_ysvc,
+            socket_lb,
+        );
+        (svc.join(), ysvc)
+    });
+    rows.extend(svc_row.ok());
+    rows.push(ysvc_row);
     let udp_ip = cluster_ip(&svcs, "k8s-udp").await;
     let answers: Vec<Result<String, String>> =
         (0..n).map(|_| udp(CLIENT, &udp_ip, UDP_PORT)).collect();
