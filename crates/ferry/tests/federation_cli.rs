@@ -262,3 +262,137 @@ spec:
     );
     assert_eq!(out, "NotInTenant");
 }
+
+/// A FederatedYusurService of tenant t1 named `name`, placed on a cluster that is no member
+/// (so the controller answers with `Placement=False/NotInTenant`, no member needed).
+fn fysvc_yaml(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: federation.iaas.yusur.io/v1
+kind: FederatedYusurService
+metadata:
+  name: {name}
+  namespace: default
+  labels: {{iaas.yusur.io/tenant: t1, iaas.yusur.io/workspace: w1}}
+spec:
+  template:
+    spec: {{type: LoadBalancer, vpc: vpc1, ports: [{{port: 80}}], selector: {{app: web}}}}
+  placement: {{topologyType: cluster, clusters: [nowhere]}}
+"#
+        ),
+    )
+    .expect("writing a fysvc");
+    path
+}
+
+/// The controller's Placement reason on a fysvc, as seen through `kubeconfig`.
+fn placement_reason(kubeconfig: &Path, name: &str) -> Result<(), String> {
+    let (_, out) = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "fysvc",
+            name,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Placement")].reason}"#,
+        ],
+    );
+    (out == "NotInTenant").then_some(()).ok_or(out)
+}
+
+/// Issue 17's replicated control plane: two `ferry federation up` on one 3-member etcd
+/// cluster serve one federation. An object written through server A reaches a `kubectl get
+/// -w` on server B; with one etcd member killed (SIGKILL) writes go on and nothing
+/// acknowledged is lost; with server A killed (SIGKILL), server B still has everything and
+/// its controller replica takes over the Lease and reconciles new objects.
+#[test]
+fn federation_on_etcd_survives_a_killed_etcd_member_and_a_killed_api_server() {
+    let mut etcd = ferry_testkit::etcd::EtcdCluster::start(3);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let store = etcd.url("/ferry-federation");
+    let up = |name: &str| {
+        let port = free_port().to_string();
+        ferry(
+            d,
+            &format!("{name}.log"),
+            &[
+                "federation",
+                "up",
+                "--data-dir",
+                name,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--store",
+                &store,
+            ],
+        )
+    };
+    let mut fed_a = up("fed-a");
+    let akc = wait_file(&d.join("fed-a/kubeconfig"));
+    let _fed_b = up("fed-b");
+    let bkc = wait_file(&d.join("fed-b/kubeconfig"));
+    eventually("server B serving fysvc", || {
+        let (ok, out) = kubectl(&bkc, &["get", "fysvc", "-A"]);
+        ok.then_some(()).ok_or(out)
+    });
+
+    // B's watch sees what is written through A.
+    let watch_out = d.join("watch-b.out");
+    let _watch = Proc(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&bkc)
+            .args(["get", "fysvc", "-n", "default", "-w", "-o", "name"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&watch_out).expect("watch output"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl get -w"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let apply = |kc: &Path, name: &str| {
+        let file = fysvc_yaml(d, name);
+        eventually(&format!("{name} applied"), || {
+            let (ok, out) = kubectl(kc, &["apply", "-f", file.to_str().unwrap_or_default()]);
+            ok.then_some(()).ok_or(out)
+        });
+    };
+    apply(&akc, "one");
+    eventually("one in B's watch", || {
+        let out = std::fs::read_to_string(&watch_out).unwrap_or_default();
+        out.contains("federatedyusurservice.federation.iaas.yusur.io/one")
+            .then_some(())
+            .ok_or(out)
+    });
+    eventually("one reconciled", || placement_reason(&bkc, "one"));
+
+    // One etcd member killed: the first one, which both servers dial first.
+    etcd.kill(0);
+    apply(&akc, "two");
+    apply(&bkc, "three");
+    eventually("two reconciled", || placement_reason(&bkc, "two"));
+
+    // Server A killed: B has every object and its controller replica takes over.
+    let _ = fed_a.0.kill();
+    let _ = fed_a.0.wait();
+    apply(&bkc, "four");
+    eventually("four reconciled by B's controller", || {
+        placement_reason(&bkc, "four")
+    });
+    let (_, names) = kubectl(&bkc, &["get", "fysvc", "-n", "default", "-o", "name"]);
+    let names: Vec<&str> = names
+        .lines()
+        .map(|l| l.trim_start_matches("federatedyusurservice.federation.iaas.yusur.io/"))
+        .collect();
+    assert_eq!(names, ["four", "one", "three", "two"]);
+    let watched = std::fs::read_to_string(&watch_out).unwrap_or_default();
+    for name in ["one", "two", "three", "four"] {
+        assert!(
+            watched.contains(&format!("/{name}\n")),
+            "B's watch saw {name}: {watched}"
+        );
+    }
+}
