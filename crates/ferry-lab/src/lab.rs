@@ -79,6 +79,9 @@ pub struct UpOptions {
     pub ovn_tls: bool,
     /// Pods use the agents' socket-level load balancer (`ferry up --socket-lb`).
     pub socket_lb: bool,
+    /// Each node its own chassis, Geneve between them, gateways HA on both
+    /// (`ferry up --chassis-per-node`).
+    pub chassis_per_node: bool,
 }
 
 fn step(n: usize, total: usize, what: &str) -> crate::progress::Step {
@@ -218,6 +221,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
     std::fs::write(
         lab.marker(),
         json!({"dir": lab.dir, "listen": opts.listen.to_string(), "socketLb": opts.socket_lb,
+            "chassisPerNode": opts.chassis_per_node,
             "metricsListen": metrics_listen.to_string()})
         .to_string(),
     )
@@ -250,6 +254,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
             crate::services::CLUSTER_DNS,
         ])
         .args(opts.ovn_tls.then_some("--ovn-tls"))
+        .args(opts.chassis_per_node.then_some("--chassis-per-node"))
         .env("FERRY_OVS_PORT_TYPE", &opts.ovs_port_type)
         .env("FERRY_SOCKET_LB", opts.socket_lb.to_string())
         .stdin(Stdio::null())
@@ -510,7 +515,7 @@ pub async fn status(lab: &LabDir) -> Result<Value, LabError> {
 }
 
 /// The first line of `GET http://target/` from a host, with the time it took.
-fn request(host: &str, target: &str) -> Result<(String, f64), String> {
+pub(crate) fn request(host: &str, target: &str) -> Result<(String, f64), String> {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -556,7 +561,7 @@ pub struct CheckRow {
     pub pass: bool,
 }
 
-fn run_scenario(s: &Scenario, target: &str, n: usize) -> CheckRow {
+fn run_scenario(s: &Scenario, target: &str, n: usize) -> (CheckRow, BTreeMap<String, usize>) {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut lat = Vec::new();
     let mut answers = 0;
@@ -572,7 +577,7 @@ fn run_scenario(s: &Scenario, target: &str, n: usize) -> CheckRow {
     let strangers: Vec<&String> = seen.keys().filter(|k| !allowed.contains(k)).collect();
     let need = s.backends.len().min(2);
     let pass = answers == n && strangers.is_empty() && seen.len() >= need;
-    CheckRow {
+    let row = CheckRow {
         check: format!("{} {}", s.id, s.name),
         client: s.client.clone(),
         target: target.into(),
@@ -597,7 +602,16 @@ fn run_scenario(s: &Scenario, target: &str, n: usize) -> CheckRow {
             }
         ),
         pass,
-    }
+    };
+    (row, seen)
+}
+
+/// Whether the lab runs a chassis per node (`lab.json`).
+pub fn chassis_per_node(lab: &LabDir) -> bool {
+    std::fs::read(lab.marker())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|m| m["chassisPerNode"] == true)
 }
 
 fn isolation(name: &str, client: &str, target: &str) -> CheckRow {
@@ -621,12 +635,15 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
     let mut rows = Vec::new();
     let scenarios = topology::scenarios();
     let t = step(1, 4, "requests in each scenario");
+    let placement = crate::chassis::Placement::read(&lab.data().join("ovn"), chassis_per_node(lab));
     for (s, sj) in scenarios
         .iter()
         .zip(st["scenarios"].as_array().cloned().unwrap_or_default())
     {
         let target = sj["target"].as_str().unwrap_or_default().to_string();
-        rows.push(run_scenario(s, &target, requests));
+        let (row, seen) = run_scenario(s, &target, requests);
+        rows.push(row);
+        rows.push(crate::chassis::scenario_row(&placement, s, &seen));
     }
     done(t);
     let t = step(2, 4, "iperf3 to the seed service ysvc1");
@@ -976,6 +993,20 @@ pub fn down(lab: &LabDir) -> Result<Vec<String>, LabError> {
         }
     }
     let ovn = lab.data().join("ovn");
+    // Node chassis (`--chassis-per-node`) first: the fabric in the central registry
+    // outlives them.
+    for node in topology::NODES {
+        let dir = ferry_ovn_stack::fabric::node_chassis_dir(&ovn, node);
+        if dir.exists() {
+            let t = ferry_ovn_stack::stop_from_dir(&dir).map_err(|e| fail("down", e, None))?;
+            if !t.stopped.is_empty() || !t.netns.is_empty() {
+                report.push(format!(
+                    "{node} chassis: stopped {:?}, removed namespaces {:?}",
+                    t.stopped, t.netns
+                ));
+            }
+        }
+    }
     if ovn.exists() {
         let t = ferry_ovn_stack::stop_from_dir(&ovn).map_err(|e| fail("down", e, None))?;
         if !t.stopped.is_empty() || !t.netns.is_empty() {

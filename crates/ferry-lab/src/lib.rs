@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chassis;
 pub mod lab;
 pub mod netns;
 mod prereq;

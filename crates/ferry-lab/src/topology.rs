@@ -143,9 +143,12 @@ pub fn objects() -> Vec<Value> {
         "spec": {"domain": {"devices": {}}}, "status": {"nodeName": "node1"}}));
     out.push(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "VNicIP", "metadata": {"name": "vnic-1", "namespace": "default",
         "labels": {"svc": "svc1-ep"}, "annotations": {"lab.ferry.io/command": cmd("vnic-1")}}, "spec": {"subnet": "vpc1-subnet1", "nodeName": "node1"}}));
+    // The outside client sits on node2: node1's chassis is the preferred gateway, so with
+    // a chassis per node its requests cross the external network (localnet) to reach it,
+    // and it survives the loss of node1's chassis (`ferry lab gateway-failover`).
     out.push(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "VNicIP", "metadata": {"name": "ext-client", "namespace": "default",
         "annotations": {"iaas.yusur.io/cidr": EXTERNAL_CIDR, "iaas.yusur.io/gateway": EXTERNAL_GATEWAY, "lab.ferry.io/command": "[\"sleep\",\"infinity\"]"}},
-        "spec": {"subnet": "external", "ipAddress": "198.18.0.250", "macAddress": "0a:00:00:ee:00:fa", "nodeName": "node1"}}));
+        "spec": {"subnet": "external", "ipAddress": "198.18.0.250", "macAddress": "0a:00:00:ee:00:fa", "nodeName": "node2"}}));
     let http = json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]);
     let svc = |name: &str, spec: Value| json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService", "metadata": {"name": name, "namespace": "default"}, "spec": spec});
     out.push(svc("web-vpc1", json!({"type": "ClusterIP", "scope": "vpc", "vpc": "vpc1", "clusterIP": "10.96.0.10", "ports": http, "selector": {"svc": "svc1-ep"}})));

@@ -41,7 +41,18 @@ pub fn build_desired(state: &NetworkState) -> Desired {
             .parse()
             .unwrap_or_else(|_| Ipv4Net::default())
     });
-    let chassis = state.gateway_chassis.as_str();
+    // Chassis in priority order ("a,b"): with one, gateway routers and gateway ports sit
+    // on it; with more, the external gateway and the VPCs' gateway ports are HA over all
+    // of them (BFD between them, the first preferred) and the external network attaches
+    // through a localnet port on each.
+    let chassis_list: Vec<&str> = state
+        .gateway_chassis
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let chassis = chassis_list.first().copied().unwrap_or_default();
+    let ha = chassis_list.len() > 1;
 
     // VPC routers (names of Ferry's own routers are reserved).
     let mut vpcs: BTreeSet<&str> = BTreeSet::new();
@@ -107,7 +118,7 @@ pub fn build_desired(state: &NetworkState) -> Desired {
             b.errors.push(e);
             continue;
         }
-        if let Err(ovn_name) = b.attach(&s.vpc, &s.name, s.gateway, s.cidr.prefix_len(), None) {
+        if let Err(ovn_name) = b.attach(&s.vpc, &s.name, s.gateway, s.cidr.prefix_len(), &[]) {
             b.errors.push(ObjectError::NameClash {
                 kind: "subnet",
                 name: s.name.clone(),
@@ -127,17 +138,40 @@ pub fn build_desired(state: &NetworkState) -> Desired {
     if let Some(ext) = &state.external {
         b.switch(EXTERNAL_SWITCH);
         b.router(EIP_GATEWAY);
-        b.router_options
-            .entry(EIP_GATEWAY.into())
-            .or_default()
-            .push(("chassis", chassis.to_string()));
+        if ha {
+            // A distributed router whose port on the external network is a gateway port
+            // over every chassis: a gateway router (`options:chassis`) cannot fail over.
+            let k = b.add(
+                "Logical_Switch_Port",
+                EXTERNAL_LOCALNET_PORT,
+                INFRA_OWNER,
+                BTreeMap::from([
+                    ("name".to_string(), json!(EXTERNAL_LOCALNET_PORT)),
+                    ("type".to_string(), json!("localnet")),
+                    ("addresses".to_string(), set(vec![json!("unknown")])),
+                    (
+                        "options".to_string(),
+                        map(&[("network_name", EXTERNAL_PHYSNET.to_string())]),
+                    ),
+                ]),
+            );
+            b.switch_ports
+                .entry(EXTERNAL_SWITCH.into())
+                .or_default()
+                .push(k);
+        } else {
+            b.router_options
+                .entry(EIP_GATEWAY.into())
+                .or_default()
+                .push(("chassis", chassis.to_string()));
+        }
         // Both names are reserved above, so this cannot clash.
         let _ = b.attach(
             EIP_GATEWAY,
             EXTERNAL_SWITCH,
             ext.gateway,
             ext.cidr.prefix_len(),
-            None,
+            if ha { &chassis_list } else { &[] },
         );
     }
 
@@ -178,7 +212,7 @@ pub fn build_desired(state: &NetworkState) -> Desired {
     let links = scenario::build_services(&mut b, state, &vpcs);
 
     if state.external.is_some() {
-        build_links(&mut b, &links, transit, chassis);
+        build_links(&mut b, &links, transit, &chassis_list);
         // The outside resolves EIPs through the gateway's port (ovn.md: a space-separated
         // list; a CIDR or a comma-separated list is not answered in OVN 23.03).
         let lsp = crate::topology::key(
@@ -206,7 +240,10 @@ pub fn build_desired(state: &NetworkState) -> Desired {
 /// services (the VPC side a distributed gateway port, the VPC's default route back to
 /// `eip-gateway`), `eip-gateway` to `service-gateway` (slot 0), and `service-gateway` to
 /// each VPC with multi-VPC backends; then the /32 routes of EIPs and multi-VPC backends.
-fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) {
+/// `chassis`: the gateway chassis in priority order; `service-gateway` (a gateway router:
+/// OVN 23.03 has no `lb_force_snat_ip` on a router with a distributed gateway port) is
+/// pinned to the first.
+fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &[&str]) {
     let slots = if transit.prefix_len() <= 30 {
         (1u32 << (32 - u32::from(transit.prefix_len()))) / 4
     } else {
@@ -230,8 +267,8 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
         };
         let sw = format!("transit-{v}");
         b.switch(&sw);
-        let _ = b.attach(EIP_GATEWAY, &sw, gw_ip, 30, None);
-        let _ = b.attach(v, &sw, vpc_ip, 30, Some(chassis));
+        let _ = b.attach(EIP_GATEWAY, &sw, gw_ip, 30, &[]);
+        let _ = b.attach(v, &sw, vpc_ip, 30, chassis);
         b.route(v, "0.0.0.0/0", gw_ip, INFRA_OWNER);
         uplink.insert(v.clone(), vpc_ip);
     }
@@ -249,11 +286,14 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
             .entry(SERVICE_GATEWAY.into())
             .or_default()
             .extend([
-                ("chassis", chassis.to_string()),
+                (
+                    "chassis",
+                    chassis.first().copied().unwrap_or_default().to_string(),
+                ),
                 ("lb_force_snat_ip", "router_ip".to_string()),
             ]);
-        let _ = b.attach(EIP_GATEWAY, &sw, gw_ip, 30, None);
-        let _ = b.attach(SERVICE_GATEWAY, &sw, sgw_ip, 30, None);
+        let _ = b.attach(EIP_GATEWAY, &sw, gw_ip, 30, &[]);
+        let _ = b.attach(SERVICE_GATEWAY, &sw, sgw_ip, 30, &[]);
         b.route(SERVICE_GATEWAY, "0.0.0.0/0", gw_ip, INFRA_OWNER);
         let mut vpc_side: BTreeMap<&str, Ipv4Addr> = BTreeMap::new();
         for v in &links.sgw_vpcs {
@@ -265,8 +305,8 @@ fn build_links(b: &mut Builder, links: &Links, transit: Ipv4Net, chassis: &str) 
             };
             let sw = format!("{SERVICE_GATEWAY}-{v}");
             b.switch(&sw);
-            let _ = b.attach(SERVICE_GATEWAY, &sw, sgw_side, 30, None);
-            let _ = b.attach(v, &sw, v_side, 30, None);
+            let _ = b.attach(SERVICE_GATEWAY, &sw, sgw_side, 30, &[]);
+            let _ = b.attach(v, &sw, v_side, 30, &[]);
             vpc_side.insert(v, v_side);
         }
         for (ip, (v, owner)) in &links.sgw_routes {

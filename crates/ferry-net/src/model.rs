@@ -10,7 +10,9 @@ use serde_json::Value;
 /// Everything the model needs to know about the cluster's network.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct NetworkState {
-    /// The chassis (OVS `system-id`) that hosts gateway routers and gateway ports.
+    /// The chassis (OVS `system-id`) that hosts gateway routers and gateway ports; several,
+    /// comma separated in priority order, make the external gateway and the VPCs' gateway
+    /// ports HA over all of them.
     pub gateway_chassis: String,
     /// /30 links between routers are carved from here; no subnet may overlap it.
     pub transit_cidr: Option<Ipv4Net>,
@@ -163,6 +165,10 @@ pub const JOIN_CIDR_DEFAULT: &str = "100.64.0.0/16";
 pub const TRANSIT_CIDR_DEFAULT: &str = "100.100.0.0/16";
 /// Name of the switch of the external network (ports with this `subnet` go there).
 pub const EXTERNAL_SWITCH: &str = "external";
+/// The external switch's localnet port when the gateway is HA over several chassis.
+pub const EXTERNAL_LOCALNET_PORT: &str = "external-localnet";
+/// Its physical network (`ovn-bridge-mappings` on each gateway chassis maps it to a bridge).
+pub const EXTERNAL_PHYSNET: &str = "external";
 /// The gateway router between the external network and the VPCs.
 pub const EIP_GATEWAY: &str = "eip-gateway";
 /// The gateway router of multi-VPC services.

@@ -91,7 +91,7 @@ impl Builder {
         switch: &str,
         ip: Ipv4Addr,
         prefix: u8,
-        gateway_chassis: Option<&str>,
+        gateway_chassis: &[&str],
     ) -> Result<(), String> {
         let lrp = format!("{router}-{switch}");
         let lsp = format!("{switch}-{router}");
@@ -110,7 +110,11 @@ impl Builder {
             ),
             ("gateway_chassis".to_string(), set(vec![])),
         ]);
-        if let Some(ch) = gateway_chassis {
+        // One Gateway_Chassis per chassis, the first preferred (highest priority): with
+        // more than one, OVN runs BFD between them and moves the port when the active one
+        // stops answering.
+        let mut refs = Vec::new();
+        for (i, ch) in gateway_chassis.iter().enumerate() {
             let gc_name = format!("{lrp}-{ch}");
             let gc = self.add(
                 "Gateway_Chassis",
@@ -119,13 +123,13 @@ impl Builder {
                 BTreeMap::from([
                     ("name".to_string(), json!(gc_name)),
                     ("chassis_name".to_string(), json!(ch)),
-                    ("priority".to_string(), json!(1)),
+                    ("priority".to_string(), json!(gateway_chassis.len() - i)),
                 ]),
             );
-            cols.insert(
-                "gateway_chassis".into(),
-                set(vec![reference("Gateway_Chassis", &gc)]),
-            );
+            refs.push(reference("Gateway_Chassis", &gc));
+        }
+        if !refs.is_empty() {
+            cols.insert("gateway_chassis".into(), set(refs));
         }
         let lrp_key = self.add("Logical_Router_Port", &lrp, INFRA_OWNER, cols);
         self.router_ports

@@ -201,3 +201,87 @@ fn wire(fabric_ns: &str, c: &FabricChassis) -> Result<()> {
     ip(&["-n", ns, "link", "set", EXTERNAL_BRIDGE, "up"])?;
     Ok(())
 }
+
+/// The fabric namespace of a lab with one chassis per node.
+pub const FABRIC_NETNS: &str = "ferry-fabric";
+
+/// BFD between gateway chassis (`NB_Global` options, copied to the SB by `ovn-northd`):
+/// 100 ms intervals, 3 missed = down, so a dead gateway chassis is noticed in ~0.3 s
+/// (OVN's defaults, 1 s x 5, take 5 s).
+pub const BFD_OPTIONS: [&str; 3] = [
+    "options:bfd-min-rx=100",
+    "options:bfd-min-tx=100",
+    "options:bfd-mult=3",
+];
+
+/// The chassis name (`system-id`) of a lab node's own chassis.
+pub fn node_chassis_name(node: &str) -> String {
+    format!("ferry-{node}")
+}
+
+/// A lab node's own chassis.
+#[derive(Debug)]
+pub struct NodeChassis {
+    pub node: String,
+    pub stack: crate::OvnStack,
+}
+
+/// The directory of a lab node's chassis stack under the central stack's directory.
+pub fn node_chassis_dir(central_dir: &std::path::Path, node: &str) -> std::path::PathBuf {
+    central_dir.join(format!("chassis-{node}"))
+}
+
+/// Starts one chassis-only stack per node (under `DIR/chassis-NODE`, registered in
+/// `central`'s SB, tunnel source [`underlay_ip`]), wires them into the fabric and sets
+/// [`BFD_OPTIONS`]. On failure what was started is stopped again.
+pub fn start_node_chassis(central: &crate::OvnStack, nodes: &[&str]) -> Result<Vec<NodeChassis>> {
+    let mut out: Vec<NodeChassis> = Vec::new();
+    let result = (|| {
+        let sb = crate::unix_remote(&central.paths().sb_sock);
+        for (i, node) in nodes.iter().enumerate() {
+            let opts =
+                crate::OvnOptions::chassis_only(node_chassis_name(node), &sb, underlay_ip(i + 1));
+            let dir = node_chassis_dir(&central.paths().dir, node);
+            let stack = crate::OvnStack::start(&dir, opts)?;
+            out.push(NodeChassis {
+                node: (*node).to_owned(),
+                stack,
+            });
+        }
+        let wired: Vec<FabricChassis> = out
+            .iter()
+            .enumerate()
+            .map(|(i, c)| FabricChassis {
+                index: i + 1,
+                bridge: c.stack.bridge(),
+            })
+            .collect();
+        attach(central.registry(), FABRIC_NETNS, &wired)?;
+        central.nbctl(&["--no-wait", "init"])?;
+        let mut args = vec!["--no-wait", "set", "NB_Global", "."];
+        args.extend(BFD_OPTIONS);
+        central.nbctl(&args)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            stop_node_chassis(central.registry(), out);
+            Err(e)
+        }
+    }
+}
+
+/// Stops the node chassis, then removes the fabric namespace (and with it every veth).
+pub fn stop_node_chassis(registry: &Registry, chassis: Vec<NodeChassis>) {
+    for c in chassis {
+        if let Err(e) = c.stack.stop() {
+            tracing::error!(node = c.node, error = %e, "stopping a node chassis");
+        }
+    }
+    let removed =
+        crate::netns::delete_netns(FABRIC_NETNS).and_then(|()| registry.remove_netns(FABRIC_NETNS));
+    if let Err(e) = removed {
+        tracing::error!(error = %e, "removing the fabric namespace");
+    }
+}
