@@ -14,6 +14,8 @@
 //!   loopback, members killable and restartable, for the etcd-backed store.
 //! - [`wait::eventually`] and `wait::eventually_async` (feature `api`): poll until a
 //!   condition holds.
+//! - `browser` (feature `browser`): headless Chromium through chromedriver (WebDriver),
+//!   for the tests of the web page.
 //! - `api` (feature `api`): a real `ferry_apiserver` on `127.0.0.1:0` with a temp data
 //!   dir and Ferry's CRDs, a `kube::Client` for it, and server-side apply of any manifest.
 //!
@@ -23,6 +25,8 @@
 
 #[cfg(feature = "api")]
 pub mod api;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod etcd;
 pub mod netns;
 pub mod ovn;

@@ -1,19 +1,18 @@
 //! The page in a real browser: headless Chromium driven through WebDriver (chromedriver,
 //! the W3C protocol over plain HTTP), against a real Ferry API server holding a lab-like
 //! topology with hand-written statuses (what the controller and the agents would write).
+//! The WebDriver client is `ferry_testkit::browser`, shared with the lab end to end
+//! (`crates/ferry/tests/lab_e2e.rs`), which checks the same page on a running lab.
 //! It checks that the page signs in from its one-time URL, loads without console errors,
 //! shows ysvc1 with 5/5 ready and its five backends healthy, and that a backend whose
 //! probe turns unhealthy turns red without a reload; it leaves a screenshot.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine;
 use ferry_api::{NetworkProbe, YusurService};
 use ferry_testkit::api::{TestApiServer, apply};
+use ferry_testkit::browser::{self, Browser};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
@@ -230,131 +229,16 @@ async fn load(client: &kube::Client) {
     }
 }
 
-/// A program on PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One W3C WebDriver command over plain HTTP/1.1; the response's `value`.
-fn wd(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    // chromedriver keeps the connection open: read the header, then exactly the body.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16384];
-    let payload = loop {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw).to_string();
-        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-            let head = head.to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match length {
-                Some(len) if rest.len() >= len => break rest[..len].to_string(),
-                None if head.contains("transfer-encoding: chunked")
-                    && rest.ends_with("0\r\n\r\n") =>
-                {
-                    break dechunk(rest);
-                }
-                None if n == 0 => break rest.to_string(),
-                _ => {}
-            }
-        }
-        if n == 0 {
-            return Err("connection closed early".into());
-        }
-    };
-    let v: Value = serde_json::from_str(&payload).map_err(|e| format!("{e}: {payload}"))?;
-    if v["value"]["error"].is_string() {
-        return Err(format!("{} {}: {}", method, path, v["value"]));
-    }
-    Ok(v["value"].clone())
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// Kills chromedriver (and with it the browser it started) when the test ends, however.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn js(addr: SocketAddr, session: &str, script: &str) -> Value {
-    wd(
-        addr,
-        "POST",
-        &format!("/session/{session}/execute/sync"),
-        Some(&json!({"script": script, "args": []})),
-    )
-    .expect("running a script in the page")
-}
-
-fn wait_js(
-    addr: SocketAddr,
-    session: &str,
-    script: &str,
-    want: &Value,
-    within: Duration,
-) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if &js(addr, session, script) == want {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 fn screenshot_path() -> PathBuf {
-    std::env::var_os("FERRY_UI_SCREENSHOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-ui-browser.png"))
+    browser::screenshot_path(
+        "FERRY_UI_SCREENSHOT",
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferry-ui-browser.png"),
+    )
 }
 
 #[test]
 #[ignore = "needs chromium and chromium-driver (scripts/setup.sh installs them)"]
 fn the_page_shows_ysvc1_ready_and_a_failing_backend_turns_red_live() {
-    let chromium = on_path("chromium").expect("chromium on PATH (apt-get install chromium)");
-    let chromedriver =
-        on_path("chromedriver").expect("chromedriver on PATH (apt-get install chromium-driver)");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -380,55 +264,13 @@ fn the_page_shows_ysvc1_ready_and_a_failing_backend_turns_red_live() {
     });
 
     // A wrong token is refused and shows the sign-in form, not data.
-    let profile = tempfile::tempdir().expect("browser profile dir");
-    let port = free_port();
-    let driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting chromedriver"),
-    );
-    let wd_addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let start = Instant::now();
-    while wd(wd_addr, "GET", "/status", None).map(|v| v["ready"] == true) != Ok(true) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let caps = json!({"capabilities": {"alwaysMatch": {
-        "browserName": "chrome",
-        "goog:loggingPrefs": {"browser": "ALL"},
-        "goog:chromeOptions": {"binary": chromium, "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--window-size=1280,1100",
-            format!("--user-data-dir={}", profile.path().display())]}}}});
-    let session = wd(wd_addr, "POST", "/session", Some(&caps)).expect("a browser session");
-    let sid = session["sessionId"]
-        .as_str()
-        .expect("session id")
-        .to_string();
-    let go = |url: String| {
-        wd(
-            wd_addr,
-            "POST",
-            &format!("/session/{sid}/url"),
-            Some(&json!({"url": url})),
-        )
-        .expect("navigating")
-    };
-
-    go(ferry_ui::sign_in_url(
+    let b = Browser::start(1280, 1100).expect("headless Chromium (scripts/setup.sh installs it)");
+    b.go(&ferry_ui::sign_in_url(
         &format!("http://{ui_addr}"),
         "not-a-token",
-    ));
-    let refused = wait_js(
-        wd_addr,
-        &sid,
+    ))
+    .expect("navigating");
+    let refused = b.wait_js(
         "return !document.getElementById('login').hidden && document.getElementById('main').hidden",
         &json!(true),
         Duration::from_secs(10),
@@ -439,57 +281,49 @@ fn the_page_shows_ysvc1_ready_and_a_failing_backend_turns_red_live() {
     );
 
     // The one-time URL signs in, and the page fills from the API.
-    go(ferry_ui::sign_in_url(&format!("http://{ui_addr}"), &admin));
-    let ready = wait_js(
-        wd_addr,
-        &sid,
+    b.go(&ferry_ui::sign_in_url(&format!("http://{ui_addr}"), &admin))
+        .expect("navigating");
+    let ready = b.wait_js(
         "const r = document.querySelector('#services tr[data-service=\"default/ysvc1\"] .ready'); return r && r.textContent",
         &json!("5/5"),
         Duration::from_secs(20),
     );
     if ready.is_none() {
-        let logs = wd(
-            wd_addr,
-            "POST",
-            &format!("/session/{sid}/se/log"),
-            Some(&json!({"type": "browser"})),
-        );
-        let body = js(wd_addr, &sid, "return document.body.innerText");
-        panic!("ysvc1 does not show 5/5 ready; console: {logs:?}; page: {body}");
+        let logs = b.console();
+        let body = b.js("return document.body.innerText");
+        panic!("ysvc1 does not show 5/5 ready; console: {logs:?}; page: {body:?}");
     }
     assert_eq!(
-        js(wd_addr, &sid, "return location.hash"),
+        b.js("return location.hash").expect("script"),
         json!(""),
         "the token leaves the address bar"
     );
     let healthy = "return document.querySelectorAll('#topo [data-probe^=\"default/ysvc1-\"][data-phase=\"Healthy\"]').length";
     assert_eq!(
-        wait_js(wd_addr, &sid, healthy, &json!(5), Duration::from_secs(10)).map(|_| ()),
+        b.wait_js(healthy, &json!(5), Duration::from_secs(10))
+            .map(|_| ()),
         Some(()),
         "ysvc1's five backends are drawn healthy"
     );
     assert_eq!(
-        js(
-            wd_addr,
-            &sid,
+        b.js(
             "return [...document.querySelectorAll('#services tbody tr td:nth-child(2)')].map(t => t.textContent).sort().join('|')"
-        ),
+        )
+        .expect("script"),
         json!(
             "1 ClusterIP in VPC|2 node \u{2192} default VPC|3 EIP \u{2192} VPC|4 EIP \u{2192} multi-VPC"
         ),
         "the four scenario kinds"
     );
     assert_eq!(
-        js(
-            wd_addr,
-            &sid,
-            "return document.querySelectorAll('#topo [data-vpc]').length"
-        ),
+        b.js("return document.querySelectorAll('#topo [data-vpc]').length")
+            .expect("script"),
         json!(3)
     );
 
     // A backend's probe fails: it turns red without a reload.
-    js(wd_addr, &sid, "window.__ferryNoReload = true; return null");
+    b.js("window.__ferryNoReload = true; return null")
+        .expect("script");
     let probe = "ysvc1-bm-bm-1";
     rt.block_on(set_probe_phase(
         &client,
@@ -497,9 +331,7 @@ fn the_page_shows_ysvc1_ready_and_a_failing_backend_turns_red_live() {
         "Unhealthy",
         "connection refused",
     ));
-    let red = wait_js(
-        wd_addr,
-        &sid,
+    let red = b.wait_js(
         &format!(
             "const e = document.querySelector('#topo [data-probe=\"default/{probe}\"]'); \
              const r = document.querySelector('#probes tr[data-probe=\"default/{probe}\"]'); \
@@ -515,43 +347,21 @@ fn the_page_shows_ysvc1_ready_and_a_failing_backend_turns_red_live() {
         "the failing backend turns unhealthy within 5 s"
     );
     assert_eq!(
-        js(wd_addr, &sid, "return window.__ferryNoReload === true"),
+        b.js("return window.__ferryNoReload === true")
+            .expect("script"),
         json!(true),
         "no reload"
     );
 
-    // No console errors (chromedriver's log of the page's console).
-    let logs = wd(
-        wd_addr,
-        "POST",
-        &format!("/session/{sid}/se/log"),
-        Some(&json!({"type": "browser"})),
-    )
-    .expect("the browser's console log");
-    let errors: Vec<&Value> = logs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["level"] == "SEVERE")
-        // The refused sign-in above answers 401 on purpose.
-        .filter(|e| {
-            !e["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("/ui/session")
-        })
-        .collect();
+    // No console errors; the refused sign-in above answers 401 on purpose.
+    let errors = b
+        .console_errors(&["/ui/session"])
+        .expect("the browser's console log");
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
-    let png = wd(wd_addr, "GET", &format!("/session/{sid}/screenshot"), None).expect("screenshot");
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(png.as_str().unwrap_or_default())
-        .expect("PNG as base64");
-    assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
     let out = screenshot_path();
-    std::fs::write(&out, &bytes).expect("writing the screenshot");
+    b.save_screenshot(&out).expect("a screenshot");
     eprintln!("screenshot: {}", out.display());
-    let _ = wd(wd_addr, "DELETE", &format!("/session/{sid}"), None);
-    drop(driver);
+    drop(b);
     rt.block_on(api.stop());
 }
