@@ -362,6 +362,11 @@ enum LabCommand {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
             num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         socket_lb: bool,
+        /// Each node runs its own chassis (ovs-vswitchd + ovn-controller), Geneve between
+        /// them over a lab underlay, and the gateways are HA on both (`ferry up
+        /// --chassis-per-node`); the default is one chassis shared by both nodes.
+        #[arg(long)]
+        chassis_per_node: bool,
     },
     /// The lab's hosts and scenarios.
     Status {
@@ -378,6 +383,22 @@ enum LabCommand {
         /// Requests per scenario.
         #[arg(long, default_value = "20")]
         requests: usize,
+    },
+    /// Kill the active gateway chassis' ovs-vswitchd and ovn-controller (kept down for the
+    /// measurement) while requesting the EIP from outside; print how long the EIP took
+    /// to move to the other chassis, then let them restart (needs --chassis-per-node).
+    GatewayFailover {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        /// The lab host that sends the requests.
+        #[arg(long, default_value = "ext-client")]
+        client: String,
+        /// The address requested (scenario 3's EIP).
+        #[arg(long, default_value = "198.18.0.100:80")]
+        target: String,
+        /// `json` for machine-readable output.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
     },
     /// Run a command in a lab host's network namespace.
     Exec {
@@ -540,6 +561,12 @@ struct UpArgs {
     /// The lab agents' pods use the socket-level load balancer (see `ferry agent --socket-lb`).
     #[arg(long, env = "FERRY_SOCKET_LB")]
     socket_lb: bool,
+    /// Each node of --nodes gets its own chassis (ovs-vswitchd + ovn-controller in its own
+    /// namespace, system-id `ferry-NODE`), Geneve between them over a lab underlay, and the
+    /// gateways on all of them (HA with BFD, the first node preferred); without it every
+    /// node shares one chassis.
+    #[arg(long)]
+    chassis_per_node: bool,
     /// External addresses of the lab nodes, where NodePorts answer from outside, e.g.
     /// `node1=198.18.0.11,node2=198.18.0.12`.
     #[arg(long, value_delimiter = ',', value_parser = parse_node_ip)]
@@ -746,6 +773,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             timeout_s,
             ovn_tls,
             socket_lb,
+            chassis_per_node,
         } => {
             let d = LabDir::new(&dir);
             let opts = lab::UpOptions {
@@ -755,6 +783,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 timeout: std::time::Duration::from_secs(timeout_s),
                 ovn_tls,
                 socket_lb,
+                chassis_per_node,
             };
             runtime()?.block_on(async {
                 // `lab up` starts `ferry up` in its own process group: on SIGTERM or SIGINT
@@ -827,6 +856,37 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                     s["target"].as_str().unwrap_or("-"),
                     backends.join(",")
                 );
+            }
+            Ok(())
+        }
+        LabCommand::GatewayFailover {
+            dir,
+            client,
+            target,
+            output,
+        } => {
+            let d = LabDir::new(&dir);
+            let f = ferry_lab::chassis::gateway_failover(&d.data().join("ovn"), &client, &target)
+                .map_err(|e| anyhow::anyhow!("gateway failover: {e}"))?;
+            if output.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                let s = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("{v:.2} s"));
+                println!(
+                    "gateway {} -> {}: SB moved after {}, first EIP answer after {}, longest gap {:.2} s, {}/{} requests failed; back on {} after {}",
+                    f.from,
+                    f.to,
+                    s(f.sb_moved_s),
+                    s(f.first_answer_s),
+                    f.longest_gap_s,
+                    f.failed,
+                    f.requests,
+                    f.from,
+                    s(f.failback_s)
+                );
+            }
+            if f.to == f.from || f.first_answer_s.is_none() {
+                anyhow::bail!("the EIP's traffic did not move to another chassis");
             }
             Ok(())
         }
@@ -1155,7 +1215,22 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+async fn up(mut args: UpArgs) -> anyhow::Result<()> {
+    let node_names: Vec<String> = args
+        .nodes
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if args.chassis_per_node {
+        // Gateways on every node's chassis, in priority order (ferry-net takes a list).
+        args.network.gateway_chassis = node_names
+            .iter()
+            .map(|n| ferry_ovn_stack::fabric::node_chassis_name(n))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     // From here on a SIGTERM or SIGINT tears down whatever start-up has begun: OVN's
     // start is cancelled (it stops the daemons it had started), and a signal later in
     // start-up ends in the normal shutdown below as soon as start-up is through.
@@ -1169,6 +1244,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             let mut opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
             opts.tls = args.ovn_tls;
             opts.raft_members = args.ovn_raft;
+            if args.chassis_per_node {
+                // The central part only here; each node's chassis follows.
+                opts.chassis = false;
+                opts.ovs_netns = None;
+            }
             let dir = args.server.data_dir.join("ovn");
             let cancel = term.flag();
             let started = tokio::task::spawn_blocking(move || {
@@ -1190,6 +1270,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             Some(remotes(&nb))
         }
     };
+    let mut node_chassis = Vec::new();
+    if let (Some(s), true) = (&stack, args.chassis_per_node) {
+        let nodes: Vec<&str> = node_names.iter().map(String::as_str).collect();
+        node_chassis = ferry_ovn_stack::fabric::start_node_chassis(s, &nodes)
+            .context("starting a chassis per node")?;
+        eprintln!(
+            "ferry: {} chassis, Geneve over the lab underlay",
+            node_chassis.len()
+        );
+    }
     let server = start_apiserver(&args.server, true, &args.network.service_cidr).await?;
     if !args.no_agent && !args.no_dataplane {
         // Lab node agents run VM-like hosts as KubeVirt VMIs: serve that API.
@@ -1249,6 +1339,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         {
             let agent_kubeconfig = args.server.data_dir.join("kubeconfig-agent");
             let client = kube_client(Some(&agent_kubeconfig)).await?;
+            // With --chassis-per-node each agent plumbs into its own node's chassis.
+            let options = match node_chassis.iter().find(|c| c.node == node) {
+                Some(c) => {
+                    let b = c.stack.bridge();
+                    AgentOptions {
+                        ovs_db: b.db_sock,
+                        ovs_netns: b.netns,
+                        ..options.clone()
+                    }
+                }
+                None => options.clone(),
+            };
             let mut config = agent_config(
                 node,
                 &options,
@@ -1284,6 +1386,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), embedded).await;
     server.shutdown().await;
+    if let Some(s) = &stack
+        && !node_chassis.is_empty()
+    {
+        let registry = s.registry().clone();
+        tokio::task::spawn_blocking(move || {
+            ferry_ovn_stack::fabric::stop_node_chassis(&registry, node_chassis)
+        })
+        .await?;
+    }
     if let Some(s) = stack {
         tokio::task::spawn_blocking(move || s.stop())
             .await?
