@@ -86,8 +86,9 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    /// In-cluster credentials from the environment a Pod gets.
-    pub fn in_cluster() -> Result<Credentials, InstallError> {
+    /// In-cluster credentials from the environment a Pod gets; `dir` holds the
+    /// ServiceAccount's `token` and `ca.crt` (normally [`IN_CLUSTER_DIR`]).
+    pub fn in_cluster(dir: PathBuf) -> Result<Credentials, InstallError> {
         let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| InstallError::NoCluster)?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
         let host = match host.parse::<std::net::Ipv6Addr>() {
@@ -96,7 +97,7 @@ impl Credentials {
         };
         Ok(Credentials::InCluster {
             server: format!("https://{host}:{port}"),
-            dir: PathBuf::from(IN_CLUSTER_DIR),
+            dir,
         })
     }
 }
