@@ -109,6 +109,10 @@ struct ServerArgs {
     #[arg(long, env = "FERRY_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767",
         value_parser = parse_port_range)]
     service_node_port_range: (u16, u16),
+    /// Where objects are kept: `embedded` (DATA_DIR/store.redb) or
+    /// `etcd://host:port[,host:port...][/prefix]` (several API servers may share it).
+    #[arg(long, env = "FERRY_STORE", default_value = "embedded")]
+    store: String,
 }
 
 #[derive(Args, Debug)]
@@ -240,8 +244,9 @@ enum FederationCommand {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:6450")]
         listen: SocketAddr,
-        /// `embedded` (default); etcd is not implemented yet.
-        #[arg(long)]
+        /// `embedded` (default) or `etcd://host:port[,host:port...][/prefix]`: on etcd,
+        /// more `federation up`s (other data dirs and ports) serve the same federation.
+        #[arg(long, env = "FERRY_FEDERATION_STORE")]
         store: Option<String>,
         /// Controller replicas in this process (they share a Lease).
         #[arg(long, default_value = "1")]
@@ -364,6 +369,11 @@ enum LabCommand {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
             num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         socket_lb: bool,
+        /// Each node runs its own chassis (ovs-vswitchd + ovn-controller), Geneve between
+        /// them over a lab underlay, and the gateways are HA on both (`ferry up
+        /// --chassis-per-node`); the default is one chassis shared by both nodes.
+        #[arg(long)]
+        chassis_per_node: bool,
     },
     /// The lab's hosts and scenarios.
     Status {
@@ -380,6 +390,22 @@ enum LabCommand {
         /// Requests per scenario.
         #[arg(long, default_value = "20")]
         requests: usize,
+    },
+    /// Kill the active gateway chassis' ovs-vswitchd and ovn-controller (kept down for the
+    /// measurement) while requesting the EIP from outside; print how long the EIP took
+    /// to move to the other chassis, then let them restart (needs --chassis-per-node).
+    GatewayFailover {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        /// The lab host that sends the requests.
+        #[arg(long, default_value = "ext-client")]
+        client: String,
+        /// The address requested (scenario 3's EIP).
+        #[arg(long, default_value = "198.18.0.100:80")]
+        target: String,
+        /// `json` for machine-readable output.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
     },
     /// Run a command in a lab host's network namespace.
     Exec {
@@ -477,6 +503,25 @@ struct AgentArgs {
     /// every pod of the node is covered.
     #[arg(long, env = "FERRY_SOCKET_LB_CGROUP")]
     socket_lb_cgroup: Option<PathBuf>,
+    /// With --lab: where the API server reaches this agent for `kubectl logs` and `exec`
+    /// (published on the Node; requests must carry this agent's own API token).
+    #[arg(long, env = "FERRY_STREAMING_LISTEN", default_value = "127.0.0.1:0")]
+    streaming_listen: std::net::SocketAddr,
+}
+
+/// The lab agent's logs/exec endpoint on `listen`, authenticated by the agent's own API
+/// token (from its kubeconfig): the API server, which issued it, presents it.
+async fn streaming_config(
+    kubeconfig: Option<&Path>,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<ferry_agent::streaming::StreamingConfig> {
+    let token = kube_config(kubeconfig)
+        .await?
+        .auth_info
+        .token
+        .map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string())
+        .context("the agent's kubeconfig has no bearer token for the logs/exec endpoint")?;
+    Ok(ferry_agent::streaming::StreamingConfig { listen, token })
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
@@ -523,6 +568,12 @@ struct UpArgs {
     /// The lab agents' pods use the socket-level load balancer (see `ferry agent --socket-lb`).
     #[arg(long, env = "FERRY_SOCKET_LB")]
     socket_lb: bool,
+    /// Each node of --nodes gets its own chassis (ovs-vswitchd + ovn-controller in its own
+    /// namespace, system-id `ferry-NODE`), Geneve between them over a lab underlay, and the
+    /// gateways on all of them (HA with BFD, the first node preferred); without it every
+    /// node shares one chassis.
+    #[arg(long)]
+    chassis_per_node: bool,
     /// External addresses of the lab nodes, where NodePorts answer from outside, e.g.
     /// `node1=198.18.0.11,node2=198.18.0.12`.
     #[arg(long, value_delimiter = ',', value_parser = parse_node_ip)]
@@ -729,6 +780,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             timeout_s,
             ovn_tls,
             socket_lb,
+            chassis_per_node,
         } => {
             let d = LabDir::new(&dir);
             let opts = lab::UpOptions {
@@ -738,6 +790,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 timeout: std::time::Duration::from_secs(timeout_s),
                 ovn_tls,
                 socket_lb,
+                chassis_per_node,
             };
             runtime()?.block_on(async {
                 // `lab up` starts `ferry up` in its own process group: on SIGTERM or SIGINT
@@ -810,6 +863,37 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                     s["target"].as_str().unwrap_or("-"),
                     backends.join(",")
                 );
+            }
+            Ok(())
+        }
+        LabCommand::GatewayFailover {
+            dir,
+            client,
+            target,
+            output,
+        } => {
+            let d = LabDir::new(&dir);
+            let f = ferry_lab::chassis::gateway_failover(&d.data().join("ovn"), &client, &target)
+                .map_err(|e| anyhow::anyhow!("gateway failover: {e}"))?;
+            if output.as_deref() == Some("json") {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                let s = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("{v:.2} s"));
+                println!(
+                    "gateway {} -> {}: SB moved after {}, first EIP answer after {}, longest gap {:.2} s, {}/{} requests failed; back on {} after {}",
+                    f.from,
+                    f.to,
+                    s(f.sb_moved_s),
+                    s(f.first_answer_s),
+                    f.longest_gap_s,
+                    f.failed,
+                    f.requests,
+                    f.from,
+                    s(f.failback_s)
+                );
+            }
+            if f.to == f.from || f.first_answer_s.is_none() {
+                anyhow::bail!("the EIP's traffic did not move to another chassis");
             }
             Ok(())
         }
@@ -918,7 +1002,8 @@ async fn start_apiserver(
             node_ports: args.service_node_port_range,
         },
     };
-    let server = ferry_apiserver::ApiServer::start(config)
+    let backend: ferry_apiserver::StoreBackend = args.store.parse().context("--store")?;
+    let server = ferry_apiserver::ApiServer::start_on(config, &backend)
         .await
         .context("starting the API server")?;
     if install_crds {
@@ -1094,6 +1179,7 @@ fn agent_config(
         dns: None,
         external_ip: None,
         socket_lb: None,
+        streaming: None,
     }
 }
 
@@ -1125,6 +1211,10 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             ..ferry_agent::socket_lb::SocketLbConfig::node()
         },
     });
+    if args.lab {
+        config.streaming =
+            Some(streaming_config(args.kubeconfig.as_deref(), args.streaming_listen).await?);
+    }
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
     let _ = tx.send(true);
@@ -1132,7 +1222,22 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+async fn up(mut args: UpArgs) -> anyhow::Result<()> {
+    let node_names: Vec<String> = args
+        .nodes
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if args.chassis_per_node {
+        // Gateways on every node's chassis, in priority order (ferry-net takes a list).
+        args.network.gateway_chassis = node_names
+            .iter()
+            .map(|n| ferry_ovn_stack::fabric::node_chassis_name(n))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     // From here on a SIGTERM or SIGINT tears down whatever start-up has begun: OVN's
     // start is cancelled (it stops the daemons it had started), and a signal later in
     // start-up ends in the normal shutdown below as soon as start-up is through.
@@ -1146,6 +1251,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             let mut opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
             opts.tls = args.ovn_tls;
             opts.raft_members = args.ovn_raft;
+            if args.chassis_per_node {
+                // The central part only here; each node's chassis follows.
+                opts.chassis = false;
+                opts.ovs_netns = None;
+            }
             let dir = args.server.data_dir.join("ovn");
             let cancel = term.flag();
             let started = tokio::task::spawn_blocking(move || {
@@ -1167,6 +1277,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             Some(remotes(&nb))
         }
     };
+    let mut node_chassis = Vec::new();
+    if let (Some(s), true) = (&stack, args.chassis_per_node) {
+        let nodes: Vec<&str> = node_names.iter().map(String::as_str).collect();
+        node_chassis = ferry_ovn_stack::fabric::start_node_chassis(s, &nodes)
+            .context("starting a chassis per node")?;
+        eprintln!(
+            "ferry: {} chassis, Geneve over the lab underlay",
+            node_chassis.len()
+        );
+    }
     let server = start_apiserver(&args.server, true, &args.network.service_cidr).await?;
     if !args.no_agent && !args.no_dataplane {
         // Lab node agents run VM-like hosts as KubeVirt VMIs: serve that API.
@@ -1224,7 +1344,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .map(str::trim)
             .filter(|n| !n.is_empty())
         {
-            let client = kube_client(Some(&args.server.data_dir.join("kubeconfig-agent"))).await?;
+            let agent_kubeconfig = args.server.data_dir.join("kubeconfig-agent");
+            let client = kube_client(Some(&agent_kubeconfig)).await?;
+            // With --chassis-per-node each agent plumbs into its own node's chassis.
+            let options = match node_chassis.iter().find(|c| c.node == node) {
+                Some(c) => {
+                    let b = c.stack.bridge();
+                    AgentOptions {
+                        ovs_db: b.db_sock,
+                        ovs_netns: b.netns,
+                        ..options.clone()
+                    }
+                }
+                None => options.clone(),
+            };
             let mut config = agent_config(
                 node,
                 &options,
@@ -1242,6 +1375,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             config.socket_lb = args
                 .socket_lb
                 .then(ferry_agent::socket_lb::SocketLbConfig::lab);
+            config.streaming =
+                Some(streaming_config(Some(&agent_kubeconfig), ([127, 0, 0, 1], 0).into()).await?);
             agents.push(tokio::spawn(ferry_agent::node::run(
                 client,
                 config,
@@ -1258,6 +1393,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), embedded).await;
     server.shutdown().await;
+    if let Some(s) = &stack
+        && !node_chassis.is_empty()
+    {
+        let registry = s.registry().clone();
+        tokio::task::spawn_blocking(move || {
+            ferry_ovn_stack::fabric::stop_node_chassis(&registry, node_chassis)
+        })
+        .await?;
+    }
     if let Some(s) = stack {
         tokio::task::spawn_blocking(move || s.stop())
             .await?
