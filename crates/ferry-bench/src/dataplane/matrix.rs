@@ -190,6 +190,7 @@ pub fn matrix_table(rows: &[Row]) -> String {
         "new conn/s (x direct)",
         "keep-alive req/s (x direct)",
         "vswitchd cores (iperf3)",
+        "dp passes/pkt, pkts/conn, upcalls/conn (new conn)",
         "load 1m",
         "errors",
     ]);
@@ -241,12 +242,22 @@ pub fn matrix_table(rows: &[Row]) -> String {
                     r.ovs_cpu_cores_throughput
                         .map_or("-".into(), |c| format!("{c:.2}")),
                 ),
+                Cell::new(
+                    match (
+                        r.ovs_dp_passes_per_packet,
+                        r.ovs_packets_per_conn,
+                        r.ovs_upcalls_per_conn,
+                    ) {
+                        (Some(a), Some(b), Some(c)) => format!("{a:.2}, {b:.1}, {c:.2}"),
+                        _ => "-".into(),
+                    },
+                ),
                 Cell::new(r.load_avg_1m.map_or("-".into(), |l| format!("{l:.1}"))),
                 Cell::new(errors),
             ]);
             if matches!(
                 r.path.as_str(),
-                "ferry-ovn" | "ferry-sock" | "ferry-sock-bare"
+                "ferry-ovn" | "ferry-sock" | "ferry-sock-bare" | "ferry-sock-stateless"
             ) && let Some(od) = ovn_direct
             {
                 let x = |i: usize| {
@@ -263,11 +274,12 @@ pub fn matrix_table(rows: &[Row]) -> String {
                     String::new(),
                     String::new(),
                     String::new(),
+                    String::new(),
                 ]);
             }
         }
     }
-    for i in 3..=8 {
+    for i in 3..=9 {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }

@@ -11,6 +11,7 @@
 //! | `ferry-ovn` | the same through an OVN load balancer VIP: `N` services programmed by Ferry's programmer (`ferry-net` + `ferry-ovsdb`) into a VPC's `Load_Balancer_Group` |
 //! | `ferry-sock` | the same VIP and fabric, but translated at `connect()` by Ferry's socket LB (`ferry-sock`, `N` services in its BPF maps), so the packets carry the backend's address |
 //! | `ferry-sock-bare` | the socket LB on `ovn-direct`'s client and fabric (no load balancer group on its switches): `ovn-direct` plus only the socket LB's cost |
+//! | `ferry-sock-stateless` | `ferry-sock` from a client that, with the backend, is in a port group whose traffic between members skips conntrack (`allow-stateless` ACLs, [`ovn::stateless_acl_commands`]) on the same switches with the load balancer group |
 //!
 //! For each path: iperf3 throughput, sockperf TCP ping-pong latency (p50/p99), wrk
 //! keep-alive requests/s, wrk `Connection: close` connections/s, and the time to program
@@ -61,11 +62,12 @@ pub enum BenchPath {
     FerryOvn,
     FerrySock,
     FerrySockBare,
+    FerrySockStateless,
 }
 
 impl BenchPath {
     /// Every path, in report order.
-    pub const ALL: [BenchPath; 7] = [
+    pub const ALL: [BenchPath; 8] = [
         BenchPath::Direct,
         BenchPath::Iptables,
         BenchPath::Nftables,
@@ -73,6 +75,7 @@ impl BenchPath {
         BenchPath::FerryOvn,
         BenchPath::FerrySock,
         BenchPath::FerrySockBare,
+        BenchPath::FerrySockStateless,
     ];
 
     /// Its name in the JSON and on the command line.
@@ -85,6 +88,7 @@ impl BenchPath {
             BenchPath::FerryOvn => "ferry-ovn",
             BenchPath::FerrySock => "ferry-sock",
             BenchPath::FerrySockBare => "ferry-sock-bare",
+            BenchPath::FerrySockStateless => "ferry-sock-stateless",
         }
     }
 
@@ -109,6 +113,7 @@ impl BenchPath {
                 | BenchPath::FerryOvn
                 | BenchPath::FerrySock
                 | BenchPath::FerrySockBare
+                | BenchPath::FerrySockStateless
         )
     }
 }
@@ -298,6 +303,8 @@ struct Target {
     client_ns: String,
     target: Ipv4Addr,
     vswitchd: Option<i32>,
+    /// `ovs-vswitchd`'s control socket (OVN rows): datapath counters per measurement.
+    vswitchd_ctl: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -309,6 +316,8 @@ struct Samples {
     cps: Vec<f64>,
     cpu: Vec<f64>,
     ovs_cpu: Vec<f64>,
+    /// `ovs-vswitchd` datapath counters over each new-connection measurement.
+    dp: Vec<tools::DpStats>,
     errors: Vec<String>,
 }
 
@@ -497,6 +506,7 @@ fn build_and_measure(
             client_ns: k.client_ns.clone(),
             target: k.target,
             vswitchd: None,
+            vswitchd_ctl: None,
         });
         setup.kernel.push((path, k));
     }
@@ -529,6 +539,7 @@ fn build_and_measure(
             "OVN paths built"
         );
         let vs = o.vswitchd_pid();
+        let ctl = o.vswitchd_ctl();
         if opts.paths.contains(&BenchPath::OvnDirect) {
             details.push((
                 BenchPath::OvnDirect,
@@ -540,6 +551,7 @@ fn build_and_measure(
                 client_ns: o.direct.client_ns.clone(),
                 target: o.direct.target,
                 vswitchd: vs,
+                vswitchd_ctl: ctl.clone(),
             });
         }
         if opts.paths.contains(&BenchPath::FerryOvn) {
@@ -549,9 +561,14 @@ fn build_and_measure(
                 client_ns: o.vip.client_ns.clone(),
                 target: o.vip.target,
                 vswitchd: vs,
+                vswitchd_ctl: ctl.clone(),
             });
         }
-        let sock_paths = [BenchPath::FerrySock, BenchPath::FerrySockBare];
+        let sock_paths = [
+            BenchPath::FerrySock,
+            BenchPath::FerrySockBare,
+            BenchPath::FerrySockStateless,
+        ];
         if sock_paths.iter().any(|p| opts.paths.contains(p)) {
             let client_ns = format!("{prefix}{}", ovn::SOCK_CLIENT_ROLE);
             let bare_ns = format!("{prefix}{}", ovn::PORTS[0].role);
@@ -560,9 +577,12 @@ fn build_and_measure(
                 .paths
                 .contains(&BenchPath::FerrySockBare)
                 .then(|| (bare_ns.as_str(), ovn::PORTS[1].ip));
-            let s = setup
-                .sock
-                .insert(sock::SockPath::create(&client_ns, &cat, bare)?);
+            let stateless_ns = format!("{prefix}{}", ovn::SOCK_STATELESS_ROLE);
+            let s = setup.sock.insert(sock::SockPath::create(
+                &[client_ns.as_str(), stateless_ns.as_str()],
+                &cat,
+                bare,
+            )?);
             step.done();
             tracing::info!(
                 program_s = s.program_s,
@@ -576,6 +596,26 @@ fn build_and_measure(
                     client_ns,
                     target: cat.measured().cluster_ip,
                     vswitchd: vs,
+                    vswitchd_ctl: ctl.clone(),
+                });
+            }
+            if opts.paths.contains(&BenchPath::FerrySockStateless) {
+                details.push((
+                    BenchPath::FerrySockStateless,
+                    Some(s.program_s),
+                    format!(
+                        "ferry-sock from a client that, with the backend, is in port group {}: \
+                         allow-stateless ACLs skip conntrack between members on the switches \
+                         that carry the load balancer group",
+                        ovn::STATELESS_PORT_GROUP
+                    ),
+                ));
+                targets.push(Target {
+                    path: BenchPath::FerrySockStateless,
+                    client_ns: stateless_ns,
+                    target: cat.measured().cluster_ip,
+                    vswitchd: vs,
+                    vswitchd_ctl: ctl.clone(),
                 });
             }
             if opts.paths.contains(&BenchPath::FerrySockBare) {
@@ -591,6 +631,7 @@ fn build_and_measure(
                     client_ns: bare_ns,
                     target: cat.measured().cluster_ip,
                     vswitchd: vs,
+                    vswitchd_ctl: ctl.clone(),
                 });
             }
         }
@@ -677,6 +718,15 @@ fn build_and_measure(
                 errors: s.errors,
                 ovs_config: None,
                 load_avg_1m: median(&load),
+                ovs_dp_passes_per_packet: median(
+                    &s.dp.iter().map(|d| d.passes_per_packet).collect::<Vec<_>>(),
+                ),
+                ovs_packets_per_conn: median(
+                    &s.dp.iter().map(|d| d.packets_per_conn).collect::<Vec<_>>(),
+                ),
+                ovs_upcalls_per_conn: median(
+                    &s.dp.iter().map(|d| d.upcalls_per_conn).collect::<Vec<_>>(),
+                ),
             }
         })
         .collect();
@@ -717,8 +767,15 @@ fn measure(t: &Target, metric: Metric, secs: u64, s: &mut Samples) {
         },
         Metric::KeepAlive | Metric::NewConn => {
             let close = metric == Metric::NewConn;
+            let ctl = t.vswitchd_ctl.as_deref().filter(|_| close);
+            if let Some(ctl) = ctl {
+                tools::dp_stats_clear(ctl);
+            }
             match tools::wrk(&t.client_ns, t.target, secs, close) {
                 Ok(w) => {
+                    if let Some(dp) = ctl.and_then(tools::dp_stats) {
+                        s.dp.push(dp.per_connection(w.requests_per_s * secs as f64));
+                    }
                     if close {
                         s.cps.push(w.requests_per_s);
                     } else {

@@ -47,9 +47,10 @@ pub struct PortPlan {
     pub role: &'static str,
 }
 
-/// The ports: ovn-direct client and backend, ferry-ovn client and backend, and the
-/// ferry-sock client (in ferry-ovn's VPC and subnet).
-pub const PORTS: [PortPlan; 5] = [
+/// The ports: ovn-direct client and backend, ferry-ovn client and backend, the
+/// ferry-sock client and the ferry-sock-stateless client (both in ferry-ovn's VPC and
+/// subnet).
+pub const PORTS: [PortPlan; 6] = [
     PortPlan {
         lsp: "fbd-client",
         subnet: "fbd-c",
@@ -90,7 +91,61 @@ pub const PORTS: [PortPlan; 5] = [
         gateway: Ipv4Addr::new(10, 253, 1, 1),
         role: "sc",
     },
+    PortPlan {
+        lsp: "fbv-sock-stateless",
+        subnet: "fbv-c",
+        mac: "0a:00:00:fb:06:0a",
+        ip: Ipv4Addr::new(10, 253, 1, 12),
+        gateway: Ipv4Addr::new(10, 253, 1, 1),
+        role: "ss",
+    },
 ];
+
+/// The ferry-sock-stateless client's namespace suffix.
+pub const SOCK_STATELESS_ROLE: &str = PORTS[5].role;
+
+/// The port group of socket-LB workloads whose traffic between each other skips
+/// conntrack (`ferry-sock-stateless`'s client and the `fbv` backend).
+pub const STATELESS_PORT_GROUP: &str = "fb_socklb";
+
+/// What `ovn-nbctl` gets to make traffic between the members of
+/// [`STATELESS_PORT_GROUP`] skip conntrack on switches that carry load balancers: the
+/// port group (OVN derives the address set `$fb_socklb_ip4` from its ports' addresses)
+/// and two `allow-stateless` ACLs, one per direction. A switch with a load balancer
+/// sends every IP packet through `ct_lb_mark` (`ls_in_pre_lb`/`ls_out_pre_lb`, priority
+/// 100) unless `reg0[16]` (stateless ACL) is set (priority 110). Only packets whose both
+/// ends are socket-LB workloads match: they never carry a VIP (the socket LB translated
+/// it in `connect()`), so OVN's load balancers have nothing to do for them. A VM's or a
+/// node's connection to such a backend keeps its conntrack (the DNAT state lives in the
+/// client's zone), and a socket-LB pod's packet to a VIP (no translation: another VPC,
+/// or a service the socket LB does not know yet) is not matched either (pure).
+pub fn stateless_acl_commands(group: &str, ports: &[&str]) -> Vec<Vec<String>> {
+    let s = |x: &str| x.to_owned();
+    let mut pg = vec![s("pg-add"), s(group)];
+    pg.extend(ports.iter().map(|p| s(p)));
+    let acl = |dir: &str, m: String| {
+        vec![
+            s("--type=port-group"),
+            s("acl-add"),
+            s(group),
+            s(dir),
+            s("1000"),
+            m,
+            s("allow-stateless"),
+        ]
+    };
+    vec![
+        pg,
+        acl(
+            "from-lport",
+            format!("inport == @{group} && ip4.dst == ${group}_ip4"),
+        ),
+        acl(
+            "to-lport",
+            format!("outport == @{group} && ip4.src == ${group}_ip4"),
+        ),
+    ]
+}
 
 /// The ferry-sock client's namespace suffix.
 pub const SOCK_CLIENT_ROLE: &str = PORTS[4].role;
@@ -282,7 +337,12 @@ impl OvnPaths {
         let (txns, lbs) =
             rt.block_on(apply(&client, &network_state(system_id, Some(catalogue))))?;
         self.wait_hv()?;
-        self.program_s = t0.elapsed().as_secs_f64();
+        let program_s = t0.elapsed().as_secs_f64();
+        for args in stateless_acl_commands(STATELESS_PORT_GROUP, &[PORTS[5].lsp, PORTS[3].lsp]) {
+            self.nbctl(&args)?;
+        }
+        self.wait_hv()?;
+        self.program_s = program_s;
         client.shutdown();
         let flows = self.flow_count().map_or("?".into(), |n| n.to_string());
         self.detail = format!(
@@ -309,6 +369,17 @@ impl OvnPaths {
         Ok(())
     }
 
+    /// `ovn-nbctl ARGS...` against the stack's NB.
+    fn nbctl(&self, args: &[String]) -> Result<String> {
+        let nb = self.stack()?.nb_remote();
+        run_ok(
+            Command::new("ovn-nbctl")
+                .arg(format!("--db={nb}"))
+                .args(args)
+                .envs(self.env()?),
+        )
+    }
+
     /// OpenFlow flows on the integration bridge.
     pub fn flow_count(&self) -> Option<u64> {
         let out = run_ok(
@@ -320,6 +391,11 @@ impl OvnPaths {
         out.split_whitespace()
             .find_map(|w| w.strip_prefix("flow_count="))
             .and_then(|n| n.parse().ok())
+    }
+
+    /// `ovs-vswitchd`'s control socket (`ovs-appctl -t PATH`).
+    pub fn vswitchd_ctl(&self) -> Option<PathBuf> {
+        Some(self.stack.as_ref()?.paths().ctl(Daemon::Vswitchd))
     }
 
     /// PID of `ovs-vswitchd` (for its CPU time).
@@ -483,6 +559,27 @@ mod tests {
                 (format!("{ip}:80"), "10.253.2.10:80".into()),
             ]
         );
+    }
+
+    #[test]
+    fn stateless_acls_cover_both_directions_between_group_members_only() {
+        let c = stateless_acl_commands("g", &["a", "b"]);
+        assert_eq!(c[0], ["pg-add", "g", "a", "b"]);
+        assert_eq!(
+            c[1],
+            [
+                "--type=port-group",
+                "acl-add",
+                "g",
+                "from-lport",
+                "1000",
+                "inport == @g && ip4.dst == $g_ip4",
+                "allow-stateless"
+            ]
+        );
+        assert_eq!(c[2][3], "to-lport");
+        assert_eq!(c[2][5], "outport == @g && ip4.src == $g_ip4");
+        assert_eq!(c.len(), 3);
     }
 
     #[test]

@@ -44,6 +44,16 @@ pub struct Row {
     /// The machine's 1-minute load average during the measurements (median).
     #[serde(default)]
     pub load_avg_1m: Option<f64>,
+    /// OVN rows, over the new-connection measurement: datapath passes per packet
+    /// (1 + recirculations per packet; each conntrack action is one recirculation).
+    #[serde(default)]
+    pub ovs_dp_passes_per_packet: Option<f64>,
+    /// Packets `ovs-vswitchd` received per new connection (both directions).
+    #[serde(default)]
+    pub ovs_packets_per_conn: Option<f64>,
+    /// Flow-table misses sent to the slow path (upcalls) per new connection.
+    #[serde(default)]
+    pub ovs_upcalls_per_conn: Option<f64>,
 }
 
 impl Row {
@@ -67,6 +77,9 @@ impl Row {
             errors: Vec::new(),
             ovs_config: None,
             load_avg_1m: None,
+            ovs_dp_passes_per_packet: None,
+            ovs_packets_per_conn: None,
+            ovs_upcalls_per_conn: None,
         }
     }
 
@@ -152,7 +165,7 @@ pub fn table(rows: &[Row]) -> String {
         t.add_row(cells.into_iter().map(Cell::new).collect::<Vec<_>>());
         if matches!(
             r.path.as_str(),
-            "ferry-ovn" | "ferry-sock" | "ferry-sock-bare"
+            "ferry-ovn" | "ferry-sock" | "ferry-sock-bare" | "ferry-sock-stateless"
         ) && let Some(od) = ovn_direct
         {
             let mut cells = vec!["  / ovn-direct".to_string(), String::new()];

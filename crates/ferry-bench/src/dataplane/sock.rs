@@ -79,22 +79,24 @@ fn sock_err(step: &'static str, e: impl std::fmt::Display) -> Error {
 }
 
 impl SockPath {
-    /// Attaches the socket LB at the cgroup v2 root, registers `client_ns` in `fbv` and
-    /// programs `catalogue`; with `bare` = (ovn-direct's client namespace, its backend),
+    /// Attaches the socket LB at the cgroup v2 root, registers the `client_ns` namespaces
+    /// in `fbv` and programs `catalogue`; with `bare` = (ovn-direct's client namespace, its backend),
     /// also that namespace in `fbd`, with the catalogue's measured service led to that
     /// backend.
     pub fn create(
-        client_ns: &str,
+        client_ns: &[&str],
         catalogue: &Catalogue,
         bare: Option<(&str, std::net::Ipv4Addr)>,
     ) -> Result<SockPath> {
         let root = ferry_sock::cgroup2_mount()
             .ok_or_else(|| sock_err("cgroup v2", "no cgroup2 mount in /proc/self/mountinfo"))?;
         let mut lb = SocketLb::load(&root, MapSizes::default()).map_err(|e| sock_err("load", e))?;
-        let cookie = ferry_sock::netns_cookie_of_path(&PathBuf::from("/run/netns").join(client_ns))
-            .map_err(|e| sock_err("netns cookie", e))?;
-        lb.set_netns_vpc(cookie, VPC)
-            .map_err(|e| sock_err("register the client", e))?;
+        for ns in client_ns {
+            let cookie = ferry_sock::netns_cookie_of_path(&PathBuf::from("/run/netns").join(ns))
+                .map_err(|e| sock_err("netns cookie", e))?;
+            lb.set_netns_vpc(cookie, VPC)
+                .map_err(|e| sock_err("register the client", e))?;
+        }
         let mut d = desired(catalogue);
         if let Some((ns, backend)) = bare {
             let cookie = ferry_sock::netns_cookie_of_path(&PathBuf::from("/run/netns").join(ns))

@@ -469,6 +469,72 @@ pub fn process_ticks(pid: i32) -> Option<u64> {
     parse_pid_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+// === datapath counters ===
+
+/// `ovs-appctl dpif-netdev/pmd-stats-show`, summed over the main and PMD threads.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DpCounters {
+    pub packets: u64,
+    pub recirculations: u64,
+    pub upcalls: u64,
+}
+
+/// Datapath work per packet and per connection over one measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpStats {
+    pub passes_per_packet: f64,
+    pub packets_per_conn: f64,
+    pub upcalls_per_conn: f64,
+}
+
+impl DpCounters {
+    /// Per packet and per connection, for `conns` connections (pure).
+    pub fn per_connection(self, conns: f64) -> DpStats {
+        let p = self.packets.max(1) as f64;
+        let c = conns.max(1.0);
+        DpStats {
+            passes_per_packet: (self.packets + self.recirculations) as f64 / p,
+            packets_per_conn: self.packets as f64 / c,
+            upcalls_per_conn: self.upcalls as f64 / c,
+        }
+    }
+}
+
+/// Parses `pmd-stats-show`: sums `packets received`, `packet recirculations` and
+/// `miss with success upcall` over every thread.
+pub fn parse_pmd_stats(text: &str) -> DpCounters {
+    let mut c = DpCounters::default();
+    for l in text.lines() {
+        let Some((k, v)) = l.trim().split_once(':') else {
+            continue;
+        };
+        let Ok(v) = v.trim().parse::<u64>() else {
+            continue;
+        };
+        match k {
+            "packets received" => c.packets += v,
+            "packet recirculations" => c.recirculations += v,
+            "miss with success upcall" => c.upcalls += v,
+            _ => {}
+        }
+    }
+    c
+}
+
+fn appctl(ctl: &Path, cmd: &str) -> Option<String> {
+    run_ok(Command::new("ovs-appctl").arg("-t").arg(ctl).arg(cmd)).ok()
+}
+
+/// Zeroes the datapath counters (best effort: a failure only loses the figure).
+pub fn dp_stats_clear(ctl: &Path) {
+    let _ = appctl(ctl, "dpif-netdev/pmd-stats-clear");
+}
+
+/// The datapath counters since the last [`dp_stats_clear`].
+pub fn dp_stats(ctl: &Path) -> Option<DpCounters> {
+    appctl(ctl, "dpif-netdev/pmd-stats-show").map(|t| parse_pmd_stats(&t))
+}
+
 /// The 1-minute load average (`/proc/loadavg`), to say how busy the machine was.
 pub fn load_average_1m() -> Option<f64> {
     parse_loadavg(&std::fs::read_to_string("/proc/loadavg").ok()?)
@@ -561,6 +627,32 @@ mod tests {
         let stat =
             "1234 (ovs vswitchd) S 1 1234 1234 0 -1 4194560 1000 0 0 0 150 50 0 0 20 0 8 0 100 0 0";
         assert_eq!(parse_pid_stat(stat), Some(200));
+    }
+
+    #[test]
+    fn pmd_stats_are_summed_over_threads() {
+        let text = "pmd thread numa_id 0 core_id 1:\n  packets received: 100\n  \
+                    packet recirculations: 150\n  avg. datapath passes per packet: 2.50\n  \
+                    miss with success upcall: 4\nmain thread:\n  packets received: 300\n  \
+                    packet recirculations: 250\n  miss with success upcall: 6\n";
+        let c = parse_pmd_stats(text);
+        assert_eq!(
+            c,
+            DpCounters {
+                packets: 400,
+                recirculations: 400,
+                upcalls: 10
+            }
+        );
+        let s = c.per_connection(20.0);
+        assert_eq!(
+            s,
+            DpStats {
+                passes_per_packet: 2.0,
+                packets_per_conn: 20.0,
+                upcalls_per_conn: 0.5
+            }
+        );
     }
 
     #[test]
