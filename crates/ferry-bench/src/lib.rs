@@ -6,6 +6,10 @@
 //! by side with kernel routing and kube-proxy-style iptables and nftables in one run, and
 //! reports figures and ratios (a table and JSON rows).
 //!
+//! The durability campaign ([`durability`], `ferry bench durability`) kills a real API
+//! server with SIGKILL under concurrent writers and counts acknowledged writes that are
+//! missing after each restart.
+//!
 //! It must not touch anything it did not create: namespaces carry the prefix
 //! `fb-<pid>-`, daemons and servers are started as children and stopped by PID, and
 //! everything is removed at the end, on error and on SIGINT/SIGTERM. It measures; it
@@ -26,6 +30,7 @@
 
 pub mod control_plane;
 pub mod dataplane;
+pub mod durability;
 mod error;
 pub mod hollow;
 

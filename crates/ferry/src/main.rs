@@ -284,6 +284,20 @@ enum FederationCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// `kill -9` of a real API server under concurrent writers, again and again: counts
+    /// acknowledged writes missing after each restart and resourceVersions that went back.
+    Durability {
+        #[arg(long, default_value = "100")]
+        cycles: usize,
+        #[arg(long, default_value = "16")]
+        writers: usize,
+        /// Seed of the kill times and the writers' choices (default: the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the JSON here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// A federation with N in-process members: federated change -> applied in every
     /// member, and member status -> federated status (p50/p99).
     Federation {
@@ -686,6 +700,25 @@ fn main() -> anyhow::Result<()> {
                 .block_on(ferry_bench::control_plane::control_plane(&opts))
                 .map_err(anyhow::Error::msg)?;
             ferry_bench::control_plane::print_control_plane(&r);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Durability {
+            cycles,
+            writers,
+            seed,
+            out,
+        }) => {
+            let mut opts = ferry_bench::durability::DurabilityOptions::new(
+                cycles,
+                writers,
+                std::env::current_exe()?,
+            );
+            opts.seed = seed;
+            opts.out = out;
+            let r = runtime()?
+                .block_on(ferry_bench::durability::run(&opts))
+                .map_err(anyhow::Error::msg)?;
+            ferry_bench::durability::print(&r);
             Ok(())
         }
         Command::Cni => cni_plugin(),
