@@ -2,19 +2,25 @@
 //!
 //! It serves discovery, OpenAPI, CRUD with every PATCH kind, list/watch, tables, status
 //! subresources, finalizers and garbage collection over [`ferry_store`], behind TLS and bearer
-//! tokens, so that `kubectl` and kube-rs cannot tell it from kube-apiserver for everything
+//! tokens with RBAC enforced (users, groups, ServiceAccounts, one identity per node agent),
+//! so that `kubectl` and kube-rs cannot tell it from kube-apiserver for everything
 //! Ferry and its users do. Reads and watches are served from an in-memory watch cache.
 //! It must not know anything about OVN or Ferry's controllers: those are plain clients.
 
 mod auth;
+mod authz;
+mod bootstrap;
 mod cache;
 mod discovery;
 mod gc;
+mod node_restriction;
 mod objects;
 mod openapi;
 mod patch;
 mod protobuf;
+mod rbac;
 mod resources;
+mod reviews;
 mod schema;
 mod selectors;
 mod server;
@@ -35,13 +41,15 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use auth::{Role, Tokens};
-pub use server::Limits;
-pub use service_admission::ServiceNetwork;
+pub use auth::{ADMIN_USER, EMBEDDED_USER, SYSTEM_NAMESPACE, Tokens};
 /// Where the server keeps its objects: `embedded` (default) or an etcd cluster; parsing a
 /// `--store` value fails with a `StoreError`.
 pub use ferry_store::{Backend as StoreBackend, StoreError};
+pub use server::Limits;
+pub use service_admission::ServiceNetwork;
 
+use crate::auth::Authenticator;
+use crate::authz::Authorizer;
 use crate::cache::{Cache, Cached};
 use crate::objects::{FieldValidation, Objects, WriteOptions};
 use crate::resources::Registry;
@@ -89,7 +97,12 @@ pub struct Config {
 pub struct ApiServer {
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
+    /// The tokens of the fixed identities as they were at start.
     pub tokens: Tokens,
+    data_dir: PathBuf,
+    pki: tls::Pki,
+    auth: Arc<Authenticator>,
+    authz: Arc<Authorizer>,
     objects: Objects,
     registry: Arc<RwLock<Registry>>,
     shutdown: watch::Sender<bool>,
@@ -145,10 +158,14 @@ impl ApiServer {
                 source,
             })?;
         let pki = tls::Pki::ensure(dir, addr)?;
-        let tokens = Tokens::load_or_create(dir).map_err(|source| ApiServerError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
+        let auth = Arc::new(Authenticator::load_or_create(dir).map_err(|source| {
+            ApiServerError::DataDir {
+                path: dir.clone(),
+                source,
+            }
+        })?);
+        let tokens = auth.tokens();
+        let authz = Arc::new(Authorizer::new());
 
         let cache = Cache::new(config.limits.watch_cache_history.max(1), 65_536);
         let registry = Arc::new(RwLock::new(Registry::with_builtins()));
@@ -159,6 +176,7 @@ impl ApiServer {
             cache.clone(),
             registry.clone(),
             services.clone(),
+            authz.clone(),
             first_fill_tx,
         ));
         let _ = first_fill.wait_for(|done| *done).await;
@@ -169,12 +187,14 @@ impl ApiServer {
             services,
         };
         ensure_namespaces(&objects, &registry).await?;
+        ensure_bootstrap(&objects, &registry).await?;
         tokio::spawn(gc::run(objects.clone(), cache.clone(), registry.clone()));
 
         let server = server::Server::new(
             objects.clone(),
             registry.clone(),
-            tokens.clone(),
+            auth.clone(),
+            authz.clone(),
             config.limits.clone(),
         );
         let app = axum::Router::new()
@@ -190,6 +210,10 @@ impl ApiServer {
             addr,
             kubeconfig: dir.join("kubeconfig"),
             tokens,
+            data_dir: dir.clone(),
+            pki,
+            auth,
+            authz,
             objects,
             registry,
             shutdown,
@@ -245,6 +269,37 @@ impl ApiServer {
         Ok(())
     }
 
+    /// Writes `DIR/kubeconfig-node-NODE`: the identity `system:node:NODE` (group
+    /// `system:nodes`) for that node's agent, minted on first use and kept across restarts.
+    /// It may read what the `ferry-agent` ClusterRole grants and write only its own Node and
+    /// Lease and the status of the Pods and NetworkProbes assigned to it.
+    pub fn node_kubeconfig(&self, node: &str) -> Result<PathBuf, ApiServerError> {
+        let token = self
+            .auth
+            .node_token(node)
+            .map_err(|source| ApiServerError::DataDir {
+                path: self.data_dir.clone(),
+                source,
+            })?;
+        let path = self.data_dir.join(format!("kubeconfig-node-{node}"));
+        tls::write_kubeconfig(&path, &self.pki, self.addr, &format!("node-{node}"), &token)?;
+        Ok(path)
+    }
+
+    /// The embedded controllers' kubeconfig (`system:ferry:embedded-controllers`: what
+    /// kube-scheduler and kube-controller-manager do, everything in the core, apps, batch,
+    /// discovery, coordination and events groups; Ferry's kinds read-only but their status;
+    /// nothing of RBAC or CRDs).
+    pub fn embedded_kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig-embedded")
+    }
+
+    /// Turns RBAC enforcement off (every authenticated request allowed, as kube-apiserver's
+    /// `--authorization-mode=AlwaysAllow`) or back on; only to measure what it costs.
+    pub fn set_rbac_enforced(&self, enforced: bool) {
+        self.authz.set_enforced(enforced);
+    }
+
     /// Stops accepting, ends the serving task and closes the store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -289,6 +344,73 @@ async fn ensure_namespaces(
     Ok(())
 }
 
+/// Creates the bootstrap RBAC objects (see [`bootstrap`]) that are missing and brings back
+/// the rules and subjects of those not marked `autoupdate: "false"`.
+async fn ensure_bootstrap(
+    objects: &Objects,
+    registry: &Arc<RwLock<Registry>>,
+) -> Result<(), ApiServerError> {
+    let install = |name: String, message: String| ApiServerError::Install { name, message };
+    let opts = WriteOptions {
+        dry_run: false,
+        field_manager: Some("ferry-bootstrap".into()),
+        field_validation: FieldValidation::Ignore,
+    };
+    let objs =
+        bootstrap::objects().map_err(|e| install("deploy/rbac.yaml".into(), e.to_string()))?;
+    for obj in objs {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let rt = registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .all()
+            .find(|t| t.group == group && t.version == version && t.kind == kind)
+            .cloned();
+        let Some(rt) = rt else { continue };
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let ns = obj["metadata"]["namespace"].as_str().map(String::from);
+        let ns = ns.as_deref().filter(|_| rt.namespaced);
+        let what = format!("{kind} {name}");
+        match objects.current(&rt, ns, &name).await {
+            Ok(None) => match objects.create(&rt, ns, obj.clone(), &opts).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(install(what, e.message)),
+            },
+            Ok(Some(cur)) => {
+                let want = bootstrap::managed_fields(&obj);
+                if want.is_some()
+                    && bootstrap::autoupdate(&cur.0)
+                    && bootstrap::managed_fields(&cur.0) != want
+                {
+                    let mut next = cur.0.clone();
+                    for k in ["rules", "aggregationRule", "roleRef", "subjects"] {
+                        match obj.get(k) {
+                            Some(v) => next[k] = v.clone(),
+                            None => {
+                                if let Some(m) = next.as_object_mut() {
+                                    m.remove(k);
+                                }
+                            }
+                        }
+                    }
+                    objects
+                        .update(&rt, ns, &name, next, cur, None, &opts, "Update")
+                        .await
+                        .map_err(|e| install(what, e.message))?;
+                }
+            }
+            Err(e) => return Err(install(what, e.message)),
+        }
+    }
+    Ok(())
+}
+
 /// Keeps the cache (and the served CRDs, and the ledger of service addresses) in step with
 /// the store, re-listing if the store watch is lost. The ledger is updated before the cache,
 /// so a writer that waited for the cache sees its write in the ledger too.
@@ -297,6 +419,7 @@ async fn feed_cache(
     cache: Arc<Cache>,
     registry: Arc<RwLock<Registry>>,
     services: Arc<ServiceAdmission>,
+    authz: Arc<Authorizer>,
     first_fill: watch::Sender<bool>,
 ) {
     loop {
@@ -317,6 +440,7 @@ async fn feed_cache(
             }
         }
         services.reset(kvs.iter().map(|kv| (kv.key.as_str(), &kv.value[..])));
+        authz.note_reset(rev);
         cache.reset(
             kvs.iter()
                 .filter_map(|kv| Cached::from_stored(&kv.key, &kv.value, kv.mod_revision))
@@ -341,6 +465,7 @@ async fn feed_cache(
                 Some(Ok(ev)) => ev,
             };
             let key = ev.kv.key.clone();
+            authz.note_change(&key, ev.revision);
             if key.starts_with(CRD_PREFIX) {
                 let mut reg = registry.write().unwrap_or_else(|e| e.into_inner());
                 match ev.kind {

@@ -69,6 +69,18 @@ fn check_name(name: &str) -> Option<String> {
     (!ok).then(|| format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"))
 }
 
+/// Checks a name that need only be a URL path segment (RBAC objects).
+fn check_path_segment(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("Required value: name or generateName is required".into());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("Invalid value: {name:?}: may not be '.' or '..'"));
+    }
+    name.contains(['/', '%'])
+        .then(|| format!("Invalid value: {name:?}: may not contain '/' or '%'"))
+}
+
 /// The parts of an object that are not metadata or status (a change bumps generation).
 fn spec_part(v: &Value) -> Value {
     let mut v = v.clone();
@@ -90,7 +102,13 @@ fn validate(
         .unwrap_or_default()
         .to_string();
     let mut causes = Vec::new();
-    if let Some(msg) = check_name(&name) {
+    // RBAC names are path segments, as in Kubernetes (`system:discovery`).
+    let name_error = if rt.group == "rbac.authorization.k8s.io" {
+        check_path_segment(&name)
+    } else {
+        check_name(&name)
+    };
+    if let Some(msg) = name_error {
         causes.push(("metadata.name".to_string(), msg));
     }
     let mut warnings = Vec::new();

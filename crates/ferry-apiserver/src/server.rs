@@ -14,11 +14,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::auth::{Identity, Tokens, allowed};
+use crate::auth::Authenticator;
+use crate::authz::Authorizer;
 use crate::cache::{Cache, Cached, ChangeKind, WatchStartError};
 use crate::objects::{FieldValidation, Objects, WriteOptions};
 use crate::patch::{self, PatchKind};
+use crate::rbac::{Attributes, Index, UserInfo};
 use crate::resources::{Registry, ResourceType};
+use crate::reviews::{self, AuthApi};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, success_status};
 use crate::table::{self, Include};
@@ -54,7 +57,8 @@ pub struct Server {
     pub objects: Objects,
     pub cache: Arc<Cache>,
     pub registry: Arc<RwLock<Registry>>,
-    pub tokens: Tokens,
+    pub auth: Arc<Authenticator>,
+    pub authz: Arc<Authorizer>,
     pub limits: Limits,
     inflight: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -63,7 +67,8 @@ impl Server {
     pub fn new(
         objects: Objects,
         registry: Arc<RwLock<Registry>>,
-        tokens: Tokens,
+        auth: Arc<Authenticator>,
+        authz: Arc<Authorizer>,
         limits: Limits,
     ) -> Arc<Server> {
         let cache = objects.cache.clone();
@@ -71,7 +76,8 @@ impl Server {
             objects,
             cache,
             registry,
-            tokens,
+            auth,
+            authz,
             limits,
             inflight: Mutex::new(HashMap::new()),
         })
@@ -84,17 +90,38 @@ impl Server {
             .clone()
     }
 
-    fn permit(&self, who: &Identity) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    /// The identity of a bearer token: a fixed one, a node's, or a live ServiceAccount's.
+    fn authenticate(&self, header: Option<&str>) -> Option<UserInfo> {
+        let now = jiff::Timestamp::now().as_second();
+        self.auth.authenticate(header, now, |ns, name| {
+            self.cache
+                .get(&format!("/registry/core/serviceaccounts/{ns}/{name}"))
+                .map(|c| c.uid.clone())
+        })
+    }
+
+    /// RBAC's answer for `attrs`, as a 403 when refused.
+    fn authorize(&self, index: &Index, who: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
+        if !self.authz.enforced() || crate::rbac::authorize(index, who, attrs).allowed {
+            return Ok(());
+        }
+        Err(ApiError::forbidden_for(
+            attrs,
+            crate::rbac::forbidden_reason(&who.name, attrs),
+        ))
+    }
+
+    fn permit(&self, who: &UserInfo) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         let sem = {
             let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(who.user.clone())
+            map.entry(who.name.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_inflight_per_identity)))
                 .clone()
         };
         sem.try_acquire_owned().map_err(|_| {
             ApiError::too_many_requests(format!(
                 "too many requests in flight for {}, please try again later",
-                who.user
+                who.name
             ))
         })
     }
@@ -189,7 +216,7 @@ async fn serve(server: Arc<Server>, req: Request) -> Response {
         .uri
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
-    let _permit = match server.tokens.authenticate(auth) {
+    let _permit = match server.authenticate(auth) {
         Some(who) if !is_watch => match server.permit(&who) {
             Ok(p) => Some(p),
             Err(e) => return e.into_response(),
@@ -242,14 +269,29 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let who = server
-        .tokens
         .authenticate(auth)
         .ok_or_else(ApiError::unauthorized)?;
+    let index = server.authz.index(&server.cache);
+    let who = reviews::impersonate(&index, &who, req.headers())?;
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Discovery, OpenAPI and metrics are non-resource URLs (discovery and OpenAPI: every
+    // authenticated caller, through the `system:discovery` binding).
+    if path == "/metrics"
+        || path.starts_with("/openapi/")
+        || matches!(
+            segs.as_slice(),
+            ["api" | "apis"] | ["api" | "apis", _] | ["apis", _, _]
+        )
+    {
+        let verb = req.method().as_str().to_ascii_lowercase();
+        server.authorize(&index, &who, &Attributes::non_resource(&verb, &path))?;
+    }
+    if req.method() == Method::POST
+        && let Some(review) = AuthApi::of(&path)
+    {
+        return self::review(server, &index, &who, review, req).await;
+    }
     if path == "/metrics" {
-        // As kube-apiserver's nonResourceURL `/metrics`: only who may read everything.
-        if who.role != crate::auth::Role::Admin {
-            return Err(ApiError::forbidden(&who.user, "get", "/metrics", "", None));
-        }
         ferry_metrics::apiserver().set_cache(server.cache.len(), server.cache.revision());
         return Ok(ferry_metrics::http::response(&[
             ferry_metrics::Component::ApiServer,
@@ -303,7 +345,6 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
             &openapi::v3_group_version(&registry, &group, &version),
         ));
     }
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
         ["api", v] => {
             return discovery::resource_list(&registry, "", v)
@@ -356,19 +397,20 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
             )));
         }
     };
-    let resource = match &target.sub {
-        Some(s) => format!("{}/{s}", rt.plural),
-        None => rt.plural.clone(),
+    // A Namespace's own name is its namespace (a RoleBinding in it covers it).
+    let attrs_ns = match (&target.namespace, rt.plural.as_str(), rt.group.as_str()) {
+        (None, "namespaces", "") => target.name.as_deref(),
+        (ns, _, _) => ns.as_deref(),
     };
-    if !allowed(who.role, verb, &rt.group, &resource) {
-        return Err(ApiError::forbidden(
-            &who.user,
-            verb,
-            &resource,
-            &rt.group,
-            target.namespace.as_deref(),
-        ));
-    }
+    let mut attrs = Attributes::resource(
+        verb,
+        &rt.group,
+        &rt.plural,
+        target.sub.as_deref().unwrap_or_default(),
+        attrs_ns,
+        target.name.as_deref(),
+    );
+    server.authorize(&index, &who, &attrs)?;
     if verb == "watch" {
         return watch(server, &rt, &target, &q, &accept);
     }
@@ -384,6 +426,27 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         .await
         .map_err(|_| ApiError::too_large(server.limits.max_body_bytes))?;
     let ns = target.namespace.as_deref();
+    if let Some(node) = who.node_name()
+        && !matches!(verb, "get" | "list" | "watch")
+    {
+        // A create names its object in the body.
+        let name = match &target.name {
+            Some(n) => n.clone(),
+            None => parse_body(&body, &headers)
+                .ok()
+                .and_then(|o| o["metadata"]["name"].as_str().map(String::from))
+                .unwrap_or_default(),
+        };
+        if let crate::rbac::Target::Resource { name: n, .. } = &mut attrs.target {
+            *n = Some(name.clone()).filter(|n| !n.is_empty());
+        }
+        let current = server
+            .cache
+            .get(&rt.key(ns.filter(|_| rt.namespaced), &name))
+            .map(|c| c.value());
+        crate::node_restriction::admit(node, &attrs, current.as_ref())
+            .map_err(|why| ApiError::forbidden_for(&attrs, why))?;
+    }
     if matches!(target.sub.as_deref(), Some("scale" | "binding")) {
         return subresource(server, &rt, &target, verb, &headers, &body, &q, &accept).await;
     }
@@ -526,6 +589,55 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         }
         _ => Err(ApiError::method_not_allowed(verb.to_string())),
     }
+}
+
+/// The APIs that store nothing: access reviews, self reviews and TokenRequests.
+async fn review(
+    server: &Arc<Server>,
+    index: &Index,
+    who: &UserInfo,
+    api: AuthApi,
+    req: Request,
+) -> Result<Response, ApiError> {
+    server.authorize(index, who, &api.attributes())?;
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), server.limits.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::too_large(server.limits.max_body_bytes))?;
+    let body = parse_body(&body, &headers)?;
+    let out = match api {
+        AuthApi::SelfSubjectAccessReview => reviews::self_subject_access_review(index, who, &body)?,
+        AuthApi::SubjectAccessReview => reviews::subject_access_review(index, &body)?,
+        AuthApi::SelfSubjectReview(version) => reviews::self_subject_review(&version, who),
+        AuthApi::TokenRequest { namespace, name } => {
+            let sa = server
+                .cache
+                .get(&format!(
+                    "/registry/core/serviceaccounts/{namespace}/{name}"
+                ))
+                .ok_or_else(|| ApiError::not_found("", "serviceaccounts", &name))?;
+            let seconds = reviews::token_seconds(&body, &name)?;
+            let now = jiff::Timestamp::now();
+            let expires = now.as_second() + seconds;
+            let token = server
+                .auth
+                .mint_service_account_token(
+                    crate::auth::ServiceAccountToken {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        uid: sa.uid.clone(),
+                        expires,
+                    },
+                    now.as_second(),
+                )
+                .map_err(|e| ApiError::internal(format!("saving the token: {e}")))?;
+            let at = jiff::Timestamp::from_second(expires)
+                .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            reviews::token_response(&body, &namespace, &name, &token, seconds, &at)
+        }
+    };
+    Ok(json_response(StatusCode::CREATED, &out))
 }
 
 /// `pods/binding` and the `scale` of Deployments and ReplicaSets.
@@ -1194,15 +1306,18 @@ mod tests {
             cache: Cache::new(10, 10),
             services: Default::default(),
         };
-        let tokens = Tokens {
+        let tokens = crate::auth::Tokens {
             admin: "a".into(),
             controller: "c".into(),
             agent: "g".into(),
+            embedded: "e".into(),
+            nodes: Default::default(),
         };
         Server::new(
             objects,
             Arc::new(RwLock::new(Registry::with_builtins())),
-            tokens,
+            Arc::new(Authenticator::fixed(tokens)),
+            Arc::new(Authorizer::new()),
             Limits::default(),
         )
     }

@@ -30,30 +30,34 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
-    pub fn forbidden(
-        user: &str,
-        verb: &str,
-        resource: &str,
-        group: &str,
-        namespace: Option<&str>,
-    ) -> Self {
-        let scope = match namespace {
-            Some(ns) => format!("in the namespace \"{ns}\""),
-            None => "at the cluster scope".to_string(),
+    /// 403 for a request RBAC or an admission rule refused, worded as kube-apiserver words
+    /// it: `pods "p" is forbidden: WHY` (`forbidden: WHY` for a non-resource path).
+    pub fn forbidden_for(attrs: &crate::rbac::Attributes, why: String) -> Self {
+        let (group, resource, name) = match &attrs.target {
+            crate::rbac::Target::Resource {
+                group,
+                resource,
+                name,
+                ..
+            } => (group.as_str(), resource.as_str(), name.as_deref()),
+            crate::rbac::Target::NonResource { .. } => ("", "", None),
         };
-        let mut e = Self::new(
-            403,
-            "Forbidden",
-            format!(
-                "{resource}{} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}",
-                if group.is_empty() {
-                    String::new()
-                } else {
-                    format!(".{group}")
-                }
-            ),
-        );
-        e.details = Some(json!({"kind": resource, "group": group}));
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let message = match (qualified.is_empty(), name) {
+            (true, _) => format!("forbidden: {why}"),
+            (false, None) => format!("{qualified} is forbidden: {why}"),
+            (false, Some(n)) => format!("{qualified} {n:?} is forbidden: {why}"),
+        };
+        let mut e = Self::new(403, "Forbidden", message);
+        let mut details = json!({"group": group, "kind": resource});
+        if let Some(n) = name {
+            details["name"] = json!(n);
+        }
+        e.details = Some(details);
         e
     }
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {

@@ -128,12 +128,32 @@ impl Pki {
     }
 }
 
-/// Writes `DIR/kubeconfig` (admin) and `DIR/kubeconfig-controller`, `DIR/kubeconfig-agent`.
+/// Writes `DIR/kubeconfig` (admin), `DIR/kubeconfig-controller`, `DIR/kubeconfig-agent`
+/// (the agent ServiceAccount) and `DIR/kubeconfig-embedded` (the embedded controllers).
 pub fn write_kubeconfigs(
     dir: &Path,
     pki: &Pki,
     listen: SocketAddr,
     tokens: &Tokens,
+) -> Result<(), TlsError> {
+    for (file, user, token) in [
+        ("kubeconfig", "admin", &tokens.admin),
+        ("kubeconfig-controller", "controller", &tokens.controller),
+        ("kubeconfig-agent", "agent", &tokens.agent),
+        ("kubeconfig-embedded", "embedded", &tokens.embedded),
+    ] {
+        write_kubeconfig(&dir.join(file), pki, listen, user, token)?;
+    }
+    Ok(())
+}
+
+/// Writes one kubeconfig (mode 0600) for `token`, trusting the data dir's CA.
+pub fn write_kubeconfig(
+    path: &Path,
+    pki: &Pki,
+    listen: SocketAddr,
+    user: &str,
+    token: &str,
 ) -> Result<(), TlsError> {
     let ca = std::fs::read(&pki.ca_cert).map_err(io(&pki.ca_cert))?;
     let ca_b64 = base64::engine::general_purpose::STANDARD.encode(ca);
@@ -147,16 +167,8 @@ pub fn write_kubeconfigs(
     } else {
         format!("https://{host}:{}", listen.port())
     };
-    for (file, user, token) in [
-        ("kubeconfig", "admin", &tokens.admin),
-        ("kubeconfig-controller", "controller", &tokens.controller),
-        ("kubeconfig-agent", "agent", &tokens.agent),
-    ] {
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: ferry\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: ferry\n  context:\n    cluster: ferry\n    user: {user}\n    namespace: default\ncurrent-context: ferry\n"
-        );
-        let path = dir.join(file);
-        write_private(&path, text.as_bytes()).map_err(io(&path))?;
-    }
-    Ok(())
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ferry\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: ferry\n  context:\n    cluster: ferry\n    user: {user}\n    namespace: default\ncurrent-context: ferry\n"
+    );
+    write_private(path, text.as_bytes()).map_err(io(path))
 }

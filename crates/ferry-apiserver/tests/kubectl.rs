@@ -504,7 +504,9 @@ async fn raw_https_without_token_is_401_and_agent_reading_secrets_is_403() {
         r.json()["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("ferry:agent"),
+            .contains(
+                "secrets is forbidden: User \"system:serviceaccount:ferry-system:ferry-agent\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""
+            ),
         "{}",
         r.body
     );

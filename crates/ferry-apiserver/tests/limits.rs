@@ -59,7 +59,7 @@ async fn requests_beyond_the_per_identity_inflight_cap_get_429() {
     );
 
     // Another identity is not held back by the admin's requests.
-    let r = common::curl("GET", &url, Some(&ts.tokens().controller), None);
+    let r = common::curl("GET", &url, Some(&ts.tokens().embedded), None);
     assert_eq!(r.code, 200, "{}", r.body);
 
     // Completing the held request frees the slot.

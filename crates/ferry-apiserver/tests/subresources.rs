@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 async fn binding_sets_node_name_once_and_scale_writes_replicas() {
     let ts = common::start(Default::default()).await;
     // The scheduler's identity (`ferry up` runs the embedded controllers with it).
-    let controller = common::client_for(&ts.controller_kubeconfig()).await;
+    let controller = common::client_for(&ts.embedded_kubeconfig()).await;
     let admin = ts.client().await;
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},

@@ -108,8 +108,8 @@ async fn endpoints_and_slices_follow_pods_and_readiness() {
     .await
     .expect("API server");
     let admin = client_for(&server.kubeconfig).await;
-    // The controller runs with the identity `ferry up` gives it.
-    let controller = client_for(&dir.path().join("kubeconfig-controller")).await;
+    // The embedded controllers run with the identity `ferry up` gives them.
+    let controller = client_for(&dir.path().join("kubeconfig-embedded")).await;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(ferry_embedded::run(controller, rx));
 

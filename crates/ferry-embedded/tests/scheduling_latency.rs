@@ -42,7 +42,7 @@ async fn created_to_bound_for_100_pods() {
     .await
     .expect("API server");
     let admin = client_for(&server.kubeconfig).await;
-    let controller = client_for(&dir.path().join("kubeconfig-controller")).await;
+    let controller = client_for(&dir.path().join("kubeconfig-embedded")).await;
     let nodes: Api<Node> = Api::all(admin.clone());
     let leases: Api<Lease> = Api::namespaced(admin.clone(), ferry_api::AGENT_LEASE_NAMESPACE);
     for n in ["node1", "node2"] {

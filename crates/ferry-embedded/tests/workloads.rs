@@ -182,7 +182,7 @@ async fn deployment_and_scheduling_with_kubectl(version: &str) {
     .await
     .expect("API server");
     let admin = client_for(&server.kubeconfig).await;
-    let controller = client_for(&dir.path().join("kubeconfig-controller")).await;
+    let controller = client_for(&dir.path().join("kubeconfig-embedded")).await;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(ferry_embedded::run(controller, rx));
     hollow_nodes(admin.clone(), &["node1", "node2"]).await;

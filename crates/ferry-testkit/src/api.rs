@@ -63,9 +63,25 @@ impl TestApiServer {
         self.dir.path().join("kubeconfig-controller")
     }
 
-    /// The node agents' kubeconfig.
+    /// The node agents' shared kubeconfig: the ServiceAccount `ferry-system/ferry-agent`,
+    /// as a DaemonSet agent runs on a real cluster.
     pub fn agent_kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig-agent")
+    }
+
+    /// The embedded controllers' kubeconfig (scheduler, workloads, endpoints: what
+    /// kube-scheduler and kube-controller-manager may do).
+    pub fn embedded_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig-embedded")
+    }
+
+    /// The kubeconfig of node `node`'s agent (`system:node:NODE`), minted on first call.
+    pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
+        self.server
+            .as_ref()
+            .expect("server running")
+            .node_kubeconfig(node)
+            .expect("minting a node identity")
     }
 
     /// A client with the admin identity.

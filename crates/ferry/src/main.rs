@@ -1356,7 +1356,9 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
         reserve_cluster_dns(&args.server.data_dir, ip).await?;
     }
     // Embedded mode only: the jobs of kube-controller-manager (Endpoints, EndpointSlices).
-    let embedded = tokio::spawn(ferry_embedded::run(client.clone(), rx.clone()));
+    // With kube-scheduler's and kube-controller-manager's rights, not the controller's.
+    let embedded_client = kube_client(Some(&server.embedded_kubeconfig())).await?;
+    let embedded = tokio::spawn(ferry_embedded::run(embedded_client, rx.clone()));
     let task = tokio::spawn(ferry_controller::run(client, config, rx.clone()));
     // Agents in lab mode, one per node, on the stack's bridge (or the host's OVS with --ovn-nb).
     let mut agents = Vec::new();
@@ -1377,7 +1379,11 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
             .map(str::trim)
             .filter(|n| !n.is_empty())
         {
-            let agent_kubeconfig = args.server.data_dir.join("kubeconfig-agent");
+            // One identity per node (`system:node:NODE`): an agent may write only its own
+            // Node, Lease, and the status of the pods and probes assigned to it.
+            let agent_kubeconfig = server
+                .node_kubeconfig(node)
+                .with_context(|| format!("minting node {node}'s identity"))?;
             let client = kube_client(Some(&agent_kubeconfig)).await?;
             // With --chassis-per-node each agent plumbs into its own node's chassis.
             let options = match node_chassis.iter().find(|c| c.node == node) {

@@ -517,6 +517,8 @@ pub fn message_for(api_version: &str, kind: &str) -> Option<&'static Message> {
         "rbac.authorization.k8s.io" => "rbac",
         "coordination.k8s.io" => "coordination",
         "discovery.k8s.io" => "discovery",
+        "authentication.k8s.io" => "authentication",
+        "authorization.k8s.io" => "authorization",
         "meta.k8s.io" => "meta",
         _ => return None,
     };

@@ -1,0 +1,383 @@
+//! What a node agent (`system:node:NAME`) may write, beyond what RBAC grants: only its own
+//! Node, its own Lease, the status of the Pods bound to it, of the NetworkProbes assigned to
+//! it (`spec.nodeName`) and of the VirtualMachineInstances running on it, plus Events. So a
+//! compromised node cannot rewrite another node's probes or pods (kube-apiserver's
+//! NodeRestriction admission plugin, narrowed to what Ferry's agent does).
+//!
+//! A plain function over the request and the object as it is now; the server calls it after
+//! RBAC allowed the request.
+
+use serde_json::Value;
+
+use crate::rbac::{Attributes, Target};
+
+/// Why a node's write was refused (the 403's message after `... is forbidden: `).
+pub type Refusal = String;
+
+/// Whether node `node` may do what `attrs` asks (for a create, `attrs` names the object
+/// the body names). `current` is the stored object (None if it does not exist). Reads and
+/// non-resource requests always pass here (RBAC decides them).
+pub fn admit(node: &str, attrs: &Attributes, current: Option<&Value>) -> Result<(), Refusal> {
+    let verb = attrs.verb.as_str();
+    let Target::Resource {
+        group,
+        resource,
+        subresource,
+        namespace,
+        name,
+    } = &attrs.target
+    else {
+        return Ok(());
+    };
+    if matches!(verb, "get" | "list" | "watch") {
+        return Ok(());
+    }
+    let (group, resource, subresource) = (group.as_str(), resource.as_str(), subresource.as_str());
+    let namespace = namespace.as_deref();
+    let name = name.as_deref().unwrap_or_default();
+    let writes_status = matches!(verb, "update" | "patch") && subresource == "status";
+    let bound_to = |path: &[&str]| -> Option<String> {
+        let mut v = current?;
+        for p in path {
+            v = &v[*p];
+        }
+        v.as_str().map(String::from)
+    };
+    match (group, resource) {
+        ("", "nodes") => {
+            if name != node {
+                return Err(format!(
+                    "node {node:?} is not allowed to modify node {name:?}"
+                ));
+            }
+            if verb == "delete" || verb == "deletecollection" {
+                return Err(format!("node {node:?} is not allowed to delete nodes"));
+            }
+            Ok(())
+        }
+        ("coordination.k8s.io", "leases") => {
+            let own = namespace == Some(ferry_api::AGENT_LEASE_NAMESPACE)
+                && (name == node || name == ferry_api::agent_lease_name(node));
+            if own && matches!(verb, "create" | "update" | "patch") && subresource.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "can only access node lease {}/{} or {}/{node}",
+                    ferry_api::AGENT_LEASE_NAMESPACE,
+                    ferry_api::agent_lease_name(node),
+                    ferry_api::AGENT_LEASE_NAMESPACE
+                ))
+            }
+        }
+        ("", "pods") => match bound_to(&["spec", "nodeName"]) {
+            Some(n) if writes_status && n == node => Ok(()),
+            _ if writes_status => Err(format!(
+                "node {node:?} can only update pod status for pods with spec.nodeName set to itself"
+            )),
+            _ => Err(format!(
+                "node {node:?} can only update the status of pods bound to it"
+            )),
+        },
+        (ferry_api::GROUP, "networkprobes") => match bound_to(&["spec", "nodeName"]) {
+            Some(n) if writes_status && n == node => Ok(()),
+            _ => Err(format!(
+                "node {node:?} can only update the status of networkprobes with spec.nodeName set to itself"
+            )),
+        },
+        ("kubevirt.io", "virtualmachineinstances") => match bound_to(&["status", "nodeName"]) {
+            Some(n) if writes_status && n == node => Ok(()),
+            _ => Err(format!(
+                "node {node:?} can only update the status of virtualmachineinstances running on it"
+            )),
+        },
+        ("" | "events.k8s.io", "events") if matches!(verb, "create" | "patch") => Ok(()),
+        _ => Err(format!(
+            "node {node:?} is not allowed to {verb} {}",
+            if subresource.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{subresource}")
+            }
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_node_writes_only_what_is_its_own() {
+        let probe_on = |n: &str| json!({"spec": {"nodeName": n}});
+        let vmi_on = |n: &str| json!({"status": {"nodeName": n}});
+        struct Case {
+            name: &'static str,
+            verb: &'static str,
+            group: &'static str,
+            resource: &'static str,
+            sub: &'static str,
+            namespace: Option<&'static str>,
+            object: &'static str,
+            current: Option<Value>,
+            want: bool,
+        }
+        let c = |name, verb, group, resource, sub, namespace, object, current, want| Case {
+            name,
+            verb,
+            group,
+            resource,
+            sub,
+            namespace,
+            object,
+            current,
+            want,
+        };
+        let lease_ns = Some("kube-node-lease");
+        let cases = [
+            c(
+                "own probe status",
+                "patch",
+                "iaas.yusur.io",
+                "networkprobes",
+                "status",
+                Some("default"),
+                "p",
+                Some(probe_on("node1")),
+                true,
+            ),
+            c(
+                "other node's probe status",
+                "patch",
+                "iaas.yusur.io",
+                "networkprobes",
+                "status",
+                Some("default"),
+                "p",
+                Some(probe_on("node2")),
+                false,
+            ),
+            c(
+                "unassigned probe status",
+                "update",
+                "iaas.yusur.io",
+                "networkprobes",
+                "status",
+                Some("default"),
+                "p",
+                Some(json!({"spec": {}})),
+                false,
+            ),
+            c(
+                "own probe spec",
+                "patch",
+                "iaas.yusur.io",
+                "networkprobes",
+                "",
+                Some("default"),
+                "p",
+                Some(probe_on("node1")),
+                false,
+            ),
+            c(
+                "reading any probe",
+                "get",
+                "iaas.yusur.io",
+                "networkprobes",
+                "",
+                Some("default"),
+                "p",
+                Some(probe_on("node2")),
+                true,
+            ),
+            c(
+                "own pod status",
+                "patch",
+                "",
+                "pods",
+                "status",
+                Some("default"),
+                "p",
+                Some(probe_on("node1")),
+                true,
+            ),
+            c(
+                "other pod status",
+                "patch",
+                "",
+                "pods",
+                "status",
+                Some("default"),
+                "p",
+                Some(probe_on("node2")),
+                false,
+            ),
+            c(
+                "unbound pod status",
+                "patch",
+                "",
+                "pods",
+                "status",
+                Some("default"),
+                "p",
+                Some(json!({"spec": {}})),
+                false,
+            ),
+            c(
+                "deleting a pod",
+                "delete",
+                "",
+                "pods",
+                "",
+                Some("default"),
+                "p",
+                Some(probe_on("node1")),
+                false,
+            ),
+            c(
+                "own node create",
+                "create",
+                "",
+                "nodes",
+                "",
+                None,
+                "node1",
+                None,
+                true,
+            ),
+            c(
+                "own node status",
+                "patch",
+                "",
+                "nodes",
+                "status",
+                None,
+                "node1",
+                None,
+                true,
+            ),
+            c(
+                "other node",
+                "patch",
+                "",
+                "nodes",
+                "status",
+                None,
+                "node2",
+                None,
+                false,
+            ),
+            c(
+                "own node delete",
+                "delete",
+                "",
+                "nodes",
+                "",
+                None,
+                "node1",
+                None,
+                false,
+            ),
+            c(
+                "own agent lease",
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "",
+                lease_ns,
+                "ferry-agent-node1",
+                None,
+                true,
+            ),
+            c(
+                "own kubelet-style lease",
+                "create",
+                "coordination.k8s.io",
+                "leases",
+                "",
+                lease_ns,
+                "node1",
+                None,
+                true,
+            ),
+            c(
+                "other node's lease",
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "",
+                lease_ns,
+                "ferry-agent-node2",
+                None,
+                false,
+            ),
+            c(
+                "own name elsewhere",
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "",
+                Some("kube-system"),
+                "node1",
+                None,
+                false,
+            ),
+            c(
+                "own VMI status",
+                "patch",
+                "kubevirt.io",
+                "virtualmachineinstances",
+                "status",
+                Some("default"),
+                "v",
+                Some(vmi_on("node1")),
+                true,
+            ),
+            c(
+                "other VMI status",
+                "patch",
+                "kubevirt.io",
+                "virtualmachineinstances",
+                "status",
+                Some("default"),
+                "v",
+                Some(vmi_on("node2")),
+                false,
+            ),
+            c(
+                "events",
+                "create",
+                "",
+                "events",
+                "",
+                Some("default"),
+                "",
+                None,
+                true,
+            ),
+            c(
+                "a service",
+                "patch",
+                "",
+                "services",
+                "",
+                Some("default"),
+                "s",
+                None,
+                false,
+            ),
+        ];
+        for case in cases {
+            let attrs = Attributes::resource(
+                case.verb,
+                case.group,
+                case.resource,
+                case.sub,
+                case.namespace,
+                Some(case.object),
+            );
+            let got = admit("node1", &attrs, case.current.as_ref());
+            assert_eq!(got.is_ok(), case.want, "{}: {got:?}", case.name);
+        }
+    }
+}
