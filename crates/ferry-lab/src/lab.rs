@@ -79,6 +79,8 @@ pub struct UpOptions {
     pub ovn_tls: bool,
     /// Pods use the agents' socket-level load balancer (`ferry up --socket-lb`).
     pub socket_lb: bool,
+    /// NB and SB as RAFT clusters of this many members (`ferry up --ovn-raft`; 1 = standalone).
+    pub ovn_raft: usize,
     /// Each node its own chassis, Geneve between them, gateways HA on both
     /// (`ferry up --chassis-per-node`).
     pub chassis_per_node: bool,
@@ -254,6 +256,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
             crate::services::CLUSTER_DNS,
         ])
         .args(opts.ovn_tls.then_some("--ovn-tls"))
+        .args((opts.ovn_raft > 1).then(|| format!("--ovn-raft={}", opts.ovn_raft)))
         .args(opts.chassis_per_node.then_some("--chassis-per-node"))
         .env("FERRY_OVS_PORT_TYPE", &opts.ovs_port_type)
         .env("FERRY_SOCKET_LB", opts.socket_lb.to_string())

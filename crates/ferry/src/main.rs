@@ -383,6 +383,10 @@ enum LabCommand {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
             num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
         socket_lb: bool,
+        /// OVN's NB and SB each as a RAFT cluster of this many `ovsdb-server`s (`ferry up
+        /// --ovn-raft`); 1 = standalone.
+        #[arg(long, default_value_t = 1)]
+        ovn_raft: usize,
         /// Each node runs its own chassis (ovs-vswitchd + ovn-controller), Geneve between
         /// them over a lab underlay, and the gateways are HA on both (`ferry up
         /// --chassis-per-node`); the default is one chassis shared by both nodes.
@@ -814,6 +818,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             ovn_tls,
             socket_lb,
             chassis_per_node,
+            ovn_raft,
         } => {
             let d = LabDir::new(&dir);
             let opts = lab::UpOptions {
@@ -824,6 +829,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 ovn_tls,
                 socket_lb,
                 chassis_per_node,
+                ovn_raft,
             };
             runtime()?.block_on(async {
                 // `lab up` starts `ferry up` in its own process group: on SIGTERM or SIGINT
