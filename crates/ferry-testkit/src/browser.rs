@@ -34,7 +34,11 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
 pub fn screenshot_path(var: &str, default: &Path) -> PathBuf {
     match std::env::var_os(var).map(PathBuf::from) {
         Some(p) if p.is_absolute() => p,
-        Some(p) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p),
+        Some(p) => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .unwrap_or(Path::new("."))
+            .join(p),
         None => default.to_path_buf(),
     }
 }
