@@ -9,7 +9,7 @@ PACKAGES=(ovn-central ovn-host openvswitch-switch iperf3 sockperf wrk nginx-ligh
           openvswitch-common  # ovs-pki: the OVN PKI of the TLS tests and `--ovn-tls`
           chromium chromium-driver  # the web page's browser test (ferry-ui)
           mmdebstrap umoci skopeo podman runc  # scripts/image.sh and its test
-          containerd busybox-static  # the CNI under containerd's CRI (crates/ferry/tests/cri_e2e.rs)
+          containerd containernetworking-plugins busybox-static  # the CNI under containerd's CRI (crates/ferry/tests/cri_e2e.rs)
           etcd-server)  # the etcd-backed store (`--store etcd://...`) and its tests
 
 missing=()
