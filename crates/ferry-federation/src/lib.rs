@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cli;
 pub mod controller;
 pub mod join;
+pub mod lab;
 pub mod lease;
 pub mod member;
 pub mod plan;

@@ -280,6 +280,43 @@ enum FederationCommand {
         #[arg(long, default_value = "5")]
         heartbeat_s: u64,
     },
+    /// The federation lab (issue 17): member labs in their own namespaces, joined to a
+    /// federation, with a FederatedYusurService checked by real traffic.
+    #[command(subcommand)]
+    Lab(FederationLabCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FederationLabCommand {
+    /// Start N member labs (each `ferry lab up` in private namespaces), the federation
+    /// control plane and one join agent per member, and place `fed-web` on c1 and c2.
+    Up {
+        #[arg(long, default_value = "/tmp/ferry-federation-lab")]
+        dir: PathBuf,
+        #[arg(long, default_value = "3")]
+        clusters: usize,
+        /// The federation API server's address (host loopback).
+        #[arg(long, default_value = "127.0.0.1:6450")]
+        listen: SocketAddr,
+    },
+    /// The federation rows with real traffic from each member's outside client.
+    Check {
+        #[arg(long, default_value = "/tmp/ferry-federation-lab")]
+        dir: PathBuf,
+    },
+    /// Stop the federation and take every member lab down.
+    Down {
+        #[arg(long, default_value = "/tmp/ferry-federation-lab")]
+        dir: PathBuf,
+    },
+    /// (Internal) the background supervisor `lab up` starts.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -982,6 +1019,7 @@ async fn federation(cmd: FederationCommand) -> anyhow::Result<()> {
             kubeconfig,
             identity,
         } => cli::controller(&kubeconfig, identity, shutdown_signal()).await?,
+        FederationCommand::Lab(cmd) => federation_lab(cmd).await?,
         FederationCommand::Join {
             federation_kubeconfig,
             kubeconfig,
@@ -1003,6 +1041,34 @@ async fn federation(cmd: FederationCommand) -> anyhow::Result<()> {
                 shutdown_signal(),
             )
             .await?
+        }
+    }
+    Ok(())
+}
+
+async fn federation_lab(cmd: FederationLabCommand) -> anyhow::Result<()> {
+    use ferry_federation::lab::{self, FedLab};
+    let ferry = std::env::current_exe().context("the ferry binary's path")?;
+    match cmd {
+        FederationLabCommand::Up {
+            dir,
+            clusters,
+            listen,
+        } => lab::up(&FedLab::new(&dir), clusters, listen, &ferry).await?,
+        FederationLabCommand::Check { dir } => {
+            let (rows, pass) = lab::check(&FedLab::new(&dir)).await?;
+            lab::print_rows(&rows);
+            if !pass {
+                anyhow::bail!("some federation lab checks failed");
+            }
+        }
+        FederationLabCommand::Down { dir } => {
+            for line in lab::down(&FedLab::new(&dir), &ferry)? {
+                println!("{line}");
+            }
+        }
+        FederationLabCommand::Serve { dir, listen } => {
+            lab::serve(&FedLab::new(&dir), listen, shutdown_signal()).await?
         }
     }
     Ok(())

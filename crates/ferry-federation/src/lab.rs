@@ -1,0 +1,800 @@
+//! `ferry federation lab up|check|down`: issue 17's federation lab on one machine.
+//!
+//! Each member cluster is a whole `ferry lab` (its own `ferry up`: API server, controllers,
+//! OVN/OVS, node agents, VPCs that overlap across members on purpose, backends, and an
+//! outside client `ext-client` on its external network) run in its own private mount and
+//! network namespace, as `scripts/lab-isolated.sh` does, because a lab's namespace names
+//! and API port are fixed. Beside them, a supervisor process (`lab serve`) runs the
+//! federation API server and controller on the host's loopback and one join agent per
+//! member; a join agent reaches its member's API server (loopback inside the member's
+//! namespace) through a forwarder whose connecting thread has entered that namespace
+//! (`setns`), so nothing is routed between namespaces and the members stay dial-out only.
+//!
+//! What the lab cannot show: the members' external networks are not one shared network
+//! (each lives in its member's namespace), so each member's EIP is reached from that
+//! member's own `ext-client`.
+//!
+//! Layout of DIR: `cN/` each member lab, `fed/` the federation API server's data,
+//! `supervisor.pid` and `supervisor.log`, `cN.kubeconfig` each member's API seen through
+//! its forwarder.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::controller::{self, ControllerConfig};
+use crate::join::{self, JoinConfig};
+use crate::server::{client_for, start_server};
+use crate::types::{FederatedYusurService, MemberCluster};
+
+/// The federated service the lab places, in `default`.
+pub const SERVICE: &str = "fed-web";
+/// Its EIP in member `cN`: 198.18.0.(150+N), inside every lab's EIP pool (`.100-.199`).
+pub fn eip_of(member: usize) -> String {
+    format!("198.18.0.{}", 150 + member)
+}
+/// The members it is placed on (the third is left out).
+pub const PLACED: [&str; 2] = ["c1", "c2"];
+/// The port a gray release adds (its backends listen on 8080 like port 80's).
+pub const GRAY_PORT: u16 = 81;
+/// Tenant and workspace of every lab member and of the lab's object.
+const TENANT: &str = "t1";
+const WORKSPACE: &str = "w1";
+/// The member's API server inside its namespace (`ferry lab`'s fixed address).
+const MEMBER_API: &str = "127.0.0.1:6444";
+
+/// A step of the lab that failed, with the log to read.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {message}{}", log.as_ref().map(|l| format!("\n  see {}", l.display())).unwrap_or_default())]
+pub struct LabError {
+    pub step: String,
+    pub message: String,
+    pub log: Option<PathBuf>,
+}
+
+fn fail(step: &str, message: impl std::fmt::Display, log: Option<&Path>) -> LabError {
+    LabError {
+        step: step.into(),
+        message: message.to_string(),
+        log: log.map(Path::to_path_buf),
+    }
+}
+
+/// The files of a federation lab directory.
+#[derive(Debug, Clone)]
+pub struct FedLab {
+    pub dir: PathBuf,
+}
+
+impl FedLab {
+    pub fn new(dir: &Path) -> FedLab {
+        FedLab {
+            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
+        }
+    }
+    /// Member `cN`'s lab directory.
+    pub fn member(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("c{n}"))
+    }
+    /// The federation API server's data dir.
+    pub fn fed(&self) -> PathBuf {
+        self.dir.join("fed")
+    }
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.fed().join("kubeconfig")
+    }
+    fn supervisor_pid(&self) -> PathBuf {
+        self.dir.join("supervisor.pid")
+    }
+    fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+    /// Members found on disk (`c1`, `c2`, ... with a running lab's pid file).
+    pub fn members(&self) -> Vec<usize> {
+        (1..)
+            .take_while(|n| self.member(*n).join("ferry.pid").exists())
+            .collect()
+    }
+    /// The pid of member `n`'s `ferry up`, whose namespaces are the member's.
+    pub fn member_pid(&self, n: usize) -> Result<i32, LabError> {
+        let file = self.member(n).join("ferry.pid");
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| fail(&format!("member c{n}"), "no ferry.pid", Some(&file)))
+    }
+}
+
+// === up / down ===
+
+/// Starts `clusters` member labs (one after the other, each in its own namespaces), then the
+/// supervisor in the background, and waits until every member is Ready in the federation.
+pub async fn up(
+    lab: &FedLab,
+    clusters: usize,
+    listen: SocketAddr,
+    ferry: &Path,
+) -> Result<(), LabError> {
+    std::fs::create_dir_all(&lab.dir).map_err(|e| fail("lab dir", e, None))?;
+    for n in 1..=clusters {
+        if lab.member(n).join("ferry.pid").exists() {
+            eprintln!("ferry: member c{n} already up");
+            continue;
+        }
+        let t = Instant::now();
+        eprintln!("ferry: starting member c{n} (ferry lab up in its own namespaces) ...");
+        let log = lab.dir.join(format!("c{n}-up.log"));
+        let out = std::fs::File::create(&log).map_err(|e| fail("log", e, None))?;
+        let status = isolated_lab_up(ferry, &lab.member(n))
+            .stdout(out.try_clone().map_err(|e| fail("log", e, None))?)
+            .stderr(out)
+            .status()
+            .map_err(|e| fail(&format!("member c{n}"), e, Some(&log)))?;
+        if !status.success() {
+            return Err(fail(
+                &format!("member c{n}"),
+                format!("ferry lab up: {status}"),
+                Some(&log),
+            ));
+        }
+        eprintln!("ferry: member c{n} up ({:.1}s)", t.elapsed().as_secs_f64());
+    }
+    if !lab.supervisor_pid().exists() {
+        let log = std::fs::File::create(lab.supervisor_log()).map_err(|e| fail("log", e, None))?;
+        let child = Command::new(ferry)
+            .args(["federation", "lab", "serve", "--dir"])
+            .arg(&lab.dir)
+            .args(["--listen", &listen.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| fail("log", e, None))?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| fail("supervisor", e, None))?;
+        std::fs::write(lab.supervisor_pid(), child.id().to_string())
+            .map_err(|e| fail("supervisor", e, None))?;
+    }
+    let log = lab.supervisor_log();
+    wait_for("the federation API server", Duration::from_secs(60), || {
+        let ok = lab.kubeconfig().exists();
+        async move { ok.then_some(()).ok_or("no kubeconfig yet".to_string()) }
+    })
+    .await
+    .map_err(|e| fail("federation up", e, Some(&log)))?;
+    let fed = client_for(&lab.kubeconfig())
+        .await
+        .map_err(|e| fail("federation client", e, Some(&log)))?;
+    let mcs: Api<MemberCluster> = Api::all(fed.clone());
+    wait_for("every member Ready", Duration::from_secs(120), || {
+        let mcs = mcs.clone();
+        async move {
+            let list = mcs
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list.items.iter().filter(|m| is_ready(m)).count();
+            (ready >= clusters)
+                .then_some(())
+                .ok_or(format!("{ready}/{clusters} ready"))
+        }
+    })
+    .await
+    .map_err(|e| fail("members", e, Some(&log)))?;
+    apply_service(&fed, None, &[])
+        .await
+        .map_err(|e| fail("federated service", e, None))?;
+    eprintln!(
+        "ferry: federation lab up: {clusters} members, {SERVICE} placed on {}\n  export KUBECONFIG={}; kubectl get mc; kubectl get fysvc\n  ferry federation lab check --dir {}",
+        PLACED.join(","),
+        lab.kubeconfig().display(),
+        lab.dir.display()
+    );
+    Ok(())
+}
+
+/// `ferry lab up --dir DIR` in fresh private mount and network namespaces with their own
+/// `/run/netns` and `/etc/netns` (what `scripts/lab-isolated.sh` does).
+fn isolated_lab_up(ferry: &Path, dir: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
+        .arg(concat!(
+            "ip link set lo up && mount -t tmpfs ferry-netns /run/netns && ",
+            "mkdir -p /etc/netns && mount -t tmpfs ferry-etc-netns /etc/netns && ",
+            "exec \"$0\" lab up --dir \"$1\""
+        ))
+        .arg(ferry)
+        .arg(dir)
+        .stdin(Stdio::null());
+    c
+}
+
+/// A command run inside member `n`'s namespaces.
+fn in_member(lab: &FedLab, n: usize, argv: &[&str]) -> Result<Command, LabError> {
+    let pid = lab.member_pid(n)?.to_string();
+    let mut c = Command::new("nsenter");
+    c.args(["-t", &pid, "-m", "-n"]).args(argv);
+    Ok(c)
+}
+
+/// Stops the supervisor (by its pid) and takes every member lab down inside its namespaces.
+pub fn down(lab: &FedLab, ferry: &Path) -> Result<Vec<String>, LabError> {
+    let mut report = Vec::new();
+    if let Some(pid) = std::fs::read_to_string(lab.supervisor_pid())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        report.push(format!("supervisor {pid} stopped"));
+    }
+    let _ = std::fs::remove_file(lab.supervisor_pid());
+    for n in lab.members() {
+        let dir = lab.member(n);
+        let status = in_member(lab, n, &[])?
+            .arg(ferry)
+            .args(["lab", "down", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => report.push(format!("member c{n} down")),
+            other => report.push(format!("member c{n}: ferry lab down: {other:?}")),
+        }
+        // A lab whose processes are gone has no namespace to enter: its pid file goes.
+        let _ = std::fs::remove_file(dir.join("ferry.pid"));
+    }
+    Ok(report)
+}
+
+// === the supervisor ===
+
+/// The federation API server and controller on `listen`, and one join agent per member
+/// (through its forwarder), until `shutdown` resolves.
+pub async fn serve(
+    lab: &FedLab,
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), LabError> {
+    let server = start_server(&lab.fed(), listen)
+        .await
+        .map_err(|e| fail("federation API server", e, None))?;
+    let fed = client_for(&server.kubeconfig)
+        .await
+        .map_err(|e| fail("federation client", e, None))?;
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn({
+        let (fed, rx) = (fed.clone(), rx.clone());
+        async move {
+            let config = ControllerConfig::new(format!("federation-lab-{}", std::process::id()));
+            if let Err(e) = controller::run(fed, config, rx).await {
+                tracing::error!(error = %e, "federation controller");
+            }
+        }
+    })];
+    for n in lab.members() {
+        let pid = lab.member_pid(n)?;
+        let target: SocketAddr = MEMBER_API
+            .parse()
+            .map_err(|e| fail("member address", e, None))?;
+        let addr = forward_into(pid, target)
+            .await
+            .map_err(|e| fail(&format!("forwarder to c{n}"), e, None))?;
+        let kubeconfig = lab.dir.join(format!("c{n}.kubeconfig"));
+        let text = std::fs::read_to_string(lab.member(n).join("ferry/kubeconfig"))
+            .map_err(|e| fail(&format!("c{n} kubeconfig"), e, None))?;
+        std::fs::write(
+            &kubeconfig,
+            text.replace(&format!("https://{MEMBER_API}"), &format!("https://{addr}")),
+        )
+        .map_err(|e| fail(&format!("c{n} kubeconfig"), e, None))?;
+        let member = client_for(&kubeconfig)
+            .await
+            .map_err(|e| fail(&format!("c{n} client"), e, None))?;
+        let mut config = JoinConfig::new(format!("c{n}"));
+        config.tenant = Some(TENANT.into());
+        config.workspace = Some(WORKSPACE.into());
+        config.heartbeat = Duration::from_secs(2);
+        let (fed, rx) = (fed.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = join::run(fed, member, config, rx).await {
+                tracing::error!(member = n, error = %e, "join agent");
+            }
+        }));
+        tracing::info!(member = n, %addr, "member joined through its forwarder");
+    }
+    eprintln!(
+        "ferry: federation lab supervisor serving on https://{}",
+        server.addr
+    );
+    shutdown.await;
+    let _ = tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+/// A request to the connecting thread: dial this address, hand back the stream.
+type Dial = (
+    SocketAddr,
+    oneshot::Sender<std::io::Result<std::net::TcpStream>>,
+);
+
+/// Listens on the host's loopback and forwards each connection to `target` inside the
+/// network namespace of process `pid`. The connections are opened by one thread that has
+/// entered that namespace (a socket stays in the namespace it was created in).
+pub async fn forward_into(pid: i32, target: SocketAddr) -> std::io::Result<SocketAddr> {
+    let (dial_tx, mut dial_rx) = mpsc::channel::<Dial>(64);
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("netns-dialer-{pid}"))
+        .spawn(move || {
+            if let Err(e) = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET) {
+                let _ = ready_tx.send(Err(std::io::Error::from(e)));
+                return;
+            }
+            let _ = ready_tx.send(Ok(()));
+            while let Some((addr, reply)) = dial_rx.blocking_recv() {
+                let _ = reply.send(std::net::TcpStream::connect_timeout(
+                    &addr,
+                    Duration::from_secs(5),
+                ));
+            }
+        })?;
+    ready_rx
+        .await
+        .map_err(|_| std::io::Error::other("the dialer thread ended"))??;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let dial_tx = dial_tx.clone();
+            tokio::spawn(async move {
+                let (reply, rx) = oneshot::channel();
+                if dial_tx.send((target, reply)).await.is_err() {
+                    return;
+                }
+                let Ok(Ok(stream)) = rx.await else { return };
+                if stream.set_nonblocking(true).is_err() {
+                    return;
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::from_std(stream) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+// === the federated service ===
+
+/// The lab's FederatedYusurService: vpc1's `svc1-ep` backends behind an EIP per member (by
+/// override), placed on [`PLACED`]; `extra_ports` added to port 80, `mask` as given.
+pub fn service_manifest(mask: Option<&[&str]>, extra_ports: &[u16]) -> Value {
+    let mut ports =
+        vec![json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080})];
+    for p in extra_ports {
+        ports.push(
+            json!({"name": format!("p{p}"), "port": p, "protocol": "TCP", "targetPort": 8080}),
+        );
+    }
+    let overrides: Vec<Value> = (1..=3)
+        .map(|n| json!({"target": format!("c{n}"), "patches": [{"op": "add", "path": "/spec/eip", "value": eip_of(n)}]}))
+        .collect();
+    let mut spec = json!({
+        "template": {"spec": {"type": "LoadBalancer", "scope": "vpc", "vpc": "vpc1",
+                              "ports": ports, "selector": {"svc": "svc1-ep"}}},
+        "placement": {"topologyType": "cluster", "clusters": PLACED},
+        "overrides": overrides,
+    });
+    // null when unset: a merge patch then removes it.
+    spec["placementMask"] = json!(mask);
+    json!({
+        "apiVersion": "federation.iaas.yusur.io/v1",
+        "kind": "FederatedYusurService",
+        "metadata": {"name": SERVICE, "namespace": "default",
+                     "labels": {"iaas.yusur.io/tenant": TENANT, "iaas.yusur.io/workspace": WORKSPACE}},
+        "spec": spec,
+    })
+}
+
+async fn apply_service(
+    fed: &kube::Client,
+    mask: Option<&[&str]>,
+    extra_ports: &[u16],
+) -> Result<FederatedYusurService, kube::Error> {
+    let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    let manifest = service_manifest(mask, extra_ports);
+    match api.get_opt(SERVICE).await? {
+        // A merge patch replaces the lists (ports) and removes a null mask.
+        Some(_) => {
+            api.patch(SERVICE, &PatchParams::default(), &Patch::Merge(manifest))
+                .await
+        }
+        None => {
+            let mut object = manifest;
+            if let Some(spec) = object["spec"].as_object_mut() {
+                spec.retain(|_, v| !v.is_null());
+            }
+            let object = serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
+            api.create(&Default::default(), &object).await
+        }
+    }
+}
+
+fn is_ready(m: &MemberCluster) -> bool {
+    m.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Polls `check` every 300 ms until it succeeds or `within` passes (then its last error).
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => return Ok(()),
+            Err(last) if start.elapsed() > within => {
+                return Err(format!("{what}: not after {}s: {last}", within.as_secs()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+// === check ===
+
+/// One row of `ferry federation lab check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub check: String,
+    pub target: String,
+    pub result: String,
+    pub pass: bool,
+}
+
+fn row(check: &str, target: &str, result: impl Into<String>, pass: bool) -> Row {
+    Row {
+        check: check.into(),
+        target: target.into(),
+        result: result.into(),
+        pass,
+    }
+}
+
+/// One HTTP GET from member `n`'s outside client; the body, or why there was none.
+fn get_from_outside(lab: &FedLab, n: usize, url: &str) -> Result<String, String> {
+    let out = in_member(lab, n, &["ip", "netns", "exec", "ferry-ext-client"])
+        .map_err(|e| e.to_string())?
+        .args(["curl", "-s", "-m", "2", url])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !body.is_empty() {
+        Ok(body)
+    } else {
+        Err(format!("no answer (curl {})", out.status))
+    }
+}
+
+/// Answers from `n` requests (the backends that answered), or the failure.
+fn answers(lab: &FedLab, n: usize, url: &str, tries: usize) -> Result<Vec<String>, String> {
+    let mut seen = Vec::new();
+    for _ in 0..tries {
+        seen.push(get_from_outside(lab, n, url)?);
+    }
+    seen.sort();
+    seen.dedup();
+    Ok(seen)
+}
+
+/// Waits until `url` answers from member `n` (true) or stays silent (false).
+async fn wait_answer(lab: &FedLab, n: usize, url: &str, want: bool) -> Result<Vec<String>, String> {
+    let mut last = Err(String::new());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(45) {
+        last = answers(lab, n, url, 3);
+        if last.is_ok() == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    last
+}
+
+/// Every federation row with real traffic: placement (answers from each placed member's
+/// EIP with its own backends, none from the unplaced one), status feedback, and a gray
+/// release by placement mask (a new port reaches only the masked member).
+pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
+    let fed = client_for(&lab.kubeconfig())
+        .await
+        .map_err(|e| fail("federation client", e, None))?;
+    let members = lab.members();
+    let mut rows = Vec::new();
+
+    let mcs: Api<MemberCluster> = Api::all(fed.clone());
+    let list = mcs
+        .list(&Default::default())
+        .await
+        .map_err(|e| fail("memberclusters", e, None))?;
+    for n in &members {
+        let name = format!("c{n}");
+        let ready = list
+            .items
+            .iter()
+            .any(|m| m.metadata.name.as_deref() == Some(name.as_str()) && is_ready(m));
+        rows.push(row(
+            "member joined (dials out)",
+            &name,
+            if ready { "Ready" } else { "not ready" },
+            ready,
+        ));
+    }
+
+    // A fresh start: port 80 only, no mask, every placed member updated.
+    let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    apply_service(&fed, None, &[])
+        .await
+        .map_err(|e| fail("federated service", e, None))?;
+    let updated = wait_for("every target updated", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let f = api.get(SERVICE).await.map_err(|e| e.to_string())?;
+            let s = f.status.unwrap_or_default();
+            (s.updated_targets.as_deref() == Some("2/2"))
+                .then_some(())
+                .ok_or(format!("updated {:?}", s.updated_targets))
+        }
+    })
+    .await;
+    rows.push(row(
+        "federated service applied",
+        &PLACED.join(","),
+        updated
+            .clone()
+            .err()
+            .unwrap_or_else(|| "2/2 updated".into()),
+        updated.is_ok(),
+    ));
+
+    // Placement: each placed member's own EIP answers with its own backends; the third
+    // member holds nothing and its EIP stays silent.
+    for n in &members {
+        let name = format!("c{n}");
+        let url = format!("http://{}/", eip_of(*n));
+        let placed = PLACED.contains(&name.as_str());
+        let got = wait_answer(lab, *n, &url, placed).await;
+        let held = member_holds(lab, *n, SERVICE).await;
+        let (result, pass) = match (&got, placed) {
+            (Ok(backends), true) => (format!("answered by {}", backends.join(",")), true),
+            (Err(e), true) => (e.clone(), false),
+            (Ok(backends), false) => (
+                format!("answered by {} (placed nowhere here!)", backends.join(",")),
+                false,
+            ),
+            (Err(_), false) => (
+                format!("no answer, member holds the object: {held:?}"),
+                held == Ok(false),
+            ),
+        };
+        rows.push(row(
+            &format!("placement: ext-client -> {SERVICE} EIP"),
+            &format!("{name} {url}"),
+            result,
+            pass,
+        ));
+    }
+
+    // Status feedback from the members.
+    let ready = wait_for("status feedback", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            let f = api.get(SERVICE).await.map_err(|e| e.to_string())?;
+            let s = f.status.unwrap_or_default();
+            let fed_ok = s.targets.iter().filter(|t| {
+                t.eip.as_deref().is_some_and(|e| !e.is_empty()) && t.ready_endpoints > 0
+            });
+            let n = fed_ok.count();
+            (n == PLACED.len() && s.ready_targets.as_deref() == Some("2/2"))
+                .then_some(())
+                .ok_or(format!(
+                    "{n} targets with EIP and ready endpoints, ready {:?}",
+                    s.ready_targets
+                ))
+        }
+    })
+    .await;
+    let summary = api
+        .get(SERVICE)
+        .await
+        .ok()
+        .and_then(|f| f.status)
+        .map(|s| {
+            s.targets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} eip={} ready={}/{}",
+                        t.name,
+                        t.eip.clone().unwrap_or_default(),
+                        t.ready_endpoints,
+                        t.total_endpoints
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    rows.push(row(
+        "status feedback (EIP, endpoints)",
+        SERVICE,
+        match &ready {
+            Ok(()) => summary,
+            Err(e) => e.clone(),
+        },
+        ready.is_ok(),
+    ));
+
+    // Gray release: a new port with placementMask [c1] reaches c1 only.
+    let before = api
+        .get(SERVICE)
+        .await
+        .map_err(|e| fail("federated service", e, None))?;
+    let gen_before = before.metadata.generation.unwrap_or_default();
+    apply_service(&fed, Some(&["c1"]), &[GRAY_PORT])
+        .await
+        .map_err(|e| fail("gray release", e, None))?;
+    let c1 = wait_answer(lab, 1, &format!("http://{}:{GRAY_PORT}/", eip_of(1)), true).await;
+    rows.push(row(
+        "gray release: masked member gets the update",
+        &format!("c1 :{GRAY_PORT}"),
+        match &c1 {
+            Ok(b) => format!("answered by {}", b.join(",")),
+            Err(e) => e.clone(),
+        },
+        c1.is_ok(),
+    ));
+    // Port 80 answering first shows c2's data plane is up (a loaded lab's probes can
+    // flap); right after, the new port must stay silent there.
+    let c2_old = wait_answer(lab, 2, &format!("http://{}/", eip_of(2)), true).await;
+    let c2_new = answers(lab, 2, &format!("http://{}:{GRAY_PORT}/", eip_of(2)), 2);
+    let status = api.get(SERVICE).await.ok().and_then(|f| f.status);
+    let gen_of = |name: &str| {
+        status
+            .as_ref()
+            .and_then(|s| s.targets.iter().find(|t| t.name == name))
+            .and_then(|t| t.desired_generation)
+    };
+    let (g1, g2) = (gen_of("c1"), gen_of("c2"));
+    let kept = c2_new.is_err() && c2_old.is_ok() && g2 == Some(gen_before) && g1 > g2;
+    rows.push(row(
+        "gray release: unmasked member untouched",
+        &format!("c2 :{GRAY_PORT} and :80"),
+        format!(
+            ":{GRAY_PORT} {}, :80 {}, generations c1={g1:?} c2={g2:?}",
+            if c2_new.is_ok() { "answers" } else { "silent" },
+            if c2_old.is_ok() { "answers" } else { "silent" },
+        ),
+        kept,
+    ));
+    rows.push(tenant_row(lab, &fed, &members).await);
+    let pass = rows.iter().all(|r| r.pass);
+    Ok((rows, pass))
+}
+
+/// Whether member `n` holds a YusurService `default/name` (through the supervisor's
+/// forwarder to its API server).
+async fn member_holds(lab: &FedLab, n: usize, name: &str) -> Result<bool, String> {
+    let client = client_for(&lab.dir.join(format!("c{n}.kubeconfig")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let api: Api<ferry_api::YusurService> = Api::namespaced(client, "default");
+    api.get_opt(name)
+        .await
+        .map(|o| o.is_some())
+        .map_err(|e| e.to_string())
+}
+
+/// Tenant isolation: an object of tenant `t2` placed on every (t1) member is refused
+/// (`Placement=False/NotInTenant`) and appears in none of them.
+async fn tenant_row(lab: &FedLab, fed: &kube::Client, members: &[usize]) -> Row {
+    let name = "fed-other-tenant";
+    let clusters: Vec<String> = members.iter().map(|n| format!("c{n}")).collect();
+    let mut manifest = service_manifest(None, &[]);
+    manifest["metadata"]["name"] = json!(name);
+    manifest["metadata"]["labels"]["iaas.yusur.io/tenant"] = json!("t2");
+    manifest["spec"]["placement"]["clusters"] = json!(clusters);
+    if let Some(spec) = manifest["spec"].as_object_mut() {
+        spec.retain(|_, v| !v.is_null());
+    }
+    let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    let created = match serde_json::from_value::<FederatedYusurService>(manifest) {
+        Ok(obj) => match api.get_opt(name).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => api
+                .create(&Default::default(), &obj)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let refused = match created {
+        Ok(()) => {
+            wait_for("NotInTenant", Duration::from_secs(30), || {
+                let api = api.clone();
+                async move {
+                    let f = api.get(name).await.map_err(|e| e.to_string())?;
+                    let reason = f
+                        .status
+                        .unwrap_or_default()
+                        .conditions
+                        .into_iter()
+                        .find(|c| c.type_ == "Placement")
+                        .map(|c| c.reason)
+                        .unwrap_or_default();
+                    (reason == "NotInTenant").then_some(()).ok_or(reason)
+                }
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let mut held = Vec::new();
+    for n in members {
+        if member_holds(lab, *n, name).await != Ok(false) {
+            held.push(format!("c{n}"));
+        }
+    }
+    let pass = refused.is_ok() && held.is_empty();
+    row(
+        "tenant isolation: t2's object on t1's members",
+        &clusters.join(","),
+        match refused {
+            Ok(()) if held.is_empty() => "Placement=False/NotInTenant, in no member".to_string(),
+            Ok(()) => format!("NotInTenant, but held by {}", held.join(",")),
+            Err(e) => e,
+        },
+        pass,
+    )
+}
+
+/// Prints the rows as a table.
+pub fn print_rows(rows: &[Row]) {
+    let w = |f: fn(&Row) -> &str| rows.iter().map(|r| f(r).len()).max().unwrap_or(0);
+    let (wc, wt) = (w(|r| &r.check), w(|r| &r.target));
+    for r in rows {
+        println!(
+            "{}  {:wc$}  {:wt$}  {}",
+            if r.pass { "PASS" } else { "FAIL" },
+            r.check,
+            r.target,
+            r.result
+        );
+    }
+}
