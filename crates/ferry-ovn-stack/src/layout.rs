@@ -62,9 +62,20 @@ pub struct OvnOptions {
 /// kernel's virtio-net header on AF_PACKET (veth) ports, so segments of up to 64 KiB and
 /// their pending checksums cross OVS whole instead of as 1,500-byte frames whose
 /// checksums the veth's sender must have filled in (which is why veths used to need
-/// `ethtool -K DEV tx off`). Measured with `ferry bench dataplane --matrix` (docs/benchmarks.md).
+/// `ethtool -K DEV tx off`; the agent keeps offload on where this is set). Measured with
+/// `ferry bench dataplane --matrix` (docs/benchmarks.md): OVN's throughput 0.05 -> ~0.28
+/// of kernel routing.
+///
+/// OVS 3.1 cannot put a TSO segment into a tunnel (`netdev_push_header` drops it), so a
+/// stack whose chassis reach each other over Geneve must turn it off:
+/// [`no_tso_ovs_other_config`] ([`OvnOptions::chassis_only`] does).
 pub fn default_ovs_other_config() -> Vec<(String, String)> {
-    Vec::new() // FB18-PENDING: userspace TSO once the lab check passes with it
+    vec![("userspace-tso-enable".to_owned(), "true".to_owned())]
+}
+
+/// [`default_ovs_other_config`] without userspace TSO: for chassis joined by tunnels.
+pub fn no_tso_ovs_other_config() -> Vec<(String, String)> {
+    vec![("userspace-tso-enable".to_owned(), "false".to_owned())]
 }
 
 impl OvnOptions {
@@ -115,6 +126,8 @@ impl OvnOptions {
             run_central: false,
             sb_remote: Some(sb_remote.into()),
             encap_ip: encap_ip.into(),
+            // Geneve between chassis: no userspace TSO in OVS 3.1 tunnels.
+            ovs_other_config: no_tso_ovs_other_config(),
             ..OvnOptions::new(system_id)
         }
     }

@@ -65,7 +65,7 @@ mod teardown;
 pub use error::{Error, Result};
 pub use layout::{
     DEFAULT_BRIDGE, Daemon, LabPaths, OWNER, OvnOptions, OvsBridge, default_ovs_other_config,
-    unix_remote,
+    no_tso_ovs_other_config, unix_remote,
 };
 pub use pki::{CertPair, OvsPki, StackTls};
 pub use registry::{LabState, Registry};
