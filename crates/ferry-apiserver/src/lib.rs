@@ -13,6 +13,7 @@ mod bootstrap;
 mod cache;
 mod discovery;
 mod gc;
+mod node_proxy;
 mod node_restriction;
 mod objects;
 mod openapi;

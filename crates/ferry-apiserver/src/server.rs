@@ -25,7 +25,7 @@ use crate::reviews::{self, AuthApi};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, success_status};
 use crate::table::{self, Include};
-use crate::{discovery, openapi, protobuf, subresources};
+use crate::{discovery, node_proxy, openapi, protobuf, subresources};
 
 /// Limits that protect the server from any one client.
 #[derive(Debug, Clone)]
@@ -375,7 +375,8 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         && !(sub == "status" && rt.status_subresource
             || sub == "finalize" && rt.plural == "namespaces"
             || sub == "scale" && subresources::has_scale(&rt)
-            || sub == "binding" && subresources::has_binding(&rt))
+            || sub == "binding" && subresources::has_binding(&rt)
+            || node_proxy::is_proxied(&rt.group, &rt.plural, sub))
     {
         return Err(ApiError::path_not_found(&path));
     }
@@ -387,6 +388,14 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         (Method::GET, false) => "list",
         (Method::POST, false) => "create",
         (Method::POST, true) if target.sub.as_deref() == Some("binding") => "create",
+        (_, true)
+            if target
+                .sub
+                .as_deref()
+                .is_some_and(|s| node_proxy::is_proxied(&rt.group, &rt.plural, s)) =>
+        {
+            node_proxy::verb(target.sub.as_deref().unwrap_or_default())
+        }
         (Method::PUT, true) => "update",
         (Method::PATCH, true) => "patch",
         (Method::DELETE, true) => "delete",
@@ -411,6 +420,24 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         target.name.as_deref(),
     );
     server.authorize(&index, &who, &attrs)?;
+    // Logs, exec and port-forward: to the agent of the pod's node, with its own token.
+    if let Some(sub) = target
+        .sub
+        .as_deref()
+        .filter(|s| node_proxy::is_proxied(&rt.group, &rt.plural, s))
+    {
+        let auth = server.auth.clone();
+        let credential = move |node: &str| {
+            let t = auth.tokens();
+            Some(t.nodes.get(node).cloned().unwrap_or(t.agent))
+        };
+        let (ns, name) = (
+            target.namespace.clone().unwrap_or_default(),
+            target.name.clone().unwrap_or_default(),
+        );
+        return node_proxy::proxy(&server.objects, &registry, &ns, &name, sub, credential, req)
+            .await;
+    }
     if verb == "watch" {
         return watch(server, &rt, &target, &q, &accept);
     }

@@ -1,7 +1,7 @@
 //! The lab agent's streaming endpoint, what the kubelet's port 10250 is to kube-apiserver:
-//! container logs (`GET /containerLogs/NS/POD/CONTAINER`, `follow` streams) and `exec`
+//! container logs (`GET /containerLogs/NS/POD/CONTAINER`, `follow` streams), `exec`
 //! (`/exec/NS/POD/CONTAINER?command=..`, upgraded to WebSocket or SPDY/3.1, see
-//! [`remotecommand`]) for the pods this agent runs. The API server proxies `pods/log` and
+//! [`remotecommand`]) and port forwarding (`/portForward/NS/POD`, see [`portforward`]) for the pods this agent runs. The API server proxies `pods/log` and
 //! `pods/exec` here after its own authorization; this endpoint accepts only requests that
 //! carry the agent's own API token (which only the agent and the API server that issued it
 //! know), listens on its own address (`--streaming-listen`), and publishes that address on
@@ -12,6 +12,7 @@
 //! [`remotecommand`] speaks the protocols; this file routes and reads logs.
 
 pub mod exec;
+pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
 pub mod websocket;
@@ -100,6 +101,13 @@ impl PodDirectory {
             );
         }
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    fn netns(&self, ns: &str, pod: &str) -> Result<String, String> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&(ns.to_string(), pod.to_string()))
+            .map(|p| p.netns.clone())
+            .ok_or_else(|| format!("pod {ns}/{pod} does not run on this node"))
     }
 
     fn container(
@@ -230,6 +238,10 @@ async fn handle(
                 Err(m) => text(StatusCode::NOT_FOUND, m),
             }
         }
+        (&Method::GET | &Method::POST, ["portForward", ns, pod]) => match pods.netns(ns, pod) {
+            Ok(netns) => port_forward(req, netns, pod),
+            Err(m) => text(StatusCode::NOT_FOUND, m),
+        },
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint {path}")),
     }
 }
@@ -354,6 +366,87 @@ fn exec(
     text(
         StatusCode::BAD_REQUEST,
         "unable to upgrade: exec needs a WebSocket or SPDY/3.1 upgrade",
+    )
+}
+
+// === impl port-forward ===
+
+fn port_forward(mut req: Request<Incoming>, netns: String, pod: &str) -> Response<Body> {
+    let headers = req.headers().clone();
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect()
+    };
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let path = crate::netns_admin::netns_path(&netns);
+    let pod = pod.to_string();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let mut resp = text(StatusCode::SWITCHING_PROTOCOLS, "");
+    resp.headers_mut().remove(header::CONTENT_TYPE);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if upgrade == "websocket" {
+        let (Some(key), Some(proto)) = (
+            headers
+                .get("sec-websocket-key")
+                .and_then(|v| v.to_str().ok()),
+            remotecommand::negotiate(
+                &values("sec-websocket-protocol"),
+                &[portforward::TUNNEL_PROTOCOL],
+            ),
+        ) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unable to upgrade: port forwarding over WebSocket needs the {} subprotocol",
+                    portforward::TUNNEL_PROTOCOL
+                ),
+            );
+        };
+        let h = resp.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(v) = HeaderValue::from_str(&websocket::accept_key(key)) {
+            h.insert("sec-websocket-accept", v);
+        }
+        h.insert("sec-websocket-protocol", HeaderValue::from_static(proto));
+        tokio::spawn(async move {
+            if let Ok(io) = on_upgrade.await {
+                let tunnel = portforward::websocket_tunnel(TokioIo::new(io));
+                portforward::spdy_session(tunnel, path, pod).await;
+            }
+        });
+        return resp;
+    }
+    if upgrade.contains("spdy/3.1")
+        && remotecommand::negotiate(
+            &values("x-stream-protocol-version"),
+            &[portforward::PROTOCOL],
+        )
+        .is_some()
+    {
+        let h = resp.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+        h.insert(
+            "x-stream-protocol-version",
+            HeaderValue::from_static(portforward::PROTOCOL),
+        );
+        tokio::spawn(async move {
+            if let Ok(io) = on_upgrade.await {
+                portforward::spdy_session(TokioIo::new(io), path, pod).await;
+            }
+        });
+        return resp;
+    }
+    text(
+        StatusCode::BAD_REQUEST,
+        "unable to upgrade: port forwarding needs SPDY/3.1 with portforward.k8s.io",
     )
 }
 
