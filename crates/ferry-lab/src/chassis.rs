@@ -295,30 +295,61 @@ pub fn gateway_failover(ovn_dir: &Path, client: &str, target: &str) -> Result<Fa
             None
         })
     };
-    let (mut requests, mut failed) = (0, 0);
-    let mut first_answer = None;
-    let mut last_ok = Duration::ZERO;
+    // A request every 100 ms, each on its own thread with a 1 s limit, so that one
+    // request stuck on a dead path does not hide the others: the first answer is timed
+    // to ~0.1 s. Until 3 s after the first answer (or 30 s).
+    let mut sent: Vec<(Duration, std::thread::JoinHandle<bool>)> = Vec::new();
+    let first_ok = std::sync::Arc::new(std::sync::Mutex::new(None::<Duration>));
+    let first =
+        |m: &std::sync::Mutex<Option<Duration>>| *m.lock().unwrap_or_else(|e| e.into_inner());
+    while t0.elapsed() < Duration::from_secs(30)
+        && first(&first_ok).is_none_or(|f| t0.elapsed() < f + Duration::from_secs(3))
+    {
+        let (c, t, at, seen) = (
+            client.to_owned(),
+            target.to_owned(),
+            t0.elapsed(),
+            std::sync::Arc::clone(&first_ok),
+        );
+        sent.push((
+            at,
+            std::thread::spawn(move || {
+                let ok = probe_once(&c, &t).is_ok();
+                if ok {
+                    let mut f = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if f.is_none_or(|x| at < x) {
+                        *f = Some(at);
+                    }
+                }
+                ok
+            }),
+        ));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let results: Vec<(Duration, bool)> = sent
+        .into_iter()
+        .map(|(at, h)| (at, h.join().unwrap_or(false)))
+        .collect();
+    let requests = results.len();
+    let failed = results.iter().filter(|(_, ok)| !ok).count();
+    let answered: Vec<Duration> = results
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(at, _)| *at)
+        .collect();
+    let first_answer = answered.first().copied();
     let mut longest_gap = Duration::ZERO;
-    let mut streak = 0;
-    // Until 10 answers in a row (or 30 s).
-    while t0.elapsed() < Duration::from_secs(30) && streak < 10 {
-        requests += 1;
-        let ok = probe_once(client, target).is_ok();
-        let now = t0.elapsed();
-        if ok {
-            first_answer.get_or_insert(now);
-            longest_gap = longest_gap.max(now - last_ok);
-            last_ok = now;
-            streak += 1;
-        } else {
-            failed += 1;
-            streak = 0;
-        }
+    let mut last_ok = Duration::ZERO;
+    for at in &answered {
+        longest_gap = longest_gap.max(*at - last_ok);
+        last_ok = *at;
+    }
+    if answered.is_empty() {
+        longest_gap = t0.elapsed();
     }
     let moved = watcher.join().ok().flatten();
     let sb_moved = moved.as_ref().map(|(d, _)| *d);
     let to = moved.map(|(_, g)| g).unwrap_or_else(|| from.clone());
-    longest_gap = longest_gap.max(t0.elapsed() - last_ok);
     release();
     let t1 = Instant::now();
     let mut failback = None;

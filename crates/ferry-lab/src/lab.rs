@@ -785,10 +785,19 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
 
 /// How many times OVS 3.1's userspace conntrack has aborted the lab's ovs-vswitchd so far
 /// (each abort logs its assertion twice).
+/// With a chassis per node, every chassis' log counts.
 fn vswitchd_aborts(lab_data: &std::path::Path) -> usize {
-    std::fs::read_to_string(lab_data.join("ovn/logs/ovs-vswitchd.log"))
-        .map(|l| l.matches("assertion conn->conn_type").count() / 2)
-        .unwrap_or(0)
+    let ovn = lab_data.join("ovn");
+    let count = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("logs/ovs-vswitchd.log"))
+            .map(|l| l.matches("assertion conn->conn_type").count() / 2)
+            .unwrap_or(0)
+    };
+    count(&ovn)
+        + ferry_ovn_stack::fabric::chassis_nodes(&topology::NODES)
+            .iter()
+            .map(|n| count(&ferry_ovn_stack::fabric::node_chassis_dir(&ovn, n)))
+            .sum::<usize>()
 }
 
 /// Blocks one backend of `s` and checks it leaves rotation, then unblocks it. `aborts`
@@ -998,8 +1007,8 @@ pub fn down(lab: &LabDir) -> Result<Vec<String>, LabError> {
     let ovn = lab.data().join("ovn");
     // Node chassis (`--chassis-per-node`) first: the fabric in the central registry
     // outlives them.
-    for node in topology::NODES {
-        let dir = ferry_ovn_stack::fabric::node_chassis_dir(&ovn, node);
+    for node in ferry_ovn_stack::fabric::chassis_nodes(&topology::NODES) {
+        let dir = ferry_ovn_stack::fabric::node_chassis_dir(&ovn, &node);
         if dir.exists() {
             let t = ferry_ovn_stack::stop_from_dir(&dir).map_err(|e| fail("down", e, None))?;
             if !t.stopped.is_empty() || !t.netns.is_empty() {

@@ -23,6 +23,9 @@
 //! namespace (by [`crate::stop_from_dir`]) removes the bridges and every veth pair.
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::layout::OvsBridge;
@@ -206,24 +209,43 @@ fn wire(fabric_ns: &str, c: &FabricChassis) -> Result<()> {
 pub const FABRIC_NETNS: &str = "ferry-fabric";
 
 /// BFD between gateway chassis (`NB_Global` options, copied to the SB by `ovn-northd`):
-/// 100 ms intervals, 3 missed = down, so a dead gateway chassis is noticed in ~0.3 s
-/// (OVN's defaults, 1 s x 5, take 5 s).
+/// 200 ms intervals, 5 missed = down, so a dead gateway chassis is noticed in ~1 s (OVN's
+/// defaults, 1 s x 5, take 5 s; 100 ms x 3 flapped several times a minute on a loaded
+/// 2-core machine).
 pub const BFD_OPTIONS: [&str; 3] = [
-    "options:bfd-min-rx=100",
-    "options:bfd-min-tx=100",
-    "options:bfd-mult=3",
+    "options:bfd-min-rx=200",
+    "options:bfd-min-tx=200",
+    "options:bfd-mult=5",
 ];
+
+/// The third gateway chassis of a lab with a chassis per node: it runs no workloads and
+/// has the lowest priority. OVN 23.03's `ovn-controller` takes over a gateway only while
+/// it still has a BFD session up to some other chassis (with none up it assumes it is the
+/// one cut off); with two chassis, the survivor of a dead gateway chassis has none left,
+/// so it would never take over. The witness keeps one up.
+pub const WITNESS: &str = "witness";
+
+/// The chassis of a lab with one chassis per node: the nodes, then [`WITNESS`].
+pub fn chassis_nodes(nodes: &[&str]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain([WITNESS.to_owned()])
+        .collect()
+}
 
 /// The chassis name (`system-id`) of a lab node's own chassis.
 pub fn node_chassis_name(node: &str) -> String {
     format!("ferry-{node}")
 }
 
-/// A lab node's own chassis.
+/// A lab node's own chassis (or the [`WITNESS`]).
 #[derive(Debug)]
 pub struct NodeChassis {
     pub node: String,
     pub stack: crate::OvnStack,
+    /// Stops its [`keep_underlay_route`] thread.
+    keeper: Arc<AtomicBool>,
 }
 
 /// The directory of a lab node's chassis stack under the central stack's directory.
@@ -231,21 +253,23 @@ pub fn node_chassis_dir(central_dir: &std::path::Path, node: &str) -> std::path:
     central_dir.join(format!("chassis-{node}"))
 }
 
-/// Starts one chassis-only stack per node (under `DIR/chassis-NODE`, registered in
-/// `central`'s SB, tunnel source [`underlay_ip`]), wires them into the fabric and sets
-/// [`BFD_OPTIONS`]. On failure what was started is stopped again.
+/// Starts one chassis-only stack per node and the [`WITNESS`] (under `DIR/chassis-NODE`,
+/// registered in `central`'s SB, tunnel source [`underlay_ip`]), wires them into the
+/// fabric, sets [`BFD_OPTIONS`] and starts each one's [`keep_underlay_route`]. On failure
+/// what was started is stopped again.
 pub fn start_node_chassis(central: &crate::OvnStack, nodes: &[&str]) -> Result<Vec<NodeChassis>> {
     let mut out: Vec<NodeChassis> = Vec::new();
     let result = (|| {
         let sb = crate::unix_remote(&central.paths().sb_sock);
-        for (i, node) in nodes.iter().enumerate() {
+        for (i, node) in chassis_nodes(nodes).iter().enumerate() {
             let opts =
                 crate::OvnOptions::chassis_only(node_chassis_name(node), &sb, underlay_ip(i + 1));
             let dir = node_chassis_dir(&central.paths().dir, node);
             let stack = crate::OvnStack::start(&dir, opts)?;
             out.push(NodeChassis {
-                node: (*node).to_owned(),
+                node: node.clone(),
                 stack,
+                keeper: Arc::new(AtomicBool::new(false)),
             });
         }
         let wired: Vec<FabricChassis> = out
@@ -261,6 +285,17 @@ pub fn start_node_chassis(central: &crate::OvnStack, nodes: &[&str]) -> Result<V
         let mut args = vec!["--no-wait", "set", "NB_Global", "."];
         args.extend(BFD_OPTIONS);
         central.nbctl(&args)?;
+        for (i, c) in out.iter().enumerate() {
+            let (paths, ns, stop) = (
+                c.stack.paths().clone(),
+                c.stack.bridge().netns.unwrap_or_default(),
+                Arc::clone(&c.keeper),
+            );
+            std::thread::Builder::new()
+                .name(format!("ferry-underlay-{}", c.node))
+                .spawn(move || keep_underlay_route(&paths, &ns, i + 1, &stop))
+                .map_err(|e| Error::io("spawn underlay thread for", &c.stack.paths().dir, e))?;
+        }
         Ok(())
     })();
     match result {
@@ -275,6 +310,7 @@ pub fn start_node_chassis(central: &crate::OvnStack, nodes: &[&str]) -> Result<V
 /// Stops the node chassis, then removes the fabric namespace (and with it every veth).
 pub fn stop_node_chassis(registry: &Registry, chassis: Vec<NodeChassis>) {
     for c in chassis {
+        c.keeper.store(true, Ordering::SeqCst);
         if let Err(e) = c.stack.stop() {
             tracing::error!(node = c.node, error = %e, "stopping a node chassis");
         }
@@ -283,5 +319,49 @@ pub fn stop_node_chassis(registry: &Registry, chassis: Vec<NodeChassis>) {
         crate::netns::delete_netns(FABRIC_NETNS).and_then(|()| registry.remove_netns(FABRIC_NETNS));
     if let Err(e) = removed {
         tracing::error!(error = %e, "removing the fabric namespace");
+    }
+}
+
+/// Keeps the underlay route in `ovs-vswitchd`'s own routing table across restarts (until
+/// `stop`): a restarted `ovs-vswitchd` reads the kernel's routes while its `br-phy` tap has
+/// no reader yet (the route is `linkdown`), skips it, and is not told when the link comes
+/// back, so its tunnels have no route and the chassis stays cut off. Whenever the
+/// daemon's PID changes, this adds the route with `ovs-appctl ovs/route/add` once the
+/// daemon answers (retrying every 200 ms).
+fn keep_underlay_route(paths: &crate::LabPaths, netns: &str, index: usize, stop: &AtomicBool) {
+    let pidfile = paths.pidfile(crate::Daemon::Vswitchd);
+    let ctl = paths.ctl(crate::Daemon::Vswitchd);
+    let prefix = format!(
+        "{}/24",
+        underlay_ip(index)
+            .rsplit_once('.')
+            .map_or(String::new(), |(net, _)| format!("{net}.0"))
+    );
+    let mut done_for = None;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = std::fs::read_to_string(&pidfile).ok();
+        if pid.is_none() || pid == done_for {
+            continue;
+        }
+        let has_route = process::run_ok(
+            Command::new("ovs-appctl")
+                .args(["--timeout=2", "-t"])
+                .arg(&ctl)
+                .args(["ovs/route/show"]),
+        )
+        .is_ok_and(|routes| routes.contains(&prefix));
+        let added = has_route
+            || process::run_ok(
+                Command::new("ovs-appctl")
+                    .args(["--timeout=2", "-t"])
+                    .arg(&ctl)
+                    .args(["ovs/route/add", &prefix, UNDERLAY_BRIDGE]),
+            )
+            .is_ok();
+        if added {
+            tracing::debug!(netns, prefix, "underlay route in ovs-vswitchd");
+            done_for = pid;
+        }
     }
 }

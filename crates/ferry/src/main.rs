@@ -1337,7 +1337,9 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
         .collect();
     if args.chassis_per_node {
         // Gateways on every node's chassis, in priority order (ferry-net takes a list).
-        args.network.gateway_chassis = node_names
+        // The nodes first, then the witness (see ferry_ovn_stack::fabric::WITNESS).
+        let nodes: Vec<&str> = node_names.iter().map(String::as_str).collect();
+        args.network.gateway_chassis = ferry_ovn_stack::fabric::chassis_nodes(&nodes)
             .iter()
             .map(|n| ferry_ovn_stack::fabric::node_chassis_name(n))
             .collect::<Vec<_>>()
