@@ -13,6 +13,7 @@ mod contract;
 mod crds;
 mod network;
 mod network_probe;
+pub mod tenancy;
 mod validation;
 mod vmi;
 mod yusur_service;

@@ -235,6 +235,34 @@ fn stamp(object: &mut Value, revision: u64) {
     object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
 }
 
+/// Subnets and VPCs as the cache holds them, for tenancy admission.
+struct CachedNetworks<'a>(&'a Cache);
+
+impl CachedNetworks<'_> {
+    fn spec(&self, plural: &str, name: &str) -> Option<Value> {
+        let key = format!("/registry/{}/{plural}/_/{name}", ferry_api::GROUP);
+        self.0.get(&key).map(|c| c.value()["spec"].clone())
+    }
+}
+
+impl ferry_api::tenancy::Networks for CachedNetworks<'_> {
+    fn subnet_vpc(&self, subnet: &str) -> Option<String> {
+        self.spec("subnets", subnet)
+            .map(|s| s["vpc"].as_str().unwrap_or_default().to_string())
+    }
+
+    fn vpc_namespaces(&self, vpc: &str) -> Option<Vec<String>> {
+        self.spec("vpcs", vpc).map(|s| {
+            s["namespaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+    }
+}
+
 /// Writes go to the store; the cache catches up before the reply (read-your-writes).
 #[derive(Clone)]
 pub struct Objects {
@@ -279,6 +307,35 @@ impl Objects {
                 .map_err(|causes| ApiError::invalid(&rt.kind, &rt.group, &name, causes));
         }
         Ok(None)
+    }
+
+    /// Tenancy admission ([`ferry_api::tenancy`]): an object may name only subnets and
+    /// VPCs that admit its namespace. On update only when what it names changed, so that
+    /// objects placed before a VPC narrowed its list stay writable (status, annotations).
+    fn admit_tenancy(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        use ferry_api::tenancy::{named_networks, refusal};
+        let Some(ns) = namespace.filter(|_| rt.namespaced) else {
+            return Ok(());
+        };
+        let named = named_networks(&rt.kind, object);
+        if named.is_empty() || old.is_some_and(|o| named_networks(&rt.kind, o) == named) {
+            return Ok(());
+        }
+        match refusal(ns, &named, &CachedNetworks(&self.cache)) {
+            None => Ok(()),
+            Some(cause) => Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                object["metadata"]["name"].as_str().unwrap_or_default(),
+                vec![cause],
+            )),
+        }
     }
 
     pub async fn create(
@@ -375,6 +432,7 @@ impl Objects {
             .unwrap_or_default()
             .to_string();
         let key = rt.key(namespace.filter(|_| rt.namespaced), &name);
+        self.admit_tenancy(rt, namespace, &object, None)?;
         let _reserved = self.admit_addresses(rt, &key, &mut object, None, None)?;
         if let Some(ns) = namespace.filter(|_| rt.namespaced) {
             let ns_key = format!("/registry/core/namespaces/_/{ns}");
@@ -509,6 +567,9 @@ impl Objects {
             object["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
         }
         let key = rt.key(namespace.filter(|_| rt.namespaced), name);
+        if subresource.is_none() {
+            self.admit_tenancy(rt, namespace, &object, Some(&old))?;
+        }
         let _reserved = self.admit_addresses(rt, &key, &mut object, Some(&old), subresource)?;
         let warnings = validate(rt, &mut object, opts)?;
         if spec_part(&object) != spec_part(&old) {
