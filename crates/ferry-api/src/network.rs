@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VpcSpec {
-    /// Namespaces whose pods default into this VPC's subnets.
+    /// The namespaces that may use this VPC and its subnets (admission refuses others);
+    /// empty: every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
 }
