@@ -1,5 +1,7 @@
-//! `cargo run -p ferry-federation --example bench_federation -- CLUSTERS SERVICES`: the
-//! federation bench without building the whole `ferry` binary.
+//! `cargo run -p ferry-federation --example bench_federation -- CLUSTERS SERVICES [SAMPLES
+//! [etcd]]`: the federation bench without building the whole `ferry` binary; with `etcd`,
+//! the federation API server runs on a real 3-member etcd cluster started for the run
+//! (Debian's `etcd-server`).
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,7 +17,14 @@ async fn main() -> anyhow::Result<()> {
         out: None,
         timeout: std::time::Duration::from_secs(600),
     };
-    let r = ferry_federation::bench::run(&opts).await?;
+    let etcd = std::env::args()
+        .any(|a| a == "etcd")
+        .then(|| ferry_testkit::etcd::EtcdCluster::start(3));
+    let store: ferry_apiserver::StoreBackend = match &etcd {
+        Some(cluster) => cluster.url("/bench").parse()?,
+        None => ferry_apiserver::StoreBackend::Embedded,
+    };
+    let r = ferry_federation::bench::run_on(&opts, &store).await?;
     ferry_federation::bench::print(&r);
     Ok(())
 }

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 
 use crate::controller::{self, ControllerConfig};
 use crate::join::{self, JoinConfig};
-use crate::server::{ServerError, client_for, start_server};
+use crate::server::{ServerError, client_for, start_server_on};
 use crate::types::{FederatedYusurService, LABEL_TENANT, LABEL_WORKSPACE};
+use ferry_apiserver::StoreBackend;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -123,9 +124,15 @@ fn fysvc(
 
 /// Runs the benchmark; see the module doc.
 pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
+    run_on(opts, &StoreBackend::Embedded).await
+}
+
+/// [`run`] with the federation API server on the store `store` names (the members keep
+/// the embedded store), to compare an etcd-backed federation with the embedded one.
+pub async fn run_on(opts: &BenchOptions, store: &StoreBackend) -> Result<BenchResult, BenchError> {
     let root = std::env::temp_dir().join(format!("ferry-bench-federation-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let result = run_in(opts, &root).await;
+    let result = run_in(opts, store, &root).await;
     let _ = std::fs::remove_dir_all(&root);
     let r = result?;
     if let Some(path) = &opts.out {
@@ -138,13 +145,18 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchResult, BenchError> {
     Ok(r)
 }
 
-async fn run_in(opts: &BenchOptions, root: &std::path::Path) -> Result<BenchResult, BenchError> {
+async fn run_in(
+    opts: &BenchOptions,
+    store: &StoreBackend,
+    root: &std::path::Path,
+) -> Result<BenchResult, BenchError> {
     let (stop_tx, stop) = watch::channel(false);
-    let fserver = start_server(
+    let fserver = start_server_on(
         &root.join("federation"),
         "127.0.0.1:0"
             .parse()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        store,
     )
     .await?;
     let fed = client_for(&fserver.kubeconfig).await?;

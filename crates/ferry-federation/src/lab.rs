@@ -236,9 +236,11 @@ pub fn down(lab: &FedLab, ferry: &Path) -> Result<Vec<String>, LabError> {
         while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         report.push(format!("supervisor {pid} stopped"));
     }
     let _ = std::fs::remove_file(lab.supervisor_pid());
