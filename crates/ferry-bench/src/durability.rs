@@ -14,6 +14,10 @@
 //!
 //! A key whose acknowledged state is gone is a *missing write*. Prints a table and JSON;
 //! asserts nothing (the `ferry` crate's test runs a short campaign and asserts zero).
+//!
+//! Over 600 lines: the campaign loop, its writers and its checks read best together; the
+//! per-key checks after a restart (`judge` and the loop around it) would be the first to
+//! move, to `durability/check.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -31,8 +31,9 @@ pub struct OvnOptions {
     pub ready_timeout: Duration,
     /// How long a daemon may take to exit after SIGTERM before it gets SIGKILL.
     pub stop_timeout: Duration,
-    /// First restart delay of a daemon that died; doubles up to [`Self::max_backoff`],
-    /// and resets once the daemon has run for 30 s.
+    /// Restart delay of a daemon that died after running at least 5 s (a crash); one that
+    /// dies sooner (a crash loop) waits twice as long as the time before, up to
+    /// [`Self::max_backoff`].
     pub min_backoff: Duration,
     /// Longest restart delay.
     pub max_backoff: Duration,

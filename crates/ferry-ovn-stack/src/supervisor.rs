@@ -80,16 +80,19 @@ impl Shared {
         let mut slots = self.slots();
         for slot in slots.iter_mut() {
             if let Some(child) = slot.child.as_mut() {
+                let ran = now.duration_since(slot.started);
+                let delay = restart_delay(ran, slot.backoff, self.min_backoff);
                 match child.try_wait() {
                     Ok(None) => {
-                        if now.duration_since(slot.started) > Duration::from_secs(30) {
+                        if ran >= STABLE {
                             slot.backoff = self.min_backoff;
                         }
                         continue;
                     }
                     Ok(Some(status)) => {
                         tracing::warn!(daemon = slot.spec.name, pid = slot.pid, %status,
-                            delay_ms = slot.backoff.as_millis() as u64, "daemon died; restarting");
+                            ran_ms = ran.as_millis() as u64,
+                            delay_ms = delay.as_millis() as u64, "daemon died; restarting");
                     }
                     Err(e) => {
                         tracing::warn!(daemon = slot.spec.name, pid = slot.pid, error = %e,
@@ -97,8 +100,8 @@ impl Shared {
                     }
                 }
                 slot.child = None;
-                slot.restart_at = Some(now + slot.backoff);
-                slot.backoff = (slot.backoff * 2).min(self.max_backoff);
+                slot.restart_at = Some(now + delay);
+                slot.backoff = (delay * 2).min(self.max_backoff);
             }
             if slot.restart_at.is_some_and(|t| t <= now)
                 && !self.paths.hold_file(slot.spec.daemon).exists()
@@ -118,6 +121,44 @@ impl Shared {
                     }
                 }
             }
+        }
+    }
+}
+
+/// How long a daemon must have run for its death to count as a crash rather than a crash
+/// loop (one that fails at start-up).
+pub(crate) const STABLE: Duration = Duration::from_secs(5);
+
+/// The delay before restarting a daemon that died after running `ran`: the shortest delay
+/// after a crash of a daemon that had run for [`STABLE`], so that repeated crashes of a
+/// working daemon (OVS 3.1's userspace conntrack aborts `ovs-vswitchd` every few dozen
+/// seconds under some traffic; see docs/resilience.md) each cost the same short outage;
+/// `backoff` (which doubles with each quick death) when it died sooner.
+pub(crate) fn restart_delay(ran: Duration, backoff: Duration, min: Duration) -> Duration {
+    if ran >= STABLE { min } else { backoff }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delays() {
+        let ms = Duration::from_millis;
+        let min = ms(200);
+        let cases = [
+            ("crash after a long run", ms(18_000), ms(6_400), ms(200)),
+            ("crash right at the threshold", STABLE, ms(3_200), ms(200)),
+            (
+                "dies during start-up: backs off",
+                ms(300),
+                ms(1_600),
+                ms(1_600),
+            ),
+            ("first quick death", ms(50), ms(200), ms(200)),
+        ];
+        for (name, ran, backoff, want) in cases {
+            assert_eq!(restart_delay(ran, backoff, min), want, "{name}");
         }
     }
 }
