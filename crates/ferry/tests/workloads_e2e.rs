@@ -2,8 +2,10 @@
 //! lab nodes (agents in lab mode, its own OVN): with kubectl 1.27, 1.32 and 1.33 each,
 //! `create deployment web --replicas=3 -- python3 -m http.server 8080` gives 3 Running
 //! pods spread over both nodes whose server answers through OVN, `rollout status`
-//! returns, `scale --replicas=1` leaves one, a pod whose nodeSelector matches nothing is
-//! Pending with `PodScheduled=False` and a FailedScheduling Event. A second test creates
+//! returns, `logs` (also `-f`, `--tail`), `exec` (exit codes, stdin) and `port-forward` reach
+//! a replica through the API server and its node's agent, `scale --replicas=1` leaves one,
+//! a pod whose nodeSelector matches nothing is Pending with `PodScheduled=False` and a
+//! FailedScheduling Event; the kubelet duties include `logs --previous`. A second test creates
 //! 100 pods and prints created -> bound and created -> Running latencies (p50/p99).
 //!
 //! Names are unique per test process (nodes `wl<pid>a`/`wl<pid>b`, chassis `wl<pid>`), so
@@ -312,6 +314,8 @@ fn kubectl_flow(up: &Up, k: &Kubectl, ns: &str) -> Result<()> {
         },
     )?;
     assert!(body.contains("Directory listing"));
+    let pod = pods[0].metadata.name.clone().context("pod name")?;
+    logs_and_exec(k, ns, &pod, &from, &ip)?;
     k.ok(&["-n", ns, "scale", "deployment/web", "--replicas=1"])?;
     eventually("one pod of web left", Duration::from_secs(60), || {
         let n = up.pods(ns).map_err(|e| e.to_string())?.len();
@@ -363,6 +367,161 @@ fn kubectl_flow(up: &Up, k: &Kubectl, ns: &str) -> Result<()> {
             })
     })?;
     k.ok(&["delete", "ns", ns, "--wait=false"])?;
+    Ok(())
+}
+
+/// `kubectl logs` shows the server's access log (python's http.server writes it to
+/// stderr), `logs -f` streams a request made after it started, `exec -- hostname` answers
+/// the pod's name, `exec -- sh -c 'exit 3'` exits 3, `exec -i -- cat` echoes stdin and
+/// `port-forward` reaches the server: kubectl 1.27 over SPDY/3.1, 1.30+ over WebSocket,
+/// through the API server's proxy to the agent of the pod's node.
+fn logs_and_exec(k: &Kubectl, ns: &str, pod: &str, from_netns: &str, ip: &str) -> Result<()> {
+    let curl = |path: &str| {
+        ferry_testkit::tool(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                from_netns,
+                "curl",
+                "-s",
+                "-m",
+                "2",
+                &format!("http://{ip}:8080{path}"),
+            ],
+        )
+    };
+    let logs = eventually(
+        "kubectl logs shows the access log",
+        Duration::from_secs(30),
+        || {
+            let (ok, out) = k.run(&["-n", ns, "logs", pod]);
+            (ok && out.contains("\"GET / HTTP/1.1\" 200")).then_some(out)
+        },
+    )?;
+    assert!(logs.contains("GET / HTTP/1.1"), "{logs}");
+    let tail = k.ok(&["-n", ns, "logs", pod, "--tail=1", "-c", "web"])?;
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    // Follow: a request made after `logs -f` started shows up in its output.
+    let mut follow = Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args(["-n", ns, "logs", "-f", pod])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("kubectl logs -f")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = follow.stdout.take().context("stdout")?;
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let marker = format!("/followed-{}", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        let _ = curl(&marker);
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains(&marker) {
+                seen = true;
+                break;
+            }
+        }
+    }
+    let pid = follow.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = follow.wait();
+    assert!(seen, "kubectl logs -f never showed a request to {marker}");
+    let host = k.ok(&["-n", ns, "exec", pod, "--", "hostname"])?;
+    assert_eq!(host.trim(), pod);
+    let out = Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args([
+            "-n",
+            ns,
+            "exec",
+            pod,
+            "--",
+            "sh",
+            "-c",
+            "echo bye >&2; exit 3",
+        ])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bye"));
+    let mut cat = Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args(["-n", ns, "exec", "-i", pod, "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().context("stdin")?;
+        stdin.write_all(b"through stdin\n")?;
+    }
+    let echoed = cat.wait_with_output()?;
+    assert_eq!(
+        (
+            echoed.status.code(),
+            String::from_utf8_lossy(&echoed.stdout).as_ref()
+        ),
+        (Some(0), "through stdin\n")
+    );
+    // Port-forward (SPDY/3.1 on 1.27, SPDY tunnelled in WebSocket on 1.31+): a local
+    // port answers with the pod's server.
+    let mut pf = Command::new(&k.bin)
+        .arg("--kubeconfig")
+        .arg(&k.kubeconfig)
+        .args(["-n", ns, "port-forward", &format!("pod/{pod}"), ":8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("kubectl port-forward")?;
+    let pf_out = pf.stdout.take().context("stdout")?;
+    let (ptx, prx) = std::sync::mpsc::channel::<u16>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pf_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // "Forwarding from 127.0.0.1:43567 -> 8080"
+            if let Some(port) = line
+                .strip_prefix("Forwarding from 127.0.0.1:")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|p| p.parse().ok())
+            {
+                let _ = ptx.send(port);
+            }
+        }
+    });
+    let forwarded = prx.recv_timeout(Duration::from_secs(30)).map(|port| {
+        ferry_testkit::tool(
+            "curl",
+            &["-s", "-m", "5", &format!("http://127.0.0.1:{port}/")],
+        )
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &pf.id().to_string()])
+        .status();
+    let _ = pf.wait();
+    let page = forwarded
+        .context("kubectl port-forward printed no local port")?
+        .context("curl through the forwarded port")?;
+    assert!(page.contains("Directory listing"), "{page}");
     Ok(())
 }
 
@@ -440,6 +599,11 @@ fn kubelet_duties(up: &Up) -> Result<()> {
         json!({"restartPolicy": "Never", "containers": [{"name": "c", "image": "job", "command": ["sh", "-c", "exit 3"]}]}),
     )?;
     make(
+        "twice",
+        json!({"containers": [{"name": "c", "image": "job",
+        "command": ["sh", "-c", "echo run $(date +%s%N); sleep 1; exit 1"]}]}),
+    )?;
+    make(
         "env",
         json!({"containers": [{"name": "c", "image": "env",
         "command": ["sh", "-c", "echo \"$GREETING from $ME in $(pwd)\"; sleep 600"], "workingDir": "/tmp",
@@ -503,19 +667,31 @@ fn kubelet_duties(up: &Up) -> Result<()> {
             Some(Some("PodCompleted".into()))
         );
     }
-    // env, the downward API and workingDir, from the container's output.
-    let logs = up.dir.path().join("data/agent/logs");
+    // env, the downward API and workingDir, from the container's output (`pods/log`).
     let line = eventually("env's output", Duration::from_secs(60), || {
-        std::fs::read_dir(&logs)
-            .ok()?
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().contains("kubelet-env"))
-            .find_map(|e| {
-                let text = std::fs::read_to_string(e.path()).ok()?;
-                text.lines().find(|l| l.contains("hello")).map(String::from)
-            })
+        let text = up.rt.block_on(pods.logs("env", &Default::default())).ok()?;
+        text.lines().find(|l| l.contains("hello")).map(String::from)
     })?;
     assert_eq!(line, "hello from env in /tmp");
+    // `kubectl logs --previous`: the run before the last restart keeps its own output.
+    let (previous, current) = eventually("twice's two runs", Duration::from_secs(60), || {
+        let cs = container_status(&get("twice")?)?;
+        if cs.restart_count < 1 {
+            return None;
+        }
+        let logs = |previous: bool| {
+            let lp = kube::api::LogParams {
+                previous,
+                ..Default::default()
+            };
+            up.rt
+                .block_on(pods.logs("twice", &lp))
+                .ok()
+                .and_then(|t| t.lines().find(|l| l.starts_with("run ")).map(String::from))
+        };
+        Some((logs(true)?, logs(false)?))
+    })?;
+    assert_ne!(previous, current, "each run has its own log");
     Ok(())
 }
 
