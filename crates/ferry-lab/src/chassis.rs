@@ -191,7 +191,10 @@ pub struct Failover {
     pub sb_moved_s: Option<f64>,
     /// Kill -> the first answer to the EIP after it (a backend on the surviving chassis).
     pub first_answer_s: Option<f64>,
-    /// The longest time without an answer, from the last answer before the kill.
+    /// Kill -> the first answer after which every request was answered (requests that
+    /// met a backend on the dead chassis fail until its probes take it out of rotation).
+    pub steady_s: Option<f64>,
+    /// The longest time without an answer, from the kill.
     pub longest_gap_s: f64,
     /// Requests sent / failed during the measurement (requests that met a backend on the
     /// dead chassis fail too until its probes take it out of rotation).
@@ -297,13 +300,13 @@ pub fn gateway_failover(ovn_dir: &Path, client: &str, target: &str) -> Result<Fa
     };
     // A request every 100 ms, each on its own thread with a 1 s limit, so that one
     // request stuck on a dead path does not hide the others: the first answer is timed
-    // to ~0.1 s. Until 3 s after the first answer (or 30 s).
+    // to ~0.1 s. For 15 s once the first answer came (or 30 s without one).
     let mut sent: Vec<(Duration, std::thread::JoinHandle<bool>)> = Vec::new();
     let first_ok = std::sync::Arc::new(std::sync::Mutex::new(None::<Duration>));
     let first =
         |m: &std::sync::Mutex<Option<Duration>>| *m.lock().unwrap_or_else(|e| e.into_inner());
     while t0.elapsed() < Duration::from_secs(30)
-        && first(&first_ok).is_none_or(|f| t0.elapsed() < f + Duration::from_secs(3))
+        && (first(&first_ok).is_none() || t0.elapsed() < Duration::from_secs(15))
     {
         let (c, t, at, seen) = (
             client.to_owned(),
@@ -338,6 +341,16 @@ pub fn gateway_failover(ovn_dir: &Path, client: &str, target: &str) -> Result<Fa
         .map(|(at, _)| *at)
         .collect();
     let first_answer = answered.first().copied();
+    let last_failure = results
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(at, _)| *at)
+        .max();
+    let steady = results
+        .iter()
+        .filter(|(at, ok)| *ok && last_failure.is_none_or(|f| *at > f))
+        .map(|(at, _)| *at)
+        .next();
     let mut longest_gap = Duration::ZERO;
     let mut last_ok = Duration::ZERO;
     for at in &answered {
@@ -366,6 +379,7 @@ pub fn gateway_failover(ovn_dir: &Path, client: &str, target: &str) -> Result<Fa
         to,
         sb_moved_s: sb_moved.map(secs),
         first_answer_s: first_answer.map(secs),
+        steady_s: steady.map(secs),
         longest_gap_s: secs(longest_gap),
         requests,
         failed,

@@ -956,11 +956,12 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             } else {
                 let s = |x: Option<f64>| x.map_or("never".to_string(), |v| format!("{v:.2} s"));
                 println!(
-                    "gateway {} -> {}: SB moved after {}, first EIP answer after {}, longest gap {:.2} s, {}/{} requests failed; back on {} after {}",
+                    "gateway {} -> {}: SB moved after {}, first EIP answer after {}, every answer after {}, longest gap {:.2} s, {}/{} requests failed; back on {} after {}",
                     f.from,
                     f.to,
                     s(f.sb_moved_s),
                     s(f.first_answer_s),
+                    s(f.steady_s),
                     f.longest_gap_s,
                     f.failed,
                     f.requests,
