@@ -85,6 +85,20 @@ pub fn remotes(members: &[Member]) -> String {
         .join(",")
 }
 
+/// The `unix:` remotes of NB's or SB's members in the stack directory `dir`, as found
+/// there (the sockets that exist), comma separated: for a tool that does not know how
+/// many members the stack was started with (`ovn-nbctl --db=...` in `ferry lab`). Member
+/// 1's socket alone when none exists yet.
+pub fn remotes_in(dir: &Path, daemon: Daemon) -> String {
+    let all = members(&LabPaths::new(dir), daemon, 7);
+    let found: Vec<Member> = all.iter().filter(|m| m.sock.exists()).cloned().collect();
+    if found.is_empty() {
+        remotes(&all[..1])
+    } else {
+        remotes(&found)
+    }
+}
+
 /// Creates the database files that do not exist yet: a standalone database for one
 /// member; otherwise member 1 creates the cluster and the others join it (they become
 /// members once their server runs and reaches member 1).

@@ -29,6 +29,11 @@ fn raft_nb_and_sb_survive_kill_9_of_their_leaders() -> anyhow::Result<()> {
     let stack = OvnStack::start(lab.path(), opts)?;
     let nb = stack.nb_remote();
     assert_eq!(nb.split(',').count(), 3, "three NB remotes: {nb}");
+    assert_eq!(
+        ferry_ovn_stack::raft::remotes_in(lab.path(), Daemon::NbDb),
+        nb,
+        "found from the directory alone"
+    );
     let names: Vec<String> = [Daemon::NbDb, Daemon::SbDb]
         .iter()
         .flat_map(|d| stack.members(*d))
