@@ -166,16 +166,46 @@ pub fn select(text: &[u8], opts: &LogOptions) -> (Vec<u8>, usize) {
     (out, end)
 }
 
-/// Sends the child's stdout and stderr to `path` (created, appended to) as CRI log lines,
-/// from two threads that end when the pipes close.
+/// Largest a run's log file grows before it is rotated (the kubelet's default
+/// `containerLogMaxSize`); the rotated file is `RUN.log.1`, one of them is kept.
+pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+
+/// A run's log file, rotated past `max` bytes.
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    max: u64,
+}
+
+impl LogFile {
+    fn append(&mut self, lines: &[u8]) {
+        let _ = self.file.write_all(lines);
+        let full = self.file.metadata().map(|m| m.len() >= self.max);
+        if full.unwrap_or(false) {
+            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+            if let Ok(f) = File::options().create(true).append(true).open(&self.path) {
+                self.file = f;
+            }
+        }
+    }
+}
+
+/// Sends the child's stdout and stderr to `path` (created, appended to, rotated past
+/// [`MAX_LOG_BYTES`]) as CRI log lines, from two threads that end when the pipes close.
 pub fn capture(child: &mut Child, path: &Path) -> std::io::Result<()> {
+    capture_with_limit(child, path, MAX_LOG_BYTES)
+}
+
+fn capture_with_limit(child: &mut Child, path: &Path, max: u64) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let file = Arc::new(Mutex::new(
-        File::options().create(true).append(true).open(path)?,
-    ));
-    fn pump(mut from: impl Read, stream: Stream, to: Arc<Mutex<File>>) {
+    let file = Arc::new(Mutex::new(LogFile {
+        path: path.to_path_buf(),
+        file: File::options().create(true).append(true).open(path)?,
+        max,
+    }));
+    fn pump(mut from: impl Read, stream: Stream, to: Arc<Mutex<LogFile>>) {
         let mut buf = vec![0u8; 8192];
         let mut pending = Vec::new();
         loop {
@@ -185,8 +215,7 @@ pub fn capture(child: &mut Child, path: &Path) -> std::io::Result<()> {
             };
             let lines = cri_lines(stream, Timestamp::now(), &mut pending, &buf[..n], eof);
             if !lines.is_empty() {
-                let mut f = to.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = f.write_all(&lines);
+                to.lock().unwrap_or_else(|e| e.into_inner()).append(&lines);
             }
             if eof {
                 return;
@@ -220,6 +249,11 @@ pub fn prune(log_dir: &Path, netns: &str, container: &str, keep_from: i32) {
             .to_str()
             .and_then(|n| n.strip_suffix(".log"))
             .and_then(|n| n.parse::<i32>().ok());
+        let run = run.or_else(|| {
+            name.to_str()
+                .and_then(|n| n.strip_suffix(".log.1"))
+                .and_then(|n| n.parse::<i32>().ok())
+        });
         if run.is_some_and(|r| r < keep_from) {
             let _ = std::fs::remove_file(e.path());
         }
@@ -297,6 +331,42 @@ mod tests {
             ("stderr", true, MAX_LINE)
         );
         assert_eq!(pending, b"xxx");
+    }
+
+    /// A child's output lands in its run's file as CRI lines, rotated past the limit.
+    #[test]
+    fn captured_output_is_rotated_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = run_path(dir.path(), "ferry-x", "c", 0);
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "for i in $(seq 1 200); do echo line-$i; done; echo oops >&2",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        capture_with_limit(&mut child, &path, 2000).unwrap();
+        child.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        while !(read(&path) + &read(&path.with_extension("log.1"))).contains("stderr F oops")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (cur, old) = (read(&path), read(&path.with_extension("log.1")));
+        assert!(cur.len() < 2000 + MAX_LINE && !old.is_empty(), "{cur}");
+        let (shown, _) = select(cur.as_bytes(), &LogOptions::default());
+        let last = String::from_utf8(shown).unwrap();
+        assert!(
+            last.ends_with("line-200\n") || last.ends_with("oops\n"),
+            "{last}"
+        );
+        assert!(cur.lines().all(|l| parse_line(l.as_bytes()).is_some()));
+        prune(dir.path(), "ferry-x", "c", 1);
+        assert!(!path.exists() && !path.with_extension("log.1").exists());
     }
 
     #[test]

@@ -541,6 +541,10 @@ async fn logs(
             let Ok(all) = tokio::fs::read(&path).await else {
                 return;
             };
+            // Rotated: the file starts again.
+            if all.len() < offset {
+                offset = 0;
+            }
             if all.len() > offset {
                 let rest = &all[offset..];
                 let (out, used) = container_log::select(
