@@ -204,7 +204,7 @@ fn isolated_lab_up(ferry: &Path, dir: &Path) -> Command {
     let mut c = Command::new("unshare");
     c.args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
         .arg(concat!(
-            "ip link set lo up && mount -t tmpfs ferry-netns /run/netns && ",
+            "ip link set lo up && mkdir -p /run/netns && mount -t tmpfs ferry-netns /run/netns && ",
             "mkdir -p /etc/netns && mount -t tmpfs ferry-etc-netns /etc/netns && ",
             "exec \"$0\" lab up --dir \"$1\""
         ))
