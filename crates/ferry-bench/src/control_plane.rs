@@ -6,6 +6,11 @@
 //! Ends with a crash failover: the leader is killed (SIGKILL) and the time until the
 //! standby programs the next change is `failover_s`. Prints a table and JSON; asserts
 //! nothing.
+//!
+//! Also reported: the leader's pass times (from its `reconcile pass` debug lines, which it
+//! writes with metrics on or off) and the API server's GET latency under 8 clients, the
+//! two figures `ferry bench metrics-cost` ([`crate::metrics_cost`]) compares with
+//! `FERRY_METRICS=off` and on.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -33,6 +38,10 @@ pub struct ControlPlaneOptions {
     pub out: Option<PathBuf>,
     /// Single-service changes and probe flips measured.
     pub samples: usize,
+    /// `false` runs the API server and the controllers with `FERRY_METRICS=off`.
+    pub metrics: bool,
+    /// Start a standby controller and measure the crash failover.
+    pub failover: bool,
 }
 
 /// The figures, with the keys the issue names.
@@ -68,9 +77,99 @@ pub struct ControlPlaneResult {
     /// Leader killed (SIGKILL) -> the standby programmed the next change in the NB.
     pub failover_s: f64,
     pub objects: usize,
+    /// Whether the components recorded metrics (`FERRY_METRICS` unset or on).
+    pub metrics: bool,
+    /// The leader's incremental and full passes (its `reconcile pass` lines).
+    pub passes_incremental: usize,
+    pub pass_incremental_p50_ms: f64,
+    pub pass_incremental_p99_ms: f64,
+    pub passes_full: usize,
+    pub pass_full_p50_ms: f64,
+    /// GET of one object by 8 concurrent clients (`API_GETS` requests): latency to the
+    /// whole body, and requests/s.
+    pub api_get_p50_ms: f64,
+    pub api_get_p99_ms: f64,
+    pub api_gets_per_s: f64,
 }
 
-struct Children(Vec<Child>);
+/// GETs timed by [`api_latency`].
+const API_GETS: usize = 4000;
+
+/// The pass times (ms) of `reconcile pass` lines in a controller log: (incremental, full).
+pub fn pass_times(log: &str) -> (Vec<f64>, Vec<f64>) {
+    let mut out = (Vec::new(), Vec::new());
+    for line in log.lines().filter(|l| l.contains("reconcile pass")) {
+        let plain = strip_ansi(line);
+        let field = |name: &str| {
+            plain
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        let (Some(full), Some(ms)) = (
+            field("full"),
+            field("elapsed_ms").and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        if full == "true" {
+            out.1.push(ms);
+        } else {
+            out.0.push(ms);
+        }
+    }
+    out
+}
+
+/// `s` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `requests` GETs of the `default` namespace by `clients` concurrent clients: each
+/// latency (ms, the whole body received) and requests/s.
+pub(crate) async fn api_latency(
+    client: &Client,
+    requests: usize,
+    clients: usize,
+) -> Result<(Vec<f64>, f64), String> {
+    let t = Instant::now();
+    let lat = futures::stream::iter(0..requests)
+        .map(|_| {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/api/v1/namespaces/default")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                let t = Instant::now();
+                client.request_text(req).await.map_err(|e| e.to_string())?;
+                Ok::<f64, String>(t.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(clients)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let per_s = requests as f64 / t.elapsed().as_secs_f64();
+    Ok((lat, per_s))
+}
+
+/// Child processes, stopped (SIGTERM, then SIGKILL) by PID on drop.
+pub(crate) struct Children(pub(crate) Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -100,9 +199,10 @@ fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn spawn(cmd: &mut Command, log: &Path) -> Result<Child, String> {
+pub(crate) fn spawn(cmd: &mut Command, log: &Path) -> Result<Child, String> {
     let f = std::fs::File::create(log).map_err(|e| e.to_string())?;
-    cmd.stdin(Stdio::null())
+    cmd.env("NO_COLOR", "1")
+        .stdin(Stdio::null())
         .stdout(f.try_clone().map_err(|e| e.to_string())?)
         .stderr(f)
         .spawn()
@@ -118,7 +218,7 @@ fn progress(what: &str, done: usize, total: usize, start: Instant) {
     );
 }
 
-async fn wait_file(path: &Path, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn wait_file(path: &Path, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     while !path.exists() {
         if start.elapsed() > timeout {
@@ -129,7 +229,7 @@ async fn wait_file(path: &Path, timeout: Duration) -> Result<(), String> {
     Ok(())
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -173,9 +273,11 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     let d = dir.path();
     let (n, m, nodes) = (opts.services, opts.backends, opts.nodes.max(1));
     eprintln!(
-        "control-plane bench: {n} services x {m} backends on {nodes} nodes in {}",
+        "control-plane bench: {n} services x {m} backends on {nodes} nodes, metrics {}, in {}",
+        if opts.metrics { "on" } else { "off" },
         d.display()
     );
+    let metrics_env = if opts.metrics { "on" } else { "off" };
     // OVN NB + SB + northd only: the control plane's job ends at the NB.
     let ovn_dir = d.join("ovn");
     let stack = tokio::task::spawn_blocking(move || {
@@ -195,18 +297,13 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     let mut c = Command::new(&opts.ferry);
     c.args(["apiserver", "--data-dir"])
         .arg(&api_dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")]);
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("FERRY_METRICS", metrics_env);
     let apiserver = spawn(&mut c, &d.join("apiserver.log"))?;
     let api_pid = apiserver.id();
     children.0.push(apiserver);
     wait_file(&api_dir.join("kubeconfig"), Duration::from_secs(30)).await?;
-    let kc = kube::config::Kubeconfig::read_from(api_dir.join("kubeconfig"))
-        .map_err(|e| e.to_string())?;
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    cfg.read_timeout = Some(Duration::from_secs(300));
-    let client = Client::try_from(cfg).map_err(|e| e.to_string())?;
+    let client = client_of(&api_dir.join("kubeconfig")).await?;
     for crd in ferry_api::all_crds() {
         let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
         api.create(&PostParams::default(), &crd)
@@ -216,8 +313,17 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Two replicas: "bench-a" leads (started first), "bench-b" stands by.
     let mut pids = BTreeMap::new();
-    for id in ["bench-a", "bench-b"] {
+    let ids: &[&str] = if opts.failover {
+        &["bench-a", "bench-b"]
+    } else {
+        &["bench-a"]
+    };
+    for &id in ids {
         let mut c = Command::new(&opts.ferry);
+        // Every pass's time in the log, with metrics on or off (see `pass_times`).
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        c.env("FERRY_METRICS", metrics_env)
+            .env("RUST_LOG", format!("{filter},ferry_controller::pass=debug"));
         c.args(["controller", "--kubeconfig"])
             .arg(api_dir.join("kubeconfig-controller"))
             .args([
@@ -490,7 +596,24 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         let full: Value = client.request(req).await.map_err(|e| e.to_string())?;
         objects += full["items"].as_array().map_or(0, Vec::len);
     }
+    let (mut gets, api_gets_per_s) = api_latency(&client, API_GETS, 8).await?;
+    eprintln!(
+        "  GET p50 {:.2} ms, p99 {:.2} ms, {api_gets_per_s:.0}/s (8 clients)",
+        percentile(&mut gets, 0.5),
+        percentile(&mut gets, 0.99)
+    );
     let leading = leader(&client).await.unwrap_or_default();
+    // The leader's passes so far (before any failover).
+    let (mut incremental, mut full) = pass_times(
+        &std::fs::read_to_string(d.join(format!("controller-{leading}.log"))).unwrap_or_default(),
+    );
+    eprintln!(
+        "  leader passes: {} incremental (p50 {:.2} ms), {} full (p50 {:.2} ms)",
+        incremental.len(),
+        percentile(&mut incremental, 0.5),
+        full.len(),
+        percentile(&mut full, 0.5)
+    );
     let standby = if leading == "bench-a" {
         "bench-b"
     } else {
@@ -553,6 +676,15 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         lease_renewals: stats.renewals.load(std::sync::atomic::Ordering::Relaxed),
         failover_s,
         objects,
+        metrics: opts.metrics,
+        passes_incremental: incremental.len(),
+        pass_incremental_p50_ms: percentile(&mut incremental, 0.5),
+        pass_incremental_p99_ms: percentile(&mut incremental, 0.99),
+        passes_full: full.len(),
+        pass_full_p50_ms: percentile(&mut full, 0.5),
+        api_get_p50_ms: percentile(&mut gets, 0.5),
+        api_get_p99_ms: percentile(&mut gets, 0.99),
+        api_gets_per_s,
     };
     drop(hollow);
     let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
@@ -562,6 +694,16 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     drop(children);
     drop(stack);
     Ok(result)
+}
+
+/// A client from a kubeconfig file, with a long read timeout (large lists under load).
+pub(crate) async fn client_of(kubeconfig: &Path) -> Result<Client, String> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    cfg.read_timeout = Some(Duration::from_secs(300));
+    Client::try_from(cfg).map_err(|e| e.to_string())
 }
 
 /// The holder of the controllers' Lease.
@@ -723,6 +865,25 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
             format!("{:.2}", r.failover_s),
         ),
         ("objects", r.objects.to_string()),
+        (
+            "leader passes: incremental p50 / p99 ms (count)",
+            format!(
+                "{:.2} / {:.2} ({})",
+                r.pass_incremental_p50_ms, r.pass_incremental_p99_ms, r.passes_incremental
+            ),
+        ),
+        (
+            "leader passes: full p50 ms (count)",
+            format!("{:.2} ({})", r.pass_full_p50_ms, r.passes_full),
+        ),
+        (
+            "api GET p50 / p99 ms, per s (8 clients)",
+            format!(
+                "{:.2} / {:.2}, {:.0}",
+                r.api_get_p50_ms, r.api_get_p99_ms, r.api_gets_per_s
+            ),
+        ),
+        ("metrics", if r.metrics { "on" } else { "off" }.to_string()),
     ];
     for (k, v) in rows {
         t.add_row([k.to_string(), v]);

@@ -1,6 +1,7 @@
 //! `ferry-bench` owns Ferry's benchmarks. The control-plane benchmark ([`control_plane`],
 //! `ferry bench control-plane`) runs a real API server and controller against a real
-//! OVN NB and measures changes, full syncs, probe flips and memory. The data-plane
+//! OVN NB and measures changes, full syncs, probe flips and memory; [`metrics_cost`]
+//! (`ferry bench metrics-cost`) runs it with metrics off and on. The data-plane
 //! benchmark ([`dataplane`]) builds its own
 //! network namespaces and its own OVN/OVS stack, measures Ferry's OVN load balancing side
 //! by side with kernel routing and kube-proxy-style iptables and nftables in one run, and
@@ -33,5 +34,6 @@ pub mod dataplane;
 pub mod durability;
 mod error;
 pub mod hollow;
+pub mod metrics_cost;
 
 pub use error::{Error, Result};

@@ -393,6 +393,25 @@ enum BenchCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// What metrics cost: the control-plane bench with FERRY_METRICS=off and on,
+    /// interleaved; pass times, API GET latency and the rest side by side.
+    MetricsCost {
+        #[arg(long, default_value = "100")]
+        services: usize,
+        #[arg(long, default_value = "10")]
+        backends: usize,
+        #[arg(long, default_value = "1")]
+        nodes: usize,
+        #[arg(long, default_value = "20")]
+        samples: usize,
+        /// Rounds of one run off and one on (the order flips each round); 0 runs only
+        /// the two API servers side by side.
+        #[arg(long, default_value = "2")]
+        rounds: usize,
+        /// Write the JSON (every run and the comparison) here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -736,11 +755,37 @@ fn main() -> anyhow::Result<()> {
                 ferry: std::env::current_exe()?,
                 out,
                 samples,
+                metrics: true,
+                failover: true,
             };
             let r = runtime()?
                 .block_on(ferry_bench::control_plane::control_plane(&opts))
                 .map_err(anyhow::Error::msg)?;
             ferry_bench::control_plane::print_control_plane(&r);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::MetricsCost {
+            services,
+            backends,
+            nodes,
+            samples,
+            rounds,
+            out,
+        }) => {
+            let opts = ferry_bench::control_plane::ControlPlaneOptions {
+                services,
+                backends,
+                nodes,
+                ferry: std::env::current_exe()?,
+                out,
+                samples,
+                metrics: true,
+                failover: false,
+            };
+            let r = runtime()?
+                .block_on(ferry_bench::metrics_cost::metrics_cost(&opts, rounds))
+                .map_err(anyhow::Error::msg)?;
+            ferry_bench::metrics_cost::print_metrics_cost(&r);
             Ok(())
         }
         Command::Bench(BenchCommand::Durability {
