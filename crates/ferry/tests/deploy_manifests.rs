@@ -478,6 +478,124 @@ fn deploy_readme_steps_against_ferrys_api_server() {
         assert!(!p.exists(), "{} left after SIGTERM", p.display());
     }
 
+    // The `agent` container's command on a node the kubelet registered: the agent adds its
+    // own FerryAgentReady condition beside the kubelet's (never replacing them) and renews
+    // its Lease, with the ferry-agent ServiceAccount's identity. (Its metrics port is
+    // moved to a free loopback port; there is no OVS here, and the Node carries no address
+    // annotations, so it plumbs nothing.)
+    let node = format!("deploy-test-{}", std::process::id());
+    let node_file = d.join("node.json");
+    std::fs::write(
+        &node_file,
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+            .to_string(),
+    )
+    .expect("node manifest");
+    kubectl(
+        &k132,
+        &admin,
+        &["create", "-f", &node_file.display().to_string()],
+    );
+    let kubelet = serde_json::json!({"status": {"conditions": [
+        {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
+        {"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
+    kubectl(
+        &k132,
+        &admin,
+        &[
+            "patch",
+            "node",
+            &node,
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            &kubelet.to_string(),
+        ],
+    );
+    let agent_c = &pod["containers"][0];
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let mut agent_cmd = Command::new(ferry);
+    for a in agent_c["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(1)
+        .chain(agent_c["args"].as_array().into_iter().flatten())
+    {
+        let a = a.as_str().unwrap_or_default();
+        let a = a.replace("$(NODE_NAME)", &node);
+        let a = match a.strip_prefix("--metrics-listen=") {
+            Some(_) => format!("--metrics-listen={metrics}"),
+            None => a,
+        };
+        agent_cmd.arg(a);
+    }
+    let mut agent = Proc(
+        agent_cmd
+            .env_clear()
+            .envs(&env)
+            .env("KUBECONFIG", d.join("api/kubeconfig-agent"))
+            .args(["--state-dir", &d.join("agent-state").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("agent.log")).expect("log"))
+            .spawn()
+            .expect("the agent container's command"),
+    );
+    let conditions = eventually("the agent's FerryAgentReady condition", || {
+        let n = get_json(&admin, &["get", "node", &node]);
+        let cs = n["status"]["conditions"].as_array()?.clone();
+        cs.iter()
+            .any(|c| c["type"] == "FerryAgentReady" && c["status"] == "True")
+            .then_some(cs)
+    });
+    let kinds: Vec<(&str, &str, &str)> = conditions
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap_or_default(),
+                c["status"].as_str().unwrap_or_default(),
+                c["reason"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+            ("Ready", "True", "KubeletReady"),
+            ("FerryAgentReady", "True", "FerryAgentReady"),
+        ],
+        "the kubelet's conditions must stay as they were"
+    );
+    let lease = eventually("the agent's Lease", || {
+        let o = Command::new(&k132)
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .args([
+                "-n",
+                ferry_api::AGENT_LEASE_NAMESPACE,
+                "get",
+                "lease",
+                &ferry_api::agent_lease_name(&node),
+                "-o",
+                "json",
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&o.stdout).ok())?
+    });
+    assert_eq!(lease["spec"]["holderIdentity"], node.as_str(), "{lease}");
+    let status = agent.terminate();
+    assert!(
+        status.success(),
+        "agent exited {status}: {}",
+        std::fs::read_to_string(d.join("agent.log")).unwrap_or_default()
+    );
+
     // Step 7: uninstall.
     // (--ignore-not-found: Ferry's API server removes a namespace's objects with it at
     // once, where kube-apiserver's namespace controller leaves them to the later deletes.)
