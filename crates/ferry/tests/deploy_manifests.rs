@@ -4,8 +4,9 @@
 //! left to change), the stored objects checked, the DaemonSet's `install-cni` init
 //! container and `cni` container commands run as a node runs them (the built binary, the
 //! ConfigMap's environment, in-cluster credentials of the `ferry-agent` ServiceAccount), the
-//! installed plugin reading the API with the kubeconfig it was given, and `kubectl delete
-//! -k`. No root, no OVN.
+//! installed plugin reading the API with the kubeconfig it was given, the `agent`
+//! container's command beside a kubelet's Node conditions, and `kubectl delete -k`. No
+//! root, no OVN.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
