@@ -19,7 +19,7 @@ mod objects;
 mod openapi;
 mod patch;
 mod protobuf;
-mod rbac;
+pub mod rbac;
 mod resources;
 mod reviews;
 mod schema;

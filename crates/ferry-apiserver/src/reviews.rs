@@ -16,6 +16,7 @@ use crate::status::ApiError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthApi {
     SelfSubjectAccessReview,
+    SelfSubjectRulesReview,
     SubjectAccessReview,
     /// `authentication.k8s.io/<version>`.
     SelfSubjectReview(String),
@@ -36,6 +37,12 @@ impl AuthApi {
                 "v1",
                 "selfsubjectaccessreviews",
             ] => Some(AuthApi::SelfSubjectAccessReview),
+            [
+                "apis",
+                "authorization.k8s.io",
+                "v1",
+                "selfsubjectrulesreviews",
+            ] => Some(AuthApi::SelfSubjectRulesReview),
             ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => {
                 Some(AuthApi::SubjectAccessReview)
             }
@@ -68,6 +75,14 @@ impl AuthApi {
                 "create",
                 "authorization.k8s.io",
                 "selfsubjectaccessreviews",
+                "",
+                None,
+                None,
+            ),
+            AuthApi::SelfSubjectRulesReview => Attributes::resource(
+                "create",
+                "authorization.k8s.io",
+                "selfsubjectrulesreviews",
                 "",
                 None,
                 None,
@@ -157,6 +172,33 @@ pub fn self_subject_access_review(
     out["metadata"] = json!({"creationTimestamp": null});
     out["status"] = review_status(index, user, &attrs);
     Ok(out)
+}
+
+/// `POST selfsubjectrulesreviews`: every rule the caller has in `spec.namespace`.
+pub fn self_subject_rules_review(index: &Index, user: &UserInfo, body: &Value) -> Value {
+    let namespace = body["spec"]["namespace"].as_str().unwrap_or_default();
+    let rules = crate::rbac::rules_for(index, user, namespace);
+    let resource_rules: Vec<Value> = rules
+        .iter()
+        .filter(|r| !r.resources.is_empty())
+        .map(|r| {
+            let mut v =
+                json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
+            if !r.resource_names.is_empty() {
+                v["resourceNames"] = json!(r.resource_names);
+            }
+            v
+        })
+        .collect();
+    let non_resource_rules: Vec<Value> = rules
+        .iter()
+        .filter(|r| !r.non_resource_urls.is_empty())
+        .map(|r| json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}))
+        .collect();
+    json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+        "metadata": {"creationTimestamp": null}, "spec": body["spec"],
+        "status": {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules,
+            "incomplete": false}})
 }
 
 /// `POST subjectaccessreviews`: may the user (and groups) the spec names do what it says?

@@ -634,6 +634,7 @@ async fn review(
     let body = parse_body(&body, &headers)?;
     let out = match api {
         AuthApi::SelfSubjectAccessReview => reviews::self_subject_access_review(index, who, &body)?,
+        AuthApi::SelfSubjectRulesReview => reviews::self_subject_rules_review(index, who, &body),
         AuthApi::SubjectAccessReview => reviews::subject_access_review(index, &body)?,
         AuthApi::SelfSubjectReview(version) => reviews::self_subject_review(&version, who),
         AuthApi::TokenRequest { namespace, name } => {

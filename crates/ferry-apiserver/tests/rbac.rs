@@ -184,6 +184,16 @@ async fn kubectl_meets_rbac(bin: PathBuf) {
     );
     let r = robot(&["-n", "t1", "get", "pods"]);
     assert!(r.ok, "reading pods with the RoleBinding: {}", r.stderr);
+    // `can-i --list`: the Role's rule in t1, and discovery for everyone.
+    let list = robot(&["-n", "t1", "auth", "can-i", "--list"]);
+    assert!(list.ok, "{}", list.stderr);
+    let pods_row = list
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pods"))
+        .unwrap_or_else(|| panic!("no pods row in:\n{}", list.stdout));
+    assert!(pods_row.contains("[get list watch]"), "{pods_row}");
+    assert!(list.stdout.contains("/apis/*"), "{}", list.stdout);
     let r = robot(&["-n", "default", "get", "pods"]);
     assert!(
         !r.ok && r.stderr.contains(

@@ -250,19 +250,83 @@ impl Subject {
     }
 }
 
-/// The rules one binding grants, and where they come from (for `auth can-i` reasons).
+/// One rule a binding grants, and where it comes from (for `auth can-i` reasons).
 #[derive(Debug, Clone)]
 struct Grant {
-    rules: Arc<Vec<PolicyRule>>,
+    rule: Arc<PolicyRule>,
     /// `ClusterRoleBinding "x" of ClusterRole "y"` or `RoleBinding "ns/x" of Role "y"`.
-    source: String,
+    source: Arc<str>,
+}
+
+/// The rules bound to one subject, by the resource they name, so a decision looks only at
+/// the rules that can match its resource (not at every rule of every binding).
+#[derive(Debug, Clone, Default)]
+struct Grants {
+    by_resource: HashMap<String, Vec<Grant>>,
+    /// Rules naming `*` or `*/subresource`.
+    any_resource: Vec<Grant>,
+    non_resource: Vec<Grant>,
+}
+
+impl Grants {
+    fn add(&mut self, rules: &[Arc<PolicyRule>], source: &Arc<str>) {
+        for rule in rules {
+            let g = Grant {
+                rule: rule.clone(),
+                source: source.clone(),
+            };
+            if !rule.non_resource_urls.is_empty() {
+                self.non_resource.push(g.clone());
+            }
+            if rule
+                .resources
+                .iter()
+                .any(|r| r == "*" || r.starts_with("*/"))
+            {
+                self.any_resource.push(g);
+                continue;
+            }
+            let mut bases: Vec<&str> = rule
+                .resources
+                .iter()
+                .map(|r| r.split_once('/').map_or(r.as_str(), |(b, _)| b))
+                .collect();
+            bases.sort_unstable();
+            bases.dedup();
+            for b in bases {
+                self.by_resource
+                    .entry(b.to_string())
+                    .or_default()
+                    .push(g.clone());
+            }
+        }
+    }
+
+    /// The grants that may allow `attrs`.
+    fn candidates<'a>(&'a self, attrs: &Attributes) -> impl Iterator<Item = &'a Grant> {
+        let (named, rest): (Option<&Vec<Grant>>, &[Grant]) = match &attrs.target {
+            Target::Resource { resource, .. } => {
+                (self.by_resource.get(resource), &self.any_resource)
+            }
+            Target::NonResource { .. } => (None, &self.non_resource),
+        };
+        named.into_iter().flatten().chain(rest)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Grant> {
+        self.by_resource
+            .values()
+            .flatten()
+            .chain(&self.any_resource)
+            .chain(&self.non_resource)
+    }
 }
 
 /// The RBAC objects, indexed by subject.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
-    cluster: HashMap<Subject, Vec<Grant>>,
-    namespaced: HashMap<String, HashMap<Subject, Vec<Grant>>>,
+    cluster: HashMap<Subject, Grants>,
+    namespaced: HashMap<String, HashMap<Subject, Grants>>,
     /// Every binding counted once, for metrics and benchmarks.
     pub bindings: usize,
 }
@@ -330,7 +394,10 @@ impl Index {
                 .map(PolicyRule::from_json)
                 .collect()
         };
-        let mut cluster_rules: HashMap<String, Arc<Vec<PolicyRule>>> = HashMap::new();
+        let shared = |rules: Vec<PolicyRule>| -> Vec<Arc<PolicyRule>> {
+            rules.into_iter().map(Arc::new).collect()
+        };
+        let mut cluster_rules: HashMap<String, Vec<Arc<PolicyRule>>> = HashMap::new();
         for cr in cluster_roles {
             let name = cr["metadata"]["name"].as_str().unwrap_or_default();
             let mut rules = own_rules(cr);
@@ -351,9 +418,9 @@ impl Index {
                     }
                 }
             }
-            cluster_rules.insert(name.to_string(), Arc::new(rules));
+            cluster_rules.insert(name.to_string(), shared(rules));
         }
-        let role_rules: HashMap<(String, String), Arc<Vec<PolicyRule>>> = roles
+        let role_rules: HashMap<(String, String), Vec<Arc<PolicyRule>>> = roles
             .iter()
             .map(|r| {
                 let m = &r["metadata"];
@@ -362,7 +429,7 @@ impl Index {
                         m["namespace"].as_str().unwrap_or_default().to_string(),
                         m["name"].as_str().unwrap_or_default().to_string(),
                     ),
-                    Arc::new(own_rules(r)),
+                    shared(own_rules(r)),
                 )
             })
             .collect();
@@ -377,15 +444,13 @@ impl Index {
                 continue;
             };
             index.bindings += 1;
-            let source = format!(
+            let source: Arc<str> = format!(
                 "ClusterRoleBinding {:?} of ClusterRole {role:?}",
                 b["metadata"]["name"].as_str().unwrap_or_default()
-            );
+            )
+            .into();
             for s in subjects_of(b, None) {
-                index.cluster.entry(s).or_default().push(Grant {
-                    rules: rules.clone(),
-                    source: source.clone(),
-                });
+                index.cluster.entry(s).or_default().add(rules, &source);
             }
         }
         for b in role_bindings {
@@ -399,17 +464,15 @@ impl Index {
             };
             let Some(rules) = rules else { continue };
             index.bindings += 1;
-            let source = format!(
+            let source: Arc<str> = format!(
                 "RoleBinding \"{ns}/{}\" of {} {role:?}",
                 b["metadata"]["name"].as_str().unwrap_or_default(),
                 role_ref["kind"].as_str().unwrap_or_default()
-            );
+            )
+            .into();
             let by_subject = index.namespaced.entry(ns.to_string()).or_default();
             for s in subjects_of(b, Some(ns)) {
-                by_subject.entry(s).or_default().push(Grant {
-                    rules: rules.clone(),
-                    source: source.clone(),
-                });
+                by_subject.entry(s).or_default().add(rules, &source);
             }
         }
         index
@@ -443,9 +506,9 @@ pub fn authorize(index: &Index, user: &UserInfo, attrs: &Attributes) -> Decision
             .get(&s)
             .into_iter()
             .chain(ns_grants.and_then(|m| m.get(&s)))
-            .flatten();
+            .flat_map(|g| g.candidates(attrs));
         for g in grants {
-            if g.rules.iter().any(|r| r.allows(attrs)) {
+            if g.rule.allows(attrs) {
                 return Decision {
                     allowed: true,
                     reason: format!("RBAC: allowed by {} to {}", g.source, s.describe()),
@@ -457,6 +520,46 @@ pub fn authorize(index: &Index, user: &UserInfo, attrs: &Attributes) -> Decision
         allowed: false,
         reason: String::new(),
     }
+}
+
+/// Every rule that applies to `user` in `namespace` (cluster-wide bindings, and the
+/// namespace's RoleBindings), for `kubectl auth can-i --list`; duplicates dropped.
+pub fn rules_for(index: &Index, user: &UserInfo, namespace: &str) -> Vec<PolicyRule> {
+    if user.groups.iter().any(|g| g == MASTERS) {
+        let all = vec!["*".to_string()];
+        return vec![
+            PolicyRule {
+                verbs: all.clone(),
+                api_groups: all.clone(),
+                resources: all.clone(),
+                ..Default::default()
+            },
+            PolicyRule {
+                verbs: all.clone(),
+                non_resource_urls: all,
+                ..Default::default()
+            },
+        ];
+    }
+    let subjects: Vec<Subject> = std::iter::once(Subject::User(user.name.clone()))
+        .chain(user.groups.iter().cloned().map(Subject::Group))
+        .collect();
+    let ns_grants = index.namespaced.get(namespace);
+    let mut out: Vec<PolicyRule> = Vec::new();
+    for s in &subjects {
+        let grants = index
+            .cluster
+            .get(s)
+            .into_iter()
+            .chain(ns_grants.and_then(|m| m.get(s)))
+            .flat_map(Grants::all);
+        for g in grants {
+            if !out.contains(&g.rule) {
+                out.push((*g.rule).clone());
+            }
+        }
+    }
+    out
 }
 
 /// kube-apiserver's message for a refused request, e.g. `User "x" cannot create resource
