@@ -1,0 +1,141 @@
+//! `ferry up --ovn-raft 3`: NB and SB run as 3-member RAFT clusters, ovn-northd and
+//! ovn-controller are given every member, and Ferry's controller keeps programming the NB
+//! after `kill -9` of the NB leader (a Subnet created afterwards becomes a logical switch).
+
+mod common;
+use common::{Up, wait};
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ferry_ovn_stack::Daemon;
+
+/// How many times the controller logged a new NB connection, and the last remote.
+fn nb_connections(log: &Path) -> (usize, String) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("OVSDB connected") && l.contains("OVN_Northbound"))
+        .collect();
+    let last = lines
+        .last()
+        .and_then(|l| l.find("unix:").map(|at| &l[at..]))
+        .map(|r| {
+            r.split(|c: char| c.is_whitespace() || c == '\u{1b}')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    (lines.len(), last)
+}
+
+#[test]
+#[ignore = "needs root and OVN"]
+fn ferry_up_with_ovn_raft_follows_the_nb_leader_after_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let ovn = data.join("ovn");
+    let log_path = dir.path().join("up.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let chassis = format!("raft{}", std::process::id());
+    let _up = Up(Command::new(common::ferry_bin())
+        .args(["up", "--no-agent", "--ovn-raft", "3", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--gateway-chassis", &chassis])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start ferry up"));
+
+    wait("the controller's NB connection", &log_path, || {
+        (nb_connections(&log_path).0 >= 1).then_some(())
+    });
+    let nb = ferry_ovn_stack::raft::remotes_in(&ovn, Daemon::NbDb);
+    let sb = ferry_ovn_stack::raft::remotes_in(&ovn, Daemon::SbDb);
+    assert_eq!(nb.split(',').count(), 3, "{nb}");
+    assert_eq!(sb.split(',').count(), 3, "{sb}");
+    let northd = std::fs::read_to_string(ovn.join("run/ovn-northd.pid"))
+        .ok()
+        .and_then(|p| std::fs::read(format!("/proc/{}/cmdline", p.trim())).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default();
+    assert!(
+        northd.contains(&format!("--ovnnb-db={nb}"))
+            && northd.contains(&format!("--ovnsb-db={sb}")),
+        "northd is given every member: {northd}"
+    );
+    let ovn_remote = Command::new("ovs-vsctl")
+        .arg(format!("--db=unix:{}", ovn.join("run/db.sock").display()))
+        .args(["get", "Open_vSwitch", ".", "external_ids:ovn-remote"])
+        .output()
+        .expect("ovs-vsctl");
+    assert!(
+        String::from_utf8_lossy(&ovn_remote.stdout).contains(&sb),
+        "ovn-controller is given every SB member: {ovn_remote:?}"
+    );
+
+    // kill -9 of the NB leader: the controller moves to the new leader.
+    let (leader, pid) = ferry_ovn_stack::raft::leader(&ovn, Daemon::NbDb, 3).expect("an NB leader");
+    let (connects, first) = nb_connections(&log_path);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the NB leader");
+    let moved_to = wait("the controller on another NB member", &log_path, || {
+        let (n, remote) = nb_connections(&log_path);
+        (n > connects).then_some(remote)
+    });
+    assert_ne!(moved_to, first, "left the killed leader {}", leader.name);
+
+    // A Subnet created now reaches the NB through the new leader.
+    let kubeconfig = data.join("kubeconfig");
+    wait("CRDs served", &log_path, || {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "subnets.iaas.yusur.io"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc",
+         "metadata": {"name": "ovn-cluster"}, "spec": {}},
+        {"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
+         "spec": {"vpc": "ovn-cluster", "cidrBlock": "10.16.0.0/16", "default": true}},
+    ]});
+    let mut apply = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    apply
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(objects.to_string().as_bytes())
+        .expect("write objects");
+    assert!(apply.wait().expect("kubectl apply").success());
+    wait("the subnet's switch in the NB", &log_path, || {
+        let out = Command::new("ovn-nbctl")
+            .arg(format!("--db={nb}"))
+            .args(["--timeout=5", "ls-list"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("ovn-default")
+            .then_some(())
+    });
+}
