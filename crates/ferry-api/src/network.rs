@@ -57,7 +57,7 @@ pub struct VpcStatus {
     doc = "An IPv4 subnet of a VPC (one OVN logical switch)",
     printcolumn(name = "VPC", type_ = "string", json_path = ".spec.vpc"),
     printcolumn(name = "CIDR", type_ = "string", json_path = ".spec.cidrBlock"),
-    printcolumn(name = "Gateway", type_ = "string", json_path = ".spec.gateway"),
+    printcolumn(name = "Gateway", type_ = "string", json_path = ".status.gateway"),
     printcolumn(name = "Used", type_ = "integer", json_path = ".status.usingIPs"),
     printcolumn(
         name = "Available",
@@ -94,6 +94,9 @@ pub struct SubnetSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubnetStatus {
+    /// `spec.gateway`, or the first host address Ferry uses when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     #[serde(default, rename = "usingIPs")]
     pub using_ips: i64,
     #[serde(default, rename = "availableIPs")]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
     doc = "A VPC-aware load-balanced service programmed into OVN by Ferry",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
-    printcolumn(name = "VPC", type_ = "string", json_path = ".spec.vpc"),
+    printcolumn(name = "VPC", type_ = "string", json_path = ".status.vpcs"),
     printcolumn(name = "Cluster-IP", type_ = "string", json_path = ".status.clusterIP"),
     printcolumn(name = "EIP", type_ = "string", json_path = ".status.eip"),
     printcolumn(name = "Port(s)", type_ = "string", json_path = ".spec.ports[*].port"),
@@ -231,6 +231,10 @@ pub struct YusurServiceStatus {
     pub cluster_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eip: Option<String>,
+    /// The VPCs it serves, comma-separated (the default VPC when it names none), for the
+    /// VPC column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpcs: Option<String>,
     #[serde(default)]
     pub ready_endpoints: i32,
     #[serde(default)]

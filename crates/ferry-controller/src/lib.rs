@@ -45,6 +45,7 @@ pub mod leader;
 pub mod nb_work;
 pub mod net_model;
 pub mod network;
+pub mod network_status;
 pub mod pass;
 pub mod plan;
 pub mod problem;

@@ -140,6 +140,7 @@ impl Pass<'_> {
         }
         if needs_address && !self.shadow {
             self.allocate(st).await;
+            self.write_network_statuses().await;
         }
         let services = match &only {
             None => c.services.state(),
@@ -306,6 +307,56 @@ impl Pass<'_> {
         }
     }
 
+    /// Writes the Subnets', Vpcs' and Eips' statuses that changed
+    /// ([`crate::network_status`]); a failed write waits for the next pass that changes
+    /// addresses or for the next full pass.
+    async fn write_network_statuses(&self) {
+        use crate::network_status::{differs, eip_status, subnet_statuses, vpc_statuses};
+        use ferry_api::{Eip, Subnet, Vpc};
+        use kube::ResourceExt;
+        let (c, client) = (self.c, self.client);
+        let subnets = caches::subnets(c);
+        let (held, _) = caches::address_book(c);
+        let want = subnet_statuses(&subnets, &held);
+        for s in c.subnets.state() {
+            if let Some(w) = want.get(&s.name_any())
+                && differs(s.status.as_ref(), w)
+            {
+                patch_status::<Subnet>(client, &s.name_any(), w).await;
+            }
+        }
+        let vpcs = c.vpcs.state();
+        let want = vpc_statuses(
+            vpcs.iter().filter_map(|v| v.metadata.name.as_deref()),
+            &subnets,
+        );
+        for v in &vpcs {
+            if let Some(w) = want.get(&v.name_any())
+                && differs(v.status.as_ref(), w)
+            {
+                patch_status::<Vpc>(client, &v.name_any(), w).await;
+            }
+        }
+        let bound: BTreeMap<Ipv4Addr, String> = c
+            .services
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let ip = s.status.as_ref()?.eip.as_deref()?.parse().ok()?;
+                Some((ip, service_ips::key_of(s)))
+            })
+            .collect();
+        for e in c.eips.state() {
+            let w = eip_status(
+                e.spec.address.as_deref().and_then(|a| a.parse().ok()),
+                &bound,
+            );
+            if differs(e.status.as_ref(), &w) {
+                patch_status::<Eip>(client, &e.name_any(), &w).await;
+            }
+        }
+    }
+
     /// Gives every holder that lacks an address one, and schedules a retry of those whose
     /// write failed.
     async fn allocate(&self, st: &mut PassState) {
@@ -387,5 +438,27 @@ impl Pass<'_> {
                 r
             }
         }
+    }
+}
+
+/// Merge-patches the status of the cluster-scoped object `name`; a failure is logged (the
+/// next pass that writes statuses tries again).
+async fn patch_status<K>(client: &Client, name: &str, status: &impl serde::Serialize)
+where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let patch = serde_json::json!({ "status": status });
+    let result = kube::Api::<K>::all(client.clone())
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(kind = %K::kind(&()), %name, error = %e, "writing a status failed");
     }
 }

@@ -95,6 +95,7 @@ pub fn desired_status(
     YusurServiceStatus {
         cluster_ip: o.cluster_ip.map(|i| i.to_string()),
         eip: o.eip.map(|i| i.to_string()),
+        vpcs: Some(crate::service::service_vpcs(&o.service).join(",")),
         ready_endpoints: ready,
         total_endpoints: o.total as i32,
         ready: Some(format!("{ready}/{}", o.total)),
