@@ -68,8 +68,14 @@ fn sleeper() -> Vec<String> {
 /// Networks first, then workloads, then services.
 pub fn objects() -> Vec<Value> {
     let mut out = Vec::new();
-    for v in [ferry_api::DEFAULT_VPC, "vpc1", "vpc2"] {
-        out.push(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc", "metadata": {"name": v}, "spec": {}}));
+    // vpc2 admits only the lab's namespace (tenancy admission refuses others); the
+    // others admit every namespace.
+    for (v, spec) in [
+        (ferry_api::DEFAULT_VPC, json!({})),
+        ("vpc1", json!({})),
+        ("vpc2", json!({"namespaces": ["default"]})),
+    ] {
+        out.push(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc", "metadata": {"name": v}, "spec": spec}));
     }
     for (name, vpc, cidr, default) in [
         ("subnet0", ferry_api::DEFAULT_VPC, "100.64.0.0/16", false),
