@@ -13,7 +13,8 @@
 //! - CNI CHECK (as a runtime would send it) passes;
 //! - containerd restarted: the pods keep their network and the service still answers,
 //!   CHECK still passes;
-//! - StopPodSandbox/RemovePodSandbox: CNI DEL removes the OVS port and the host veth.
+//! - StopPodSandbox/RemovePodSandbox: CNI DEL removes the OVS port and the host veth;
+//! - `ferry cni-install --uninstall`: the runtime reports NetworkReady=false.
 
 mod common;
 mod cri;
@@ -348,6 +349,28 @@ fn containerd_runs_pods_through_ferry_cni() -> Result<()> {
         assert!(!Path::new(&ns).exists(), "{name}: netns {ns} left");
     }
     drop(sandboxes);
+
+    // Uninstalled (the DaemonSet's `cni` container on SIGTERM): the runtime reports its
+    // network not ready, so the kubelet stops starting pods on the node.
+    let uninstall = Command::new(common::ferry_bin())
+        .arg("cni-install")
+        .arg("--uninstall")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--conf-dir")
+        .arg(&conf_dir)
+        .arg("--kubeconfig")
+        .arg(up.agent_kubeconfig())
+        .output()?;
+    assert!(uninstall.status.success(), "{uninstall:?}");
+    assert!(!bin_dir.join("ferry").exists() && !conf_dir.join("10-ferry.conflist").exists());
+    let (_, _, message) = eventually("NetworkReady=false", Duration::from_secs(30), || {
+        cri.conditions()
+            .ok()?
+            .into_iter()
+            .find(|(t, ok, _)| t == "NetworkReady" && !*ok)
+    })?;
+    eprintln!("after cni-install --uninstall: NetworkReady=false: {message}");
     containerd.stop()?;
     Ok(())
 }
