@@ -867,7 +867,10 @@ async fn failover(
     // (ovn-controller's flows), as `--wait=hv` reports.
     let synced = Instant::now();
     let _ = Command::new("ovn-nbctl")
-        .arg(format!("--db=unix:{}", nb_sock.display()))
+        .arg(format!(
+            "--db={}",
+            ferry_ovn_stack::raft::remotes_beside(nb_sock)
+        ))
         .args(["--timeout=10", "--wait=hv", "sync"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

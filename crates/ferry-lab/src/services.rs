@@ -629,7 +629,10 @@ pub async fn check(
     // SCTP: programmed into OVN; this kernel has no SCTP, so no traffic can prove it.
     let sctp_ip = cluster_ip(&svcs, "k8s-sctp").await;
     let lbs = Command::new("ovn-nbctl")
-        .arg(format!("--db=unix:{}", nb_sock.display()))
+        .arg(format!(
+            "--db={}",
+            ferry_ovn_stack::raft::remotes_beside(nb_sock)
+        ))
         .args([
             "--bare",
             "--columns=protocol,vips",

@@ -99,6 +99,20 @@ pub fn remotes_in(dir: &Path, daemon: Daemon) -> String {
     }
 }
 
+/// [`remotes_in`] for the database whose member-1 socket is `sock` (`DIR/run/nb.sock` or
+/// `DIR/run/sb.sock`): what to give `ovn-nbctl --db=` instead of `unix:SOCK`, which fails
+/// once member 1 is a follower ("database connection failed").
+pub fn remotes_beside(sock: &Path) -> String {
+    let daemon = match sock.file_name().and_then(|n| n.to_str()) {
+        Some("sb.sock") => Daemon::SbDb,
+        _ => Daemon::NbDb,
+    };
+    match sock.parent().and_then(Path::parent) {
+        Some(dir) => remotes_in(dir, daemon),
+        None => unix_remote(sock),
+    }
+}
+
 /// Creates the database files that do not exist yet: a standalone database for one
 /// member; otherwise member 1 creates the cluster and the others join it (they become
 /// members once their server runs and reaches member 1).

@@ -34,6 +34,11 @@ fn raft_nb_and_sb_survive_kill_9_of_their_leaders() -> anyhow::Result<()> {
         nb,
         "found from the directory alone"
     );
+    assert_eq!(
+        ferry_ovn_stack::raft::remotes_beside(&stack.paths().sb_sock),
+        stack.sb_remote(),
+        "found from member 1's socket"
+    );
     let names: Vec<String> = [Daemon::NbDb, Daemon::SbDb]
         .iter()
         .flat_map(|d| stack.members(*d))
