@@ -96,6 +96,25 @@ pub async fn run(
         config.clone(),
         shutdown.clone(),
     ));
+    // Global names (`NAME-global`): every heartbeat, from the federated objects' status.
+    let globals = tokio::spawn({
+        let (federation, member, config) = (federation.clone(), member.clone(), config.clone());
+        async move {
+            loop {
+                if let Err(e) = crate::global::sync(
+                    &federation,
+                    &member,
+                    config.tenant.as_deref(),
+                    config.workspace.as_deref(),
+                )
+                .await
+                {
+                    tracing::warn!(member = %config.name, error = %e, "global names");
+                }
+                tokio::time::sleep(config.heartbeat).await;
+            }
+        }
+    });
     let ns = member_namespace(&config.name);
     let (wake_tx, mut wake) = mpsc::channel(1);
     let dirty: Arc<Dirty<String>> = Arc::new(Dirty::new(wake_tx));
@@ -131,7 +150,7 @@ pub async fn run(
     };
     tokio::select! {
         _ = ready => {}
-        _ = stopped(&mut shutdown) => { heartbeat.abort(); return Ok(()) }
+        _ = stopped(&mut shutdown) => { heartbeat.abort(); globals.abort(); return Ok(()) }
     }
     tracing::info!(member = %config.name, "joined the federation");
     let sent = Mutex::new(Sent::default());
@@ -185,6 +204,7 @@ pub async fn run(
         }
     }
     heartbeat.abort();
+    globals.abort();
     Ok(())
 }
 

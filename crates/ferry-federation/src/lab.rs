@@ -503,6 +503,25 @@ fn get_from_outside(lab: &FedLab, n: usize, url: &str) -> Result<String, String>
     }
 }
 
+/// The A records of `name` from member `n`'s default-VPC client (its cluster DNS), sorted.
+fn dig_from(lab: &FedLab, n: usize, name: &str) -> Result<Vec<String>, String> {
+    let out = in_member(lab, n, &["ip", "netns", "exec", "ferry-client-default"])
+        .map_err(|e| e.to_string())?
+        .args(["dig", "+short", "+tries=1", "+time=2", name, "A"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("dig: {}", out.status));
+    }
+    let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    ips.sort();
+    Ok(ips)
+}
+
 /// Answers from `n` requests (the backends that answered), or the failure.
 fn answers(lab: &FedLab, n: usize, url: &str, tries: usize) -> Result<Vec<String>, String> {
     let mut seen = Vec::new();
@@ -660,6 +679,38 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
         },
         ready.is_ok(),
     ));
+
+    // Global name: in every member (placed or not) it answers the placed members' EIPs.
+    let want: Vec<String> = PLACED
+        .iter()
+        .filter_map(|c| c.trim_start_matches('c').parse::<usize>().ok())
+        .map(eip_of)
+        .collect();
+    let global = format!(
+        "{SERVICE}{}.default.svc.cluster.local",
+        crate::global::SUFFIX
+    );
+    for n in &members {
+        let mut last = Err(String::new());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            last = dig_from(lab, *n, &global);
+            if last.as_ref() == Ok(&want) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        rows.push(row(
+            "global name: ready members' EIPs",
+            &format!("c{n} {global}"),
+            match &last {
+                Ok(ips) if ips.is_empty() => "no address".to_string(),
+                Ok(ips) => ips.join(","),
+                Err(e) => e.clone(),
+            },
+            last.as_ref() == Ok(&want),
+        ));
+    }
 
     // Gray release: a new port with placementMask [c1] reaches c1 only.
     let before = api

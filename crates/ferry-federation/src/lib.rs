@@ -15,6 +15,7 @@ pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod controller;
+pub mod global;
 pub mod join;
 pub mod lab;
 pub mod lease;

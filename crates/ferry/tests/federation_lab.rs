@@ -1,7 +1,8 @@
 //! Issue 17's federation lab end to end, as a user runs it: `ferry federation lab up
 //! --clusters 3` (three whole member labs, each in its own private namespaces, joined to a
 //! federation control plane), `ferry federation lab check` (every federation row with real
-//! traffic from each member's outside client), then `ferry federation lab down`, which
+//! traffic from each member's outside client, the global name from each member's cluster
+//! DNS), then `ferry federation lab down`, which
 //! leaves none of the members' processes behind.
 
 use std::process::Command;
@@ -92,12 +93,13 @@ fn federation_lab_with_three_members_passes_every_row() {
             "federated service applied",
             "placement: ext-client -> fed-web EIP",
             "status feedback (EIP, endpoints)",
+            "global name: ready members' EIPs",
             "gray release: masked member gets the update",
             "gray release: unmasked member untouched",
             "tenant isolation: t2's object on t1's members",
         ]
     );
-    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 11);
+    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 14);
 
     drop(down);
     for pid in pids {

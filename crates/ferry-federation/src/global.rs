@@ -1,0 +1,223 @@
+//! Global names: a federated service's name resolves in every member of its tenant to the
+//! EIPs of the targets that serve it (issue 17, "global access").
+//!
+//! [`desired_global`] (pure) picks, from the federated objects' status, the EIPs of targets
+//! whose `Ready` condition is True (applied at their Work's generation, member ready,
+//! ready endpoints); the join agent ([`sync`]) keeps, in its member, one selector-less
+//! headless `v1 Service` `NAME-global` in the object's namespace with an EndpointSlice of
+//! those addresses, which the member's cluster DNS (`ferry-dns`) already answers:
+//! `NAME-global.NAMESPACE.svc.cluster.local` -> the ready EIPs, from the member's default
+//! VPC and its nodes. Every member of the tenant gets it, placed or not (the name is
+//! global; the mask governs the service, not its name), and no member of another tenant.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::types::{FederatedYusurService, LABEL_TENANT, LABEL_WORKSPACE};
+
+/// Marks the Services (and slices) this module owns in a member.
+pub const LABEL_GLOBAL: &str = "federation.iaas.yusur.io/global";
+/// Appended to the federated object's name.
+pub const SUFFIX: &str = "-global";
+const MANAGER: &str = "ferry-federation-global";
+
+/// `(namespace, service name)` -> the addresses it must answer, sorted.
+pub type GlobalNames = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// The global names a member of `tenant`/`workspace` holds (absent labels included, as
+/// for placement). Objects whose name with [`SUFFIX`] would not be a valid Service name
+/// are left out.
+pub fn desired_global(
+    objects: &[FederatedYusurService],
+    tenant: Option<&str>,
+    workspace: Option<&str>,
+) -> GlobalNames {
+    let mut out = GlobalNames::new();
+    for o in objects {
+        let labels = o.labels();
+        if labels.get(LABEL_TENANT).map(String::as_str) != tenant
+            || labels.get(LABEL_WORKSPACE).map(String::as_str) != workspace
+            || o.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let name = format!("{}{SUFFIX}", o.name_any());
+        if name.len() > 63 {
+            continue;
+        }
+        let eips: BTreeSet<String> = o
+            .status
+            .iter()
+            .flat_map(|s| &s.targets)
+            .filter(|t| {
+                t.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .filter_map(|t| t.eip.clone())
+            .filter(|e| e.parse::<std::net::Ipv4Addr>().is_ok())
+            .collect();
+        out.insert((o.namespace().unwrap_or_default(), name), eips);
+    }
+    out
+}
+
+/// The headless Service of one global name.
+pub fn service_manifest(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_GLOBAL: "true"}},
+        "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+    })
+}
+
+/// Its EndpointSlice: one ready endpoint per address (none: the name answers nothing).
+pub fn slice_manifest(namespace: &str, name: &str, eips: &BTreeSet<String>) -> Value {
+    let endpoints: Vec<Value> = eips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}}))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {LABEL_GLOBAL: "true", "kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+    })
+}
+
+/// One pass: reads the federated objects, applies every desired name in the member and
+/// deletes the global names no longer desired. Errors are logged; the next pass retries.
+pub async fn sync(
+    federation: &Client,
+    member: &Client,
+    tenant: Option<&str>,
+    workspace: Option<&str>,
+) -> Result<(), kube::Error> {
+    let objects = Api::<FederatedYusurService>::all(federation.clone())
+        .list(&ListParams::default())
+        .await?;
+    let desired = desired_global(&objects.items, tenant, workspace);
+    let pp = PatchParams::apply(MANAGER).force();
+    for ((ns, name), eips) in &desired {
+        let svcs: Api<Service> = Api::namespaced(member.clone(), ns);
+        let slices: Api<EndpointSlice> = Api::namespaced(member.clone(), ns);
+        svcs.patch(name, &pp, &Patch::Apply(service_manifest(ns, name)))
+            .await?;
+        slices
+            .patch(name, &pp, &Patch::Apply(slice_manifest(ns, name, eips)))
+            .await?;
+    }
+    let owned = Api::<Service>::all(member.clone())
+        .list(&ListParams::default().labels(&format!("{LABEL_GLOBAL}=true")))
+        .await?;
+    for svc in owned.items {
+        let key = (svc.namespace().unwrap_or_default(), svc.name_any());
+        if desired.contains_key(&key) {
+            continue;
+        }
+        let dp = DeleteParams::default();
+        let _ = Api::<EndpointSlice>::namespaced(member.clone(), &key.0)
+            .delete(&key.1, &dp)
+            .await;
+        Api::<Service>::namespaced(member.clone(), &key.0)
+            .delete(&key.1, &dp)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+    use super::*;
+
+    fn fysvc(
+        name: &str,
+        tenant: Option<&str>,
+        targets: &[(&str, Option<&str>, bool)],
+    ) -> FederatedYusurService {
+        let mut labels = serde_json::Map::new();
+        if let Some(t) = tenant {
+            labels.insert(LABEL_TENANT.into(), json!(t));
+        }
+        labels.insert(LABEL_WORKSPACE.into(), json!("w1"));
+        let targets: Vec<Value> = targets
+            .iter()
+            .map(|(n, eip, ready)| {
+                json!({"name": n, "cluster": n, "namespace": "default", "eip": eip,
+                       "readyEndpoints": 1, "totalEndpoints": 1,
+                       "conditions": [{"type": "Ready", "status": if *ready {"True"} else {"False"},
+                                       "reason": "R", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "federation.iaas.yusur.io/v1", "kind": "FederatedYusurService",
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"template": {"spec": {"ports": [{"port": 80}]}},
+                     "placement": {"topologyType": "cluster", "clusters": ["c1"]}},
+            "status": {"targets": targets},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn global_names_hold_the_ready_eips_of_the_members_tenant_only() {
+        let objects = vec![
+            fysvc(
+                "web",
+                Some("t1"),
+                &[
+                    ("c1", Some("198.18.0.151"), true),
+                    ("c2", Some("198.18.0.152"), true),
+                    ("c3", Some("198.18.0.153"), false),
+                    ("c4", None, true),
+                ],
+            ),
+            fysvc(
+                "none-ready",
+                Some("t1"),
+                &[("c1", Some("198.18.0.1"), false)],
+            ),
+            fysvc("other", Some("t2"), &[("c1", Some("198.18.0.9"), true)]),
+            fysvc("unlabelled", None, &[("c1", Some("198.18.0.8"), true)]),
+            fysvc(
+                &"x".repeat(60),
+                Some("t1"),
+                &[("c1", Some("198.18.0.7"), true)],
+            ),
+        ];
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let key = |n: &str| ("default".to_string(), n.to_string());
+        let cases: Vec<(&str, Option<&str>, GlobalNames)> = vec![
+            (
+                "tenant t1",
+                Some("t1"),
+                BTreeMap::from([
+                    (key("web-global"), set(&["198.18.0.151", "198.18.0.152"])),
+                    (key("none-ready-global"), set(&[])),
+                ]),
+            ),
+            (
+                "tenant t2",
+                Some("t2"),
+                BTreeMap::from([(key("other-global"), set(&["198.18.0.9"]))]),
+            ),
+            (
+                "no tenant",
+                None,
+                BTreeMap::from([(key("unlabelled-global"), set(&["198.18.0.8"]))]),
+            ),
+        ];
+        for (name, tenant, want) in cases {
+            assert_eq!(desired_global(&objects, tenant, Some("w1")), want, "{name}");
+        }
+    }
+}
