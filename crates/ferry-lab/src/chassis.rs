@@ -26,7 +26,10 @@ pub struct Placement {
 
 fn sbctl_json(sb_sock: &Path, args: &[&str]) -> Option<Value> {
     let out = Command::new("ovn-sbctl")
-        .arg(format!("--db=unix:{}", sb_sock.display()))
+        .arg(format!(
+            "--db={}",
+            ferry_ovn_stack::raft::remotes_beside(sb_sock)
+        ))
         .args(["--timeout=10", "--format=json"])
         .args(args)
         .output()
