@@ -10,7 +10,7 @@ use std::process::Command;
 use common::ferry_bin;
 
 #[test]
-#[ignore = "runs the API server binary for a minute"]
+#[ignore = "kills a real API server process 5 times (about 10 s)"]
 fn kill_9_of_the_api_server_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("durability.json");
