@@ -208,6 +208,23 @@ async fn kubectl_meets_rbac(bin: PathBuf) {
         "{}",
         r.stderr
     );
+    // Impersonation needs the `impersonate` verb.
+    let r = robot(&[
+        "-n",
+        "t1",
+        "get",
+        "pods",
+        "--as",
+        "system:serviceaccount:t1:default",
+    ]);
+    assert!(
+        !r.ok
+            && r.stderr.contains(
+                "User \"system:serviceaccount:t1:robot\" cannot impersonate resource \"serviceaccounts\""
+            ),
+        "{}",
+        r.stderr
+    );
     // The token dies with its ServiceAccount.
     admin.ok(&["-n", "t1", "delete", "serviceaccount", "robot"]);
     let r = robot(&["-n", "t1", "get", "pods"]);
