@@ -210,8 +210,7 @@ pub const FABRIC_NETNS: &str = "ferry-fabric";
 
 /// BFD between gateway chassis (`NB_Global` options, copied to the SB by `ovn-northd`):
 /// 200 ms intervals, 5 missed = down, so a dead gateway chassis is noticed in ~1 s (OVN's
-/// defaults, 1 s x 5, take 5 s; 100 ms x 3 flapped several times a minute on a loaded
-/// 2-core machine).
+/// defaults, 1 s x 5, take 5 s), with some margin for a loaded 2-core machine.
 pub const BFD_OPTIONS: [&str; 3] = [
     "options:bfd-min-rx=200",
     "options:bfd-min-tx=200",
