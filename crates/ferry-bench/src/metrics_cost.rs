@@ -5,9 +5,10 @@
 //! both), and sets the figures side by side: the leader's pass times (from its own log
 //! line, written either way), API GET latency under 8 clients, change and flip delays,
 //! acknowledged writes, memory. Then, because a shared machine's load swings between
-//! runs, the API server once more side by side: two `ferry apiserver`s, one with metrics
-//! off and one on, running at the same time and timed in alternating batches of GETs, so
-//! both see the same load. Prints a table and JSON; asserts nothing.
+//! runs, the API server once more side by side: three `ferry apiserver`s running at the
+//! same time, two with metrics off (their difference is the noise floor) and one on,
+//! timed in rotating batches of GETs so all see the same load. Prints a table and JSON;
+//! asserts nothing.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,7 +26,16 @@ const AB_BATCHES: usize = 20;
 const AB_GETS: usize = 500;
 const AB_CLIENTS: usize = 8;
 
-/// GET latency of the two API servers run side by side.
+/// GET latency of one API server in [`api_side_by_side`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerGets {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub per_s: f64,
+}
+
+/// GET latency of three API servers run side by side: two with metrics off (their
+/// difference is the measurement's own noise floor) and one on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SideBySide {
     /// Whether the server with metrics on was started first (the comparison is made both
@@ -34,12 +44,10 @@ pub struct SideBySide {
     pub batches: usize,
     pub gets_per_batch: usize,
     pub clients: usize,
-    pub off_p50_ms: f64,
-    pub off_p99_ms: f64,
-    pub off_per_s: f64,
-    pub on_p50_ms: f64,
-    pub on_p99_ms: f64,
-    pub on_per_s: f64,
+    pub off: ServerGets,
+    /// The second server with metrics off (the A/A control).
+    pub off_again: ServerGets,
+    pub on: ServerGets,
 }
 
 /// One figure in both modes: each run's value and the medians.
@@ -66,19 +74,22 @@ pub struct MetricsCostResult {
     pub runs: Vec<ControlPlaneResult>,
 }
 
-/// Two API servers at once (`FERRY_METRICS=off` and on), each timed in turn over
-/// [`AB_BATCHES`] alternating batches of [`AB_GETS`] GETs by [`AB_CLIENTS`] clients.
+/// Three API servers at once, two with `FERRY_METRICS=off` and one on, each timed in
+/// turn (the order rotates every batch) over [`AB_BATCHES`] batches of [`AB_GETS`] GETs
+/// by [`AB_CLIENTS`] clients.
 pub async fn api_side_by_side(ferry: &Path, on_started_first: bool) -> Result<SideBySide, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut children = Children(Vec::new());
-    let mut clients = Vec::new();
-    let modes = if on_started_first {
-        ["on", "off"]
+    // Servers 0 and 1: off; 2: on.
+    let start_order = if on_started_first {
+        [2, 0, 1]
     } else {
-        ["off", "on"]
+        [0, 1, 2]
     };
-    for mode in modes {
-        let data = dir.path().join(format!("api-{mode}"));
+    let mut clients: Vec<Option<kube::Client>> = vec![None, None, None];
+    for i in start_order {
+        let mode = if i == 2 { "on" } else { "off" };
+        let data = dir.path().join(format!("api-{i}"));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -90,18 +101,20 @@ pub async fn api_side_by_side(ferry: &Path, on_started_first: bool) -> Result<Si
             .env("FERRY_METRICS", mode);
         children
             .0
-            .push(spawn(&mut c, &dir.path().join(format!("api-{mode}.log")))?);
+            .push(spawn(&mut c, &dir.path().join(format!("api-{i}.log")))?);
         wait_file(&data.join("kubeconfig"), Duration::from_secs(30)).await?;
-        clients.push(client_of(&data.join("kubeconfig")).await?);
+        clients[i] = Some(client_of(&data.join("kubeconfig")).await?);
     }
-    // Warm both (connections, caches) before timing.
+    let clients: Vec<kube::Client> = clients.into_iter().flatten().collect();
+    // Warm each (connections, caches) before timing.
     for c in &clients {
         api_latency(c, AB_GETS, AB_CLIENTS).await?;
     }
-    let (mut lat, mut secs) = ([Vec::new(), Vec::new()], [0.0f64, 0.0f64]);
+    let mut lat = [Vec::new(), Vec::new(), Vec::new()];
+    let mut secs = [0.0f64; 3];
     for b in 0..AB_BATCHES {
-        // off first in even batches, on first in odd ones.
-        for k in [b % 2, 1 - b % 2] {
+        for j in 0..3 {
+            let k = (b + j) % 3;
             let t = std::time::Instant::now();
             let (l, _) = api_latency(&clients[k], AB_GETS, AB_CLIENTS).await?;
             secs[k] += t.elapsed().as_secs_f64();
@@ -111,24 +124,31 @@ pub async fn api_side_by_side(ferry: &Path, on_started_first: bool) -> Result<Si
     }
     drop(children);
     let total = (AB_BATCHES * AB_GETS) as f64;
-    let [mut off, mut on] = lat;
-    if on_started_first {
-        std::mem::swap(&mut off, &mut on);
-        secs.swap(0, 1);
-    }
+    let mut gets = lat.into_iter().zip(secs).map(|(mut l, s)| ServerGets {
+        p50_ms: percentile(&mut l, 0.5),
+        p99_ms: percentile(&mut l, 0.99),
+        per_s: if s > 0.0 { total / s } else { 0.0 },
+    });
+    let mut next = || {
+        gets.next().unwrap_or(ServerGets {
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            per_s: 0.0,
+        })
+    };
     Ok(SideBySide {
         on_started_first,
         batches: AB_BATCHES,
         gets_per_batch: AB_GETS,
         clients: AB_CLIENTS,
-        off_p50_ms: percentile(&mut off, 0.5),
-        off_p99_ms: percentile(&mut off, 0.99),
-        off_per_s: total / secs[0],
-        on_p50_ms: percentile(&mut on, 0.5),
-        on_p99_ms: percentile(&mut on, 0.99),
-        on_per_s: total / secs[1],
+        off: next(),
+        off_again: next(),
+        on: next(),
     })
 }
+
+/// One figure of a [`ServerGets`].
+type GetFigure = fn(&ServerGets) -> f64;
 
 /// The figures compared, and how to read each from a run.
 type Figure = (&'static str, fn(&ControlPlaneResult) -> f64);
@@ -284,19 +304,31 @@ pub fn print_metrics_cost(r: &MetricsCostResult) {
     println!("{t}");
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
-        .set_header(["API GET, two servers side by side", "off", "on", "on/off"]);
+        .set_header([
+            "API GET, three servers side by side",
+            "off",
+            "off (2nd server)",
+            "on",
+            "on/off",
+            "off 2nd/off (noise)",
+        ]);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     for ab in &r.side_by_side {
         let first = if ab.on_started_first { "on" } else { "off" };
-        for (k, off, on) in [
-            ("p50 ms", ab.off_p50_ms, ab.on_p50_ms),
-            ("p99 ms", ab.off_p99_ms, ab.on_p99_ms),
-            ("GETs/s", ab.off_per_s, ab.on_per_s),
-        ] {
+        let rows: [(&str, GetFigure); 3] = [
+            ("p50 ms", |g| g.p50_ms),
+            ("p99 ms", |g| g.p99_ms),
+            ("GETs/s", |g| g.per_s),
+        ];
+        for (k, get) in rows {
+            let (off, off2, on) = (get(&ab.off), get(&ab.off_again), get(&ab.on));
             t.add_row([
                 format!("{k} ({first} started first)"),
                 format!("{off:.3}"),
+                format!("{off2:.3}"),
                 format!("{on:.3}"),
-                format!("{:.3}", if off > 0.0 { on / off } else { 0.0 }),
+                format!("{:.3}", ratio(on, off)),
+                format!("{:.3}", ratio(off2, off)),
             ]);
         }
     }
