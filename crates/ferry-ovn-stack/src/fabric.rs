@@ -259,7 +259,12 @@ pub fn node_chassis_dir(central_dir: &std::path::Path, node: &str) -> std::path:
 pub fn start_node_chassis(central: &crate::OvnStack, nodes: &[&str]) -> Result<Vec<NodeChassis>> {
     let mut out: Vec<NodeChassis> = Vec::new();
     let result = (|| {
-        let sb = crate::unix_remote(&central.paths().sb_sock);
+        // Every member of a RAFT SB (ovn-controller follows the leader); with TLS the
+        // chassis use the SB's unix socket, which it serves as well.
+        let sb = match central.tls() {
+            Some(_) => crate::unix_remote(&central.paths().sb_sock),
+            None => central.sb_remote(),
+        };
         for (i, node) in chassis_nodes(nodes).iter().enumerate() {
             let opts =
                 crate::OvnOptions::chassis_only(node_chassis_name(node), &sb, underlay_ip(i + 1));

@@ -312,8 +312,10 @@ impl OvnStack {
             argv.extend(t.pki.ssl_args(&t.controller));
         }
         let system_id = o.system_id.clone();
-        // A chassis-only stack registers in the SB it was given.
-        let sb_sock = match o.sb_remote.as_deref().and_then(|r| r.strip_prefix("unix:")) {
+        // A chassis-only stack registers in the SB it was given (its first member when
+        // it is a RAFT cluster's list).
+        let first_sb = o.sb_remote.as_deref().and_then(|r| r.split(',').next());
+        let sb_sock = match first_sb.and_then(|r| r.strip_prefix("unix:")) {
             Some(path) if !o.run_central => std::path::PathBuf::from(path),
             _ => p.sb_sock.clone(),
         };

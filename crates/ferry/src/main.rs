@@ -444,8 +444,9 @@ enum LabCommand {
         #[arg(long, default_value_t = 1)]
         ovn_raft: usize,
         /// Each node runs its own chassis (ovs-vswitchd + ovn-controller), Geneve between
-        /// them over a lab underlay, and the gateways are HA on both (`ferry up
-        /// --chassis-per-node`); the default is one chassis shared by both nodes.
+        /// them over a lab underlay, and the gateways are HA over them and a witness
+        /// chassis (`ferry up --chassis-per-node`, docs/chassis.md); the default is one
+        /// chassis shared by both nodes.
         #[arg(long)]
         chassis_per_node: bool,
     },
@@ -644,8 +645,8 @@ struct UpArgs {
     socket_lb: bool,
     /// Each node of --nodes gets its own chassis (ovs-vswitchd + ovn-controller in its own
     /// namespace, system-id `ferry-NODE`), Geneve between them over a lab underlay, and the
-    /// gateways on all of them (HA with BFD, the first node preferred); without it every
-    /// node shares one chassis.
+    /// gateways on all of them and a witness chassis (HA with BFD, the first node
+    /// preferred; docs/chassis.md); without it every node shares one chassis.
     #[arg(long)]
     chassis_per_node: bool,
     /// External addresses of the lab nodes, where NodePorts answer from outside, e.g.
