@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use crate::cni::{CniEnv, CniError, ErrorCode, NetConf, PodNetwork, pod_ref};
@@ -55,26 +57,66 @@ fn pod_identity(env: &CniEnv) -> Result<(String, String), CniError> {
     }
 }
 
+/// Runs `f` with an API client built from the network config's `kubeconfig` (or the
+/// in-cluster config) on a one-off runtime: the plugin is a short-lived process.
+fn with_client<T, F, Fut>(conf: &NetConf, f: F) -> Result<T, CniError>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CniError>>,
+{
+    let kubeconfig = conf.kubeconfig.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CniError::new(ErrorCode::IoFailure, "starting a runtime", e.to_string()))?;
+    rt.block_on(async move {
+        let config = match &kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                    CniError::new(
+                        ErrorCode::InvalidNetworkConfig,
+                        format!("reading kubeconfig {}", path.display()),
+                        e.to_string(),
+                    )
+                })?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| {
+                        CniError::new(
+                            ErrorCode::InvalidNetworkConfig,
+                            "using the kubeconfig",
+                            e.to_string(),
+                        )
+                    })?
+            }
+            None => kube::Config::infer().await.map_err(|e| {
+                CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    "no kubeconfig in the network config and no in-cluster config",
+                    e.to_string(),
+                )
+            })?,
+        };
+        let client = kube::Client::try_from(config).map_err(|e| {
+            CniError::new(
+                ErrorCode::IoFailure,
+                "building the API client",
+                e.to_string(),
+            )
+        })?;
+        f(client).await
+    })
+}
+
+fn api_error(what: String, e: kube::Error) -> CniError {
+    CniError::new(ErrorCode::IoFailure, what, e.to_string())
+}
+
 impl AssignmentSource for KubeAssignments {
     fn pod_network(&mut self, env: &CniEnv, conf: &NetConf) -> Result<PodNetwork, CniError> {
         let (ns, name) = pod_identity(env)?;
-        let kubeconfig = conf.kubeconfig.clone();
         let wait = self.wait;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                CniError::new(ErrorCode::IoFailure, "starting a runtime", e.to_string())
-            })?;
-        rt.block_on(async move {
-            let config = match &kubeconfig {
-                Some(path) => {
-                    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, format!("reading kubeconfig {}", path.display()), e.to_string()))?;
-                    kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, "using the kubeconfig", e.to_string()))?
-                }
-                None => kube::Config::infer().await.map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, "no kubeconfig in the network config and no in-cluster config", e.to_string()))?,
-            };
-            let client = kube::Client::try_from(config).map_err(|e| CniError::new(ErrorCode::IoFailure, "building the API client", e.to_string()))?;
+        with_client(conf, |client| async move {
             let pods: Api<Pod> = Api::namespaced(client, &ns);
             let start = Instant::now();
             loop {
@@ -84,14 +126,68 @@ impl AssignmentSource for KubeAssignments {
                             return Ok(a);
                         }
                     }
-                    Ok(None) => return Err(CniError::new(ErrorCode::UnknownContainer, format!("pod {ns}/{name} does not exist"), String::new())),
+                    Ok(None) => {
+                        return Err(CniError::new(
+                            ErrorCode::UnknownContainer,
+                            format!("pod {ns}/{name} does not exist"),
+                            String::new(),
+                        ));
+                    }
                     Err(e) => tracing::debug!(error = %e, "reading the pod failed; retrying"),
                 }
                 if start.elapsed() > wait {
-                    return Err(CniError::new(ErrorCode::TryAgainLater, format!("pod {ns}/{name} has no address yet (the Ferry controller writes iaas.yusur.io/ip_address)"), String::new()));
+                    return Err(CniError::new(
+                        ErrorCode::TryAgainLater,
+                        format!(
+                            "pod {ns}/{name} has no address yet (the Ferry controller writes iaas.yusur.io/ip_address)"
+                        ),
+                        String::new(),
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        })
+    }
+
+    /// The pod's node (`spec.nodeName`) names the DPU Lease that must be live.
+    fn admit(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+        let (ns, name) = pod_identity(env)?;
+        let details = pod_ref(env);
+        with_client(conf, |client| async move {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let pod = pods
+                .get(&name)
+                .await
+                .map_err(|e| api_error(format!("reading pod {ns}/{name}"), e))?;
+            let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
+            let leases: Api<Lease> = Api::namespaced(client, crate::dpu::DPU_LEASE_NAMESPACE);
+            let lease = leases
+                .get_opt(&crate::dpu::dpu_lease_name(&node))
+                .await
+                .map_err(|e| api_error(format!("reading the DPU Lease of {node}"), e))?;
+            crate::dpu::admit(
+                &node,
+                lease.and_then(|l| l.spec).as_ref(),
+                jiff::Timestamp::now(),
+            )
+            .map_err(|r| CniError::new(ErrorCode::TryAgainLater, r.to_string(), details))
+        })
+    }
+
+    fn announce_vf(
+        &mut self,
+        env: &CniEnv,
+        conf: &NetConf,
+        representor: Option<&str>,
+    ) -> Result<(), CniError> {
+        let (ns, name) = pod_identity(env)?;
+        let patch = serde_json::json!({"metadata": {"annotations": {crate::dpu::ANNOTATION_VF: representor}}});
+        with_client(conf, |client| async move {
+            let pods: Api<Pod> = Api::namespaced(client, &ns);
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| api_error(format!("annotating pod {ns}/{name} with its VF"), e))
         })
     }
 }

@@ -14,6 +14,23 @@ pub trait AssignmentSource {
     /// The assignment for the pod of this invocation; an error (typically
     /// [`ErrorCode::NoAssignment`] or [`ErrorCode::TryAgainLater`]) if there is none yet.
     fn pod_network(&mut self, env: &CniEnv, conf: &NetConf) -> Result<PodNetwork, CniError>;
+
+    /// `dpu-host` mode: whether a new pod may be plumbed now (the DPU agent's Lease is
+    /// live, [`crate::dpu::admit`]); an error names why not. Default: always.
+    fn admit(&mut self, _env: &CniEnv, _conf: &NetConf) -> Result<(), CniError> {
+        Ok(())
+    }
+
+    /// `dpu-host` mode: tells the DPU which representor to bind for this pod
+    /// ([`crate::dpu::ANNOTATION_VF`]); `None` withdraws it (DEL). Default: nothing.
+    fn announce_vf(
+        &mut self,
+        _env: &CniEnv,
+        _conf: &NetConf,
+        _representor: Option<&str>,
+    ) -> Result<(), CniError> {
+        Ok(())
+    }
 }
 
 /// Ferry's CNI plugin.
@@ -24,9 +41,23 @@ pub struct FerryCni<A> {
 
 impl<A: AssignmentSource> CniPlugin for FerryCni<A> {
     fn add(&mut self, env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
+        let needs_dpu = crate::dpu::duties(conf.mode).needs_dpu;
+        if needs_dpu {
+            self.assignments.admit(env, conf)?;
+        }
         let pod = self.assignments.pod_network(env, conf)?;
         let req = plumb_request(env, conf, &pod)?;
         let outcome = plumb::add(&req).map_err(|e| plumb_error(env, e))?;
+        if needs_dpu {
+            // The representor is the host end: the DPU binds it with the pod's iface-id.
+            if let Err(e) = self
+                .assignments
+                .announce_vf(env, conf, Some(&req.host_ifname))
+            {
+                let _ = plumb::del(&req.unplumb());
+                return Err(e);
+            }
+        }
         // For the agent's socket LB (`ferry agent --socket-lb`); never fails ADD.
         crate::socket_lb::cni_added(
             &conf.sandbox_dir,
@@ -42,6 +73,10 @@ impl<A: AssignmentSource> CniPlugin for FerryCni<A> {
 
     fn del(&mut self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         plumb::del(&unplumb_request(env, conf)).map_err(|e| plumb_error(env, e))?;
+        if crate::dpu::duties(conf.mode).needs_dpu {
+            // Best effort: the pod may be gone already, and DEL must succeed regardless.
+            let _ = self.assignments.announce_vf(env, conf, None);
+        }
         crate::socket_lb::cni_deleted(&conf.sandbox_dir, &env.container_id);
         Ok(())
     }

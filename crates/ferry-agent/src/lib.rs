@@ -9,6 +9,9 @@
 //! node interface ([`node_iface`] on a real node: `ferry0` in the host's namespace, no
 //! default route), and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
 //!
+//! [`dpu`] is the DPU split mode (`--mode full|dpu-host|dpu`): who does what, and the
+//! annotation contract between a host and its DPU.
+//!
 //! [`cni_install`] puts the plugin, its conflist and its kubeconfig on a node (the
 //! DaemonSet's init container) and removes them again.
 //!
@@ -35,6 +38,7 @@ pub mod cni_plugin;
 pub mod command;
 pub mod container_log;
 pub mod dns;
+pub mod dpu;
 pub mod mac_addr;
 pub mod netns;
 pub mod netns_admin;

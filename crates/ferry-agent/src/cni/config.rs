@@ -57,6 +57,21 @@ pub struct NetConf {
     /// balancer and DEL removes it (`sandboxDir`; see `crate::socket_lb::sandbox_record`).
     #[serde(default = "default_sandbox_dir")]
     pub sandbox_dir: PathBuf,
+    /// The node's agent mode (`mode`: `full`, the default, or `dpu-host`, where the plugin
+    /// never touches OVS and the DPU binds the representor, see [`crate::dpu`]).
+    #[serde(default)]
+    pub mode: crate::dpu::AgentMode,
+}
+
+impl NetConf {
+    /// The bridge the plugin puts the host end on; empty when this node's OVS is on its DPU.
+    pub fn ovs_bridge(&self) -> &str {
+        if crate::dpu::duties(self.mode).ovs_ports {
+            &self.bridge
+        } else {
+            ""
+        }
+    }
 }
 
 fn default_sandbox_dir() -> PathBuf {

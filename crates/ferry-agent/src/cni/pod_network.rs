@@ -75,7 +75,7 @@ pub fn plumb_request(
         default_route: true,
         routes: vec![],
         iface_id: pod.iface_id.clone(),
-        bridge: conf.bridge.clone(),
+        bridge: conf.ovs_bridge().to_string(),
         ovs_db: conf.ovs_db_sock.clone(),
         ovs_netns: conf.ovs_netns.clone(),
         port_type: conf.ovs_port_type.clone(),
@@ -88,7 +88,7 @@ pub fn unplumb_request(env: &CniEnv, conf: &NetConf) -> UnplumbRequest {
         netns_path: env.netns.clone(),
         ifname: env.ifname.clone(),
         host_ifname: host_ifname(&env.container_id, &env.ifname),
-        bridge: conf.bridge.clone(),
+        bridge: conf.ovs_bridge().to_string(),
         ovs_db: conf.ovs_db_sock.clone(),
         ovs_netns: conf.ovs_netns.clone(),
     }

@@ -181,6 +181,7 @@ fn conf_table() {
         prev_result: None,
         sandbox_dir: PathBuf::from("/run/ferry/sandboxes"),
         dns: None,
+        mode: crate::dpu::AgentMode::Full,
     };
     type Case = (&'static str, String, Result<NetConf, (u32, &'static str)>);
     let cases: Vec<Case> = vec![
@@ -205,6 +206,14 @@ fn conf_table() {
                 bridge: "br-x".into(),
                 kubeconfig: Some("/etc/ferry/kubeconfig".into()),
                 ovs_port_type: "afxdp".into(),
+                ..defaults.clone()
+            }),
+        ),
+        (
+            "dpu-host mode",
+            merged(json!({"mode": "dpu-host"})),
+            Ok(NetConf {
+                mode: crate::dpu::AgentMode::DpuHost,
                 ..defaults.clone()
             }),
         ),

@@ -201,7 +201,10 @@ pub fn check(req: &PlumbRequest) -> Result<(), Discrepancy> {
             on: host_on,
         });
     }
-    // OVS port.
+    // OVS port (none in the `dpu-host` mode: the DPU's agent binds the other end).
+    if req.bridge.is_empty() {
+        return Ok(());
+    }
     let db = ovs_db_arg(&req.ovs_db);
     let found = match run("ovs-vsctl", &[&db, "port-to-br", &req.host_ifname]) {
         Ok(out) => Some(out.trim().to_string()),

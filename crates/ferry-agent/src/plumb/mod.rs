@@ -48,7 +48,8 @@ pub struct PlumbRequest {
     pub routes: Vec<(IpNet, IpAddr)>,
     /// The OVN logical switch port name.
     pub iface_id: String,
-    /// The OVS bridge, normally `br-int`.
+    /// The OVS bridge, normally `br-int`. Empty: no OVS port is made, checked or removed
+    /// (the `dpu-host` mode, where the DPU's agent binds the other end, see [`crate::dpu`]).
     pub bridge: String,
     /// Path of the OVS database unix socket.
     pub ovs_db: PathBuf,

@@ -63,7 +63,9 @@ pub fn add(req: &PlumbRequest) -> Result<AddOutcome, PlumbError> {
         Err(e) => {
             tracing::warn!(host_ifname = %req.host_ifname, error = %e, "add failed; rolling back");
             // Best effort: the original error is what the caller must see.
-            let _ = ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname);
+            if !req.bridge.is_empty() {
+                let _ = ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname);
+            }
             let _ = delete_link(
                 req.ovs_netns.as_deref(),
                 &req.host_ifname,
@@ -158,17 +160,22 @@ fn configure(req: &PlumbRequest, tmp: &str) -> Result<AddOutcome, PlumbError> {
         on_host(host_ns, "ethtool", &["-K", &req.host_ifname, "tx", tx]),
     )?;
     let host_mac = link_mac(host_ns, &req.host_ifname)?;
-    ovs_add_port(req)?;
+    // An empty bridge: the `dpu-host` mode, whose DPU binds the other end (crate::dpu).
+    if !req.bridge.is_empty() {
+        ovs_add_port(req)?;
+    }
     Ok(AddOutcome { host_mac })
 }
 
 /// Removes what [`add`] created. Already-missing pieces (namespace, link, OVS port) are
 /// success, so DEL can be repeated.
 pub fn del(req: &UnplumbRequest) -> Result<(), PlumbError> {
-    step(
-        "remove the OVS port",
-        ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname),
-    )?;
+    if !req.bridge.is_empty() {
+        step(
+            "remove the OVS port",
+            ovs_del_port(&req.ovs_db, &req.bridge, &req.host_ifname),
+        )?;
+    }
     delete_link(
         req.ovs_netns.as_deref(),
         &req.host_ifname,
