@@ -118,6 +118,9 @@ fn chassis_per_node_check_and_gateway_failover() {
     assert!(failover.status.success(), "gateway-failover failed: {f}");
     assert_eq!((&f["from"], &f["to"]), (&"node1".into(), &"node2".into()));
     assert!(f["firstAnswerS"].is_number(), "{f}");
+    // Back on node1 once its daemons restart: node1's tunnels work again, which needs the
+    // underlay route re-added to the restarted ovs-vswitchd (fabric::keep_underlay_route).
+    assert!(f["failbackS"].is_number(), "{f}");
     assert!(down.status.success(), "down");
     assert!(
         lab_namespaces().is_empty(),
