@@ -322,11 +322,35 @@ impl Grants {
     }
 }
 
+/// Grants by user and by group (two maps, so a lookup borrows the caller's names).
+#[derive(Debug, Clone, Default)]
+struct BySubject {
+    users: HashMap<String, Grants>,
+    groups: HashMap<String, Grants>,
+}
+
+impl BySubject {
+    fn entry(&mut self, s: Subject) -> &mut Grants {
+        match s {
+            Subject::User(u) => self.users.entry(u).or_default(),
+            Subject::Group(g) => self.groups.entry(g).or_default(),
+        }
+    }
+
+    fn get(&self, user: bool, name: &str) -> Option<&Grants> {
+        if user {
+            self.users.get(name)
+        } else {
+            self.groups.get(name)
+        }
+    }
+}
+
 /// The RBAC objects, indexed by subject.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
-    cluster: HashMap<Subject, Grants>,
-    namespaced: HashMap<String, HashMap<Subject, Grants>>,
+    cluster: BySubject,
+    namespaced: HashMap<String, BySubject>,
     /// Every binding counted once, for metrics and benchmarks.
     pub bindings: usize,
 }
@@ -450,7 +474,7 @@ impl Index {
             )
             .into();
             for s in subjects_of(b, None) {
-                index.cluster.entry(s).or_default().add(rules, &source);
+                index.cluster.entry(s).add(rules, &source);
             }
         }
         for b in role_bindings {
@@ -472,7 +496,7 @@ impl Index {
             .into();
             let by_subject = index.namespaced.entry(ns.to_string()).or_default();
             for s in subjects_of(b, Some(ns)) {
-                by_subject.entry(s).or_default().add(rules, &source);
+                by_subject.entry(s).add(rules, &source);
             }
         }
         index
@@ -497,29 +521,54 @@ pub fn authorize(index: &Index, user: &UserInfo, attrs: &Attributes) -> Decision
             reason: format!("allowed as a member of {MASTERS:?}"),
         };
     }
-    let subjects = std::iter::once(Subject::User(user.name.clone()))
-        .chain(user.groups.iter().cloned().map(Subject::Group));
+    match find(index, user, attrs) {
+        Some((g, is_user, name)) => {
+            let who = if is_user {
+                Subject::User(name.to_string())
+            } else {
+                Subject::Group(name.to_string())
+            };
+            Decision {
+                allowed: true,
+                reason: format!("RBAC: allowed by {} to {}", g.source, who.describe()),
+            }
+        }
+        None => Decision {
+            allowed: false,
+            reason: String::new(),
+        },
+    }
+}
+
+/// [`authorize`] without the reason: what the server asks for every request.
+pub fn is_allowed(index: &Index, user: &UserInfo, attrs: &Attributes) -> bool {
+    user.groups.iter().any(|g| g == MASTERS) || find(index, user, attrs).is_some()
+}
+
+/// The first grant that allows `attrs`, and the subject (`true` for the user, else a group)
+/// it is bound to.
+fn find<'a>(
+    index: &'a Index,
+    user: &'a UserInfo,
+    attrs: &Attributes,
+) -> Option<(&'a Grant, bool, &'a str)> {
+    let subjects = std::iter::once((true, user.name.as_str()))
+        .chain(user.groups.iter().map(|g| (false, g.as_str())));
     let ns_grants = attrs.namespace().and_then(|ns| index.namespaced.get(ns));
-    for s in subjects {
+    for (is_user, name) in subjects {
         let grants = index
             .cluster
-            .get(&s)
+            .get(is_user, name)
             .into_iter()
-            .chain(ns_grants.and_then(|m| m.get(&s)))
+            .chain(ns_grants.and_then(|m| m.get(is_user, name)))
             .flat_map(|g| g.candidates(attrs));
         for g in grants {
             if g.rule.allows(attrs) {
-                return Decision {
-                    allowed: true,
-                    reason: format!("RBAC: allowed by {} to {}", g.source, s.describe()),
-                };
+                return Some((g, is_user, name));
             }
         }
     }
-    Decision {
-        allowed: false,
-        reason: String::new(),
-    }
+    None
 }
 
 /// Every rule that applies to `user` in `namespace` (cluster-wide bindings, and the
@@ -541,17 +590,17 @@ pub fn rules_for(index: &Index, user: &UserInfo, namespace: &str) -> Vec<PolicyR
             },
         ];
     }
-    let subjects: Vec<Subject> = std::iter::once(Subject::User(user.name.clone()))
-        .chain(user.groups.iter().cloned().map(Subject::Group))
+    let subjects: Vec<(bool, &str)> = std::iter::once((true, user.name.as_str()))
+        .chain(user.groups.iter().map(|g| (false, g.as_str())))
         .collect();
     let ns_grants = index.namespaced.get(namespace);
     let mut out: Vec<PolicyRule> = Vec::new();
-    for s in &subjects {
+    for &(is_user, name) in &subjects {
         let grants = index
             .cluster
-            .get(s)
+            .get(is_user, name)
             .into_iter()
-            .chain(ns_grants.and_then(|m| m.get(s)))
+            .chain(ns_grants.and_then(|m| m.get(is_user, name)))
             .flat_map(Grants::all);
         for g in grants {
             if !out.contains(&g.rule) {
