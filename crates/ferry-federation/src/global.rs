@@ -3,7 +3,7 @@
 //!
 //! [`desired_global`] (pure) picks, from the federated objects' status, the EIPs of targets
 //! whose `Ready` condition is True (applied at their Work's generation, member ready,
-//! ready endpoints); the join agent ([`sync`]) keeps, in its member, one selector-less
+//! ready endpoints); the join agent ([`run`]) keeps, in its member, one selector-less
 //! headless `v1 Service` `NAME-global` in the object's namespace with an EndpointSlice of
 //! those addresses, which the member's cluster DNS (`ferry-dns`) already answers:
 //! `NAME-global.NAMESPACE.svc.cluster.local` -> the ready EIPs, from the member's default
@@ -11,13 +11,17 @@
 //! global; the mask governs the service, not its name), and no member of another tenant.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
 
+use crate::cache::reflect;
 use crate::types::{FederatedYusurService, LABEL_TENANT, LABEL_WORKSPACE};
 
 /// Marks the Services (and slices) this module owns in a member.
@@ -92,20 +96,68 @@ pub fn slice_manifest(namespace: &str, name: &str, eips: &BTreeSet<String>) -> V
     })
 }
 
-/// One pass: reads the federated objects, applies every desired name in the member and
-/// deletes the global names no longer desired. Errors are logged; the next pass retries.
-pub async fn sync(
-    federation: &Client,
+/// Keeps the member's global names in step with the federated objects (a watch of
+/// them in the federation) until `shutdown`: a pass on each change, and at least every
+/// `every`. Only what changed is written; what the agent owns but no longer wants is
+/// deleted (on the first pass, whatever the member holds with [`LABEL_GLOBAL`]). Errors are
+/// logged and the next pass retries.
+pub async fn run(
+    federation: Client,
+    member: Client,
+    tenant: Option<String>,
+    workspace: Option<String>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (wake_tx, mut wake) = mpsc::channel(1);
+    let objects = reflect(
+        Api::<FederatedYusurService>::all(federation),
+        watcher::Config::default(),
+        move |_: Option<&FederatedYusurService>| {
+            let _ = wake_tx.try_send(());
+        },
+    );
+    tokio::select! {
+        _ = objects.wait_until_ready() => {}
+        _ = stopped(&mut shutdown) => return,
+    }
+    let mut applied: Option<GlobalNames> = None;
+    loop {
+        let all: Vec<FederatedYusurService> =
+            objects.state().iter().map(|o| (**o).clone()).collect();
+        let desired = desired_global(&all, tenant.as_deref(), workspace.as_deref());
+        match apply(&member, &desired, applied.as_ref()).await {
+            Ok(()) => applied = Some(desired),
+            // Unknown state after a failure: the next pass compares with the member again.
+            Err(e) => {
+                tracing::warn!(error = %e, "global names");
+                applied = None;
+            }
+        }
+        tokio::select! {
+            _ = wake.recv() => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Writes the names of `desired` that differ from `applied` and deletes those no longer
+/// desired (`applied` None: compares with what the member holds).
+async fn apply(
     member: &Client,
-    tenant: Option<&str>,
-    workspace: Option<&str>,
+    desired: &GlobalNames,
+    applied: Option<&GlobalNames>,
 ) -> Result<(), kube::Error> {
-    let objects = Api::<FederatedYusurService>::all(federation.clone())
-        .list(&ListParams::default())
-        .await?;
-    let desired = desired_global(&objects.items, tenant, workspace);
     let pp = PatchParams::apply(MANAGER).force();
-    for ((ns, name), eips) in &desired {
+    for ((ns, name), eips) in desired {
+        if applied.and_then(|a| a.get(&(ns.clone(), name.clone()))) == Some(eips) {
+            continue;
+        }
         let svcs: Api<Service> = Api::namespaced(member.clone(), ns);
         let slices: Api<EndpointSlice> = Api::namespaced(member.clone(), ns);
         svcs.patch(name, &pp, &Patch::Apply(service_manifest(ns, name)))
@@ -114,21 +166,32 @@ pub async fn sync(
             .patch(name, &pp, &Patch::Apply(slice_manifest(ns, name, eips)))
             .await?;
     }
-    let owned = Api::<Service>::all(member.clone())
-        .list(&ListParams::default().labels(&format!("{LABEL_GLOBAL}=true")))
-        .await?;
-    for svc in owned.items {
-        let key = (svc.namespace().unwrap_or_default(), svc.name_any());
-        if desired.contains_key(&key) {
+    let held: Vec<(String, String)> = match applied {
+        Some(a) => a.keys().cloned().collect(),
+        None => Api::<Service>::all(member.clone())
+            .list(&ListParams::default().labels(&format!("{LABEL_GLOBAL}=true")))
+            .await?
+            .items
+            .iter()
+            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+            .collect(),
+    };
+    for (ns, name) in held {
+        if desired.contains_key(&(ns.clone(), name.clone())) {
             continue;
         }
         let dp = DeleteParams::default();
-        let _ = Api::<EndpointSlice>::namespaced(member.clone(), &key.0)
-            .delete(&key.1, &dp)
+        let _ = Api::<EndpointSlice>::namespaced(member.clone(), &ns)
+            .delete(&name, &dp)
             .await;
-        Api::<Service>::namespaced(member.clone(), &key.0)
-            .delete(&key.1, &dp)
-            .await?;
+        match Api::<Service>::namespaced(member.clone(), &ns)
+            .delete(&name, &dp)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

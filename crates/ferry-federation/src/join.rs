@@ -96,25 +96,15 @@ pub async fn run(
         config.clone(),
         shutdown.clone(),
     ));
-    // Global names (`NAME-global`): every heartbeat, from the federated objects' status.
-    let globals = tokio::spawn({
-        let (federation, member, config) = (federation.clone(), member.clone(), config.clone());
-        async move {
-            loop {
-                if let Err(e) = crate::global::sync(
-                    &federation,
-                    &member,
-                    config.tenant.as_deref(),
-                    config.workspace.as_deref(),
-                )
-                .await
-                {
-                    tracing::warn!(member = %config.name, error = %e, "global names");
-                }
-                tokio::time::sleep(config.heartbeat).await;
-            }
-        }
-    });
+    // Global names (`NAME-global`), from the federated objects' status.
+    let globals = tokio::spawn(crate::global::run(
+        federation.clone(),
+        member.clone(),
+        config.tenant.clone(),
+        config.workspace.clone(),
+        config.resync,
+        shutdown.clone(),
+    ));
     let ns = member_namespace(&config.name);
     let (wake_tx, mut wake) = mpsc::channel(1);
     let dirty: Arc<Dirty<String>> = Arc::new(Dirty::new(wake_tx));
