@@ -232,8 +232,13 @@ fn link_mac(host_ns: Option<&Path>, name: &str) -> Result<Option<MacAddr>, Plumb
 }
 
 /// Whether the veth keeps transmit checksum offload on the bridge `req` names
-/// ([`tx_checksum_wanted`] over what OVS reports); off if OVS cannot be asked.
+/// ([`tx_checksum_wanted`] over what OVS reports); off if OVS cannot be asked, and off
+/// without asking when there is no bridge (`dpu-host`: OVS is on the DPU; the kernel
+/// filling in checksums itself is right for every datapath).
 pub(super) fn tx_checksum_wanted_for(req: &PlumbRequest) -> bool {
+    if req.bridge.is_empty() {
+        return false;
+    }
     let db = ovs_db_arg(&req.ovs_db);
     let out = run(
         "ovs-vsctl",

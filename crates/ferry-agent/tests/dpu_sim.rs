@@ -1,0 +1,308 @@
+//! The DPU split mode with one simulated DPU: ovs-vswitchd runs in a namespace standing
+//! for the SmartNIC (with `other_config:hw-offload=true` set before it starts), each pod's
+//! "VF" is a veth whose host end (the representor) lives in that namespace. The CNI plugin
+//! in `dpu-host` mode plumbs the pods with an OVS database path that does not exist (so
+//! any OVS call would fail), refuses a pod while the DPU's Lease is missing or lapsed, and
+//! announces each representor; the DPU side ([`ferry_agent::dpu::bind`]) puts them on
+//! `br-int` with the pods' `iface-id`s, and TCP flows between the pods through OVN.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use serde_json::{Value, json};
+
+use ferry_agent::cni::{CniEnv, CniError, ErrorCode, NetConf, PodNetwork, Reply, dispatch};
+use ferry_agent::cni_plugin::{AssignmentSource, FerryCni};
+use ferry_agent::dpu::{self, DpuOvs};
+use ferry_agent::plumb::host_ifname;
+use ferry_ovn_stack::{Daemon, default_ovs_other_config};
+use ferry_testkit::netns::{Netns, unique};
+use ferry_testkit::ovn::{TestOvn, chassis_options};
+use ferry_testkit::tool;
+
+const NODE: &str = "n1";
+
+/// The host side's view of the cluster: assignments by container id, the DPU's Lease,
+/// and the representors it announced (what the Pod annotation would hold).
+struct Host {
+    pods: HashMap<String, PodNetwork>,
+    dpu_lease: Option<LeaseSpec>,
+    announced: BTreeMap<String, Option<String>>,
+}
+
+impl AssignmentSource for Host {
+    fn pod_network(&mut self, env: &CniEnv, _: &NetConf) -> Result<PodNetwork, CniError> {
+        self.pods.get(&env.container_id).cloned().ok_or_else(|| {
+            CniError::new(ErrorCode::NoAssignment, "no assignment", &env.container_id)
+        })
+    }
+    fn admit(&mut self, env: &CniEnv, _: &NetConf) -> Result<(), CniError> {
+        dpu::admit(NODE, self.dpu_lease.as_ref(), Timestamp::now())
+            .map_err(|r| CniError::new(ErrorCode::TryAgainLater, r.to_string(), &env.container_id))
+    }
+    fn announce_vf(
+        &mut self,
+        env: &CniEnv,
+        _: &NetConf,
+        representor: Option<&str>,
+    ) -> Result<(), CniError> {
+        self.announced
+            .insert(env.container_id.clone(), representor.map(str::to_string));
+        Ok(())
+    }
+}
+
+fn invoke(
+    plugin: &mut FerryCni<Host>,
+    command: &str,
+    cid: &str,
+    ns: &Netns,
+    conf: &Value,
+) -> Reply {
+    let vars = vec![
+        ("CNI_COMMAND".to_string(), command.to_string()),
+        ("CNI_CONTAINERID".to_string(), cid.to_string()),
+        ("CNI_IFNAME".to_string(), "eth0".to_string()),
+        ("CNI_NETNS".to_string(), ns.path().display().to_string()),
+        (
+            "CNI_ARGS".to_string(),
+            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={cid}"),
+        ),
+        ("CNI_PATH".to_string(), "/opt/cni/bin".to_string()),
+    ];
+    dispatch(vars, conf.to_string().as_bytes(), plugin)
+}
+
+fn live_lease(renewed_ago_s: i64) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(format!("{NODE}-dpu")),
+        lease_duration_seconds: Some(10),
+        renew_time: Some(MicroTime(
+            Timestamp::now() - jiff::SignedDuration::from_secs(renewed_ago_s),
+        )),
+        ..Default::default()
+    }
+}
+
+#[test]
+#[ignore = "needs root, netns and OVN/OVS"]
+fn dpu_host_plumbs_and_dpu_binds_the_representor() -> Result<()> {
+    let pid = std::process::id();
+    let mut opts = chassis_options("dpu");
+    opts.bridge = format!("fdp{pid}");
+    opts.bridge.truncate(15);
+    opts.ovs_other_config = default_ovs_other_config();
+    opts.ovs_other_config
+        .push(("hw-offload".into(), "true".into()));
+    let Some(dpu_ns) = opts.ovs_netns.clone() else {
+        bail!("chassis options put OVS in no namespace");
+    };
+    let bridge = opts.bridge.clone();
+    let stack = TestOvn::start(opts)?;
+    let dpu_ns_path = PathBuf::from(format!("/var/run/netns/{dpu_ns}"));
+
+    // --hw-offload: set before vswitchd started, and it reads back.
+    let hw = stack.vsctl(&["get", "Open_vSwitch", ".", "other_config:hw-offload"])?;
+    assert_eq!(hw.trim(), "\"true\"", "hw-offload reads back");
+
+    let n = |args: &[&str]| stack.nbctl(args);
+    n(&["lr-add", "vpc"])?;
+    for (sw, mac, cidr) in [
+        ("s1", "0a:00:00:fd:01:01", "10.251.1.1/24"),
+        ("s2", "0a:00:00:fd:02:01", "10.251.2.1/24"),
+    ] {
+        n(&["ls-add", sw])?;
+        n(&["lrp-add", "vpc", &format!("vpc-{sw}"), mac, cidr])?;
+        n(&["lsp-add", sw, &format!("{sw}-vpc")])?;
+        n(&["lsp-set-type", &format!("{sw}-vpc"), "router"])?;
+        n(&["lsp-set-addresses", &format!("{sw}-vpc"), "router"])?;
+        n(&[
+            "lsp-set-options",
+            &format!("{sw}-vpc"),
+            &format!("router-port=vpc-{sw}"),
+        ])?;
+    }
+    let pods = [
+        (
+            "s1",
+            "pod-a.default",
+            "0a:00:00:fd:01:0a",
+            "10.251.1.10/24",
+            "10.251.1.1",
+        ),
+        (
+            "s2",
+            "pod-b.default",
+            "0a:00:00:fd:02:0a",
+            "10.251.2.10/24",
+            "10.251.2.1",
+        ),
+    ];
+    for (sw, lsp, mac, cidr, _) in pods {
+        n(&["lsp-add", sw, lsp])?;
+        let ip = cidr.split('/').next().unwrap_or(cidr);
+        n(&["lsp-set-addresses", lsp, &format!("{mac} {ip}")])?;
+    }
+
+    let ns_a = Netns::add(&unique("da"))?;
+    let ns_b = Netns::add(&unique("db"))?;
+    let cid_a = format!("fdp{pid}containera");
+    let cid_b = format!("fdp{pid}containerb");
+    let mut table = HashMap::new();
+    for (cid, (_, lsp, mac, cidr, gw)) in [(&cid_a, pods[0]), (&cid_b, pods[1])] {
+        table.insert(
+            cid.clone(),
+            PodNetwork {
+                ip: cidr.parse()?,
+                mac: mac.parse()?,
+                gateway: gw.parse()?,
+                iface_id: lsp.to_string(),
+            },
+        );
+    }
+    let mut plugin = FerryCni {
+        assignments: Host {
+            pods: table,
+            dpu_lease: None,
+            announced: BTreeMap::new(),
+        },
+    };
+    // The host has no OVS: any ovs-vsctl call of the plugin would fail on this path.
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "ferry", "type": "ferry", "mode": "dpu-host",
+        "ovsDbSock": "/nonexistent/ferry-dpu-host/db.sock", "bridge": bridge,
+        "ovsNetns": dpu_ns_path.display().to_string(),
+    });
+
+    // No DPU Lease, then a lapsed one: ADD is refused with the reason, nothing is made.
+    for (lease, want) in [
+        (
+            None,
+            format!("no DPU agent for this node: Lease ferry-dpu-{NODE} does not exist"),
+        ),
+        (
+            Some(live_lease(60)),
+            format!(
+                "the DPU agent's Lease ferry-dpu-{NODE} has lapsed (60 s since renewal, lasts 10 s)"
+            ),
+        ),
+    ] {
+        plugin.assignments.dpu_lease = lease;
+        let reply = invoke(&mut plugin, "ADD", &cid_a, &ns_a, &conf);
+        assert_eq!(reply.exit_code, 1, "{}", reply.stdout);
+        let err: Value = serde_json::from_str(&reply.stdout)?;
+        assert_eq!(err["code"], 11, "{err}");
+        assert_eq!(err["msg"], want.as_str());
+        assert!(
+            ns_a.ip(&["link", "show", "eth0"]).is_err(),
+            "refused ADD plumbed eth0"
+        );
+        println!("ADD refused: {}", reply.stdout);
+    }
+
+    // The DPU's Lease is live: ADD plumbs both pods, OVS untouched.
+    plugin.assignments.dpu_lease = Some(live_lease(1));
+    for (cid, ns, (_, _, mac, cidr, _)) in [(&cid_a, &ns_a, pods[0]), (&cid_b, &ns_b, pods[1])] {
+        let reply = invoke(&mut plugin, "ADD", cid, ns, &conf);
+        assert_eq!(reply.exit_code, 0, "ADD {cid}: {}", reply.stdout);
+        let addrs = ns.ip(&["-br", "addr", "show", "eth0"])?;
+        assert!(addrs.contains(cidr), "{addrs}");
+        let link = ns.ip(&["-br", "link", "show", "eth0"])?;
+        assert!(link.contains(mac), "{link}");
+        // The representor sits in the DPU's namespace, not on the host.
+        let rep = host_ifname(cid, "eth0");
+        tool("ip", &["-n", &dpu_ns, "link", "show", &rep])?;
+        assert!(
+            tool("ip", &["link", "show", &rep]).is_err(),
+            "{rep} on the host"
+        );
+    }
+    let ports = stack.vsctl(&["list-ports", &bridge])?;
+    assert_eq!(ports.trim(), "", "the host side added OVS ports: {ports}");
+    let announced = plugin.assignments.announced.clone();
+    assert_eq!(
+        announced,
+        BTreeMap::from([
+            (cid_a.clone(), Some(host_ifname(&cid_a, "eth0"))),
+            (cid_b.clone(), Some(host_ifname(&cid_b, "eth0"))),
+        ])
+    );
+
+    // The DPU binds what the host announced, with the pods' iface-ids.
+    let ovs = DpuOvs {
+        db: &stack.paths().ovs_sock,
+        bridge: &bridge,
+        netns: Some(&dpu_ns_path),
+    };
+    let desired: BTreeMap<String, String> = [(&cid_a, pods[0].1), (&cid_b, pods[1].1)]
+        .into_iter()
+        .map(|(cid, lsp)| (host_ifname(cid, "eth0"), lsp.to_string()))
+        .collect();
+    let plan = dpu::plan(&desired, &BTreeMap::new());
+    assert_eq!(plan.bind.len(), 2);
+    for (rep, iface_id) in &plan.bind {
+        dpu::bind(&ovs, rep, iface_id)?;
+        dpu::bind(&ovs, rep, iface_id)?; // idempotent
+    }
+    stack.wait_bound("pod-a.default")?;
+    stack.wait_bound("pod-b.default")?;
+
+    let _server = ns_b.spawn(
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "10.251.2.10",
+        ],
+        None,
+    )?;
+    let started = Instant::now();
+    let body = loop {
+        match ns_a.exec(&["curl", "-s", "-m", "2", "http://10.251.2.10:8080/"]) {
+            Ok(body) if !body.is_empty() => break body,
+            _ if started.elapsed() > Duration::from_secs(30) => bail!(
+                "no TCP between the pods through the DPU's OVN after 30 s\novn-controller:\n{}\nvswitchd:\n{}",
+                stack.log_tail(Daemon::Controller),
+                stack.log_tail(Daemon::Vswitchd)
+            ),
+            _ => std::thread::sleep(Duration::from_millis(300)),
+        }
+    };
+    assert!(body.contains("Directory listing"), "{body}");
+    println!(
+        "TCP pod a -> pod b through the DPU's OVS after {:?}",
+        started.elapsed()
+    );
+
+    // CHECK on the host passes without OVS.
+    let reply = invoke(&mut plugin, "CHECK", &cid_a, &ns_a, &conf);
+    assert_eq!(reply.exit_code, 0, "CHECK: {}", reply.stdout);
+
+    // DEL on the host withdraws the VF; the DPU unbinds it.
+    let reply = invoke(&mut plugin, "DEL", &cid_a, &ns_a, &conf);
+    assert_eq!(reply.exit_code, 0, "DEL: {}", reply.stdout);
+    assert_eq!(plugin.assignments.announced.get(&cid_a), Some(&None));
+    let desired_after: BTreeMap<String, String> = desired
+        .iter()
+        .filter(|(rep, _)| **rep != host_ifname(&cid_a, "eth0"))
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .collect();
+    let plan = dpu::plan(&desired_after, &desired);
+    assert_eq!(plan.unbind, vec![host_ifname(&cid_a, "eth0")]);
+    for rep in &plan.unbind {
+        dpu::unbind(&ovs, rep)?;
+    }
+    let ports = stack.vsctl(&["list-ports", &bridge])?;
+    assert_eq!(ports.trim(), host_ifname(&cid_b, "eth0"));
+    let reply = invoke(&mut plugin, "DEL", &cid_b, &ns_b, &conf);
+    assert_eq!(reply.exit_code, 0, "DEL b: {}", reply.stdout);
+    dpu::unbind(&ovs, &host_ifname(&cid_b, "eth0"))?;
+    Ok(())
+}
