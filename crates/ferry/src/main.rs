@@ -590,12 +590,17 @@ async fn streaming_config(
     kubeconfig: Option<&Path>,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<ferry_agent::streaming::StreamingConfig> {
-    let token = kube_config(kubeconfig)
-        .await?
-        .auth_info
-        .token
-        .map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string())
-        .context("the agent's kubeconfig has no bearer token for the logs/exec endpoint")?;
+    let auth = kube_config(kubeconfig).await?.auth_info;
+    let token = match (auth.token, auth.token_file) {
+        (Some(t), _) => secrecy::ExposeSecret::expose_secret(&t).to_string(),
+        (None, Some(file)) => std::fs::read_to_string(&file)
+            .with_context(|| format!("reading the agent's token file {file}"))?
+            .trim()
+            .to_string(),
+        (None, None) => {
+            anyhow::bail!("the agent's kubeconfig has no bearer token for the logs/exec endpoint")
+        }
+    };
     Ok(ferry_agent::streaming::StreamingConfig { listen, token })
 }
 
@@ -1364,8 +1369,15 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         },
     });
     if args.lab {
+        // Without a token the agent still runs pods, only without logs and exec.
         config.streaming =
-            Some(streaming_config(args.kubeconfig.as_deref(), args.streaming_listen).await?);
+            match streaming_config(args.kubeconfig.as_deref(), args.streaming_listen).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "not serving logs and exec");
+                    None
+                }
+            };
     }
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
