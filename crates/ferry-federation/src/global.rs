@@ -29,6 +29,8 @@ pub const LABEL_GLOBAL: &str = "federation.iaas.yusur.io/global";
 /// Appended to the federated object's name.
 pub const SUFFIX: &str = "-global";
 const MANAGER: &str = "ferry-federation-global";
+/// How long a change waits for more before a pass.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// `(namespace, service name)` -> the addresses it must answer, sorted.
 pub type GlobalNames = BTreeMap<(String, String), BTreeSet<String>>;
@@ -36,8 +38,8 @@ pub type GlobalNames = BTreeMap<(String, String), BTreeSet<String>>;
 /// The global names a member of `tenant`/`workspace` holds (absent labels included, as
 /// for placement). Objects whose name with [`SUFFIX`] would not be a valid Service name
 /// are left out.
-pub fn desired_global(
-    objects: &[FederatedYusurService],
+pub fn desired_global<'a>(
+    objects: impl IntoIterator<Item = &'a FederatedYusurService>,
     tenant: Option<&str>,
     workspace: Option<&str>,
 ) -> GlobalNames {
@@ -123,9 +125,12 @@ pub async fn run(
     }
     let mut applied: Option<GlobalNames> = None;
     loop {
-        let all: Vec<FederatedYusurService> =
-            objects.state().iter().map(|o| (**o).clone()).collect();
-        let desired = desired_global(&all, tenant.as_deref(), workspace.as_deref());
+        let all = objects.state();
+        let desired = desired_global(
+            all.iter().map(|o| &**o),
+            tenant.as_deref(),
+            workspace.as_deref(),
+        );
         match apply(&member, &desired, applied.as_ref()).await {
             Ok(()) => applied = Some(desired),
             // Unknown state after a failure: the next pass compares with the member again.
@@ -135,7 +140,12 @@ pub async fn run(
             }
         }
         tokio::select! {
-            _ = wake.recv() => tokio::time::sleep(Duration::from_millis(50)).await,
+            // A burst of changes (a bulk create) becomes one pass: names need not follow
+            // each status write within milliseconds.
+            _ = wake.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while wake.try_recv().is_ok() {}
+            }
             _ = tokio::time::sleep(every) => {}
             _ = stopped(&mut shutdown) => return,
         }
