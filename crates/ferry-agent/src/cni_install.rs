@@ -35,6 +35,9 @@ pub struct NetSettings {
     pub ovs_port_type: String,
     /// The cluster DNS address and search domains for the pods' resolv.conf.
     pub dns: Option<(String, Vec<String>)>,
+    /// The node's agent mode; written (`mode`) only when not `full`, so a full node's
+    /// conflist is what it always was.
+    pub mode: crate::dpu::AgentMode,
 }
 
 /// The conflist a runtime loads from its config dir; `kubeconfig` is where the plugin
@@ -51,6 +54,9 @@ pub fn conflist(net: &NetSettings, kubeconfig: &Path) -> Value {
     }
     if !net.ovs_port_type.is_empty() {
         plugin["ovsPortType"] = json!(net.ovs_port_type);
+    }
+    if net.mode != crate::dpu::AgentMode::Full {
+        plugin["mode"] = json!(net.mode);
     }
     if let Some((server, search)) = &net.dns {
         plugin["dns"] = json!({"nameservers": [server], "search": search});
@@ -286,6 +292,7 @@ mod tests {
             ovs_netns: None,
             ovs_port_type: String::new(),
             dns: None,
+            mode: crate::dpu::AgentMode::Full,
         }
     }
 
@@ -312,6 +319,16 @@ mod tests {
                        "ovsNetns": "/var/run/netns/ovs", "ovsPortType": "afxdp",
                        "dns": {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]}}),
             ),
+            (
+                "the host of a DPU",
+                NetSettings {
+                    mode: crate::dpu::AgentMode::DpuHost,
+                    ..net()
+                },
+                json!({"type": "ferry", "ovsDbSock": "/var/run/openvswitch/db.sock",
+                       "bridge": "br-int", "kubeconfig": "/etc/cni/net.d/ferry-kubeconfig",
+                       "mode": "dpu-host"}),
+            ),
         ];
         for (name, settings, plugin) in cases {
             assert_eq!(
@@ -332,6 +349,16 @@ mod tests {
         plugin["cniVersion"] = conf["cniVersion"].clone();
         let parsed = crate::cni::parse_conf(plugin.to_string().as_bytes()).expect("parses");
         assert_eq!(parsed.kubeconfig, Some(PathBuf::from("/k")));
+        let dpu_host = NetSettings {
+            mode: crate::dpu::AgentMode::DpuHost,
+            ..net()
+        };
+        let mut plugin = conflist(&dpu_host, Path::new("/k"))["plugins"][0].clone();
+        plugin["name"] = json!("ferry");
+        plugin["cniVersion"] = json!(crate::cni::CNI_VERSION);
+        let parsed = crate::cni::parse_conf(plugin.to_string().as_bytes()).expect("parses");
+        assert_eq!(parsed.mode, crate::dpu::AgentMode::DpuHost);
+        assert_eq!(parsed.ovs_bridge(), "");
         assert_eq!(parsed.plugin_type, PLUGIN_NAME);
     }
 

@@ -10,7 +10,7 @@
 //! default route), and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
 //!
 //! [`dpu`] is the DPU split mode (`--mode full|dpu-host|dpu`): who does what, and the
-//! annotation contract between a host and its DPU.
+//! annotation contract between a host and its DPU; [`dpu_agent`] is the DPU's binder loop.
 //!
 //! [`cni_install`] puts the plugin, its conflist and its kubeconfig on a node (the
 //! DaemonSet's init container) and removes them again.
@@ -39,6 +39,7 @@ pub mod command;
 pub mod container_log;
 pub mod dns;
 pub mod dpu;
+pub mod dpu_agent;
 pub mod mac_addr;
 pub mod netns;
 pub mod netns_admin;

@@ -46,8 +46,12 @@ pub struct AgentConfig {
     /// On a real node (not `lab`): the name of the node interface plumbed into the agent's
     /// own namespace ([`crate::node_iface`]); `None` plumbs none.
     pub node_interface: Option<String>,
-    /// Set `other_config:hw-offload=true` on OVS (DPU/SmartNIC nodes).
+    /// Set `other_config:hw-offload=true` on OVS (DPU/SmartNIC nodes; not in `dpu-host`
+    /// mode, which has no OVS).
     pub hw_offload: bool,
+    /// `--mode`: the whole agent (`full`), or the host or DPU half of a DPU node (see
+    /// [`crate::dpu`]).
+    pub mode: crate::dpu::AgentMode,
     /// Serve the cluster DNS in every VPC from this node's probe ports (and, in the lab,
     /// give workloads a `resolv.conf` pointing at it).
     pub dns: Option<crate::dns::DnsConfig>,
@@ -173,25 +177,33 @@ async fn register(
 
 /// Renews `kube-node-lease/ferry-agent-<node>`: agent liveness is a Lease, not a status heartbeat.
 async fn renew_lease(client: &Client, node: &str) -> Result<(), kube::Error> {
+    renew_named_lease(client, &ferry_api::agent_lease_name(node), node).await
+}
+
+/// Renews (or creates) the 10 s Lease `kube-node-lease/NAME` held by `holder`.
+pub(crate) async fn renew_named_lease(
+    client: &Client,
+    name: &str,
+    holder: &str,
+) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), ferry_api::AGENT_LEASE_NAMESPACE);
-    let name = ferry_api::agent_lease_name(node);
     let spec = LeaseSpec {
-        holder_identity: Some(node.into()),
+        holder_identity: Some(holder.into()),
         lease_duration_seconds: Some(10),
         renew_time: Some(MicroTime(Timestamp::now())),
         ..Default::default()
     };
-    match api.get_opt(&name).await? {
+    match api.get_opt(name).await? {
         Some(mut l) => {
             l.spec = Some(spec);
-            api.replace(&name, &PostParams::default(), &l)
+            api.replace(name, &PostParams::default(), &l)
                 .await
                 .map(|_| ())
         }
         None => {
             let l = Lease {
                 metadata: ObjectMeta {
-                    name: Some(name.clone()),
+                    name: Some(name.to_string()),
                     namespace: Some(ferry_api::AGENT_LEASE_NAMESPACE.into()),
                     ..Default::default()
                 },
@@ -354,13 +366,18 @@ pub async fn run(
                 cidr: cfg.service_cidr.clone(),
                 source,
             })?;
+    let duties = crate::dpu::duties(cfg.mode);
+    let mut cfg = cfg;
+    if !duties.node_interface {
+        cfg.node_interface = None;
+    }
     register(&client, &cfg.node, cfg.lab, cfg.external_ip)
         .await
         .map_err(|source| AgentError::Register {
             node: cfg.node.clone(),
             source,
         })?;
-    if cfg.hw_offload {
+    if cfg.hw_offload && duties.hw_offload {
         let db = format!("--db=unix:{}", cfg.runtime.ovs_db.display());
         crate::command::run(
             "ovs-vsctl",
@@ -373,6 +390,18 @@ pub async fn run(
             ],
         )
         .map_err(AgentError::HwOffload)?;
+    }
+    if duties.bind_representors {
+        tokio::spawn(crate::dpu_agent::run(
+            client.clone(),
+            cfg.node.clone(),
+            crate::dpu_agent::OvsPlace {
+                db: cfg.runtime.ovs_db.clone(),
+                bridge: cfg.runtime.bridge.clone(),
+                netns: cfg.runtime.ovs_netns.clone(),
+            },
+            shutdown.clone(),
+        ));
     }
     let record = Arc::new(Record::open(record_path(&cfg.state_dir, &cfg.node)));
     let pod_directory = crate::streaming::PodDirectory::default();
@@ -474,7 +503,8 @@ pub async fn run(
         tokio::select! {
             _ = wake.recv() => {}
             _ = tick.tick() => {}
-            _ = lease_tick.tick() => {
+            // The DPU renews its own Lease (crate::dpu_agent); the host keeps the agent's.
+            _ = lease_tick.tick(), if !duties.dpu_lease => {
                 if let Err(e) = renew_lease(&client, &cfg.node).await {
                     tracing::warn!(node = %cfg.node, error = %e, "renewing the node lease failed");
                 }
@@ -500,7 +530,8 @@ pub async fn run(
         // Probe namespaces: one per VPC, on the probe port the controller gave this node.
         if let Some(me) = &me {
             let ports = ferry_api::probe_ports(me.annotations());
-            for (vpc, p) in &ports {
+            // A `dpu-host` runs no probes: its DPU does, with the node's probe ports.
+            for (vpc, p) in ports.iter().filter(|_| duties.probes) {
                 if probe_netns.contains_key(vpc) {
                     continue;
                 }
@@ -553,6 +584,7 @@ pub async fn run(
             // default VPC (scenario 2). In the lab the node is a namespace of its own.
             let a = me.annotations();
             if cfg.lab
+                && duties.node_interface
                 && node_iface.is_none()
                 && let (Some(ip), Some(mac), Some(gw), Some(cidr)) = (
                     a.get(ferry_api::ANNOTATION_IP),

@@ -515,6 +515,10 @@ struct AgentOptions {
     /// Set other_config:hw-offload=true on this node's OVS (DPU/SmartNIC nodes).
     #[arg(long)]
     hw_offload: bool,
+    /// full (everything on this node), dpu-host (the host of a DPU: CNI only, no OVS) or
+    /// dpu (the DPU of host --node: binds representors, probes, node interface). See docs/dpu.md.
+    #[arg(long, env = "FERRY_AGENT_MODE", default_value = "full")]
+    mode: ferry_agent::dpu::AgentMode,
 }
 
 #[derive(Args, Debug)]
@@ -854,6 +858,7 @@ fn cni_install(args: CniInstallArgs) -> anyhow::Result<()> {
                 .map(|n| PathBuf::from("/var/run/netns").join(n)),
             ovs_port_type: args.options.ovs_port_type.clone(),
             dns,
+            mode: args.options.mode,
         },
         credentials,
     };
@@ -1333,6 +1338,7 @@ fn agent_config(
         service_cidr: service_cidr.to_string(),
         node_interface,
         hw_offload: options.hw_offload,
+        mode: options.mode,
         dns: None,
         external_ip: None,
         socket_lb: None,
@@ -1505,6 +1511,7 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
             ovs_netns: bridge.and_then(|b| b.netns),
             ovs_port_type: std::env::var("FERRY_OVS_PORT_TYPE").unwrap_or_default(),
             hw_offload: false,
+            mode: ferry_agent::dpu::AgentMode::Full,
         };
         for node in args
             .nodes
