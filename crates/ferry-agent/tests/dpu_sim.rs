@@ -281,6 +281,12 @@ fn dpu_host_plumbs_and_dpu_binds_the_representor() -> Result<()> {
         started.elapsed()
     );
 
+    // What vswitchd made of hw-offload (evidence for docs/dpu.md).
+    let log = std::fs::read_to_string(stack.paths().log(Daemon::Vswitchd)).unwrap_or_default();
+    for line in log.lines().filter(|l| l.to_lowercase().contains("offload")) {
+        println!("vswitchd: {line}");
+    }
+
     // CHECK on the host passes without OVS.
     let reply = invoke(&mut plugin, "CHECK", &cid_a, &ns_a, &conf);
     assert_eq!(reply.exit_code, 0, "CHECK: {}", reply.stdout);
