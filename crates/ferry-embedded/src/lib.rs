@@ -13,12 +13,14 @@
 //! | `scheduler_controller` | binds through `pods/binding`, or writes `Pending`/`PodScheduled=False` and an Event | - |
 //! | [`workloads`] | Deployments -> ReplicaSets -> Pods, rolling updates, revisions, statuses (kube-controller-manager's deployment and replicaset controllers) | yes |
 //! | `workloads_controller` | their watches and writes | - |
+//! | [`serviceaccounts_controller`] | a `default` ServiceAccount in every namespace (kube-controller-manager's serviceaccounts controller) | the choice |
 
 mod cache;
 pub mod endpoints;
 mod endpoints_controller;
 pub mod scheduler;
 mod scheduler_controller;
+pub mod serviceaccounts_controller;
 pub mod workloads;
 mod workloads_controller;
 
@@ -39,10 +41,11 @@ pub enum EmbeddedError {
 
 /// Runs every embedded-mode controller until `shutdown` turns true.
 pub async fn run(client: Client, shutdown: watch::Receiver<bool>) -> Result<(), EmbeddedError> {
-    let (a, b, c) = tokio::join!(
+    let (a, b, c, d) = tokio::join!(
         endpoints_controller::run(client.clone(), shutdown.clone()),
         scheduler_controller::run(client.clone(), shutdown.clone()),
-        workloads_controller::run(client, shutdown),
+        workloads_controller::run(client.clone(), shutdown.clone()),
+        serviceaccounts_controller::run(client, shutdown),
     );
-    a.and(b).and(c)
+    a.and(b).and(c).and(d)
 }
