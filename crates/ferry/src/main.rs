@@ -296,7 +296,7 @@ enum FederationLabCommand {
         #[arg(long, default_value = "3")]
         clusters: usize,
         /// The federation API server's address (host loopback).
-        #[arg(long, default_value = "127.0.0.1:6450")]
+        #[arg(long, default_value = FEDERATION_LAB_LISTEN)]
         listen: SocketAddr,
     },
     /// The federation rows with real traffic from each member's outside client.
@@ -449,6 +449,11 @@ enum LabCommand {
         /// chassis shared by both nodes.
         #[arg(long)]
         chassis_per_node: bool,
+        /// More than 1: a federation of this many member labs, each a whole lab in its
+        /// own namespaces, joined to a federation control plane (`ferry federation lab
+        /// up`); `lab check` and `lab down` on the same DIR then act on the federation.
+        #[arg(long, default_value_t = 1)]
+        clusters: usize,
     },
     /// The lab's hosts and scenarios.
     Status {
@@ -912,7 +917,15 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             socket_lb,
             chassis_per_node,
             ovn_raft,
+            clusters,
         } => {
+            if clusters > 1 {
+                return runtime()?.block_on(federation_lab(FederationLabCommand::Up {
+                    dir,
+                    clusters,
+                    listen: FEDERATION_LAB_LISTEN.parse()?,
+                }));
+            }
             let d = LabDir::new(&dir);
             let opts = lab::UpOptions {
                 listen,
@@ -1030,6 +1043,13 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        LabCommand::Check { dir, requests } if is_federation_lab(&dir) => {
+            let _ = requests;
+            runtime()?.block_on(federation_lab(FederationLabCommand::Check { dir }))
+        }
+        LabCommand::Down { dir } if is_federation_lab(&dir) => {
+            runtime()?.block_on(federation_lab(FederationLabCommand::Down { dir }))
+        }
         LabCommand::Check { dir, requests } => {
             let d = LabDir::new(&dir);
             let (rows, ok) = runtime()?.block_on(lab::check(&d, requests))?;
@@ -1101,6 +1121,15 @@ async fn federation(cmd: FederationCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where `ferry lab up --clusters N` runs the federation API server.
+const FEDERATION_LAB_LISTEN: &str = "127.0.0.1:6450";
+
+/// Whether DIR holds a federation lab (`lab up --clusters N`): it has the federation's
+/// own data dir.
+fn is_federation_lab(dir: &std::path::Path) -> bool {
+    ferry_federation::lab::FedLab::new(dir).fed().is_dir()
 }
 
 async fn federation_lab(cmd: FederationLabCommand) -> anyhow::Result<()> {
