@@ -280,6 +280,46 @@ pub fn unbind(ovs: &DpuOvs<'_>, rep: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// `--hw-offload` could not be set or did not stick.
+#[derive(Debug, thiserror::Error)]
+pub enum HwOffloadError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("other_config:hw-offload reads back {got:?} after setting it to true")]
+    NotSet { got: String },
+}
+
+/// Whether `ovs-vsctl get Open_vSwitch . other_config:hw-offload` says it is on.
+pub fn hw_offload_on(get_output: &str) -> bool {
+    get_output.trim().trim_matches('"') == "true"
+}
+
+/// Sets `other_config:hw-offload=true` and reads it back. ovs-vswitchd reads the key only
+/// when it starts, so on a running vswitchd this takes effect at its next restart (the lab
+/// and tests set it before vswitchd starts, `OvnOptions::ovs_other_config`).
+pub fn enable_hw_offload(ovs_db: &Path) -> Result<(), HwOffloadError> {
+    let db = format!("--db=unix:{}", ovs_db.display());
+    let key = "other_config:hw-offload";
+    run(
+        "ovs-vsctl",
+        &[
+            &db,
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:hw-offload=true",
+        ],
+    )?;
+    let got = run("ovs-vsctl", &[&db, "get", "Open_vSwitch", ".", key])?;
+    if !hw_offload_on(&got) {
+        return Err(HwOffloadError::NotSet {
+            got: got.trim().to_string(),
+        });
+    }
+    tracing::info!("other_config:hw-offload=true (vswitchd applies it when it starts)");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +401,18 @@ mod tests {
             "dpu-hots".parse::<AgentMode>(),
             Err("unknown agent mode \"dpu-hots\" (full, dpu-host or dpu)".into())
         );
+    }
+
+    #[test]
+    fn hw_offload_reads_back() {
+        for (out, want) in [
+            ("\"true\"\n", true),
+            ("true", true),
+            ("\"false\"", false),
+            ("", false),
+        ] {
+            assert_eq!(hw_offload_on(out), want, "{out:?}");
+        }
     }
 
     #[test]

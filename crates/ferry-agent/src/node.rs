@@ -72,7 +72,7 @@ pub enum AgentError {
     #[error("registering node {node}: {source}")]
     Register { node: String, source: kube::Error },
     #[error("enabling OVS hardware offload: {0}")]
-    HwOffload(crate::command::CommandError),
+    HwOffload(crate::dpu::HwOffloadError),
     #[error("service CIDR {cidr:?} is not a CIDR: {source}")]
     ServiceCidr {
         cidr: String,
@@ -378,18 +378,7 @@ pub async fn run(
             source,
         })?;
     if cfg.hw_offload && duties.hw_offload {
-        let db = format!("--db=unix:{}", cfg.runtime.ovs_db.display());
-        crate::command::run(
-            "ovs-vsctl",
-            &[
-                &db,
-                "set",
-                "Open_vSwitch",
-                ".",
-                "other_config:hw-offload=true",
-            ],
-        )
-        .map_err(AgentError::HwOffload)?;
+        crate::dpu::enable_hw_offload(&cfg.runtime.ovs_db).map_err(AgentError::HwOffload)?;
     }
     if duties.bind_representors {
         tokio::spawn(crate::dpu_agent::run(

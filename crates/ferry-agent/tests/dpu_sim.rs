@@ -109,6 +109,9 @@ fn dpu_host_plumbs_and_dpu_binds_the_representor() -> Result<()> {
     // --hw-offload: set before vswitchd started, and it reads back.
     let hw = stack.vsctl(&["get", "Open_vSwitch", ".", "other_config:hw-offload"])?;
     assert_eq!(hw.trim(), "\"true\"", "hw-offload reads back");
+    assert!(dpu::hw_offload_on(&hw));
+    // What the agent's --hw-offload does on a running vswitchd: set, read back.
+    dpu::enable_hw_offload(&stack.paths().ovs_sock)?;
 
     let n = |args: &[&str]| stack.nbctl(args);
     n(&["lr-add", "vpc"])?;
