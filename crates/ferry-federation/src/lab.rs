@@ -43,6 +43,8 @@ pub fn eip_of(member: usize) -> String {
 pub const PLACED: [&str; 2] = ["c1", "c2"];
 /// The port a gray release adds (its backends listen on 8080 like port 80's).
 pub const GRAY_PORT: u16 = 81;
+/// The port the update made while member c2 is stopped adds.
+pub const STOPPED_PORT: u16 = 82;
 /// Tenant and workspace of every lab member and of the lab's object.
 const TENANT: &str = "t1";
 const WORKSPACE: &str = "w1";
@@ -754,9 +756,99 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
         ),
         kept,
     ));
+    rows.extend(stopped_member_rows(lab, &fed, g2).await);
     rows.push(tenant_row(lab, &fed, &members).await);
     let pass = rows.iter().all(|r| r.pass);
     Ok((rows, pass))
+}
+
+/// Member c2 stopped (SIGSTOP of its `ferry up`: its API server and controllers stop
+/// answering, as a member cut off would): an update masked to c1 still reaches c1; once c2
+/// runs again (SIGCONT) it keeps its generation `g2` and does not serve the new port.
+async fn stopped_member_rows(lab: &FedLab, fed: &kube::Client, g2: Option<i64>) -> Vec<Row> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = match lab.member_pid(2) {
+        Ok(p) => Pid::from_raw(p),
+        Err(e) => {
+            return vec![row(
+                "member stopped: others still updated",
+                "c2",
+                e.to_string(),
+                false,
+            )];
+        }
+    };
+    /// Lets c2 run again whatever happens below.
+    struct Resume(Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    if let Err(e) = kill(pid, Signal::SIGSTOP) {
+        return vec![row(
+            "member stopped: others still updated",
+            "c2",
+            format!("SIGSTOP: {e}"),
+            false,
+        )];
+    }
+    let resume = Resume(pid);
+    let started = Instant::now();
+    let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    let applied = apply_service(fed, Some(&["c1"]), &[GRAY_PORT, STOPPED_PORT])
+        .await
+        .map_err(|e| e.to_string());
+    let c1 = match applied {
+        Ok(_) => {
+            wait_answer(
+                lab,
+                1,
+                &format!("http://{}:{STOPPED_PORT}/", eip_of(1)),
+                true,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let first = row(
+        "member stopped: the update reaches the others",
+        &format!("c2 stopped, c1 :{STOPPED_PORT}"),
+        match &c1 {
+            Ok(b) => format!(
+                "c1 answered by {} {:.1}s after the update",
+                b.join(","),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => e.clone(),
+        },
+        c1.is_ok(),
+    );
+    drop(resume);
+    // Back: its data plane answers again on :80, the masked port stays silent there, and its
+    // target generation is unchanged.
+    let old = wait_answer(lab, 2, &format!("http://{}/", eip_of(2)), true).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let new = answers(lab, 2, &format!("http://{}:{STOPPED_PORT}/", eip_of(2)), 2);
+    let gen2 = api
+        .get(SERVICE)
+        .await
+        .ok()
+        .and_then(|f| f.status)
+        .and_then(|s| s.targets.into_iter().find(|t| t.name == "c2"))
+        .and_then(|t| t.desired_generation);
+    let second = row(
+        "member stopped: untouched on return",
+        &format!("c2 :{STOPPED_PORT} and :80"),
+        format!(
+            ":{STOPPED_PORT} {}, :80 {}, generation {gen2:?} (before {g2:?})",
+            if new.is_ok() { "answers" } else { "silent" },
+            if old.is_ok() { "answers" } else { "silent" },
+        ),
+        new.is_err() && old.is_ok() && gen2 == g2,
+    );
+    vec![first, second]
 }
 
 /// Whether member `n` holds a YusurService `default/name` (through the supervisor's

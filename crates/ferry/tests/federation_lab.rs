@@ -96,10 +96,12 @@ fn federation_lab_with_three_members_passes_every_row() {
             "global name: ready members' EIPs",
             "gray release: masked member gets the update",
             "gray release: unmasked member untouched",
+            "member stopped: the update reaches the others",
+            "member stopped: untouched on return",
             "tenant isolation: t2's object on t1's members",
         ]
     );
-    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 14);
+    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 16);
 
     drop(down);
     for pid in pids {
