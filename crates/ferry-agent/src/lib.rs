@@ -27,8 +27,10 @@
 //! Tests: unit tables next to the code; `tests/cni_ovn.rs` (CNI against a real OVN/OVS
 //! stack), `tests/node_iface_ovn.rs` (the real-node interface inside a namespace standing
 //! for the host, TCP to a pod and a ClusterIP through OVN), `tests/probe_netns.rs` (probes
-//! in real namespaces) need root and run with
-//! `cargo test -p ferry-agent -- --include-ignored`; `examples/probe_load.rs` prints the
+//! in real namespaces), `tests/dpu_sim.rs` (the DPU split mode with one simulated DPU,
+//! docs/dpu.md) need root and run with
+//! `cargo test -p ferry-agent -- --include-ignored`; `tests/dpu_contract.rs` (the host/DPU
+//! annotation and Lease contract against Ferry's API server) needs no root; `examples/probe_load.rs` prints the
 //! probe engine's CPU and memory at 5,000 probes per second.
 
 pub mod cni;
