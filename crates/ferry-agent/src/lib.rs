@@ -29,9 +29,10 @@
 //! for the host, TCP to a pod and a ClusterIP through OVN), `tests/probe_netns.rs` (probes
 //! in real namespaces), `tests/dpu_sim.rs` (the DPU split mode with one simulated DPU,
 //! docs/dpu.md) need root and run with
-//! `cargo test -p ferry-agent -- --include-ignored`; `tests/dpu_contract.rs` (the host/DPU
-//! annotation and Lease contract against Ferry's API server) needs no root; `examples/probe_load.rs` prints the
-//! probe engine's CPU and memory at 5,000 probes per second.
+//! `cargo test -p ferry-agent -- --include-ignored`; `tests/dpu_contract.rs` (the
+//! host/DPU annotation and Lease contract against Ferry's API server) needs no root;
+//! `examples/probe_load.rs` prints the probe engine's CPU and memory at 5,000 probes per
+//! second.
 
 pub mod cni;
 pub mod cni_install;
