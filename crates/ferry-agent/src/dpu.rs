@@ -20,7 +20,7 @@ use crate::command::{CommandError, run, run_in_netns};
 
 /// The Pod annotation the `dpu-host` side writes after ADD: the name of the representor
 /// (the other end of the pod's VF) the DPU must bind. Removed again by DEL.
-pub const ANNOTATION_VF: &str = "iaas.yusur.io/vf";
+pub use ferry_api::ANNOTATION_VF;
 /// The OVS `external_ids` key the DPU marks its representor ports with, so it can tell its
 /// bindings from every other port when it reconciles.
 pub const EXTERNAL_ID_VF: &str = "ferry-vf";
@@ -28,9 +28,7 @@ pub const EXTERNAL_ID_VF: &str = "ferry-vf";
 pub const DPU_LEASE_NAMESPACE: &str = ferry_api::AGENT_LEASE_NAMESPACE;
 
 /// The Lease the DPU agent of host `node` renews: `ferry-dpu-NODE`.
-pub fn dpu_lease_name(node: &str) -> String {
-    format!("ferry-dpu-{node}")
-}
+pub use ferry_api::dpu_lease_name;
 
 /// How this node's agent runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

@@ -56,5 +56,15 @@ pub fn agent_lease_name(node: &str) -> String {
     format!("ferry-agent-{node}")
 }
 
+/// The Lease the DPU agent of host `node` renews (DPU split mode, docs/dpu.md); the host's
+/// CNI refuses new pods while it has lapsed.
+pub fn dpu_lease_name(node: &str) -> String {
+    format!("ferry-dpu-{node}")
+}
+
+/// The Pod annotation a `dpu-host` agent writes after CNI ADD: the representor (the other
+/// end of the pod's VF) the DPU must bind. The one Pod field a node may write besides status.
+pub const ANNOTATION_VF: &str = "iaas.yusur.io/vf";
+
 /// Condition type used across Ferry objects: see `conditions` in each status.
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

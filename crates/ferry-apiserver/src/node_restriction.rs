@@ -17,7 +17,16 @@ pub type Refusal = String;
 /// Whether node `node` may do what `attrs` asks (for a create, `attrs` names the object
 /// the body names). `current` is the stored object (None if it does not exist). Reads and
 /// non-resource requests always pass here (RBAC decides them).
-pub fn admit(node: &str, attrs: &Attributes, current: Option<&Value>) -> Result<(), Refusal> {
+///
+/// `body` is the request's body, parsed (a patch or the object): a node may patch one field
+/// of its own pods besides their status, the DPU contract's annotation
+/// ([`ferry_api::ANNOTATION_VF`]), and only with a patch that touches nothing else.
+pub fn admit(
+    node: &str,
+    attrs: &Attributes,
+    current: Option<&Value>,
+    body: Option<&Value>,
+) -> Result<(), Refusal> {
     let verb = attrs.verb.as_str();
     let Target::Resource {
         group,
@@ -57,20 +66,30 @@ pub fn admit(node: &str, attrs: &Attributes, current: Option<&Value>) -> Result<
         }
         ("coordination.k8s.io", "leases") => {
             let own = namespace == Some(ferry_api::AGENT_LEASE_NAMESPACE)
-                && (name == node || name == ferry_api::agent_lease_name(node));
+                && (name == node
+                    || name == ferry_api::agent_lease_name(node)
+                    || name == ferry_api::dpu_lease_name(node));
             if own && matches!(verb, "create" | "update" | "patch") && subresource.is_empty() {
                 Ok(())
             } else {
                 Err(format!(
-                    "can only access node lease {}/{} or {}/{node}",
-                    ferry_api::AGENT_LEASE_NAMESPACE,
+                    "can only access node lease {ns}/{}, {ns}/{} or {ns}/{node}",
                     ferry_api::agent_lease_name(node),
-                    ferry_api::AGENT_LEASE_NAMESPACE
+                    ferry_api::dpu_lease_name(node),
+                    ns = ferry_api::AGENT_LEASE_NAMESPACE,
                 ))
             }
         }
         ("", "pods") => match bound_to(&["spec", "nodeName"]) {
             Some(n) if writes_status && n == node => Ok(()),
+            Some(n)
+                if n == node
+                    && verb == "patch"
+                    && subresource.is_empty()
+                    && body.is_some_and(only_vf_annotation) =>
+            {
+                Ok(())
+            }
             _ if writes_status => Err(format!(
                 "node {node:?} can only update pod status for pods with spec.nodeName set to itself"
             )),
@@ -100,6 +119,17 @@ pub fn admit(node: &str, attrs: &Attributes, current: Option<&Value>) -> Result<
             }
         )),
     }
+}
+
+/// Whether a merge patch touches only the DPU contract's annotation.
+fn only_vf_annotation(patch: &Value) -> bool {
+    let single = |v: &Value, key: &str| {
+        v.as_object()
+            .is_some_and(|o| o.len() == 1 && o.contains_key(key))
+    };
+    single(patch, "metadata")
+        && single(&patch["metadata"], "annotations")
+        && single(&patch["metadata"]["annotations"], ferry_api::ANNOTATION_VF)
 }
 
 #[cfg(test)]
@@ -376,8 +406,46 @@ mod tests {
                 case.namespace,
                 Some(case.object),
             );
-            let got = admit("node1", &attrs, case.current.as_ref());
+            let got = admit("node1", &attrs, case.current.as_ref(), None);
             assert_eq!(got.is_ok(), case.want, "{}: {got:?}", case.name);
         }
+    }
+
+    #[test]
+    fn dpu_contract_writes_of_a_node() {
+        let pod_on = |n: &str| json!({"spec": {"nodeName": n}});
+        let vf = json!({"metadata": {"annotations": {ferry_api::ANNOTATION_VF: "rep0"}}});
+        let vf_removed = json!({"metadata": {"annotations": {ferry_api::ANNOTATION_VF: null}}});
+        let more =
+            json!({"metadata": {"annotations": {ferry_api::ANNOTATION_VF: "rep0", "x": "y"}}});
+        let labels = json!({"metadata": {"labels": {"a": "b"}}});
+        let spec =
+            json!({"metadata": {"annotations": {ferry_api::ANNOTATION_VF: "r"}}, "spec": {}});
+        let pod = |current: Value, body: &Value| {
+            let attrs = Attributes::resource("patch", "", "pods", "", Some("default"), Some("p"));
+            admit("node1", &attrs, Some(&current), Some(body)).is_ok()
+        };
+        assert!(pod(pod_on("node1"), &vf), "own pod, the annotation");
+        assert!(
+            pod(pod_on("node1"), &vf_removed),
+            "own pod, the annotation removed"
+        );
+        assert!(!pod(pod_on("node2"), &vf), "another node's pod");
+        assert!(!pod(pod_on("node1"), &more), "another annotation too");
+        assert!(!pod(pod_on("node1"), &labels), "labels");
+        assert!(!pod(pod_on("node1"), &spec), "the spec too");
+        let lease = |verb: &str, name: &str| {
+            let attrs = Attributes::resource(
+                verb,
+                "coordination.k8s.io",
+                "leases",
+                "",
+                Some("kube-node-lease"),
+                Some(name),
+            );
+            admit("node1", &attrs, None, None).is_ok()
+        };
+        assert!(lease("update", "ferry-dpu-node1"), "its DPU's lease");
+        assert!(!lease("update", "ferry-dpu-node2"), "another DPU's lease");
     }
 }

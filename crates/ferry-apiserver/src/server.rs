@@ -471,7 +471,8 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
             .cache
             .get(&rt.key(ns.filter(|_| rt.namespaced), &name))
             .map(|c| c.value());
-        crate::node_restriction::admit(node, &attrs, current.as_ref())
+        let parsed = parse_body(&body, &headers).ok();
+        crate::node_restriction::admit(node, &attrs, current.as_ref(), parsed.as_ref())
             .map_err(|why| ApiError::forbidden_for(&attrs, why))?;
     }
     if matches!(target.sub.as_deref(), Some("scale" | "binding")) {
