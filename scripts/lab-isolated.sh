@@ -13,6 +13,7 @@ if [ "${FERRY_LAB_ISOLATED:-}" != 1 ]; then
   exec unshare --mount --net --propagation private env FERRY_LAB_ISOLATED=1 "$0" "$@"
 fi
 ip link set lo up
+mkdir -p /run/netns
 mount -t tmpfs ferry-netns /run/netns
 mkdir -p /etc/netns
 mount -t tmpfs ferry-etc-netns /etc/netns
