@@ -248,6 +248,7 @@ fn pod_workload(pod: &Pod) -> Option<Workload> {
     let spec = pod.spec.as_ref()?;
     Some(Workload {
         key: format!("pod/{ns}/{}", pod.name_any()),
+        uid: pod.uid().unwrap_or_default(),
         netns: runtime::netns_name(&ns, &pod.name_any()),
         iface_id: ferry_net::port_name(ferry_net::PortKind::Pod, &ns, &pod.name_any()),
         mac: a.mac.clone(),
@@ -301,6 +302,7 @@ fn host_workload(
     let name = meta.name.clone().unwrap_or_default();
     Some(Workload {
         key: format!("{kind:?}/{ns}/{name}"),
+        uid: meta.uid.clone().unwrap_or_default(),
         netns: runtime::netns_name(&ns, &name),
         iface_id: ferry_net::port_name(kind, &ns, &name),
         mac: mac?.clone(),
@@ -529,6 +531,7 @@ pub async fn run(
                 };
                 let w = Workload {
                     key: format!("probe/{}/{vpc}", cfg.node),
+                    uid: String::new(),
                     netns: format!("fp-{}-{vpc}", cfg.node),
                     iface_id: ferry_net::port_name(ferry_net::PortKind::Probe, vpc, &cfg.node),
                     mac: addr.mac.clone(),
@@ -590,6 +593,7 @@ pub async fn run(
                 }
                 let w = Workload {
                     key: format!("node/{}", cfg.node),
+                    uid: String::new(),
                     netns: format!("ferry-{}", cfg.node),
                     iface_id: ferry_net::port_name(ferry_net::PortKind::Node, "", &cfg.node),
                     mac: mac.clone(),
@@ -953,6 +957,24 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a pod deleted and created again under the same name and address between
+    /// two passes kept the old sandbox and its written status, so it stayed Pending.
+    #[test]
+    fn a_pod_created_again_under_its_name_is_a_new_workload() {
+        let pod = |uid: &str| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "again", "namespace": "default", "uid": uid,
+                "annotations": {"iaas.yusur.io/ip_address": "10.16.0.200", "iaas.yusur.io/mac_address": "0a:00:00:00:00:01",
+                    "iaas.yusur.io/subnet": "ovn-default", "iaas.yusur.io/cidr": "10.16.0.0/16", "iaas.yusur.io/gateway": "10.16.0.1"}},
+                "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "x", "command": ["sleep", "infinity"]}]}}))
+            .expect("pod")
+        };
+        let (a, b) = (pod_workload(&pod("u1")), pod_workload(&pod("u2")));
+        let (a, b) = (a.expect("a workload"), b.expect("a workload"));
+        assert_eq!(a.key, b.key);
+        assert_ne!(a, b);
+        assert_eq!(Some(a), pod_workload(&pod("u1")));
+    }
 
     /// Regression: the start-up patch was a JSON merge patch of `conditions` holding only
     /// `Ready`, which replaced every kubelet condition on a real node.

@@ -42,6 +42,10 @@ pub struct RuntimeConfig {
 pub struct Workload {
     /// `pod/ns/name`, `bm/ns/name`, ...
     pub key: String,
+    /// The object's uid (empty for the node's own and probe ports): an object deleted and
+    /// created again under the same name between two passes is a new workload, so its
+    /// sandbox is started afresh and its status written again.
+    pub uid: String,
     pub netns: String,
     pub iface_id: String,
     pub mac: String,
