@@ -83,8 +83,12 @@ fn ferry_up_with_ovn_raft_follows_the_nb_leader_after_kill_9() {
         "ovn-controller is given every SB member: {ovn_remote:?}"
     );
 
-    // kill -9 of the NB leader: the controller moves to the new leader.
+    // kill -9 of the NB leader: the controller moves to the new leader. The supervisor
+    // would restart the killed member within 200 ms, and the controller could then meet it
+    // again before it learns it is no longer the leader: it is held down here.
     let (leader, pid) = ferry_ovn_stack::raft::leader(&ovn, Daemon::NbDb, 3).expect("an NB leader");
+    let hold = ferry_ovn_stack::LabPaths::new(&ovn).hold_file(Daemon::NbDb);
+    std::fs::write(&hold, b"").expect("holding the NB members down");
     let (connects, first) = nb_connections(&log_path);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -96,6 +100,7 @@ fn ferry_up_with_ovn_raft_follows_the_nb_leader_after_kill_9() {
         (n > connects).then_some(remote)
     });
     assert_ne!(moved_to, first, "left the killed leader {}", leader.name);
+    std::fs::remove_file(&hold).expect("releasing the hold");
 
     // A Subnet created now reaches the NB through the new leader.
     let kubeconfig = data.join("kubeconfig");
