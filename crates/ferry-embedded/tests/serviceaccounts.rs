@@ -8,14 +8,6 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
-async fn client_for(kubeconfig: &std::path::Path) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(cfg).expect("client")
-}
-
 async fn wait_default(api: &Api<ServiceAccount>) -> String {
     for _ in 0..100 {
         if let Ok(sa) = api.get("default").await {
@@ -28,17 +20,9 @@ async fn wait_default(api: &Api<ServiceAccount>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_namespace_gets_a_default_service_account_and_a_token_for_it() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = ferry_apiserver::ApiServer::start(ferry_apiserver::Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        limits: Default::default(),
-        services: Default::default(),
-    })
-    .await
-    .expect("API server");
-    let admin = client_for(&server.kubeconfig).await;
-    let embedded = client_for(&dir.path().join("kubeconfig-embedded")).await;
+    let server = ferry_testkit::api::TestApiServer::start().await;
+    let admin = server.client().await;
+    let embedded = ferry_testkit::api::client_for(&server.embedded_kubeconfig()).await;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(ferry_embedded::run(embedded, rx));
 
@@ -77,5 +61,5 @@ async fn every_namespace_gets_a_default_service_account_and_a_token_for_it() {
 
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    server.shutdown().await;
+    server.stop().await;
 }
