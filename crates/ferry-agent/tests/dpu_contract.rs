@@ -1,9 +1,11 @@
 //! The host/DPU contract through a real Ferry API server (no root): the `dpu-host` CNI's
-//! Kubernetes side ([`KubeAssignments`]) refuses a pod while the DPU Lease
-//! `ferry-dpu-NODE` is missing or lapsed and admits it once renewed, writes the pod's
-//! `iaas.yusur.io/vf` annotation and withdraws it; the DPU's decision
+//! Kubernetes side ([`KubeAssignments`]), with the node's own identity
+//! (`system:node:n1`), refuses a pod while the DPU Lease `ferry-dpu-NODE` is missing or
+//! lapsed and admits it once renewed, writes the pod's `iaas.yusur.io/vf` annotation
+//! (allowed by `deploy/dpu/rbac-dpu-host.yaml`; refused before it is applied, for another
+//! node's pod and for any other field) and withdraws it; the DPU's decision
 //! ([`dpu::desired_bindings`]) over the pods listed from the server binds exactly what the
-//! host announced.
+//! host announced, and the node identity renews its DPU's Lease.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 use ferry_agent::cni::{CniArgs, CniCommand, CniEnv, CniError, NetConf, parse_conf};
 use ferry_agent::cni_kube::KubeAssignments;
@@ -92,9 +94,19 @@ async fn host_and_dpu_agree_through_the_api_server() {
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("create pod");
+    // Another node's pod, which n1 must not annotate.
+    let mut other = pod.clone();
+    other.metadata.name = Some("elsewhere".into());
+    if let Some(s) = other.spec.as_mut() {
+        s.node_name = Some("n2".into());
+    }
+    pods.create(&PostParams::default(), &other)
+        .await
+        .expect("create n2's pod");
+    // The CNI of a DPU host runs as the node (its kubeconfig holds system:node:n1).
     let conf = parse_conf(
         serde_json::json!({"cniVersion": "1.0.0", "name": "ferry", "type": "ferry",
-            "mode": "dpu-host", "kubeconfig": srv.kubeconfig})
+            "mode": "dpu-host", "kubeconfig": srv.node_kubeconfig("n1")})
         .to_string()
         .as_bytes(),
     )
@@ -139,12 +151,41 @@ async fn host_and_dpu_agree_through_the_api_server() {
 
     // Nothing announced yet: the DPU binds nothing.
     assert!(bindings(&admin).await.is_empty());
-    blocking(
+    // Without the DPU host role the node may not patch pods at all (RBAC's ferry-agent
+    // role has no `patch pods`).
+    let err = blocking(
         |k, e, c| k.announce_vf(e, c, Some("fy00000000000a1")),
         &conf,
     )
     .await
-    .expect("announce");
+    .expect_err("no DPU host role yet");
+    assert!(
+        err.details.contains("forbidden") && err.details.contains("patch"),
+        "{err:?}"
+    );
+    for doc in serde_saphyr::from_multiple::<serde_json::Value>(include_str!(
+        "../../../deploy/dpu/rbac-dpu-host.yaml"
+    ))
+    .expect("deploy/dpu/rbac-dpu-host.yaml")
+    {
+        ferry_testkit::api::apply(&admin, &doc)
+            .await
+            .expect("apply the DPU host role");
+    }
+    // Bindings take effect as the authorizer sees them (within a moment).
+    let mut announced = Err(err);
+    for _ in 0..50 {
+        announced = blocking(
+            |k, e, c| k.announce_vf(e, c, Some("fy00000000000a1")),
+            &conf,
+        )
+        .await;
+        if announced.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    announced.expect("announce as the node, with the DPU host role");
     let got = pods.get("web").await.expect("pod");
     assert_eq!(
         got.annotations()
@@ -167,10 +208,42 @@ async fn host_and_dpu_agree_through_the_api_server() {
     assert_eq!(got.annotations().get(dpu::ANNOTATION_VF), None);
     assert!(bindings(&admin).await.is_empty());
 
-    // The node's own identity may renew its DPU's Lease (Ferry's node restriction allows
-    // `ferry-dpu-NODE`; the VF annotation is allowed there too, but RBAC's ferry-agent role
-    // has no `patch pods`, so the CNI above ran as admin).
+    // The node restriction keeps the role to the VF annotation of n1's own pods.
     let node = ferry_testkit::api::client_for(&srv.node_kubeconfig("n1")).await;
+    let node_pods: Api<Pod> = Api::namespaced(node.clone(), "default");
+    let merge = |v: serde_json::Value| Patch::Merge(v);
+    let vf =
+        |rep: &str| serde_json::json!({"metadata": {"annotations": {dpu::ANNOTATION_VF: rep}}});
+    let cases = [
+        ("another node's pod", "elsewhere", vf("fy00000000000b1")),
+        (
+            "another annotation",
+            "web",
+            serde_json::json!({"metadata": {"annotations": {"iaas.yusur.io/ip_address": "10.0.0.99"}}}),
+        ),
+        (
+            "a label",
+            "web",
+            serde_json::json!({"metadata": {"labels": {"app": "x"}}}),
+        ),
+        (
+            "the spec",
+            "web",
+            serde_json::json!({"spec": {"activeDeadlineSeconds": 5}}),
+        ),
+    ];
+    for (what, name, body) in cases {
+        let r = node_pods
+            .patch(name, &PatchParams::default(), &merge(body))
+            .await;
+        match r {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{what}: {s:?}"),
+            other => panic!("{what}: the node's patch was not refused: {other:?}"),
+        }
+    }
+    let got = pods.get("elsewhere").await.expect("n2's pod");
+    assert_eq!(got.annotations().get(dpu::ANNOTATION_VF), None);
+    // The node's own identity may renew its DPU's Lease (`ferry-dpu-NODE`).
     let node_leases: Api<Lease> = Api::namespaced(node.clone(), dpu::DPU_LEASE_NAMESPACE);
     let mut l = node_leases
         .get(&dpu::dpu_lease_name("n1"))
