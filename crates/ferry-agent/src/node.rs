@@ -242,6 +242,32 @@ fn probe_spec(p: &NetworkProbe, netns: PathBuf) -> Option<ProbeSpec> {
     })
 }
 
+/// `dpu-host`: whether new pods may be plumbed now ([`crate::dpu::admit`] over the Lease
+/// of this node's DPU agent); the reason if not.
+async fn dpu_admits(client: &Client, node: &str) -> Result<(), String> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), crate::dpu::DPU_LEASE_NAMESPACE);
+    let lease = api
+        .get_opt(&crate::dpu::dpu_lease_name(node))
+        .await
+        .map_err(|e| format!("reading the DPU Lease of {node}: {e}"))?;
+    crate::dpu::admit(node, lease.and_then(|l| l.spec).as_ref(), Timestamp::now())
+        .map_err(|r| r.to_string())
+}
+
+/// `dpu-host`: writes (or with `None` withdraws) the pod's [`crate::dpu::ANNOTATION_VF`],
+/// `key` being `pod/NS/NAME`.
+async fn announce_vf(client: &Client, key: &str, representor: Option<&str>) -> Result<(), String> {
+    let Some((ns, name)) = key.strip_prefix("pod/").and_then(|r| r.split_once('/')) else {
+        return Err(format!("{key} is not a pod"));
+    };
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"metadata": {"annotations": {crate::dpu::ANNOTATION_VF: representor}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(|e| format!("annotating pod {ns}/{name} with its VF: {e}"))
+}
+
 fn pod_workload(pod: &Pod) -> Option<Workload> {
     let a = ferry_api::WorkloadAddress::from_annotations(pod.annotations())?;
     let ns = pod.namespace().unwrap_or_default();
@@ -396,7 +422,8 @@ pub async fn run(
     }
     let record = Arc::new(Record::open(record_path(&cfg.state_dir, &cfg.node)));
     let pod_directory = crate::streaming::PodDirectory::default();
-    if let (true, Some(sc)) = (cfg.lab, &cfg.streaming) {
+    // Logs and exec are served where the pods run (not by a `dpu` agent).
+    if let (true, Some(sc)) = (cfg.lab && duties.plumb_pods, &cfg.streaming) {
         start_streaming(&client, &cfg, sc, pod_directory.clone(), shutdown.clone()).await;
     }
     let (wake_tx, mut wake) = mpsc::channel(1);
@@ -488,6 +515,7 @@ pub async fn run(
     let start_slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL_STARTS));
     let mut in_flight: BTreeSet<String> = BTreeSet::new();
     let mut finished: Vec<(String, StartResult)> = Vec::new();
+    let mut last_dpu_refusal = String::new();
     let mut lease_tick = tokio::time::interval(Duration::from_secs(3));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -728,7 +756,9 @@ pub async fn run(
         // The lab runtime.
         if let (Some(pods), Some(bms), Some(vnics)) = (&pods, &bms, &vnics) {
             let mut desired: BTreeMap<String, Workload> = BTreeMap::new();
-            for pod in pods.state() {
+            // Pods are plumbed where they run (`full`, `dpu-host`); the lab's other hosts
+            // (bare metal, VMIs, VNICs) sit where OVS is (`full`, `dpu`: on the DPU).
+            for pod in pods.state().into_iter().filter(|_| duties.plumb_pods) {
                 if pod.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
@@ -739,6 +769,7 @@ pub async fn run(
             for bm in bms
                 .state()
                 .iter()
+                .filter(|_| duties.ovs_ports)
                 .filter(|b| b.spec.node_name.as_deref() == Some(cfg.node.as_str()))
             {
                 let st = bm.status.clone().unwrap_or_default();
@@ -753,7 +784,11 @@ pub async fn run(
                     desired.insert(w.key.clone(), w);
                 }
             }
-            for vmi in vmis.iter().flat_map(|s| s.state()) {
+            for vmi in vmis
+                .iter()
+                .flat_map(|s| s.state())
+                .filter(|_| duties.ovs_ports)
+            {
                 if vmi.status.as_ref().and_then(|s| s.node_name.as_deref())
                     != Some(cfg.node.as_str())
                     || vmi.metadata.deletion_timestamp.is_some()
@@ -777,6 +812,7 @@ pub async fn run(
             for v in vnics
                 .state()
                 .iter()
+                .filter(|_| duties.ovs_ports)
                 .filter(|b| b.spec.node_name.as_deref() == Some(cfg.node.as_str()))
             {
                 let st = v.status.clone().unwrap_or_default();
@@ -804,6 +840,17 @@ pub async fn run(
                 in_flight.remove(&key);
                 match r {
                     Ok(Ok(s)) => {
+                        // `dpu-host`: tell the DPU which representor to bind; a VF the DPU
+                        // is not told of is undone, as CNI ADD does (docs/dpu.md).
+                        if duties.needs_dpu
+                            && key.starts_with("pod/")
+                            && let Err(e) = announce_vf(&client, &key, Some(s.host_end())).await
+                        {
+                            tracing::warn!(workload = %key, error = %e, "announcing the VF failed; unplumbed, will retry");
+                            let rec = record.clone();
+                            let _ = tokio::task::spawn_blocking(move || s.stop(&rec)).await;
+                            continue;
+                        }
                         tracing::info!(workload = %key, netns = %s.workload.netns, "started");
                         // Pods resolve through the cluster DNS, searching their namespace.
                         if let (Some(d), Some(rest)) = (&cfg.dns, key.strip_prefix("pod/")) {
@@ -843,10 +890,28 @@ pub async fn run(
                     written_status.remove(&key);
                 }
             }
+            // A `dpu-host` plumbs no new pod while its DPU agent's Lease has lapsed.
+            let dpu_refusal = match duties.needs_dpu
+                && desired
+                    .keys()
+                    .any(|k| !sandboxes.contains_key(k) && !in_flight.contains(k))
+            {
+                true => dpu_admits(&client, &cfg.node).await.err(),
+                false => None,
+            };
+            if let Some(why) = &dpu_refusal
+                && *why != last_dpu_refusal
+            {
+                tracing::warn!(node = %cfg.node, reason = %why, "refusing new pods");
+            }
+            last_dpu_refusal = dpu_refusal.clone().unwrap_or_default();
             // Start what is missing, in the background (each start is a few `ip` and
             // `ovs-vsctl` calls); a start that fails is tried again on a later pass.
             for (key, w) in desired {
-                if sandboxes.contains_key(&key) || !in_flight.insert(key.clone()) {
+                if dpu_refusal.is_some()
+                    || sandboxes.contains_key(&key)
+                    || !in_flight.insert(key.clone())
+                {
                     continue;
                 }
                 let (rc, rec) = (cfg.runtime.clone(), record.clone());

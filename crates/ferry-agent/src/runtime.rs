@@ -307,6 +307,12 @@ impl Sandbox {
         })
     }
 
+    /// The host end of the sandbox's interface: in `dpu-host` mode the representor the
+    /// DPU binds (announced as [`crate::dpu::ANNOTATION_VF`]).
+    pub fn host_end(&self) -> &str {
+        &self.plumbed.host_ifname
+    }
+
     /// Restarts exited containers per the policy (back-off 1, 2, 4, 8, 16 s), runs the
     /// probes that are due (concurrently), kills containers whose liveness probe failed
     /// `failureThreshold` times in a row; true if anything a status shows changed.

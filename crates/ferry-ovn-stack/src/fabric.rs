@@ -257,6 +257,17 @@ pub fn node_chassis_dir(central_dir: &std::path::Path, node: &str) -> std::path:
 /// fabric, sets [`BFD_OPTIONS`] and starts each one's [`keep_underlay_route`]. On failure
 /// what was started is stopped again.
 pub fn start_node_chassis(central: &crate::OvnStack, nodes: &[&str]) -> Result<Vec<NodeChassis>> {
+    start_node_chassis_with(central, nodes, &[])
+}
+
+/// [`start_node_chassis`] with `other_config` keys added to each node's `Open_vSwitch`
+/// row before its `ovs-vswitchd` starts (the [`WITNESS`] gets none): the DPU lab's
+/// `hw-offload=true`, which vswitchd reads only when it starts.
+pub fn start_node_chassis_with(
+    central: &crate::OvnStack,
+    nodes: &[&str],
+    node_other_config: &[(String, String)],
+) -> Result<Vec<NodeChassis>> {
     let mut out: Vec<NodeChassis> = Vec::new();
     let result = (|| {
         // Every member of a RAFT SB (ovn-controller follows the leader); with TLS the
@@ -266,8 +277,12 @@ pub fn start_node_chassis(central: &crate::OvnStack, nodes: &[&str]) -> Result<V
             None => central.sb_remote(),
         };
         for (i, node) in chassis_nodes(nodes).iter().enumerate() {
-            let opts =
+            let mut opts =
                 crate::OvnOptions::chassis_only(node_chassis_name(node), &sb, underlay_ip(i + 1));
+            if node != WITNESS {
+                opts.ovs_other_config
+                    .extend(node_other_config.iter().cloned());
+            }
             let dir = node_chassis_dir(&central.paths().dir, node);
             let stack = crate::OvnStack::start(&dir, opts)?;
             out.push(NodeChassis {
