@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_net::{PortState, ServiceState};
+use ferry_net::ServiceState;
 
 use crate::net_model;
 use crate::plan::ServiceOutcome;
 
 /// A workload port's change: (state the NB may hold, state wanted).
-pub type PortChange = (Option<PortState>, Option<PortState>);
+pub use ferry_nb::PortChange;
 
 /// NB work for this pass.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -92,6 +92,7 @@ mod tests {
     use crate::plan::ServiceOutcome;
     use crate::service::ServiceObjects;
     use ferry_api::YusurService;
+    use ferry_net::PortState;
     use std::sync::Arc;
 
     fn outcome(name: &str, vip: &str) -> ServiceOutcome {

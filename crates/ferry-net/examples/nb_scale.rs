@@ -1,32 +1,35 @@
 //! Programs N ClusterIP services x M backends (one VPC, backends spread over its subnets)
-//! into a fresh, real NB through the controller's path: `build_desired`, then `plan` from
-//! `ferry-ovsdb`'s mirror and `transact`, until the plan is empty. Then one service loses
-//! a backend and that change is timed the same way. Prints a table and one JSON object.
+//! into a fresh, real NB through the network controller's own applier (`ferry-nb`'s
+//! `Applier`: `build_desired`, one `diff` from `ferry-ovsdb`'s mirror, its bounded
+//! transactions in order, a diff again until empty). Then one service loses a backend,
+//! programmed by a full convergence and then (another backend) by the service fast path
+//! the controller takes for a ClusterIP change, each timed. Prints a table and one JSON
+//! object.
 //!
 //! ```text
 //! cargo run --release -p ferry-net --example nb_scale -- --services 10000 --backends 20
-//!     [--subnets 4] [--max-ops 500] [--remote unix:/path/nb.sock] [--whole-plan]
+//!     [--subnets 4] [--max-ops 500] [--remote unix:/path/nb.sock]
 //! ```
 //!
-//! By default every transaction is planned afresh from the mirror, as the controller's loop
-//! does (`plan` returns the first transaction of a full `diff`). With `--whole-plan` the
-//! initial programming computes `diff` once and sends its transactions in order (their
-//! inserts carry deterministic uuids, so later ones can reference earlier ones' rows).
-//!
-//! Without `--remote` it starts its own `ovsdb-server` (OVN NB schema) in a temp dir and
-//! kills it (by pid) at the end. `--max-ops` bounds the operations per transaction: a new
-//! ClusterIP service is one `Load_Balancer` insert, so it is also the LBs per transaction.
+//! Without `--remote` it starts its own `ovsdb-server` (OVN NB schema, the test kit's
+//! `NbServer`) in a temp dir and kills it (by pid) at the end. `--max-ops` bounds the
+//! operations per transaction: a new ClusterIP service is one `Load_Balancer` insert, so
+//! it is also the LBs per transaction.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_nb::{Applier, Sent};
+use ferry_net::scenario::service_owner;
 use ferry_net::{
-    Backend, CurrentRow, Desired, NetworkState, Protocol, ServicePort, ServiceScope, ServiceState,
-    SubnetState, build_desired, plan,
+    Backend, NetworkState, Protocol, ServicePort, ServiceScope, ServiceState, SubnetState,
+    build_desired, diff,
 };
 use ferry_ovsdb::{Client, nb};
+use ferry_testkit::ovsdb::NbServer;
 use serde_json::{Value, json};
 
 struct Args {
@@ -35,8 +38,15 @@ struct Args {
     subnets: usize,
     max_ops: usize,
     remote: Option<String>,
-    whole_plan: bool,
 }
+
+const USAGE: &str =
+    "nb_scale [--services N] [--backends M] [--subnets S] [--max-ops K] [--remote REMOTE]
+  --services N   ClusterIP services (default 10000)
+  --backends M   backends per service (default 20)
+  --subnets S    subnets of the VPC the backends spread over, 1-200 (default 4)
+  --max-ops K    operations per NB transaction at most (default 500)
+  --remote R     an empty NB to use (unix:/path or tcp:host:port); default: start one";
 
 fn args() -> Args {
     let mut a = Args {
@@ -45,13 +55,12 @@ fn args() -> Args {
         subnets: 4,
         max_ops: 500,
         remote: None,
-        whole_plan: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--whole-plan" {
-            a.whole_plan = true;
-            continue;
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
         }
         let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
@@ -60,61 +69,11 @@ fn args() -> Args {
             "--subnets" => a.subnets = val().parse().expect("--subnets S"),
             "--max-ops" => a.max_ops = val().parse().expect("--max-ops K"),
             "--remote" => a.remote = Some(val()),
-            other => panic!("unknown argument {other}"),
+            other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
     assert!((1..=200).contains(&a.subnets), "--subnets 1..=200");
     a
-}
-
-/// An NB ovsdb-server of our own, killed by pid when dropped.
-struct OwnServer {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> (OwnServer, String) {
-    let dir = tempfile::Builder::new()
-        .prefix("ferry-nb-scale")
-        .tempdir()
-        .unwrap();
-    let db = dir.path().join("nb.db");
-    let ok = Command::new("ovsdb-tool")
-        .arg("create")
-        .arg(&db)
-        .arg("/usr/share/ovn/ovn-nb.ovsschema")
-        .status()
-        .expect("ovsdb-tool (install openvswitch-common)")
-        .success();
-    assert!(ok, "ovsdb-tool create failed");
-    let sock = dir.path().join("nb.sock");
-    let child = Command::new("ovsdb-server")
-        .arg(&db)
-        .arg(format!("--remote=punix:{}", sock.display()))
-        .arg(format!("--unixctl={}", dir.path().join("nb.ctl").display()))
-        .arg(format!(
-            "--log-file={}",
-            dir.path().join("nb.log").display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ovsdb-server (install openvswitch-switch)");
-    let server = OwnServer { child, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "ovsdb-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (server, format!("unix:{}", sock.display()))
 }
 
 fn add(base: Ipv4Addr, n: usize) -> Ipv4Addr {
@@ -143,6 +102,7 @@ fn state(a: &Args) -> NetworkState {
     let services = (0..a.services).map(|i| service(a, i, per_subnet)).collect();
     NetworkState {
         nodes: vec![],
+        socket_lb_ports: Default::default(),
         gateway_chassis: "ch1".into(),
         transit_cidr: None,
         vpcs: vec!["vpc1".into()],
@@ -184,23 +144,6 @@ fn service(a: &Args, i: usize, per_subnet: usize) -> ServiceState {
     }
 }
 
-/// The mirror as `CurrentRow`s, as `ferry-controller`'s `network.rs` builds them.
-fn current(client: &Client) -> Vec<CurrentRow> {
-    client.with_mirror(|m| {
-        let mut rows = Vec::new();
-        for t in nb::TABLES {
-            for (uuid, cols) in m.table(t.name).into_iter().flatten() {
-                rows.push(CurrentRow {
-                    table: t.name.to_string(),
-                    uuid: uuid.clone(),
-                    columns: cols.clone(),
-                });
-            }
-        }
-        rows
-    })
-}
-
 /// Bytes of the `transact` request as sent.
 fn request_bytes(ops: &[Value]) -> usize {
     let mut params = vec![json!(nb::DATABASE)];
@@ -220,42 +163,6 @@ fn rss_kib(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[derive(Default)]
-struct Txn {
-    ops: usize,
-    bytes: usize,
-    read_ms: f64,
-    plan_ms: f64,
-    transact_ms: f64,
-}
-
-/// One pass of the controller's loop: copy the mirror, plan, send; `None` when converged.
-async fn step(client: &Client, d: &Desired, max_ops: usize) -> Option<Txn> {
-    let t = Instant::now();
-    let cur = current(client);
-    let read = t.elapsed();
-    let t = Instant::now();
-    let ops = plan(d, &cur, max_ops);
-    let planned = t.elapsed();
-    drop(cur);
-    if ops.is_empty() {
-        return None;
-    }
-    let (n, bytes) = (ops.len(), request_bytes(&ops));
-    let t = Instant::now();
-    client
-        .transact(nb::DATABASE, ops)
-        .await
-        .expect("transaction refused");
-    Some(Txn {
-        ops: n,
-        bytes,
-        read_ms: ms(read),
-        plan_ms: ms(planned),
-        transact_ms: ms(t.elapsed()),
-    })
-}
-
 fn percentile(sorted: &[usize], p: f64) -> usize {
     if sorted.is_empty() {
         return 0;
@@ -266,12 +173,11 @@ fn percentile(sorted: &[usize], p: f64) -> usize {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let (server, remote) = match &a.remote {
-        Some(r) => (None, r.clone()),
-        None => {
-            let (s, r) = start_server();
-            (Some(s), r)
-        }
+    let server = a.remote.is_none().then(NbServer::standalone);
+    let remote = match (&a.remote, &server) {
+        (Some(r), _) => r.clone(),
+        (None, Some(s)) => s.unix_remote(),
+        (None, None) => unreachable!(),
     };
     let client = Client::connect(nb::config([remote.clone()]))
         .await
@@ -280,77 +186,78 @@ async fn main() {
         client.with_mirror(|m| m.is_empty()),
         "the NB at {remote} is not empty"
     );
+    // Request bytes of every transaction the applier sends, in order.
+    let bytes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let applier = Applier::new(client.clone(), a.max_ops).before_send({
+        let bytes = bytes.clone();
+        Arc::new(move |ops| bytes.lock().unwrap().push(request_bytes(ops)))
+    });
+    let take_bytes = || std::mem::take(&mut *bytes.lock().unwrap());
 
     // From empty.
     let mut s = state(&a);
     let t = Instant::now();
-    let d = build_desired(&s);
+    let d = Arc::new(build_desired(&s));
     let build_ms = ms(t.elapsed());
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     let start = Instant::now();
-    let mut txns = Vec::new();
-    if a.whole_plan {
-        let t = Instant::now();
-        let cur = current(&client);
-        let read = t.elapsed();
-        let t = Instant::now();
-        let whole = ferry_net::diff(&d, &cur, a.max_ops);
-        let planned = t.elapsed();
-        drop(cur);
-        for (i, ops) in whole.transactions.into_iter().enumerate() {
-            let (n, bytes) = (ops.len(), request_bytes(&ops));
-            let t = Instant::now();
-            client
-                .transact(nb::DATABASE, ops)
-                .await
-                .expect("transaction refused");
-            txns.push(Txn {
-                ops: n,
-                bytes,
-                read_ms: if i == 0 { ms(read) } else { 0.0 },
-                plan_ms: if i == 0 { ms(planned) } else { 0.0 },
-                transact_ms: ms(t.elapsed()),
-            });
-        }
-    }
-    while let Some(t) = step(&client, &d, a.max_ops).await {
-        assert!(!a.whole_plan, "the whole plan left something to do");
-        txns.push(t);
-    }
+    let applied = applier.ensure(d.clone()).await.expect("from empty");
     let total = start.elapsed();
+    assert!(applied.converged, "not converged: {applied:?}");
+    let sizes_in_order = take_bytes();
     let nb_rows = client.with_mirror(|m| m.len());
     let lbs = client.with_mirror(|m| m.table("Load_Balancer").map_or(0, |t| t.len()));
     assert_eq!(lbs, a.services, "load balancers in the NB");
 
     // Steady state: nothing to do, as every reconcile pass without a change sees it.
     let t = Instant::now();
-    let cur = current(&client);
+    let cur = applier.current();
     let noop_read = t.elapsed();
     let t = Instant::now();
-    let noop = plan(&d, &cur, a.max_ops);
+    let noop = diff(&d, &cur, a.max_ops);
     let noop_plan = t.elapsed();
-    assert!(noop.is_empty(), "second plan not empty: {} ops", noop.len());
+    assert!(
+        noop.is_empty(),
+        "second plan not empty: {} ops",
+        noop.op_count()
+    );
     drop(cur);
 
-    // One service loses one backend, with all N present.
+    // One service loses one backend, with all N present: a full convergence.
     let victim = a.services / 2;
     s.services[victim].backends.pop();
     let change_start = Instant::now();
     let t = Instant::now();
-    let d2 = build_desired(&s);
+    let d2 = Arc::new(build_desired(&s));
     let change_build = t.elapsed();
-    let change = step(&client, &d2, a.max_ops)
-        .await
-        .expect("the change plans something");
+    let change = applier.ensure(d2.clone()).await.expect("the change");
     let change_total = change_start.elapsed();
-    assert_eq!(change.ops, 1, "one backend removed is one update");
-    assert!(step(&client, &d2, a.max_ops).await.is_none(), "converged");
-    // Plan only, timed again now that the mirror holds the change (nothing to do).
-    let cur = current(&client);
+    let change_bytes = take_bytes();
+    assert!(change.converged);
+    assert_eq!(change.transactions(), 1, "{change:?}");
+    assert_eq!(change.ops(), 1, "one backend removed is one update");
+
+    // Another backend, through the fast path the controller takes for a ClusterIP change.
+    s.services[victim].backends.pop();
+    let owners = BTreeSet::from([service_owner(&s.services[victim])]);
     let t = Instant::now();
-    let _ = plan(&d2, &cur, a.max_ops);
-    let plan_only_noop = t.elapsed();
-    drop(cur);
+    let fast = applier
+        .ensure_services(std::slice::from_ref(&s.services[victim]), &owners)
+        .await
+        .expect("the fast path")
+        .expect("the fast path applies to a ClusterIP service");
+    let fast_total = t.elapsed();
+    take_bytes();
+    assert_eq!(fast.ops(), 1, "one backend removed is one update: {fast:?}");
+    let after = applier
+        .ensure(Arc::new(build_desired(&s)))
+        .await
+        .expect("check");
+    assert_eq!(
+        after.transactions(),
+        0,
+        "the fast path left work: {after:?}"
+    );
 
     let mirror_bytes = client.with_mirror(|m| m.estimated_bytes());
     let me = std::process::id();
@@ -358,49 +265,59 @@ async fn main() {
     let hwm = rss_kib(me, "VmHWM:").unwrap_or(0);
     let server_rss = server
         .as_ref()
-        .and_then(|s| rss_kib(s.child.id(), "VmRSS:"));
+        .and_then(NbServer::pid)
+        .and_then(|p| rss_kib(p, "VmRSS:"));
 
-    let mut sizes: Vec<usize> = txns.iter().map(|t| t.bytes).collect();
+    let txns: Vec<(&Sent, usize)> = applied.sent().zip(sizes_in_order.iter().copied()).collect();
+    let mut sizes = sizes_in_order.clone();
     sizes.sort_unstable();
-    let ops: Vec<usize> = txns.iter().map(|t| t.ops).collect();
-    let sum = |f: fn(&Txn) -> f64| txns.iter().map(f).sum::<f64>();
+    let ops: Vec<usize> = txns.iter().map(|(t, _)| t.ops).collect();
+    let read_ms: f64 = applied.rounds.iter().map(|r| ms(r.read)).sum();
+    let plan_ms: f64 = applied.rounds.iter().map(|r| ms(r.plan)).sum();
+    let transact_ms: f64 = txns.iter().map(|(t, _)| ms(t.elapsed)).sum();
     let report = json!({
         "services": a.services,
         "backends": a.backends,
         "subnets": a.subnets,
         "max_ops_per_txn": a.max_ops,
-        "whole_plan": a.whole_plan,
         "desired_rows": d.rows.len(),
         "nb_rows": nb_rows,
         "from_empty": {
             "total_ms": ms(total),
             "build_desired_ms": build_ms,
-            "mirror_read_ms": sum(|t| t.read_ms),
-            "plan_ms": sum(|t| t.plan_ms),
-            "transact_ms": sum(|t| t.transact_ms),
-            "first_plan_ms": txns.first().map_or(0.0, |t| t.plan_ms),
-            "last_plan_ms": txns.last().map_or(0.0, |t| t.plan_ms),
+            "mirror_read_ms": read_ms,
+            "plan_ms": plan_ms,
+            "transact_ms": transact_ms,
+            "rounds": applied.rounds.iter().map(|r| json!({
+                "read_ms": ms(r.read), "plan_ms": ms(r.plan),
+                "transactions": r.transactions.len(),
+            })).collect::<Vec<_>>(),
             "transactions": txns.len(),
             "ops": ops,
             "bytes_total": sizes.iter().sum::<usize>(),
             "bytes_min": sizes.first().copied().unwrap_or(0),
             "bytes_median": percentile(&sizes, 0.5),
             "bytes_max": sizes.last().copied().unwrap_or(0),
-            "per_txn": txns.iter().map(|t| json!({
-                "ops": t.ops, "bytes": t.bytes, "read_ms": t.read_ms,
-                "plan_ms": t.plan_ms, "transact_ms": t.transact_ms,
+            "per_txn": txns.iter().map(|(t, b)| json!({
+                "ops": t.ops, "bytes": b, "transact_ms": ms(t.elapsed),
             })).collect::<Vec<_>>(),
         },
         "noop": { "mirror_read_ms": ms(noop_read), "plan_ms": ms(noop_plan) },
         "one_service_change": {
             "total_ms": ms(change_total),
             "build_desired_ms": ms(change_build),
-            "mirror_read_ms": change.read_ms,
-            "plan_ms": change.plan_ms,
-            "transact_ms": change.transact_ms,
-            "ops": change.ops,
-            "bytes": change.bytes,
-            "plan_only_noop_ms": ms(plan_only_noop),
+            "mirror_read_ms": change.rounds.iter().map(|r| ms(r.read)).sum::<f64>(),
+            "plan_ms": change.rounds.iter().map(|r| ms(r.plan)).sum::<f64>(),
+            "transact_ms": change.sent().map(|t| ms(t.elapsed)).sum::<f64>(),
+            "ops": change.ops(),
+            "bytes": change_bytes.iter().sum::<usize>(),
+        },
+        "one_service_change_fast_path": {
+            "total_ms": ms(fast_total),
+            "mirror_read_ms": fast.rounds.iter().map(|r| ms(r.read)).sum::<f64>(),
+            "plan_ms": fast.rounds.iter().map(|r| ms(r.plan)).sum::<f64>(),
+            "transact_ms": fast.sent().map(|t| ms(t.elapsed)).sum::<f64>(),
+            "ops": fast.ops(),
         },
         "memory": {
             "mirror_estimated_bytes": mirror_bytes,
@@ -412,16 +329,8 @@ async fn main() {
 
     let mib = |b: f64| b / 1048576.0;
     println!(
-        "nb_scale: {} services x {} backends in {} subnets of one VPC, at most {} ops per transaction, {}",
-        a.services,
-        a.backends,
-        a.subnets,
-        a.max_ops,
-        if a.whole_plan {
-            "one whole plan sent in order"
-        } else {
-            "re-planned from the mirror before every transaction"
-        }
+        "nb_scale: {} services x {} backends in {} subnets of one VPC, at most {} ops per transaction (ferry-nb's applier)",
+        a.services, a.backends, a.subnets, a.max_ops,
     );
     println!("{:<44} {:>14}", "figure", "value");
     let row = |k: &str, v: String| println!("{k:<44} {v:>14}");
@@ -431,14 +340,14 @@ async fn main() {
     row("  build_desired", format!("{build_ms:.1} ms"));
     row(
         "  mirror -> CurrentRow copies (sum)",
-        format!("{:.1} ms", sum(|t| t.read_ms)),
+        format!("{read_ms:.1} ms"),
     );
-    row("  plan (sum)", format!("{:.1} ms", sum(|t| t.plan_ms)));
+    row("  plan (sum)", format!("{plan_ms:.1} ms"));
+    row("  transact (sum)", format!("{transact_ms:.1} ms"));
     row(
-        "  transact (sum)",
-        format!("{:.1} ms", sum(|t| t.transact_ms)),
+        "  diffs / transactions",
+        format!("{} / {}", applied.rounds.len(), txns.len()),
     );
-    row("  transactions", txns.len().to_string());
     row(
         "  ops per transaction (max)",
         ops.iter().max().copied().unwrap_or(0).to_string(),
@@ -461,16 +370,28 @@ async fn main() {
         format!("{:.1} + {:.1} ms", ms(noop_read), ms(noop_plan)),
     );
     row(
-        "one service change: total",
+        "one service change (full): total",
         format!("{:.1} ms", ms(change_total)),
     );
     row("  build_desired", format!("{:.1} ms", ms(change_build)));
-    row("  mirror copy", format!("{:.1} ms", change.read_ms));
-    row("  plan", format!("{:.1} ms", change.plan_ms));
-    row("  transact", format!("{:.1} ms", change.transact_ms));
     row(
-        "  ops / request bytes",
-        format!("{} / {}", change.ops, change.bytes),
+        "  mirror copies + plans (2 diffs)",
+        format!(
+            "{:.1} + {:.1} ms",
+            change.rounds.iter().map(|r| ms(r.read)).sum::<f64>(),
+            change.rounds.iter().map(|r| ms(r.plan)).sum::<f64>()
+        ),
+    );
+    row(
+        "  transact",
+        format!(
+            "{:.1} ms",
+            change.sent().map(|t| ms(t.elapsed)).sum::<f64>()
+        ),
+    );
+    row(
+        "one service change (fast path): total",
+        format!("{:.1} ms", ms(fast_total)),
     );
     row(
         "mirror estimated_bytes",

@@ -1,11 +1,10 @@
-//! The converge loop of the network controller against the real thing: NB and SB
-//! `ovsdb-server` and `ovn-northd` started in a temp dir (the test kit's central OVN
-//! stack), the NB read
-//! through `ferry-ovsdb`'s monitor mirror (exactly as `ferry-controller`'s `network.rs`
-//! turns mirror rows into [`CurrentRow`]s), written with `plan` + `transact` until the plan
-//! is empty. Unlike `tests/ovn.rs` (which applies a precomputed `diff` with `ovsdb-client`),
-//! every plan here is computed from what the mirror holds, so a column the mirror does not
-//! carry or a value it normalises differently would show up as a plan that never empties.
+//! The network controller's NB applier (`ferry-nb`'s [`Applier`], the code
+//! `ferry-controller` runs) against the real thing: NB and SB `ovsdb-server` and
+//! `ovn-northd` started in a temp dir (the test kit's central OVN stack), the NB read
+//! through `ferry-ovsdb`'s monitor mirror. Unlike `tests/ovn.rs` (which applies a
+//! precomputed `diff` with `ovsdb-client`), every plan here is computed from what the
+//! mirror holds, so a column the mirror does not carry or a value it normalises
+//! differently would show up as a plan that never empties.
 //!
 //! - [`converge_through_the_mirror_is_idempotent_and_writes_every_row`]: the lab topology
 //!   with one service per scenario, converged in bounded transactions; a fresh connection's
@@ -14,8 +13,9 @@
 //!   of each scenario to the backends, and a vpc2 packet to a vpc1-only address nowhere.
 //! - [`nb_killed_mid_converge_heals_without_duplicates`]: SIGKILL of the NB server between
 //!   bounded transactions of a large state, restarted on the same file and socket by the
-//!   stack's supervisor; the client
-//!   reconnects by itself and the loop finishes with one row per key and an empty plan.
+//!   stack's supervisor; the client reconnects by itself and the applier, called again
+//!   after each failure as the controller's next pass would, finishes with one row per
+//!   key and an empty plan.
 //!
 //! Needs the OVN binaries: `cargo test -p ferry-net -- --include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use ferry_nb::{Applier, current_rows};
 use ferry_net::*;
 use ferry_ovn_stack::Daemon;
 use ferry_ovsdb::{Client, nb};
@@ -127,70 +128,62 @@ impl Ovn {
     }
 }
 
-/// The mirror as `CurrentRow`s, as `ferry-controller`'s `network.rs` builds them.
+/// The mirror as `CurrentRow`s, as the applier reads it.
 fn current(client: &Client) -> Vec<CurrentRow> {
-    client.with_mirror(|m| {
-        let mut rows = Vec::new();
-        for t in nb::TABLES {
-            for (uuid, cols) in m.table(t.name).into_iter().flatten() {
-                rows.push(CurrentRow {
-                    table: t.name.to_string(),
-                    uuid: uuid.clone(),
-                    columns: cols.clone(),
-                });
-            }
-        }
-        rows
-    })
+    client.with_mirror(current_rows)
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Converged {
     txns: usize,
     ops: usize,
-    /// Transactions that failed (the server went away); the loop re-planned and went on.
+    /// Applies that failed (the server went away); the loop called the applier again.
     failures: usize,
 }
 
-/// The controller's converge loop: plan from the mirror, send the first transaction, again
-/// until the plan is empty. A failed transaction is retried from a fresh plan (as the next
-/// reconcile pass would), at most `max_failures` times. `sent` counts transactions sent.
+/// The controller's NB apply, called until it converges: a failed apply is retried (as
+/// the next reconcile pass would), at most `max_failures` times. `sent` counts
+/// transactions sent.
 async fn converge(
     client: &Client,
     d: &Desired,
     max_ops: usize,
     max_failures: usize,
-    sent: Option<&AtomicUsize>,
+    sent: Option<Arc<AtomicUsize>>,
 ) -> Converged {
+    let mut applier = Applier::new(client.clone(), max_ops);
+    if let Some(s) = sent {
+        applier = applier.before_send(Arc::new(move |_| {
+            s.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    let d = Arc::new(d.clone());
     let mut c = Converged::default();
     loop {
-        let ops = plan(d, &current(client), max_ops);
-        if ops.is_empty() {
-            return c;
-        }
-        assert!(
-            c.txns < 10_000,
-            "no convergence after {} transactions",
-            c.txns
-        );
-        let n = ops.len();
-        if let Some(s) = sent {
-            s.fetch_add(1, Ordering::SeqCst);
-        }
-        match client.transact(nb::DATABASE, ops).await {
-            Ok(_) => {
-                c.txns += 1;
-                c.ops += n;
+        match applier.ensure(d.clone()).await {
+            Ok(a) => {
+                c.txns += a.transactions();
+                c.ops += a.ops();
+                if a.converged {
+                    return c;
+                }
+                assert!(
+                    c.txns < 10_000,
+                    "no convergence after {} transactions",
+                    c.txns
+                );
             }
-            Err(e) => {
+            Err(ferry_nb::Error::Transact { sent, source }) => {
+                c.txns += sent;
                 c.failures += 1;
                 assert!(
                     c.failures <= max_failures,
-                    "transaction failed ({} failures): {e}",
+                    "transaction failed ({} failures): {source}",
                     c.failures
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            Err(e) => panic!("apply: {e}"),
         }
     }
 }
@@ -687,7 +680,7 @@ async fn nb_killed_mid_converge_heals_without_duplicates() {
     let sent = Arc::new(AtomicUsize::new(0));
     let task = {
         let (client, d, sent) = (client.clone(), d.clone(), sent.clone());
-        tokio::spawn(async move { converge(&client, &d, max_ops, 1_000, Some(&sent)).await })
+        tokio::spawn(async move { converge(&client, &d, max_ops, 1_000, Some(sent)).await })
     };
     let start = Instant::now();
     while sent.load(Ordering::SeqCst) < 6 {

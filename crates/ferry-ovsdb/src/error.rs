@@ -146,4 +146,13 @@ impl Error {
 }
 
 /// Result alias for this crate.
+impl From<ferry_ovsdb_wire::Error> for Error {
+    fn from(e: ferry_ovsdb_wire::Error) -> Error {
+        match e {
+            ferry_ovsdb_wire::Error::Protocol(m) => Error::Protocol(m),
+            ferry_ovsdb_wire::Error::Schema { db, reason } => Error::Schema { db, reason },
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

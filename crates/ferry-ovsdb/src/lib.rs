@@ -8,7 +8,9 @@
 //!
 //! It must not decide anything: which rows should exist is `ferry-net`'s job. Rows and
 //! operations cross the boundary as wire-notation `serde_json` values ([`wire`]), so that
-//! pure code can build them without this crate's client.
+//! pure code can build them without this crate's client. Everything here that needs no
+//! I/O (wire values and operations, framing, schemas, the [`Mirror`]'s row store, the
+//! [`nb`] tables) lives in `ferry-ovsdb-wire`, which has no tokio, and is re-exported here.
 //!
 //! Written here because no maintained crate fits (see the design's dependency notes: the
 //! `ovsdb` crate has no monitor; `ovsdb-client` never answers echo and has no
@@ -49,17 +51,12 @@
 
 mod client;
 mod error;
-mod framing;
-mod mirror;
 pub mod nb;
 mod remote;
-pub mod schema;
 mod tls;
-pub mod wire;
 
 pub use client::{Client, Config, MonitorMethod, Resume, Status};
 pub use error::{Error, Result};
-pub use mirror::{Mirror, Tables};
+pub use ferry_ovsdb_wire::{Mirror, Row, Tables, schema, wire};
 pub use remote::Remote;
 pub use tls::{Pem, TlsConfig};
-pub use wire::Row;

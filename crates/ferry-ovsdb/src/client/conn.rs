@@ -13,10 +13,9 @@ use tracing::{debug, info, warn};
 
 use super::{Inner, MONITOR_ID, MonitorMethod, Resume, SERVER_MONITOR_ID, ZERO_TXN, lock, millis};
 use crate::error::{Error, Result};
-use crate::framing::Framer;
-use crate::mirror::{Mirror, Shape};
 use crate::remote::{BoxRead, BoxWrite, Remote};
-use crate::schema::Schema;
+use ferry_ovsdb_wire::schema::Schema;
+use ferry_ovsdb_wire::{Framer, Mirror, Shape};
 
 enum Pending {
     Call {
@@ -570,7 +569,7 @@ fn handle(inner: &Inner, conn: &Conn, msg: Value) -> Result<()> {
                 })
             }
             "update2" => apply(inner, |m| {
-                m.apply_update2(params.get(1).unwrap_or(&Value::Null))
+                Ok(m.apply_update2(params.get(1).unwrap_or(&Value::Null))?)
             }),
             "update" if params.get(0).and_then(Value::as_str) == Some(SERVER_MONITOR_ID) => {
                 check_server_update(
@@ -580,7 +579,7 @@ fn handle(inner: &Inner, conn: &Conn, msg: Value) -> Result<()> {
                 )
             }
             "update" => apply(inner, |m| {
-                m.apply_update1(params.get(1).unwrap_or(&Value::Null))
+                Ok(m.apply_update1(params.get(1).unwrap_or(&Value::Null))?)
             }),
             other => {
                 debug!(method = other, "ignoring notification");
@@ -645,12 +644,12 @@ fn apply_monitor_reply(inner: &Inner, method: MonitorMethod, result: &Value) -> 
         MonitorMethod::Cond => {
             m.clear();
             m.set_last_txn_id(None);
-            m.apply_update2(result)
+            Ok(m.apply_update2(result)?)
         }
         MonitorMethod::Plain => {
             m.clear();
             m.set_last_txn_id(None);
-            m.apply_update1(result)
+            Ok(m.apply_update1(result)?)
         }
     })?;
     lock(&inner.status).last_resume = Some(resume);

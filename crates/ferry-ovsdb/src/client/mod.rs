@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info_span};
 
 use crate::error::{Error, Result};
-use crate::mirror::Mirror;
 use crate::remote::Remote;
 use crate::tls::TlsConfig;
+use ferry_ovsdb_wire::Mirror;
 
 mod conn;
 

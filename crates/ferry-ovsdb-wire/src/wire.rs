@@ -1,8 +1,8 @@
 //! OVSDB wire notation (RFC 7047 section 5.1) as plain `serde_json::Value`s, and
 //! builders for every transaction operation (section 5.2).
 //!
-//! Values stay JSON so that `ferry-net` can compute rows and operations without this
-//! crate's client: `["uuid","…"]`, `["named-uuid","…"]`, `["set",[…]]`, `["map",[[k,v],…]]`.
+//! Values stay JSON so that `ferry-net` can compute rows and operations without an OVSDB
+//! client: `["uuid","…"]`, `["named-uuid","…"]`, `["set",[…]]`, `["map",[[k,v],…]]`.
 
 use std::cmp::Ordering;
 
@@ -220,7 +220,7 @@ pub fn comment(text: &str) -> Value {
 }
 
 /// `assert` that this connection holds `lock` (taken with the `lock` method, see
-/// [`crate::Client::call`]).
+/// `ferry_ovsdb::Client::call`).
 pub fn assert_lock(lock: &str) -> Value {
     json!({"op": "assert", "lock": lock})
 }

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// Accumulates bytes and yields complete JSON values.
 #[derive(Debug, Default)]
-pub(crate) struct Framer {
+pub struct Framer {
     buf: Vec<u8>,
     /// Bytes of `buf` already scanned.
     scanned: usize,
@@ -24,12 +24,12 @@ pub(crate) struct Framer {
 
 impl Framer {
     /// Appends bytes read from the socket.
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
     /// Takes every complete value out of the buffer.
-    pub(crate) fn drain(&mut self) -> Result<Vec<Value>> {
+    pub fn drain(&mut self) -> Result<Vec<Value>> {
         self.scan()?;
         if self.complete == 0 {
             return Ok(Vec::new());

@@ -21,7 +21,7 @@ pub type Tables = BTreeMap<String, BTreeMap<String, Row>>;
 /// What the mirror needs to interpret notifications: the schema and the monitored
 /// columns of each table.
 #[derive(Debug, Default)]
-pub(crate) struct Shape {
+pub struct Shape {
     pub schema: Schema,
     pub columns: BTreeMap<String, Vec<String>>,
 }
@@ -35,8 +35,8 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    #[cfg(test)]
-    pub(crate) fn new(shape: Arc<Shape>) -> Mirror {
+    /// An empty mirror of the tables `shape` names.
+    pub fn new(shape: Arc<Shape>) -> Mirror {
         let tables = shape
             .columns
             .keys()
@@ -50,7 +50,7 @@ impl Mirror {
     }
 
     /// Switches to a new shape (after a reconnect), keeping the rows.
-    pub(crate) fn set_shape(&mut self, shape: Arc<Shape>) {
+    pub fn set_shape(&mut self, shape: Arc<Shape>) {
         for t in shape.columns.keys() {
             self.tables.entry(t.clone()).or_default();
         }
@@ -135,18 +135,19 @@ impl Mirror {
     // === applying notifications ===
 
     /// Drops every row (before a full snapshot replaces the contents).
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         for rows in self.tables.values_mut() {
             rows.clear();
         }
     }
 
-    pub(crate) fn set_last_txn_id(&mut self, id: Option<String>) {
+    /// Records the `last-txn-id` a monitor resumes from.
+    pub fn set_last_txn_id(&mut self, id: Option<String>) {
         self.last_txn_id = id;
     }
 
     /// Applies `<table-updates2>` (monitor_cond / monitor_cond_since).
-    pub(crate) fn apply_update2(&mut self, updates: &Value) -> Result<()> {
+    pub fn apply_update2(&mut self, updates: &Value) -> Result<()> {
         for (table, rows) in objects(updates, "table-updates2")? {
             for (uuid, change) in objects(rows, "table-update2")? {
                 let change = change
@@ -168,7 +169,7 @@ impl Mirror {
     }
 
     /// Applies `<table-updates>` (the original `monitor`: full `new` rows).
-    pub(crate) fn apply_update1(&mut self, updates: &Value) -> Result<()> {
+    pub fn apply_update1(&mut self, updates: &Value) -> Result<()> {
         for (table, rows) in objects(updates, "table-updates")? {
             for (uuid, change) in objects(rows, "table-update")? {
                 match change.get("new") {

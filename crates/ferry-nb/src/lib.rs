@@ -1,0 +1,403 @@
+//! `ferry-nb` is Ferry's one OVN Northbound applier (what `EnsureLBs` is to
+//! ovn-kubernetes): given the rows Ferry wants (`ferry_net::build_desired`), it reads what
+//! the NB holds from the client's monitor mirror, diffs (`ferry_net::diff`), sends the
+//! bounded transactions in order, reads again and reports what it did ([`Applied`]). It
+//! also owns the fast paths a controller takes when it knows what changed: the load
+//! balancers of a few services ([`Applier::ensure_services`]) and a few workload ports
+//! ([`Applier::ensure_ports`]).
+//!
+//! Every NB writer of Ferry goes through it: the network controller
+//! (`ferry-controller`'s `network` module), the data-plane bench (`ferry-bench`'s
+//! `dataplane::ovn`), `ferry-net`'s real-NB tests and its `nb_scale` example; so the bench
+//! and the tests measure and check the controller's own code.
+//!
+//! Why a crate of its own: the decisions (which rows, which operations) are `ferry-net`'s
+//! and stay pure, without tokio; the client is `ferry-ovsdb`'s and knows nothing of
+//! Ferry's model. The applier needs both plus a runtime (the diff of a large NB runs on a
+//! blocking thread), so it sits above the two; putting it in `ferry-ovsdb` would make the
+//! generic client depend on Ferry's model. `ferry-net`'s tests and examples dev-depend on
+//! it (a dev-dependency cycle cargo allows). It must not decide what the NB should hold;
+//! it writes what it is given and touches only what `ferry_net::diff` plans (rows Ferry
+//! owns).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_net::{CurrentRow, Desired, NetworkState, PortState, ServiceState};
+use ferry_ovsdb::{Client, Mirror, nb};
+use serde_json::Value;
+use tracing::Instrument;
+
+/// Workload ports written per fast-path transaction at most.
+pub const PORTS_PER_TXN: usize = 1000;
+
+/// Diffs sent per [`Applier::ensure`] at most: the first plan normally converges; a second
+/// covers rows another writer moved meanwhile; past that the caller's next pass retries.
+pub const MAX_ROUNDS: usize = 3;
+
+/// Errors of an apply.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A transaction failed (refused, or the connection was lost): `sent` transactions of
+    /// this apply had committed before it. Those stand on their own; the next apply
+    /// re-reads the NB and sends what is still missing.
+    #[error("NB transaction failed after {sent} committed: {source}")]
+    Transact {
+        sent: usize,
+        #[source]
+        source: ferry_ovsdb::Error,
+    },
+    /// Building or diffing on the blocking pool failed (the task panicked or was
+    /// cancelled).
+    #[error("planning the NB rows failed: {0}")]
+    Plan(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A workload port's change: (state the NB may hold, state wanted).
+pub type PortChange = (Option<PortState>, Option<PortState>);
+
+/// Called with each transaction's operations just before it is sent (the `nb_scale`
+/// example counts request bytes with it, a test kills the NB after the n-th).
+pub type BeforeSend = Arc<dyn Fn(&[Value]) + Send + Sync>;
+
+/// One transaction sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sent {
+    pub ops: usize,
+    /// Request to reply.
+    pub elapsed: Duration,
+}
+
+/// One diff: the mirror read, the plan, and the transactions of that plan that were sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Round {
+    /// Copying the mirror into [`CurrentRow`]s.
+    pub read: Duration,
+    /// `ferry_net::diff` (or a fast path's delta).
+    pub plan: Duration,
+    pub transactions: Vec<Sent>,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Every diff computed, the last one included (empty when converged).
+    pub rounds: Vec<Round>,
+    /// The last diff was empty: the NB holds the desired rows.
+    pub converged: bool,
+}
+
+impl Applied {
+    /// Transactions sent.
+    pub fn transactions(&self) -> usize {
+        self.rounds.iter().map(|r| r.transactions.len()).sum()
+    }
+
+    /// Operations sent.
+    pub fn ops(&self) -> usize {
+        self.rounds
+            .iter()
+            .flat_map(|r| &r.transactions)
+            .map(|t| t.ops)
+            .sum()
+    }
+
+    /// Every transaction sent, in order.
+    pub fn sent(&self) -> impl Iterator<Item = &Sent> {
+        self.rounds.iter().flat_map(|r| &r.transactions)
+    }
+}
+
+/// Every row of the tables Ferry writes, as `mirror` holds them, in `ferry_net::diff`'s
+/// input form.
+pub fn current_rows(mirror: &Mirror) -> Vec<CurrentRow> {
+    let mut rows = Vec::new();
+    for t in nb::TABLES {
+        for (uuid, cols) in mirror.table(t.name).into_iter().flatten() {
+            rows.push(CurrentRow {
+                table: t.name.to_string(),
+                uuid: uuid.clone(),
+                columns: cols.clone(),
+            });
+        }
+    }
+    rows
+}
+
+/// The applier: an NB client (connected with `ferry_ovsdb::nb::config` or a variant of it,
+/// so its mirror holds every table Ferry writes) and the bound on operations per
+/// transaction.
+#[derive(Clone)]
+pub struct Applier {
+    client: Client,
+    max_ops: usize,
+    before_send: Option<BeforeSend>,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("max_ops", &self.max_ops)
+            .field("before_send", &self.before_send.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Applier {
+    /// `max_ops_per_txn` bounds each transaction of a full convergence (a new ClusterIP
+    /// service is one `Load_Balancer` insert, so it is also load balancers per
+    /// transaction); on the service fast path it bounds services per transaction.
+    pub fn new(client: Client, max_ops_per_txn: usize) -> Applier {
+        Applier {
+            client,
+            max_ops: max_ops_per_txn.max(1),
+            before_send: None,
+        }
+    }
+
+    /// Calls `f` with each transaction's operations before it is sent.
+    pub fn before_send(mut self, f: BeforeSend) -> Applier {
+        self.before_send = Some(f);
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn max_ops(&self) -> usize {
+        self.max_ops
+    }
+
+    /// Every row of the tables Ferry writes, from the mirror ([`current_rows`]).
+    pub fn current(&self) -> Vec<CurrentRow> {
+        self.client.with_mirror(current_rows)
+    }
+
+    /// Builds the desired rows of `state` (off the async threads: seconds of CPU for a
+    /// large network) and converges the NB to them with [`Applier::ensure`]. The model's
+    /// per-object errors are in the returned [`Desired`]; the objects they name are left
+    /// out, everything else is written.
+    pub async fn ensure_state(&self, state: NetworkState) -> Result<(Arc<Desired>, Applied)> {
+        let desired = Arc::new(
+            tokio::task::spawn_blocking(move || ferry_net::build_desired(&state))
+                .await
+                .map_err(|e| Error::Plan(e.to_string()))?,
+        );
+        let applied = self.ensure(desired.clone()).await?;
+        Ok((desired, applied))
+    }
+
+    /// Converges the NB to `desired`: one diff against the mirror, its bounded
+    /// transactions sent in order (each stands alone; inserts carry deterministic uuids,
+    /// so a replay after a lost reply fails instead of duplicating), then a diff again from
+    /// the mirror (current when a transact returns), re-planning only if something else
+    /// moved meanwhile, [`MAX_ROUNDS`] plans at most. A failed transaction ends the apply
+    /// with [`Error::Transact`]; calling again resumes from what committed.
+    pub async fn ensure(&self, desired: Arc<Desired>) -> Result<Applied> {
+        let span = tracing::info_span!("nb apply", kind = "full", rows = desired.rows.len());
+        self.converge(desired).instrument(span).await
+    }
+
+    async fn converge(&self, desired: Arc<Desired>) -> Result<Applied> {
+        let started = Instant::now();
+        let mut applied = Applied::default();
+        loop {
+            let (client, d, max) = (self.client.clone(), desired.clone(), self.max_ops);
+            let (read, plan_time, plan) = tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let current = client.with_mirror(current_rows);
+                let read = t.elapsed();
+                let t = Instant::now();
+                let plan = ferry_net::diff(&d, &current, max);
+                (read, t.elapsed(), plan)
+            })
+            .await
+            .map_err(|e| Error::Plan(e.to_string()))?;
+            let mut round = Round {
+                read,
+                plan: plan_time,
+                transactions: Vec::new(),
+            };
+            if plan.is_empty() {
+                applied.converged = true;
+                applied.rounds.push(round);
+                break;
+            }
+            if applied.rounds.len() == MAX_ROUNDS {
+                applied.rounds.push(round);
+                break;
+            }
+            let r = self.send(plan.transactions, &mut round).await;
+            applied.rounds.push(round);
+            r.map_err(|source| Error::Transact {
+                sent: applied.transactions(),
+                source,
+            })?;
+        }
+        self.record_rows();
+        if applied.transactions() > 0 {
+            tracing::info!(
+                txns = applied.transactions(),
+                ops = applied.ops(),
+                converged = applied.converged,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "NB converged"
+            );
+        }
+        Ok(applied)
+    }
+
+    /// The service fast path: converges only the load balancers of `changed` (their new
+    /// states) and of `owners` (every touched service's `ferry.io/owner`, removed ones
+    /// included), with one mutate of each group they are in, [`Applier::max_ops`] services
+    /// per transaction. `Ok(None)` when it does not apply (an EIP, a group not yet in the
+    /// NB, ...; see `ferry_net::cluster_ip_delta`) and nothing was sent: converge
+    /// everything with [`Applier::ensure`] instead.
+    pub async fn ensure_services(
+        &self,
+        changed: &[ServiceState],
+        owners: &BTreeSet<String>,
+    ) -> Result<Option<Applied>> {
+        let t = Instant::now();
+        let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
+            let mut rows = Vec::new();
+            for table in [nb::load_balancer::TABLE, nb::load_balancer_group::TABLE] {
+                for (uuid, cols) in m.table(table).into_iter().flatten() {
+                    if ferry_net::delta_input(table, cols, owners) {
+                        rows.push(CurrentRow {
+                            table: table.to_string(),
+                            uuid: uuid.clone(),
+                            columns: cols.clone(),
+                        });
+                    }
+                }
+            }
+            rows
+        });
+        let read = t.elapsed();
+        let t = Instant::now();
+        // Chunks of services with their owners; owners of removed services go last. All
+        // are planned from this one read (chunks touch distinct load balancers); nothing
+        // is sent unless all apply.
+        let mut deltas = Vec::new();
+        let mut left = owners.clone();
+        for chunk in changed.chunks(self.max_ops) {
+            let mine: BTreeSet<String> = chunk
+                .iter()
+                .map(ferry_net::scenario::service_owner)
+                .filter(|o| left.remove(o))
+                .collect();
+            match ferry_net::cluster_ip_delta(chunk, &mine, &current) {
+                Some(ops) => deltas.push(ops),
+                None => return Ok(None),
+            }
+        }
+        if !left.is_empty() {
+            match ferry_net::cluster_ip_delta(&[], &left, &current) {
+                Some(ops) => deltas.push(ops),
+                None => return Ok(None),
+            }
+        }
+        let round = Round {
+            read,
+            plan: t.elapsed(),
+            transactions: Vec::new(),
+        };
+        self.send_fast(deltas, round)
+            .instrument(tracing::debug_span!("nb apply", kind = "services"))
+            .await
+            .map(Some)
+    }
+
+    /// The workload-port fast path: `changes` pairs each changed port's old and new state.
+    /// `Ok(None)` when it does not apply (a switch not yet in the NB, ...; see
+    /// `ferry_net::port_delta`) and nothing was sent.
+    pub async fn ensure_ports(&self, changes: &[PortChange]) -> Result<Option<Applied>> {
+        let t = Instant::now();
+        let current = self.client.with_mirror(|m| {
+            ferry_net::port_delta_current(
+                changes,
+                m.table(nb::logical_switch_port::TABLE)
+                    .into_iter()
+                    .flatten(),
+                m.table(nb::logical_switch::TABLE).into_iter().flatten(),
+            )
+        });
+        let read = t.elapsed();
+        let t = Instant::now();
+        // Bounded transactions keep ovsdb-server responsive. Chunks touch distinct ports,
+        // so all are planned from this one read; nothing is sent unless all apply.
+        let mut deltas = Vec::new();
+        for chunk in changes.chunks(PORTS_PER_TXN) {
+            match ferry_net::port_delta(chunk, &current) {
+                Some(ops) => deltas.push(ops),
+                None => return Ok(None),
+            }
+        }
+        let round = Round {
+            read,
+            plan: t.elapsed(),
+            transactions: Vec::new(),
+        };
+        self.send_fast(deltas, round)
+            .instrument(tracing::debug_span!("nb apply", kind = "ports"))
+            .await
+            .map(Some)
+    }
+
+    /// Sends a fast path's transactions in order.
+    async fn send_fast(&self, deltas: Vec<Vec<Value>>, mut round: Round) -> Result<Applied> {
+        let deltas: Vec<_> = deltas.into_iter().filter(|o| !o.is_empty()).collect();
+        let r = self.send(deltas, &mut round).await;
+        let applied = Applied {
+            rounds: vec![round],
+            converged: r.is_ok(),
+        };
+        r.map_err(|source| Error::Transact {
+            sent: applied.transactions(),
+            source,
+        })?;
+        self.record_rows();
+        tracing::debug!(
+            txns = applied.transactions(),
+            ops = applied.ops(),
+            "NB fast path applied"
+        );
+        Ok(applied)
+    }
+
+    /// Sends `transactions` in order, recording each in `round`; stops at the first error.
+    async fn send(
+        &self,
+        transactions: Vec<Vec<Value>>,
+        round: &mut Round,
+    ) -> std::result::Result<(), ferry_ovsdb::Error> {
+        for ops in transactions {
+            if let Some(f) = &self.before_send {
+                f(&ops);
+            }
+            let n = ops.len();
+            let t = Instant::now();
+            ferry_metrics::controller()
+                .nb_transaction(self.client.transact(nb::DATABASE, ops))
+                .await?;
+            round.transactions.push(Sent {
+                ops: n,
+                elapsed: t.elapsed(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets `ferry_nb_rows{table}` from the mirror.
+    fn record_rows(&self) {
+        self.client.with_mirror(|m| {
+            ferry_metrics::controller()
+                .set_nb_rows(m.tables().iter().map(|(t, rows)| (t.as_str(), rows.len())))
+        });
+    }
+}
