@@ -101,15 +101,11 @@ fn state(a: &Args) -> NetworkState {
     );
     let services = (0..a.services).map(|i| service(a, i, per_subnet)).collect();
     NetworkState {
-        nodes: vec![],
-        socket_lb_ports: Default::default(),
         gateway_chassis: "ch1".into(),
-        transit_cidr: None,
         vpcs: vec!["vpc1".into()],
         subnets,
-        ports: Vec::new(),
-        external: None,
         services,
+        ..Default::default()
     }
 }
 
