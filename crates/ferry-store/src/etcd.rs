@@ -1,5 +1,6 @@
 //! The store's contract over an etcd v3 cluster, so several API servers can share one
-//! replicated store (`--store etcd://host:port[,host:port...][/prefix]`).
+//! replicated store (`--store etcd://host:port[,host:port...][/prefix]`, or `etcds://...`
+//! with TLS: [`EtcdConfig::parse`]).
 //!
 //! The mapping is etcd's own model, which the embedded store copies: a key's
 //! `mod_revision` is its `resourceVersion`, every txn takes one cluster-wide revision,
@@ -35,19 +36,47 @@ const LIST_PAGE: u64 = 500;
 /// Where an etcd-backed store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// `host:port` of each member's client URL (plain HTTP).
+    /// `host:port` of each member's client URL.
     pub endpoints: Vec<String>,
     /// Prepended to every key, so several Ferry control planes can share one etcd.
     pub prefix: String,
+    /// HTTPS to the members (`etcds://`): the CA their certificates chain to, and the client
+    /// certificate etcd's `--client-cert-auth` asks for. `None`: plain HTTP (`etcd://`).
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: PEM files, read when the store connects (etcd's own `--trusted-ca-file`,
+/// `--cert-file`, `--key-file` on its side).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdTls {
+    /// CA certificate(s) the members' certificates must chain to (their names are checked
+    /// against the endpoint's host).
+    pub ca: std::path::PathBuf,
+    /// Client certificate and its private key, both or neither.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl EtcdConfig {
-    /// Parses `etcd://host:port[,host:port...][/prefix]`.
+    /// Parses `etcd://host:port[,host:port...][/prefix]`, or the same with `etcds://` (or
+    /// `etcd+https://`) and the TLS files as a query:
+    /// `etcds://host:port[,...][/prefix]?cacert=CA.pem[&cert=CLIENT.pem&key=CLIENT.key]`.
     pub fn parse(url: &str) -> Result<EtcdConfig> {
         let bad = |why: &str| StoreError::BadLocation(format!("{url}: {why}"));
-        let rest = url
-            .strip_prefix("etcd://")
-            .ok_or_else(|| bad("must start with etcd://"))?;
+        let (rest, tls) = if let Some(r) = url.strip_prefix("etcd://") {
+            (r, false)
+        } else if let Some(r) = url
+            .strip_prefix("etcds://")
+            .or_else(|| url.strip_prefix("etcd+https://"))
+        {
+            (r, true)
+        } else {
+            return Err(bad("must start with etcd:// or etcds://"));
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
         let (hosts, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -69,9 +98,39 @@ impl EtcdConfig {
                 return Err(bad("each endpoint must be host:port"));
             }
         }
+        let tls = match (tls, query) {
+            (false, None) => None,
+            (false, Some(_)) => return Err(bad("TLS files need etcds://")),
+            (true, query) => {
+                let mut t = EtcdTls::default();
+                let mut ca = None;
+                for pair in query
+                    .unwrap_or_default()
+                    .split('&')
+                    .filter(|p| !p.is_empty())
+                {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .filter(|(_, v)| !v.is_empty())
+                        .ok_or_else(|| bad("a query parameter must be NAME=FILE"))?;
+                    match k {
+                        "cacert" => ca = Some(v.into()),
+                        "cert" => t.cert = Some(v.into()),
+                        "key" => t.key = Some(v.into()),
+                        _ => return Err(bad("query parameters are cacert, cert and key")),
+                    }
+                }
+                t.ca = ca.ok_or_else(|| bad("etcds:// needs ?cacert=FILE"))?;
+                if t.cert.is_some() != t.key.is_some() {
+                    return Err(bad("cert and key go together"));
+                }
+                Some(t)
+            }
+        };
         Ok(EtcdConfig {
             endpoints,
             prefix: prefix.to_owned(),
+            tls,
         })
     }
 }
@@ -111,7 +170,7 @@ impl Revisions {
 impl EtcdStore {
     /// Connects and reads the cluster's revision (failing if no member answers).
     pub(crate) async fn connect(config: EtcdConfig, options: &StoreOptions) -> Result<EtcdStore> {
-        let conn = Arc::new(Conn::new(config.endpoints));
+        let conn = Arc::new(Conn::new(config.endpoints, config.tls.as_ref())?);
         let (closed, closed_rx) = watch::channel(());
         let store = EtcdStore {
             inner: Arc::new(Inner {

@@ -36,7 +36,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{Result, StoreError};
-pub use etcd::EtcdConfig;
+pub use etcd::{EtcdConfig, EtcdTls};
 pub use watch::Watch;
 
 use error::db_err;
@@ -162,7 +162,7 @@ impl Shared {
 pub enum Backend {
     /// `embedded`: `store.redb` in the server's data dir.
     Embedded,
-    /// `etcd://host:port[,host:port...][/prefix]`.
+    /// `etcd://host:port[,host:port...][/prefix]`, or `etcds://` with TLS files.
     Etcd(EtcdConfig),
 }
 
@@ -172,9 +172,14 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Backend> {
         match s {
             "" | "embedded" => Ok(Backend::Embedded),
-            s if s.starts_with("etcd://") => Ok(Backend::Etcd(EtcdConfig::parse(s)?)),
+            s if s.starts_with("etcd://")
+                || s.starts_with("etcds://")
+                || s.starts_with("etcd+https://") =>
+            {
+                Ok(Backend::Etcd(EtcdConfig::parse(s)?))
+            }
             s => Err(StoreError::BadLocation(format!(
-                "{s}: expected `embedded` or etcd://host:port[,host:port...][/prefix]"
+                "{s}: expected `embedded`, etcd://host:port[,host:port...][/prefix] or etcds://...?cacert=FILE[&cert=FILE&key=FILE]"
             ))),
         }
     }

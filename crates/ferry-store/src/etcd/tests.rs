@@ -1,4 +1,4 @@
-//! `etcd://` locations.
+//! `etcd://` and `etcds://` locations.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -11,6 +11,18 @@ fn store_locations_parse_into_backends() {
         Backend::Etcd(EtcdConfig {
             endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
             prefix: prefix.into(),
+            tls: None,
+        })
+    };
+    let etcds = |endpoints: &[&str], prefix: &str, ca: &str, pair: Option<(&str, &str)>| {
+        Backend::Etcd(EtcdConfig {
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            prefix: prefix.into(),
+            tls: Some(EtcdTls {
+                ca: ca.into(),
+                cert: pair.map(|p| p.0.into()),
+                key: pair.map(|p| p.1.into()),
+            }),
         })
     };
     let cases: Vec<(&str, std::result::Result<Backend, ()>)> = vec![
@@ -27,6 +39,25 @@ fn store_locations_parse_into_backends() {
         ("etcd://a:x", Err(())),
         ("etcd://a:99999", Err(())),
         ("redis://a:1", Err(())),
+        (
+            "etcds://a:1,b:2/fed?cacert=/pki/ca.pem&cert=/pki/c.pem&key=/pki/c.key",
+            Ok(etcds(
+                &["a:1", "b:2"],
+                "/fed",
+                "/pki/ca.pem",
+                Some(("/pki/c.pem", "/pki/c.key")),
+            )),
+        ),
+        (
+            "etcd+https://a:1?cacert=ca.pem",
+            Ok(etcds(&["a:1"], "", "ca.pem", None)),
+        ),
+        ("etcds://a:1", Err(())),
+        ("etcds://a:1?cert=c.pem&key=c.key", Err(())),
+        ("etcds://a:1?cacert=ca.pem&cert=c.pem", Err(())),
+        ("etcds://a:1?cacert=ca.pem&user=x", Err(())),
+        ("etcds://a:1?cacert=", Err(())),
+        ("etcd://a:1?cacert=ca.pem", Err(())),
     ];
     for (input, want) in cases {
         let got = input.parse::<Backend>().map_err(|_| ());
