@@ -117,11 +117,13 @@ impl FedLab {
 
 /// Starts `clusters` member labs (one after the other, each in its own namespaces), then the
 /// supervisor in the background, and waits until every member is Ready in the federation.
+/// Each member runs one chassis (`ferry lab up --single-chassis`) unless `chassis_per_node`.
 pub async fn up(
     lab: &FedLab,
     clusters: usize,
     listen: SocketAddr,
     ferry: &Path,
+    chassis_per_node: bool,
 ) -> Result<(), LabError> {
     std::fs::create_dir_all(&lab.dir).map_err(|e| fail("lab dir", e, None))?;
     for n in 1..=clusters {
@@ -133,7 +135,7 @@ pub async fn up(
         eprintln!("ferry: starting member c{n} (ferry lab up in its own namespaces) ...");
         let log = lab.dir.join(format!("c{n}-up.log"));
         let out = std::fs::File::create(&log).map_err(|e| fail("log", e, None))?;
-        let status = isolated_lab_up(ferry, &lab.member(n))
+        let status = isolated_lab_up(ferry, &lab.member(n), chassis_per_node)
             .stdout(out.try_clone().map_err(|e| fail("log", e, None))?)
             .stderr(out)
             .status()
@@ -200,18 +202,23 @@ pub async fn up(
     Ok(())
 }
 
-/// `ferry lab up --dir DIR` in fresh private mount and network namespaces with their own
-/// `/run/netns` and `/etc/netns` (what `scripts/lab-isolated.sh` does).
-fn isolated_lab_up(ferry: &Path, dir: &Path) -> Command {
+/// `ferry lab up --dir DIR --single-chassis` (or `--chassis-per-node`) in fresh private
+/// mount and network namespaces with their own `/run/netns` and `/etc/netns` (what
+/// `scripts/lab-isolated.sh` does).
+fn isolated_lab_up(ferry: &Path, dir: &Path, chassis_per_node: bool) -> Command {
     let mut c = Command::new("unshare");
     c.args(["--mount", "--net", "--propagation", "private", "sh", "-c"])
         .arg(concat!(
             "ip link set lo up && mkdir -p /run/netns && mount -t tmpfs ferry-netns /run/netns && ",
             "mkdir -p /etc/netns && mount -t tmpfs ferry-etc-netns /etc/netns && ",
-            "exec \"$0\" lab up --dir \"$1\""
+            "exec \"$0\" lab up --dir \"$1\" \"$2\""
         ))
         .arg(ferry)
         .arg(dir)
+        .arg(match chassis_per_node {
+            true => "--chassis-per-node",
+            false => "--single-chassis",
+        })
         .stdin(Stdio::null());
     c
 }

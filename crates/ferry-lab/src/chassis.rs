@@ -1,6 +1,7 @@
 //! Which chassis each end of a check ran on, read from the SB (`Port_Binding.chassis`),
-//! and the check rows that show it: with `ferry lab up --chassis-per-node` every scenario
-//! must have answers from a backend on another chassis than its client's.
+//! and the check rows that show it: with a chassis per node (the default of `ferry lab
+//! up`, [`per_node`]) every scenario must have answers from a backend on another chassis
+//! than its client's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,6 +67,16 @@ pub fn placement_from(chassis: &Value, bindings: &Value) -> BTreeMap<String, Str
 /// A chassis name as the rows print it: `ferry-node1` -> `node1`.
 pub fn short(chassis: &str) -> &str {
     chassis.strip_prefix("ferry-").unwrap_or(chassis)
+}
+
+/// Whether `ferry lab up` gives each node its own chassis. It does by default, since
+/// traffic between nodes crossing a tunnel is the normal case of a cluster; but a
+/// federation lab (`clusters` > 1) keeps one chassis per member unless `asked`
+/// (`--chassis-per-node`): three members would otherwise run nine `ovs-vswitchd` on the
+/// machine. `single` (`--single-chassis`) always wins: benches want no tunnel and
+/// userspace TSO on.
+pub fn per_node(clusters: usize, asked: bool, single: bool) -> bool {
+    !single && (asked || clusters <= 1)
 }
 
 impl Placement {
@@ -140,6 +151,22 @@ pub fn scenario_row(p: &Placement, s: &Scenario, seen: &BTreeMap<String, usize>)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn chassis_per_node_is_the_default_of_one_lab_not_of_a_federation() {
+        // (name, clusters, --chassis-per-node, --single-chassis, want)
+        let cases = [
+            ("(none)", 1, false, false, true),
+            ("--chassis-per-node", 1, true, false, true),
+            ("--single-chassis", 1, false, true, false),
+            ("--clusters 3", 3, false, false, false),
+            ("--clusters 3 --chassis-per-node", 3, true, false, true),
+            ("--clusters 3 --single-chassis", 3, false, true, false),
+        ];
+        for (name, clusters, asked, single, want) in cases {
+            assert_eq!(per_node(clusters, asked, single), want, "{name}");
+        }
+    }
 
     #[test]
     fn ports_map_to_chassis_names_and_hosts_by_suffix() {
@@ -240,14 +267,15 @@ fn recorded_pid(pidfile: &Path, program: &str, dir: &Path) -> Option<i32> {
 /// external gateway, keeps them down (the stack's hold files) while `client` keeps
 /// requesting `target` (the scenario-3 EIP), and measures how long the EIP's traffic took
 /// to move to the other chassis; then lets them restart and waits for the gateway to come
-/// back (OVN prefers the higher priority). Needs `ferry lab up --chassis-per-node`.
+/// back (OVN prefers the higher priority). Needs a chassis per node (the default of
+/// `ferry lab up`; not with `--single-chassis`).
 pub fn gateway_failover(ovn_dir: &Path, client: &str, target: &str) -> Result<Failover, String> {
     use ferry_ovn_stack::{Daemon, LabPaths};
     use std::time::{Duration, Instant};
     let before = Placement::read(ovn_dir, true);
     let from = before
         .gateway()
-        .ok_or("no chassis holds the external gateway port (is this a --chassis-per-node lab?)")?
+        .ok_or("no chassis holds the external gateway port (was the lab started with --single-chassis?)")?
         .to_owned();
     probe_once(client, target)
         .map_err(|e| format!("{client} -> {target} before the fault: {e}"))?;

@@ -82,7 +82,8 @@ pub struct UpOptions {
     /// NB and SB as RAFT clusters of this many members (`ferry up --ovn-raft`; 1 = standalone).
     pub ovn_raft: usize,
     /// Each node its own chassis, Geneve between them, gateways HA on both
-    /// (`ferry up --chassis-per-node`).
+    /// (`ferry up --chassis-per-node`): what `ferry lab up` does unless `--single-chassis`
+    /// ([`crate::chassis::per_node`]).
     pub chassis_per_node: bool,
 }
 

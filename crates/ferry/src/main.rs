@@ -298,6 +298,10 @@ enum FederationLabCommand {
         /// The federation API server's address (host loopback).
         #[arg(long, default_value = FEDERATION_LAB_LISTEN)]
         listen: SocketAddr,
+        /// Each member lab with a chassis per node (`ferry lab up --chassis-per-node`);
+        /// without it each member runs one chassis (`--single-chassis`).
+        #[arg(long)]
+        chassis_per_node: bool,
     },
     /// The federation rows with real traffic from each member's outside client.
     Check {
@@ -445,10 +449,14 @@ enum LabCommand {
         ovn_raft: usize,
         /// Each node runs its own chassis (ovs-vswitchd + ovn-controller), Geneve between
         /// them over a lab underlay, and the gateways are HA over them and a witness
-        /// chassis (`ferry up --chassis-per-node`, docs/chassis.md); the default is one
-        /// chassis shared by both nodes.
+        /// chassis (`ferry up --chassis-per-node`, docs/chassis.md). The default of one
+        /// lab; with --clusters N the members get it only when this is given.
         #[arg(long)]
         chassis_per_node: bool,
+        /// Both nodes share one chassis: no tunnel, userspace TSO on (benches; what the
+        /// members of a federation lab get).
+        #[arg(long, conflicts_with = "chassis_per_node")]
+        single_chassis: bool,
         /// More than 1: a federation of this many member labs, each a whole lab in its
         /// own namespaces, joined to a federation control plane (`ferry federation lab
         /// up`); `lab check` and `lab down` on the same DIR then act on the federation.
@@ -473,7 +481,7 @@ enum LabCommand {
     },
     /// Kill the active gateway chassis' ovs-vswitchd and ovn-controller (kept down for the
     /// measurement) while requesting the EIP from outside; print how long the EIP took
-    /// to move to the other chassis, then let them restart (needs --chassis-per-node).
+    /// to move to the other chassis, then let them restart (not with --single-chassis).
     GatewayFailover {
         #[arg(long, default_value = ".ferry-lab")]
         dir: PathBuf,
@@ -916,6 +924,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             ovn_tls,
             socket_lb,
             chassis_per_node,
+            single_chassis,
             ovn_raft,
             clusters,
         } => {
@@ -924,8 +933,15 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                     dir,
                     clusters,
                     listen: FEDERATION_LAB_LISTEN.parse()?,
+                    chassis_per_node: ferry_lab::chassis::per_node(
+                        clusters,
+                        chassis_per_node,
+                        single_chassis,
+                    ),
                 }));
             }
+            let chassis_per_node =
+                ferry_lab::chassis::per_node(clusters, chassis_per_node, single_chassis);
             let d = LabDir::new(&dir);
             let opts = lab::UpOptions {
                 listen,
@@ -1140,7 +1156,17 @@ async fn federation_lab(cmd: FederationLabCommand) -> anyhow::Result<()> {
             dir,
             clusters,
             listen,
-        } => lab::up(&FedLab::new(&dir), clusters, listen, &ferry).await?,
+            chassis_per_node,
+        } => {
+            lab::up(
+                &FedLab::new(&dir),
+                clusters,
+                listen,
+                &ferry,
+                chassis_per_node,
+            )
+            .await?
+        }
         FederationLabCommand::Check { dir } => {
             let (rows, pass) = lab::check(&FedLab::new(&dir)).await?;
             lab::print_rows(&rows);

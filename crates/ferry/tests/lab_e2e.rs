@@ -1,35 +1,29 @@
-//! End to end, as a user runs it: `ferry lab up`, `ferry lab check` (every scenario,
-//! isolation and failover with real packets through OVN), `ferry lab status -o json`,
-//! every component's `/metrics` (a service change moves the programming histogram), the
-//! web page in headless Chromium (ysvc1 5/5; a backend the lab blocks turns red without a
-//! reload; a screenshot), `ferry lab exec`, then `ferry lab down` leaving no namespace or
-//! process behind. One lab start for all of it (a start costs about a minute).
+//! End to end, as a user runs it, on the default lab (a chassis per node, Geneve between
+//! them, gateways HA over them and a witness): `ferry lab up`, `ferry lab check` (every
+//! scenario, isolation and failover with real packets through OVN; each scenario with
+//! answers from another chassis than its client's), `ovn-sbctl show` listing the three
+//! chassis with Geneve, node1's userspace datapath encapsulating by itself (`tnl_push`)
+//! with userspace TSO off, `ferry lab status -o json`, every component's `/metrics` (a
+//! service change moves the programming histogram), the web page in headless Chromium
+//! (ysvc1 5/5; a backend the lab blocks turns red without a reload; a screenshot), `ferry
+//! lab gateway-failover` (the EIP answers through node2 when node1's chassis dies, and comes
+//! back), `ferry lab exec`, then `ferry lab down` leaving no namespace or process behind.
+//! One lab start for all of it (a start costs about a minute). `lab_chassis_e2e.rs` runs
+//! the same check on `--single-chassis`.
 //!
 //! The screenshot goes to `$FERRY_UI_LAB_SCREENSHOT` when set (relative to the workspace
 //! root: `FERRY_UI_LAB_SCREENSHOT=docs/ui-lab.png` refreshes the committed one), else to
 //! the target directory's `tmp/ferry-ui-lab.png`.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::lab::{Lab, ferry, lab_namespaces, text};
 use ferry_testkit::browser::{self, Browser};
 use serde_json::{Value, json};
-
-fn ferry(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run ferry");
-    eprintln!(
-        "$ ferry {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// `(who, body)` of each metrics URL of `lab status -o json` (apiserver, controller, each
 /// agent's node), fetched with the admin token carried by its `ui` URL.
@@ -232,56 +226,84 @@ fn browser_on_the_lab(lab: &str, st: &Value) -> Result<String, String> {
     ))
 }
 
-fn lab_namespaces() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("ferry-") || n.starts_with("fp-"))
-        .map(String::from)
-        .collect()
+/// What the default lab must show about its chassis, from `lab check`'s table, `ovn-sbctl
+/// show`, node1's datapath flows and each chassis' OVS settings; `Err` names what is wrong.
+fn two_chassis(lab: &Lab, table: &str) -> Result<(), String> {
+    for row in ["1 chassis", "2 chassis", "3 chassis", "4 chassis"] {
+        if !table.contains(row) {
+            return Err(format!("missing row {row}"));
+        }
+    }
+    // Clients on node1, the outside client on node2 reaching the gateway preferred on node1.
+    for placed in [
+        "client-vpc1@node1",
+        "node1@node1",
+        "ext-client@node2",
+        "via gateway @node1",
+    ] {
+        if !table.contains(placed) {
+            return Err(format!("{placed} not shown"));
+        }
+    }
+    let sb = lab.sb_show();
+    for chassis in ["ferry-node1", "ferry-node2", "ferry-witness"] {
+        if !sb.contains(&format!("Chassis {chassis}")) {
+            return Err(format!("{chassis} not in ovn-sbctl show:\n{sb}"));
+        }
+    }
+    if sb.matches("Encap geneve").count() != 3 {
+        return Err(format!("not three Geneve encaps in ovn-sbctl show:\n{sb}"));
+    }
+    let ovn = lab.ovn();
+    let flows = text(
+        "ovs-appctl",
+        &[
+            "-t",
+            &format!("{ovn}/chassis-node1/run/ovs-vswitchd.ctl"),
+            "dpctl/dump-flows",
+        ],
+    );
+    if !flows.contains("tnl_push") {
+        return Err(format!("no tnl_push on node1:\n{flows}"));
+    }
+    // OVS 3.1 drops TSO segments it has to tunnel: every chassis keeps userspace TSO off.
+    for node in ["node1", "node2", "witness"] {
+        let tso = lab.userspace_tso(&format!("{ovn}/chassis-{node}"));
+        if tso != "false" {
+            return Err(format!("{node}: userspace-tso-enable={tso:?}"));
+        }
+    }
+    Ok(())
 }
 
 #[test]
 #[ignore = "needs root, OVN/OVS and network namespaces"]
 fn lab_up_check_status_exec_down() {
-    assert!(
-        lab_namespaces().is_empty(),
-        "another lab runs on this machine: {:?}",
-        lab_namespaces()
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lab = dir.path().join("lab");
-    let lab = lab.to_str().expect("utf-8 path");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let up = ferry(&["lab", "up", "--dir", lab, "--listen", &listen]);
-    let check = if up.status.success() {
-        Some(ferry(&["lab", "check", "--dir", lab]))
-    } else {
-        None
+    let lab = Lab::up(&[]);
+    let dir = lab.dir.clone();
+    let dir = dir.as_str();
+    let check = lab.is_up().then(|| lab.run("check", &[]));
+    let chassis = match &check {
+        Some(c) => two_chassis(&lab, &String::from_utf8_lossy(&c.stdout)),
+        None => Err("lab up failed".into()),
     };
-    let status = ferry(&["lab", "status", "--dir", lab, "-o", "json"]);
+    let status = lab.run("status", &["-o", "json"]);
     let scraped = scrape_metrics(&status.stdout);
     let st: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
-    let (programming, page) = if up.status.success() {
-        (programming_moves(&st), browser_on_the_lab(lab, &st))
+    let (programming, page) = if lab.is_up() {
+        (programming_moves(&st), browser_on_the_lab(dir, &st))
     } else {
         (Err("lab up failed".into()), Err("lab up failed".into()))
     };
     eprintln!("programming count (before, after a change): {programming:?}\n{page:?}");
+    let failover = lab
+        .is_up()
+        .then(|| lab.run("gateway-failover", &["-o", "json"]));
     let exec = ferry(&[
         "lab",
         "exec",
         "--dir",
-        lab,
+        dir,
         "client-vpc1",
         "--",
         "curl",
@@ -290,11 +312,12 @@ fn lab_up_check_status_exec_down() {
         "3",
         "http://10.96.0.10/",
     ]);
-    let down = ferry(&["lab", "down", "--dir", lab]);
-    let again = ferry(&["lab", "down", "--dir", lab]);
-    assert!(up.status.success(), "lab up failed");
+    let up_ok = lab.is_up();
+    let up_stderr = String::from_utf8_lossy(&lab.up.stderr).into_owned();
+    let down = lab.down();
+    assert!(up_ok, "lab up failed");
     assert!(
-        String::from_utf8_lossy(&up.stderr).contains("web page (signed in): http://"),
+        up_stderr.contains("web page (signed in): http://"),
         "lab up prints the page's address"
     );
     let check = check.expect("check ran");
@@ -310,6 +333,9 @@ fn lab_up_check_status_exec_down() {
         "seed ysvc1",
     ] {
         assert!(table.contains(row), "missing row {row}");
+    }
+    if let Err(e) = chassis {
+        panic!("two chassis: {e}\n{table}");
     }
     assert!(st.is_object(), "status is JSON");
     assert_eq!(st["scenarios"].as_array().map(Vec::len), Some(4));
@@ -370,6 +396,15 @@ fn lab_up_check_status_exec_down() {
     if let Err(e) = page {
         panic!("the web page on the lab: {e}");
     }
+    // The active gateway chassis (node1) dies: the EIP answers through node2, and the
+    // gateway comes back to node1 once its daemons restart (which needs the underlay
+    // route re-added to the restarted ovs-vswitchd: fabric::keep_underlay_route).
+    let failover = failover.expect("failover ran");
+    let f: Value = serde_json::from_slice(&failover.stdout).unwrap_or_default();
+    assert!(failover.status.success(), "gateway-failover failed: {f}");
+    assert_eq!((&f["from"], &f["to"]), (&"node1".into(), &"node2".into()));
+    assert!(f["firstAnswerS"].is_number(), "{f}");
+    assert!(f["failbackS"].is_number(), "{f}");
     let answer = String::from_utf8_lossy(&exec.stdout)
         .lines()
         .next()
@@ -380,14 +415,12 @@ fn lab_up_check_status_exec_down() {
             && ["svc1-ep-1", "svc1-ep-2", "bm-1", "vm-1", "vnic-1"].contains(&answer.as_str()),
         "exec through the ClusterIP answered {answer:?}"
     );
-    assert!(
-        down.status.success() && again.status.success(),
-        "down (twice)"
-    );
+    if let Err(e) = down {
+        panic!("{e}");
+    }
     assert!(
         lab_namespaces().is_empty(),
         "namespaces left: {:?}",
         lab_namespaces()
     );
-    assert!(!std::path::Path::new(lab).exists(), "lab dir left");
 }

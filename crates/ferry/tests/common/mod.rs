@@ -5,8 +5,11 @@
 //!
 //! Names are unique per test process and never start with `ferry-` or `fp-`, the lab's
 //! prefixes, so these tests and a lab (or `lab_e2e.rs`) never touch each other's things.
+//! The lab tests' own part (`ferry lab up`/`down` in a temporary directory) is [`lab`].
 
 #![allow(dead_code)]
+
+pub mod lab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
