@@ -63,23 +63,10 @@ fn add_check_del_through_ovn() -> Result<()> {
     })?;
 
     // A VPC router with two subnets and one logical port each.
-    let n = |args: &[&str]| stack.nbctl(args);
-    n(&["lr-add", "vpc"])?;
-    for (sw, mac, cidr) in [
+    let subnets = [
         ("s1", "0a:00:00:fc:01:01", "10.252.1.1/24"),
         ("s2", "0a:00:00:fc:02:01", "10.252.2.1/24"),
-    ] {
-        n(&["ls-add", sw])?;
-        n(&["lrp-add", "vpc", &format!("vpc-{sw}"), mac, cidr])?;
-        n(&["lsp-add", sw, &format!("{sw}-vpc")])?;
-        n(&["lsp-set-type", &format!("{sw}-vpc"), "router"])?;
-        n(&["lsp-set-addresses", &format!("{sw}-vpc"), "router"])?;
-        n(&[
-            "lsp-set-options",
-            &format!("{sw}-vpc"),
-            &format!("router-port=vpc-{sw}"),
-        ])?;
-    }
+    ];
     let pods = [
         (
             "s1",
@@ -96,11 +83,7 @@ fn add_check_del_through_ovn() -> Result<()> {
             "10.252.2.1",
         ),
     ];
-    for (sw, lsp, mac, cidr, _) in pods {
-        n(&["lsp-add", sw, lsp])?;
-        let ip = cidr.split('/').next().unwrap_or(cidr);
-        n(&["lsp-set-addresses", lsp, &format!("{mac} {ip}")])?;
-    }
+    ferry_testkit::ovn::vpc_with_ports(&stack, &subnets, &pods)?;
 
     let ns_a = Netns::add(&unique("a"))?;
     let ns_b = Netns::add(&unique("b"))?;

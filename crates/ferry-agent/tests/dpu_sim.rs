@@ -124,23 +124,10 @@ fn dpu_host_plumbs_and_dpu_binds_the_representor() -> Result<()> {
     // What the agent's --hw-offload does on a running vswitchd: set, read back.
     dpu::enable_hw_offload(&stack.paths().ovs_sock)?;
 
-    let n = |args: &[&str]| stack.nbctl(args);
-    n(&["lr-add", "vpc"])?;
-    for (sw, mac, cidr) in [
+    let subnets = [
         ("s1", "0a:00:00:fd:01:01", "10.251.1.1/24"),
         ("s2", "0a:00:00:fd:02:01", "10.251.2.1/24"),
-    ] {
-        n(&["ls-add", sw])?;
-        n(&["lrp-add", "vpc", &format!("vpc-{sw}"), mac, cidr])?;
-        n(&["lsp-add", sw, &format!("{sw}-vpc")])?;
-        n(&["lsp-set-type", &format!("{sw}-vpc"), "router"])?;
-        n(&["lsp-set-addresses", &format!("{sw}-vpc"), "router"])?;
-        n(&[
-            "lsp-set-options",
-            &format!("{sw}-vpc"),
-            &format!("router-port=vpc-{sw}"),
-        ])?;
-    }
+    ];
     let pods = [
         (
             "s1",
@@ -157,11 +144,7 @@ fn dpu_host_plumbs_and_dpu_binds_the_representor() -> Result<()> {
             "10.251.2.1",
         ),
     ];
-    for (sw, lsp, mac, cidr, _) in pods {
-        n(&["lsp-add", sw, lsp])?;
-        let ip = cidr.split('/').next().unwrap_or(cidr);
-        n(&["lsp-set-addresses", lsp, &format!("{mac} {ip}")])?;
-    }
+    ferry_testkit::ovn::vpc_with_ports(&stack, &subnets, &pods)?;
 
     let ns_a = Netns::add(&unique("da"))?;
     let ns_b = Netns::add(&unique("db"))?;

@@ -127,3 +127,34 @@ impl Deref for TestOvn {
         &self.stack
     }
 }
+
+/// A pod's logical port for [`vpc_with_ports`]: (switch, port, MAC, address/prefix,
+/// gateway).
+pub type PodPort<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Programs the VPC the CNI tests plumb pods into: a router `vpc` with one switch per
+/// `(switch, router port MAC, router port address/prefix)` joined to it, and one logical
+/// port per pod (its MAC and address, so port security admits it).
+pub fn vpc_with_ports(
+    stack: &OvnStack,
+    subnets: &[(&str, &str, &str)],
+    pods: &[PodPort<'_>],
+) -> Result<()> {
+    let n = |args: &[&str]| stack.nbctl(args).map(drop);
+    n(&["lr-add", "vpc"])?;
+    for (sw, mac, cidr) in subnets {
+        let (lrp, lsp) = (format!("vpc-{sw}"), format!("{sw}-vpc"));
+        n(&["ls-add", sw])?;
+        n(&["lrp-add", "vpc", &lrp, mac, cidr])?;
+        n(&["lsp-add", sw, &lsp])?;
+        n(&["lsp-set-type", &lsp, "router"])?;
+        n(&["lsp-set-addresses", &lsp, "router"])?;
+        n(&["lsp-set-options", &lsp, &format!("router-port={lrp}")])?;
+    }
+    for (sw, lsp, mac, cidr, _) in pods {
+        n(&["lsp-add", sw, lsp])?;
+        let ip = cidr.split('/').next().unwrap_or(cidr);
+        n(&["lsp-set-addresses", lsp, &format!("{mac} {ip}")])?;
+    }
+    Ok(())
+}
