@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,25 +20,19 @@ async fn requests_beyond_the_per_identity_inflight_cap_get_429() {
     let url = ts.url("/api/v1/namespaces/default/configmaps");
 
     // Hold one admin request in flight: a create whose body is still being uploaded
-    // (chunked, from a pipe this test keeps open).
-    let mut held = Command::new("curl")
-        .args(["-sS", "-k", "--http1.1", "-X", "POST", "-T", "-"])
-        .args(["-H", &format!("Authorization: Bearer {admin}")])
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(&url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawning curl");
-    let mut stdin = held.stdin.take().expect("piped stdin");
-    stdin
-        .write_all(b"{\"metadata\":")
-        .expect("first half of the body");
-    stdin.flush().expect("flush");
-
+    // (chunked, from a pipe this test keeps open). The held request can lose the race to
+    // one of the GETs below and get the 429 itself: it is then sent again.
+    let (mut held, mut stdin) = hold_create(&url, &admin);
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
+        if held.try_wait().expect("curl status").is_some() {
+            let code = output(&mut held);
+            assert_eq!(
+                code, "429",
+                "the held create ended before its body was sent"
+            );
+            (held, stdin) = hold_create(&url, &admin);
+        }
         let r = common::curl("GET", &url, Some(&admin), None);
         if r.code == 429 {
             break r;
@@ -67,16 +61,40 @@ async fn requests_beyond_the_per_identity_inflight_cap_get_429() {
         .write_all(b"{\"name\":\"held\"},\"data\":{\"a\":\"b\"}}")
         .expect("rest of the body");
     drop(stdin);
+    assert_eq!(output(&mut held), "201");
+    let r = common::curl("GET", &format!("{url}/held"), Some(&admin), None);
+    assert_eq!(r.code, 200, "{}", r.body);
+    ts.stop().await;
+}
+
+/// Starts an admin create whose body is half sent; the rest is written to the returned pipe.
+fn hold_create(url: &str, token: &str) -> (Child, ChildStdin) {
+    let mut held = Command::new("curl")
+        .args(["-sS", "-k", "--http1.1", "-X", "POST", "-T", "-"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning curl");
+    let mut stdin = held.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(b"{\"metadata\":")
+        .expect("first half of the body");
+    stdin.flush().expect("flush");
+    (held, stdin)
+}
+
+/// The HTTP status a finished `hold_create` curl printed (it must have exited cleanly).
+fn output(held: &mut Child) -> String {
     let mut code = String::new();
     held.stdout
         .take()
         .expect("piped stdout")
         .read_to_string(&mut code)
         .expect("curl output");
-    let status = held.wait().expect("curl exit");
-    assert!(status.success());
-    assert_eq!(code.trim(), "201");
-    let r = common::curl("GET", &format!("{url}/held"), Some(&admin), None);
-    assert_eq!(r.code, 200, "{}", r.body);
-    ts.stop().await;
+    assert!(held.wait().expect("curl exit").success());
+    code.trim().to_string()
 }
