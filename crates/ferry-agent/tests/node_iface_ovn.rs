@@ -38,6 +38,7 @@ const CLUSTER_IP: &str = "10.96.0.20";
 fn default_vpc(chassis: &str, node_port: &str, pod_port: &str) -> Result<NetworkState> {
     Ok(NetworkState {
         nodes: vec![],
+        socket_lb_ports: Default::default(),
         gateway_chassis: chassis.into(),
         transit_cidr: None,
         vpcs: vec![ferry_api::DEFAULT_VPC.into()],

@@ -34,6 +34,14 @@ pub const ANNOTATION_CIDR: &str = "iaas.yusur.io/cidr";
 /// Annotation on a Node: VPC -> the probe port of that node in that VPC (JSON).
 pub const ANNOTATION_PROBE_PORTS: &str = "iaas.yusur.io/probe-ports";
 
+/// Annotation on a Node, written by its agent: `"true"` while the agent's socket-level
+/// load balancer (`ferry agent --socket-lb`) is attached and programmed; absent (or
+/// anything else) otherwise. The controller puts the pods of such a node (while its agent
+/// Lease is live) in their VPC's socket-LB port group, whose traffic between members skips
+/// conntrack; so the agent sets it only after its first full programming and removes it
+/// before detaching.
+pub const ANNOTATION_SOCKET_LB: &str = "iaas.yusur.io/socket-lb";
+
 /// Label on everything the service controller writes, naming the YusurService.
 pub const SERVICE_LABEL: &str = "iaas.yusur.io/service";
 

@@ -24,8 +24,8 @@ pub use backends::{
 };
 pub use contract::{
     ANNOTATION_CIDR, ANNOTATION_GATEWAY, ANNOTATION_IP, ANNOTATION_MAC, ANNOTATION_PROBE_PORTS,
-    ANNOTATION_SUBNET, ANNOTATION_VPC, DEFAULT_POD_SUBNET, DEFAULT_VPC, JOIN_SUBNET, ProbePort,
-    SERVICE_LABEL, WorkloadAddress, probe_ports, probe_ports_annotation,
+    ANNOTATION_SOCKET_LB, ANNOTATION_SUBNET, ANNOTATION_VPC, DEFAULT_POD_SUBNET, DEFAULT_VPC,
+    JOIN_SUBNET, ProbePort, SERVICE_LABEL, WorkloadAddress, probe_ports, probe_ports_annotation,
 };
 pub use crds::{all_crds, crd_manifest, crd_manifests};
 pub use network::{

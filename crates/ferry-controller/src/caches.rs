@@ -471,24 +471,47 @@ pub fn net_objects(c: &Caches) -> crate::net_model::NetObjects {
             .filter_map(|b| m::baremetal_port(b)),
     );
     ports.extend(c.vnicips.state().iter().filter_map(|v| m::vnicip_port(v)));
+    let nodes: Vec<m::NodeInfo> = c
+        .nodes
+        .state()
+        .iter()
+        .map(|n| m::NodeInfo {
+            name: n.name_any(),
+            annotations: n.annotations().clone(),
+            external: n
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .and_then(|a| a.iter().find(|a| a.type_ == "ExternalIP"))
+                .and_then(|a| a.address.parse().ok()),
+        })
+        .collect();
+    // Pods on socket-LB nodes join their VPC's port group. A node's announcement or its
+    // Lease lapsing makes a full pass (nodes are a global feed, lapses are scanned), so the
+    // group follows them; a new pod joins at the next full pass (until then its traffic
+    // keeps conntrack, which is always correct).
+    let sock_nodes = m::socket_lb_nodes(&nodes, &ready_nodes(c));
+    let socket_lb_ports = if sock_nodes.is_empty() {
+        BTreeSet::new()
+    } else {
+        c.pods
+            .state()
+            .iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .is_some_and(|n| sock_nodes.contains(n))
+            })
+            .filter_map(|p| m::pod_port(p))
+            .map(|p| p.name)
+            .collect()
+    };
     m::NetObjects {
         vpcs: c.vpcs.state().iter().map(|v| v.name_any()).collect(),
         subnets: subnets(c),
         ports,
-        nodes: c
-            .nodes
-            .state()
-            .iter()
-            .map(|n| m::NodeInfo {
-                name: n.name_any(),
-                annotations: n.annotations().clone(),
-                external: n
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.addresses.as_ref())
-                    .and_then(|a| a.iter().find(|a| a.type_ == "ExternalIP"))
-                    .and_then(|a| a.address.parse().ok()),
-            })
-            .collect(),
+        nodes,
+        socket_lb_ports,
     }
 }

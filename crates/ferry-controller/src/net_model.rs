@@ -3,7 +3,7 @@
 //! YusurService -> NB path: `plan` decides a service, [`service_state`] makes it a
 //! `ServiceState`, `ferry-net` builds its rows and `network` writes them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ferry_api::{BareMetal, Protocol as ApiProtocol, Scope, SessionAffinity, VNicIP};
@@ -37,6 +37,26 @@ pub struct NetObjects {
     /// Workload ports (pods, VMIs, hosts); node and probe ports come from `nodes`.
     pub ports: Vec<PortState>,
     pub nodes: Vec<NodeInfo>,
+    /// Workload ports in their VPC's socket-LB port group ([`socket_lb_nodes`]).
+    pub socket_lb_ports: BTreeSet<String>,
+}
+
+/// The nodes whose pods join their VPC's socket-LB port group (traffic between members
+/// skips conntrack, `ferry_net`'s `socket_lb` module): the agent announces its socket LB
+/// ([`ferry_api::ANNOTATION_SOCKET_LB`] `"true"`) and is alive (`live`: its Lease renewed
+/// in time). An agent that died leaves the group with its Lease, so its pods fall back to
+/// OVN's load balancers, which then need conntrack again.
+pub fn socket_lb_nodes(nodes: &[NodeInfo], live: &BTreeSet<String>) -> BTreeSet<String> {
+    nodes
+        .iter()
+        .filter(|n| {
+            n.annotations
+                .get(ferry_api::ANNOTATION_SOCKET_LB)
+                .is_some_and(|v| v == "true")
+                && live.contains(&n.name)
+        })
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 fn protocol(p: ApiProtocol) -> ferry_net::Protocol {
@@ -167,6 +187,7 @@ pub fn network_state(
         subnets: subnet_infos,
         mut ports,
         nodes,
+        socket_lb_ports,
     } = objects;
     if !vpcs.iter().any(|v| v == ferry_api::DEFAULT_VPC) {
         vpcs.push(ferry_api::DEFAULT_VPC.into());
@@ -224,6 +245,7 @@ pub fn network_state(
         .collect();
     NetworkState {
         nodes,
+        socket_lb_ports,
         gateway_chassis: config.gateway_chassis.clone(),
         transit_cidr: None,
         vpcs,
@@ -231,5 +253,48 @@ pub fn network_state(
         ports,
         external,
         services,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, socket_lb: Option<&str>) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            annotations: socket_lb
+                .map(|v| (ferry_api::ANNOTATION_SOCKET_LB.to_string(), v.to_string()))
+                .into_iter()
+                .collect(),
+            external: None,
+        }
+    }
+
+    #[test]
+    fn socket_lb_nodes_are_announced_and_alive() {
+        let set = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
+        let nodes = vec![
+            node("on", Some("true")),
+            node("lapsed", Some("true")),
+            node("off", None),
+            node("false", Some("false")),
+        ];
+        let cases = [
+            (
+                "announced and live; a lapsed agent's socket LB may be detached: not in",
+                set(&["on", "off", "false"]),
+                set(&["on"]),
+            ),
+            (
+                "both announced nodes live",
+                set(&["on", "lapsed", "off"]),
+                set(&["on", "lapsed"]),
+            ),
+            ("nobody live", set(&[]), set(&[])),
+        ];
+        for (name, live, want) in cases {
+            assert_eq!(socket_lb_nodes(&nodes, &live), want, "{name}");
+        }
     }
 }

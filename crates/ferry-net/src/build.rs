@@ -1,7 +1,8 @@
 //! [`build_desired`]: the whole Northbound content Ferry owns, from the network state.
 //!
 //! Order of work: VPC routers, subnets (validated against the transit and join ranges and
-//! each other), the external network with `eip-gateway`, workload ports, services (each
+//! each other), the external network with `eip-gateway`, workload ports, the socket-LB
+//! port groups ([`crate::socket_lb`]), services (each
 //! validated as a whole before it writes anything, see [`crate::scenario`]), then the
 //! transit links the services need, and the ARP proxy list of the EIPs.
 
@@ -207,6 +208,13 @@ pub fn build_desired(state: &NetworkState) -> Desired {
         );
         b.switch_ports.entry(p.subnet.clone()).or_default().push(k);
     }
+
+    // The socket-LB port group of each VPC (members' traffic skips conntrack).
+    let vpc_of_subnet: BTreeMap<&str, &str> = known_subnets
+        .iter()
+        .map(|(name, s)| (*name, s.vpc.as_str()))
+        .collect();
+    crate::socket_lb::build(&mut b, state, &vpc_of_subnet);
 
     // Services: load balancers, and what their EIPs need from the transit links.
     let links = scenario::build_services(&mut b, state, &vpcs);

@@ -76,6 +76,15 @@ fn is_root(table: &str) -> bool {
     !NON_ROOT.contains(&table)
 }
 
+/// Columns of the NB schema that Ferry writes and that hold weak references: they neither
+/// keep a row alive nor make it a child, so they are left out of the parent/unit tree (a
+/// port group's member stays in its switch's unit).
+const WEAK: &[(&str, &str)] = &[("Port_Group", "ports")];
+
+fn is_weak(table: &str, column: &str) -> bool {
+    WEAK.contains(&(table, column))
+}
+
 /// The desired key of a row in the NB, if Ferry owns it.
 pub fn owned_key(table: &str, columns: &Map<String, Value>) -> Option<String> {
     if table == "Load_Balancer_Group" {
@@ -295,15 +304,17 @@ fn stale_id(uuid: &str) -> String {
 }
 
 /// Order of a unit's work: what is referenced is written before what references it, and
-/// stale roots go after every reference to them is gone.
+/// stale roots go after every reference to them is gone. Port groups come after switches:
+/// their weak references to new ports would be dropped if sent before the ports exist.
 fn rank(table: &str, delete: bool) -> u8 {
     match (table, delete) {
         ("Load_Balancer", false) => 0,
         ("Load_Balancer_Group", false) => 1,
+        ("Port_Group", false) => 3,
         (_, false) => 2,
-        ("Load_Balancer_Group", true) => 4,
-        ("Load_Balancer", true) => 5,
-        (_, true) => 3,
+        ("Load_Balancer_Group", true) => 5,
+        ("Load_Balancer", true) => 6,
+        (_, true) => 4,
     }
 }
 
@@ -336,8 +347,10 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
     let mut referrers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for row in current {
         let mut refs = Vec::new();
-        for v in row.columns.values() {
-            current_refs(v, &mut refs);
+        for (c, v) in &row.columns {
+            if !is_weak(&row.table, c) {
+                current_refs(v, &mut refs);
+            }
         }
         for r in refs {
             referrers.entry(r).or_default().push(&row.uuid);
@@ -377,8 +390,10 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
     let mut parent: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
     for row in &desired.rows {
         let mut refs = Vec::new();
-        for v in row.columns.values() {
-            desired_refs(v, &mut refs);
+        for (c, v) in &row.columns {
+            if !is_weak(row.table, c) {
+                desired_refs(v, &mut refs);
+            }
         }
         for r in refs {
             if !is_root(&r.0) {

@@ -32,6 +32,10 @@
 //!   the VPC router (.2). Slots of VPC links are hashed from the VPC name ([`link`]).
 //! - Load balancers: `ferry-NS-NAME-cip-VPC-PROTO` (in group `ferry-VPC`) and
 //!   `ferry-NS-NAME-eip-PROTO` (on the VPC router or `service-gateway`).
+//! - Socket-LB port groups: `ferry_socklb_VPC` ([`socket_lb_group`], `-` as `_`) with the
+//!   ports of [`NetworkState::socket_lb_ports`] and two `allow-stateless` ACLs (keys
+//!   `GROUP/from-lport`, `GROUP/to-lport`): traffic between members skips conntrack
+//!   (why that is safe: the `socket_lb` module).
 //! - Every row but groups carries `external_ids` `ferry.io/key` (`TABLE:ID`, stable) and
 //!   `ferry.io/owner` (`YusurService/NS/NAME/UID` or [`INFRA_OWNER`]); groups are owned by
 //!   their `ferry-` name (the 23.03 schema gives them no `external_ids`).
@@ -49,6 +53,7 @@ mod diff;
 mod model;
 mod names;
 pub mod scenario;
+mod socket_lb;
 mod topology;
 
 pub use build::{build_desired, group_name};
@@ -56,4 +61,5 @@ pub use delta::{cluster_ip_delta, delta_input, port_delta, port_delta_current};
 pub use diff::{CurrentRow, Plan, diff, owned_key, plan, row_uuid};
 pub use model::*;
 pub use names::{PortKind, link, mac_from, port_name};
+pub use socket_lb::{SOCKET_LB_ACL_PRIORITY, socket_lb_acl_matches, socket_lb_group};
 pub use topology::INFRA_OWNER;

@@ -1,6 +1,6 @@
 //! Inputs and outputs of the model, as plain data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -26,6 +26,12 @@ pub struct NetworkState {
     /// The nodes' addresses, where NodePorts answer.
     #[serde(default)]
     pub nodes: Vec<NodeAddresses>,
+    /// Names of workload ports (in [`NetworkState::ports`]) whose pod runs on a node where
+    /// the socket LB (`ferry agent --socket-lb`) is attached and its agent alive: they join
+    /// their VPC's socket-LB port group ([`crate::socket_lb_group`]), whose traffic between
+    /// members skips conntrack. Empty: no group, every packet as before.
+    #[serde(default)]
+    pub socket_lb_ports: BTreeSet<String>,
 }
 
 /// A node's addresses: its interface on the join subnet, and an address on the external

@@ -1265,3 +1265,144 @@ fn one_cluster_ip_may_serve_several_vpcs_but_not_twice_in_one() {
         }]
     );
 }
+
+fn socket_lb(mut s: NetworkState, ports: &[&str]) -> NetworkState {
+    s.socket_lb_ports = ports.iter().map(|p| p.to_string()).collect();
+    s
+}
+
+/// The socket-LB port groups: one per VPC with members, the members only (never a port
+/// that was not built or sits on the external network), and the two stateless ACLs whose
+/// matches need both ends in the group.
+#[test]
+fn socket_lb_port_groups() {
+    let g1 = "ferry_socklb_vpc1";
+    let cases = vec![
+        Case {
+            name: "no socket-LB node: no group, no ACL",
+            input: lab(vec![]),
+            errors: vec![],
+            want: vec![
+                Absent("Port_Group", g1),
+                Absent("Port_Group", "ferry_socklb_vpc2"),
+                Absent("ACL", "ferry_socklb_vpc1/from-lport"),
+            ],
+        },
+        Case {
+            name: "members of two VPCs: a group each, across the VPC's subnets",
+            input: socket_lb(
+                lab(vec![]),
+                &["default_b11", "default_c13", "default_b21", "ext_client"],
+            ),
+            errors: vec![],
+            want: vec![
+                Refs("Port_Group", g1, "ports", &["default_b11", "default_c13"]),
+                Refs("Port_Group", "ferry_socklb_vpc2", "ports", &["default_b21"]),
+                Refs(
+                    "Port_Group",
+                    g1,
+                    "acls",
+                    &[
+                        "ACL:ferry_socklb_vpc1/from-lport",
+                        "ACL:ferry_socklb_vpc1/to-lport",
+                    ],
+                ),
+                Col(
+                    "Port_Group",
+                    g1,
+                    "external_ids",
+                    json!([
+                        "map",
+                        [[KEY, "Port_Group:ferry_socklb_vpc1"], [OWNER, INFRA_OWNER]]
+                    ]),
+                ),
+                Col(
+                    "ACL",
+                    "ferry_socklb_vpc1/from-lport",
+                    "match",
+                    json!("inport == @ferry_socklb_vpc1 && ip4.dst == $ferry_socklb_vpc1_ip4"),
+                ),
+                Col(
+                    "ACL",
+                    "ferry_socklb_vpc1/from-lport",
+                    "direction",
+                    json!("from-lport"),
+                ),
+                Col(
+                    "ACL",
+                    "ferry_socklb_vpc1/to-lport",
+                    "match",
+                    json!("outport == @ferry_socklb_vpc1 && ip4.src == $ferry_socklb_vpc1_ip4"),
+                ),
+                Col(
+                    "ACL",
+                    "ferry_socklb_vpc1/to-lport",
+                    "action",
+                    json!("allow-stateless"),
+                ),
+                Col("ACL", "ferry_socklb_vpc1/to-lport", "priority", json!(1)),
+                Col(
+                    "ACL",
+                    "ferry_socklb_vpc2/to-lport",
+                    "match",
+                    json!("outport == @ferry_socklb_vpc2 && ip4.src == $ferry_socklb_vpc2_ip4"),
+                ),
+                // The external client is no member of anything.
+                Absent("Port_Group", "ferry_socklb_external"),
+                Absent("Port_Group", "ferry_socklb_ovn_cluster"),
+            ],
+        },
+        Case {
+            name: "a VPC name with dashes gives an identifier OVN's match language accepts",
+            input: socket_lb(lab(vec![]), &["default_bd1"]),
+            errors: vec![],
+            want: vec![
+                Refs(
+                    "Port_Group",
+                    "ferry_socklb_ovn_cluster",
+                    "ports",
+                    &["default_bd1"],
+                ),
+                Col(
+                    "ACL",
+                    "ferry_socklb_ovn_cluster/from-lport",
+                    "match",
+                    json!(
+                        "inport == @ferry_socklb_ovn_cluster && ip4.dst == $ferry_socklb_ovn_cluster_ip4"
+                    ),
+                ),
+            ],
+        },
+        Case {
+            name: "a member whose port cannot be built is left out; a VPC left empty has no group",
+            input: with(
+                socket_lb(lab(vec![]), &["default_b21", "default_b11"]),
+                |s| {
+                    s.ports
+                        .iter_mut()
+                        .find(|p| p.name == "default_b21")
+                        .unwrap()
+                        .subnet = "nowhere".into();
+                },
+            ),
+            errors: vec![ObjectError::PortUnknownSubnet {
+                port: "default_b21".into(),
+                subnet: "nowhere".into(),
+            }],
+            want: vec![
+                Refs("Port_Group", g1, "ports", &["default_b11"]),
+                Absent("Port_Group", "ferry_socklb_vpc2"),
+            ],
+        },
+        Case {
+            name: "a name that is not a port of the state joins nothing",
+            input: socket_lb(lab(vec![]), &["default_gone"]),
+            errors: vec![],
+            want: vec![Absent("Port_Group", g1)],
+        },
+    ];
+    for c in &cases {
+        check(c);
+    }
+    assert_eq!(socket_lb_group("a-b.c"), "ferry_socklb_a_b.c");
+}

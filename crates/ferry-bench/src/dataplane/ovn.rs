@@ -166,6 +166,7 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
     };
     NetworkState {
         nodes: vec![],
+        socket_lb_ports: Default::default(),
         gateway_chassis: chassis.into(),
         transit_cidr: None,
         vpcs: vec![VPC_DIRECT.into(), VPC_VIP.into()],

@@ -37,6 +37,7 @@ pub fn port(name: &str, subnet: &str, mac: &str, addr: &str) -> PortState {
 pub fn lab(services: Vec<ServiceState>) -> NetworkState {
     NetworkState {
         nodes: vec![],
+        socket_lb_ports: Default::default(),
         gateway_chassis: "ch1".into(),
         transit_cidr: None,
         vpcs: vec!["ovn-cluster".into(), "vpc1".into(), "vpc2".into()],
@@ -192,6 +193,8 @@ fn ref_column(table: &str, column: &str) -> Option<(&'static str, bool)> {
         ("Logical_Router", "nat") => ("NAT", true),
         ("Logical_Router_Port", "gateway_chassis") => ("Gateway_Chassis", true),
         ("Load_Balancer_Group", "load_balancer") => ("Load_Balancer", false),
+        ("Port_Group", "ports") => ("Logical_Switch_Port", false),
+        ("Port_Group", "acls") => ("ACL", true),
         _ => return None,
     })
 }
@@ -201,6 +204,7 @@ const ROOT: &[&str] = &[
     "Logical_Router",
     "Load_Balancer",
     "Load_Balancer_Group",
+    "Port_Group",
 ];
 
 const NAME_INDEXED: &[&str] = &[
@@ -208,6 +212,7 @@ const NAME_INDEXED: &[&str] = &[
     "Logical_Router_Port",
     "Load_Balancer_Group",
     "Gateway_Chassis",
+    "Port_Group",
 ];
 
 fn uuids_of(v: &Value) -> Vec<String> {
@@ -315,7 +320,26 @@ impl Db {
                 other => return Err(format!("unexpected op {other:?}")),
             }
         }
-        // Commit: weak references to missing rows vanish, strong ones are an error.
+        // Garbage collection of non-root rows no strong reference holds.
+        loop {
+            let referenced: BTreeSet<String> = next
+                .values()
+                .flat_map(|r| {
+                    r.columns
+                        .iter()
+                        .filter(|(c, _)| ref_column(&r.table, c).is_some_and(|(_, strong)| strong))
+                        .flat_map(|(_, v)| uuids_of(v))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let before = next.len();
+            next.retain(|u, r| ROOT.contains(&r.table.as_str()) || referenced.contains(u));
+            if next.len() == before {
+                break;
+            }
+        }
+        // Commit (after the garbage collection, whose victims' weak references vanish too):
+        // weak references to missing rows vanish, strong ones are an error.
         let present: BTreeMap<String, String> = next
             .iter()
             .map(|(u, r)| (u.clone(), r.table.clone()))
@@ -343,24 +367,6 @@ impl Db {
                         ]);
                     }
                 }
-            }
-        }
-        // Garbage collection of unreferenced non-root rows.
-        loop {
-            let referenced: BTreeSet<String> = next
-                .values()
-                .flat_map(|r| {
-                    r.columns
-                        .iter()
-                        .filter(|(c, _)| ref_column(&r.table, c).is_some())
-                        .flat_map(|(_, v)| uuids_of(v))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            let before = next.len();
-            next.retain(|u, r| ROOT.contains(&r.table.as_str()) || referenced.contains(u));
-            if next.len() == before {
-                break;
             }
         }
         // Unique name indexes.
