@@ -12,7 +12,11 @@
 //!   would leak them into the default VPC;
 //! - a YusurService and a user `v1 Service` with the same namespace/name: inside the
 //!   YusurService's VPCs the YusurService's records win (the v1 Service's are dropped there);
-//!   in the default VPC, when the YusurService is not there, the v1 Service keeps the name.
+//!   in the default VPC, when the YusurService is not there, the v1 Service keeps the name;
+//! - a `v1 Service` labelled [`GLOBAL_LABEL`] (a federated service's global name, whose
+//!   addresses are the EIPs of the members that serve it, kept by the federation's join
+//!   agent) is in the *global zone*, named in every VPC, including VPCs that have no other
+//!   name; a VPC's own record of the same owner name wins over the global one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -28,6 +32,12 @@ use crate::wire::{Name, RData, Soa};
 /// (`ferry_controller::service::SERVICE_LABEL`; repeated here so this crate does not pull
 /// the controller and OVSDB crates in).
 pub const SERVICE_LABEL: &str = "iaas.yusur.io/service";
+/// The label of a federated service's global name (`ferry_federation::global::LABEL_GLOBAL`,
+/// repeated here so this crate does not pull the federation in): its addresses are EIPs on
+/// the external network, reachable from any VPC, so the name is in every VPC's zone.
+pub const GLOBAL_LABEL: &str = "federation.iaas.yusur.io/global";
+/// The builder's key of the global zone: not a Kubernetes name, so no VPC is called so.
+const GLOBAL_ZONE: &str = "*";
 /// The label tying an EndpointSlice to its Service.
 pub const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
 /// TTL of every record and of negative answers (CoreDNS's `kubernetes` plugin default):
@@ -70,10 +80,11 @@ pub struct Zones {
     domain: Name,
     domain_key: String,
     soa: Soa,
+    /// Each VPC with a name of its own, the global zone's names merged in.
     vpcs: BTreeMap<String, VpcZone>,
+    /// The global names alone: what a VPC with no name of its own sees.
+    global: VpcZone,
 }
-
-static EMPTY: std::sync::LazyLock<VpcZone> = std::sync::LazyLock::new(VpcZone::default);
 
 impl Zones {
     /// No records at all (what a resolver serves before its first snapshot): every cluster
@@ -91,9 +102,9 @@ impl Zones {
     pub fn soa(&self) -> &Soa {
         &self.soa
     }
-    /// The zone of `vpc`; an empty one for a VPC nothing is named in.
+    /// The zone of `vpc`; the global names alone for a VPC nothing else is named in.
     pub fn vpc(&self, vpc: &str) -> &VpcZone {
-        self.vpcs.get(vpc).unwrap_or(&EMPTY)
+        self.vpcs.get(vpc).unwrap_or(&self.global)
     }
     /// The VPCs that have at least one name.
     pub fn vpcs(&self) -> impl Iterator<Item = &str> {
@@ -306,7 +317,15 @@ pub fn build_zones(domain: &str, snapshot: &Snapshot) -> Zones {
         else {
             continue;
         };
-        if is_generated(svc) || taken.contains(&(default_vpc.to_string(), lower(ns), lower(name))) {
+        let global = svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(GLOBAL_LABEL));
+        let zone = if global { GLOBAL_ZONE } else { default_vpc };
+        if is_generated(svc)
+            || (!global && taken.contains(&(default_vpc.to_string(), lower(ns), lower(name))))
+        {
             continue;
         }
         let base = format!("{}.{}.svc.{}", lower(name), lower(ns), b.domain);
@@ -317,7 +336,7 @@ pub fn build_zones(domain: &str, snapshot: &Snapshot) -> Zones {
                 .and_then(|t| Name::parse(t).ok())
                 .filter(|t| !t.labels().is_empty());
             if let Some(t) = target {
-                b.add(default_vpc, &base, RData::Cname(t));
+                b.add(zone, &base, RData::Cname(t));
             }
             continue;
         }
@@ -348,25 +367,37 @@ pub fn build_zones(domain: &str, snapshot: &Snapshot) -> Zones {
                 .iter()
                 .map(|(n, p, port)| (n.clone(), p.as_str(), *port))
                 .collect();
-            b.virtual_ip(default_vpc, &base, &ips, &ports);
+            b.virtual_ip(zone, &base, &ips, &ports);
             continue;
         }
         let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
         let mine = slices_of.get(&(ns.as_str(), name.as_str()));
         headless_records(
             &mut b,
-            default_vpc,
+            zone,
             &base,
             mine.map_or(&[][..], Vec::as_slice),
             publish_not_ready,
         );
     }
-    let vpcs = finish(b.vpcs, &domain_key);
+    let mut vpcs = b.vpcs;
+    let mut global = vpcs.remove(GLOBAL_ZONE).unwrap_or_default();
+    for zone in vpcs.values_mut() {
+        for (key, set) in &global.records {
+            zone.records
+                .entry(key.clone())
+                .or_insert_with(|| set.clone());
+        }
+    }
+    for zone in vpcs.values_mut() {
+        finish(zone, &domain_key);
+    }
+    finish(&mut global, &domain_key);
     let domain_name = Name::parse(&domain_key).unwrap_or_default();
     let soa = Soa {
         mname: Name::parse(&format!("ns.dns.{domain_key}")).unwrap_or_default(),
         rname: Name::parse(&format!("hostmaster.{domain_key}")).unwrap_or_default(),
-        serial: serial(&vpcs),
+        serial: serial(&vpcs, &global),
         refresh: 7200,
         retry: 1800,
         expire: 86400,
@@ -377,6 +408,7 @@ pub fn build_zones(domain: &str, snapshot: &Snapshot) -> Zones {
         domain_key,
         soa,
         vpcs,
+        global,
     }
 }
 
@@ -447,36 +479,33 @@ fn headless_records(
 /// Fills in the empty non-terminals under the cluster domain. Each ancestor is a suffix of
 /// its descendant's key, so no string is built twice; once an ancestor is known, so are its
 /// own ancestors.
-fn finish(mut vpcs: BTreeMap<String, VpcZone>, domain: &str) -> BTreeMap<String, VpcZone> {
-    for zone in vpcs.values_mut() {
-        let mut ents: BTreeSet<String> = BTreeSet::new();
-        for key in zone.records.keys() {
-            if key.len() <= domain.len() + 1 || !key.ends_with(domain) {
+fn finish(zone: &mut VpcZone, domain: &str) {
+    let mut ents: BTreeSet<String> = BTreeSet::new();
+    for key in zone.records.keys() {
+        if key.len() <= domain.len() + 1 || !key.ends_with(domain) {
+            continue;
+        }
+        let apex = key.len() - domain.len();
+        if key.as_bytes()[apex - 1] != b'.' {
+            continue;
+        }
+        // Walk the dots left to right: key[dot+1..] are the ancestors, longest first.
+        for (dot, _) in key[..apex - 1].match_indices('.') {
+            let ancestor = &key[dot + 1..];
+            if zone.records.contains_key(ancestor) {
                 continue;
             }
-            let apex = key.len() - domain.len();
-            if key.as_bytes()[apex - 1] != b'.' {
-                continue;
-            }
-            // Walk the dots left to right: key[dot+1..] are the ancestors, longest first.
-            for (dot, _) in key[..apex - 1].match_indices('.') {
-                let ancestor = &key[dot + 1..];
-                if zone.records.contains_key(ancestor) {
-                    continue;
-                }
-                if !ents.insert(ancestor.to_string()) {
-                    break;
-                }
+            if !ents.insert(ancestor.to_string()) {
+                break;
             }
         }
-        zone.ents = ents;
     }
-    vpcs
+    zone.ents = ents;
 }
 
 /// A serial that changes whenever the records do (FNV-1a over them), so a secondary or a
 /// curious operator can tell two builds apart without a clock.
-fn serial(vpcs: &BTreeMap<String, VpcZone>) -> u32 {
+fn serial(vpcs: &BTreeMap<String, VpcZone>, global: &VpcZone) -> u32 {
     use std::hash::{Hash, Hasher};
     /// FNV-1a: deterministic across runs and builds, unlike std's RandomState.
     struct Fnv(u32);
@@ -493,6 +522,7 @@ fn serial(vpcs: &BTreeMap<String, VpcZone>) -> u32 {
     let mut h = Fnv(0x811c_9dc5);
     vpcs.iter()
         .for_each(|(vpc, zone)| (vpc, &zone.records).hash(&mut h));
+    global.records.hash(&mut h);
     h.0.max(1)
 }
 

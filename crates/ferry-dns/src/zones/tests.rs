@@ -87,6 +87,72 @@ fn empty_non_terminals_are_per_vpc() {
     assert!(!ent("vpc9", "default.svc.cluster.local"));
 }
 
+/// A federated service's global name (a headless Service labelled [`GLOBAL_LABEL`] whose
+/// slice holds the serving members' EIPs) answers those EIPs in every VPC: the default one,
+/// vpc1 and vpc2, and a VPC with no other name (vpc9), where a YusurService's name still
+/// does not leak. A VPC's own record wins over a global one of the same owner name.
+#[test]
+fn global_names_are_in_every_vpc() {
+    let mut snap = sample();
+    let mut global = fixtures::headless("default", "web-global", &[]);
+    global.metadata.labels = Some(std::collections::BTreeMap::from([(
+        GLOBAL_LABEL.to_string(),
+        "true".to_string(),
+    )]));
+    snap.services.push(global);
+    snap.slices.push(fixtures::slice(
+        "default",
+        "web-global",
+        &[
+            ("198.18.1.151", None, Some(true)),
+            ("198.18.2.152", None, Some(true)),
+            ("198.18.3.153", None, Some(false)),
+        ],
+        &[],
+    ));
+    // A YusurService of vpc1 of the same name: vpc1 answers its address instead.
+    snap.ysvcs.push(fixtures::ysvc(
+        "default",
+        "web-global",
+        &["vpc1"],
+        Some("10.96.0.99"),
+        &[],
+    ));
+    let z = build_zones("cluster.local", &snap);
+    let name = "web-global.default.svc.cluster.local";
+    let got = |vpc: &str| {
+        let (rcode, ips) = addresses(&answer(&z, vpc, &query(name, crate::wire::TYPE_A)));
+        (rcode, ips.into_iter().collect::<Vec<_>>())
+    };
+    let eips = (
+        Some(0),
+        vec!["A 198.18.1.151".to_string(), "A 198.18.2.152".into()],
+    );
+    for vpc in ["ovn-cluster", "vpc2", "vpc9"] {
+        assert_eq!(got(vpc), eips, "{vpc}");
+        assert!(
+            z.vpc(vpc).records("151.1.18.198.in-addr.arpa").is_some(),
+            "{vpc}"
+        );
+        assert!(
+            z.vpc(vpc)
+                .records("ysvc1.default.svc.cluster.local")
+                .is_none(),
+            "{vpc}"
+        );
+    }
+    assert_eq!(got("vpc1"), (Some(0), vec!["A 10.96.0.99".to_string()]));
+    assert!(
+        z.vpc("vpc9")
+            .is_empty_non_terminal("default.svc.cluster.local")
+    );
+    assert_eq!(
+        z.vpcs().collect::<Vec<_>>(),
+        ["ovn-cluster", "vpc1", "vpc2"],
+        "the global zone is no VPC"
+    );
+}
+
 #[test]
 fn reverse_names_table() {
     for (ip, want) in [
