@@ -11,6 +11,9 @@
 //!   snapshot plans nothing; the rows are where `ovn-nbctl` looks for them.
 //! - [`the_four_scenarios_traced_by_ovn_trace`]: after northd, `ovn-trace` follows packets
 //!   of each scenario to the backends, and a vpc2 packet to a vpc1-only address nowhere.
+//! - [`socket_lb_members_skip_conntrack_between_each_other_only`]: the socket-LB port
+//!   group and its stateless ACLs, traced: member to member without conntrack, everything
+//!   else (the VIP, non-members) with it; members leave, the group goes.
 //! - [`nb_killed_mid_converge_heals_without_duplicates`]: SIGKILL of the NB server between
 //!   bounded transactions of a large state, restarted on the same file and socket by the
 //!   stack's supervisor; the client reconnects by itself and the applier, called again
@@ -620,6 +623,114 @@ async fn the_four_scenarios_traced_by_ovn_trace() {
             "isolation from {src}:\n{t}"
         );
     }
+    client.shutdown();
+}
+
+/// The socket-LB port group in a real NB and northd: converged through the mirror (and
+/// idempotent), then `ovn-trace` shows that a packet between two members skips conntrack
+/// on switches that carry vpc1's load balancer group, while a member's packet to the VIP
+/// (not translated by a socket LB) is still load-balanced and a non-member's packets keep
+/// conntrack both ways. A member that leaves is out of the group after the next converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs OVN binaries"]
+async fn socket_lb_members_skip_conntrack_between_each_other_only() {
+    let pod = |n: &str| port_name(PortKind::Pod, "default", n);
+    let mut state = scenario_state();
+    state.socket_lb_ports = [pod("c13"), pod("b11")].into();
+    let d = build_desired(&state);
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    let ovn = Ovn::start();
+    let client = Client::connect(nb::config([ovn.nb_remote()]))
+        .await
+        .expect("connect to NB");
+    converge(&client, &d, 12, 0, None).await;
+    let fresh = fresh_rows(&ovn).await;
+    assert!(
+        diff(&d, &fresh, 12).is_empty(),
+        "a fresh mirror plans nothing"
+    );
+    assert_eq!(converge(&client, &d, 12, 0, None).await.txns, 0);
+    let g = socket_lb_group("vpc1");
+    let members = ovn.nbctl(&["--bare", "--columns=ports", "list", "Port_Group", &g]);
+    assert_eq!(members.split_whitespace().count(), 2, "{members}");
+    let acls = ovn.nbctl(&["--type=port-group", "acl-list", &g]);
+    assert!(
+        acls.contains("allow-stateless") && acls.contains(&format!("${g}_ip4")),
+        "{acls}"
+    );
+
+    ovn.sbctl(&["chassis-add", CHASSIS, "geneve", "127.0.0.1"]);
+    ovn.nbctl(&["--wait=sb", "--timeout=60", "sync"]);
+    let (c13, b11, b12) = (pod("c13"), pod("b11"), pod("b12"));
+    let (mac13, ip13) = host(&d, &c13);
+    let (mac12, ip12) = host(&d, &b12);
+    let gw3 = router_mac(&d, "vpc1", "vpc1-subnet3");
+    let gw2 = router_mac(&d, "vpc1", "vpc1-subnet2");
+    // Member to member (what a socket LB sends after rewriting the VIP): no conntrack on
+    // either switch.
+    let t = ovn.trace(
+        "vpc1-subnet3",
+        &tcp(&c13, &mac13, &gw3, &ip13, "10.0.1.10", 8080),
+        None,
+    );
+    assert!(
+        delivered(&t, &b11) && !t.contains("ct_lb") && !t.contains("ct_next"),
+        "member to member:
+{t}"
+    );
+    // A member to the VIP itself: OVN's load balancer still answers it.
+    let t = ovn.trace(
+        "vpc1-subnet3",
+        &tcp(&c13, &mac13, &gw3, &ip13, "10.96.0.10", 80),
+        Some("10.0.1.10:8080"),
+    );
+    assert!(
+        delivered(&t, &b11) && t.contains("ct_lb"),
+        "member to the VIP:
+{t}"
+    );
+    // A non-member to a member, and a member to a non-member: conntrack as before.
+    let t = ovn.trace(
+        "vpc1-subnet2",
+        &tcp(&b12, &mac12, &gw2, &ip12, "10.0.1.10", 8080),
+        None,
+    );
+    assert!(
+        delivered(&t, &b11) && t.contains("ct_lb"),
+        "non-member to member:
+{t}"
+    );
+    let t = ovn.trace(
+        "vpc1-subnet3",
+        &tcp(&c13, &mac13, &gw3, &ip13, "10.0.2.10", 8080),
+        None,
+    );
+    assert!(
+        delivered(&t, &b12) && t.contains("ct_lb"),
+        "member to non-member:
+{t}"
+    );
+
+    // b11's node stops running the socket LB: b11 leaves, c13 stays.
+    state.socket_lb_ports.remove(&b11);
+    let d2 = build_desired(&state);
+    converge(&client, &d2, 12, 0, None).await;
+    let members = ovn.nbctl(&["--bare", "--columns=ports", "list", "Port_Group", &g]);
+    assert_eq!(members.split_whitespace().count(), 1, "{members}");
+    assert!(diff(&d2, &fresh_rows(&ovn).await, 12).is_empty());
+    // Nobody left in vpc1: the group and its ACLs go.
+    state.socket_lb_ports.clear();
+    converge(&client, &build_desired(&state), 12, 0, None).await;
+    assert_eq!(
+        ovn.nbctl(&["--bare", "--columns=name", "list", "Port_Group"])
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        ovn.nbctl(&["--bare", "--columns=match", "list", "ACL"])
+            .trim(),
+        ""
+    );
     client.shutdown();
 }
 

@@ -201,6 +201,30 @@ table!(
     }
 );
 
+table!(
+    /// A port group (the socket-LB group of a VPC, whose members' traffic between each
+    /// other skips conntrack). `ports` are weak references.
+    port_group = "Port_Group" {
+        NAME = "name": STRING,
+        PORTS = "ports": UUID_SET,
+        ACLS = "acls": UUID_SET,
+        EXTERNAL_IDS = "external_ids": STRING_MAP,
+    }
+);
+
+table!(
+    /// An ACL (the socket-LB group's two `allow-stateless` ACLs).
+    acl = "ACL" {
+        NAME = "name": OPT_STRING,
+        PRIORITY = "priority": INTEGER,
+        DIRECTION = "direction": STRING,
+        MATCH = "match": STRING,
+        ACTION = "action": STRING,
+        OPTIONS = "options": STRING_MAP,
+        EXTERNAL_IDS = "external_ids": STRING_MAP,
+    }
+);
+
 /// Every NB table Ferry writes.
 pub const TABLES: &[Table] = &[
     logical_switch::DEF,
@@ -213,6 +237,8 @@ pub const TABLES: &[Table] = &[
     nat::DEF,
     load_balancer_health_check::DEF,
     gateway_chassis::DEF,
+    port_group::DEF,
+    acl::DEF,
 ];
 
 #[cfg(test)]
