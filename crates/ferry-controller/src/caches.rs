@@ -486,10 +486,11 @@ pub fn net_objects(c: &Caches) -> crate::net_model::NetObjects {
                 .and_then(|a| a.address.parse().ok()),
         })
         .collect();
-    // Pods on socket-LB nodes join their VPC's port group. A node's announcement or its
-    // Lease lapsing makes a full pass (nodes are a global feed, lapses are scanned), so the
-    // group follows them; a new pod joins at the next full pass (until then its traffic
-    // keeps conntrack, which is always correct).
+    // Running pods on socket-LB nodes join their VPC's port group (Running: the agent
+    // has started the sandbox, which registers it with the socket LB). A node's
+    // announcement or its Lease lapsing makes a full pass (nodes are a global feed, lapses
+    // are scanned), so the group follows them; a new pod joins at the next full pass
+    // (until then its traffic keeps conntrack, which is always correct).
     let sock_nodes = m::socket_lb_nodes(&nodes, &ready_nodes(c));
     let socket_lb_ports = if sock_nodes.is_empty() {
         BTreeSet::new()
@@ -502,6 +503,7 @@ pub fn net_objects(c: &Caches) -> crate::net_model::NetObjects {
                     .as_ref()
                     .and_then(|s| s.node_name.as_ref())
                     .is_some_and(|n| sock_nodes.contains(n))
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
             })
             .filter_map(|p| m::pod_port(p))
             .map(|p| p.name)

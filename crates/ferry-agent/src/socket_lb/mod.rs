@@ -113,6 +113,9 @@ enum Msg {
     SandboxDown {
         key: String,
     },
+    /// Every store has listed: program everything, then announce the socket LB on the
+    /// Node ([`ferry_api::ANNOTATION_SOCKET_LB`]).
+    Synced,
 }
 
 /// The running socket LB: cheap to clone; the programs stay attached while the task runs
@@ -201,6 +204,10 @@ pub async fn start(
         Some(c) => c.clone(),
         None => ferry_sock::cgroup2_mount().ok_or(SocketLbError::NoCgroup2)?,
     };
+    // A previous run of this agent may have died with its announcement on the Node: take
+    // it back before attaching (its pods leave the stateless port group until this run has
+    // programmed everything).
+    announce(&client, node, false).await;
     let sizes = cfg.sizes;
     let lb = tokio::task::spawn_blocking(move || SocketLb::load(&cgroup, sizes)).await??;
     let lb = Arc::new(Mutex::new(lb));
@@ -218,8 +225,19 @@ pub async fn start(
             )
         }),
     };
+    let synced = {
+        let (s, tx) = (stores.clone(), tx.clone());
+        async move {
+            if s.wait_until_ready().await {
+                let _ = tx.send(Msg::Synced);
+            }
+        }
+    };
+    tokio::spawn(synced);
     let handle = SocketLbHandle { tx, lb: lb.clone() };
     let task = Task {
+        client,
+        node: node.to_string(),
         lb,
         stores,
         ids: VpcIds::default(),
@@ -332,6 +350,7 @@ where
     reader
 }
 
+#[derive(Clone)]
 struct Stores {
     ysvcs: Store<YusurService>,
     services: Store<Service>,
@@ -341,10 +360,63 @@ struct Stores {
     pods: Option<Store<Pod>>,
 }
 
+impl Stores {
+    /// Waits until every store has listed once; false if a watch ended first.
+    async fn wait_until_ready(&self) -> bool {
+        let pods_ready = async {
+            match &self.pods {
+                Some(p) => p.wait_until_ready().await.is_ok(),
+                None => true,
+            }
+        };
+        let (a, b, c, d, e) = tokio::join!(
+            self.ysvcs.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.slices.wait_until_ready(),
+            self.subnets.wait_until_ready(),
+            pods_ready,
+        );
+        a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e
+    }
+}
+
+/// Writes (`on`) or removes [`ferry_api::ANNOTATION_SOCKET_LB`] on this node's Node: the
+/// controller puts the pods of an announcing node (with a live agent Lease) in their VPC's
+/// socket-LB port group, whose traffic between members skips conntrack and so relies on
+/// this socket LB translating every VIP. A failure is logged: unannounced, the pods keep
+/// conntrack (always correct, only slower).
+async fn announce(client: &Client, node: &str, on: bool) {
+    let value = if on {
+        serde_json::json!("true")
+    } else {
+        serde_json::Value::Null
+    };
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {ferry_api::ANNOTATION_SOCKET_LB: value}}});
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    match api
+        .patch(
+            node,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => info!(node, on, "socket LB announced on the Node"),
+        Err(e) => warn!(node, on, error = %e, "socket LB: writing the Node announcement failed"),
+    }
+}
+
+/// How long a stopping socket LB keeps translating after withdrawing its announcement,
+/// so the controller can take its pods out of the stateless port group first.
+const WITHDRAW_GRACE: Duration = Duration::from_secs(1);
+
 /// How often a real node's sandbox records are read.
 const SANDBOX_POLL: Duration = Duration::from_millis(500);
 
 struct Task {
+    client: Client,
+    node: String,
     lb: Arc<Mutex<SocketLb>>,
     stores: Stores,
     ids: VpcIds,
@@ -362,6 +434,7 @@ impl Task {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut poll = tokio::time::interval(SANDBOX_POLL);
+        let mut announced = false;
         loop {
             let mut batch = Vec::new();
             tokio::select! {
@@ -376,6 +449,7 @@ impl Task {
                 batch.push(m);
             }
             let mut all = false;
+            let mut synced = false;
             let mut dirty = BTreeSet::new();
             if let Some(dir) = self.sandbox_dir.clone() {
                 all |= self.sync_records(&dir);
@@ -386,6 +460,10 @@ impl Task {
                     Msg::All => all = true,
                     Msg::SandboxUp { key, cookie, vpc } => all |= self.register(key, cookie, &vpc),
                     Msg::SandboxDown { key } => self.unregister(&key),
+                    Msg::Synced => {
+                        all = true;
+                        synced = true;
+                    }
                 }
             }
             if all {
@@ -394,6 +472,14 @@ impl Task {
             if !dirty.is_empty() {
                 self.program(dirty).await;
             }
+            if synced && !announced {
+                announce(&self.client, &self.node, true).await;
+                announced = true;
+            }
+        }
+        if announced {
+            announce(&self.client, &self.node, false).await;
+            tokio::time::sleep(WITHDRAW_GRACE).await;
         }
         info!("socket LB detached");
     }
