@@ -51,6 +51,9 @@ pub enum Error {
     /// The Northbound database refused or did not answer.
     #[error("OVN Northbound: {0}")]
     Ovsdb(#[from] ferry_ovsdb::Error),
+    /// Writing the Northbound rows (Ferry's applier) failed.
+    #[error("OVN Northbound apply: {0}")]
+    NbApply(#[from] ferry_nb::Error),
     /// The run was interrupted (SIGINT/SIGTERM); everything was cleaned up.
     #[error("interrupted; namespaces and processes were removed")]
     Interrupted,

@@ -302,13 +302,7 @@ impl Applier {
                 None => return Ok(None),
             }
         }
-        let round = Round {
-            read,
-            plan: t.elapsed(),
-            transactions: Vec::new(),
-        };
-        self.send_fast(deltas, round)
-            .instrument(tracing::debug_span!("nb apply", kind = "services"))
+        self.send_fast("services", read, t.elapsed(), deltas)
             .await
             .map(Some)
     }
@@ -338,21 +332,27 @@ impl Applier {
                 None => return Ok(None),
             }
         }
-        let round = Round {
-            read,
-            plan: t.elapsed(),
-            transactions: Vec::new(),
-        };
-        self.send_fast(deltas, round)
-            .instrument(tracing::debug_span!("nb apply", kind = "ports"))
+        self.send_fast("ports", read, t.elapsed(), deltas)
             .await
             .map(Some)
     }
 
-    /// Sends a fast path's transactions in order.
-    async fn send_fast(&self, deltas: Vec<Vec<Value>>, mut round: Round) -> Result<Applied> {
+    /// Sends a fast path's transactions in order, in a span naming the path (`kind`).
+    async fn send_fast(
+        &self,
+        kind: &'static str,
+        read: Duration,
+        plan: Duration,
+        deltas: Vec<Vec<Value>>,
+    ) -> Result<Applied> {
+        let span = tracing::debug_span!("nb apply", kind);
+        let mut round = Round {
+            read,
+            plan,
+            transactions: Vec::new(),
+        };
         let deltas: Vec<_> = deltas.into_iter().filter(|o| !o.is_empty()).collect();
-        let r = self.send(deltas, &mut round).await;
+        let r = self.send(deltas, &mut round).instrument(span.clone()).await;
         let applied = Applied {
             rounds: vec![round],
             converged: r.is_ok(),
@@ -363,6 +363,7 @@ impl Applier {
         })?;
         self.record_rows();
         tracing::debug!(
+            parent: &span,
             txns = applied.transactions(),
             ops = applied.ops(),
             "NB fast path applied"

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use ferry_lab::{Host, HostSpec, PortType};
 use ferry_net::{
-    Backend as NetBackend, CurrentRow, NetworkState, PortState, Protocol, ServicePort,
-    ServiceScope, ServiceState, SubnetState,
+    Backend as NetBackend, NetworkState, PortState, Protocol, ServicePort, ServiceScope,
+    ServiceState, SubnetState,
 };
 use ferry_ovn_stack::{Daemon, OvnOptions, OvnStack};
 use ferry_ovsdb::{Client, nb};
@@ -165,10 +165,7 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
         gateway: Ipv4Addr::new(10, b, third, 1),
     };
     NetworkState {
-        nodes: vec![],
-        socket_lb_ports: Default::default(),
         gateway_chassis: chassis.into(),
-        transit_cidr: None,
         vpcs: vec![VPC_DIRECT.into(), VPC_VIP.into()],
         subnets: vec![
             subnet("fbd-c", VPC_DIRECT, 1, 252),
@@ -185,7 +182,6 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
                 ip: p.ip,
             })
             .collect(),
-        external: None,
         services: catalogue
             .map(|c| {
                 c.services
@@ -224,6 +220,7 @@ pub fn network_state(chassis: &str, catalogue: Option<&Catalogue>) -> NetworkSta
                     .collect()
             })
             .unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -435,24 +432,9 @@ impl Drop for OvnPaths {
     }
 }
 
-fn current(client: &Client) -> Vec<CurrentRow> {
-    client.with_mirror(|m| {
-        let mut rows = Vec::new();
-        for t in nb::TABLES {
-            for (uuid, cols) in m.table(t.name).into_iter().flatten() {
-                rows.push(CurrentRow {
-                    table: t.name.to_string(),
-                    uuid: uuid.clone(),
-                    columns: cols.clone(),
-                });
-            }
-        }
-        rows
-    })
-}
-
-/// Converges the NB to `state` the way Ferry's network controller does; returns the
-/// number of transactions and of load balancers written.
+/// Converges the NB to `state` with the network controller's own applier
+/// ([`ferry_nb::Applier`]); returns the number of transactions and of load balancers
+/// written.
 async fn apply(client: &Client, state: &NetworkState) -> Result<(usize, usize)> {
     let desired = ferry_net::build_desired(state);
     if let Some(e) = desired.errors.first() {
@@ -461,24 +443,14 @@ async fn apply(client: &Client, state: &NetworkState) -> Result<(usize, usize)> 
             reason: e.to_string(),
         });
     }
-    let mut txns = 0;
-    let mut lbs = 0;
-    loop {
-        let ops = ferry_net::plan(&desired, &current(client), MAX_LB_PER_TXN);
-        if ops.is_empty() {
-            break;
-        }
-        lbs += ops
-            .iter()
-            .filter(|op| op.get("table").and_then(|t| t.as_str()) == Some("Load_Balancer"))
-            .count();
-        txns += 1;
-        client.transact(nb::DATABASE, ops).await?;
-        if txns > 100_000 {
-            break;
-        }
-    }
-    Ok((txns, lbs))
+    let lbs = desired
+        .rows
+        .iter()
+        .filter(|r| r.table == nb::load_balancer::TABLE)
+        .count();
+    let applier = ferry_nb::Applier::new(client.clone(), MAX_LB_PER_TXN);
+    let applied = applier.ensure(std::sync::Arc::new(desired)).await?;
+    Ok((applied.transactions(), lbs))
 }
 
 /// How long to wait for a path to answer after programming.
