@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ferry_ovsdb_wire::nb;
+use ferry_ovsdb_wire::wire;
 use serde_json::{Map, Value, json};
 
 use crate::diff::{CurrentRow, changed_columns, owned_key, row_uuid};
@@ -18,18 +20,11 @@ use crate::model::{OWNER, PortState, ServiceState};
 use crate::scenario::{cluster_ip, scope_vpcs, service_owner};
 use crate::topology::Builder;
 
-const LB: &str = "Load_Balancer";
-const GROUP: &str = "Load_Balancer_Group";
+const LB: &str = nb::load_balancer::TABLE;
+const GROUP: &str = nb::load_balancer_group::TABLE;
 
 fn owner_of(columns: &Map<String, Value>) -> Option<&str> {
-    columns
-        .get("external_ids")?
-        .get(1)?
-        .as_array()?
-        .iter()
-        .find(|p| p.get(0).and_then(Value::as_str) == Some(OWNER))?
-        .get(1)?
-        .as_str()
+    wire::map_get(columns.get(nb::load_balancer::EXTERNAL_IDS)?, OWNER)?.as_str()
 }
 
 /// Whether a current row belongs in [`cluster_ip_delta`]'s `current`: a load balancer of
@@ -42,21 +37,17 @@ pub fn delta_input(table: &str, columns: &Map<String, Value>, owners: &BTreeSet<
     }
 }
 
+/// The uuids of a reference column (a set, or a bare one-element atom).
 fn uuids(v: Option<&Value>) -> BTreeSet<&str> {
-    fn atom(x: &Value) -> Option<&str> {
-        match x.as_array().map(Vec::as_slice) {
-            Some([tag, Value::String(u)]) if tag == "uuid" => Some(u),
-            _ => None,
-        }
-    }
-    match v.and_then(Value::as_array).map(Vec::as_slice) {
-        Some([tag, Value::Array(items)]) if tag == "set" => items.iter().filter_map(atom).collect(),
-        _ => v.and_then(atom).into_iter().collect(),
-    }
+    v.map(wire::set_elements)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(wire::as_uuid)
+        .collect()
 }
 
-fn by_uuid(u: &str) -> Value {
-    json!([["_uuid", "==", ["uuid", u]]])
+fn by_uuid(u: &str) -> Vec<Value> {
+    vec![wire::by_uuid(u)]
 }
 
 /// One transaction converging the load balancers of `services` (their new state) and of
@@ -126,7 +117,7 @@ pub fn cluster_ip_delta(
             Some(cur) => {
                 let changed = changed_columns(&cur.columns, cols);
                 if !changed.is_empty() {
-                    ops.push(json!({"op": "update", "table": LB, "where": by_uuid(&cur.uuid), "row": changed}));
+                    ops.push(wire::update(LB, by_uuid(&cur.uuid), changed));
                 }
                 if !groups[group].1.contains(cur.uuid.as_str()) {
                     add.entry(group).or_default().push(cur.uuid.clone());
@@ -139,7 +130,7 @@ pub fn cluster_ip_delta(
                     salt += 1;
                     u = row_uuid(LB, key, salt);
                 }
-                ops.push(json!({"op": "insert", "table": LB, "uuid": u, "row": cols}));
+                ops.push(wire::insert_with_uuid(LB, &u, cols));
                 add.entry(group).or_default().push(u);
             }
         }
@@ -156,13 +147,13 @@ pub fn cluster_ip_delta(
                     remove.entry(name).or_default().push(cur.uuid.clone());
                 }
             }
-            deletes.push(json!({"op": "delete", "table": LB, "where": by_uuid(&cur.uuid)}));
+            deletes.push(wire::delete(LB, by_uuid(&cur.uuid)));
         }
     }
     let mutate = |name: &str, verb: &str, us: &[String]| {
-        let set: Vec<Value> = us.iter().map(|u| json!(["uuid", u])).collect();
-        json!({"op": "mutate", "table": GROUP, "where": by_uuid(groups[name].0),
-               "mutations": [["load_balancer", verb, ["set", set]]]})
+        let set = wire::set(us.iter().map(|u| wire::uuid(u)));
+        let m = wire::mutation(nb::load_balancer_group::LOAD_BALANCER, verb, set);
+        wire::mutate(GROUP, by_uuid(groups[name].0), vec![m])
     };
     ops.extend(add.iter().map(|(g, us)| mutate(g, "insert", us)));
     ops.extend(remove.iter().map(|(g, us)| mutate(g, "delete", us)));
@@ -170,8 +161,8 @@ pub fn cluster_ip_delta(
     Some(ops)
 }
 
-const LSP: &str = "Logical_Switch_Port";
-const SWITCH: &str = "Logical_Switch";
+const LSP: &str = nb::logical_switch_port::TABLE;
+const SWITCH: &str = nb::logical_switch::TABLE;
 
 /// Whether a current row belongs in [`port_delta`]'s `current`: a switch, or a switch port
 /// Ferry owns.
@@ -218,13 +209,13 @@ pub fn port_delta_current<'a>(
             let members: Vec<Value> = uuids(cols.get("ports"))
                 .into_iter()
                 .filter(|u| wanted.contains(u))
-                .map(|u| json!(["uuid", u]))
+                .map(wire::uuid)
                 .collect();
             let mut columns = Map::new();
             if let Some(n) = cols.get("name") {
                 columns.insert("name".into(), n.clone());
             }
-            columns.insert("ports".into(), json!(["set", members]));
+            columns.insert(nb::logical_switch::PORTS.into(), wire::set(members));
             CurrentRow {
                 table: SWITCH.into(),
                 uuid: uuid.clone(),
@@ -316,7 +307,7 @@ pub fn port_delta(
                     Some(c) => {
                         let changed = changed_columns(&c.columns, cols);
                         if !changed.is_empty() {
-                            ops.push(json!({"op": "update", "table": LSP, "where": by_uuid(&c.uuid), "row": changed}));
+                            ops.push(wire::update(LSP, by_uuid(&c.uuid), changed));
                         }
                         for s in switch_of(&c.uuid) {
                             if s != subnet {
@@ -332,7 +323,7 @@ pub fn port_delta(
                             salt += 1;
                             u = row_uuid(LSP, &key, salt);
                         }
-                        ops.push(json!({"op": "insert", "table": LSP, "uuid": u, "row": cols}));
+                        ops.push(wire::insert_with_uuid(LSP, &u, cols));
                         u
                     }
                 };
@@ -343,9 +334,9 @@ pub fn port_delta(
         }
     }
     let mutate = |name: &str, verb: &str, us: &[String]| {
-        let set: Vec<Value> = us.iter().map(|u| json!(["uuid", u])).collect();
-        json!({"op": "mutate", "table": SWITCH, "where": by_uuid(switches[name].0),
-               "mutations": [["ports", verb, ["set", set]]]})
+        let set = wire::set(us.iter().map(|u| wire::uuid(u)));
+        let m = wire::mutation(nb::logical_switch::PORTS, verb, set);
+        wire::mutate(SWITCH, by_uuid(switches[name].0), vec![m])
     };
     ops.extend(add.iter().map(|(s, us)| mutate(s, "insert", us)));
     ops.extend(remove.iter().map(|(s, us)| mutate(s, "delete", us)));
