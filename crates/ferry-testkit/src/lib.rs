@@ -12,6 +12,8 @@
 //!   PID) when their guard drops; [`netns::unique`] names per test process.
 //! - [`etcd::EtcdCluster`]: a real etcd cluster of N members (Debian's `etcd-server`) on
 //!   loopback, members killable and restartable, for the etcd-backed store.
+//! - [`kubectl`]: `kubectl apply` and waiting for a served resource against a running
+//!   `ferry up`, and the default VPC and subnet that make the controller write a switch.
 //! - [`wait::eventually`] and `wait::eventually_async` (feature `api`): poll until a
 //!   condition holds.
 //! - `browser` (feature `browser`): headless Chromium through chromedriver (WebDriver),
@@ -28,6 +30,7 @@ pub mod api;
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod etcd;
+pub mod kubectl;
 pub mod netns;
 pub mod ovn;
 pub mod ovsdb;

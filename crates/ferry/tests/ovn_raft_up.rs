@@ -3,11 +3,10 @@
 //! after `kill -9` of the NB leader (a Subnet created afterwards becomes a logical switch).
 
 mod common;
-use common::{Up, wait};
+use common::{create_subnet_and_list_switches, ferry_up_logged, nb_switches, wait};
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use ferry_ovn_stack::Daemon;
 
@@ -38,23 +37,11 @@ fn ferry_up_with_ovn_raft_follows_the_nb_leader_after_kill_9() {
     let data = dir.path().join("data");
     let ovn = data.join("ovn");
     let log_path = dir.path().join("up.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
     let chassis = format!("raft{}", std::process::id());
-    let _up = Up(Command::new(common::ferry_bin())
-        .args(["up", "--no-agent", "--ovn-raft", "3", "--data-dir"])
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--gateway-chassis", &chassis])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start ferry up"));
+    let _up = ferry_up_logged(
+        dir.path(),
+        &["--ovn-raft", "3", "--gateway-chassis", &chassis],
+    );
 
     wait("the controller's NB connection", &log_path, || {
         (nb_connections(&log_path).0 >= 1).then_some(())
@@ -103,44 +90,5 @@ fn ferry_up_with_ovn_raft_follows_the_nb_leader_after_kill_9() {
     std::fs::remove_file(&hold).expect("releasing the hold");
 
     // A Subnet created now reaches the NB through the new leader.
-    let kubeconfig = data.join("kubeconfig");
-    wait("CRDs served", &log_path, || {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["get", "subnets.iaas.yusur.io"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-    });
-    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc",
-         "metadata": {"name": "ovn-cluster"}, "spec": {}},
-        {"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
-         "spec": {"vpc": "ovn-cluster", "cidrBlock": "10.16.0.0/16", "default": true}},
-    ]});
-    let mut apply = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    apply
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(objects.to_string().as_bytes())
-        .expect("write objects");
-    assert!(apply.wait().expect("kubectl apply").success());
-    wait("the subnet's switch in the NB", &log_path, || {
-        let out = Command::new("ovn-nbctl")
-            .arg(format!("--db={nb}"))
-            .args(["--timeout=5", "ls-list"])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .contains("ovn-default")
-            .then_some(())
-    });
+    create_subnet_and_list_switches(&data, &log_path, || nb_switches(&nb));
 }

@@ -4,34 +4,11 @@
 //! against an NB of its own.
 
 mod common;
-use common::{Up, wait};
+use common::{create_subnet_and_list_switches, ferry_up_logged as ferry_up, nb_switches, wait};
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use ferry_testkit::ovsdb::NbServer;
-
-/// `ferry up --no-agent --data-dir DIR/data --listen 127.0.0.1:FREE ARGS`, logging to
-/// `DIR/up.log`.
-fn ferry_up(dir: &Path, args: &[&str]) -> Up {
-    let log = std::fs::File::create(dir.join("up.log")).expect("log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    Up(Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["up", "--no-agent", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start ferry up"))
-}
 
 /// The `ssl:` remote the controller logged its NB connection to.
 fn connected_remote(log_path: &Path) -> String {
@@ -73,14 +50,8 @@ fn ferry_up_with_ovn_tls_programs_the_nb_over_ssl() {
     assert!(data.join("ovn/pki/ferry-privkey.pem").exists());
 
     // A Subnet created through the API reaches the NB, written over ssl:.
-    let switches = create_subnet_and_list_switches(&data, &log_path, || {
-        Command::new("ovn-nbctl")
-            .arg(format!("--db=unix:{}", nb_sock.display()))
-            .args(["--timeout=5", "ls-list"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    });
+    let nb_db = format!("unix:{}", nb_sock.display());
+    let switches = create_subnet_and_list_switches(&data, &log_path, || nb_switches(&nb_db));
     assert!(switches.contains("ovn-default"), "{switches}");
 }
 
@@ -114,47 +85,4 @@ fn ferry_up_with_an_ssl_nb_and_the_ovn_ssl_flags_programs_it() {
         server.nbctl(&["ls-list"])
     });
     assert!(switches.contains("ovn-default"), "{switches}");
-}
-
-/// Creates the default VPC and its subnet through the API, then waits until `ls_list`
-/// shows the subnet's switch; returns the list.
-fn create_subnet_and_list_switches(
-    data: &Path,
-    log_path: &Path,
-    ls_list: impl Fn() -> String,
-) -> String {
-    let kubeconfig = data.join("kubeconfig");
-    wait("CRDs served", log_path, || {
-        Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["get", "subnets.iaas.yusur.io"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-    });
-    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc",
-         "metadata": {"name": "ovn-cluster"}, "spec": {}},
-        {"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
-         "spec": {"vpc": "ovn-cluster", "cidrBlock": "10.16.0.0/16", "default": true}},
-    ]});
-    let mut apply = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    apply
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(objects.to_string().as_bytes())
-        .expect("write objects");
-    assert!(apply.wait().expect("kubectl apply").success());
-    wait("the subnet's switch in the NB", log_path, || {
-        let list = ls_list();
-        list.contains("ovn-default").then_some(list)
-    })
 }

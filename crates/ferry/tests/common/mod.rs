@@ -411,6 +411,57 @@ pub fn http_get(ns: &Netns, url: &str) -> Result<String> {
 /// `ferry up`, SIGTERM by PID on drop (it then stops its OVN).
 pub struct Up(pub std::process::Child);
 
+/// `ferry up --no-agent --data-dir DIR/data --listen 127.0.0.1:FREE ARGS`, logging (at
+/// `info`) to `DIR/up.log`.
+pub fn ferry_up_logged(dir: &Path, args: &[&str]) -> Up {
+    let log = std::fs::File::create(dir.join("up.log")).expect("log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    Up(Command::new(ferry_bin())
+        .args(["up", "--no-agent", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start ferry up"))
+}
+
+/// `ovn-nbctl --db=DB ls-list` (empty when it fails).
+pub fn nb_switches(db: &str) -> String {
+    Command::new("ovn-nbctl")
+        .arg(format!("--db={db}"))
+        .args(["--timeout=5", "ls-list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Creates the default VPC and subnet through the API (`ferry_testkit::kubectl`), then
+/// waits until `ls_list` (the NB's switches) shows its switch; returns the list.
+pub fn create_subnet_and_list_switches(
+    data: &Path,
+    log_path: &Path,
+    ls_list: impl Fn() -> String,
+) -> String {
+    use ferry_testkit::kubectl;
+    if let Err(e) = kubectl::create_default_subnet(&data.join("kubeconfig")) {
+        panic!(
+            "creating the default subnet: {e:#}; ferry up log:\n{}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+    }
+    wait("the subnet's switch in the NB", log_path, || {
+        let list = ls_list();
+        list.contains(kubectl::DEFAULT_SWITCH).then_some(list)
+    })
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill")
