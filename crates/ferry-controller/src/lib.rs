@@ -19,20 +19,24 @@
 //! | `kube_service` | ordinary `v1 Service`s: NB state from EndpointSlices, LoadBalancer addresses | yes |
 //! | `status` | conditions and Events | yes |
 //! | `nb_work`, `net_model` | what the NB must do, the network model's input | yes |
-//! | `network` | the NB applier (fast paths and full convergence) | - |
+//! | `network` | the NB seam: the connection and `ferry_nb::Applier`, the one NB applier | - |
 //! | `writer` | status and generated objects, off the planning loop | - |
 //! | `pass`, [`run`] | the pass driver, leadership, retries (`retry`: the error policy) | - |
 //!
 //! **A probe result to Endpoints:** the agent patches a NetworkProbe's status -> the probe
 //! watch records its service (`changes`) -> `pass` plans that service -> `plan` reads the
 //! probe's phase and `service::build` keeps only Healthy backends -> `nb_work` sees the
-//! service's NB state change and `network::Network::apply_services` rewrites its load
-//! balancers -> `writer` writes Endpoints, the EndpointSlice and the status.
+//! service's NB state change -> `network::Network::apply_services` ->
+//! `ferry_nb::Applier::ensure_services` rewrites its load balancers -> `writer` writes
+//! Endpoints, the EndpointSlice and the status.
 //!
 //! **A YusurService to the NB:** the service watch records it -> `plan` gives it addresses
-//! (`service_ips`) and backends -> `net_model::service_state` -> `nb_work` -> `network`
-//! (the fast path for ClusterIP services, `ferry_net::build_desired` + `ferry_net::diff`
-//! for everything else) -> Programmed in its status once the NB committed.
+//! (`service_ips`) and backends -> `net_model::service_state` -> `nb_work` -> `network` ->
+//! the `ferry-nb` crate's `Applier` (`ensure_services`, the fast path for ClusterIP
+//! services; `ensure_state` for everything else: `ferry_net::build_desired`, then
+//! `ferry_net::diff` against the NB mirror, sent in bounded transactions) -> Programmed in
+//! its status once the NB committed. The bench, `ferry-net`'s real-NB tests and its
+//! `nb_scale` example write the NB through the same `Applier`.
 
 pub mod allocate;
 pub mod caches;

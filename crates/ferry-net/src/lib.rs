@@ -43,9 +43,11 @@
 //! Tests: `tests/scenarios.rs` (tables of inputs and the rows or errors they give),
 //! `tests/diff.rs` (the diff on a pure OVSDB simulator, with proptests), `tests/ovn.rs` (a
 //! real ovsdb-server, ovn-northd and ovn-trace; ignored without OVN binaries),
-//! `tests/real_nb.rs` (the controller's plan/transact loop through `ferry-ovsdb`'s mirror
-//! against a real NB: idempotence, ovn-trace of the four scenarios, a SIGKILLed NB healed
-//! without duplicates). `examples/nb_scale.rs` times N services x M backends into a real NB.
+//! `tests/real_nb.rs` (the controller's NB applier, `ferry-nb`, through `ferry-ovsdb`'s
+//! mirror against a real NB: idempotence, ovn-trace of the four scenarios, a SIGKILLed NB
+//! healed without duplicates). `examples/nb_scale.rs` times N services x M backends into a
+//! real NB through the same applier. Writing the NB is not this crate's job: `ferry-nb`
+//! sends what [`diff`], [`cluster_ip_delta`] and [`port_delta`] return.
 
 mod build;
 mod delta;
