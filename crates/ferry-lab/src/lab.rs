@@ -85,6 +85,8 @@ pub struct UpOptions {
     /// (`ferry up --chassis-per-node`): what `ferry lab up` does unless `--single-chassis`
     /// ([`crate::chassis::per_node`]).
     pub chassis_per_node: bool,
+    /// DPU split mode (`ferry up --dpu`, implies a chassis per node): see [`crate::dpu`].
+    pub dpu: bool,
 }
 
 fn step(n: usize, total: usize, what: &str) -> crate::progress::Step {
@@ -224,7 +226,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
     std::fs::write(
         lab.marker(),
         json!({"dir": lab.dir, "listen": opts.listen.to_string(), "socketLb": opts.socket_lb,
-            "chassisPerNode": opts.chassis_per_node,
+            "chassisPerNode": opts.chassis_per_node || opts.dpu, "dpu": opts.dpu,
             "metricsListen": metrics_listen.to_string()})
         .to_string(),
     )
@@ -259,6 +261,7 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         .args(opts.ovn_tls.then_some("--ovn-tls"))
         .args((opts.ovn_raft > 1).then(|| format!("--ovn-raft={}", opts.ovn_raft)))
         .args(opts.chassis_per_node.then_some("--chassis-per-node"))
+        .args(opts.dpu.then_some("--dpu"))
         .env("FERRY_OVS_PORT_TYPE", &opts.ovs_port_type)
         .env("FERRY_SOCKET_LB", opts.socket_lb.to_string())
         .stdin(Stdio::null())
@@ -295,7 +298,12 @@ pub async fn up(lab: &LabDir, opts: &UpOptions) -> Result<(), LabError> {
         total,
         "creating VPCs, subnets, backends, clients and services through the API",
     );
-    let mut objects = topology::objects();
+    // DPU mode: the DPU host role first, before any pod needs it.
+    let mut objects = match opts.dpu {
+        true => crate::dpu::objects(),
+        false => Vec::new(),
+    };
+    objects.extend(topology::objects());
     objects.extend(crate::services::objects());
     let mut seed: Value =
         serde_saphyr::from_str(topology::SEED).map_err(|e| fail("seed manifest", e, None))?;
@@ -780,6 +788,9 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
             crate::services::retries()
         );
     }
+    if crate::dpu::is_dpu(lab) {
+        rows.extend(crate::dpu::check(lab, &c).await);
+    }
     let all = rows.iter().all(|r| r.pass);
     Ok((rows, all))
 }
@@ -1032,6 +1043,7 @@ pub fn down(lab: &LabDir) -> Result<Vec<String>, LabError> {
             ));
         }
     }
+    report.extend(crate::dpu::down(lab));
     if lab.marker().exists() || lab.pid_file().exists() {
         std::fs::remove_dir_all(&lab.dir)
             .map_err(|e| fail("down", format!("removing {}: {e}", lab.dir.display()), None))?;

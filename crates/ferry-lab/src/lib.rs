@@ -29,6 +29,7 @@
 //! ```
 
 pub mod chassis;
+pub mod dpu;
 pub mod lab;
 pub mod netns;
 mod prereq;

@@ -457,6 +457,12 @@ enum LabCommand {
         /// members of a federation lab get).
         #[arg(long, conflicts_with = "chassis_per_node")]
         single_chassis: bool,
+        /// DPU split mode (`ferry up --dpu`, implies --chassis-per-node): a simulated DPU
+        /// per node (its own namespace and cgroup holding ovs-vswitchd, ovn-controller and
+        /// the `dpu` agent, veth pairs as VF/representor pairs), `dpu-host` agents on the
+        /// hosts; `lab check` adds the DPU rows (docs/dpu.md).
+        #[arg(long)]
+        dpu: bool,
         /// More than 1: a federation of this many member labs, each a whole lab in its
         /// own namespaces, joined to a federation control plane (`ferry federation lab
         /// up`); `lab check` and `lab down` on the same DIR then act on the federation.
@@ -491,6 +497,23 @@ enum LabCommand {
         /// The address requested (scenario 3's EIP).
         #[arg(long, default_value = "198.18.0.100:80")]
         target: String,
+        /// `json` for machine-readable output.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// The seed's CPU-saving figure: each side's cgroup CPU time (host, host switching,
+    /// DPUs) during iperf3 between two pods, in the lab's mode (full or `--dpu`).
+    DpuCpu {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        /// The pod that runs iperf3's client.
+        #[arg(long, default_value = "client-vpc1")]
+        client: String,
+        /// The pod whose iperf3 server (port 5001) is measured against.
+        #[arg(long, default_value = "svc1-ep-2")]
+        server: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
         /// `json` for machine-readable output.
         #[arg(short = 'o', long)]
         output: Option<String>,
@@ -671,6 +694,12 @@ struct UpArgs {
     /// preferred; docs/chassis.md); without it every node shares one chassis.
     #[arg(long)]
     chassis_per_node: bool,
+    /// DPU split mode (docs/dpu.md; implies --chassis-per-node): each node's chassis
+    /// stands for its DPU (`hw-offload=true` before its ovs-vswitchd starts) with a
+    /// `ferry agent --mode dpu` process beside it; the node agents here are the hosts'
+    /// `dpu-host` agents (pods only, never OVS); every process in a cgroup of its side.
+    #[arg(long)]
+    dpu: bool,
     /// External addresses of the lab nodes, where NodePorts answer from outside, e.g.
     /// `node1=198.18.0.11,node2=198.18.0.12`.
     #[arg(long, value_delimiter = ',', value_parser = parse_node_ip)]
@@ -925,6 +954,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             socket_lb,
             chassis_per_node,
             single_chassis,
+            dpu,
             ovn_raft,
             clusters,
         } => {
@@ -952,6 +982,7 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 socket_lb,
                 chassis_per_node,
                 ovn_raft,
+                dpu,
             };
             runtime()?.block_on(async {
                 // `lab up` starts `ferry up` in its own process group: on SIGTERM or SIGINT
@@ -1074,6 +1105,26 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
                 anyhow::bail!("some checks failed");
             }
             println!("all checks passed");
+            Ok(())
+        }
+        LabCommand::DpuCpu {
+            dir,
+            client,
+            server,
+            seconds,
+            output,
+        } => {
+            let d = LabDir::new(&dir);
+            let f = runtime()?.block_on(async {
+                let c = lab::client(&d).await?;
+                ferry_lab::dpu::measure_cpu(&d, &c, &client, &server, seconds)
+                    .await
+                    .map_err(anyhow::Error::msg)
+            })?;
+            match output.as_deref() {
+                Some("json") => println!("{}", serde_json::to_string_pretty(&f)?),
+                _ => println!("{}", f.render()),
+            }
             Ok(())
         }
         LabCommand::Exec { dir, name, command } => {
@@ -1380,7 +1431,12 @@ fn agent_config(
         node: node.to_string(),
         runtime: ferry_agent::runtime::RuntimeConfig {
             ovs_db: options.ovs_db.clone(),
-            bridge: "br-int".into(),
+            // No bridge where OVS is not ours (`dpu-host`): the VF's host end, the
+            // representor, goes to the OVS namespace for the DPU to bind.
+            bridge: match ferry_agent::dpu::duties(options.mode).ovs_ports {
+                true => "br-int".into(),
+                false => String::new(),
+            },
             ovs_netns: options
                 .ovs_netns
                 .as_ref()
@@ -1455,6 +1511,7 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
         .filter(|n| !n.is_empty())
         .map(String::from)
         .collect();
+    args.chassis_per_node |= args.dpu;
     if args.chassis_per_node {
         // Gateways on every node's chassis, in priority order (ferry-net takes a list).
         // The nodes first, then the witness (see ferry_ovn_stack::fabric::WITNESS).
@@ -1507,7 +1564,11 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     let mut node_chassis = Vec::new();
     if let (Some(s), true) = (&stack, args.chassis_per_node) {
         let nodes: Vec<&str> = node_names.iter().map(String::as_str).collect();
-        node_chassis = ferry_ovn_stack::fabric::start_node_chassis(s, &nodes)
+        let dpu_config = match args.dpu {
+            true => ferry_lab::dpu::hw_offload_config(),
+            false => Vec::new(),
+        };
+        node_chassis = ferry_ovn_stack::fabric::start_node_chassis_with(s, &nodes, &dpu_config)
             .context("starting a chassis per node")?;
         eprintln!(
             "ferry: {} chassis, Geneve over the lab underlay",
@@ -1566,7 +1627,10 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
             ovs_netns: bridge.and_then(|b| b.netns),
             ovs_port_type: std::env::var("FERRY_OVS_PORT_TYPE").unwrap_or_default(),
             hw_offload: false,
-            mode: ferry_agent::dpu::AgentMode::Full,
+            mode: match args.dpu {
+                true => ferry_agent::dpu::AgentMode::DpuHost,
+                false => ferry_agent::dpu::AgentMode::Full,
+            },
         };
         for node in args
             .nodes
@@ -1618,11 +1682,47 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
             )));
         }
     }
+    // DPU mode: each node's `dpu` agent beside its chassis, in the DPU's cgroup.
+    let mut dpu_side = None;
+    if args.dpu && !args.no_agent && !args.no_dataplane {
+        let mut nodes = Vec::new();
+        for c in node_chassis.iter().filter(|c| node_names.contains(&c.node)) {
+            let b = c.stack.bridge();
+            nodes.push(ferry_lab::dpu::DpuNode {
+                node: c.node.clone(),
+                kubeconfig: server
+                    .node_kubeconfig(&c.node)
+                    .with_context(|| format!("minting node {}'s identity", c.node))?,
+                ovs_db: b.db_sock,
+                ovs_netns: b.netns.unwrap_or_default(),
+                external_ip: args
+                    .node_external_ips
+                    .iter()
+                    .find(|(n, _)| *n == c.node)
+                    .map(|(_, ip)| *ip),
+            });
+        }
+        let spec = ferry_lab::dpu::DpuSpec {
+            ferry: std::env::current_exe()?,
+            data_dir: std::path::absolute(&args.server.data_dir)?,
+            service_cidr: args.network.service_cidr.clone(),
+            cluster_dns: args.network.dns.cluster_dns.clone(),
+            nodes,
+        };
+        let side = tokio::task::spawn_blocking(move || ferry_lab::dpu::DpuSide::start(&spec))
+            .await?
+            .map_err(anyhow::Error::msg)
+            .context("starting the DPU agents")?;
+        dpu_side = Some(side);
+    }
     term.wait().await;
     eprintln!("ferry: shutting down");
     let _ = tx.send(true);
     for a in agents {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(20), a).await;
+    }
+    if let Some(side) = dpu_side {
+        let _ = tokio::task::spawn_blocking(move || side.stop()).await;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), embedded).await;
