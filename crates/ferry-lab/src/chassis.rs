@@ -79,6 +79,57 @@ pub fn per_node(clusters: usize, asked: bool, single: bool) -> bool {
     !single && (asked || clusters <= 1)
 }
 
+/// The backend's own address in the text of `iperf3 --get-server-output` (the server's
+/// `[  5] local 10.0.1.4 port 5001 connected to ...` line): which backend a Service sent
+/// the test to.
+pub fn iperf_server_ip(server_output: &str) -> Option<&str> {
+    server_output
+        .lines()
+        .filter(|l| l.contains(" connected to "))
+        .find_map(|l| l.split_once(" local ")?.1.split_whitespace().next())
+}
+
+/// What the seed's iperf3 check measured: the answering backend (a lab host name), the
+/// rate, how many tries it took and the last error.
+#[derive(Debug, Clone, Default)]
+pub struct Iperf {
+    pub server: Option<String>,
+    pub gbps: Option<f64>,
+    pub tries: usize,
+    pub error: String,
+}
+
+/// The seed's iperf3 row: the rate, and on which chassis each end was. It passes on any
+/// rate above zero (there is no threshold: this machine is shared, and with a chassis per
+/// node userspace TSO is off, see docs/chassis.md).
+pub fn iperf_row(p: &Placement, client: &str, target: &str, m: &Iperf) -> CheckRow {
+    let client_at = p.of_host(client).unwrap_or("?");
+    let server = m
+        .server
+        .as_deref()
+        .map(|s| (s, p.of_host(s).unwrap_or("?")));
+    let place = match server {
+        Some((s, at)) if p.per_node && at == client_at => {
+            format!(" from {s}@{at}, same chassis (no TSO with tunnels)")
+        }
+        Some((s, at)) if p.per_node => {
+            format!(" from {s}@{at}, across chassis (Geneve, no TSO with tunnels)")
+        }
+        Some((s, at)) => format!(" from {s}@{at}"),
+        None => String::new(),
+    };
+    CheckRow {
+        check: "seed ysvc1 (iperf3)".into(),
+        client: format!("{client}@{client_at}"),
+        target: target.into(),
+        result: match m.gbps {
+            Some(g) => format!("{g:.2} Gbit/s{place} (try {})", m.tries),
+            None => m.error.clone(),
+        },
+        pass: m.gbps.is_some_and(|g| g > 0.0),
+    }
+}
+
 impl Placement {
     /// Reads the SB of the lab's OVN directory (`DIR/ferry/ovn`); empty if it cannot.
     pub fn read(ovn_dir: &Path, per_node: bool) -> Placement {
@@ -206,6 +257,61 @@ mod tests {
                 true
             )
         );
+        // (name, server, rate, want client, want result, want pass)
+        let cases = [
+            (
+                "across chassis",
+                Some("bm-1"),
+                Some(0.3),
+                "0.30 Gbit/s from bm-1@node2, across chassis (Geneve, no TSO with tunnels) (try 2)",
+                true,
+            ),
+            (
+                "same chassis",
+                Some("svc1-ep-1"),
+                Some(0.5),
+                "0.50 Gbit/s from svc1-ep-1@node1, same chassis (no TSO with tunnels) (try 2)",
+                true,
+            ),
+            ("no result", None, None, "iperf3: busy", false),
+        ];
+        for (name, server, gbps, want, pass) in cases {
+            let m = Iperf {
+                server: server.map(String::from),
+                gbps,
+                tries: 2,
+                error: "iperf3: busy".into(),
+            };
+            let row = iperf_row(&p, "client-vpc1", "10.96.0.5:5001", &m);
+            assert_eq!(
+                (row.client.as_str(), row.result.as_str(), row.pass),
+                ("client-vpc1@node1", want, pass),
+                "{name}"
+            );
+        }
+        let one = Placement {
+            per_node: false,
+            ports: BTreeMap::from([("bm_default_bm-1".to_string(), "ferry-ch1".to_string())]),
+        };
+        let m = Iperf {
+            server: Some("bm-1".into()),
+            gbps: Some(4.0),
+            tries: 1,
+            error: String::new(),
+        };
+        assert_eq!(
+            iperf_row(&one, "client-vpc1", "t", &m).result,
+            "4.00 Gbit/s from bm-1@ch1 (try 1)"
+        );
+    }
+
+    #[test]
+    fn iperf_server_is_the_local_address_of_the_servers_connection() {
+        let text = "Accepted connection from 10.0.3.10, port 40002\n\
+                    [  5] local 10.0.1.4 port 5001 connected to 10.0.3.10 port 40004\n\
+                    [ ID] Interval           Transfer     Bitrate\n";
+        assert_eq!(iperf_server_ip(text), Some("10.0.1.4"));
+        assert_eq!(iperf_server_ip("iperf3: error"), None);
     }
 }
 

@@ -673,6 +673,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
     let mut gbps = None;
     let mut tries = 0;
     let mut why = String::from("iperf3 failed");
+    let mut server = None;
     while gbps.is_none() && tries < 25 {
         tries += 1;
         let out = Command::new("ip")
@@ -688,6 +689,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
                 "-t",
                 "3",
                 "-J",
+                "--get-server-output",
             ])
             .output();
         let v = out
@@ -700,16 +702,33 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
         if let Some(e) = v.as_ref().and_then(|v| v["error"].as_str()) {
             why = format!("iperf3: {e} ({tries} tries)");
         }
+        // Which backend served it (the seed's backends are vpc1's), for its chassis.
+        server = v
+            .as_ref()
+            .and_then(|v| v["server_output_text"].as_str())
+            .and_then(crate::chassis::iperf_server_ip)
+            .and_then(|ip| {
+                st["hosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|h| h["vpc"] == "vpc1" && h["ip"] == ip)
+            })
+            .and_then(|h| h["name"].as_str())
+            .map(String::from);
     }
-    rows.push(CheckRow {
-        check: "seed ysvc1 (iperf3)".into(),
-        client: "client-vpc1".into(),
-        target: seed_target.clone(),
-        result: gbps
-            .map(|g| format!("{g:.2} Gbit/s (try {tries})"))
-            .unwrap_or(why),
-        pass: gbps.is_some_and(|g| g > 0.0),
-    });
+    let iperf = crate::chassis::Iperf {
+        server,
+        gbps,
+        tries,
+        error: why,
+    };
+    rows.push(crate::chassis::iperf_row(
+        &placement,
+        "client-vpc1",
+        &seed_target,
+        &iperf,
+    ));
     done(t);
     let t = step(3, 4, "isolation between VPCs and from outside");
     // Isolation.
