@@ -9,9 +9,9 @@
 //! | `nftables` | the same, with kube-proxy's nftables rules (one verdict map) |
 //! | `ovn-direct` | OVN in the userspace datapath: client, switch, router, switch, backend IP |
 //! | `ferry-ovn` | the same through an OVN load balancer VIP: `N` services programmed by Ferry's programmer (`ferry-net` + `ferry-ovsdb`) into a VPC's `Load_Balancer_Group` |
-//! | `ferry-sock` | the same VIP and fabric, but translated at `connect()` by Ferry's socket LB (`ferry-sock`, `N` services in its BPF maps), so the packets carry the backend's address |
+//! | `ferry-sock` | the same VIP and fabric, but translated at `connect()` by Ferry's socket LB (`ferry-sock`, `N` services in its BPF maps), so the packets carry the backend's address; client and backend are in the VPC's socket-LB port group, so their packets skip conntrack |
 //! | `ferry-sock-bare` | the socket LB on `ovn-direct`'s client and fabric (no load balancer group on its switches): `ovn-direct` plus only the socket LB's cost |
-//! | `ferry-sock-stateless` | `ferry-sock` from a client that, with the backend, is in a port group whose traffic between members skips conntrack (`allow-stateless` ACLs, [`ovn::stateless_acl_commands`]) on the same switches with the load balancer group |
+//! | `ferry-sock-stateless` | `ferry-sock` from a second socket-LB client. Both clients and the backend are in `fbv`'s socket-LB port group, as the network controller does for pods on socket-LB nodes (traffic between members skips conntrack, [`ovn::socket_lb_ports`]), so since that group became Ferry's default this path is the same as `ferry-sock`; kept so runs compare with earlier ones |
 //!
 //! For each path: iperf3 throughput, sockperf TCP ping-pong latency (p50/p99), wrk
 //! keep-alive requests/s, wrk `Connection: close` connections/s, and the time to program
@@ -604,10 +604,10 @@ fn build_and_measure(
                     BenchPath::FerrySockStateless,
                     Some(s.program_s),
                     format!(
-                        "ferry-sock from a client that, with the backend, is in port group {}: \
-                         allow-stateless ACLs skip conntrack between members on the switches \
-                         that carry the load balancer group",
-                        ovn::STATELESS_PORT_GROUP
+                        "ferry-sock from a second socket-LB client; since the socket-LB port \
+                         group ({}) is Ferry's default, the same as ferry-sock (kept so runs \
+                         compare with earlier ones)",
+                        ferry_net::socket_lb_group(ovn::VPC_VIP)
                     ),
                 ));
                 targets.push(Target {

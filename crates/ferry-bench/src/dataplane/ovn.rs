@@ -104,47 +104,22 @@ pub const PORTS: [PortPlan; 6] = [
 /// The ferry-sock-stateless client's namespace suffix.
 pub const SOCK_STATELESS_ROLE: &str = PORTS[5].role;
 
-/// The port group of socket-LB workloads whose traffic between each other skips
-/// conntrack (`ferry-sock-stateless`'s client and the `fbv` backend).
-pub const STATELESS_PORT_GROUP: &str = "fb_socklb";
+/// The ports the network model puts in `fbv`'s socket-LB port group
+/// (`ferry_net::socket_lb_group`, what the controller does for pods on socket-LB nodes):
+/// both socket-LB clients and the `fbv` backend. Traffic between members skips conntrack
+/// (two `allow-stateless` ACLs, `ferry_net`'s `socket_lb` module); ferry-ovn's client is no
+/// member, so its VIP connections keep conntrack as before.
+pub fn socket_lb_ports() -> std::collections::BTreeSet<String> {
+    [PORTS[4].lsp, PORTS[5].lsp, PORTS[3].lsp]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
 
-/// What `ovn-nbctl` gets to make traffic between the members of
-/// [`STATELESS_PORT_GROUP`] skip conntrack on switches that carry load balancers: the
-/// port group (OVN derives the address set `$fb_socklb_ip4` from its ports' addresses)
-/// and two `allow-stateless` ACLs, one per direction. A switch with a load balancer
-/// sends every IP packet through `ct_lb_mark` (`ls_in_pre_lb`/`ls_out_pre_lb`, priority
-/// 100) unless `reg0[16]` (stateless ACL) is set (priority 110). Only packets whose both
-/// ends are socket-LB workloads match: they never carry a VIP (the socket LB translated
-/// it in `connect()`), so OVN's load balancers have nothing to do for them. A VM's or a
-/// node's connection to such a backend keeps its conntrack (the DNAT state lives in the
-/// client's zone), and a socket-LB pod's packet to a VIP (no translation: another VPC,
-/// or a service the socket LB does not know yet) is not matched either (pure).
-pub fn stateless_acl_commands(group: &str, ports: &[&str]) -> Vec<Vec<String>> {
-    let s = |x: &str| x.to_owned();
-    let mut pg = vec![s("pg-add"), s(group)];
-    pg.extend(ports.iter().map(|p| s(p)));
-    let acl = |dir: &str, m: String| {
-        vec![
-            s("--type=port-group"),
-            s("acl-add"),
-            s(group),
-            s(dir),
-            s("1000"),
-            m,
-            s("allow-stateless"),
-        ]
-    };
-    vec![
-        pg,
-        acl(
-            "from-lport",
-            format!("inport == @{group} && ip4.dst == ${group}_ip4"),
-        ),
-        acl(
-            "to-lport",
-            format!("outport == @{group} && ip4.src == ${group}_ip4"),
-        ),
-    ]
+/// `state` with the socket-LB clients and the backend in `fbv`'s socket-LB port group.
+pub fn with_socket_lb_group(mut state: NetworkState) -> NetworkState {
+    state.socket_lb_ports = socket_lb_ports();
+    state
 }
 
 /// The ferry-sock client's namespace suffix.
@@ -332,14 +307,12 @@ impl OvnPaths {
         }
 
         let t0 = Instant::now();
-        let (txns, lbs) =
-            rt.block_on(apply(&client, &network_state(system_id, Some(catalogue))))?;
+        let (txns, lbs) = rt.block_on(apply(
+            &client,
+            &with_socket_lb_group(network_state(system_id, Some(catalogue))),
+        ))?;
         self.wait_hv()?;
         let program_s = t0.elapsed().as_secs_f64();
-        for args in stateless_acl_commands(STATELESS_PORT_GROUP, &[PORTS[5].lsp, PORTS[3].lsp]) {
-            self.nbctl(&args)?;
-        }
-        self.wait_hv()?;
         self.program_s = program_s;
         client.shutdown();
         let flows = self.flow_count().map_or("?".into(), |n| n.to_string());
@@ -365,17 +338,6 @@ impl OvnPaths {
                 .envs(self.env()?),
         )?;
         Ok(())
-    }
-
-    /// `ovn-nbctl ARGS...` against the stack's NB.
-    fn nbctl(&self, args: &[String]) -> Result<String> {
-        let nb = self.stack()?.nb_remote();
-        run_ok(
-            Command::new("ovn-nbctl")
-                .arg(format!("--db={nb}"))
-                .args(args)
-                .envs(self.env()?),
-        )
     }
 
     /// OpenFlow flows on the integration bridge.
@@ -535,24 +497,35 @@ mod tests {
     }
 
     #[test]
-    fn stateless_acls_cover_both_directions_between_group_members_only() {
-        let c = stateless_acl_commands("g", &["a", "b"]);
-        assert_eq!(c[0], ["pg-add", "g", "a", "b"]);
+    fn the_socket_lb_clients_and_the_backend_are_fbvs_stateless_group() {
+        let c = catalogue(3, VIP_BACKEND, VIP_FILLER_POOL, 2);
+        let d = ferry_net::build_desired(&with_socket_lb_group(network_state("fb-1", Some(&c))));
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        let g = d
+            .rows
+            .iter()
+            .find(|r| r.table == "Port_Group")
+            .expect("a socket-LB port group");
+        assert_eq!(g.columns["name"], ferry_net::socket_lb_group(VPC_VIP));
+        let members: Vec<&str> = g.columns["ports"][1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[2].as_str().unwrap())
+            .collect();
         assert_eq!(
-            c[1],
+            members,
             [
-                "--type=port-group",
-                "acl-add",
-                "g",
-                "from-lport",
-                "1000",
-                "inport == @g && ip4.dst == $g_ip4",
-                "allow-stateless"
+                "Logical_Switch_Port:fbv-backend",
+                "Logical_Switch_Port:fbv-sock-client",
+                "Logical_Switch_Port:fbv-sock-stateless"
             ]
         );
-        assert_eq!(c[2][3], "to-lport");
-        assert_eq!(c[2][5], "outport == @g && ip4.src == $g_ip4");
-        assert_eq!(c.len(), 3);
+        assert_eq!(
+            d.rows.iter().filter(|r| r.table == "ACL").count(),
+            2,
+            "both directions"
+        );
     }
 
     #[test]
