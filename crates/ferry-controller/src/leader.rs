@@ -9,6 +9,13 @@
 //! renewal, even while a renewal request hangs), and the pass driver and its writer stop
 //! writing on that edge. As client-go's leader election, `renew_deadline` is shorter than
 //! `lease_duration`, so the old leader has stopped before a standby may take over.
+//!
+//! The task runs on an OS thread and a single-threaded runtime of its own, and, given the
+//! API server's client configuration ([`LeaderConfig::own_client`]), over a connection of
+//! its own: a pass that keeps the controller's worker threads busy for seconds (a full
+//! pass over 200k ports) or a long request queued on the shared connection pool cannot
+//! delay a renewal. At 10,000 hollow nodes the renewal sharing both lost the lease 25
+//! times in 40 minutes.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +36,9 @@ pub struct LeaderConfig {
     pub retry: Duration,
     /// The leader stops writing when it has not renewed for this long.
     pub renew_deadline: Duration,
+    /// The API server's client configuration: the Lease task builds its own client (its
+    /// own connections) from it. `None` shares the controller's client.
+    pub own_client: Option<kube::Config>,
 }
 
 impl LeaderConfig {
@@ -37,15 +47,27 @@ impl LeaderConfig {
             namespace: "kube-system".into(),
             name: "ferry-controller".into(),
             identity: identity.into(),
-            // A standby takes over a crashed leader within the lease (the 10k-node lesson:
-            // hot standby); renewals are one small GET and PUT every `retry`. Not shorter:
-            // with a 2 s lease and a 1.5 s deadline the only replica of `ferry up` lost
-            // its leadership every few seconds on a loaded 2-core machine (renewals slower
-            // than the deadline), dropping passes and leaving pods without addresses.
-            lease_duration: Duration::from_secs(5),
-            retry: Duration::from_millis(500),
-            renew_deadline: Duration::from_millis(3500),
+            lease_duration: Duration::ZERO,
+            retry: Duration::ZERO,
+            renew_deadline: Duration::ZERO,
+            own_client: None,
         }
+        // 5 s by default: the only replica of `ferry up` on a loaded 2-core machine lost
+        // a 2 s lease every few seconds while its renewals shared the controller's runtime
+        // (passes dropped, pods left without addresses). Replicas that must fail over
+        // fast take a shorter one (`ferry controller --lease-duration-s`).
+        .with_lease(Duration::from_secs(5))
+    }
+
+    /// The lease `lease_duration` long (whole seconds, at least one: a Lease counts in
+    /// seconds), renewed every eighth of it (at least 250 ms) and given up after three
+    /// quarters of it without a renewal.
+    pub fn with_lease(mut self, lease_duration: Duration) -> Self {
+        let lease = Duration::from_secs(lease_duration.as_secs().max(1));
+        self.lease_duration = lease;
+        self.retry = (lease / 8).max(Duration::from_millis(250));
+        self.renew_deadline = lease * 3 / 4;
+        self
     }
 }
 
@@ -208,89 +230,121 @@ pub fn next_role(
 pub fn spawn(
     client: Client,
     cfg: LeaderConfig,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> (
     tokio::sync::watch::Receiver<bool>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        let mut role = Role::Standby;
-        let mut renewed = Instant::now();
-        // The Lease as we last wrote it, while we hold it.
-        let mut held: Option<Lease> = None;
-        loop {
-            // A renewal may not outlive the deadline: past it, we no longer lead whatever
-            // the request would have said.
-            let budget = match role {
-                Role::Leading => cfg.renew_deadline.saturating_sub(renewed.elapsed()),
-                Role::Standby => cfg.lease_duration,
-            };
-            let started = Instant::now();
-            let attempt = tokio::select! {
-                r = tokio::time::timeout(budget, async {
-                    match (&role, &held) {
-                        (Role::Leading, Some(h)) => renew(&client, &cfg, h).await,
-                        _ => acquire_once(&client, &cfg).await,
-                    }
-                }) => match r {
-                    Ok(Ok(Some(l))) => {
-                        held = Some(l);
-                        Attempt::Held
-                    }
-                    Ok(Ok(None)) => {
-                        held = None;
-                        Attempt::Refused
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "leader election: the lease request failed");
-                        Attempt::Failed
-                    }
-                    Err(_) => Attempt::Failed,
-                },
-                _ = stopped(&mut shutdown) => break,
-            };
-            if attempt == Attempt::Held {
-                // The Lease's clock started when the request was sent.
-                renewed = started;
+    // A blocking-pool thread is an OS thread of its own for as long as the task runs.
+    let task = tokio::task::spawn_blocking(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "leader election: no runtime for the Lease task; never leading");
+                return;
             }
-            let next = next_role(role, attempt, renewed.elapsed(), cfg.renew_deadline);
-            if next != role {
-                match next {
-                    Role::Leading => tracing::info!(identity = %cfg.identity, "leading"),
-                    Role::Standby => {
-                        tracing::warn!(identity = %cfg.identity, ?attempt, "not leading")
-                    }
+        };
+        rt.block_on(async move {
+            // Built inside this runtime, so its connections and request queue live here.
+            let client = match cfg.own_client.clone().map(Client::try_from) {
+                Some(Ok(own)) => own,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "leader election: no client of its own; sharing the controller's");
+                    client
                 }
-                role = next;
-                tx.send_replace(role == Role::Leading);
-            }
-            // While leading, also wake at the deadline, so the flag falls on time even if
-            // the next attempt cannot start.
-            let wait = match role {
-                Role::Leading => cfg
-                    .retry
-                    .min(cfg.renew_deadline.saturating_sub(renewed.elapsed())),
-                Role::Standby => cfg.retry,
+                None => client,
             };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stopped(&mut shutdown) => break,
-            }
-            if role == Role::Leading && renewed.elapsed() >= cfg.renew_deadline {
-                role = Role::Standby;
-                tx.send_replace(false);
-                tracing::warn!(identity = %cfg.identity, "renew deadline passed; not leading");
-            }
-        }
-        let was_leading = *tx.borrow();
-        tx.send_replace(false);
-        if was_leading {
-            release(&client, &cfg).await;
-            tracing::info!("released the leader lease");
-        }
+            hold(client, cfg, tx, shutdown).await
+        })
     });
     (rx, task)
+}
+
+/// The Lease task's loop (see [`spawn`]).
+async fn hold(
+    client: Client,
+    cfg: LeaderConfig,
+    tx: tokio::sync::watch::Sender<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut role = Role::Standby;
+    let mut renewed = Instant::now();
+    // The Lease as we last wrote it, while we hold it.
+    let mut held: Option<Lease> = None;
+    loop {
+        // A renewal may not outlive the deadline: past it, we no longer lead whatever
+        // the request would have said.
+        let budget = match role {
+            Role::Leading => cfg.renew_deadline.saturating_sub(renewed.elapsed()),
+            Role::Standby => cfg.lease_duration,
+        };
+        let started = Instant::now();
+        let attempt = tokio::select! {
+            r = tokio::time::timeout(budget, async {
+                match (&role, &held) {
+                    (Role::Leading, Some(h)) => renew(&client, &cfg, h).await,
+                    _ => acquire_once(&client, &cfg).await,
+                }
+            }) => match r {
+                Ok(Ok(Some(l))) => {
+                    held = Some(l);
+                    Attempt::Held
+                }
+                Ok(Ok(None)) => {
+                    held = None;
+                    Attempt::Refused
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "leader election: the lease request failed");
+                    Attempt::Failed
+                }
+                Err(_) => Attempt::Failed,
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        if attempt == Attempt::Held {
+            // The Lease's clock started when the request was sent.
+            renewed = started;
+        }
+        let next = next_role(role, attempt, renewed.elapsed(), cfg.renew_deadline);
+        if next != role {
+            match next {
+                Role::Leading => tracing::info!(identity = %cfg.identity, "leading"),
+                Role::Standby => {
+                    tracing::warn!(identity = %cfg.identity, ?attempt, "not leading")
+                }
+            }
+            role = next;
+            tx.send_replace(role == Role::Leading);
+        }
+        // While leading, also wake at the deadline, so the flag falls on time even if
+        // the next attempt cannot start.
+        let wait = match role {
+            Role::Leading => cfg
+                .retry
+                .min(cfg.renew_deadline.saturating_sub(renewed.elapsed())),
+            Role::Standby => cfg.retry,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+        if role == Role::Leading && renewed.elapsed() >= cfg.renew_deadline {
+            role = Role::Standby;
+            tx.send_replace(false);
+            tracing::warn!(identity = %cfg.identity, "renew deadline passed; not leading");
+        }
+    }
+    let was_leading = *tx.borrow();
+    tx.send_replace(false);
+    if was_leading {
+        release(&client, &cfg).await;
+        tracing::info!("released the leader lease");
+    }
 }
 
 /// Resolves once the flag turns true (the guard `wait_for` returns is not `Send`).
@@ -350,6 +404,26 @@ mod tests {
             ..lease("b", 0, 2)
         };
         assert_eq!(decide(Some(&renewed), "a", now), Decision::Wait);
+    }
+
+    #[test]
+    fn timings() {
+        let ms = Duration::from_millis;
+        let t = |d| {
+            let c = LeaderConfig::new("a").with_lease(d);
+            (c.lease_duration, c.renew_deadline, c.retry, c.identity)
+        };
+        let a = String::from("a");
+        assert_eq!(t(ms(2000)), (ms(2000), ms(1500), ms(250), a.clone()));
+        assert_eq!(t(ms(5000)), (ms(5000), ms(3750), ms(625), a.clone()));
+        // Whole seconds, at least one (the Lease counts in seconds).
+        assert_eq!(t(ms(2500)), (ms(2000), ms(1500), ms(250), a.clone()));
+        assert_eq!(t(ms(0)), (ms(1000), ms(750), ms(250), a.clone()));
+        let d = LeaderConfig::new("a");
+        assert_eq!(
+            (d.lease_duration, d.renew_deadline, d.retry, d.name.as_str()),
+            (ms(5000), ms(3750), ms(625), "ferry-controller")
+        );
     }
 
     #[test]

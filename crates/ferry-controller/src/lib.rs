@@ -89,6 +89,11 @@ pub struct ControllerConfig {
     pub network: Option<network::NetworkConfig>,
     /// The cluster DNS address, programmed in every VPC (`cluster_dns`); `None`: none.
     pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The leader Lease's duration (`leader::LeaderConfig::with_lease`); `None`: 5 s.
+    pub lease_duration: Option<Duration>,
+    /// The API server's client configuration, so the Lease task renews over connections
+    /// of its own (`leader`); `None` shares `run`'s client.
+    pub lease_client: Option<kube::Config>,
 }
 
 impl Default for ControllerConfig {
@@ -100,6 +105,8 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(3600),
             network: None,
             cluster_dns: None,
+            lease_duration: None,
+            lease_client: None,
         }
     }
 }
@@ -162,7 +169,11 @@ pub async fn run(
         None => None,
     };
     tracing::info!(identity = %config.identity, "caches and NB mirror warm; standing by");
-    let lease = leader::LeaderConfig::new(config.identity.clone());
+    let mut lease = leader::LeaderConfig::new(config.identity.clone());
+    if let Some(d) = config.lease_duration {
+        lease = lease.with_lease(d);
+    }
+    lease.own_client = config.lease_client.clone();
     let (mut leading, lease_task) = leader::spawn(client.clone(), lease.clone(), shutdown.clone());
     let eip_range = config.eip_pool.as_deref().and_then(|p| {
         let (a, b) = p.split_once('-')?;
