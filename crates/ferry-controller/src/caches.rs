@@ -122,10 +122,17 @@ impl Watches {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
     {
-        self.reflect_api(Api::all(self.client.clone()), feed, config)
+        self.reflect_api(Api::all(self.client.clone()), feed, config, |_| {})
     }
 
-    fn reflect_api<K>(&self, api: Api<K>, feed: Feed, config: watcher::Config) -> Store<K>
+    /// `project` trims each object to what the controller reads before it is stored.
+    fn reflect_api<K>(
+        &self,
+        api: Api<K>,
+        feed: Feed,
+        config: watcher::Config,
+        project: fn(&mut K),
+    ) -> Store<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
@@ -133,7 +140,10 @@ impl Watches {
         let (reader, writer) = reflector::store();
         // managedFields are kept out of the stores: nothing here reads them, and they are
         // often the larger part of an object (memory at 200k objects per kind).
-        let events = watcher(api, config).modify(|o| o.managed_fields_mut().clear());
+        let events = watcher(api, config).modify(move |o| {
+            o.managed_fields_mut().clear();
+            project(o);
+        });
         let stream = reflector::reflector(writer, events).default_backoff();
         let (changes, wake) = (self.changes.clone(), self.wake.clone());
         tokio::spawn(async move {
@@ -169,9 +179,19 @@ pub async fn caches(w: &Watches) -> Caches {
     let all = watcher::Config::default();
     let c = Caches {
         services: w.reflect(Feed::Service, all.clone()),
-        pods: w.reflect(Feed::Workload(BackendKind::Pod), all.clone()),
+        pods: w.reflect_api(
+            Api::all(w.client.clone()),
+            Feed::Workload(BackendKind::Pod),
+            all.clone(),
+            world::project_pod,
+        ),
         namespaces: w.reflect(Feed::Global, all.clone()),
-        nodes: w.reflect(Feed::Global, all.clone()),
+        nodes: w.reflect_api(
+            Api::all(w.client.clone()),
+            Feed::Global,
+            all.clone(),
+            world::project_node,
+        ),
         vpcs: w.reflect(Feed::Global, all.clone()),
         subnets: w.reflect(Feed::Global, all.clone()),
         eips: w.reflect(Feed::Global, all.clone()),
@@ -187,6 +207,7 @@ pub async fn caches(w: &Watches) -> Caches {
             Api::namespaced(w.client.clone(), ferry_api::AGENT_LEASE_NAMESPACE),
             Feed::AgentLease,
             all,
+            |_| {},
         ),
         vmis,
     };

@@ -22,6 +22,7 @@
 //! | `network` | the NB seam: the connection and `ferry_nb::Applier`, the one NB applier | - |
 //! | `writer` | status and generated objects, off the planning loop | - |
 //! | `pass`, [`run`] | the pass driver, leadership, retries (`retry`: the error policy) | - |
+//! | `pacing` | when a full pass may run (spaced by its own duration) | yes |
 //!
 //! **A probe result to Endpoints:** the agent patches a NetworkProbe's status -> the probe
 //! watch records its service (`changes`) -> `pass` plans that service -> `plan` reads the
@@ -50,6 +51,7 @@ pub mod nb_work;
 pub mod net_model;
 pub mod network;
 pub mod network_status;
+pub mod pacing;
 pub mod pass;
 pub mod plan;
 pub mod problem;
@@ -194,6 +196,10 @@ pub async fn run(
     let mut nodes_checked = Instant::now();
     // The first pass is a full one (a repair of everything).
     let mut changes = Changes::everything();
+    // Full passes that cannot wait (the first, the repair after taking over); the others
+    // are paced (`pacing`).
+    let mut urgent = true;
+    let mut full_passes = pacing::FullPasses::default();
     loop {
         let is_leading = *leading.borrow_and_update();
         if is_leading != was_leading {
@@ -230,7 +236,10 @@ pub async fn run(
                 changes.all = true;
             }
         }
+        let asked = std::mem::take(&mut changes.all);
+        changes.all = std::mem::take(&mut urgent) || full_passes.decide(asked, Instant::now());
         let this = std::mem::take(&mut changes);
+        let (full, started) = (this.all, Instant::now());
         if !is_leading {
             recent.record(&this, Instant::now());
         }
@@ -251,16 +260,25 @@ pub async fn run(
                     continue;
                 }
             }
+            if full {
+                full_passes.ran(Instant::now(), started.elapsed());
+            }
             if std::mem::take(&mut repair) {
-                changes.all = true;
+                urgent = true;
                 continue;
             }
         } else {
             p.run(this, &mut st, None, &writes).await;
+            if full {
+                full_passes.ran(Instant::now(), started.elapsed());
+            }
         }
         // Wake for the next retry or for NB work left undone.
         let mut idle = Duration::from_secs(1);
         if let Some(at) = st.next_retry(&writes).filter(|_| is_leading) {
+            idle = idle.min(at.saturating_duration_since(Instant::now()));
+        }
+        if let Some(at) = full_passes.wake_at() {
             idle = idle.min(at.saturating_duration_since(Instant::now()));
         }
         tokio::select! {

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use ferry_api::{BackendKind, BareMetal, Subnet, VNicIP};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
 use kube::ResourceExt;
 
 use crate::service::Backend;
@@ -88,6 +88,47 @@ pub fn vmi_subnet<'a>(
 
 fn parse_ip(s: Option<&String>) -> Option<Ipv4Addr> {
     s.and_then(|s| s.parse().ok())
+}
+
+/// The annotation `kubectl apply` leaves: a copy of the whole object, read by nothing here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Keeps of a Pod only what the controller reads (metadata, `spec.nodeName`,
+/// `spec.hostNetwork`, `status.phase`, `status.podIP`; see `pod_backend`, `pod_subnet`,
+/// `net_model::pod_port`, `caches::address_book`): the pod reflector stores pods through
+/// it. The containers, volumes and conditions are most of a pod's memory and 200,000
+/// pods are held by every replica.
+pub fn project_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    pod.spec = pod.spec.take().map(|s| PodSpec {
+        node_name: s.node_name,
+        host_network: s.host_network,
+        ..Default::default()
+    });
+    pod.status = pod.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        pod_ip: s.pod_ip,
+        ..Default::default()
+    });
+}
+
+/// Keeps of a Node what the controller reads (metadata, `status.conditions`,
+/// `status.addresses`; see `caches::ready_nodes`, `caches::net_objects`): a real node's
+/// status also lists every image it holds.
+pub fn project_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    if let Some(a) = node.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+    node.spec = None;
+    node.status = node.status.take().map(|s| NodeStatus {
+        conditions: s.conditions,
+        addresses: s.addresses,
+        ..Default::default()
+    });
 }
 
 /// The address of a pod: Ferry's annotation first, then `status.podIP`.
@@ -250,4 +291,89 @@ pub fn lease_lapsed(l: &Lease, now: jiff::Timestamp) -> bool {
         return true;
     };
     renewed.0 + jiff::SignedDuration::from_secs(i64::from(secs)) < now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnets() -> BTreeMap<String, SubnetInfo> {
+        let s = SubnetInfo {
+            name: "s1".into(),
+            vpc: "vpc1".into(),
+            cidr: "10.1.0.0/16".into(),
+            gateway: None,
+            exclude: Vec::new(),
+            namespaces: Vec::new(),
+            default: true,
+        };
+        [(s.name.clone(), s)].into_iter().collect()
+    }
+
+    #[test]
+    fn a_projected_pod_resolves_as_the_full_one() {
+        let full: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"},
+                "annotations": {"iaas.yusur.io/subnet": "s1", "iaas.yusur.io/ip_address": "10.1.0.5",
+                    "iaas.yusur.io/mac_address": "0a:00:00:00:00:05", LAST_APPLIED: "{}"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"nodeName": "n1", "hostNetwork": false,
+                "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Running", "podIP": "10.1.0.5",
+                "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let mut projected = full.clone();
+        project_pod(&mut projected);
+        let subnets = subnets();
+        assert_eq!(
+            pod_backend(&projected, None, &subnets),
+            pod_backend(&full, None, &subnets)
+        );
+        assert!(pod_backend(&full, None, &subnets).is_some());
+        assert_eq!(
+            crate::net_model::pod_port(&projected),
+            crate::net_model::pod_port(&full)
+        );
+        assert_eq!(on_pod_network(&projected), on_pod_network(&full));
+        let want: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"},
+                "annotations": {"iaas.yusur.io/subnet": "s1", "iaas.yusur.io/ip_address": "10.1.0.5",
+                    "iaas.yusur.io/mac_address": "0a:00:00:00:00:05"}},
+            "spec": {"nodeName": "n1", "hostNetwork": false, "containers": []},
+            "status": {"phase": "Running", "podIP": "10.1.0.5"}
+        }))
+        .unwrap();
+        assert_eq!(projected, want);
+        // Host-networked pods stay off the pod network once projected.
+        let mut host = full.clone();
+        host.spec.as_mut().unwrap().host_network = Some(true);
+        project_pod(&mut host);
+        assert!(!on_pod_network(&host));
+    }
+
+    #[test]
+    fn a_projected_node_keeps_its_conditions_addresses_and_annotations() {
+        let full: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "annotations": {"iaas.yusur.io/probe-ports": "{}"}},
+            "spec": {"podCIDR": "10.244.0.0/24"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "ExternalIP", "address": "198.18.0.11"}],
+                "images": [{"names": ["registry/image:1"], "sizeBytes": 1000}],
+                "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
+                    "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": "",
+                    "machineID": "", "operatingSystem": "linux", "osImage": "", "systemUUID": ""}}
+        }))
+        .unwrap();
+        let mut projected = full.clone();
+        project_node(&mut projected);
+        let want: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "annotations": {"iaas.yusur.io/probe-ports": "{}"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "ExternalIP", "address": "198.18.0.11"}]}
+        }))
+        .unwrap();
+        assert_eq!(projected, want);
+    }
 }
