@@ -21,6 +21,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use ferry_ovsdb_wire::nb::{self, is_root};
+use ferry_ovsdb_wire::wire;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -54,28 +56,6 @@ impl Plan {
     }
 }
 
-/// Tables of the NB schema (7.0.0) whose rows are garbage collected when unreferenced.
-const NON_ROOT: &[&str] = &[
-    "Logical_Switch_Port",
-    "Forwarding_Group",
-    "Load_Balancer_Health_Check",
-    "ACL",
-    "QoS",
-    "Meter_Band",
-    "Logical_Router_Port",
-    "Logical_Router_Static_Route",
-    "Logical_Router_Policy",
-    "NAT",
-    "Connection",
-    "SSL",
-    "Gateway_Chassis",
-    "HA_Chassis",
-];
-
-fn is_root(table: &str) -> bool {
-    !NON_ROOT.contains(&table)
-}
-
 /// Columns of the NB schema that Ferry writes and that hold weak references: they neither
 /// keep a row alive nor make it a child, so they are left out of the parent/unit tree (a
 /// port group's member stays in its switch's unit).
@@ -87,17 +67,14 @@ fn is_weak(table: &str, column: &str) -> bool {
 
 /// The desired key of a row in the NB, if Ferry owns it.
 pub fn owned_key(table: &str, columns: &Map<String, Value>) -> Option<String> {
-    if table == "Load_Balancer_Group" {
-        let name = columns.get("name")?.as_str()?;
+    if table == nb::load_balancer_group::TABLE {
+        let name = columns.get(nb::load_balancer_group::NAME)?.as_str()?;
         return name
             .starts_with("ferry-")
             .then(|| format!("{table}:{name}"));
     }
-    let pairs = columns.get("external_ids")?.get(1)?.as_array()?;
-    pairs
-        .iter()
-        .find(|p| p.get(0).and_then(Value::as_str) == Some(KEY))
-        .and_then(|p| p.get(1)?.as_str().map(String::from))
+    let ids = columns.get(nb::load_balancer::EXTERNAL_IDS)?;
+    wire::map_get(ids, KEY)?.as_str().map(String::from)
 }
 
 /// The uuid a new desired row is inserted with: a name-based (RFC 9562 version 8) uuid

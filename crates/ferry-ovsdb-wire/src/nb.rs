@@ -241,6 +241,31 @@ pub const TABLES: &[Table] = &[
     acl::DEF,
 ];
 
+/// Tables of the NB schema (7.0.0) that are not roots (`"isRoot": false`): a row lives
+/// only while another row references it, so it is inserted together with that reference
+/// and goes when the reference does (checked against the installed schema below).
+pub const NON_ROOT: &[&str] = &[
+    "Logical_Switch_Port",
+    "Forwarding_Group",
+    "Load_Balancer_Health_Check",
+    "ACL",
+    "QoS",
+    "Meter_Band",
+    "Logical_Router_Port",
+    "Logical_Router_Static_Route",
+    "Logical_Router_Policy",
+    "NAT",
+    "Connection",
+    "SSL",
+    "Gateway_Chassis",
+    "HA_Chassis",
+];
+
+/// Whether rows of `table` stand on their own (not in [`NON_ROOT`]).
+pub fn is_root(table: &str) -> bool {
+    !NON_ROOT.contains(&table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +299,23 @@ mod tests {
             }
         }
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn non_root_names_exactly_the_tables_the_installed_nb_schema_does_not_root() {
+        let text = std::fs::read_to_string(NB_SCHEMA)
+            .unwrap_or_else(|e| panic!("{NB_SCHEMA}: {e} (install ovn-common)"));
+        let json: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+        let tables = json["tables"].as_object().expect("tables");
+        let mut want: Vec<&str> = tables
+            .iter()
+            .filter(|(_, t)| !t["isRoot"].as_bool().unwrap_or(false))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let mut have = NON_ROOT.to_vec();
+        want.sort_unstable();
+        have.sort_unstable();
+        assert_eq!(have, want);
     }
 
     #[test]
