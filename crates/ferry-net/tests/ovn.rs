@@ -2,7 +2,10 @@
 //! (the test kit's central OVN stack),
 //! the plan for the lab (vpc1 and vpc2 both 10.0.1.0/24, one service per scenario) sent
 //! with `ovsdb-client transact`, read back with `select`, and the logical pipeline checked
-//! with `ovn-trace`. Needs the OVN binaries: `cargo test -p ferry-net -- --include-ignored`.
+//! with `ovn-trace`. Deliberately not through Ferry's own client and applier (`ferry-nb`,
+//! which `real_nb.rs` runs): `diff` must accept rows as a plain `select` returns them,
+//! which no mirror has made canonical, and its transactions must stand on their own when
+//! sent by another writer. Needs the OVN binaries: `cargo test -p ferry-net -- --include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -67,23 +70,14 @@ impl Ovn {
 
     /// Every row of the tables Ferry writes, as a monitor mirror would hold them.
     fn current(&self) -> Vec<CurrentRow> {
-        const TABLES: &[&str] = &[
-            "Logical_Switch",
-            "Logical_Switch_Port",
-            "Logical_Router",
-            "Logical_Router_Port",
-            "Logical_Router_Static_Route",
-            "Gateway_Chassis",
-            "Load_Balancer",
-            "Load_Balancer_Group",
-        ];
-        let ops: Vec<Value> = TABLES
+        let tables: Vec<&str> = ferry_ovsdb::nb::TABLES.iter().map(|t| t.name).collect();
+        let ops: Vec<Value> = tables
             .iter()
             .map(|t| json!({"op": "select", "table": t, "where": []}))
             .collect();
         let results = self.transact(&ops);
         let mut rows = Vec::new();
-        for (t, r) in TABLES.iter().zip(results) {
+        for (t, r) in tables.iter().zip(results) {
             for mut row in r["rows"].as_array().unwrap().clone() {
                 let cols = row.as_object_mut().unwrap();
                 let uuid = cols.remove("_uuid").unwrap()[1]
@@ -158,37 +152,7 @@ fn delivered(trace: &str, port: &str) -> bool {
 #[test]
 #[ignore = "needs OVN binaries"]
 fn the_four_scenarios_in_a_real_nb_traced_by_ovn_trace() {
-    let services = vec![
-        svc(
-            "default/web-vpc1",
-            vpc("vpc1"),
-            Some("10.96.0.10"),
-            None,
-            &[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")],
-        ),
-        svc(
-            "default/web-default",
-            vpc("ovn-cluster"),
-            Some("10.96.0.20"),
-            None,
-            &[("10.16.0.10", "ovn-cluster")],
-        ),
-        svc(
-            "default/web-eip",
-            vpc("vpc1"),
-            Some("10.96.0.30"),
-            Some("198.18.0.100"),
-            &[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")],
-        ),
-        svc(
-            "default/web-multi",
-            multi(&["vpc1", "vpc2"]),
-            None,
-            Some("198.18.0.101"),
-            &[("10.0.1.10", "vpc1"), ("10.0.1.20", "vpc2")],
-        ),
-    ];
-    let state = lab(services);
+    let state = lab(scenario_services());
     let d = build_desired(&state);
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     let ovn = Ovn::start();

@@ -216,41 +216,7 @@ async fn fresh_rows(ovn: &Ovn) -> Vec<CurrentRow> {
 /// the default VPC with `subnet0` and `ovn-default`; the external network 198.18.0.0/24),
 /// with one more client in vpc2 and in the default VPC, and one service per scenario.
 fn scenario_state() -> NetworkState {
-    let services = vec![
-        // 1: ClusterIP in vpc1, backends in two subnets.
-        svc(
-            "default/web-vpc1",
-            vpc("vpc1"),
-            Some("10.96.0.10"),
-            None,
-            &[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")],
-        ),
-        // 2: ClusterIP in the default VPC (reached from the node's join port too).
-        svc(
-            "default/web-default",
-            vpc(DEFAULT_VPC),
-            Some("10.96.0.20"),
-            None,
-            &[("10.16.0.10", DEFAULT_VPC)],
-        ),
-        // 3: EIP in vpc1.
-        svc(
-            "default/web-eip",
-            vpc("vpc1"),
-            Some("10.96.0.30"),
-            Some("198.18.0.100"),
-            &[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")],
-        ),
-        // 4: multi-VPC EIP, one backend in each VPC on the same CIDR.
-        svc(
-            "default/web-multi",
-            multi(&["vpc1", "vpc2"]),
-            None,
-            Some("198.18.0.101"),
-            &[("10.0.1.10", "vpc1"), ("10.0.1.20", "vpc2")],
-        ),
-    ];
-    let mut s = lab(services);
+    let mut s = lab(scenario_services());
     s.gateway_chassis = CHASSIS.into();
     s.ports.push(port(
         "default_c21",

@@ -140,6 +140,44 @@ pub fn svc(
     }
 }
 
+/// One service per scenario of `architecture.md`, in the lab of [`lab`].
+pub fn scenario_services() -> Vec<ServiceState> {
+    vec![
+        // 1: ClusterIP in vpc1, backends in two subnets.
+        svc(
+            "default/web-vpc1",
+            vpc("vpc1"),
+            Some("10.96.0.10"),
+            None,
+            &[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")],
+        ),
+        // 2: ClusterIP in the default VPC (reached from the node's join port too).
+        svc(
+            "default/web-default",
+            vpc(DEFAULT_VPC),
+            Some("10.96.0.20"),
+            None,
+            &[("10.16.0.10", DEFAULT_VPC)],
+        ),
+        // 3: EIP in vpc1.
+        svc(
+            "default/web-eip",
+            vpc("vpc1"),
+            Some("10.96.0.30"),
+            Some("198.18.0.100"),
+            &[("10.0.1.10", "vpc1"), ("10.0.2.10", "vpc1")],
+        ),
+        // 4: multi-VPC EIP, one backend in each VPC on the same CIDR.
+        svc(
+            "default/web-multi",
+            multi(&["vpc1", "vpc2"]),
+            None,
+            Some("198.18.0.101"),
+            &[("10.0.1.10", "vpc1"), ("10.0.1.20", "vpc2")],
+        ),
+    ]
+}
+
 /// The desired row of `table` whose `name` column (or, for routes, key) is `name`.
 pub fn find<'a>(d: &'a Desired, table: &str, name: &str) -> Option<&'a Row> {
     d.rows.iter().find(|r| {
