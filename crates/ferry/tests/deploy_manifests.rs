@@ -628,3 +628,65 @@ fn deploy_readme_steps_against_ferrys_api_server() {
         "{left}"
     );
 }
+
+/// `path` relative to `base` (both absolute): kustomize refuses absolute resource paths.
+fn relative(path: &Path, base: &Path) -> PathBuf {
+    let (p, b) = (
+        std::fs::canonicalize(path).expect("canonical path"),
+        std::fs::canonicalize(base).expect("canonical base"),
+    );
+    let common = p
+        .components()
+        .zip(b.components())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in b.components().skip(common) {
+        out.push("..");
+    }
+    out.extend(p.components().skip(common));
+    out
+}
+
+/// The `deploy/dpu` Component (docs/dpu.md) in a kustomization of one's own beside
+/// `deploy/`, as deploy/README.md says: the DPU host role bound to the nodes, and the
+/// agents' mode `dpu-host` in `ferry-config`; everything of `deploy/` is still there.
+#[test]
+fn dpu_component_renders_with_deploy() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let rel = |p: &str| relative(&repo().join(p), dir.path()).display().to_string();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{}]\ncomponents: [{}]\n",
+            rel("deploy"),
+            rel("deploy/dpu")
+        ),
+    )
+    .expect("write kustomization");
+    let o = run(Command::new(kubectl_bin(None))
+        .arg("kustomize")
+        .arg(dir.path()));
+    assert!(o.status.success(), "kubectl kustomize:\n{}", text(&o));
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&o.stdout)).expect("rendered YAML");
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} {name} not rendered"))
+    };
+    let role = find("ClusterRole", "ferry-dpu-host");
+    assert!(
+        role["rules"][0]["verbs"]
+            .as_array()
+            .is_some_and(|v| v.contains(&Value::from("patch"))),
+        "{role}"
+    );
+    let binding = find("ClusterRoleBinding", "ferry-dpu-host");
+    assert_eq!(binding["subjects"][0]["name"], "system:nodes", "{binding}");
+    let config = find("ConfigMap", "ferry-config");
+    assert_eq!(config["data"]["FERRY_AGENT_MODE"], "dpu-host", "{config}");
+    find("DaemonSet", "ferry-agent");
+    find("ClusterRole", "ferry-agent");
+}
