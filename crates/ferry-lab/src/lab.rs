@@ -668,8 +668,9 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
     // iperf3 opens a control and a data connection; with several backends and no session
     // affinity (the seed manifest sets none, and is applied verbatim) a per-connection load
     // balancer sends them to different servers about (n-1)/n of the time and the test
-    // aborts at once. So the check retries until both land on one backend, and says how
-    // many tries it took.
+    // aborts at once, or (seen through OVN's load balancer) both ends wait for each other
+    // forever: each try is bounded by `timeout`. So the check retries until both land on
+    // one backend, and says how many tries it took.
     let mut gbps = None;
     let mut tries = 0;
     let mut why = String::from("iperf3 failed");
@@ -681,6 +682,10 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
                 "netns",
                 "exec",
                 "ferry-client-vpc1",
+                "timeout",
+                "-k",
+                "2",
+                "20",
                 "iperf3",
                 "-c",
                 seed_ip,
