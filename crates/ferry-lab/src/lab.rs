@@ -700,9 +700,11 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
         let v = out
             .ok()
             .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+        // Nothing received (a try that met an `ovs-vswitchd` restart) is tried again too.
         gbps = v
             .as_ref()
             .and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64())
+            .filter(|b| *b > 0.0)
             .map(|b| b / 1e9);
         if let Some(e) = v.as_ref().and_then(|v| v["error"].as_str()) {
             why = format!("iperf3: {e} ({tries} tries)");
