@@ -30,6 +30,7 @@
 
 pub mod chassis;
 pub mod dpu;
+pub mod faults;
 pub mod lab;
 pub mod netns;
 mod prereq;

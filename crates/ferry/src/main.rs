@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+mod up_roles;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ferry",
@@ -122,6 +124,14 @@ struct ApiserverArgs {
     /// Services get their cluster IPs from this CIDR.
     #[arg(long, env = "FERRY_SERVICE_CIDR", default_value = "10.96.0.0/16")]
     service_cidr: String,
+    /// (`ferry up --role-processes`) install Ferry's CRDs and the VirtualMachineInstance
+    /// CRD at start, as `ferry up` does.
+    #[arg(long, hide = true)]
+    install_crds: bool,
+    /// (`ferry up --role-processes`) write `DATA/kubeconfig-node-NODE` for these nodes at
+    /// start (each node's own identity; the same token every time).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    node_identities: Vec<String>,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -518,6 +528,30 @@ enum LabCommand {
         #[arg(short = 'o', long)]
         output: Option<String>,
     },
+    /// Kill the lab's parts one at a time (kill -9: each chassis' ovs-vswitchd and
+    /// ovn-controller, ovn-northd, the NB and SB leaders, the controller leader, an agent,
+    /// the API server; a partition of node2 from the API server; the gateway chassis)
+    /// while scenario 1, scenario 3 and DNS traffic runs; a row per fault with failed
+    /// requests, the longest gap, recovery, the next change and a state audit, held to
+    /// issue 15's targets. Needs `FERRY_ROLE_PROCESSES=true ferry lab up --chassis-per-node
+    /// --ovn-raft 3` (docs/chassis.md).
+    Faults {
+        #[arg(long, default_value = ".ferry-lab")]
+        dir: PathBuf,
+        /// Seconds node2 stays cut off the API server.
+        #[arg(long, default_value_t = 30)]
+        partition_s: u64,
+        /// One chassis per data-plane daemon (node2's vswitchd, node1's ovn-controller).
+        #[arg(long)]
+        quick: bool,
+        /// Only these faults (vswitchd, ovn-controller, northd, nb, sb, controller, agent,
+        /// apiserver, partition, gateway; comma separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Write the JSON here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run a command in a lab host's network namespace.
     Exec {
         #[arg(long, default_value = ".ferry-lab")]
@@ -704,6 +738,11 @@ struct UpArgs {
     /// `node1=198.18.0.11,node2=198.18.0.12`.
     #[arg(long, value_delimiter = ',', value_parser = parse_node_ip)]
     node_external_ips: Vec<(String, std::net::Ipv4Addr)>,
+    /// Run the API server, two controller replicas (one leads, one stands by) and each
+    /// node's agent as child processes restarted 0.5 s after they die, instead of inside
+    /// this process, so that one can be killed alone (`ferry lab faults`).
+    #[arg(long, env = "FERRY_ROLE_PROCESSES")]
+    role_processes: bool,
 }
 
 fn parse_node_ip(s: &str) -> Result<(String, std::net::Ipv4Addr), String> {
@@ -1127,6 +1166,29 @@ fn lab(cmd: LabCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        LabCommand::Faults {
+            dir,
+            partition_s,
+            quick,
+            only,
+            out,
+        } => {
+            let opts = ferry_lab::faults::FaultsOptions {
+                partition_s,
+                quick,
+                only,
+                out,
+            };
+            let r = runtime()?
+                .block_on(ferry_lab::faults::run(&LabDir::new(&dir), &opts))
+                .map_err(|e| anyhow::anyhow!("lab faults: {e}"))?;
+            ferry_lab::faults::print(&r);
+            if !r.pass {
+                anyhow::bail!("some faults missed their targets");
+            }
+            println!("every fault met its targets");
+            Ok(())
+        }
         LabCommand::Exec { dir, name, command } => {
             let code = lab::exec(&LabDir::new(&dir), &name, &command)?;
             std::process::exit(code);
@@ -1293,7 +1355,19 @@ async fn start_apiserver(
 }
 
 async fn apiserver(args: ApiserverArgs, install_crds: bool) -> anyhow::Result<()> {
+    let install_crds = install_crds || args.install_crds;
     let server = start_apiserver(&args.server, install_crds, &args.service_cidr).await?;
+    if install_crds {
+        server
+            .install_crds(&[serde_json::to_value(ferry_api::vmi_crd())?])
+            .await
+            .context("installing the VirtualMachineInstance CRD")?;
+    }
+    for node in &args.node_identities {
+        server
+            .node_kubeconfig(node)
+            .with_context(|| format!("minting node {node}'s identity"))?;
+    }
     shutdown_signal().await;
     eprintln!("ferry: shutting down");
     server.shutdown().await;
@@ -1575,6 +1649,10 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
             node_chassis.len()
         );
     }
+    if args.role_processes {
+        up_roles::run(&args, stack.as_ref(), &node_chassis, ovn_nb, &mut term).await?;
+        return stop_ovn(stack, node_chassis).await;
+    }
     let server = start_apiserver(&args.server, true, &args.network.service_cidr).await?;
     if !args.no_agent && !args.no_dataplane {
         // Lab node agents run VM-like hosts as KubeVirt VMIs: serve that API.
@@ -1727,6 +1805,14 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), embedded).await;
     server.shutdown().await;
+    stop_ovn(stack, node_chassis).await
+}
+
+/// Stops the node chassis, then the OVN stack `ferry up` started.
+async fn stop_ovn(
+    stack: Option<ferry_ovn_stack::OvnStack>,
+    node_chassis: Vec<ferry_ovn_stack::fabric::NodeChassis>,
+) -> anyhow::Result<()> {
     if let Some(s) = &stack
         && !node_chassis.is_empty()
     {
