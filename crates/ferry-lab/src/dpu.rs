@@ -458,6 +458,12 @@ impl DpuSide {
 
     /// Stops the agents (SIGTERM, then SIGKILL after 20 s): each removes what it plumbed.
     pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// [`DpuSide::stop`]'s work; what is stopped is forgotten, so a second call (the drop
+    /// after `stop`) does nothing.
+    fn shutdown(&mut self) {
         if let Some((stop, keeper)) = self.keeper.take() {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = keeper.join();
@@ -480,6 +486,15 @@ impl DpuSide {
             }
             let _ = std::fs::remove_file(dpu_agent_pidfile(&self.data_dir, node));
         }
+        self.agents.clear();
+    }
+}
+
+/// A start that failed half-way (or a caller that forgot [`DpuSide::stop`]) leaves no
+/// agent running.
+impl Drop for DpuSide {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
@@ -487,6 +502,25 @@ impl DpuSide {
 /// cgroups; lines for the report.
 pub fn down(lab: &LabDir) -> Vec<String> {
     let mut report = Vec::new();
+    // A `ferry up` killed outright leaves its `dpu` agents running: stop them (only if the
+    // pidfile's process is still this lab's dpu agent).
+    for node in topology::NODES {
+        let pidfile = dpu_agent_pidfile(&lab.data(), node);
+        let Some(pid) = read_pid(&pidfile) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("--mode=dpu") && cmdline.contains(&format!("--node={node}")) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            report.push(format!(
+                "{node}: stopped the dpu agent left running (pid {pid})"
+            ));
+        }
+    }
     for node in topology::NODES {
         let (killed, netns) = ferry_agent::netns_admin::cleanup(&ferry_agent::node::record_path(
             &lab.data().join("agent-dpu"),

@@ -471,7 +471,7 @@ enum LabCommand {
         /// per node (its own namespace and cgroup holding ovs-vswitchd, ovn-controller and
         /// the `dpu` agent, veth pairs as VF/representor pairs), `dpu-host` agents on the
         /// hosts; `lab check` adds the DPU rows (docs/dpu.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "single_chassis")]
         dpu: bool,
         /// More than 1: a federation of this many member labs, each a whole lab in its
         /// own namespaces, joined to a federation control plane (`ferry federation lab
