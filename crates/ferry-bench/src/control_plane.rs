@@ -76,6 +76,9 @@ pub struct ControlPlaneResult {
     pub lease_renewals: u64,
     /// Leader killed (SIGKILL) -> the standby programmed the next change in the NB.
     pub failover_s: f64,
+    /// Times a controller lost its leadership before the kill (its "lost leadership"
+    /// lines): each drops the running pass.
+    pub leadership_losses: usize,
     pub objects: usize,
     /// Whether the components recorded metrics (`FERRY_METRICS` unset or on).
     pub metrics: bool,
@@ -94,6 +97,16 @@ pub struct ControlPlaneResult {
 
 /// GETs timed by [`api_latency`].
 const API_GETS: usize = 4000;
+
+/// The controllers' leader Lease (seconds): short, for a failover within the 3 s target.
+const LEASE_S: u64 = 2;
+
+/// The number of leaderships lost in a controller log.
+pub fn leadership_losses(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("lost leadership; standing by"))
+        .count()
+}
 
 /// The pass times (ms) of `reconcile pass` lines in a controller log: (incremental, full).
 pub fn pass_times(log: &str) -> (Vec<f64>, Vec<f64>) {
@@ -270,7 +283,14 @@ fn lb_backends(m: &ferry_ovsdb::Mirror, name: &str) -> Option<usize> {
 /// Runs the benchmark in a temporary directory.
 pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneResult, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let d = dir.path();
+    // FERRY_BENCH_KEEP=1 keeps the logs and data for a look afterwards (failed runs too).
+    let (_dir, path) = if std::env::var_os("FERRY_BENCH_KEEP").is_some() {
+        (None, dir.keep())
+    } else {
+        let p = dir.path().to_path_buf();
+        (Some(dir), p)
+    };
+    let d = path.as_path();
     let (n, m, nodes) = (opts.services, opts.backends, opts.nodes.max(1));
     eprintln!(
         "control-plane bench: {n} services x {m} backends on {nodes} nodes, metrics {}, in {}",
@@ -333,6 +353,8 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
                 "10.96.0.0/12",
                 "--identity",
                 id,
+                "--lease-duration-s",
+                &LEASE_S.to_string(),
             ]);
         let controller = spawn(&mut c, &d.join(format!("controller-{id}.log")))?;
         pids.insert(id.to_string(), controller.id());
@@ -419,6 +441,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         .map_err(|e| e.to_string())?;
     // The backends' ports in the NB first, so that the services' sync is measured on its
     // own (the pods' is reported as ports_sync_s, from the first pod created).
+    let mut waited = Instant::now();
     while nb.with_mirror(|mm| {
         mm.table("Logical_Switch_Port").map_or(0, |t| {
             t.values()
@@ -433,6 +456,19 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     {
         if pods_started.elapsed() > Duration::from_secs(3600) {
             return Err("the pods' ports did not reach the NB within an hour".into());
+        }
+        if waited.elapsed() >= Duration::from_secs(10) {
+            waited = Instant::now();
+            let ports = nb.with_mirror(|mm| mm.table("Logical_Switch_Port").map_or(0, |t| t.len()));
+            eprintln!(
+                "  waiting for the pods' ports: {ports} NB ports ({:.0}s); leader {}; RSS MiB: apiserver {:.0}, controllers {:?}",
+                pods_started.elapsed().as_secs_f64(),
+                leader(&client).await.unwrap_or_default(),
+                rss_mib(api_pid),
+                pids.iter()
+                    .map(|(id, p)| (id.clone(), rss_mib(*p).round()))
+                    .collect::<Vec<_>>()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -458,8 +494,10 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     // Healthy in its load balancer (the hollow nodes report as the probes appear).
     let (mut full_sync_s, mut probes_created_s, mut probes_healthy_s) = (None, None, None);
     let (full_sync_s, probes_created_s, probes_healthy_s): (f64, f64, f64) = loop {
-        if full_sync_s.is_none() {
-            let lbs = nb.with_mirror(|mm| mm.table("Load_Balancer").map(|t| t.len()).unwrap_or(0));
+        let lbs = nb.with_mirror(|mm| mm.table("Load_Balancer").map(|t| t.len()).unwrap_or(0));
+        // The LIST of every service (tens of MB at 10k) only once every LB is in the NB:
+        // listed twice a second it loaded the API server it measures.
+        if full_sync_s.is_none() && lbs >= n {
             let programmed = ysvcs
                 .list(&Default::default())
                 .await
@@ -517,6 +555,17 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         }
         if start.elapsed() > Duration::from_secs(3600) {
             return Err("the services were not all Programmed and Healthy within an hour".into());
+        }
+        if waited.elapsed() >= Duration::from_secs(10) {
+            waited = Instant::now();
+            eprintln!(
+                "  leader {}; RSS MiB: apiserver {:.0}, controllers {:?}",
+                leader(&client).await.unwrap_or_default(),
+                rss_mib(api_pid),
+                pids.iter()
+                    .map(|(id, p)| (id.clone(), rss_mib(*p).round()))
+                    .collect::<Vec<_>>()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -614,6 +663,16 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         full.len(),
         percentile(&mut full, 0.5)
     );
+    let leadership_losses = pids
+        .keys()
+        .map(|id| {
+            leadership_losses(
+                &std::fs::read_to_string(d.join(format!("controller-{id}.log")))
+                    .unwrap_or_default(),
+            )
+        })
+        .sum();
+    eprintln!("  leaderships lost so far: {leadership_losses}");
     let standby = if leading == "bench-a" {
         "bench-b"
     } else {
@@ -675,6 +734,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
             / 1000.0,
         lease_renewals: stats.renewals.load(std::sync::atomic::Ordering::Relaxed),
         failover_s,
+        leadership_losses,
         objects,
         metrics: opts.metrics,
         passes_incremental: incremental.len(),
@@ -864,6 +924,10 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
             "failover_s (leader kill -9 -> change in the NB)",
             format!("{:.2}", r.failover_s),
         ),
+        (
+            "leadership_losses (before the kill)",
+            r.leadership_losses.to_string(),
+        ),
         ("objects", r.objects.to_string()),
         (
             "leader passes: incremental p50 / p99 ms (count)",
@@ -890,4 +954,19 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
     }
     println!("{t}");
     println!("{}", serde_json::to_string(r).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leadership_losses_count_the_controllers_lines() {
+        let log = "2026-11-29T00:00:00Z  INFO ferry_controller: taking over identity=bench-a\n\
+                   2026-11-29T00:00:01Z  WARN ferry_controller: lost leadership; standing by identity=bench-a\n\
+                   2026-11-29T00:00:02Z  WARN ferry_controller::leader: not leading identity=bench-a\n\
+                   2026-11-29T00:00:03Z  WARN ferry_controller: lost leadership; standing by identity=bench-a\n";
+        assert_eq!(leadership_losses(log), 2);
+        assert_eq!(leadership_losses(""), 0);
+    }
 }

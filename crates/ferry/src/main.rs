@@ -241,6 +241,10 @@ struct ControllerArgs {
     /// user's own API token) on this address.
     #[arg(long, env = "FERRY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// The leader Lease's duration in seconds: a standby takes over a crashed leader
+    /// within about this long.
+    #[arg(long, env = "FERRY_LEASE_DURATION_S", default_value_t = 5)]
+    lease_duration_s: u64,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -1481,11 +1485,14 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     )
     .await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = controller_config(
+    let mut config = controller_config(
         &args.network,
         args.identity,
         args.ovn_nb.as_deref().map(remotes),
     )?;
+    config.lease_duration = Some(std::time::Duration::from_secs(args.lease_duration_s));
+    // The Lease task renews over connections of its own.
+    config.lease_client = Some(kube_config(args.kubeconfig.as_deref()).await?);
     let task = tokio::spawn(ferry_controller::run(client, config, rx));
     shutdown_signal().await;
     let _ = tx.send(true);
