@@ -1,6 +1,7 @@
-//! The lab's other chassis mode, end to end: `ferry lab up --single-chassis` (both nodes on
-//! one chassis, what benches and the members of a federation lab run) passes every `ferry
-//! lab check` row, each scenario's chassis row showing client and backends on that one
+//! The lab's other chassis mode, end to end, with the socket LB off: `ferry lab up
+//! --single-chassis --socket-lb=false` (both nodes on one chassis, what benches and the
+//! members of a federation lab run; pods reach services through OVN's load balancers only,
+//! where `lab_e2e.rs` has the socket LB on) passes every `ferry lab check` row, each scenario's chassis row showing client and backends on that one
 //! chassis; the SB lists one chassis; it keeps userspace TSO on (no tunnel to drop its
 //! segments); `ferry lab down` leaves nothing. The default lab (a chassis per node, Geneve,
 //! gateway failover) is `lab_e2e.rs`. Run it inside `scripts/lab-isolated.sh` when another
@@ -12,8 +13,8 @@ use common::lab::{Lab, lab_namespaces};
 
 #[test]
 #[ignore = "needs root, OVN/OVS and network namespaces"]
-fn single_chassis_lab_passes_every_check() {
-    let lab = Lab::up(&["--single-chassis"]);
+fn single_chassis_lab_with_the_socket_lb_off_passes_every_check() {
+    let lab = Lab::up(&["--single-chassis", "--socket-lb=false"]);
     let check = lab.is_up().then(|| lab.run("check", &[]));
     let sb = lab.sb_show();
     let tso = lab.userspace_tso(&lab.ovn());
@@ -32,6 +33,8 @@ fn single_chassis_lab_passes_every_check() {
         "3 chassis",
         "4 chassis",
         "seed ysvc1",
+        "isolation: vpc2 -> vpc1 VIP (socket LB off)",
+        "(OVN hash of the client)",
     ] {
         assert!(table.contains(row), "missing row {row}:\n{table}");
     }

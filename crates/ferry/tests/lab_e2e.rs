@@ -334,6 +334,7 @@ fn lab_up_check_status_exec_down() {
         "3 eip-to-vpc",
         "4 eip-to-multi-vpc",
         "isolation: vpc2 -> vpc1",
+        "isolation: vpc2 -> vpc1 VIP (socket LB on)",
         "failover: svc1-ep-2 blocked",
         "seed ysvc1",
     ] {
