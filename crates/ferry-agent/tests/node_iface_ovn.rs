@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use ferry_agent::netns_admin::{self, Record};
 use ferry_agent::node_iface::{self, Ensured, Target};
@@ -20,7 +20,7 @@ use ferry_agent::plumb::{self, PlumbRequest, host_ifname};
 use ferry_agent::runtime::RuntimeConfig;
 use ferry_net::{
     Backend, NetworkState, PortKind, PortState, Protocol, ServicePort, ServiceScope, ServiceState,
-    SubnetState, build_desired, diff, port_name,
+    SubnetState, build_desired, port_name,
 };
 use ferry_ovn_stack::{Daemon, OvnOptions};
 use ferry_testkit::netns::{LinkGuard, Netns, run_inside, unique};
@@ -96,24 +96,21 @@ fn default_vpc(chassis: &str, node_port: &str, pod_port: &str) -> Result<Network
     })
 }
 
-/// Writes the model's rows into the stack's empty NB in one transaction.
+/// Writes the model's rows into the stack's NB with the network controller's own applier
+/// (`ferry-nb`).
 fn program_nb(stack: &TestOvn, state: &NetworkState) -> Result<()> {
     let desired = build_desired(state);
     ensure!(desired.errors.is_empty(), "model: {:?}", desired.errors);
     let remote = stack.nb_remote();
-    for ops in diff(&desired, &[], 100_000).transactions {
-        let mut txn = vec![json!("OVN_Northbound")];
-        txn.extend(ops);
-        let out = tool(
-            "ovsdb-client",
-            &["transact", &remote, &Value::Array(txn).to_string()],
-        )?;
-        let results: Vec<Value> = serde_json::from_str(&out)?;
-        if let Some(e) = results.iter().find(|r| r.get("error").is_some()) {
-            bail!("NB refused the transaction: {e}");
-        }
-    }
-    Ok(())
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = ferry_ovsdb::Client::connect(ferry_ovsdb::nb::config([remote])).await?;
+        let applied = ferry_nb::Applier::new(client.clone(), 500)
+            .ensure(std::sync::Arc::new(desired))
+            .await;
+        client.shutdown();
+        ensure!(applied?.converged, "the NB did not converge");
+        Ok(())
+    })
 }
 
 /// `ip -j route show ...` inside a namespace, as JSON.
