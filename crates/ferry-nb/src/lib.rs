@@ -8,8 +8,11 @@
 //!
 //! Every NB writer of Ferry goes through it: the network controller
 //! (`ferry-controller`'s `network` module), the data-plane bench (`ferry-bench`'s
-//! `dataplane::ovn`), `ferry-net`'s real-NB tests and its `nb_scale` example; so the bench
-//! and the tests measure and check the controller's own code.
+//! `dataplane::ovn`), `ferry-net`'s real-NB tests and its `nb_scale` example, and
+//! `ferry-agent`'s `node_iface_ovn` test; so the bench and the tests measure and check the
+//! controller's own code. The one exception is on purpose: `ferry-net`'s `tests/ovn.rs`
+//! sends `diff`'s transactions with `ovsdb-client`, to check them against a writer and rows
+//! that are not Ferry's.
 //!
 //! Why a crate of its own: the decisions (which rows, which operations) are `ferry-net`'s
 //! and stay pure, without tokio; the client is `ferry-ovsdb`'s and knows nothing of
