@@ -325,7 +325,7 @@ async fn measure(
                 let now = Instant::now();
                 let mut s = fed_seen.lock().unwrap_or_else(|e| e.into_inner());
                 for t in o.status.iter().flat_map(|s| s.targets.iter()) {
-                    s.entry((o.name_any(), t.cluster.clone(), t.ready_endpoints))
+                    s.entry((o.name_any(), t.cluster.clone(), t.report.ready_endpoints))
                         .or_insert(now);
                 }
             }

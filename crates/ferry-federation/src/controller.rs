@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Event, Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -502,27 +502,13 @@ async fn ensure_namespace(client: &Client, ns: &str, sent: &Mutex<Sent>) {
     if sent.lock().await.namespaces.contains(ns) {
         return;
     }
-    let api: Api<Namespace> = Api::all(client.clone());
-    let obj = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.into()),
-            labels: Some(BTreeMap::from([(
-                "federation.iaas.yusur.io/member".into(),
-                ns.trim_start_matches("ferry-member-").into(),
-            )])),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => {
-            tracing::warn!(namespace = ns, error = %e, "creating a member namespace");
-            return;
-        }
+    let labels = BTreeMap::from([(
+        "federation.iaas.yusur.io/member".into(),
+        ns.trim_start_matches("ferry-member-").into(),
+    )]);
+    if crate::server::create_namespace(client, ns, labels).await {
+        sent.lock().await.namespaces.insert(ns.into());
     }
-    sent.lock().await.namespaces.insert(ns.into());
 }
 
 /// A Warning Event on the federated object.

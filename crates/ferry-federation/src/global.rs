@@ -65,7 +65,7 @@ pub fn desired_global<'a>(
                     .iter()
                     .any(|c| c.type_ == "Ready" && c.status == "True")
             })
-            .filter_map(|t| t.eip.clone())
+            .filter_map(|t| t.report.eip.clone())
             .filter(|e| e.parse::<std::net::Ipv4Addr>().is_ok())
             .collect();
         out.insert((o.namespace().unwrap_or_default(), name), eips);

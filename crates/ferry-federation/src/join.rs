@@ -11,8 +11,7 @@ use std::time::Duration;
 use ferry_api::YusurService;
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -423,21 +422,7 @@ async fn ensure_namespace(member: &Client, ns: &str, sent: &Mutex<Sent>) {
     if sent.lock().await.namespaces.contains(ns) {
         return;
     }
-    let api: Api<Namespace> = Api::all(member.clone());
-    let obj = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => {
-            tracing::warn!(namespace = ns, error = %e, "creating a namespace in the member");
-            return;
-        }
+    if crate::server::create_namespace(member, ns, Default::default()).await {
+        sent.lock().await.namespaces.insert(ns.into());
     }
-    sent.lock().await.namespaces.insert(ns.into());
 }

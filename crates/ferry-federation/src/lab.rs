@@ -10,13 +10,15 @@
 //! namespace) through a forwarder whose connecting thread has entered that namespace
 //! (`setns`), so nothing is routed between namespaces and the members stay dial-out only.
 //!
-//! What the lab cannot show: the members' external networks are not one shared network
-//! (each lives in its member's namespace), so each member's EIP is reached from that
-//! member's own `ext-client`.
+//! One shared external network ([`external`]) carries every member's EIP range: each member
+//! gets an edge host on its own external network, bridged into a namespace outside every
+//! member, where the one outside client reaches each member's EIPs by routes to its edge.
 //!
 //! Layout of DIR: `cN/` each member lab, `fed/` the federation API server's data,
 //! `supervisor.pid` and `supervisor.log`, `cN.kubeconfig` each member's API seen through
 //! its forwarder.
+
+pub mod external;
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -35,9 +37,10 @@ use crate::types::{FederatedYusurService, MemberCluster};
 
 /// The federated service the lab places, in `default`.
 pub const SERVICE: &str = "fed-web";
-/// Its EIP in member `cN`: 198.18.0.(150+N), inside every lab's EIP pool (`.100-.199`).
+/// Its EIP in member `cN`: the first address of the member's own EIP range on the shared
+/// external network ([`external::eip_range`]: c1 198.18.0.152, c2 .160, c3 .168).
 pub fn eip_of(member: usize) -> String {
-    format!("198.18.0.{}", 150 + member)
+    external::first_eip(member)
 }
 /// The members it is placed on (the third is left out).
 pub const PLACED: [&str; 2] = ["c1", "c2"];
@@ -190,6 +193,7 @@ pub async fn up(
     })
     .await
     .map_err(|e| fail("members", e, Some(&log)))?;
+    shared_external_network(lab, clusters).await?;
     apply_service(&fed, None, &[])
         .await
         .map_err(|e| fail("federated service", e, None))?;
@@ -200,6 +204,59 @@ pub async fn up(
         lab.dir.display()
     );
     Ok(())
+}
+
+/// Gives each member its own backends of the federated service ([`backends`]) and its edge
+/// host (a VNicIP on its external switch), through the supervisor's forwarder to its API
+/// server, waits for the member's agent to plumb the edge, then builds the shared external
+/// network ([`external::create`]).
+async fn shared_external_network(lab: &FedLab, clusters: usize) -> Result<(), LabError> {
+    let mut members = Vec::new();
+    for n in 1..=clusters {
+        let step = format!("c{n} edge");
+        let client = client_for(&lab.dir.join(format!("c{n}.kubeconfig")))
+            .await
+            .map_err(|e| fail(&step, e, None))?;
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+        for pod in backends(n) {
+            let pod: k8s_openapi::api::core::v1::Pod =
+                serde_json::from_value(pod).map_err(|e| fail(&step, e, None))?;
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            if pods
+                .get_opt(&name)
+                .await
+                .map_err(|e| fail(&step, e, None))?
+                .is_none()
+            {
+                pods.create(&Default::default(), &pod)
+                    .await
+                    .map_err(|e| fail(&step, e, None))?;
+            }
+        }
+        let api: Api<ferry_api::VNicIP> = Api::namespaced(client, "default");
+        let edge: ferry_api::VNicIP =
+            serde_json::from_value(external::edge_object()).map_err(|e| fail(&step, e, None))?;
+        if api
+            .get_opt(external::EDGE)
+            .await
+            .map_err(|e| fail(&step, e, None))?
+            .is_none()
+        {
+            api.create(&Default::default(), &edge)
+                .await
+                .map_err(|e| fail(&step, e, None))?;
+        }
+        let pid = lab.member_pid(n)?;
+        let netns = external::edge_netns_path(pid);
+        wait_for("the edge's namespace", Duration::from_secs(60), || {
+            let ok = Path::new(&netns).exists();
+            async move { ok.then_some(()).ok_or("not plumbed yet".to_string()) }
+        })
+        .await
+        .map_err(|e| fail(&step, e, Some(&lab.member(n).join("ferry.log"))))?;
+        members.push((n, pid));
+    }
+    external::create(&members)
 }
 
 /// `ferry lab up --dir DIR --single-chassis` (or `--chassis-per-node`) in fresh private
@@ -253,6 +310,10 @@ pub fn down(lab: &FedLab, ferry: &Path) -> Result<Vec<String>, LabError> {
         report.push(format!("supervisor {pid} stopped"));
     }
     let _ = std::fs::remove_file(lab.supervisor_pid());
+    if external::exists() {
+        external::delete();
+        report.push("shared external network removed".into());
+    }
     for n in lab.members() {
         let dir = lab.member(n);
         let status = in_member(lab, n, &[])?
@@ -327,6 +388,11 @@ pub async fn serve(
         }));
         tracing::info!(member = n, %addr, "member joined through its forwarder");
     }
+    // Each member's edge relay, once `lab up` has made the edge.
+    for n in lab.members() {
+        let pid = lab.member_pid(n)?;
+        tasks.push(tokio::spawn(external::relay(pid, rx.clone())));
+    }
     eprintln!(
         "ferry: federation lab supervisor serving on https://{}",
         server.addr
@@ -340,8 +406,12 @@ pub async fn serve(
     Ok(())
 }
 
+/// The lab hosts the global name is resolved from in each member: a pod of the default VPC,
+/// of vpc1 and of vpc2 (each VPC's own cluster DNS).
+const GLOBAL_CLIENTS: [&str; 3] = ["client-default", "client-vpc1", "client-vpc2"];
+
 /// A request to the connecting thread: dial this address, hand back the stream.
-type Dial = (
+pub(crate) type Dial = (
     SocketAddr,
     oneshot::Sender<std::io::Result<std::net::TcpStream>>,
 );
@@ -397,8 +467,34 @@ pub async fn forward_into(pid: i32, target: SocketAddr) -> std::io::Result<Socke
 
 // === the federated service ===
 
-/// The lab's FederatedYusurService: vpc1's `svc1-ep` backends behind an EIP per member (by
-/// override), placed on [`PLACED`]; `extra_ports` added to port 80, `mask` as given.
+/// Member `n`'s backends of the federated service are named `fed-web-cN-...`.
+pub fn backend_prefix(n: usize) -> String {
+    format!("{SERVICE}-c{n}")
+}
+
+/// Member `n`'s own backends of the federated service: a pod on each node in vpc1, labelled
+/// `fed: fed-web`, answering `GET /` (port 8080) with its name, so an answer says which
+/// member served it (every member's lab is otherwise the same, names and addresses alike).
+pub fn backends(n: usize) -> Vec<Value> {
+    [("a", "node1", "vpc1-subnet1"), ("b", "node2", "vpc1-subnet2")]
+        .into_iter()
+        .map(|(suffix, node, subnet)| {
+            let name = format!("{}-{suffix}", backend_prefix(n));
+            let script = format!(
+                "mkdir -p www && printf '{name}\\n' > www/index.html && exec python3 -m http.server 8080 -d www"
+            );
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default", "labels": {"fed": SERVICE},
+                             "annotations": {"iaas.yusur.io/subnet": subnet}},
+                "spec": {"nodeName": node, "restartPolicy": "Always",
+                         "containers": [{"name": "main", "image": "lab", "command": ["sh", "-c", script]}]}})
+        })
+        .collect()
+}
+
+/// The lab's FederatedYusurService: each member's own backends in vpc1 ([`backends`])
+/// behind an EIP per member (by override, from the member's range), placed on [`PLACED`];
+/// `extra_ports` added to port 80, `mask` as given.
 pub fn service_manifest(mask: Option<&[&str]>, extra_ports: &[u16]) -> Value {
     let mut ports =
         vec![json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080})];
@@ -412,7 +508,7 @@ pub fn service_manifest(mask: Option<&[&str]>, extra_ports: &[u16]) -> Value {
         .collect();
     let mut spec = json!({
         "template": {"spec": {"type": "LoadBalancer", "scope": "vpc", "vpc": "vpc1",
-                              "ports": ports, "selector": {"svc": "svc1-ep"}}},
+                              "ports": ports, "selector": {"fed": SERVICE}}},
         "placement": {"topologyType": "cluster", "clusters": PLACED},
         "overrides": overrides,
     });
@@ -497,24 +593,11 @@ fn row(check: &str, target: &str, result: impl Into<String>, pass: bool) -> Row 
     }
 }
 
-/// One HTTP GET from member `n`'s outside client; the body, or why there was none.
-fn get_from_outside(lab: &FedLab, n: usize, url: &str) -> Result<String, String> {
-    let out = in_member(lab, n, &["ip", "netns", "exec", "ferry-ext-client"])
-        .map_err(|e| e.to_string())?
-        .args(["curl", "-s", "-m", "2", url])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() && !body.is_empty() {
-        Ok(body)
-    } else {
-        Err(format!("no answer (curl {})", out.status))
-    }
-}
-
-/// The A records of `name` from member `n`'s default-VPC client (its cluster DNS), sorted.
-fn dig_from(lab: &FedLab, n: usize, name: &str) -> Result<Vec<String>, String> {
-    let out = in_member(lab, n, &["ip", "netns", "exec", "ferry-client-default"])
+/// The A records of `name` from lab host `host` of member `n` (through its VPC's cluster
+/// DNS), sorted.
+fn dig_from(lab: &FedLab, n: usize, host: &str, name: &str) -> Result<Vec<String>, String> {
+    let netns = format!("ferry-{host}");
+    let out = in_member(lab, n, &["ip", "netns", "exec", &netns])
         .map_err(|e| e.to_string())?
         .args(["dig", "+short", "+tries=1", "+time=2", name, "A"])
         .output()
@@ -531,23 +614,24 @@ fn dig_from(lab: &FedLab, n: usize, name: &str) -> Result<Vec<String>, String> {
     Ok(ips)
 }
 
-/// Answers from `n` requests (the backends that answered), or the failure.
-fn answers(lab: &FedLab, n: usize, url: &str, tries: usize) -> Result<Vec<String>, String> {
+/// Answers from `tries` requests of the shared network's client (the backends that
+/// answered), or the failure.
+fn answers(url: &str, tries: usize) -> Result<Vec<String>, String> {
     let mut seen = Vec::new();
     for _ in 0..tries {
-        seen.push(get_from_outside(lab, n, url)?);
+        seen.push(external::get(url)?);
     }
     seen.sort();
     seen.dedup();
     Ok(seen)
 }
 
-/// Waits until `url` answers from member `n` (true) or stays silent (false).
-async fn wait_answer(lab: &FedLab, n: usize, url: &str, want: bool) -> Result<Vec<String>, String> {
+/// Waits until `url` answers the shared network's client (true) or stays silent (false).
+async fn wait_answer(url: &str, want: bool) -> Result<Vec<String>, String> {
     let mut last = Err(String::new());
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(45) {
-        last = answers(lab, n, url, 3);
+        last = answers(url, 3);
         if last.is_ok() == want {
             return last;
         }
@@ -611,16 +695,21 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
         updated.is_ok(),
     ));
 
-    // Placement: each placed member's own EIP answers with its own backends; the third
-    // member holds nothing and its EIP stays silent.
+    // Placement: from the one client on the shared external network, each placed member's
+    // EIP answers with that member's own backends (named after it); the third member holds
+    // nothing and its EIP stays silent.
     for n in &members {
         let name = format!("c{n}");
         let url = format!("http://{}/", eip_of(*n));
         let placed = PLACED.contains(&name.as_str());
-        let got = wait_answer(lab, *n, &url, placed).await;
+        let got = wait_answer(&url, placed).await;
         let held = member_holds(lab, *n, SERVICE).await;
+        let own = format!("{}-", backend_prefix(*n));
         let (result, pass) = match (&got, placed) {
-            (Ok(backends), true) => (format!("answered by {}", backends.join(",")), true),
+            (Ok(backends), true) => (
+                format!("answered by {}", backends.join(",")),
+                backends.iter().all(|b| b.starts_with(&own)),
+            ),
             (Err(e), true) => (e.clone(), false),
             (Ok(backends), false) => (
                 format!("answered by {} (placed nowhere here!)", backends.join(",")),
@@ -632,7 +721,7 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
             ),
         };
         rows.push(row(
-            &format!("placement: ext-client -> {SERVICE} EIP"),
+            &format!("placement: shared client -> {SERVICE} EIP"),
             &format!("{name} {url}"),
             result,
             pass,
@@ -646,7 +735,8 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
             let f = api.get(SERVICE).await.map_err(|e| e.to_string())?;
             let s = f.status.unwrap_or_default();
             let fed_ok = s.targets.iter().filter(|t| {
-                t.eip.as_deref().is_some_and(|e| !e.is_empty()) && t.ready_endpoints > 0
+                t.report.eip.as_deref().is_some_and(|e| !e.is_empty())
+                    && t.report.ready_endpoints > 0
             });
             let n = fed_ok.count();
             (n == PLACED.len() && s.ready_targets.as_deref() == Some("2/2"))
@@ -670,9 +760,9 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
                     format!(
                         "{} eip={} ready={}/{}",
                         t.name,
-                        t.eip.clone().unwrap_or_default(),
-                        t.ready_endpoints,
-                        t.total_endpoints
+                        t.report.eip.clone().unwrap_or_default(),
+                        t.report.ready_endpoints,
+                        t.report.total_endpoints
                     )
                 })
                 .collect::<Vec<_>>()
@@ -699,25 +789,39 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
         "{SERVICE}{}.default.svc.cluster.local",
         crate::global::SUFFIX
     );
+    // From a pod of every VPC of every member (the global zone is in each VPC's DNS).
     for n in &members {
-        let mut last = Err(String::new());
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            last = dig_from(lab, *n, &global);
-            if last.as_ref() == Ok(&want) {
-                break;
+        let mut got = Vec::new();
+        for host in GLOBAL_CLIENTS {
+            let mut last = Err(String::new());
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                last = dig_from(lab, *n, host, &global);
+                if last.as_ref() == Ok(&want) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            got.push((host, last));
         }
+        let pass = got.iter().all(|(_, r)| r.as_ref() == Ok(&want));
+        let result = if pass {
+            format!("{} from each", want.join(","))
+        } else {
+            got.iter()
+                .map(|(host, r)| match r {
+                    Ok(ips) if ips.is_empty() => format!("{host}: no address"),
+                    Ok(ips) => format!("{host}: {}", ips.join(",")),
+                    Err(e) => format!("{host}: {e}"),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         rows.push(row(
-            "global name: ready members' EIPs",
-            &format!("c{n} {global}"),
-            match &last {
-                Ok(ips) if ips.is_empty() => "no address".to_string(),
-                Ok(ips) => ips.join(","),
-                Err(e) => e.clone(),
-            },
-            last.as_ref() == Ok(&want),
+            "global name in every VPC: ready members' EIPs",
+            &format!("c{n} {} {global}", GLOBAL_CLIENTS.join(",")),
+            result,
+            pass,
         ));
     }
 
@@ -730,7 +834,7 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
     apply_service(&fed, Some(&["c1"]), &[GRAY_PORT])
         .await
         .map_err(|e| fail("gray release", e, None))?;
-    let c1 = wait_answer(lab, 1, &format!("http://{}:{GRAY_PORT}/", eip_of(1)), true).await;
+    let c1 = wait_answer(&format!("http://{}:{GRAY_PORT}/", eip_of(1)), true).await;
     rows.push(row(
         "gray release: masked member gets the update",
         &format!("c1 :{GRAY_PORT}"),
@@ -742,8 +846,8 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
     ));
     // Port 80 answering first shows c2's data plane is up (a loaded lab's probes can
     // flap); right after, the new port must stay silent there.
-    let c2_old = wait_answer(lab, 2, &format!("http://{}/", eip_of(2)), true).await;
-    let c2_new = answers(lab, 2, &format!("http://{}:{GRAY_PORT}/", eip_of(2)), 2);
+    let c2_old = wait_answer(&format!("http://{}/", eip_of(2)), true).await;
+    let c2_new = answers(&format!("http://{}:{GRAY_PORT}/", eip_of(2)), 2);
     let status = api.get(SERVICE).await.ok().and_then(|f| f.status);
     let gen_of = |name: &str| {
         status
@@ -808,15 +912,7 @@ async fn stopped_member_rows(lab: &FedLab, fed: &kube::Client, g2: Option<i64>) 
         .await
         .map_err(|e| e.to_string());
     let c1 = match applied {
-        Ok(_) => {
-            wait_answer(
-                lab,
-                1,
-                &format!("http://{}:{STOPPED_PORT}/", eip_of(1)),
-                true,
-            )
-            .await
-        }
+        Ok(_) => wait_answer(&format!("http://{}:{STOPPED_PORT}/", eip_of(1)), true).await,
         Err(e) => Err(e),
     };
     let first = row(
@@ -835,9 +931,9 @@ async fn stopped_member_rows(lab: &FedLab, fed: &kube::Client, g2: Option<i64>) 
     drop(resume);
     // Back: its data plane answers again on :80, the masked port stays silent there, and its
     // target generation is unchanged.
-    let old = wait_answer(lab, 2, &format!("http://{}/", eip_of(2)), true).await;
+    let old = wait_answer(&format!("http://{}/", eip_of(2)), true).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let new = answers(lab, 2, &format!("http://{}:{STOPPED_PORT}/", eip_of(2)), 2);
+    let new = answers(&format!("http://{}:{STOPPED_PORT}/", eip_of(2)), 2);
     let gen2 = api
         .get(SERVICE)
         .await

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
-use crate::types::{Work, WorkStatus};
+use crate::types::{ObjectReport, Work, WorkStatus};
 
 /// Label on every member object the federation manages (its value: `federation`).
 pub const LABEL_MANAGED_BY: &str = "federation.iaas.yusur.io/managed-by";
@@ -181,11 +181,13 @@ fn feedback(w: &Work, cur: &YusurService, previous: &WorkStatus, now: Timestamp)
             .and_then(|g| g.parse().ok()),
         member_generation: cur.metadata.generation,
         member_observed_generation: st.observed_generation,
-        cluster_ip: st.cluster_ip,
-        eip: st.eip,
-        ready_endpoints: st.ready_endpoints,
-        total_endpoints: st.total_endpoints,
-        status_annotations: w.spec.annotation_policy.status_part(cur.annotations()),
+        report: ObjectReport {
+            cluster_ip: st.cluster_ip,
+            eip: st.eip,
+            ready_endpoints: st.ready_endpoints,
+            total_endpoints: st.total_endpoints,
+            status_annotations: w.spec.annotation_policy.status_part(cur.annotations()),
+        },
         conditions,
     }
 }
@@ -301,8 +303,8 @@ mod tests {
                 MemberAction::WorkStatus { work, status } => format!(
                     "status {work} applied={:?} ready={}/{} applied-reason={}",
                     status.applied_generation,
-                    status.ready_endpoints,
-                    status.total_endpoints,
+                    status.report.ready_endpoints,
+                    status.report.total_endpoints,
                     status
                         .conditions
                         .iter()

@@ -59,3 +59,30 @@ pub async fn client_for(path: &Path) -> Result<kube::Client, ServerError> {
         .map_err(|e| err(e.to_string()))?;
     kube::Client::try_from(cfg).map_err(|e| err(e.to_string()))
 }
+
+/// Creates namespace `ns` with `labels` unless it exists; whether it exists now (a failure
+/// is logged, and the caller tries again on its next pass).
+pub(crate) async fn create_namespace(
+    client: &kube::Client,
+    ns: &str,
+    labels: std::collections::BTreeMap<String, String>,
+) -> bool {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let obj = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(ns.into()),
+            labels: (!labels.is_empty()).then_some(labels),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&Default::default(), &obj).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 409 => true,
+        Err(e) => {
+            tracing::warn!(namespace = ns, error = %e, "creating a namespace");
+            false
+        }
+    }
+}

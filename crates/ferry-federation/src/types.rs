@@ -270,17 +270,9 @@ pub struct TargetStatus {
     /// The generation of the federated object the member has applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
-    pub cluster_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eip: Option<String>,
-    #[serde(default)]
-    pub ready_endpoints: i32,
-    #[serde(default)]
-    pub total_endpoints: i32,
-    /// Annotations the member wrote under the type's status keys.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub status_annotations: BTreeMap<String, String>,
+    /// What the member reported in the target's Work status.
+    #[serde(flatten)]
+    pub report: ObjectReport,
     /// `Ready` and `Applied`, and the member object's own conditions prefixed `Member`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -354,6 +346,19 @@ pub struct WorkStatus {
     pub member_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_observed_generation: Option<i64>,
+    #[serde(flatten)]
+    pub report: ObjectReport,
+    /// `Applied` (False with the member API's error, or `Conflict` when an object of that
+    /// name exists there and is not the federation's) and the member object's conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// What a member reports about the object it holds, the same in a Work's status (written
+/// by the member) and in the federated object's per-target status (copied from it).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReport {
     #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,12 +367,9 @@ pub struct WorkStatus {
     pub ready_endpoints: i32,
     #[serde(default)]
     pub total_endpoints: i32,
+    /// Annotations the member wrote under the type's status keys.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub status_annotations: BTreeMap<String, String>,
-    /// `Applied` (False with the member API's error, or `Conflict` when an object of that
-    /// name exists there and is not the federation's) and the member object's conditions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
 }
 
 // === FederatedTypeConfig ===

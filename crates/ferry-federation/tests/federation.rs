@@ -345,10 +345,10 @@ async fn federation_places_isolates_gray_releases_survives_a_down_member_and_fee
         .map(|t| {
             (
                 t.name.clone(),
-                t.cluster_ip.clone(),
-                t.eip.clone(),
-                t.ready_endpoints,
-                t.total_endpoints,
+                t.report.cluster_ip.clone(),
+                t.report.eip.clone(),
+                t.report.ready_endpoints,
+                t.report.total_endpoints,
             )
         })
         .collect();
@@ -427,6 +427,7 @@ async fn federation_places_isolates_gray_releases_survives_a_down_member_and_fee
         "a status annotation survives the federation's update"
     );
     let fed_annotations = o.status.as_ref().expect("status").targets[0]
+        .report
         .status_annotations
         .clone();
     assert_eq!(

@@ -1,9 +1,9 @@
 //! Issue 17's federation lab end to end, as a user runs it: `ferry federation lab up
 //! --clusters 3` (three whole member labs, each in its own private namespaces, joined to a
 //! federation control plane), `ferry federation lab check` (every federation row with real
-//! traffic from each member's outside client, the global name from each member's cluster
-//! DNS), then `ferry federation lab down`, which
-//! leaves none of the members' processes behind.
+//! traffic from the one client on the shared external network, the global name from a pod
+//! of every VPC of every member), then `ferry federation lab down`, which leaves none of the
+//! members' processes and neither of the shared network's namespaces behind.
 
 use std::process::Command;
 
@@ -91,9 +91,9 @@ fn federation_lab_with_three_members_passes_every_row() {
         [
             "member joined (dials out)",
             "federated service applied",
-            "placement: ext-client -> fed-web EIP",
+            "placement: shared client -> fed-web EIP",
             "status feedback (EIP, endpoints)",
-            "global name: ready members' EIPs",
+            "global name in every VPC: ready members' EIPs",
             "gray release: masked member gets the update",
             "gray release: unmasked member untouched",
             "member stopped: the update reaches the others",
@@ -104,6 +104,13 @@ fn federation_lab_with_three_members_passes_every_row() {
     assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 16);
 
     drop(down);
+    // The shared external network's namespaces went with it.
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let left = String::from_utf8_lossy(&netns.stdout).to_string();
+    assert!(!left.contains("ferry-fedx"), "left behind: {left}");
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),

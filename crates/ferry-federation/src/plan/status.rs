@@ -54,7 +54,7 @@ pub(super) fn target_status(
         ("False", "MemberNotReady")
     } else if !applied {
         ("False", "NotApplied")
-    } else if fed.ready_endpoints == 0 {
+    } else if fed.report.ready_endpoints == 0 {
         ("False", "NoReadyEndpoints")
     } else {
         ("True", "Ready")
@@ -93,11 +93,7 @@ pub(super) fn target_status(
         namespace: t.namespace.clone(),
         desired_generation,
         observed_generation: observed,
-        cluster_ip: fed.cluster_ip,
-        eip: fed.eip,
-        ready_endpoints: fed.ready_endpoints,
-        total_endpoints: fed.total_endpoints,
-        status_annotations: fed.status_annotations,
+        report: fed.report,
         conditions,
     }
 }

@@ -2,7 +2,7 @@
 //! and deleted, every target's generations and reasons, the object's conditions).
 
 use super::*;
-use crate::types::{FederatedYusurServiceSpec, TargetStatus, WorkStatus};
+use crate::types::{FederatedYusurServiceSpec, ObjectReport, TargetStatus, WorkStatus};
 
 const NOW: i64 = 1_000_000;
 
@@ -69,9 +69,12 @@ fn applied(plan: &Plan) -> Vec<ExistingWork> {
                 work: Work {
                     status: Some(WorkStatus {
                         applied_generation: Some(w.spec.generation),
-                        cluster_ip: Some("10.96.0.10".into()),
-                        ready_endpoints: 1,
-                        total_endpoints: 2,
+                        report: ObjectReport {
+                            cluster_ip: Some("10.96.0.10".into()),
+                            ready_endpoints: 1,
+                            total_endpoints: 2,
+                            ..Default::default()
+                        },
                         ..Default::default()
                     }),
                     ..(**w).clone()
@@ -601,10 +604,10 @@ fn status_feedback_reaches_the_target() {
     let o = object(1, json!({"placement": {"clusters": ["c1"]}}));
     let mut works = generation_one(&["c1"]);
     if let Some(st) = works[0].work.status.as_mut() {
-        st.eip = Some("198.18.1.100".into());
-        st.ready_endpoints = 2;
-        st.total_endpoints = 2;
-        st.status_annotations = BTreeMap::from([("status.lb/phase".into(), "up".into())]);
+        st.report.eip = Some("198.18.1.100".into());
+        st.report.ready_endpoints = 2;
+        st.report.total_endpoints = 2;
+        st.report.status_annotations = BTreeMap::from([("status.lb/phase".into(), "up".into())]);
         st.conditions = vec![Condition {
             type_: "Programmed".into(),
             status: "True".into(),
@@ -617,16 +620,14 @@ fn status_feedback_reaches_the_target() {
     let p = run(&o, &works);
     let t = &p.status.targets[0];
     assert_eq!(
-        (
-            t.cluster_ip.as_deref(),
-            t.eip.as_deref(),
-            t.ready_endpoints,
-            t.total_endpoints,
-            t.status_annotations
-                .get("status.lb/phase")
-                .map(String::as_str),
-        ),
-        (Some("10.96.0.10"), Some("198.18.1.100"), 2, 2, Some("up"))
+        t.report,
+        ObjectReport {
+            cluster_ip: Some("10.96.0.10".into()),
+            eip: Some("198.18.1.100".into()),
+            ready_endpoints: 2,
+            total_endpoints: 2,
+            status_annotations: BTreeMap::from([("status.lb/phase".into(), "up".into())]),
+        }
     );
     let types: Vec<&str> = t.conditions.iter().map(|c| c.type_.as_str()).collect();
     assert_eq!(types, ["Applied", "Ready", "MemberProgrammed"]);
