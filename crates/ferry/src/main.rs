@@ -112,7 +112,8 @@ struct ServerArgs {
         value_parser = parse_port_range)]
     service_node_port_range: (u16, u16),
     /// Where objects are kept: `embedded` (DATA_DIR/store.redb) or
-    /// `etcd://host:port[,host:port...][/prefix]` (several API servers may share it).
+    /// `etcd://host:port[,host:port...][/prefix]` (several API servers may share it); TLS:
+    /// `etcds://...?cacert=CA.pem[&cert=CLIENT.pem&key=CLIENT.key]`.
     #[arg(long, env = "FERRY_STORE", default_value = "embedded")]
     store: String,
 }
@@ -260,6 +261,7 @@ enum FederationCommand {
         listen: SocketAddr,
         /// `embedded` (default) or `etcd://host:port[,host:port...][/prefix]`: on etcd,
         /// more `federation up`s (other data dirs and ports) serve the same federation.
+        /// TLS: `etcds://...?cacert=CA.pem[&cert=CLIENT.pem&key=CLIENT.key]`.
         #[arg(long, env = "FERRY_FEDERATION_STORE")]
         store: Option<String>,
         /// Controller replicas in this process (they share a Lease).
