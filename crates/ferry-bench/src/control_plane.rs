@@ -338,6 +338,11 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     } else {
         &["bench-a"]
     };
+    // FERRY_BENCH_LEASE_S overrides the lease (a loaded machine may not renew in 1.5 s).
+    let lease_s = std::env::var("FERRY_BENCH_LEASE_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(LEASE_S);
     for &id in ids {
         let mut c = Command::new(&opts.ferry);
         // Every pass's time in the log, with metrics on or off (see `pass_times`).
@@ -354,7 +359,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
                 "--identity",
                 id,
                 "--lease-duration-s",
-                &LEASE_S.to_string(),
+                &lease_s.to_string(),
             ]);
         let controller = spawn(&mut c, &d.join(format!("controller-{id}.log")))?;
         pids.insert(id.to_string(), controller.id());

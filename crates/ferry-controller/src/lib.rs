@@ -196,8 +196,7 @@ pub async fn run(
     let mut nodes_checked = Instant::now();
     // The first pass is a full one (a repair of everything).
     let mut changes = Changes::everything();
-    // Full passes that cannot wait (the first, the repair after taking over); the others
-    // are paced (`pacing`).
+    // Only the first full pass cannot wait; the others are paced (`pacing`).
     let mut urgent = true;
     let mut full_passes = pacing::FullPasses::default();
     loop {
@@ -263,8 +262,10 @@ pub async fn run(
             if full {
                 full_passes.ran(Instant::now(), started.elapsed());
             }
+            // The repair after a takeover is paced too: a leadership that changes hands
+            // often (a loaded API server) still gets its incremental passes through.
             if std::mem::take(&mut repair) {
-                urgent = true;
+                changes.all = true;
                 continue;
             }
         } else {

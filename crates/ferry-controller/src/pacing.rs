@@ -1,9 +1,9 @@
 //! When a full pass may run (pure; the caller passes the time). A full pass re-plans every
 //! service and converges the whole NB: at 10,000 services x 20 backends it takes tens of
-//! seconds, and changes wait behind it. Some full passes cannot wait (the first one, the
-//! repair after taking over); those asked for by a change to a global object (a Node, a
-//! VPC, a subnet, a namespace, an EIP), by a watch that restarted or by an agent Lease that
-//! lapsed can: they are held back until the last full pass has been over for
+//! seconds, and changes wait behind it. Only the first one cannot wait; those asked for by
+//! a change to a global object (a Node, a VPC, a subnet, a namespace, an EIP), by a watch
+//! that restarted, by an agent Lease that lapsed or by a takeover (the repair) can: they
+//! are held back until the last full pass has been over for
 //! [`SPACING`] times as long as it took, so that changes get at least that share of the
 //! time. At 10,000 joining nodes (each Node written as its probe port is given, each one
 //! an event) back-to-back full passes otherwise leave no time to anything else.
