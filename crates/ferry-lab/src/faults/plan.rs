@@ -200,7 +200,8 @@ pub struct Traffic {
     /// The send time of the first answered request after the last failed one, in the
     /// flow that took longest (0 when nothing failed).
     pub recovered_s: f64,
-    /// Scenario 3: the first answer after the first failure (0 when nothing failed).
+    /// Scenario 3: the first answer after the first failure from the fault on (0 when
+    /// nothing failed).
     pub eip_moved_s: Option<f64>,
 }
 
@@ -254,7 +255,8 @@ pub fn summarize(samples: &[Sample], aborts: &[f64], start: f64, end: f64) -> Tr
             t.recovered_s = t.recovered_s.max(back);
         }
         if flow == Flow::Eip {
-            t.eip_moved_s = match failed.first() {
+            // From the fault on: a failure before it (an unrelated outage) moves nothing.
+            t.eip_moved_s = match failed.iter().find(|s| s.at >= 0.0) {
                 None => Some(0.0),
                 Some(ff) => list.iter().find(|s| s.ok && s.at > ff.at).map(|s| s.at),
             };

@@ -170,6 +170,26 @@ fn summaries() {
             },
         ),
         (
+            "an EIP failure before the fault does not count as the move",
+            vec![
+                s(Flow::Eip, -0.6, false),
+                s(Flow::Eip, -0.4, true),
+                s(Flow::Eip, 0.2, false),
+                s(Flow::Eip, 0.9, true),
+            ],
+            vec![],
+            (-1.0, 1.0),
+            Traffic {
+                requests: 4,
+                failed: 2,
+                failed_by_flow: BTreeMap::from([("eip".to_string(), 2)]),
+                longest_gap_s: 1.3,
+                recovered_s: 0.9,
+                eip_moved_s: Some(0.9),
+                ..Traffic::default()
+            },
+        ),
+        (
             "an EIP that never answers again: not moved, recovered only at the window's end",
             vec![s(Flow::Eip, -0.2, true), s(Flow::Eip, 0.5, false)],
             vec![],
