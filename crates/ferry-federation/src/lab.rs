@@ -219,33 +219,14 @@ async fn shared_external_network(lab: &FedLab, clusters: usize) -> Result<(), La
             .map_err(|e| fail(&step, e, None))?;
         let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
         for pod in backends(n) {
-            let pod: k8s_openapi::api::core::v1::Pod =
-                serde_json::from_value(pod).map_err(|e| fail(&step, e, None))?;
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            if pods
-                .get_opt(&name)
-                .await
-                .map_err(|e| fail(&step, e, None))?
-                .is_none()
-            {
-                pods.create(&Default::default(), &pod)
-                    .await
-                    .map_err(|e| fail(&step, e, None))?;
-            }
-        }
-        let api: Api<ferry_api::VNicIP> = Api::namespaced(client, "default");
-        let edge: ferry_api::VNicIP =
-            serde_json::from_value(external::edge_object()).map_err(|e| fail(&step, e, None))?;
-        if api
-            .get_opt(external::EDGE)
-            .await
-            .map_err(|e| fail(&step, e, None))?
-            .is_none()
-        {
-            api.create(&Default::default(), &edge)
+            create_if_missing(&pods, pod)
                 .await
                 .map_err(|e| fail(&step, e, None))?;
         }
+        let vnics: Api<ferry_api::VNicIP> = Api::namespaced(client, "default");
+        create_if_missing(&vnics, external::edge_object())
+            .await
+            .map_err(|e| fail(&step, e, None))?;
         let pid = lab.member_pid(n)?;
         let netns = external::edge_netns_path(pid);
         wait_for("the edge's namespace", Duration::from_secs(60), || {
@@ -257,6 +238,20 @@ async fn shared_external_network(lab: &FedLab, clusters: usize) -> Result<(), La
         members.push((n, pid));
     }
     external::create(&members)
+}
+
+/// Creates `manifest` through `api` unless an object of its name exists (so `lab up` can run
+/// again on members that have it).
+async fn create_if_missing<K>(api: &Api<K>, manifest: Value) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let obj: K = serde_json::from_value(manifest).map_err(kube::Error::SerdeError)?;
+    let name = obj.meta().name.clone().unwrap_or_default();
+    if api.get_opt(&name).await?.is_none() {
+        api.create(&Default::default(), &obj).await?;
+    }
+    Ok(())
 }
 
 /// `ferry lab up --dir DIR --single-chassis` (or `--chassis-per-node`) in fresh private
@@ -420,49 +415,80 @@ pub(crate) type Dial = (
 /// network namespace of process `pid`. The connections are opened by one thread that has
 /// entered that namespace (a socket stays in the namespace it was created in).
 pub async fn forward_into(pid: i32, target: SocketAddr) -> std::io::Result<SocketAddr> {
-    let (dial_tx, mut dial_rx) = mpsc::channel::<Dial>(64);
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    let (ready_tx, ready_rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name(format!("netns-dialer-{pid}"))
-        .spawn(move || {
-            if let Err(e) = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET) {
-                let _ = ready_tx.send(Err(std::io::Error::from(e)));
-                return;
-            }
-            let _ = ready_tx.send(Ok(()));
-            while let Some((addr, reply)) = dial_rx.blocking_recv() {
-                let _ = reply.send(std::net::TcpStream::connect_timeout(
-                    &addr,
-                    Duration::from_secs(5),
-                ));
-            }
-        })?;
-    ready_rx
-        .await
-        .map_err(|_| std::io::Error::other("the dialer thread ended"))??;
+    let (dial_tx, _) = dialer_in(ns, format!("netns-dialer-{pid}"), None).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let dial_tx = dial_tx.clone();
-            tokio::spawn(async move {
-                let (reply, rx) = oneshot::channel();
-                if dial_tx.send((target, reply)).await.is_err() {
-                    return;
-                }
-                let Ok(Ok(stream)) = rx.await else { return };
-                if stream.set_nonblocking(true).is_err() {
-                    return;
-                }
-                let Ok(mut outbound) = tokio::net::TcpStream::from_std(stream) else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
+        while let Ok((inbound, _)) = listener.accept().await {
+            tokio::spawn(splice(inbound, target, dial_tx.clone()));
         }
     });
     Ok(addr)
+}
+
+/// A thread that enters the network namespace `ns` and opens the connections asked of it
+/// (a socket stays in the namespace it was created in); with `listen`, it first binds a
+/// listener on `0.0.0.0:PORT` there.
+pub(crate) async fn dialer_in(
+    ns: std::fs::File,
+    name: String,
+    listen: Option<u16>,
+) -> std::io::Result<(mpsc::Sender<Dial>, Option<tokio::net::TcpListener>)> {
+    let (dial_tx, mut dial_rx) = mpsc::channel::<Dial>(64);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    std::thread::Builder::new().name(name).spawn(move || {
+        let entered = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)
+            .and_then(|()| {
+                listen
+                    .map(|port| std::net::TcpListener::bind(("0.0.0.0", port)))
+                    .transpose()
+            });
+        let ok = entered.is_ok();
+        let _ = ready_tx.send(entered);
+        if !ok {
+            return;
+        }
+        while let Some((addr, reply)) = dial_rx.blocking_recv() {
+            let _ = reply.send(std::net::TcpStream::connect_timeout(
+                &addr,
+                Duration::from_secs(5),
+            ));
+        }
+    })?;
+    let listener = ready_rx
+        .await
+        .map_err(|_| std::io::Error::other("the dialer thread ended"))??;
+    let listener = match listener {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            Some(tokio::net::TcpListener::from_std(l)?)
+        }
+        None => None,
+    };
+    Ok((dial_tx, listener))
+}
+
+/// Opens a connection to `target` through `dialer` and copies both ways with `inbound`
+/// until either side ends.
+pub(crate) async fn splice(
+    mut inbound: tokio::net::TcpStream,
+    target: SocketAddr,
+    dialer: mpsc::Sender<Dial>,
+) {
+    let (reply, rx) = oneshot::channel();
+    if dialer.send((target, reply)).await.is_err() {
+        return;
+    }
+    let Ok(Ok(stream)) = rx.await else { return };
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut outbound) = tokio::net::TcpStream::from_std(stream) else {
+        return;
+    };
+    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
 }
 
 // === the federated service ===

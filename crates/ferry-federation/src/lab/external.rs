@@ -326,13 +326,18 @@ pub fn get(url: &str) -> Result<String, String> {
 /// opens one to its original destination from the edge and copies both ways.
 pub async fn relay(member_pid: i32, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let path = edge_netns_path(member_pid);
-    let listener = loop {
+    let (dialer, listener) = loop {
         if *shutdown.borrow() {
             return;
         }
         if Path::new(&path).exists() {
-            match relay_listener(&path).await {
-                Ok(l) => break l,
+            let opened = match std::fs::File::open(&path) {
+                Ok(ns) => super::dialer_in(ns, "edge-relay".into(), Some(RELAY_PORT)).await,
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok((dialer, Some(listener))) => break (dialer, listener),
+                Ok((_, None)) => return,
                 Err(e) => tracing::warn!(netns = path, error = %e, "edge relay"),
             }
         }
@@ -341,77 +346,27 @@ pub async fn relay(member_pid: i32, mut shutdown: tokio::sync::watch::Receiver<b
             _ = shutdown.changed() => {}
         }
     };
-    let (listener, dialer) = listener;
     tracing::info!(netns = path, port = RELAY_PORT, "edge relay listening");
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let Ok((mut inbound, _)) = accepted else {
+        let Ok((inbound, _)) = accepted else {
             continue;
         };
-        let dialer = dialer.clone();
-        tokio::spawn(async move {
-            let Ok(dst) =
-                nix::sys::socket::getsockopt(&inbound, nix::sys::socket::sockopt::OriginalDst)
-            else {
-                return;
-            };
-            let target = std::net::SocketAddr::from((
-                std::net::Ipv4Addr::from(u32::from_be(dst.sin_addr.s_addr)),
-                u16::from_be(dst.sin_port),
-            ));
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            if dialer.send((target, reply)).await.is_err() {
-                return;
-            }
-            let Ok(Ok(stream)) = rx.await else { return };
-            if stream.set_nonblocking(true).is_err() {
-                return;
-            }
-            let Ok(mut outbound) = tokio::net::TcpStream::from_std(stream) else {
-                return;
-            };
-            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-        });
+        // Where the client meant to go: the EIP, before the redirect to this port.
+        let Ok(dst) =
+            nix::sys::socket::getsockopt(&inbound, nix::sys::socket::sockopt::OriginalDst)
+        else {
+            continue;
+        };
+        let target = std::net::SocketAddr::from((
+            std::net::Ipv4Addr::from(u32::from_be(dst.sin_addr.s_addr)),
+            u16::from_be(dst.sin_port),
+        ));
+        tokio::spawn(super::splice(inbound, target, dialer.clone()));
     }
-}
-
-/// The relay's listener, bound in the namespace at `path`, and a dialer whose connections
-/// are opened from there (both by one thread that entered the namespace).
-async fn relay_listener(
-    path: &str,
-) -> std::io::Result<(
-    tokio::net::TcpListener,
-    tokio::sync::mpsc::Sender<super::Dial>,
-)> {
-    let ns = std::fs::File::open(path)?;
-    let (dial_tx, mut dial_rx) = tokio::sync::mpsc::channel::<super::Dial>(64);
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("edge-relay".into())
-        .spawn(move || {
-            let bound = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)
-                .and_then(|()| std::net::TcpListener::bind(("0.0.0.0", RELAY_PORT)));
-            let ok = bound.is_ok();
-            let _ = ready_tx.send(bound);
-            if !ok {
-                return;
-            }
-            while let Some((addr, reply)) = dial_rx.blocking_recv() {
-                let _ = reply.send(std::net::TcpStream::connect_timeout(
-                    &addr,
-                    std::time::Duration::from_secs(5),
-                ));
-            }
-        })?;
-    let listener = ready_rx
-        .await
-        .map_err(|_| std::io::Error::other("the relay thread ended"))??;
-    listener.set_nonblocking(true)?;
-    Ok((tokio::net::TcpListener::from_std(listener)?, dial_tx))
 }
 
 #[cfg(test)]
