@@ -6,14 +6,16 @@
 //! Only the current and the previous run of a container are kept.
 //!
 //! Pure: [`cri_lines`] (output bytes -> log lines), [`parse_line`] and [`select`] (log
-//! text -> what `kubectl logs` shows). I/O: [`capture`] (threads copying a child's pipes
-//! to its run file) and [`prune`].
+//! text -> what `kubectl logs` shows). I/O: [`open_outputs`] (the files a container
+//! writes its output to itself, so it survives the agent), [`follow`] (a thread copying
+//! them into the run's log) and [`prune`].
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
 use jiff::Timestamp;
 
@@ -190,50 +192,180 @@ impl LogFile {
     }
 }
 
-/// Sends the child's stdout and stderr to `path` (created, appended to, rotated past
-/// [`MAX_LOG_BYTES`]) as CRI log lines, from two threads that end when the pipes close.
-pub fn capture(child: &mut Child, path: &Path) -> std::io::Result<()> {
-    capture_with_limit(child, path, MAX_LOG_BYTES)
+/// The file a run's raw `stream` output goes to: the container writes it itself (opened
+/// by the agent before the spawn and passed as the child's fd), so the output outlives the
+/// agent, as containerd-shim's pipes outlive a kubelet: a killed agent never breaks its
+/// containers' stdout/stderr (a pipe held by the agent gave them EPIPE/SIGPIPE).
+pub fn raw_path(run_log: &Path, stream: Stream) -> PathBuf {
+    run_log.with_extension(stream.as_str())
 }
 
-fn capture_with_limit(child: &mut Child, path: &Path, max: u64) -> std::io::Result<()> {
+/// How much of a raw file is in the CRI log already (kept so a restarted agent goes on
+/// where the dead one stopped).
+fn pos_path(raw: &Path) -> PathBuf {
+    let mut name = raw.as_os_str().to_owned();
+    name.push(".pos");
+    PathBuf::from(name)
+}
+
+/// Opens (creates, appends to) the raw stdout and stderr files of the run whose log is
+/// `run_log`, for the child.
+pub fn open_outputs(run_log: &Path) -> std::io::Result<(File, File)> {
+    if let Some(dir) = run_log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let open = |s| {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(raw_path(run_log, s))
+    };
+    Ok((open(Stream::Stdout)?, open(Stream::Stderr)?))
+}
+
+const TAIL_RUN: u8 = 0;
+const TAIL_FINISH: u8 = 1;
+const TAIL_ABANDON: u8 = 2;
+
+/// A thread turning a run's raw output into its CRI log. Dropped, it stops where it is
+/// (what an agent's death does: the next agent's [`follow`] goes on from there);
+/// [`Tail::finish`] drains and flushes first (the process ended).
+#[derive(Debug)]
+pub struct Tail {
+    state: Arc<AtomicU8>,
+}
+
+impl Tail {
+    /// The run ended: copy what is left, an unfinished last line included, then stop.
+    pub fn finish(&self) {
+        let _ =
+            self.state
+                .compare_exchange(TAIL_RUN, TAIL_FINISH, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let _ =
+            self.state
+                .compare_exchange(TAIL_RUN, TAIL_ABANDON, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// How often the raw files are read (the delay `kubectl logs -f` adds).
+const TAIL_PERIOD: Duration = Duration::from_millis(100);
+
+/// Follows the raw output of the run whose log is `path` into it as CRI log lines (the
+/// log rotated past [`MAX_LOG_BYTES`]), from where the last follower stopped.
+pub fn follow(path: &Path) -> std::io::Result<Tail> {
+    follow_with_limit(path, MAX_LOG_BYTES)
+}
+
+/// One raw file being followed.
+struct Raw {
+    stream: Stream,
+    path: PathBuf,
+    file: File,
+    /// Bytes of the raw file copied (an unfinished line included, see `pending`).
+    pos: u64,
+    pending: Vec<u8>,
+}
+
+impl Raw {
+    /// Copies what was written since the last call; true if anything was.
+    fn pump(&mut self, to: &mut LogFile, eof: bool, max: u64) -> bool {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut any = false;
+        if self.file.seek(SeekFrom::Start(self.pos)).is_err() {
+            return false;
+        }
+        loop {
+            let n = match self.file.read(&mut buf) {
+                Ok(0) | Err(_) => 0,
+                Ok(n) => n,
+            };
+            let lines = cri_lines(
+                self.stream,
+                Timestamp::now(),
+                &mut self.pending,
+                &buf[..n],
+                n == 0 && eof,
+            );
+            if !lines.is_empty() {
+                to.append(&lines);
+            }
+            if n == 0 {
+                break;
+            }
+            self.pos += n as u64;
+            any = true;
+        }
+        if any {
+            // The raw file is emptied once it is large and copied (as logrotate's
+            // copytruncate: output written between the last read and this is lost).
+            if self.pos >= max && self.pending.is_empty() && self.file.set_len(0).is_ok() {
+                self.pos = 0;
+            }
+            let done = self.pos.saturating_sub(self.pending.len() as u64);
+            let _ = std::fs::write(pos_path(&self.path), done.to_string());
+        }
+        any
+    }
+}
+
+fn follow_with_limit(path: &Path, max: u64) -> std::io::Result<Tail> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let file = Arc::new(Mutex::new(LogFile {
+    let mut log = LogFile {
         path: path.to_path_buf(),
         file: File::options().create(true).append(true).open(path)?,
         max,
-    }));
-    fn pump(mut from: impl Read, stream: Stream, to: Arc<Mutex<LogFile>>) {
-        let mut buf = vec![0u8; 8192];
-        let mut pending = Vec::new();
-        loop {
-            let (n, eof) = match from.read(&mut buf) {
-                Ok(0) | Err(_) => (0, true),
-                Ok(n) => (n, false),
-            };
-            let lines = cri_lines(stream, Timestamp::now(), &mut pending, &buf[..n], eof);
-            if !lines.is_empty() {
-                to.lock().unwrap_or_else(|e| e.into_inner()).append(&lines);
+    };
+    let mut raws = Vec::new();
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let raw = raw_path(path, stream);
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&raw)?;
+        let pos = std::fs::read_to_string(pos_path(&raw))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        raws.push(Raw {
+            stream,
+            path: raw,
+            file,
+            pos,
+            pending: Vec::new(),
+        });
+    }
+    let state = Arc::new(AtomicU8::new(TAIL_RUN));
+    let st = state.clone();
+    std::thread::Builder::new()
+        .name("log-tail".into())
+        .spawn(move || {
+            loop {
+                let now = st.load(Ordering::SeqCst);
+                if now == TAIL_ABANDON {
+                    return;
+                }
+                let finish = now == TAIL_FINISH;
+                let mut any = false;
+                for r in &mut raws {
+                    any |= r.pump(&mut log, finish, max);
+                }
+                if finish {
+                    return;
+                }
+                if !any {
+                    std::thread::sleep(TAIL_PERIOD);
+                }
             }
-            if eof {
-                return;
-            }
-        }
-    }
-    if let Some(out) = child.stdout.take() {
-        let f = file.clone();
-        std::thread::Builder::new()
-            .name("log-stdout".into())
-            .spawn(move || pump(out, Stream::Stdout, f))?;
-    }
-    if let Some(err) = child.stderr.take() {
-        std::thread::Builder::new()
-            .name("log-stderr".into())
-            .spawn(move || pump(err, Stream::Stderr, file))?;
-    }
-    Ok(())
+        })?;
+    Ok(Tail { state })
 }
 
 /// Removes the log files of runs before `keep_from` (the previous run is kept for
@@ -245,15 +377,11 @@ pub fn prune(log_dir: &Path, netns: &str, container: &str, keep_from: i32) {
     };
     for e in entries.flatten() {
         let name = e.file_name();
+        // `RUN.log`, `RUN.log.1`, `RUN.stdout`, `RUN.stderr.pos`, ...
         let run = name
             .to_str()
-            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.split('.').next())
             .and_then(|n| n.parse::<i32>().ok());
-        let run = run.or_else(|| {
-            name.to_str()
-                .and_then(|n| n.strip_suffix(".log.1"))
-                .and_then(|n| n.parse::<i32>().ok())
-        });
         if run.is_some_and(|r| r < keep_from) {
             let _ = std::fs::remove_file(e.path());
         }
@@ -333,34 +461,40 @@ mod tests {
         assert_eq!(pending, b"xxx");
     }
 
+    fn wait_for(what: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !what() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
     /// A child's output lands in its run's file as CRI lines, rotated past the limit.
     #[test]
     fn captured_output_is_rotated_past_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = run_path(dir.path(), "ferry-x", "c", 0);
+        let (out, err) = open_outputs(&path).unwrap();
         let mut child = std::process::Command::new("sh")
             .args([
                 "-c",
                 "for i in $(seq 1 200); do echo line-$i; done; echo oops >&2",
             ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .unwrap();
-        capture_with_limit(&mut child, &path, 2000).unwrap();
+        let tail = follow_with_limit(&path, 2000).unwrap();
         child.wait().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        tail.finish();
         let both = || read(&path.with_extension("log.1")) + &read(&path);
-        // Both pipes' last lines written (the two threads end in either order).
-        while !(both().contains("stdout F line-200\n") && both().contains("stderr F oops\n"))
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for(|| both().contains("stdout F line-200\n") && both().contains("stderr F oops\n"));
         let (cur, old) = (read(&path), read(&path.with_extension("log.1")));
         assert!(!old.is_empty(), "rotated once at least");
-        assert!(cur.len() < 2000 + 8192, "{}", cur.len());
+        assert!(cur.len() < 2000 + 64 * 1024, "{}", cur.len());
         let all = old + &cur;
         assert!(
             all.contains("stdout F line-200\n") && all.contains("stderr F oops\n"),
@@ -369,6 +503,53 @@ mod tests {
         assert!(all.lines().all(|l| parse_line(l.as_bytes()).is_some()));
         prune(dir.path(), "ferry-x", "c", 1);
         assert!(!path.exists() && !path.with_extension("log.1").exists());
+        assert!(!raw_path(&path, Stream::Stdout).exists());
+    }
+
+    /// Issue 15: the agent's death (its follower dropped) leaves the container writing,
+    /// and the next agent's follower goes on from where the last one stopped.
+    #[test]
+    fn output_outlives_the_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = run_path(dir.path(), "ferry-x", "c", 0);
+        let (out, err) = open_outputs(&path).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while :; do i=$((i+1)); echo out-$i; echo err-$i >&2; sleep 0.02; done",
+            ])
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let tail = follow(&path).unwrap();
+        wait_for(|| read(&path).contains("stdout F out-3\n"));
+        drop(tail);
+        std::thread::sleep(TAIL_PERIOD * 3);
+        let log_then = read(&path).len();
+        let raw = raw_path(&path, Stream::Stderr);
+        let raw_then = read(&raw).len();
+        wait_for(|| read(&raw).len() > raw_then + 100);
+        assert!(child.try_wait().unwrap().is_none(), "still running");
+        assert!(read(&raw).len() > raw_then, "still writing");
+        assert_eq!(read(&path).len(), log_then, "nobody follows");
+        let tail = follow(&path).unwrap();
+        let n: usize = read(&raw)
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("err-"))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        wait_for(|| read(&path).contains(&format!("stderr F err-{}\n", n + 5)));
+        let _ = child.kill();
+        child.wait().unwrap();
+        tail.finish();
+        let log = read(&path);
+        // Every line once, none lost or doubled across the two followers.
+        for i in 1..=n + 5 {
+            assert_eq!(log.matches(&format!(" F out-{i}\n")).count(), 1, "out-{i}");
+            assert_eq!(log.matches(&format!(" F err-{i}\n")).count(), 1, "err-{i}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Named network namespaces the agent creates and removes (`ip netns`), and the record of
 //! everything it created, so a crashed agent's leftovers can be removed exactly.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -24,6 +24,22 @@ pub struct Created {
     /// Ports plumbed outside any namespace of its own (the node interface on a real node).
     #[serde(default)]
     pub ports: BTreeSet<CreatedPort>,
+    /// The running container processes by `NETNS/CONTAINER`, so a restarted agent adopts
+    /// them instead of starting them again (their output goes to files, not to the agent).
+    #[serde(default)]
+    pub containers: BTreeMap<String, RecordedContainer>,
+}
+
+/// A container process the agent started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordedContainer {
+    /// The workload's uid: a pod created again under the same name is not adopted.
+    pub uid: String,
+    pub pid: i32,
+    /// Start time in clock ticks, to tell the process from a reused PID.
+    pub start: u64,
+    /// The run (restart count) it is.
+    pub run: i32,
 }
 
 /// A veth whose host end is a port of an OVS bridge; deleting the host end removes its
@@ -100,7 +116,25 @@ impl Record {
         });
     }
     pub fn remove_process(&self, pid: i32) {
-        self.update(|c| c.processes.retain(|(p, _)| *p != pid));
+        self.update(|c| {
+            c.processes.retain(|(p, _)| *p != pid);
+            c.containers.retain(|_, r| r.pid != pid);
+        });
+    }
+    /// Records a container process (after [`Record::add_process`]).
+    pub fn set_container(&self, key: &str, uid: &str, pid: i32, run: i32) {
+        let start = start_time(pid).unwrap_or(0);
+        self.update(|c| {
+            c.containers.insert(
+                key.to_string(),
+                RecordedContainer {
+                    uid: uid.to_string(),
+                    pid,
+                    start,
+                    run,
+                },
+            );
+        });
     }
     pub fn add_port(&self, port: &CreatedPort) {
         self.update(|c| {

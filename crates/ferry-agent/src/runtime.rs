@@ -131,11 +131,60 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// A container's process: started by this agent, or adopted from the agent before it
+/// (which died or restarted: the process writes its output to files, so it ran on).
+#[derive(Debug)]
+enum Proc {
+    Owned(Child),
+    /// Not our child: only its PID can be watched, and its exit code is unknown.
+    Adopted {
+        pid: i32,
+        start: u64,
+    },
+}
+
+/// The exit code reported for an adopted process that ended (its parent, not us, saw the
+/// real one): 137, as the kubelet reports a container whose status it lost.
+const UNKNOWN_EXIT: i32 = 137;
+
+/// True while `pid` is the process that started at `start` and is not a zombie.
+fn alive(pid: i32, start: u64) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, after)| after.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true);
+    !zombie && netns_admin::start_time(pid) == Some(start)
+}
+
+impl Proc {
+    fn id(&self) -> i32 {
+        match self {
+            Proc::Owned(c) => c.id() as i32,
+            Proc::Adopted { pid, .. } => *pid,
+        }
+    }
+
+    /// The exit status once the process ended.
+    fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            Proc::Owned(c) => c.try_wait().ok().flatten(),
+            Proc::Adopted { pid, start } => (!alive(*pid, *start))
+                .then(|| std::process::ExitStatus::from_raw(UNKNOWN_EXIT << 8)),
+        }
+    }
+}
+
 /// One container: its process, if running, and what the status shows of it.
 #[derive(Debug)]
 pub struct Running {
     pub name: String,
-    child: Option<Child>,
+    child: Option<Proc>,
+    /// The thread copying the run's output into its log.
+    tail: Option<crate::container_log::Tail>,
     pub restarts: i32,
     pub started_at: jiff::Timestamp,
     pub exit_code: Option<i32>,
@@ -152,10 +201,15 @@ pub struct Running {
 }
 
 impl Running {
-    fn started(spec: &ContainerSpec, child: Child, restarts: i32) -> Running {
+    fn started(
+        spec: &ContainerSpec,
+        (child, tail): (Proc, Option<crate::container_log::Tail>),
+        restarts: i32,
+    ) -> Running {
         Running {
             name: spec.name.clone(),
             child: Some(child),
+            tail,
             restarts,
             started_at: jiff::Timestamp::now(),
             exit_code: None,
@@ -196,55 +250,107 @@ pub fn work_dir(cfg: &RuntimeConfig, w: &Workload, c: &ContainerSpec) -> PathBuf
 }
 
 /// Starts run `run` of a container; its output goes to the run's log file
-/// ([`crate::container_log`]), of which the previous run's is kept.
+/// ([`crate::container_log`]), of which the previous run's is kept. The process writes
+/// its output to files itself, so it outlives the agent (see [`Sandbox::start`]).
 fn spawn(
     cfg: &RuntimeConfig,
     w: &Workload,
     c: &ContainerSpec,
     record: &Record,
     run: i32,
-) -> std::io::Result<Child> {
+) -> std::io::Result<(Proc, Option<crate::container_log::Tail>)> {
     let argv = if c.argv.is_empty() {
         vec!["sleep".to_string(), "infinity".to_string()]
     } else {
         c.argv.clone()
     };
+    let log = crate::container_log::run_path(&cfg.log_dir, &w.netns, &c.name, run);
+    // A run's files start empty (a reused run number after a pod's recreation).
+    for s in [
+        crate::container_log::Stream::Stdout,
+        crate::container_log::Stream::Stderr,
+    ] {
+        let raw = crate::container_log::raw_path(&log, s);
+        let _ = std::fs::remove_file(format!("{}.pos", raw.display()));
+        let _ = std::fs::remove_file(raw);
+    }
+    let (out, err) = crate::container_log::open_outputs(&log)?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &w.netns])
         .args(&argv)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
         .process_group(0);
     let work = work_dir(cfg, w, c);
     let _ = std::fs::create_dir_all(&work);
     cmd.current_dir(&work);
     cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.spawn()?;
-    record.add_process(child.id() as i32);
-    let log = crate::container_log::run_path(&cfg.log_dir, &w.netns, &c.name, run);
-    if let Err(e) = crate::container_log::capture(&mut child, &log) {
-        tracing::warn!(workload = %w.key, container = %c.name, error = %e, "capturing the container's output failed");
-    }
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    record.add_process(pid);
+    record.set_container(&format!("{}/{}", w.netns, c.name), &w.uid, pid, run);
+    let tail = crate::container_log::follow(&log)
+        .inspect_err(|e| tracing::warn!(workload = %w.key, container = %c.name, error = %e, "following the container's output failed"))
+        .ok();
     crate::container_log::prune(&cfg.log_dir, &w.netns, &c.name, run - 1);
-    Ok(child)
+    Ok((Proc::Owned(child), tail))
 }
 
-fn stop_child(child: &mut Child, record: &Record) {
-    let pid = child.id() as i32;
+fn stop_child(child: &mut Proc, record: &Record) {
+    let pid = child.id();
     let group = nix::unistd::Pid::from_raw(-pid);
     let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if child.try_wait().is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Proc::Owned(c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     record.remove_process(pid);
+}
+
+/// The container process a previous agent left running for this workload, if it is
+/// still the same pod's; one of another pod of the same name is killed.
+fn adoptable(
+    cfg: &RuntimeConfig,
+    w: &Workload,
+    c: &ContainerSpec,
+    record: &Record,
+) -> Option<((Proc, Option<crate::container_log::Tail>), i32)> {
+    let key = format!("{}/{}", w.netns, c.name);
+    let r = record.snapshot().containers.get(&key)?.clone();
+    if !alive(r.pid, r.start) {
+        record.remove_process(r.pid);
+        return None;
+    }
+    if r.uid != w.uid {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-r.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        record.remove_process(r.pid);
+        return None;
+    }
+    let log = crate::container_log::run_path(&cfg.log_dir, &w.netns, &c.name, r.run);
+    let tail = crate::container_log::follow(&log).ok();
+    tracing::info!(workload = %w.key, container = %c.name, pid = r.pid, "adopted the running container");
+    Some((
+        (
+            Proc::Adopted {
+                pid: r.pid,
+                start: r.start,
+            },
+            tail,
+        ),
+        r.run,
+    ))
 }
 
 impl Sandbox {
@@ -294,6 +400,12 @@ impl Sandbox {
             .map(SocketSource::Netns);
         let mut containers = Vec::new();
         for c in &w.containers {
+            // A restarted agent finds its pods running: it takes them over, as a kubelet
+            // restart leaves the runtime's containers alone.
+            if let Some((proc, run)) = adoptable(cfg, &w, c, record) {
+                containers.push(Running::started(c, proc, run));
+                continue;
+            }
             let child = spawn(cfg, &w, c, record, 0)
                 .map_err(|e| format!("starting {} in {}: {e}", c.name, w.netns))?;
             containers.push(Running::started(c, child, 0));
@@ -328,10 +440,13 @@ impl Sandbox {
         for (i, c) in self.containers.iter_mut().enumerate() {
             let spec = &self.workload.containers[i];
             if let Some(child) = c.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
+                && let Some(status) = child.try_wait()
             {
-                record.remove_process(child.id() as i32);
+                record.remove_process(child.id());
                 c.child = None;
+                if let Some(t) = c.tail.take() {
+                    t.finish();
+                }
                 // A signal (say the liveness kill) reads as 128 + signal, as runtimes report it.
                 let code = status.code().unwrap_or_else(|| {
                     128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
@@ -415,7 +530,7 @@ impl Sandbox {
                     && let Some(child) = c.child.as_ref()
                 {
                     // The kubelet kills the container; the restart policy brings it back.
-                    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+                    let group = nix::unistd::Pid::from_raw(-child.id());
                     let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
                     c.killed = Some("Error".into());
                     st.failures = 0;
@@ -444,6 +559,9 @@ impl Sandbox {
         for c in &mut self.containers {
             if let Some(child) = c.child.as_mut() {
                 stop_child(child, record);
+            }
+            if let Some(t) = c.tail.take() {
+                t.finish();
             }
         }
         let _ = plumb::del(&self.plumbed.unplumb());
