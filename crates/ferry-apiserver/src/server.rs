@@ -1221,14 +1221,29 @@ fn watch(
         .unwrap_or(1800);
     let from = if send_initial { Some(0) } else { rv };
     let prefix = list_prefix(rt, t.namespace.as_deref());
-    let sub = server.cache.subscribe(&prefix, from).map_err(|e| match e {
-        WatchStartError::NotReady => {
-            ApiError::too_many_requests("the watch cache is not ready yet, please retry")
+    let sub = match server.cache.subscribe(&prefix, from) {
+        Ok(sub) => sub,
+        Err(WatchStartError::NotReady) => {
+            return Err(ApiError::too_many_requests(
+                "the watch cache is not ready yet, please retry",
+            ));
         }
-        WatchStartError::TooOld { requested, oldest } => {
-            ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+        // As kube-apiserver's watch cache does: a 200 whose one event is the 410. Clients
+        // re-list on that event; kube-runtime's watcher treats an HTTP 410 at the watch's
+        // start as a transient error and retries the same resourceVersion forever (every
+        // controller watch stuck after an API server restart, issue 15).
+        Err(WatchStartError::TooOld { requested, oldest }) => {
+            let status =
+                ApiError::gone(format!("too old resource version: {requested} ({oldest})"));
+            let event = json!({"type": "ERROR", "object": status.to_status()});
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CACHE_CONTROL, "no-cache")
+                .body(Body::from(format!("{event}\n")))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()));
         }
-    })?;
+    };
     let as_table = wants_table(accept);
     let include = include_of(q);
     let rt = rt.clone();
