@@ -44,6 +44,9 @@ pub struct Caches {
     pub slices: Store<EndpointSlice>,
     /// The node agents' Leases.
     pub agent_leases: Store<Lease>,
+    /// Since when the Lease watch has been broken (an error, and no event since): see
+    /// [`lease_clock`].
+    pub leases_stale_since: Arc<Mutex<Option<jiff::Timestamp>>>,
     /// KubeVirt VMIs, when that API exists.
     pub vmis: Option<Store<ferry_api::VirtualMachineInstance>>,
 }
@@ -63,9 +66,24 @@ pub fn namespace(c: &Caches, name: &str) -> Option<std::sync::Arc<Namespace>> {
         .get(&kube::runtime::reflector::ObjectRef::new(name))
 }
 
+/// The time at which agent Leases are judged: now, or while the Lease watch is broken
+/// (the API server down or restarting) the moment it broke. A Lease cache that stopped
+/// receiving renewals says nothing about the agents: judged by the wall clock, every agent
+/// would look lapsed after 10 s of an API outage (issue 15: the full pass after the API
+/// server's restart removed the socket-LB port groups and marked every probe Unknown).
+/// Held until the watch delivers again (a resumed watch or a re-list).
+pub fn lease_clock(stale_since: Option<jiff::Timestamp>, now: jiff::Timestamp) -> jiff::Timestamp {
+    stale_since.map_or(now, |t| t.min(now))
+}
+
+fn lease_now(c: &Caches) -> jiff::Timestamp {
+    let stale = c.leases_stale_since.lock().map(|s| *s).unwrap_or(None);
+    lease_clock(stale, jiff::Timestamp::now())
+}
+
 /// Nodes whose Ferry agent Lease exists and has lapsed.
 pub fn lapsed_agents(c: &Caches) -> BTreeSet<String> {
-    let now = jiff::Timestamp::now();
+    let now = lease_now(c);
     c.agent_leases
         .state()
         .iter()
@@ -85,7 +103,7 @@ pub fn lapsed_agents(c: &Caches) -> BTreeSet<String> {
 /// lapsed is not among them: its probes go Unknown, and backends that name no node move
 /// to the others.
 pub fn ready_nodes(c: &Caches) -> BTreeSet<String> {
-    let now = jiff::Timestamp::now();
+    let now = lease_now(c);
     c.nodes
         .state()
         .iter()
@@ -122,16 +140,18 @@ impl Watches {
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
     {
-        self.reflect_api(Api::all(self.client.clone()), feed, config, |_| {})
+        self.reflect_api(Api::all(self.client.clone()), feed, config, |_| {}, None)
     }
 
-    /// `project` trims each object to what the controller reads before it is stored.
+    /// `project` trims each object to what the controller reads before it is stored;
+    /// `stale_since`, when given, records since when this watch has been broken.
     fn reflect_api<K>(
         &self,
         api: Api<K>,
         feed: Feed,
         config: watcher::Config,
         project: fn(&mut K),
+        stale_since: Option<Arc<Mutex<Option<jiff::Timestamp>>>>,
     ) -> Store<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -140,7 +160,7 @@ impl Watches {
         let (reader, writer) = reflector::store();
         // managedFields are kept out of the stores: nothing here reads them, and they are
         // often the larger part of an object (memory at 200k objects per kind).
-        let events = watcher(api, config).modify(move |o| {
+        let events = relisting_watcher(api, config).modify(move |o| {
             o.managed_fields_mut().clear();
             project(o);
         });
@@ -153,6 +173,14 @@ impl Watches {
                         Ok(ev) => changes::record(&changes, feed, ev),
                         Err(e) => tracing::debug!(error = %e, "watch error (retrying)"),
                     }
+                    if let Some(Ok(mut s)) = stale_since.as_ref().map(|s| s.lock()) {
+                        match &ev {
+                            Err(_) => *s = s.or(Some(jiff::Timestamp::now())),
+                            // Mid-list: the store is not replaced yet.
+                            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                            Ok(_) => *s = None,
+                        }
+                    }
                     if !matches!(feed, Feed::AgentLease) {
                         let _ = wake.try_send(());
                     }
@@ -162,6 +190,41 @@ impl Watches {
         });
         reader
     }
+}
+
+/// Whether a watch error means the watch must start over with a list: the API server
+/// refused to resume from the last resourceVersion (410, older than its history, as after
+/// its restart) when the watch started.
+pub fn must_relist(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
+}
+
+/// `watcher`, started again (with a list) after an error [`must_relist`] says ends it.
+/// kube-runtime's watcher re-lists when the 410 arrives as a watch event (what
+/// kube-apiserver sends), but retries an HTTP 410 answering the watch request itself with
+/// the same resourceVersion forever: the cache would stay frozen (issue 15: after the API
+/// server's restart no event reached the controller, no new YusurService was seen, and
+/// every agent Lease looked lapsed).
+fn relisting_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    futures::stream::repeat_with(move || {
+        watcher(api.clone(), config.clone()).scan(false, |ended, ev| {
+            let out = if *ended {
+                None
+            } else {
+                *ended = matches!(&ev, Err(e) if must_relist(e));
+                Some(ev)
+            };
+            futures::future::ready(out)
+        })
+    })
+    .flatten()
 }
 
 pub async fn caches(w: &Watches) -> Caches {
@@ -177,6 +240,7 @@ pub async fn caches(w: &Watches) -> Caches {
     };
     let generated = watcher::Config::default().labels(ferry_api::SERVICE_LABEL);
     let all = watcher::Config::default();
+    let leases_stale_since = Arc::new(Mutex::new(None));
     let c = Caches {
         services: w.reflect(Feed::Service, all.clone()),
         pods: w.reflect_api(
@@ -184,6 +248,7 @@ pub async fn caches(w: &Watches) -> Caches {
             Feed::Workload(BackendKind::Pod),
             all.clone(),
             world::project_pod,
+            None,
         ),
         namespaces: w.reflect(Feed::Global, all.clone()),
         nodes: w.reflect_api(
@@ -191,6 +256,7 @@ pub async fn caches(w: &Watches) -> Caches {
             Feed::Global,
             all.clone(),
             world::project_node,
+            None,
         ),
         vpcs: w.reflect(Feed::Global, all.clone()),
         subnets: w.reflect(Feed::Global, all.clone()),
@@ -208,7 +274,9 @@ pub async fn caches(w: &Watches) -> Caches {
             Feed::AgentLease,
             all,
             |_| {},
+            Some(leases_stale_since.clone()),
         ),
+        leases_stale_since,
         vmis,
     };
     let probes = c.probes.clone();
@@ -536,5 +604,47 @@ pub fn net_objects(c: &Caches) -> crate::net_model::NetObjects {
         ports,
         nodes,
         socket_lb_ports,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: u16) -> watcher::Error {
+        watcher::Error::WatchStartFailed(kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: "Expired".into(),
+            ..Default::default()
+        })))
+    }
+
+    #[test]
+    fn leases_are_judged_at_the_moment_their_watch_broke() {
+        let t = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        assert_eq!(lease_clock(None, t(30)), t(30));
+        assert_eq!(lease_clock(Some(t(5)), t(30)), t(5));
+        // A clock step back never moves the judgement into the future.
+        assert_eq!(lease_clock(Some(t(40)), t(30)), t(30));
+    }
+
+    #[test]
+    fn only_a_watch_start_refused_with_410_starts_over_with_a_list() {
+        let cases = [
+            (refused(410), true),
+            (refused(429), false),
+            (refused(500), false),
+            (
+                watcher::Error::WatchFailed(kube::Error::Api(Box::new(kube::core::Status {
+                    code: 410,
+                    ..Default::default()
+                }))),
+                false,
+            ),
+            (watcher::Error::NoResourceVersion, false),
+        ];
+        let got: Vec<bool> = cases.iter().map(|(e, _)| must_relist(e)).collect();
+        let want: Vec<bool> = cases.iter().map(|(_, w)| *w).collect();
+        assert_eq!(got, want);
     }
 }
