@@ -43,7 +43,7 @@ pub enum KubeObject {
 }
 
 /// Changes seen since the last pass.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Changes {
     /// A full pass is needed.
     pub all: bool,

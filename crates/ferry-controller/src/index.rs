@@ -276,6 +276,11 @@ impl Index {
             .collect()
     }
 
+    /// The NB port of a workload, as last resolved.
+    pub fn port(&self, w: &WorkloadRef) -> Option<&PortState> {
+        self.ports.get(w)
+    }
+
     /// The nodes the last full pass gave probes to.
     pub fn ready_nodes(&self) -> BTreeSet<String> {
         self.ready_nodes.iter().cloned().collect()

@@ -206,11 +206,21 @@ pub async fn run(
             if is_leading {
                 tracing::info!(identity = %config.identity, "taking over");
                 writer = Some(tokio::spawn(writes.clone().run(client.clone(), c.clone())));
-                let keys = recent.take();
+                let (keys, workloads) = recent.take(Instant::now());
                 for k in &keys {
                     st.net.remove(k);
                 }
                 changes.services.extend(keys);
+                // Shadow passes took these workloads' changes without writing their NB
+                // ports; the old leader may not have either (sent again: the port fast
+                // path plans from the NB mirror, so a port already there costs nothing).
+                for w in &workloads {
+                    if let Some(p) = st.index.port(w) {
+                        st.nb_left
+                            .ports
+                            .insert(p.name.clone(), (None, Some(p.clone())));
+                    }
+                }
                 repair = true;
             } else {
                 tracing::warn!(identity = %config.identity, "lost leadership; standing by");
@@ -251,10 +261,13 @@ pub async fn run(
             shadow: !is_leading,
         };
         if is_leading {
-            // The pass stops the moment leadership does (nothing more is written).
+            // The pass stops the moment leadership does (nothing more is written); what
+            // it was given is kept for the next one (a full pass may wait, see `pacing`).
+            let again = this.clone();
             tokio::select! {
                 _ = p.run(this, &mut st, net.as_mut(), &writes) => {}
                 _ = lost(&mut leading) => {
+                    changes.merge(again);
                     changes.all = true;
                     continue;
                 }
@@ -302,9 +315,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Services that shadow passes planned lately, with when.
+/// Services and workloads that shadow passes planned lately, with when.
 #[derive(Debug, Default)]
-struct Recent(std::collections::BTreeMap<String, Instant>);
+struct Recent(
+    std::collections::BTreeMap<String, Instant>,
+    std::collections::BTreeMap<changes::WorkloadRef, Instant>,
+);
 
 impl Recent {
     /// Older than this, the old leader had its chance (and the repair pass follows).
@@ -319,17 +335,29 @@ impl Recent {
         for k in keys {
             self.0.insert(k, now);
         }
+        for w in &changes.workloads {
+            self.1.insert(w.clone(), now);
+        }
         self.0
+            .retain(|_, at| now.duration_since(*at) < Self::WINDOW);
+        self.1
             .retain(|_, at| now.duration_since(*at) < Self::WINDOW);
     }
 
-    fn take(&mut self) -> Vec<String> {
-        let now = Instant::now();
-        std::mem::take(&mut self.0)
+    /// The services and the workloads seen within the window before `now`.
+    fn take(&mut self, now: Instant) -> (Vec<String>, Vec<changes::WorkloadRef>) {
+        let fresh = |at: &Instant| now.duration_since(*at) < Self::WINDOW;
+        let services = std::mem::take(&mut self.0)
             .into_iter()
-            .filter(|(_, at)| now.duration_since(*at) < Self::WINDOW)
+            .filter(|(_, at)| fresh(at))
             .map(|(k, _)| k)
-            .collect()
+            .collect();
+        let workloads = std::mem::take(&mut self.1)
+            .into_iter()
+            .filter(|(_, at)| fresh(at))
+            .map(|(k, _)| k)
+            .collect();
+        (services, workloads)
     }
 }
 
@@ -346,4 +374,35 @@ async fn lost(rx: &mut watch::Receiver<bool>) {
 /// Resolves once shutdown is requested (the guard `wait_for` returns is not `Send`).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_api::BackendKind;
+
+    #[test]
+    fn recent_keeps_the_services_and_workloads_of_the_last_window() {
+        let t0 = Instant::now();
+        let pod = |n: &str| (BackendKind::Pod, format!("default/{n}"));
+        // A service change, and a probe result of another service.
+        let seen = |svc: &str, w: &str| Changes {
+            services: [format!("default/{svc}")].into(),
+            workloads: [pod(w)].into(),
+            probes: [(format!("default/{svc}p-0"), format!("default/{svc}p"))].into(),
+            ..Default::default()
+        };
+        let mut r = Recent::default();
+        r.record(&seen("old", "b-old"), t0);
+        r.record(&seen("new", "b-new"), t0 + Duration::from_secs(5));
+        // 12 s after the first: only what came 5 s later is left.
+        assert_eq!(
+            r.take(t0 + Duration::from_secs(12)),
+            (
+                vec!["default/new".to_string(), "default/newp".to_string()],
+                vec![pod("b-new")]
+            )
+        );
+        assert_eq!(r.take(t0 + Duration::from_secs(12)), (vec![], vec![]));
+    }
 }
