@@ -9,8 +9,13 @@ use std::time::{Duration, Instant};
 
 use ferry_api::YusurService;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
+
+/// Server-side apply through the test kit (field manager `test`, forced).
+async fn apply(client: &Client, v: serde_json::Value) -> Result<(), kube::Error> {
+    ferry_testkit::api::apply(client, &v).await.map(|_| ())
+}
 
 /// An API server on a runtime of its own, so that dropping the runtime ends every task
 /// and closes every socket at once, as a killed process does.
@@ -70,27 +75,6 @@ async fn client_for(path: &Path) -> Client {
         .await
         .unwrap();
     Client::try_from(cfg).unwrap()
-}
-
-async fn apply(client: &Client, v: serde_json::Value) -> Result<(), kube::Error> {
-    let api_version = v["apiVersion"].as_str().unwrap().to_string();
-    let kind = v["kind"].as_str().unwrap().to_string();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
-    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<kube::api::DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
-        Api::namespaced_with(client.clone(), "default", &ar)
-    } else {
-        Api::all_with(client.clone(), &ar)
-    };
-    let name = v["metadata"]["name"].as_str().unwrap().to_string();
-    api.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&v),
-    )
-    .await
-    .map(|_| ())
 }
 
 fn service(name: &str) -> serde_json::Value {

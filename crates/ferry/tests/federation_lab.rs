@@ -5,22 +5,11 @@
 //! of every VPC of every member), then `ferry federation lab down`, which leaves none of the
 //! members' processes and neither of the shared network's namespaces behind.
 
+mod common;
+
 use std::process::Command;
 
-fn ferry(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run ferry");
-    eprintln!(
-        "$ ferry {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::lab::ferry;
 
 /// Takes the federation lab down however the test ends.
 struct Down(String);
