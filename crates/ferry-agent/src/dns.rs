@@ -4,6 +4,14 @@
 //! as a load balancer whose backends are these addresses. In the lab the agent also writes
 //! each workload's `resolv.conf` (`/etc/netns/NETNS/resolv.conf`, which `ip netns exec`
 //! mounts), as the kubelet writes a pod's.
+//!
+//! Where it runs: inside the agent (`ferry agent`, [`DnsConfig::in_agent`]), or as a
+//! process of its own, `ferry dns --node NODE` ([`run_standalone`]), so a restarting agent
+//! (a crash, `kill -9`) does not take the node's DNS down with it: the lab's role
+//! supervisor runs it as the role `dns-NODE`, the DaemonSet as the container `dns`. It
+//! needs only the Node's probe-port annotations and the probe namespaces the agent
+//! plumbed (`fp-NODE-VPC`, which a restarted agent keeps), and binds again when a
+//! namespace is made anew.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,6 +32,9 @@ pub struct DnsConfig {
     pub domain: String,
     /// Where names outside the cluster domain go (`--dns-upstream`); none: REFUSED.
     pub upstreams: Vec<String>,
+    /// The agent answers queries itself; false: `ferry dns` does (another process or
+    /// container), and the agent only writes workloads' `resolv.conf`.
+    pub in_agent: bool,
 }
 
 /// Errors starting the node's DNS.
@@ -119,6 +130,123 @@ impl NodeDns {
     }
 }
 
+/// The network namespace of a node's probe port in `vpc` (made by the agent).
+pub fn probe_netns(node: &str, vpc: &str) -> String {
+    format!("fp-{node}-{vpc}")
+}
+
+/// Where a VPC's server listens: the probe port's address in its namespace, which is
+/// known by its inode (a namespace made anew under the same name needs a new socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedAt {
+    pub ip: Ipv4Addr,
+    pub netns_ino: u64,
+}
+
+/// Which VPCs to (re)start and which to stop, from what is served and what should be.
+pub fn plan_servers(
+    served: &BTreeMap<String, ServedAt>,
+    want: &BTreeMap<String, ServedAt>,
+) -> (Vec<String>, Vec<String>) {
+    let start = want
+        .iter()
+        .filter(|(vpc, at)| served.get(*vpc) != Some(at))
+        .map(|(vpc, _)| vpc.clone())
+        .collect();
+    let stop = served
+        .keys()
+        .filter(|vpc| !want.contains_key(*vpc))
+        .cloned()
+        .collect();
+    (start, stop)
+}
+
+/// How long `ferry dns` waits for a probe port to be plumbed before binding failures are
+/// warnings.
+const STANDALONE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often `ferry dns` looks at the Node's probe ports and namespaces.
+const STANDALONE_TICK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `ferry dns --node NODE`: serves the node's share of the cluster DNS until `shutdown`,
+/// in every VPC whose probe port the Node's annotations list and whose probe namespace
+/// exists.
+pub async fn run_standalone(
+    client: Client,
+    node: &str,
+    cfg: &DnsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DnsError> {
+    use futures::StreamExt;
+    use kube::ResourceExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let mut dns = NodeDns::start(client.clone(), cfg)?;
+    let (nodes, writer) = reflector::store::<k8s_openapi::api::core::v1::Node>();
+    let stream = reflector::reflector(
+        writer,
+        crate::watch_restart::restartable(
+            kube::Api::all(client),
+            watcher::Config::default().fields(&format!("metadata.name={node}")),
+        ),
+    )
+    .backoff(ferry_api::WatchBackoff::default());
+    let feed = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    let mut served: BTreeMap<String, ServedAt> = BTreeMap::new();
+    // Binding fails until the agent has plumbed the probe port (no address yet): only a
+    // failure that lasts is worth a warning.
+    let mut failing: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    let mut tick = tokio::time::interval(STANDALONE_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        let Some(me) = nodes.get(&reflector::ObjectRef::new(node)) else {
+            continue;
+        };
+        let want: BTreeMap<String, ServedAt> = ferry_api::probe_ports(me.annotations())
+            .iter()
+            .filter_map(|(vpc, p)| {
+                let ip = p.address(vpc)?.ip;
+                let path = crate::netns_admin::netns_path(&probe_netns(node, vpc));
+                let netns_ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).ok()?);
+                Some((vpc.clone(), ServedAt { ip, netns_ino }))
+            })
+            .collect();
+        let (start, stop) = plan_servers(&served, &want);
+        for vpc in stop {
+            dns.stop_vpc(&vpc);
+            served.remove(&vpc);
+            tracing::info!(vpc, "no longer serving the cluster DNS (probe port gone)");
+        }
+        for vpc in start {
+            let Some(at) = want.get(&vpc).copied() else {
+                continue;
+            };
+            let path = crate::netns_admin::netns_path(&probe_netns(node, &vpc));
+            match dns.serve_vpc(&vpc, &path, at.ip).await {
+                Ok(()) => {
+                    failing.remove(&vpc);
+                    served.insert(vpc, at);
+                }
+                Err(e) => {
+                    let since = *failing
+                        .entry(vpc.clone())
+                        .or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > STANDALONE_PATIENCE {
+                        tracing::warn!(vpc, error = %e, "serving the cluster DNS failed; will retry")
+                    } else {
+                        tracing::debug!(vpc, error = %e, "the probe port is not ready; will retry")
+                    }
+                }
+            }
+        }
+    }
+    feed.abort();
+    dns.stop();
+    Ok(())
+}
+
 /// Binds the VPC's listener on a thread that entered `netns` (sockets stay in the
 /// namespace they were made in).
 fn bind_in(netns: &Path, vpc: &str, addr: SocketAddr) -> Result<VpcListener, DnsError> {
@@ -199,6 +327,7 @@ mod tests {
             cluster_ip: "10.96.0.10".parse().unwrap(),
             domain: "cluster.local".into(),
             upstreams: vec![],
+            in_agent: true,
         };
         assert_eq!(
             resolv_conf(&cfg, Some("t1")),
@@ -210,5 +339,53 @@ mod tests {
             resolv_conf_path("ferry-web"),
             Path::new("/etc/netns/ferry-web/resolv.conf")
         );
+    }
+
+    #[test]
+    fn servers_follow_the_probe_ports_and_their_namespaces() {
+        let at = |last: u8, ino: u64| ServedAt {
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            netns_ino: ino,
+        };
+        let m = |v: &[(&str, ServedAt)]| -> BTreeMap<String, ServedAt> {
+            v.iter().map(|(k, a)| (k.to_string(), *a)).collect()
+        };
+        let s = |v: &[&str]| -> Vec<String> { v.iter().map(|x| x.to_string()).collect() };
+        let cases = [
+            (
+                "nothing yet",
+                m(&[]),
+                m(&[("a", at(1, 5))]),
+                (s(&["a"]), s(&[])),
+            ),
+            (
+                "unchanged",
+                m(&[("a", at(1, 5))]),
+                m(&[("a", at(1, 5))]),
+                (s(&[]), s(&[])),
+            ),
+            (
+                "namespace made anew: bind again",
+                m(&[("a", at(1, 5))]),
+                m(&[("a", at(1, 6))]),
+                (s(&["a"]), s(&[])),
+            ),
+            (
+                "address moved: bind again",
+                m(&[("a", at(1, 5))]),
+                m(&[("a", at(2, 5))]),
+                (s(&["a"]), s(&[])),
+            ),
+            (
+                "probe port gone: stop",
+                m(&[("a", at(1, 5)), ("b", at(3, 7))]),
+                m(&[("b", at(3, 7))]),
+                (s(&[]), s(&["a"])),
+            ),
+        ];
+        for (name, served, want, expect) in cases {
+            assert_eq!(plan_servers(&served, &want), expect, "{name}");
+        }
+        assert_eq!(probe_netns("node1", "vpc1"), "fp-node1-vpc1");
     }
 }

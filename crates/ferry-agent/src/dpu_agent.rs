@@ -99,8 +99,8 @@ fn reconcile(ovs: &OvsPlace, desired: &BTreeMap<String, String>) {
 pub async fn run(client: Client, node: String, ovs: OvsPlace, mut shutdown: watch::Receiver<bool>) {
     let (reader, writer) = reflector::store::<Pod>();
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let stream =
-        reflector::reflector(writer, watcher(Api::all(client.clone()), config)).default_backoff();
+    let stream = reflector::reflector(writer, watcher(Api::all(client.clone()), config))
+        .backoff(ferry_api::WatchBackoff::default());
     let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
     tokio::spawn(async move {
         stream
@@ -112,12 +112,21 @@ pub async fn run(client: Client, node: String, ovs: OvsPlace, mut shutdown: watc
     });
     let lease = dpu::dpu_lease_name(&node);
     let holder = format!("{node}-dpu");
-    let mut lease_tick = tokio::time::interval(Duration::from_secs(3));
+    // The DPU Lease stays short whatever the node Lease's timing: the host refuses new
+    // pods within 10 s of its DPU agent stopping (docs/dpu.md).
+    let timing = ferry_api::AgentLeaseTiming::FAST;
+    let mut lease_tick = tokio::time::interval(timing.renew_every);
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = lease_tick.tick() => {
-                if let Err(e) = crate::node::renew_named_lease(&client, &lease, &holder).await {
+                let renewal = crate::node::renew_named_lease(
+                    &client,
+                    &lease,
+                    &holder,
+                    timing.duration_seconds(),
+                );
+                if let Err(e) = crate::node::bounded(crate::node::REQUEST_TIMEOUT, renewal).await {
                     tracing::warn!(%lease, error = %e, "renewing the DPU lease failed");
                 }
                 continue;

@@ -7,7 +7,9 @@
 //! program OVN logical state (the network controller does, through `ferry-ovsdb`).
 //! [`node`] is the Kubernetes side: Node and Lease, NetworkProbes in, probe status out, the
 //! node interface ([`node_iface`] on a real node: `ferry0` in the host's namespace, no
-//! default route), and (lab mode) the [`runtime`] that runs Pods as namespaces and processes.
+//! default route), and (lab mode) the [`runtime`] that runs Pods as namespaces and processes
+//! ([`pod_spec`] resolves their containers, [`lab_pods`] fetches what they read from the
+//! API, [`lab_image`] runs a container of an image of the lab's OCI layout chrooted into it).
 //!
 //! [`dpu`] is the DPU split mode (`--mode full|dpu-host|dpu`): who does what, and the
 //! annotation contract between a host and its DPU; [`dpu_agent`] is the DPU's binder loop.
@@ -43,6 +45,8 @@ pub mod container_log;
 pub mod dns;
 pub mod dpu;
 pub mod dpu_agent;
+pub mod lab_image;
+pub mod lab_pods;
 pub mod mac_addr;
 pub mod netns;
 pub mod netns_admin;
@@ -50,8 +54,10 @@ pub mod node;
 pub mod node_iface;
 pub mod node_ports;
 pub mod plumb;
+pub mod pod_spec;
 pub mod pod_status;
 pub mod probe;
 pub mod runtime;
 pub mod socket_lb;
 pub mod streaming;
+pub mod watch_restart;

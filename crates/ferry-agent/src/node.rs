@@ -1,6 +1,7 @@
 //! The node agent's Kubernetes side: registers its Node and keeps its Lease, runs the
 //! NetworkProbes assigned to it from probe namespaces plumbed into each VPC, writes probe
-//! status on transitions only, plumbs the node's interface on the join subnet (on a real
+//! status on transitions and again whenever the watched status disagrees
+//! ([`crate::probe::report`]), plumbs the node's interface on the join subnet (on a real
 //! node into the host's namespace, see [`crate::node_iface`]; in the lab into a namespace
 //! `ferry-NODE` standing for the node), and in lab mode plays the node's container runtime
 //! (see [`crate::runtime`]).
@@ -29,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::netns_admin::{self, Record};
 use crate::node_iface;
-use crate::probe::{ProbeKind, ProbeRunner, ProbeSpec, ProbeTarget, Thresholds};
+use crate::probe::report::Reports;
+use crate::probe::{ProbeKind, ProbeRunner, ProbeSpec, ProbeTarget, Thresholds, Transition};
 use crate::runtime::{self, RestartPolicy, RuntimeConfig, Sandbox, Workload};
 
 /// How the agent runs on its node.
@@ -64,6 +66,9 @@ pub struct AgentConfig {
     /// Lab mode: the logs/exec endpoint the API server proxies `pods/log` and `pods/exec`
     /// to ([`crate::streaming`]); `None` serves none.
     pub streaming: Option<crate::streaming::StreamingConfig>,
+    /// The agent Lease's duration and renewal period (`--lease-duration-s`,
+    /// `--lease-renew-s`; the kubelet's by default, the lab's shorter).
+    pub lease: ferry_api::AgentLeaseTiming,
 }
 
 /// Errors that stop the agent.
@@ -100,7 +105,8 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let stream = reflector::reflector(writer, crate::watch_restart::restartable(api, config))
+        .backoff(ferry_api::WatchBackoff::default());
     tokio::spawn(async move {
         stream
             .for_each(|_| {
@@ -175,21 +181,120 @@ async fn register(
     Ok(())
 }
 
-/// Renews `kube-node-lease/ferry-agent-<node>`: agent liveness is a Lease, not a status heartbeat.
-async fn renew_lease(client: &Client, node: &str) -> Result<(), kube::Error> {
-    renew_named_lease(client, &ferry_api::agent_lease_name(node), node).await
+/// How long one of the agent's own requests (Lease renewal, probe status) may take. The
+/// client has no read timeout (kube's default, for watches and exec streams), so a
+/// request on a connection a partition left without answers waited for TCP's
+/// retransmissions, which back off to tens of seconds; given up, the connection is
+/// dropped and the next attempt opens a new one.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request that failed or took longer than [`REQUEST_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
 }
 
-/// Renews (or creates) the 10 s Lease `kube-node-lease/NAME` held by `holder`.
+/// `request`, given up after `limit`.
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, RequestError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(RequestError::TimedOut(limit)),
+    }
+}
+
+/// Renews `kube-node-lease/ferry-agent-<node>`: agent liveness is a Lease, not a status heartbeat.
+async fn renew_lease(
+    client: &Client,
+    node: &str,
+    timing: ferry_api::AgentLeaseTiming,
+) -> Result<(), RequestError> {
+    bounded(
+        REQUEST_TIMEOUT,
+        renew_named_lease(
+            client,
+            &ferry_api::agent_lease_name(node),
+            node,
+            timing.duration_seconds(),
+        ),
+    )
+    .await
+}
+
+/// Renews the agent's Lease every `timing.renew_every` until shutdown, on a task of its
+/// own: a renewal that hangs must not stop the event loop (probe results, pods), nor the
+/// loop's work delay a renewal.
+async fn keep_lease(
+    client: Client,
+    node: String,
+    timing: ferry_api::AgentLeaseTiming,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(timing.renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
+        }
+        match renew_lease(&client, &node, timing).await {
+            // Cut off and back: the watches' connections may be waiting on TCP's
+            // retransmissions (crate::watch_restart).
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!(node = %node, "the API server answers again; starting the watches again");
+                crate::watch_restart::restart_all();
+            }
+            Ok(()) => {}
+            Err(e) => {
+                failing = true;
+                tracing::warn!(node = %node, error = %e, "renewing the node lease failed");
+            }
+        }
+    }
+}
+
+/// The status patch of a probe's transition, as seen from `node`.
+fn probe_status(t: &Transition, node: &str) -> serde_json::Value {
+    json!({"status": {"phase": t.to.as_str(), "message": t.result.message,
+        "lastTransitionTime": Timestamp::try_from(t.at).unwrap_or_else(|_| Timestamp::now()).strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "latencyMs": t.result.latency.as_secs_f64() * 1000.0, "prober": node}})
+}
+
+/// Writes a probe's status (`id` is `namespace/name`) in the background, bounded by
+/// [`REQUEST_TIMEOUT`]; a write that fails is made again by [`Reports::rewrites`].
+fn write_probe_status(client: &Client, id: &str, t: &Transition, node: &str) {
+    let Some((ns, name)) = id.split_once('/') else {
+        return;
+    };
+    let api: Api<NetworkProbe> = Api::namespaced(client.clone(), ns);
+    let (id, name, status) = (id.to_string(), name.to_string(), probe_status(t, node));
+    tokio::spawn(async move {
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&status));
+        if let Err(e) = bounded(REQUEST_TIMEOUT, api.patch_status(&name, &params, &patch)).await {
+            tracing::warn!(probe = %id, error = %e, "writing probe status failed");
+        }
+    });
+}
+
+/// Renews (or creates) the Lease `kube-node-lease/NAME` held by `holder`, lasting
+/// `duration_s`.
 pub(crate) async fn renew_named_lease(
     client: &Client,
     name: &str,
     holder: &str,
+    duration_s: i32,
 ) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), ferry_api::AGENT_LEASE_NAMESPACE);
     let spec = LeaseSpec {
         holder_identity: Some(holder.into()),
-        lease_duration_seconds: Some(10),
+        lease_duration_seconds: Some(duration_s),
         renew_time: Some(MicroTime(Timestamp::now())),
         ..Default::default()
     };
@@ -268,36 +373,9 @@ async fn announce_vf(client: &Client, key: &str, representor: Option<&str>) -> R
         .map_err(|e| format!("annotating pod {ns}/{name} with its VF: {e}"))
 }
 
+#[cfg(test)]
 fn pod_workload(pod: &Pod) -> Option<Workload> {
-    let a = ferry_api::WorkloadAddress::from_annotations(pod.annotations())?;
-    let ns = pod.namespace().unwrap_or_default();
-    let spec = pod.spec.as_ref()?;
-    Some(Workload {
-        key: format!("pod/{ns}/{}", pod.name_any()),
-        uid: pod.uid().unwrap_or_default(),
-        netns: runtime::netns_name(&ns, &pod.name_any()),
-        iface_id: ferry_net::port_name(ferry_net::PortKind::Pod, &ns, &pod.name_any()),
-        mac: a.mac.clone(),
-        ip_cidr: a.ip_cidr(),
-        gateway: a.gateway.to_string(),
-        routes: vec![],
-        containers: runtime::containers_of(
-            spec,
-            &runtime::PodFields {
-                name: pod.name_any(),
-                namespace: ns.clone(),
-                uid: pod.uid().unwrap_or_default(),
-                node_name: spec.node_name.clone().unwrap_or_default(),
-                pod_ip: a.ip.to_string(),
-                service_account: spec.service_account_name.clone().unwrap_or_default(),
-            },
-        ),
-        restart: match spec.restart_policy.as_deref() {
-            Some("Never") => RestartPolicy::Never,
-            Some("OnFailure") => RestartPolicy::OnFailure,
-            _ => RestartPolicy::Always,
-        },
-    })
+    crate::lab_pods::pod_workload(pod, &runtime::PodInputs::default())
 }
 
 fn host_workload(
@@ -491,7 +569,8 @@ pub async fn run(
     let mut scheduled: BTreeMap<String, ProbeSpec> = BTreeMap::new();
     let mut probe_netns: BTreeMap<String, Sandbox> = BTreeMap::new();
     let socket_lb = crate::socket_lb::start_for_agent(&client, &cfg, shutdown.clone()).await;
-    let mut node_dns = match &cfg.dns {
+    // `in_agent: false`: `ferry dns` serves this node's share (a process of its own).
+    let mut node_dns = match cfg.dns.as_ref().filter(|d| d.in_agent) {
         Some(d) => match crate::dns::NodeDns::start(client.clone(), d) {
             Ok(n) => Some(n),
             Err(e) => {
@@ -508,6 +587,8 @@ pub async fn run(
     let mut host_iface_retry = std::time::Instant::now();
     let mut host_iface_problem = String::new();
     let mut sandboxes: BTreeMap<String, Sandbox> = BTreeMap::new();
+    let mut pod_prep =
+        crate::lab_pods::PodPrep::new(cfg.state_dir.join(format!("tokens-{}", cfg.node)));
     let mut written_status: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     // Lab sandboxes start in the background, PARALLEL_STARTS at a time; each one joins
     // `sandboxes` (and gets its status) as soon as it is up, not after a whole batch.
@@ -516,28 +597,26 @@ pub async fn run(
     let mut in_flight: BTreeSet<String> = BTreeSet::new();
     let mut finished: Vec<(String, StartResult)> = Vec::new();
     let mut last_dpu_refusal = String::new();
-    let mut lease_tick = tokio::time::interval(Duration::from_secs(3));
+    // The DPU renews its own Lease (crate::dpu_agent); the host keeps the agent's.
+    if !duties.dpu_lease {
+        tokio::spawn(keep_lease(
+            client.clone(),
+            cfg.node.clone(),
+            cfg.lease,
+            shutdown.clone(),
+        ));
+    }
+    let mut reports = Reports::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = wake.recv() => {}
             _ = tick.tick() => {}
-            // The DPU renews its own Lease (crate::dpu_agent); the host keeps the agent's.
-            _ = lease_tick.tick(), if !duties.dpu_lease => {
-                if let Err(e) = renew_lease(&client, &cfg.node).await {
-                    tracing::warn!(node = %cfg.node, error = %e, "renewing the node lease failed");
-                }
-                continue;
-            }
             Some(ev) = transitions.recv() => {
-                let Some((ns, name)) = ev.id.split_once('/') else { continue };
-                let t = &ev.transition;
-                let status = json!({"status": {"phase": t.to.as_str(), "message": t.result.message,
-                    "lastTransitionTime": Timestamp::try_from(t.at).unwrap_or_else(|_| Timestamp::now()).strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                    "latencyMs": t.result.latency.as_secs_f64() * 1000.0, "prober": cfg.node}});
-                let api: Api<NetworkProbe> = Api::namespaced(client.clone(), ns);
-                if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await {
-                    tracing::warn!(probe = %ev.id, error = %e, "writing probe status failed");
+                write_probe_status(&client, &ev.id, &ev.transition, &cfg.node);
+                // Only probes still assigned here are written again later.
+                if scheduled.contains_key(&ev.id) {
+                    reports.transition(&ev.id, ev.transition, std::time::Instant::now());
                 }
                 continue;
             }
@@ -560,7 +639,7 @@ pub async fn run(
                 let w = Workload {
                     key: format!("probe/{}/{vpc}", cfg.node),
                     uid: String::new(),
-                    netns: format!("fp-{}-{vpc}", cfg.node),
+                    netns: crate::dns::probe_netns(&cfg.node, vpc),
                     iface_id: ferry_net::port_name(ferry_net::PortKind::Probe, vpc, &cfg.node),
                     mac: addr.mac.clone(),
                     ip_cidr: addr.ip_cidr(),
@@ -752,19 +831,32 @@ pub async fn run(
         {
             runner.remove(&gone);
             scheduled.remove(&gone);
+            reports.forget(&gone);
+        }
+        // Results the status does not show (a write lost, or the controller marked them
+        // Unknown while this agent's Lease had lapsed) are written again.
+        let stored = |id: &str| {
+            let (ns, name) = id.split_once('/')?;
+            probes
+                .get(&reflector::ObjectRef::new(name).within(ns))
+                .and_then(|p| p.status.clone())
+        };
+        for (id, t) in reports.rewrites(&cfg.node, std::time::Instant::now(), stored) {
+            tracing::info!(probe = %id, phase = t.to.as_str(), "writing probe status again");
+            write_probe_status(&client, &id, &t, &cfg.node);
         }
         // The lab runtime.
         if let (Some(pods), Some(bms), Some(vnics)) = (&pods, &bms, &vnics) {
             let mut desired: BTreeMap<String, Workload> = BTreeMap::new();
             // Pods are plumbed where they run (`full`, `dpu-host`); the lab's other hosts
             // (bare metal, VMIs, VNICs) sit where OVS is (`full`, `dpu`: on the DPU).
-            for pod in pods.state().into_iter().filter(|_| duties.plumb_pods) {
-                if pod.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                if let Some(w) = pod_workload(&pod) {
-                    desired.insert(w.key.clone(), w);
-                }
+            let live: Vec<Arc<Pod>> = pods
+                .state()
+                .into_iter()
+                .filter(|p| duties.plumb_pods && p.metadata.deletion_timestamp.is_none())
+                .collect();
+            for w in pod_prep.workloads(&client, &live).await {
+                desired.insert(w.key.clone(), w);
             }
             for bm in bms
                 .state()
@@ -842,8 +934,11 @@ pub async fn run(
                     Ok(Ok(s)) => {
                         // `dpu-host`: tell the DPU which representor to bind; a VF the DPU
                         // is not told of is undone, as CNI ADD does (docs/dpu.md).
+                        // (A hostNetwork pod, in the agent's own namespace, has none.)
+                        let host = s.workload.netns.is_empty();
                         if duties.needs_dpu
                             && key.starts_with("pod/")
+                            && !host
                             && let Err(e) = announce_vf(&client, &key, Some(s.host_end())).await
                         {
                             tracing::warn!(workload = %key, error = %e, "announcing the VF failed; unplumbed, will retry");
@@ -853,7 +948,9 @@ pub async fn run(
                         }
                         tracing::info!(workload = %key, netns = %s.workload.netns, "started");
                         // Pods resolve through the cluster DNS, searching their namespace.
-                        if let (Some(d), Some(rest)) = (&cfg.dns, key.strip_prefix("pod/")) {
+                        if let (Some(d), Some(rest), false) =
+                            (&cfg.dns, key.strip_prefix("pod/"), host)
+                        {
                             let ns = rest.split('/').next();
                             if let Err(e) = crate::dns::write_resolv_conf(
                                 &s.workload.netns,
@@ -862,7 +959,7 @@ pub async fn run(
                                 tracing::warn!(workload = %key, error = %e, "writing resolv.conf failed");
                             }
                         }
-                        if let Some(lb) = &socket_lb {
+                        if let (Some(lb), false) = (&socket_lb, host) {
                             lb.lab_sandbox_started(&key, &s.workload.netns, pods);
                         }
                         sandboxes.insert(key, s);
@@ -881,7 +978,7 @@ pub async fn run(
                     if let Some(lb) = &socket_lb {
                         lb.sandbox_stopped(&key);
                     }
-                    if cfg.dns.is_some() {
+                    if cfg.dns.is_some() && !s.workload.netns.is_empty() {
                         crate::dns::remove_resolv_conf(&s.workload.netns);
                     }
                     s.remove_logs(&cfg.runtime);
@@ -990,6 +1087,11 @@ pub async fn run(
             _ => break,
         }
     }
+    // The socket LB withdraws its announcement, then unpins and detaches (before the pods
+    // go: they are still translated meanwhile).
+    if let Some(lb) = &socket_lb {
+        lb.finished(Duration::from_secs(10)).await;
+    }
     // Stop what runs here and remove the namespaces.
     if let Some(nd) = node_dns {
         nd.stop();
@@ -1018,6 +1120,10 @@ pub async fn run(
     .await;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "node/partition_tests.rs"]
+mod partition_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,28 +1,34 @@
 //! The lab node runtime: what a container runtime and a CNI call would do on a real node,
 //! done with namespaces and processes. A Pod bound to this node gets a network namespace
-//! plumbed into OVN with its annotated address, each container's `command` + `args` run as
-//! a process in it with its `env` and `workingDir` (the image is recorded, never pulled),
+//! plumbed into OVN with its annotated address (a `hostNetwork` Pod stays in the agent's
+//! own namespace), its init containers run to completion in order, then each container's
+//! `command` + `args` run as a process in it with its `env` and `workingDir` (the image is
+//! never pulled: one of the lab's OCI layout runs chrooted into its unpacked root file
+//! system with the Pod's volumes, see [`crate::lab_image`]; any other is only recorded),
 //! restarts per `restartPolicy` with the kubelet's back-off, readiness probes decide
 //! `ready`, liveness probes kill the process (then restarted per the policy), and
 //! [`crate::pod_status`] turns what ran into the Pod status a kubelet writes.
 //! BareMetal and VNicIP objects bound to this node become hosts the same way; the lab gives
 //! them a command in the `lab.ferry.io/command` annotation (a JSON argv).
 //!
-//! Over 600 lines: sandbox plumbing and container supervision share the Sandbox type;
-//! container supervision is the seam to split along next.
+//! Container processes (start, init, stop, adopt) are in `process`, container probes in
+//! `probes`.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod probes;
+mod process;
+
+use probes::run_probe;
+pub use process::work_dir;
+use process::{Proc, adoptable, run_init, spawn, stop_child};
 
 use crate::netns::{NetnsSocketFactory, SocketSource};
 use crate::netns_admin::{self, Record};
 use crate::plumb::{self, PlumbRequest};
-use crate::probe::{self, ProbeKind, ProbeTarget};
 
 /// Annotation with the argv a BareMetal or VNicIP host runs in the lab.
 pub const COMMAND_ANNOTATION: &str = "lab.ferry.io/command";
@@ -46,6 +52,7 @@ pub struct Workload {
     /// created again under the same name between two passes is a new workload, so its
     /// sandbox is started afresh and its status written again.
     pub uid: String,
+    /// The network namespace; empty for `hostNetwork` (the agent's own, nothing plumbed).
     pub netns: String,
     pub iface_id: String,
     pub mac: String,
@@ -68,6 +75,11 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
     pub readiness: Option<Probe>,
     pub liveness: Option<Probe>,
+    /// An init container: run to completion before the others start.
+    pub init: bool,
+    /// Bind mounts (`hostPath` volumes, the ServiceAccount token) of a container that runs
+    /// in an image of the lab's layout; ignored otherwise.
+    pub mounts: Vec<crate::lab_image::Mount>,
 }
 
 /// A container probe as the kubelet runs it.
@@ -131,53 +143,6 @@ pub enum RestartPolicy {
     Never,
 }
 
-/// A container's process: started by this agent, or adopted from the agent before it
-/// (which died or restarted: the process writes its output to files, so it ran on).
-#[derive(Debug)]
-enum Proc {
-    Owned(Child),
-    /// Not our child: only its PID can be watched, and its exit code is unknown.
-    Adopted {
-        pid: i32,
-        start: u64,
-    },
-}
-
-/// The exit code reported for an adopted process that ended (its parent, not us, saw the
-/// real one): 137, as the kubelet reports a container whose status it lost.
-const UNKNOWN_EXIT: i32 = 137;
-
-/// True while `pid` is the process that started at `start` and is not a zombie.
-fn alive(pid: i32, start: u64) -> bool {
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, after)| after.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true);
-    !zombie && netns_admin::start_time(pid) == Some(start)
-}
-
-impl Proc {
-    fn id(&self) -> i32 {
-        match self {
-            Proc::Owned(c) => c.id() as i32,
-            Proc::Adopted { pid, .. } => *pid,
-        }
-    }
-
-    /// The exit status once the process ended.
-    fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        use std::os::unix::process::ExitStatusExt;
-        match self {
-            Proc::Owned(c) => c.try_wait().ok().flatten(),
-            Proc::Adopted { pid, start } => (!alive(*pid, *start))
-                .then(|| std::process::ExitStatus::from_raw(UNKNOWN_EXIT << 8)),
-        }
-    }
-}
-
 /// One container: its process, if running, and what the status shows of it.
 #[derive(Debug)]
 pub struct Running {
@@ -237,120 +202,8 @@ pub struct Sandbox {
     pub started_at: jiff::Timestamp,
     pub containers: Vec<Running>,
     sockets: Option<SocketSource>,
-    plumbed: PlumbRequest,
-}
-
-/// The directory a container's process starts in: its `workingDir` when that exists on
-/// the host, else the workload's own work directory (lab backends write files there).
-pub fn work_dir(cfg: &RuntimeConfig, w: &Workload, c: &ContainerSpec) -> PathBuf {
-    match c.working_dir.as_deref().map(std::path::Path::new) {
-        Some(d) if d.is_absolute() && d.is_dir() => d.to_path_buf(),
-        _ => cfg.log_dir.join("work").join(&w.netns),
-    }
-}
-
-/// Starts run `run` of a container; its output goes to the run's log file
-/// ([`crate::container_log`]), of which the previous run's is kept. The process writes
-/// its output to files itself, so it outlives the agent (see [`Sandbox::start`]).
-fn spawn(
-    cfg: &RuntimeConfig,
-    w: &Workload,
-    c: &ContainerSpec,
-    record: &Record,
-    run: i32,
-) -> std::io::Result<(Proc, Option<crate::container_log::Tail>)> {
-    let argv = if c.argv.is_empty() {
-        vec!["sleep".to_string(), "infinity".to_string()]
-    } else {
-        c.argv.clone()
-    };
-    let log = crate::container_log::run_path(&cfg.log_dir, &w.netns, &c.name, run);
-    // A run's files start empty (a reused run number after a pod's recreation).
-    for s in [
-        crate::container_log::Stream::Stdout,
-        crate::container_log::Stream::Stderr,
-    ] {
-        let raw = crate::container_log::raw_path(&log, s);
-        let _ = std::fs::remove_file(format!("{}.pos", raw.display()));
-        let _ = std::fs::remove_file(raw);
-    }
-    let (out, err) = crate::container_log::open_outputs(&log)?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &w.netns])
-        .args(&argv)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    let work = work_dir(cfg, w, c);
-    let _ = std::fs::create_dir_all(&work);
-    cmd.current_dir(&work);
-    cmd.envs(c.env.iter().map(|(k, v)| (k, v)));
-    let child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    record.add_process(pid);
-    record.set_container(&format!("{}/{}", w.netns, c.name), &w.uid, pid, run);
-    let tail = crate::container_log::follow(&log)
-        .inspect_err(|e| tracing::warn!(workload = %w.key, container = %c.name, error = %e, "following the container's output failed"))
-        .ok();
-    crate::container_log::prune(&cfg.log_dir, &w.netns, &c.name, run - 1);
-    Ok((Proc::Owned(child), tail))
-}
-
-fn stop_child(child: &mut Proc, record: &Record) {
-    let pid = child.id();
-    let group = nix::unistd::Pid::from_raw(-pid);
-    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if child.try_wait().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-    if let Proc::Owned(c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    record.remove_process(pid);
-}
-
-/// The container process a previous agent left running for this workload, if it is
-/// still the same pod's; one of another pod of the same name is killed.
-fn adoptable(
-    cfg: &RuntimeConfig,
-    w: &Workload,
-    c: &ContainerSpec,
-    record: &Record,
-) -> Option<((Proc, Option<crate::container_log::Tail>), i32)> {
-    let key = format!("{}/{}", w.netns, c.name);
-    let r = record.snapshot().containers.get(&key)?.clone();
-    if !alive(r.pid, r.start) {
-        record.remove_process(r.pid);
-        return None;
-    }
-    if r.uid != w.uid {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(-r.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        record.remove_process(r.pid);
-        return None;
-    }
-    let log = crate::container_log::run_path(&cfg.log_dir, &w.netns, &c.name, r.run);
-    let tail = crate::container_log::follow(&log).ok();
-    tracing::info!(workload = %w.key, container = %c.name, pid = r.pid, "adopted the running container");
-    Some((
-        (
-            Proc::Adopted {
-                pid: r.pid,
-                start: r.start,
-            },
-            tail,
-        ),
-        r.run,
-    ))
+    /// `None` for `hostNetwork`.
+    plumbed: Option<PlumbRequest>,
 }
 
 impl Sandbox {
@@ -360,6 +213,9 @@ impl Sandbox {
         w: Workload,
         record: &Arc<Record>,
     ) -> Result<Sandbox, String> {
+        if w.netns.is_empty() {
+            return Sandbox::start_on_host(cfg, w, record);
+        }
         let path = netns_admin::create(&w.netns, record).map_err(|e| e.to_string())?;
         let req = PlumbRequest {
             netns_path: path.clone(),
@@ -391,38 +247,93 @@ impl Sandbox {
             port_type: cfg.port_type.clone(),
             ovs_netns: cfg.ovs_netns.clone(),
         };
-        if let Err(e) = plumb::add(&req) {
+        if let Err(e) = plumb::ensure(&req) {
             netns_admin::delete(&w.netns, record);
             return Err(format!("plumbing {}: {e}", w.key));
         }
         let sockets = NetnsSocketFactory::open(&path)
             .ok()
             .map(SocketSource::Netns);
-        let mut containers = Vec::new();
-        for c in &w.containers {
-            // A restarted agent finds its pods running: it takes them over, as a kubelet
-            // restart leaves the runtime's containers alone.
-            if let Some((proc, run)) = adoptable(cfg, &w, c, record) {
-                containers.push(Running::started(c, proc, run));
-                continue;
-            }
-            let child = spawn(cfg, &w, c, record, 0)
-                .map_err(|e| format!("starting {} in {}: {e}", c.name, w.netns))?;
-            containers.push(Running::started(c, child, 0));
+        let adopting = w.containers.iter().any(|c| {
+            record
+                .snapshot()
+                .containers
+                .contains_key(&format!("{}/{}", w.netns, c.name))
+        });
+        if !adopting && let Err(e) = run_init(cfg, &w, record) {
+            let _ = plumb::del(&req.unplumb());
+            netns_admin::delete(&w.netns, record);
+            return Err(e);
         }
+        let containers = Sandbox::containers(cfg, &w, record)?;
         Ok(Sandbox {
             workload: w,
             started_at: jiff::Timestamp::now(),
             containers,
             sockets,
-            plumbed: req,
+            plumbed: Some(req),
         })
+    }
+
+    /// A `hostNetwork` workload: nothing plumbed, its processes in the agent's namespace.
+    fn start_on_host(
+        cfg: &RuntimeConfig,
+        w: Workload,
+        record: &Arc<Record>,
+    ) -> Result<Sandbox, String> {
+        let adopting = w.containers.iter().any(|c| {
+            record
+                .snapshot()
+                .containers
+                .contains_key(&format!("{}/{}", w.netns, c.name))
+        });
+        if !adopting {
+            run_init(cfg, &w, record)?;
+        }
+        let containers = Sandbox::containers(cfg, &w, record)?;
+        Ok(Sandbox {
+            workload: w,
+            started_at: jiff::Timestamp::now(),
+            containers,
+            sockets: Some(SocketSource::Host),
+            plumbed: None,
+        })
+    }
+
+    /// Starts (or adopts) the workload's containers, init containers aside.
+    fn containers(
+        cfg: &RuntimeConfig,
+        w: &Workload,
+        record: &Record,
+    ) -> Result<Vec<Running>, String> {
+        let mut containers = Vec::new();
+        for c in w.containers.iter().filter(|c| !c.init) {
+            // A restarted agent finds its pods running: it takes them over, as a kubelet
+            // restart leaves the runtime's containers alone.
+            if let Some((proc, run)) = adoptable(cfg, w, c, record) {
+                containers.push(Running::started(c, proc, run));
+                continue;
+            }
+            let child = spawn(cfg, w, c, record, 0)
+                .map_err(|e| format!("starting {} in {}: {e}", c.name, w.netns))?;
+            containers.push(Running::started(c, child, 0));
+        }
+        Ok(containers)
     }
 
     /// The host end of the sandbox's interface: in `dpu-host` mode the representor the
     /// DPU binds (announced as [`crate::dpu::ANNOTATION_VF`]).
     pub fn host_end(&self) -> &str {
-        &self.plumbed.host_ifname
+        self.plumbed.as_ref().map_or("", |p| p.host_ifname.as_str())
+    }
+
+    /// The specs of the running containers (init containers aside), in `containers` order.
+    fn specs(&self) -> Vec<&ContainerSpec> {
+        self.workload
+            .containers
+            .iter()
+            .filter(|c| !c.init)
+            .collect()
     }
 
     /// Restarts exited containers per the policy (back-off 1, 2, 4, 8, 16 s), runs the
@@ -437,8 +348,9 @@ impl Sandbox {
             .next()
             .and_then(|s| s.parse().ok());
         let now = Instant::now();
+        let specs: Vec<ContainerSpec> = self.specs().into_iter().cloned().collect();
         for (i, c) in self.containers.iter_mut().enumerate() {
-            let spec = &self.workload.containers[i];
+            let spec = &specs[i];
             if let Some(child) = c.child.as_mut()
                 && let Some(status) = child.try_wait()
             {
@@ -487,7 +399,7 @@ impl Sandbox {
             if c.child.is_none() {
                 continue;
             }
-            let spec = &self.workload.containers[i];
+            let spec = &specs[i];
             for (live, probe, state) in [
                 (false, &spec.readiness, c.readiness),
                 (true, &spec.liveness, c.liveness),
@@ -564,8 +476,10 @@ impl Sandbox {
                 t.finish();
             }
         }
-        let _ = plumb::del(&self.plumbed.unplumb());
-        netns_admin::delete(&self.workload.netns, record);
+        if let Some(p) = &self.plumbed {
+            let _ = plumb::del(&p.unplumb());
+            netns_admin::delete(&self.workload.netns, record);
+        }
     }
 
     /// Removes the workload's container logs (the kubelet removes a deleted pod's logs).
@@ -586,7 +500,7 @@ impl Sandbox {
             containers: self
                 .containers
                 .iter()
-                .zip(&self.workload.containers)
+                .zip(self.specs())
                 .map(|(c, spec)| crate::pod_status::ContainerRun {
                     name: c.name.clone(),
                     image: spec.image.clone(),
@@ -599,13 +513,17 @@ impl Sandbox {
                 })
                 .collect(),
             restart: self.workload.restart,
-            pod_ip: self
-                .workload
-                .ip_cidr
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            // A hostNetwork Pod's address is its node's (kubelet).
+            pod_ip: match self.plumbed {
+                Some(_) => self
+                    .workload
+                    .ip_cidr
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                None => host_ip.clone().unwrap_or_default(),
+            },
             host_ip,
             start_time: self.started_at,
         }
@@ -621,170 +539,4 @@ pub fn netns_name(namespace: &str, name: &str) -> String {
     }
 }
 
-/// Runs one probe; false on failure or timeout.
-async fn run_probe(
-    p: &Probe,
-    ip: Option<IpAddr>,
-    sockets: Option<&SocketSource>,
-    netns: &str,
-) -> bool {
-    match &p.action {
-        ProbeAction::Exec { command } => {
-            let mut cmd = tokio::process::Command::new("ip");
-            cmd.args(["netns", "exec", netns])
-                .args(command)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true);
-            matches!(
-                tokio::time::timeout(p.timeout, cmd.status()).await,
-                Ok(Ok(s)) if s.success()
-            )
-        }
-        ProbeAction::Http { port, path } => {
-            socket_probe(
-                ProbeKind::Http { path: path.clone() },
-                *port,
-                p,
-                ip,
-                sockets,
-            )
-            .await
-        }
-        ProbeAction::Tcp { port } => socket_probe(ProbeKind::Tcp, *port, p, ip, sockets).await,
-    }
-}
-
-/// An HTTP or TCP probe from inside the workload's namespace to its own address.
-async fn socket_probe(
-    kind: ProbeKind,
-    port: u16,
-    p: &Probe,
-    ip: Option<IpAddr>,
-    sockets: Option<&SocketSource>,
-) -> bool {
-    let (Some(ip), Some(sockets)) = (ip, sockets) else {
-        return false;
-    };
-    probe::execute(sockets, &ProbeTarget { kind, ip, port }, p.timeout)
-        .await
-        .success
-}
-
-/// What a container's `env` may read through `valueFrom.fieldRef` (the downward API).
-#[derive(Debug, Clone, Default)]
-pub struct PodFields {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
-    pub node_name: String,
-    pub pod_ip: String,
-    pub service_account: String,
-}
-
-/// Resolves the containers of a pod: argv from `command` + `args`, `env` (values and the
-/// downward API's fieldRefs; other sources are left out), `workingDir`, the image, and
-/// readiness and liveness probes with named ports resolved against the container's ports.
-pub fn containers_of(
-    pod: &k8s_openapi::api::core::v1::PodSpec,
-    fields: &PodFields,
-) -> Vec<ContainerSpec> {
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    pod.containers
-        .iter()
-        .map(|c| {
-            let mut argv = c.command.clone().unwrap_or_default();
-            argv.extend(c.args.clone().unwrap_or_default());
-            let port = |p: &IntOrString| match p {
-                IntOrString::Int(i) => u16::try_from(*i).ok(),
-                IntOrString::String(name) => c
-                    .ports
-                    .iter()
-                    .flatten()
-                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
-                    .and_then(|cp| u16::try_from(cp.container_port).ok()),
-            };
-            let probe = |p: &k8s_openapi::api::core::v1::Probe| {
-                let action = if let Some(h) = &p.http_get {
-                    ProbeAction::Http {
-                        port: port(&h.port)?,
-                        path: h.path.clone().unwrap_or_else(|| "/".into()),
-                    }
-                } else if let Some(t) = &p.tcp_socket {
-                    ProbeAction::Tcp {
-                        port: port(&t.port)?,
-                    }
-                } else if let Some(e) = &p.exec {
-                    ProbeAction::Exec {
-                        command: e.command.clone().unwrap_or_default(),
-                    }
-                } else {
-                    return None;
-                };
-                let secs = |v: Option<i32>, d: i32| {
-                    Duration::from_secs(u64::try_from(v.unwrap_or(d).max(0)).unwrap_or(0))
-                };
-                let count =
-                    |v: Option<i32>, d: i32| u32::try_from(v.unwrap_or(d).max(1)).unwrap_or(1);
-                Some(Probe {
-                    action,
-                    initial_delay: secs(p.initial_delay_seconds, 0),
-                    period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
-                    timeout: secs(p.timeout_seconds, 1).max(Duration::from_secs(1)),
-                    success_threshold: count(p.success_threshold, 1),
-                    failure_threshold: count(p.failure_threshold, 3),
-                })
-            };
-            let env = c
-                .env
-                .iter()
-                .flatten()
-                .filter_map(|e| {
-                    if let Some(v) = &e.value {
-                        return Some((e.name.clone(), v.clone()));
-                    }
-                    let path = e
-                        .value_from
-                        .as_ref()?
-                        .field_ref
-                        .as_ref()?
-                        .field_path
-                        .clone();
-                    let v = match path.as_str() {
-                        "metadata.name" => fields.name.clone(),
-                        "metadata.namespace" => fields.namespace.clone(),
-                        "metadata.uid" => fields.uid.clone(),
-                        "spec.nodeName" => fields.node_name.clone(),
-                        "spec.serviceAccountName" => fields.service_account.clone(),
-                        "status.podIP" => fields.pod_ip.clone(),
-                        _ => return None,
-                    };
-                    Some((e.name.clone(), v))
-                })
-                .collect();
-            ContainerSpec {
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
-                argv,
-                env,
-                working_dir: c.working_dir.clone(),
-                readiness: c.readiness_probe.as_ref().and_then(probe),
-                liveness: c.liveness_probe.as_ref().and_then(probe),
-            }
-        })
-        .collect()
-}
-
-/// The argv of a host from its annotation.
-pub fn host_command(annotations: &BTreeMap<String, String>) -> Vec<ContainerSpec> {
-    let argv: Vec<String> = annotations
-        .get(COMMAND_ANNOTATION)
-        .and_then(|a| serde_json::from_str(a).ok())
-        .unwrap_or_default();
-    vec![ContainerSpec {
-        name: "host".into(),
-        argv,
-        ..Default::default()
-    }]
-}
+pub use crate::pod_spec::{PodFields, PodInputs, containers_of, host_command};

@@ -118,7 +118,7 @@ fn yusur_service(s: &YusurServiceSpec) -> Vec<FieldError> {
         }
     }
     if let Some(hc) = &s.health_check
-        && hc.type_ == HealthCheckType::HTTP
+        && hc.type_ == Some(HealthCheckType::HTTP)
         && let Some(path) = &hc.path
         && !path.starts_with('/')
     {

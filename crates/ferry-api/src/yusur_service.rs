@@ -152,8 +152,10 @@ pub enum SessionAffinity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
-    #[serde(default, rename = "type")]
-    pub type_: HealthCheckType,
+    /// How to probe; when absent, the probed port's protocol decides (UDP for a UDP port,
+    /// TCP otherwise): a TCP probe of a UDP-only backend would never succeed.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<HealthCheckType>,
     /// Port to probe; the first port's targetPort when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
@@ -198,10 +200,21 @@ fn three() -> i32 {
     3
 }
 
+impl HealthCheck {
+    /// The probe type for a port of `protocol`: the one written, else UDP for a UDP port
+    /// and TCP for the rest (SCTP included: agents have no SCTP probe).
+    pub fn probe_type(&self, protocol: Protocol) -> HealthCheckType {
+        self.type_.unwrap_or(match protocol {
+            Protocol::UDP => HealthCheckType::UDP,
+            Protocol::TCP | Protocol::SCTP => HealthCheckType::TCP,
+        })
+    }
+}
+
 impl Default for HealthCheck {
     fn default() -> Self {
         Self {
-            type_: HealthCheckType::TCP,
+            type_: None,
             port: None,
             path: None,
             period_seconds: 1,

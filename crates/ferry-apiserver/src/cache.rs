@@ -1,14 +1,18 @@
 //! The watch cache: every stored object in memory, kept current by one store watch, with
-//! indexes (namespace via key order, labels, owners, `spec.nodeName`). All reads and watches
-//! are served from here, never from the store (the 10k-node lesson), and one store watch fans
-//! out to any number of API watchers.
+//! indexes (namespace via key order, labels, owners, `spec.nodeName`). Reads and watches are
+//! served from here, not from the store (the 10k-node lesson), except a GET of a
+//! leader-election Lease, which reads the store; one store watch fans out to any number of
+//! API watchers.
+//!
+//! Over 600 lines with its tests (~520 without): the cache's apply, indexes, waiters and
+//! watch fan-out share one lock and one revision, so they stay together.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot};
 
 /// One cached object: its JSON (resourceVersion filled in) plus the fields indexes need.
 #[derive(Debug)]
@@ -22,6 +26,8 @@ pub struct Cached {
     pub labels: BTreeMap<String, String>,
     pub owners: Vec<String>,
     pub node_name: Option<String>,
+    /// `metadata.deletionTimestamp` is set (the garbage collector looks only at these).
+    pub deleting: bool,
 }
 
 impl Cached {
@@ -54,6 +60,7 @@ impl Cached {
             labels,
             owners,
             node_name: v["spec"]["nodeName"].as_str().map(String::from),
+            deleting: meta["deletionTimestamp"].is_string(),
             json: Bytes::from(serde_json::to_vec(&v).ok()?),
             mod_revision,
         })
@@ -104,8 +111,8 @@ struct State {
     objects: BTreeMap<String, Arc<Cached>>,
     /// owner uid -> keys of dependents, for garbage collection.
     dependents: BTreeMap<String, BTreeSet<String>>,
-    /// uid -> key, to find an owner by uid.
-    by_uid: BTreeMap<String, String>,
+    /// uid -> key, to find an owner by uid (hashed: uids are never walked in order).
+    by_uid: HashMap<String, String>,
     /// `label=value` -> keys, for label-selected lists.
     by_label: BTreeMap<(String, String), BTreeSet<String>>,
     /// `spec.nodeName` -> keys, for what an agent lists (its pods, its probes).
@@ -117,11 +124,23 @@ struct State {
     ready: bool,
 }
 
+/// Requests waiting for the cache to reach a revision (see [`Cache::wait_for`]).
+#[derive(Default)]
+struct Waiters {
+    /// The newest revision the cache has applied and announced.
+    reached: u64,
+    /// revision -> the waiters for it. Only those whose revision is reached are woken: a
+    /// `tokio::sync::watch` woke every waiter on every applied change, which with a
+    /// thousand writes in flight (10,000 nodes renewing their Leases) made each applied
+    /// change cost a thousand wake-ups.
+    pending: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+}
+
 /// The cache shared by every request handler.
 pub struct Cache {
     state: RwLock<State>,
     changes: broadcast::Sender<Arc<Change>>,
-    revision: watch::Sender<u64>,
+    waiters: Mutex<Waiters>,
     history_limit: usize,
 }
 
@@ -142,13 +161,26 @@ pub struct Subscription {
 impl Cache {
     pub fn new(history_limit: usize, fanout_buffer: usize) -> Arc<Cache> {
         let (changes, _) = broadcast::channel(fanout_buffer);
-        let (revision, _) = watch::channel(0);
         Arc::new(Cache {
             state: RwLock::new(State::default()),
             changes,
-            revision,
+            waiters: Mutex::new(Waiters::default()),
             history_limit,
         })
+    }
+
+    /// Wakes the waiters of every revision up to `revision`.
+    fn reached(&self, revision: u64) {
+        let ready = {
+            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            w.reached = w.reached.max(revision);
+            let after = w.reached + 1;
+            let later = w.pending.split_off(&after);
+            std::mem::replace(&mut w.pending, later)
+        };
+        for tx in ready.into_values().flatten() {
+            let _ = tx.send(());
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -174,20 +206,32 @@ impl Cache {
         s.oldest = revision;
         s.ready = true;
         drop(s);
-        self.revision.send_replace(revision);
+        self.reached(revision);
     }
 
     /// Applies one change from the store watch and fans it out.
     pub fn apply(&self, revision: u64, key: &str, new: Option<Cached>) {
         let mut s = self.write();
         let prev = s.objects.get(key).cloned();
-        if let Some(p) = &prev {
-            unindex(&mut s, p);
-        }
         let change = match new {
             Some(obj) => {
                 let obj = Arc::new(obj);
-                index(&mut s, obj.clone());
+                match &prev {
+                    // Most changes (a Lease renewal, a status write) leave every indexed
+                    // field as it was: replace the object in place, with one look-up, instead
+                    // of taking it out of every index and putting it back (a tenth of the
+                    // server's CPU at 10,000 node renewals/s beside 64 writers).
+                    Some(p) if same_index_fields(p, &obj) => {
+                        if let Some(slot) = s.objects.get_mut(key) {
+                            *slot = obj.clone();
+                        }
+                    }
+                    Some(p) => {
+                        unindex(&mut s, p);
+                        index(&mut s, obj.clone());
+                    }
+                    None => index(&mut s, obj.clone()),
+                }
                 let kind = if prev.is_some() {
                     ChangeKind::Modified
                 } else {
@@ -201,10 +245,13 @@ impl Cache {
                 })
             }
             None => {
+                if let Some(p) = &prev {
+                    unindex(&mut s, p);
+                }
                 let Some(p) = prev else {
                     s.revision = revision;
                     drop(s);
-                    self.revision.send_replace(revision);
+                    self.reached(revision);
                     return;
                 };
                 let mut v = p.value();
@@ -221,6 +268,7 @@ impl Cache {
                             labels: p.labels.clone(),
                             owners: p.owners.clone(),
                             node_name: p.node_name.clone(),
+                            deleting: p.deleting,
                         });
                 Arc::new(Change {
                     revision,
@@ -240,7 +288,7 @@ impl Cache {
         // Sent under the lock so subscribers see each change exactly once (snapshot or live).
         let _ = self.changes.send(change);
         drop(s);
-        self.revision.send_replace(revision);
+        self.reached(revision);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -263,8 +311,16 @@ impl Cache {
 
     /// Waits until the cache has seen `revision` (read-your-writes for every client).
     pub async fn wait_for(&self, revision: u64) {
-        let mut rx = self.revision.subscribe();
-        let _ = rx.wait_for(|r| *r >= revision).await;
+        let rx = {
+            let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if w.reached >= revision {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            w.pending.entry(revision).or_default().push(tx);
+            rx
+        };
+        let _ = rx.await;
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Cached>> {
@@ -407,6 +463,11 @@ impl Cache {
             live,
         })
     }
+}
+
+/// Whether two versions of one object sit in the same places of every index.
+fn same_index_fields(a: &Cached, b: &Cached) -> bool {
+    a.uid == b.uid && a.labels == b.labels && a.owners == b.owners && a.node_name == b.node_name
 }
 
 fn index(s: &mut State, o: Arc<Cached>) {
@@ -553,6 +614,69 @@ mod tests {
                 true
             });
         assert!(page.len() == 1 && !more, "only /r/b is left on n1");
+    }
+
+    #[test]
+    fn a_change_moves_an_object_between_indexes_only_when_its_indexed_fields_change() {
+        let c = Cache::new(100, 100);
+        let mk = |app: &str, node: &str, rev: u64| {
+            let v = json!({"metadata": {"name": "a", "uid": "u1", "namespace": "default", "labels": {"app": app}}, "spec": {"nodeName": node}});
+            Cached::from_stored("/r/a", &serde_json::to_vec(&v).unwrap(), rev).unwrap()
+        };
+        c.reset(vec![mk("web", "n1", 1)], 1);
+        let found = |hint: IndexHint| -> Vec<u64> {
+            c.list_indexed("/r/", None, usize::MAX, Some(&hint), |_| true)
+                .0
+                .iter()
+                .map(|o| o.mod_revision)
+                .collect()
+        };
+        let web = || IndexHint::Label("app".into(), "web".into());
+        // Same labels and node: replaced in place, found at its new revision.
+        c.apply(2, "/r/a", Some(mk("web", "n1", 2)));
+        assert_eq!(
+            (found(web()), found(IndexHint::Node("n1".into()))),
+            (vec![2], vec![2])
+        );
+        assert_eq!(c.by_uid("u1").map(|o| o.mod_revision), Some(2));
+        // A new label and node: out of the old index entries, into the new ones.
+        c.apply(3, "/r/a", Some(mk("db", "n2", 3)));
+        let db = IndexHint::Label("app".into(), "db".into());
+        assert_eq!(
+            (
+                found(web()),
+                found(db),
+                found(IndexHint::Node("n1".into())),
+                found(IndexHint::Node("n2".into()))
+            ),
+            (vec![], vec![3], vec![], vec![3])
+        );
+        c.apply(4, "/r/a", None);
+        assert_eq!(
+            (c.get("/r/a").is_none(), c.by_uid("u1").is_none()),
+            (true, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_for_wakes_only_the_waiters_of_revisions_reached() {
+        let c = Cache::new(100, 100);
+        c.reset(vec![], 1);
+        c.wait_for(1).await;
+        let (c2, c3) = (c.clone(), c.clone());
+        let early = tokio::spawn(async move { c2.wait_for(2).await });
+        let late = tokio::spawn(async move { c3.wait_for(3).await });
+        tokio::task::yield_now().await;
+        c.apply(2, "/r/a", Some(obj("/r/a", "a", "u1", None)));
+        early.await.unwrap();
+        assert!(!late.is_finished(), "revision 3 is not in the cache yet");
+        assert_eq!(
+            c.waiters.lock().unwrap().pending.keys().collect::<Vec<_>>(),
+            [&3]
+        );
+        c.apply(3, "/r/b", Some(obj("/r/b", "b", "u2", None)));
+        late.await.unwrap();
+        assert!(c.waiters.lock().unwrap().pending.is_empty());
     }
 
     #[test]

@@ -123,10 +123,11 @@ async fn finish_owner(
     registry: &Arc<RwLock<Registry>>,
     o: &Cached,
 ) {
-    let v = o.value();
-    if !v["metadata"]["deletionTimestamp"].is_string() {
+    // Called for every change: decide from the cached flag before parsing anything.
+    if !o.deleting {
         return;
     }
+    let v = o.value();
     let finalizers: Vec<String> = v["metadata"]["finalizers"]
         .as_array()
         .into_iter()

@@ -13,6 +13,8 @@ mod bootstrap;
 mod cache;
 mod discovery;
 mod gc;
+mod lanes;
+pub mod member_token;
 mod node_proxy;
 mod node_restriction;
 mod objects;
@@ -132,6 +134,11 @@ impl ApiServer {
         let store_path = dir.join("store.redb");
         let options = StoreOptions {
             retain_revisions: Some(200_000),
+            // The cache's feed is the only store watch. If it falls this far behind, the
+            // store drops it and the feed re-lists and re-parses every object (seconds at
+            // 450k objects, every write waiting on the cache meanwhile); 4,096 events was
+            // four seconds of writes at 10,000 nodes. Events share their values' bytes.
+            watch_buffer: 1 << 16,
             ..StoreOptions::default()
         };
         let store = match backend {

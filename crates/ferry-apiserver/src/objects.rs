@@ -81,14 +81,33 @@ fn check_path_segment(name: &str) -> Option<String> {
         .then(|| format!("Invalid value: {name:?}: may not contain '/' or '%'"))
 }
 
-/// The parts of an object that are not metadata or status (a change bumps generation).
-fn spec_part(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("metadata");
-        o.remove("status");
+/// Whether `a` and `b` are equal but for the top-level fields in `skip` and the metadata
+/// fields in `skip_meta`. Compares in place: the write path asks this twice per update
+/// (did the spec change? is the update a no-op?), and cloning whole objects to strip them
+/// first was a measurable share of each write.
+fn equal_except(a: &Value, b: &Value, skip: &[&str], skip_meta: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let fields = |m: &'_ serde_json::Map<String, Value>, skip: &[&str]| -> usize {
+        m.keys().filter(|k| !skip.contains(&k.as_str())).count()
+    };
+    if fields(a, skip) != fields(b, skip) {
+        return false;
     }
-    v
+    a.iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .all(|(k, va)| match (k.as_str(), b.get(k)) {
+            (_, None) => false,
+            ("metadata", Some(vb)) if !skip_meta.is_empty() => equal_except(va, vb, skip_meta, &[]),
+            (_, Some(vb)) => va == vb,
+        })
+}
+
+/// Whether the parts of two objects that are not metadata or status differ (a change
+/// bumps generation).
+fn spec_changed(a: &Value, b: &Value) -> bool {
+    !equal_except(a, b, &["metadata", "status"], &[])
 }
 
 /// Schema + Ferry validation; returns warnings (pruned fields) or the error.
@@ -273,6 +292,16 @@ pub struct Objects {
 }
 
 impl Objects {
+    /// Waits, after a write at `revision`, until the cache has it (read-your-writes for
+    /// every client), except for leader-election Leases: those are answered once durable
+    /// ([`crate::lanes::leader_election_lease`]; their reads come from the store, and a
+    /// watch from their resourceVersion waits for the cache).
+    async fn settle(&self, rt: &ResourceType, namespace: Option<&str>, revision: u64) {
+        if !crate::lanes::leader_election_lease(&rt.group, &rt.plural, namespace) {
+            self.cache.wait_for(revision).await;
+        }
+    }
+
     /// Service admission for writes of Services (and of YusurServices that take a cluster
     /// IP). The returned reservation holds the addresses decided: keep it until the write
     /// is in the cache.
@@ -435,21 +464,29 @@ impl Objects {
         self.admit_tenancy(rt, namespace, &object, None)?;
         let _reserved = self.admit_addresses(rt, &key, &mut object, None, None)?;
         if let Some(ns) = namespace.filter(|_| rt.namespaced) {
+            // A live namespace in the cache is enough (kube-apiserver's NamespaceLifecycle
+            // admission reads its informer too). Only a namespace the cache lacks, or holds
+            // as being deleted, waits for the cache to catch up with the store and is looked
+            // at again: waiting on every create doubled each create's wait for the cache.
             let ns_key = format!("/registry/core/namespaces/_/{ns}");
-            self.cache.wait_for(self.store.current_revision()).await;
-            if self.cache.get(&ns_key).is_none() {
-                return Err(ApiError::not_found("", "namespaces", ns));
+            if self.cache.get(&ns_key).is_none_or(|n| n.deleting) {
+                self.cache.wait_for(self.store.current_revision()).await;
+                if self.cache.get(&ns_key).is_none() {
+                    return Err(ApiError::not_found("", "namespaces", ns));
+                }
             }
         }
-        let applied = object.clone();
-        set_managed_fields(
-            &mut object,
-            opts.field_manager.as_deref(),
-            "Update",
-            &applied,
-            rt,
-            None,
-        );
+        if opts.field_manager.is_some() {
+            let applied = object.clone();
+            set_managed_fields(
+                &mut object,
+                opts.field_manager.as_deref(),
+                "Update",
+                &applied,
+                rt,
+                None,
+            );
+        }
         if opts.dry_run {
             return Ok(Written {
                 object,
@@ -463,7 +500,7 @@ impl Objects {
             .await
             .map_err(|e| store_err(rt, &name, e))?;
         stamp(&mut object, kv.mod_revision);
-        self.cache.wait_for(kv.mod_revision).await;
+        self.settle(rt, namespace, kv.mod_revision).await;
         Ok(Written {
             object,
             warnings,
@@ -572,31 +609,25 @@ impl Objects {
         }
         let _reserved = self.admit_addresses(rt, &key, &mut object, Some(&old), subresource)?;
         let warnings = validate(rt, &mut object, opts)?;
-        if spec_part(&object) != spec_part(&old) {
+        if spec_changed(&object, &old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             object["metadata"]["generation"] = json!(g + 1);
         }
         if rt.plural == "customresourcedefinitions" {
             object["status"]["acceptedNames"] = object["spec"]["names"].clone();
         }
-        let applied = object.clone();
-        set_managed_fields(
-            &mut object,
-            opts.field_manager.as_deref(),
-            operation,
-            &applied,
-            rt,
-            subresource,
-        );
+        if opts.field_manager.is_some() {
+            let applied = object.clone();
+            set_managed_fields(
+                &mut object,
+                opts.field_manager.as_deref(),
+                operation,
+                &applied,
+                rt,
+                subresource,
+            );
+        }
         let unchanged = {
-            let strip = |v: &Value| {
-                let mut v = v.clone();
-                if let Some(m) = v["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                    m.remove("managedFields");
-                }
-                v
-            };
             // A no-op Update stays a no-op whoever sends it; an Apply also records who owns
             // what, so a new manager (or the first apply) is a change, a repeated one is not.
             let ownership = |v: &Value| {
@@ -611,7 +642,7 @@ impl Objects {
                 }
                 entries
             };
-            strip(&object) == strip(&old)
+            equal_except(&object, &old, &[], &["resourceVersion", "managedFields"])
                 && (operation != "Apply" || ownership(&object) == ownership(&old))
         };
         if unchanged {
@@ -639,7 +670,7 @@ impl Objects {
                 .await
                 .map_err(|e| store_err(rt, name, e))?;
             stamp(&mut object, kv.mod_revision);
-            self.cache.wait_for(kv.mod_revision).await;
+            self.settle(rt, namespace, kv.mod_revision).await;
             return Ok(Written {
                 object,
                 warnings,
@@ -652,7 +683,7 @@ impl Objects {
             .await
             .map_err(|e| store_err(rt, name, e))?;
         stamp(&mut object, kv.mod_revision);
-        self.cache.wait_for(kv.mod_revision).await;
+        self.settle(rt, namespace, kv.mod_revision).await;
         Ok(Written {
             object,
             warnings,
@@ -716,7 +747,7 @@ impl Objects {
                 match self.store.delete(&key, Some(rev)).await {
                     Ok(kv) => {
                         stamp(&mut obj, kv.mod_revision);
-                        self.cache.wait_for(kv.mod_revision).await;
+                        self.settle(rt, namespace, kv.mod_revision).await;
                         return Ok(Written {
                             object: obj,
                             warnings: vec![],
@@ -743,7 +774,7 @@ impl Objects {
             match self.store.update(&key, encode(&obj), Some(rev)).await {
                 Ok(kv) => {
                     stamp(&mut obj, kv.mod_revision);
-                    self.cache.wait_for(kv.mod_revision).await;
+                    self.settle(rt, namespace, kv.mod_revision).await;
                     return Ok(Written {
                         object: obj,
                         warnings: vec![],
@@ -755,5 +786,55 @@ impl Objects {
             }
         }
         Err(ApiError::conflict(&rt.group, &rt.plural, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_except_compares_as_if_the_skipped_fields_were_removed() {
+        let strip = |v: &Value, skip: &[&str], skip_meta: &[&str]| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                for k in skip {
+                    o.remove(*k);
+                }
+            }
+            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                for k in skip_meta {
+                    m.remove(*k);
+                }
+            }
+            v
+        };
+        let base = json!({"metadata": {"name": "a", "resourceVersion": "5", "managedFields": [1]},
+            "spec": {"x": 1}, "status": {"phase": "A"}});
+        let variants = [
+            json!({"metadata": {"name": "a", "resourceVersion": "6"}, "spec": {"x": 1}, "status": {"phase": "A"}}),
+            json!({"metadata": {"name": "a"}, "spec": {"x": 2}, "status": {"phase": "A"}}),
+            json!({"metadata": {"name": "b", "resourceVersion": "5"}, "spec": {"x": 1}, "status": {"phase": "A"}}),
+            json!({"metadata": {"name": "a", "resourceVersion": "5", "managedFields": [1]}, "spec": {"x": 1}, "status": {"phase": "B"}}),
+            json!({"metadata": {"name": "a", "resourceVersion": "5", "managedFields": [1]}, "spec": {"x": 1}}),
+            json!({"metadata": {"name": "a", "resourceVersion": "5", "managedFields": [1]}, "spec": {"x": 1}, "status": {"phase": "A"}, "extra": true}),
+            json!({"spec": {"x": 1}, "status": {"phase": "A"}}),
+            json!({"metadata": "odd", "spec": {"x": 1}, "status": {"phase": "A"}}),
+            json!("not an object"),
+        ];
+        let cases: [(&[&str], &[&str]); 3] = [
+            (&["metadata", "status"], &[]),
+            (&[], &["resourceVersion", "managedFields"]),
+            (&["status"], &["resourceVersion"]),
+        ];
+        for v in &variants {
+            for (skip, skip_meta) in cases {
+                assert_eq!(
+                    equal_except(&base, v, skip, skip_meta),
+                    strip(&base, skip, skip_meta) == strip(v, skip, skip_meta),
+                    "{v} skipping {skip:?} and metadata {skip_meta:?}"
+                );
+            }
+        }
     }
 }

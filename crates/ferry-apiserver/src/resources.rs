@@ -185,7 +185,15 @@ fn builtin_columns(plural: &str) -> Vec<Column> {
             col("Ready", "integer", "", 0),
             col("Age", "date", ".metadata.creationTimestamp", 0),
         ],
-        "daemonsets" => vec![col("Age", "date", ".metadata.creationTimestamp", 0)],
+        "daemonsets" => vec![
+            col("Desired", "integer", "", 0),
+            col("Current", "integer", "", 0),
+            col("Ready", "integer", "", 0),
+            col("Up-to-date", "integer", "", 0),
+            col("Available", "integer", "", 0),
+            col("Node Selector", "string", "", 0),
+            col("Age", "date", ".metadata.creationTimestamp", 0),
+        ],
         _ => vec![col("Age", "date", ".metadata.creationTimestamp", 0)],
     }
 }

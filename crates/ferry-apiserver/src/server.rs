@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Authenticator;
 use crate::authz::Authorizer;
 use crate::cache::{Cache, Cached, ChangeKind, WatchStartError};
+use crate::lanes::{RequestLane, request_lane};
 use crate::objects::{FieldValidation, Objects, WriteOptions};
 use crate::patch::{self, PatchKind};
 use crate::rbac::{Attributes, Index, UserInfo};
@@ -90,14 +91,22 @@ impl Server {
             .clone()
     }
 
-    /// The identity of a bearer token: a fixed one, a node's, or a live ServiceAccount's.
+    /// The identity of a bearer token: a fixed one, a node's, a live ServiceAccount's, or a
+    /// federation member's (hashed in a Secret, see [`crate::member_token`]).
     fn authenticate(&self, header: Option<&str>) -> Option<UserInfo> {
         let now = jiff::Timestamp::now().as_second();
-        self.auth.authenticate(header, now, |ns, name| {
-            self.cache
-                .get(&format!("/registry/core/serviceaccounts/{ns}/{name}"))
-                .map(|c| c.uid.clone())
-        })
+        self.auth
+            .authenticate(header, now, |ns, name| {
+                self.cache
+                    .get(&format!("/registry/core/serviceaccounts/{ns}/{name}"))
+                    .map(|c| c.uid.clone())
+            })
+            .or_else(|| {
+                let token = header?.strip_prefix("Bearer ")?.trim();
+                crate::member_token::authenticate(token, |key| {
+                    self.cache.get(key).map(|c| c.value())
+                })
+            })
     }
 
     /// RBAC's answer for `attrs`, as a 403 when refused.
@@ -197,10 +206,11 @@ pub async fn handle(State(server): State<Arc<Server>>, req: Request) -> Response
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")),
     );
-    timer.finish(serve(server, req).await)
+    let lane = request_lane(req.method(), req.uri().path(), req.uri().query());
+    timer.finish(serve(server, req, lane).await)
 }
 
-async fn serve(server: Arc<Server>, req: Request) -> Response {
+async fn serve(server: Arc<Server>, req: Request, lane: RequestLane) -> Response {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     // The body is read before anything can fail: an HTTP/2 client still sending a body
@@ -216,8 +226,10 @@ async fn serve(server: Arc<Server>, req: Request) -> Response {
         .uri
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    // Leases are not counted either (see `lanes`): an identity's bulk writes must not get
+    // its renewals refused.
     let _permit = match server.authenticate(auth) {
-        Some(who) if !is_watch => match server.permit(&who) {
+        Some(who) if !is_watch && lane.counted() => match server.permit(&who) {
             Ok(p) => Some(p),
             Err(e) => return e.into_response(),
         },
@@ -439,7 +451,7 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
             .await;
     }
     if verb == "watch" {
-        return watch(server, &rt, &target, &q, &accept);
+        return watch(server, &rt, &target, &q, &accept).await;
     }
     let headers = req.headers().clone();
     let declared = headers
@@ -479,7 +491,7 @@ async fn route(server: &Arc<Server>, req: Request) -> Result<Response, ApiError>
         return subresource(server, &rt, &target, verb, &headers, &body, &q, &accept).await;
     }
     match verb {
-        "get" => get(server, &rt, &target, &accept, &q),
+        "get" => get(server, &rt, &target, &accept, &q).await,
         "list" => list(server, &rt, ns, &q, &accept).await,
         "create" => {
             let object = parse_body(&body, &headers)?;
@@ -861,7 +873,7 @@ fn include_of(q: &HashMap<String, String>) -> Include {
     }
 }
 
-fn get(
+async fn get(
     server: &Arc<Server>,
     rt: &ResourceType,
     t: &Target,
@@ -869,11 +881,30 @@ fn get(
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let name = t.name.as_deref().unwrap_or_default();
-    let key = rt.key(t.namespace.as_deref().filter(|_| rt.namespaced), name);
-    let obj = server
-        .cache
-        .get(&key)
-        .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+    let ns = t.namespace.as_deref().filter(|_| rt.namespaced);
+    let key = rt.key(ns, name);
+    // A leader-election Lease is answered from the store (its writes do not wait for the
+    // cache, see `lanes`), unless the client asked for a resourceVersion (any, such as
+    // "0", may come from the cache).
+    let obj = if crate::lanes::leader_election_lease(&rt.group, &rt.plural, ns)
+        && q.get("resourceVersion").is_none_or(|rv| rv.is_empty())
+    {
+        let (v, rev) = server
+            .objects
+            .current(rt, ns, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        let json = serde_json::to_vec(&v).unwrap_or_default();
+        Arc::new(
+            Cached::from_stored(&key, &json, rev)
+                .ok_or_else(|| ApiError::internal("the stored Lease is not a JSON object"))?,
+        )
+    } else {
+        server
+            .cache
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?
+    };
     if wants_table(accept) {
         let v = obj.value();
         return Ok(json_response(
@@ -1182,7 +1213,7 @@ async fn patch_object(
     Err(ApiError::conflict(&rt.group, &rt.plural, name))
 }
 
-fn watch(
+async fn watch(
     server: &Arc<Server>,
     rt: &ResourceType,
     t: &Target,
@@ -1220,6 +1251,13 @@ fn watch(
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(1800);
     let from = if send_initial { Some(0) } else { rv };
+    // A resourceVersion the cache has not reached yet (a leader-election Lease's write is
+    // answered before the cache applies it): wait a little for the cache, as
+    // kube-apiserver's watch cache does, and deliver nothing at or before it either way.
+    let after = from.unwrap_or(0);
+    if after > server.cache.revision() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), server.cache.wait_for(after)).await;
+    }
     let prefix = list_prefix(rt, t.namespace.as_deref());
     let sub = match server.cache.subscribe(&prefix, from) {
         Ok(sub) => sub,
@@ -1303,7 +1341,8 @@ fn watch(
         // The newest revision this watch has dealt with. A bookmark carries this, never the
         // cache's revision: changes may still wait in `live`, and a client resuming from a
         // bookmark that overtook them would never see them.
-        let mut delivered = sub.revision;
+        let seen = sub.revision.max(after);
+        let mut delivered = seen;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
@@ -1313,7 +1352,7 @@ fn watch(
                 _ = tx.closed() => return,
                 ch = live.recv() => {
                     let Ok(ch) = ch else { return };
-                    if ch.revision <= sub.revision { continue; }
+                    if ch.revision <= seen { continue; }
                     delivered = ch.revision;
                     if !ch.object.key.starts_with(&prefix) { continue; }
                     let now_match = ch.kind != ChangeKind::Deleted && matches(&ch.object);
@@ -1389,6 +1428,162 @@ mod tests {
             .unwrap();
         let resp = handle(State(server), req).await;
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// Sends `method path` with `body` as the admin; returns the status and the answer's
+    /// body (`None` for a watch, whose body is returned as the response instead).
+    async fn call(
+        server: &Arc<Server>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, "Bearer a")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        // A write that waited for the cache would never be answered here: nothing feeds
+        // this server's cache. The timeout turns that hang into a failure.
+        let resp =
+            tokio::time::timeout(Duration::from_secs(60), handle(State(server.clone()), req))
+                .await
+                .expect("answered without the cache catching up");
+        let code = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The next `n` events of a watch body, as (type, resourceVersion).
+    async fn events(body: &mut Body, n: usize) -> Vec<(String, String)> {
+        use http_body_util::BodyExt;
+        let mut text = String::new();
+        while text.lines().count() < n {
+            let frame = body.frame().await.expect("the watch ended").unwrap();
+            text.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap());
+        }
+        text.lines()
+            .map(|l| {
+                let e: Value = serde_json::from_str(l).unwrap();
+                let rv = e["object"]["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                (e["type"].as_str().unwrap().to_string(), rv)
+            })
+            .collect()
+    }
+
+    /// Applies the store's changes after the cache's revision to the cache, as the feed
+    /// of `lib.rs` does.
+    async fn catch_up(server: &Arc<Server>) {
+        let store = &server.objects.store;
+        let mut w = store
+            .watch("/registry/", server.cache.revision())
+            .await
+            .unwrap();
+        while server.cache.revision() < store.current_revision() {
+            let ev = w.recv().await.unwrap().unwrap();
+            let new = Cached::from_stored(&ev.kv.key, &ev.kv.value, ev.kv.mod_revision);
+            server.cache.apply(ev.revision, &ev.kv.key, new);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_leader_election_lease_is_answered_once_durable_and_watched_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = unfilled_server(dir.path()).await;
+        let store = server.objects.store.clone();
+        let key = "/registry/coordination.k8s.io/leases/kube-system/ferry-controller";
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ferry-controller", "namespace": "kube-system", "uid": "u1"},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 2}});
+        store
+            .create(
+                "/registry/core/namespaces/_/kube-system",
+                json!({"metadata": {"name": "kube-system"}}).to_string(),
+            )
+            .await
+            .unwrap();
+        store.create(key, lease.to_string()).await.unwrap();
+        let (kvs, rev) = store.list("/registry/").await.unwrap();
+        server.cache.reset(
+            kvs.iter()
+                .filter_map(|kv| Cached::from_stored(&kv.key, &kv.value, kv.mod_revision))
+                .collect(),
+            rev,
+        );
+        let path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/ferry-controller";
+        let renew = |rv: u64, holder: &str| {
+            let mut l = lease.clone();
+            l["metadata"]["resourceVersion"] = json!(rv.to_string());
+            l["spec"]["holderIdentity"] = json!(holder);
+            Some(l)
+        };
+
+        // Two renewals, each answered with the cache still at `rev`.
+        let (code, first) = call(&server, Method::PUT, path, renew(rev, "b")).await;
+        assert_eq!(code, StatusCode::OK, "{first}");
+        let first_rv: u64 = first["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(first_rv > rev);
+        assert_eq!(
+            server.cache.get(key).unwrap().mod_revision,
+            rev,
+            "the cache is behind"
+        );
+        // A GET reads the store, so a client sees its own renewal...
+        let (code, got) = call(&server, Method::GET, path, None).await;
+        assert_eq!(
+            (code, got["spec"]["holderIdentity"].clone()),
+            (StatusCode::OK, json!("b"))
+        );
+        assert_eq!(
+            got["metadata"]["resourceVersion"],
+            json!(first_rv.to_string())
+        );
+        // ...and a stale resourceVersion is refused against the store, not the cache.
+        let (code, _) = call(&server, Method::PUT, path, renew(rev, "c")).await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        let (code, second) = call(&server, Method::PUT, path, renew(first_rv, "d")).await;
+        assert_eq!(code, StatusCode::OK, "{second}");
+        let second_rv = second["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // A watch from before the renewals, and one from the first renewal's answer (ahead
+        // of the cache: it waits for the cache), then the cache catches up.
+        let watch = |from: String| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let req = Request::builder()
+                    .uri(format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases?watch=true&resourceVersion={from}"))
+                    .header(header::AUTHORIZATION, "Bearer a")
+                    .body(Body::empty())
+                    .unwrap();
+                let resp = handle(State(server), req).await;
+                assert_eq!(resp.status(), StatusCode::OK);
+                resp.into_body()
+            })
+        };
+        let mut from_start = watch(rev.to_string()).await.unwrap();
+        let from_first = watch(first_rv.to_string());
+        catch_up(&server).await;
+        let mut from_first = from_first.await.unwrap();
+        let modified = |rv: String| ("MODIFIED".to_string(), rv);
+        assert_eq!(
+            events(&mut from_start, 2).await,
+            [modified(first_rv.to_string()), modified(second_rv.clone())]
+        );
+        assert_eq!(events(&mut from_first, 1).await, [modified(second_rv)]);
     }
 
     #[test]

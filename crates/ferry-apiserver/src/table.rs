@@ -218,6 +218,32 @@ fn builtin_cell(rt: &ResourceType, column: &Column, object: &Value) -> Value {
         ("replicasets", "Desired") => json!(object["spec"]["replicas"].as_i64().unwrap_or(1)),
         ("replicasets", "Current") => json!(object["status"]["replicas"].as_i64().unwrap_or(0)),
         ("replicasets", "Ready") => json!(object["status"]["readyReplicas"].as_i64().unwrap_or(0)),
+        ("daemonsets", col @ ("Desired" | "Current" | "Ready" | "Up-to-date" | "Available")) => {
+            let field = match col {
+                "Desired" => "desiredNumberScheduled",
+                "Current" => "currentNumberScheduled",
+                "Ready" => "numberReady",
+                "Up-to-date" => "updatedNumberScheduled",
+                _ => "numberAvailable",
+            };
+            json!(object["status"][field].as_i64().unwrap_or(0))
+        }
+        ("daemonsets", "Node Selector") => {
+            let sel = object["spec"]["template"]["spec"]["nodeSelector"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            json!(if sel.is_empty() {
+                "<none>".to_string()
+            } else {
+                sel
+            })
+        }
         ("pods", "Restarts") => {
             let statuses = object["status"]["containerStatuses"]
                 .as_array()

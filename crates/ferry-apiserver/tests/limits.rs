@@ -1,6 +1,6 @@
 //! Flow control: one identity with a request in flight up to its cap gets 429 with
 //! Retry-After on the next, other identities are unaffected, and the slot frees up when
-//! the held request completes. (A LIST before the watch cache is ready is tested in
+//! the held request completes. Requests for one Lease (the Lease lane) are not counted. (A LIST before the watch cache is ready is tested in
 //! `server.rs`, since `ApiServer::start` returns only once the cache is filled.)
 
 mod common;
@@ -51,6 +51,28 @@ async fn requests_beyond_the_per_identity_inflight_cap_get_429() {
         "{}",
         refused.body
     );
+
+    // The Lease lane is not counted: with the admin's slot still taken, its Lease is
+    // created, read and renewed (leader election must not be refused because the same
+    // identity's bulk writes fill its cap), while a bulk request is still refused.
+    let leases = ts.url("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases");
+    let lease = r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"held-leader"},"spec":{"holderIdentity":"a","leaseDurationSeconds":2}}"#;
+    let r = common::curl("POST", &leases, Some(&admin), Some(lease));
+    assert_eq!(r.code, 201, "{}", r.body);
+    let r = common::curl("GET", &format!("{leases}/held-leader"), Some(&admin), None);
+    assert_eq!(r.code, 200, "{}", r.body);
+    let mut renewed = r.json();
+    renewed["spec"]["holderIdentity"] = "b".into();
+    let r = common::curl(
+        "PUT",
+        &format!("{leases}/held-leader"),
+        Some(&admin),
+        Some(&renewed.to_string()),
+    );
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.json()["spec"]["holderIdentity"], "b");
+    let r = common::curl("GET", &url, Some(&admin), None);
+    assert_eq!(r.code, 429, "{}", r.body);
 
     // Another identity is not held back by the admin's requests.
     let r = common::curl("GET", &url, Some(&ts.tokens().embedded), None);

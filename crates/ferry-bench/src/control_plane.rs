@@ -71,7 +71,8 @@ pub struct ControlPlaneResult {
     /// The leader's RSS (and the standby's).
     pub controller_rss_mib: f64,
     pub standby_rss_mib: f64,
-    /// The longest gap between two renewals of one hollow node's Lease (10 s lapses it).
+    /// The longest gap between two renewals of one hollow node's Lease (one of
+    /// `hollow::TIMING.duration`, 40 s, lapses it).
     pub max_renew_gap_s: f64,
     pub lease_renewals: u64,
     /// Leader killed (SIGKILL) -> the standby programmed the next change in the NB.
@@ -93,6 +94,11 @@ pub struct ControlPlaneResult {
     pub api_get_p50_ms: f64,
     pub api_get_p99_ms: f64,
     pub api_gets_per_s: f64,
+    /// The controllers' API writes from the first service created until every backend was
+    /// Healthy and the writes had settled (see [`controller_writes`]), per service, and
+    /// by `verb resource`.
+    pub controller_writes_per_service: f64,
+    pub controller_writes: BTreeMap<String, u64>,
 }
 
 /// GETs timed by [`api_latency`].
@@ -480,6 +486,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     let ports_sync_s = pods_started.elapsed().as_secs_f64();
     eprintln!("  pods' ports in the NB after {ports_sync_s:.1}s");
     let ysvcs: Api<YusurService> = Api::namespaced(client.clone(), "default");
+    let writes_before = scrape_writes(&client).await?;
     let start = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -574,6 +581,26 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // The controllers' writes for the services, once the writer is done with them: the
+    // count stays put for 3 s (at most 2 minutes after all were Healthy).
+    let settle = Instant::now();
+    let (mut controller_writes_now, mut still) = (BTreeMap::new(), 0);
+    while still < 3 && settle.elapsed() < Duration::from_secs(120) {
+        let w = controller_writes(&writes_before, &scrape_writes(&client).await?);
+        still = if w == controller_writes_now {
+            still + 1
+        } else {
+            0
+        };
+        controller_writes_now = w;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let controller_writes_total: u64 = controller_writes_now.values().sum();
+    let controller_writes_per_service = controller_writes_total as f64 / n.max(1) as f64;
+    eprintln!(
+        "  controller writes: {controller_writes_total} ({controller_writes_per_service:.1} per service, settled {:.1}s after all Healthy): {controller_writes_now:?}",
+        settle.elapsed().as_secs_f64()
+    );
     // LIST of every probe, the response body received whole (no decoding timed).
     let mut lists = Vec::new();
     let mut listed_probes = 0;
@@ -750,6 +777,8 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         api_get_p50_ms: percentile(&mut gets, 0.5),
         api_get_p99_ms: percentile(&mut gets, 0.99),
         api_gets_per_s,
+        controller_writes_per_service,
+        controller_writes: controller_writes_now,
     };
     drop(hollow);
     let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
@@ -869,6 +898,77 @@ async fn acked_writes(
     Ok(count as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Writes counted in the API server's `ferry_apiserver_requests_total`, by (verb,
+/// resource), answers other than 200/201 apart (`resource (409)`).
+pub fn write_counts(metrics: &str) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("ferry_apiserver_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\""))
+                .map(|v| v.trim_end_matches('"').to_string())
+        };
+        let (Some(verb), Some(mut resource)) = (label("verb"), label("resource")) else {
+            continue;
+        };
+        // Conflicts (a stale cache's create or replace) apart: they are wasted writes.
+        if let Some(code) = label("code").filter(|c| c != "200" && c != "201") {
+            resource = format!("{resource} ({code})");
+        }
+        if !matches!(verb.as_str(), "create" | "update" | "patch" | "delete") {
+            continue;
+        }
+        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *out.entry((verb, resource)).or_default() += n;
+    }
+    out
+}
+
+/// The writes between two [`write_counts`] that the controllers made: all but Leases
+/// (the hollow nodes' and the controllers' own), the hollow nodes' probe reports
+/// (`patch networkprobes/status`) and the bench's own YusurService creates. As
+/// `"verb resource" -> count`.
+pub fn controller_writes(
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|((verb, resource), _)| by_controllers(verb, resource))
+        .map(|(k, n)| {
+            let was = before.get(k).copied().unwrap_or(0);
+            (format!("{} {}", k.0, k.1), n.saturating_sub(was))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Whether writes of `verb` on `resource` (as [`write_counts`] names them) are the
+/// controllers' during the services phase.
+fn by_controllers(verb: &str, resource: &str) -> bool {
+    // Without the response code ("networkprobes/status (409)").
+    let plain = resource.split(' ').next().unwrap_or_default();
+    !matches!(
+        (verb, plain),
+        (_, "leases") | ("patch", "networkprobes/status") | ("create", "yusurservices")
+    )
+}
+
+async fn scrape_writes(client: &Client) -> Result<BTreeMap<(String, String), u64>, String> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let text = client.request_text(req).await.map_err(|e| e.to_string())?;
+    Ok(write_counts(&text))
+}
+
 /// The readable table.
 pub fn print_control_plane(r: &ControlPlaneResult) {
     let mut t = comfy_table::Table::new();
@@ -952,6 +1052,10 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
                 r.api_get_p50_ms, r.api_get_p99_ms, r.api_gets_per_s
             ),
         ),
+        (
+            "controller writes per service (empty -> all Healthy, settled)",
+            format!("{:.1}", r.controller_writes_per_service),
+        ),
         ("metrics", if r.metrics { "on" } else { "off" }.to_string()),
     ];
     for (k, v) in rows {
@@ -973,5 +1077,32 @@ mod tests {
                    2026-11-29T00:00:03Z  WARN ferry_controller: lost leadership; standing by identity=bench-a\n";
         assert_eq!(leadership_losses(log), 2);
         assert_eq!(leadership_losses(""), 0);
+    }
+
+    #[test]
+    fn controller_writes_are_the_write_verbs_less_leases_reports_and_the_bench_creates() {
+        let before = write_counts(
+            "# HELP x\n\
+             ferry_apiserver_requests_total{verb=\"create\",resource=\"networkprobes\",code=\"201\"} 5\n\
+             ferry_apiserver_requests_total{verb=\"update\",resource=\"leases\",code=\"200\"} 9\n",
+        );
+        let after = write_counts(
+            "ferry_apiserver_requests_total{verb=\"create\",resource=\"networkprobes\",code=\"201\"} 45\n\
+             ferry_apiserver_requests_total{verb=\"create\",resource=\"networkprobes\",code=\"409\"} 2\n\
+             ferry_apiserver_requests_total{verb=\"update\",resource=\"leases\",code=\"200\"} 99\n\
+             ferry_apiserver_requests_total{verb=\"patch\",resource=\"networkprobes/status\",code=\"200\"} 40\n\
+             ferry_apiserver_requests_total{verb=\"patch\",resource=\"networkprobes/status\",code=\"409\"} 3\n\
+             ferry_apiserver_requests_total{verb=\"patch\",resource=\"yusurservices/status\",code=\"200\"} 6\n\
+             ferry_apiserver_requests_total{verb=\"create\",resource=\"yusurservices\",code=\"201\"} 2\n\
+             ferry_apiserver_requests_total{verb=\"list\",resource=\"endpoints\",code=\"200\"} 7\n",
+        );
+        assert_eq!(
+            controller_writes(&before, &after),
+            BTreeMap::from([
+                ("create networkprobes".to_string(), 40),
+                ("create networkprobes (409)".to_string(), 2),
+                ("patch yusurservices/status".to_string(), 6),
+            ])
+        );
     }
 }

@@ -30,10 +30,11 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
-/// The real agent renews its Lease every 3 s (`ferry-agent`'s `lease_tick`) for a 10 s
-/// lease.
-pub const RENEW_PERIOD: Duration = Duration::from_secs(3);
-const LEASE_SECONDS: i32 = 10;
+/// The agent's default Lease timing, the kubelet's (40 s, renewed every 10 s:
+/// [`ferry_api::AgentLeaseTiming::KUBELET`], what `ferry agent` does unless told otherwise).
+pub const TIMING: ferry_api::AgentLeaseTiming = ferry_api::AgentLeaseTiming::KUBELET;
+/// How often each hollow node renews its Lease.
+pub const RENEW_PERIOD: Duration = TIMING.renew_every;
 
 /// What the hollow nodes did, read while they run.
 #[derive(Debug, Default)]
@@ -96,7 +97,7 @@ pub async fn register(client: &Client, n: usize, concurrency: usize) -> Result<(
                 }
                 let lease: Lease = serde_json::from_value(json!({
                     "metadata": {"name": ferry_api::agent_lease_name(&name), "namespace": ferry_api::AGENT_LEASE_NAMESPACE},
-                    "spec": {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro_now()}}))
+                    "spec": {"holderIdentity": name, "leaseDurationSeconds": TIMING.duration_seconds(), "renewTime": micro_now()}}))
                 .map_err(|e| e.to_string())?;
                 match leases.create(&PostParams::default(), &lease).await {
                     Ok(_) => Ok(()),

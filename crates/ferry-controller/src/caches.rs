@@ -9,12 +9,10 @@ use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use ferry_api::{
-    BackendKind, BareMetal, Eip, NetworkProbe, ProbePort, Subnet, VNicIP, Vpc, YusurService,
-};
+use ferry_api::{BackendKind, BareMetal, Eip, ProbePort, Subnet, VNicIP, Vpc, YusurService};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -23,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::allocate::{Held, Holder, Request};
+use crate::cached::{CachedPod, CachedProbe};
 use crate::changes::{self, Changes, Feed, KubeObject};
 use crate::world::{self, SubnetInfo, lease_lapsed, subnet_info};
 
@@ -30,7 +29,8 @@ use crate::world::{self, SubnetInfo, lease_lapsed, subnet_info};
 #[derive(Clone)]
 pub struct Caches {
     pub services: Store<YusurService>,
-    pub pods: Store<Pod>,
+    /// Projections ([`CachedPod`]), not full objects.
+    pub pods: Store<CachedPod>,
     pub namespaces: Store<Namespace>,
     pub nodes: Store<Node>,
     pub vpcs: Store<Vpc>,
@@ -38,7 +38,8 @@ pub struct Caches {
     pub eips: Store<Eip>,
     pub baremetals: Store<BareMetal>,
     pub vnicips: Store<VNicIP>,
-    pub probes: Store<NetworkProbe>,
+    /// Projections ([`CachedProbe`]), not full objects.
+    pub probes: Store<CachedProbe>,
     pub k8s_services: Store<Service>,
     pub endpoints: Store<Endpoints>,
     pub slices: Store<EndpointSlice>,
@@ -164,7 +165,10 @@ impl Watches {
             o.managed_fields_mut().clear();
             project(o);
         });
-        let stream = reflector::reflector(writer, events).default_backoff();
+        // Retried from 100 ms up to 2 s (kube's default: 0.8 s up to 30 s cost ~4 s
+        // after an API server restart; issue 15's target for the next change is 3 s).
+        let stream =
+            reflector::reflector(writer, events).backoff(ferry_api::WatchBackoff::default());
         let (changes, wake) = (self.changes.clone(), self.wake.clone());
         tokio::spawn(async move {
             stream
@@ -243,13 +247,7 @@ pub async fn caches(w: &Watches) -> Caches {
     let leases_stale_since = Arc::new(Mutex::new(None));
     let c = Caches {
         services: w.reflect(Feed::Service, all.clone()),
-        pods: w.reflect_api(
-            Api::all(w.client.clone()),
-            Feed::Workload(BackendKind::Pod),
-            all.clone(),
-            world::project_pod,
-            None,
-        ),
+        pods: w.reflect(Feed::Workload(BackendKind::Pod), all.clone()),
         namespaces: w.reflect(Feed::Global, all.clone()),
         nodes: w.reflect_api(
             Api::all(w.client.clone()),
@@ -285,13 +283,12 @@ pub async fn caches(w: &Watches) -> Caches {
 }
 
 /// NetworkProbes by phase, for `ferry_probes{phase}` (counted at scrape time).
-fn probe_phases(probes: &Store<NetworkProbe>) -> Vec<(String, i64)> {
+fn probe_phases(probes: &Store<CachedProbe>) -> Vec<(String, i64)> {
     let mut n: BTreeMap<&'static str, i64> = [("Healthy", 0), ("Unhealthy", 0), ("Unknown", 0)]
         .into_iter()
         .collect();
     for p in probes.state() {
-        let phase = p.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        *n.entry(phase.as_str()).or_default() += 1;
+        *n.entry(p.phase.as_str()).or_default() += 1;
     }
     n.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

@@ -12,6 +12,8 @@ use ferry_api::{BackendKind, NetworkProbe, ProbePhase, SERVICE_LABEL, YusurServi
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
+use crate::cached::CachedProbe;
+
 /// A workload that may back a service: its kind and `namespace/name`.
 pub type WorkloadRef = (BackendKind, String);
 
@@ -106,14 +108,32 @@ fn unprogrammed<K: 'static>(obj: &K) -> bool {
     }
 }
 
-/// Whether `obj`, a NetworkProbe, carries a probe result (a phase an agent wrote).
+/// Whether `obj`, a NetworkProbe (full or as cached), carries a probe result (a phase an
+/// agent wrote).
 fn probe_result<K: 'static>(obj: &K) -> bool {
-    match (obj as &dyn Any).downcast_ref::<NetworkProbe>() {
+    let any = obj as &dyn Any;
+    if let Some(p) = any.downcast_ref::<CachedProbe>() {
+        return p.phase != ProbePhase::Unknown;
+    }
+    match any.downcast_ref::<NetworkProbe>() {
         Some(p) => p
             .status
             .as_ref()
             .is_some_and(|s| s.phase != ProbePhase::Unknown),
         None => true,
+    }
+}
+
+/// The service label of `obj`; a cached probe keeps it in a field of its own.
+fn service_label<K: Resource + 'static>(obj: &K) -> Option<&str> {
+    match (obj as &dyn Any).downcast_ref::<CachedProbe>() {
+        Some(p) => p.service.as_deref(),
+        None => obj
+            .meta()
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_LABEL))
+            .map(String::as_str),
     }
 }
 
@@ -140,13 +160,7 @@ pub fn record<K: Resource + 'static>(shared: &Mutex<Changes>, feed: Feed, ev: &E
     };
     let Ok(mut c) = shared.lock() else { return };
     let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let owner = || {
-        obj.meta()
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_LABEL))
-            .map(|s| format!("{ns}/{s}"))
-    };
+    let owner = || service_label(obj).map(|s| format!("{ns}/{s}"));
     match feed {
         Feed::Global => c.all = true,
         Feed::Service => {

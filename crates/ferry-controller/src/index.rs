@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use ferry_api::{BackendKind, SERVICE_LABEL, YusurService};
+use ferry_api::{BackendKind, YusurService};
 use ferry_net::PortState;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -148,7 +148,7 @@ impl Index {
             self.put(w, b, p);
         }
         for p in c.probes.state() {
-            if let Some(s) = p.labels().get(SERVICE_LABEL) {
+            if let Some(s) = &p.service {
                 self.probes
                     .entry(format!("{}/{s}", p.namespace().unwrap_or_default()))
                     .or_default()

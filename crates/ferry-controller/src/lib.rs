@@ -10,6 +10,7 @@
 //! | module | job | pure |
 //! |---|---|---|
 //! | `caches` | reflector stores, watches, readers that turn them into plain data | - |
+//! | `cached` | what the probe store keeps of a NetworkProbe (a projection) | yes |
 //! | `changes` | what the watch events say changed | yes |
 //! | `index` | backends by label, probes per service, NB ports per workload | yes |
 //! | `allocate` (+ `ipam`) | workload, node and probe-port addresses | yes, `write` aside |
@@ -29,7 +30,8 @@
 //! probe's phase and `service::build` keeps only Healthy backends -> `nb_work` sees the
 //! service's NB state change -> `network::Network::apply_services` ->
 //! `ferry_nb::Applier::ensure_services` rewrites its load balancers -> `writer` writes
-//! Endpoints, the EndpointSlice and the status.
+//! Endpoints, the EndpointSlice and the status (a service's results within
+//! `writer::SETTLE` of its previous write are written together).
 //!
 //! **A YusurService to the NB:** the service watch records it -> `plan` gives it addresses
 //! (`service_ips`) and backends -> `net_model::service_state` -> `nb_work` -> `network` ->
@@ -40,6 +42,7 @@
 //! `nb_scale` example write the NB through the same `Applier`.
 
 pub mod allocate;
+pub mod cached;
 pub mod caches;
 pub mod changes;
 pub mod cluster_dns;

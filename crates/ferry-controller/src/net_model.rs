@@ -12,7 +12,6 @@ use ferry_net::{
     SubnetState,
 };
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
@@ -72,7 +71,7 @@ fn ip(s: Option<&String>) -> Option<Ipv4Addr> {
 }
 
 /// The NB port of a pod, once the controller has written its address.
-pub fn pod_port(pod: &Pod) -> Option<PortState> {
+pub fn pod_port(pod: &crate::cached::CachedPod) -> Option<PortState> {
     annotated_port(PortKind::Pod, &pod.metadata)
 }
 

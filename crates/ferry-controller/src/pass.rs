@@ -9,13 +9,14 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_api::{BackendKind, NetworkProbe};
+use ferry_api::BackendKind;
 use ferry_net::ServiceState;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
 use crate::allocate::{self, Holder};
+use crate::cached::CachedProbe;
 use crate::caches::{self, Caches, cached};
 use crate::changes::Changes;
 use crate::index::Index;
@@ -28,8 +29,8 @@ use crate::service_ips::{self, Claims, ServicePools};
 use crate::status::{self, NbResult};
 use crate::writer::{self, Writes};
 
-impl ProbeView for Store<NetworkProbe> {
-    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<NetworkProbe>> {
+impl ProbeView for Store<CachedProbe> {
+    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<CachedProbe>> {
         cached(self, namespace, name)
     }
 }

@@ -12,21 +12,22 @@ use std::sync::Arc;
 
 use ferry_api::{NetworkProbe, ProbePhase, YusurService};
 
+use crate::cached::CachedProbe;
 use crate::index::Index;
 use crate::problem::Problem;
 use crate::service::{self, Backend};
 use crate::service_ips::{self, Claims, Pending, ServicePools, key_of};
 
-/// Looks up a NetworkProbe by namespace and name (the reflector store in the controller, a
-/// map in tests).
+/// Looks up a NetworkProbe, as cached, by namespace and name (the reflector store in the
+/// controller, a map of full objects in tests).
 pub trait ProbeView {
-    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<NetworkProbe>>;
+    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<CachedProbe>>;
 }
 
 impl ProbeView for BTreeMap<(String, String), Arc<NetworkProbe>> {
-    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<NetworkProbe>> {
+    fn probe(&self, namespace: &str, name: &str) -> Option<Arc<CachedProbe>> {
         self.get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+            .map(|p| Arc::new(CachedProbe::from(NetworkProbe::clone(p))))
     }
 }
 
@@ -54,7 +55,7 @@ pub struct ServiceOutcome {
     pub problem: Option<Problem>,
     /// The objects to write for it, and the probes it has now.
     pub objects: service::ServiceObjects,
-    pub existing_probes: Vec<Arc<NetworkProbe>>,
+    pub existing_probes: Vec<Arc<CachedProbe>>,
 }
 
 impl ServiceOutcome {
@@ -114,7 +115,7 @@ pub fn plan_services(
                 let phase = input
                     .probes
                     .probe(&ns, &pn)
-                    .and_then(|p| p.status.as_ref().map(|s| s.phase))
+                    .map(|p| p.phase)
                     .unwrap_or_default();
                 (pn, phase)
             })

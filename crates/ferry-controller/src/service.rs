@@ -138,6 +138,17 @@ fn protocol(p: &ferry_api::ServicePort) -> String {
 pub fn probe_spec(svc: &YusurService, b: &Backend) -> NetworkProbeSpec {
     let hc = svc.spec.health_check.clone().unwrap_or_default();
     let default_port = svc.spec.ports.first().map(target_port).unwrap_or(0);
+    let port = hc.port.unwrap_or(default_port);
+    // The protocol of the probed port: the service port that targets it, else the first.
+    let protocol = svc
+        .spec
+        .ports
+        .iter()
+        .find(|p| target_port(p) == port)
+        .or(svc.spec.ports.first())
+        .map(|p| p.protocol)
+        .unwrap_or_default();
+    let type_ = hc.probe_type(protocol);
     NetworkProbeSpec {
         target: ProbeTarget {
             kind: b.kind,
@@ -147,12 +158,12 @@ pub fn probe_spec(svc: &YusurService, b: &Backend) -> NetworkProbeSpec {
             subnet: Some(b.subnet.clone()),
             ip: b.ip.to_string(),
         },
-        type_: hc.type_,
-        port: hc.port.unwrap_or(default_port),
+        type_,
+        port,
         path: hc
             .path
             .clone()
-            .or_else(|| (hc.type_ == ferry_api::HealthCheckType::HTTP).then(|| "/".to_string())),
+            .or_else(|| (type_ == ferry_api::HealthCheckType::HTTP).then(|| "/".to_string())),
         node_name: b.node.clone(),
         period_seconds: hc.period_seconds,
         timeout_seconds: hc.timeout_seconds,
@@ -352,6 +363,46 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+        }
+    }
+
+    /// A UDP port is probed over UDP unless the health check names a type: a TCP probe
+    /// of a UDP echo never succeeded, and the service stayed 0/N ready.
+    #[test]
+    fn the_probe_type_follows_the_probed_ports_protocol_unless_written() {
+        use ferry_api::{HealthCheck, HealthCheckType as T, Protocol as P};
+        let port = |port: i32, protocol: P| ferry_api::ServicePort {
+            name: Some(format!("p{port}")),
+            port,
+            protocol,
+            target_port: None,
+        };
+        let b = backend(BackendKind::Pod, "a", "10.0.1.10", "vpc1", &[]);
+        let cases = [
+            (vec![port(80, P::TCP)], None, None, (T::TCP, 80)),
+            (vec![port(53, P::UDP)], None, None, (T::UDP, 53)),
+            (vec![port(9999, P::SCTP)], None, None, (T::TCP, 9999)),
+            // The second port is probed: its protocol decides.
+            (
+                vec![port(80, P::TCP), port(53, P::UDP)],
+                None,
+                Some(53),
+                (T::UDP, 53),
+            ),
+            // A type written wins.
+            (vec![port(53, P::UDP)], Some(T::ICMP), None, (T::ICMP, 53)),
+            (vec![port(53, P::UDP)], Some(T::TCP), None, (T::TCP, 53)),
+        ];
+        for (ports, type_, probed, want) in cases {
+            let mut svc = seed();
+            svc.spec.ports = ports;
+            svc.spec.health_check = (type_.is_some() || probed.is_some()).then(|| HealthCheck {
+                type_,
+                port: probed,
+                ..HealthCheck::default()
+            });
+            let p = probe_spec(&svc, &b);
+            assert_eq!((p.type_, p.port), want, "{:?}", svc.spec.ports);
         }
     }
 

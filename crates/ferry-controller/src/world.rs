@@ -6,7 +6,9 @@ use std::net::Ipv4Addr;
 
 use ferry_api::{BackendKind, BareMetal, Subnet, VNicIP};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus};
+
+use crate::cached::CachedPod;
 use kube::ResourceExt;
 
 use crate::service::Backend;
@@ -54,7 +56,7 @@ pub fn subnet_info(s: &Subnet) -> SubnetInfo {
 /// The subnet a pod lands in: its annotation, its namespace's annotation, a subnet that
 /// claims the namespace, or the default subnet.
 pub fn pod_subnet<'a>(
-    pod: &Pod,
+    pod: &CachedPod,
     namespace: Option<&Namespace>,
     subnets: &'a BTreeMap<String, SubnetInfo>,
 ) -> Option<&'a SubnetInfo> {
@@ -79,7 +81,7 @@ pub fn vmi_subnet<'a>(
     namespace: Option<&Namespace>,
     subnets: &'a BTreeMap<String, SubnetInfo>,
 ) -> Option<&'a SubnetInfo> {
-    let as_pod = Pod {
+    let as_pod = CachedPod {
         metadata: vmi.metadata.clone(),
         ..Default::default()
     };
@@ -92,28 +94,6 @@ fn parse_ip(s: Option<&String>) -> Option<Ipv4Addr> {
 
 /// The annotation `kubectl apply` leaves: a copy of the whole object, read by nothing here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// Keeps of a Pod only what the controller reads (metadata, `spec.nodeName`,
-/// `spec.hostNetwork`, `status.phase`, `status.podIP`; see `pod_backend`, `pod_subnet`,
-/// `net_model::pod_port`, `caches::address_book`): the pod reflector stores pods through
-/// it. The containers, volumes and conditions are most of a pod's memory and 200,000
-/// pods are held by every replica.
-pub fn project_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    if let Some(a) = pod.metadata.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
-    pod.spec = pod.spec.take().map(|s| PodSpec {
-        node_name: s.node_name,
-        host_network: s.host_network,
-        ..Default::default()
-    });
-    pod.status = pod.status.take().map(|s| PodStatus {
-        phase: s.phase,
-        pod_ip: s.pod_ip,
-        ..Default::default()
-    });
-}
 
 /// Keeps of a Node what the controller reads (metadata, `status.conditions`,
 /// `status.addresses`; see `caches::ready_nodes`, `caches::net_objects`): a real node's
@@ -132,7 +112,7 @@ pub fn project_node(node: &mut Node) {
 }
 
 /// The address of a pod: Ferry's annotation first, then `status.podIP`.
-pub fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
+pub fn pod_ip(pod: &CachedPod) -> Option<Ipv4Addr> {
     parse_ip(pod.annotations().get(ferry_api::ANNOTATION_IP)).or_else(|| {
         pod.status
             .as_ref()
@@ -142,7 +122,7 @@ pub fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
 }
 
 /// Whether a pod is (or will be) on the pod network: not going away, not host-networked.
-pub fn on_pod_network(pod: &Pod) -> bool {
+pub fn on_pod_network(pod: &CachedPod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && !pod
             .spec
@@ -153,7 +133,7 @@ pub fn on_pod_network(pod: &Pod) -> bool {
 
 /// A pod as a backend: running (or pending) on the pod network, with an address.
 pub fn pod_backend(
-    pod: &Pod,
+    pod: &CachedPod,
     namespace: Option<&Namespace>,
     subnets: &BTreeMap<String, SubnetInfo>,
 ) -> Option<Backend> {
@@ -311,8 +291,8 @@ mod tests {
     }
 
     #[test]
-    fn a_projected_pod_resolves_as_the_full_one() {
-        let full: Pod = serde_json::from_value(serde_json::json!({
+    fn a_cached_pod_resolves_to_its_backend_and_port() {
+        let full: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"},
                 "annotations": {"iaas.yusur.io/subnet": "s1", "iaas.yusur.io/ip_address": "10.1.0.5",
                     "iaas.yusur.io/mac_address": "0a:00:00:00:00:05", LAST_APPLIED: "{}"},
@@ -324,33 +304,28 @@ mod tests {
                 "conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .unwrap();
-        let mut projected = full.clone();
-        project_pod(&mut projected);
+        let cached = CachedPod::from(full.clone());
         let subnets = subnets();
         assert_eq!(
-            pod_backend(&projected, None, &subnets),
-            pod_backend(&full, None, &subnets)
+            pod_backend(&cached, None, &subnets),
+            Some(Backend {
+                kind: BackendKind::Pod,
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "u1".into(),
+                ip: "10.1.0.5".parse().unwrap(),
+                vpc: "vpc1".into(),
+                subnet: "s1".into(),
+                node: Some("n1".into()),
+                labels: [("app".to_string(), "a".to_string())].into(),
+            })
         );
-        assert!(pod_backend(&full, None, &subnets).is_some());
-        assert_eq!(
-            crate::net_model::pod_port(&projected),
-            crate::net_model::pod_port(&full)
-        );
-        assert_eq!(on_pod_network(&projected), on_pod_network(&full));
-        let want: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"},
-                "annotations": {"iaas.yusur.io/subnet": "s1", "iaas.yusur.io/ip_address": "10.1.0.5",
-                    "iaas.yusur.io/mac_address": "0a:00:00:00:00:05"}},
-            "spec": {"nodeName": "n1", "hostNetwork": false, "containers": []},
-            "status": {"phase": "Running", "podIP": "10.1.0.5"}
-        }))
-        .unwrap();
-        assert_eq!(projected, want);
-        // Host-networked pods stay off the pod network once projected.
-        let mut host = full.clone();
+        assert!(crate::net_model::pod_port(&cached).is_some());
+        assert!(on_pod_network(&cached));
+        // Host-networked pods stay off the pod network once cached.
+        let mut host = full;
         host.spec.as_mut().unwrap().host_network = Some(true);
-        project_pod(&mut host);
-        assert!(!on_pod_network(&host));
+        assert!(!on_pod_network(&CachedPod::from(host)));
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! burst of passes over one service is written once. A failed write is retried with
 //! backoff (see `retry`): the service is planned again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_api::{NetworkProbe, ProbePhase, YusurService, YusurServiceStatus};
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Endpoints, Event, ObjectReference, Service};
@@ -23,6 +24,7 @@ use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
+use crate::cached::{CachedProbe, spec_digest};
 use crate::caches::{Caches, cached};
 use crate::plan::ServiceOutcome;
 use crate::retry::Retries;
@@ -68,11 +70,21 @@ impl Writes {
         }
     }
 
-    fn take(&self) -> Vec<(ServiceOutcome, YusurServiceStatus)> {
-        self.queue
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q).into_values().collect())
-            .unwrap_or_default()
+    /// Takes the next queued decision of a service with no write in flight (two writes of
+    /// one service never race; the newer waits in the queue and replaces older ones) and
+    /// not settling ([`SETTLE`]); else when the next settling one may go.
+    fn take_one(
+        &self,
+        busy: &HashSet<String>,
+        settling: &HashMap<String, Instant>,
+        now: Instant,
+    ) -> Result<(ServiceOutcome, YusurServiceStatus), Option<Instant>> {
+        let mut q = self.queue.lock().map_err(|_| None)?;
+        match pick(q.keys(), busy, settling, now) {
+            Pick::Take(key) => q.remove(&key).ok_or(None),
+            Pick::WaitUntil(at) => Err(Some(at)),
+            Pick::Nothing => Err(None),
+        }
     }
 
     fn record(&self, key: &str, ok: bool) {
@@ -87,68 +99,149 @@ impl Writes {
         }
     }
 
-    /// Writes queued decisions until the task is dropped: statuses first (Programmed
-    /// follows the NB commit that already happened), then the generated objects.
+    /// Writes queued decisions until the task is dropped, up to [`SERVICE_WRITES`]
+    /// services at once, each as soon as a slot frees (no batch waits for its slowest
+    /// service): per service the status first (Programmed follows the NB commit that
+    /// already happened), then the generated objects.
     pub async fn run(self, client: Client, c: Caches) {
         // The last status written per service (uid, status): the cache may not show it yet.
         let mut written: HashMap<String, (String, YusurServiceStatus)> = HashMap::new();
+        let memo = Memo::default();
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut settling: HashMap<String, Instant> = HashMap::new();
+        let mut inflight = FuturesUnordered::new();
         loop {
-            let batch = self.take();
-            if batch.is_empty() {
-                self.notify.notified().await;
+            let mut wait = None;
+            while inflight.len() < SERVICE_WRITES {
+                let (o, st) = match self.take_one(&busy, &settling, Instant::now()) {
+                    Ok(next) => next,
+                    Err(at) => {
+                        wait = at;
+                        break;
+                    }
+                };
+                let uid = o.service.metadata.uid.clone().unwrap_or_default();
+                let before = written
+                    .get(&o.key)
+                    .filter(|(u, _)| *u == uid)
+                    .map(|(_, w)| w.clone())
+                    .unwrap_or_else(|| o.service.status.clone().unwrap_or_default());
+                busy.insert(o.key.clone());
+                let span = tracing::info_span!("write service", service = %o.key);
+                inflight.push(
+                    write_service(client.clone(), c.clone(), memo.clone(), o, st, before, uid)
+                        .instrument(span),
+                );
+            }
+            // Far enough never to fire when nothing settles.
+            let settled = tokio::time::Instant::from_std(
+                wait.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
+            if inflight.is_empty() {
+                tokio::select! {
+                    _ = self.notify.notified() => {}
+                    _ = tokio::time::sleep_until(settled) => {}
+                }
                 continue;
             }
-            let writes: Vec<_> = batch
-                .iter()
-                .map(|(o, st)| {
-                    let uid = o.service.metadata.uid.clone().unwrap_or_default();
-                    let before = written
-                        .get(&o.key)
-                        .filter(|(u, _)| *u == uid)
-                        .map(|(_, w)| w.clone())
-                        .unwrap_or_else(|| o.service.status.clone().unwrap_or_default());
-                    let client = client.clone();
-                    let span = tracing::info_span!("write status", service = %o.key);
-                    async move {
-                        let now = write_status(&client, &o.service, st.clone(), &before).await;
-                        (o.key.clone(), now.map(|s| (uid, s)))
+            tokio::select! {
+                Some(done) = inflight.next() => {
+                    let ServiceWritten { key, status, objects_ok } = done;
+                    busy.remove(&key);
+                    self.record(&key, status.is_some() && objects_ok);
+                    let now = Instant::now();
+                    if settling.len() > 4096 {
+                        settling.retain(|_, until| *until > now);
                     }
-                    .instrument(span)
-                })
-                .collect();
-            let results: Vec<(String, Option<(String, YusurServiceStatus)>)> =
-                futures::stream::iter(writes)
-                    .buffer_unordered(16)
-                    .collect()
-                    .await;
-            let mut status_ok = BTreeSet::new();
-            for (k, st) in results {
-                match st {
-                    Some(st) => {
-                        status_ok.insert(k.clone());
-                        written.insert(k, st)
-                    }
-                    None => written.remove(&k),
-                };
+                    settling.insert(key.clone(), now + SETTLE);
+                    match status {
+                        Some(st) => written.insert(key, st),
+                        None => written.remove(&key),
+                    };
+                }
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep_until(settled) => {}
             }
-            let outcomes: Vec<ServiceOutcome> = batch.into_iter().map(|(o, _)| o).collect();
-            let this = &self;
-            let (client, c, status_ok) = (&client, &c, &status_ok);
-            futures::stream::iter(&outcomes)
-                .for_each_concurrent(16, |o| {
-                    let span = tracing::info_span!("write objects", service = %o.key);
-                    async move {
-                        let ns = o.service.namespace().unwrap_or_default();
-                        let r = write_objects(client, c, &ns, &o.objects, &o.existing_probes).await;
-                        if let Err(e) = &r {
-                            tracing::warn!(error = %e, "writing generated objects failed; will retry");
-                        }
-                        this.record(&o.key, r.is_ok() && status_ok.contains(&o.key));
-                    }
-                    .instrument(span)
-                })
-                .await;
         }
+    }
+}
+
+/// How long after a service's write its next one waits, so that the decisions of a burst
+/// (probes of one service turning Healthy one after the other as their agents report)
+/// are written once: the queue keeps only the newest decision per service. The load
+/// balancers do not wait for it (the NB is written by the pass, before the writer), only
+/// Endpoints, the EndpointSlice and the status; kube's EndpointSlice controller has the
+/// same knob (`--endpointslice-updates-batch-period`). Measured: see docs/benchmarks.md.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// What the writer does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Pick {
+    /// Write this service's queued decision.
+    Take(String),
+    /// Every queued service not being written is settling; the first may go then.
+    WaitUntil(Instant),
+    Nothing,
+}
+
+/// The first queued service that is neither being written nor settling.
+fn pick<'a>(
+    queued: impl Iterator<Item = &'a String>,
+    busy: &HashSet<String>,
+    settling: &HashMap<String, Instant>,
+    now: Instant,
+) -> Pick {
+    let mut first: Option<Instant> = None;
+    for k in queued.filter(|k| !busy.contains(*k)) {
+        match settling.get(k).filter(|until| **until > now) {
+            Some(until) => first = Some(first.map_or(*until, |f| f.min(*until))),
+            None => return Pick::Take(k.clone()),
+        }
+    }
+    first.map_or(Pick::Nothing, Pick::WaitUntil)
+}
+
+/// Services written at once. Each is, side by side, its status (then its Events), its
+/// Service, Endpoints and EndpointSlice one after the other, and its probes
+/// [`PROBE_WRITES`] at a time: at most 10 requests per service, 320 in all, under the API
+/// server's in-flight cap per identity (400). (With 16 services per batch, a batch
+/// waiting for its slowest, and every write of a service in sequence, ~7 round trips, the
+/// 10k-node bench created ~30 probes/s at ~300 ms per write.)
+const SERVICE_WRITES: usize = 32;
+
+/// What one service's write left: its status as now written (`None`: the write failed)
+/// and whether its generated objects were written.
+struct ServiceWritten {
+    key: String,
+    status: Option<(String, YusurServiceStatus)>,
+    objects_ok: bool,
+}
+
+async fn write_service(
+    client: Client,
+    c: Caches,
+    memo: Memo,
+    o: ServiceOutcome,
+    st: YusurServiceStatus,
+    before: YusurServiceStatus,
+    uid: String,
+) -> ServiceWritten {
+    // The status (and its Events) beside the objects: nothing in one waits for the other,
+    // and one after the other a new service took ~8 round trips (measured in
+    // docs/benchmarks.md); side by side it takes as long as its probes' 3 rounds.
+    let ns = o.service.namespace().unwrap_or_default();
+    let (status, r) = tokio::join!(
+        write_status(&client, &o.service, st, &before),
+        write_objects(&client, &c, &memo, &ns, &o.objects, &o.existing_probes)
+    );
+    let status = status.map(|s| (uid, s));
+    if let Err(e) = &r {
+        tracing::warn!(error = %e, "writing generated objects failed; will retry");
+    }
+    ServiceWritten {
+        key: o.key,
+        status,
+        objects_ok: r.is_ok(),
     }
 }
 
@@ -211,11 +304,7 @@ pub async fn mark_orphaned_probes(
             let Some(cur) = cached(&c.probes, &ns, &name) else {
                 continue;
             };
-            if cur
-                .status
-                .as_ref()
-                .is_none_or(|s| s.phase == ProbePhase::Unknown)
-            {
+            if cur.phase == ProbePhase::Unknown {
                 continue;
             }
             let status = json!({"status": {"phase": "Unknown", "lastTransitionTime": now,
@@ -241,66 +330,199 @@ fn pp() -> PostParams {
     }
 }
 
-/// Creates `desired` or replaces the cached copy when `differs` says so.
+/// An object the writer converges, as it is known: what a replace needs and a digest of
+/// the content the writer compares ([`digest`]).
+#[derive(Debug, Clone, PartialEq)]
+struct Current {
+    resource_version: Option<String>,
+    uid: Option<String>,
+    digest: u64,
+}
+
+impl Current {
+    fn of<K: Resource>(cur: &K, digest: u64) -> Current {
+        Current {
+            resource_version: cur.meta().resource_version.clone(),
+            uid: cur.meta().uid.clone(),
+            digest,
+        }
+    }
+}
+
+/// A digest of the content the writer compares (equal within this process for equal
+/// content).
+fn digest<T: Serialize + ?Sized>(v: &T) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut h, &serde_json::to_vec(v).unwrap_or_default());
+    std::hash::Hasher::finish(&h)
+}
+
+/// What the writer itself wrote lately, per object (`kind/namespace/name`): the watch may
+/// deliver it after the service's next write, and the cache would then make that write
+/// create an object that exists or replace one with a stale resourceVersion (both 409, a
+/// wasted request each) or rewrite what it already holds.
+#[derive(Clone, Default)]
+struct Memo(Arc<Mutex<MemoState>>);
+
+/// Each object's last write and when; when old entries were last forgotten.
+type MemoState = (HashMap<String, (Current, Instant)>, Option<Instant>);
+
+/// How long a write is remembered: the cache has caught up long before.
+const MEMO_TTL: Duration = Duration::from_secs(5);
+
+impl Memo {
+    fn get(&self, key: &str, now: Instant) -> Option<Current> {
+        let m = self.0.lock().ok()?;
+        m.0.get(key)
+            .filter(|(_, at)| now.duration_since(*at) < MEMO_TTL)
+            .map(|(c, _)| c.clone())
+    }
+
+    fn put(&self, key: String, cur: Option<Current>, now: Instant) {
+        let Ok(mut m) = self.0.lock() else { return };
+        match cur {
+            Some(c) => {
+                m.0.insert(key, (c, now));
+            }
+            None => {
+                m.0.remove(&key);
+            }
+        }
+        // Forget old entries once a second at most.
+        if m.1
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            m.1 = Some(now);
+            m.0.retain(|_, (_, at)| now.duration_since(*at) < MEMO_TTL);
+        }
+    }
+}
+
+/// Which of the cached copy and the writer's own last write ([`Memo`]) is current: the
+/// memo until the cache shows that write or a later one (resourceVersions compared as
+/// numbers where both are; else the cache once it shows another version).
+fn newest(cached: Option<Current>, memo: Option<Current>) -> Option<Current> {
+    let Some(m) = memo else { return cached };
+    match &cached {
+        Some(c) if c.resource_version == m.resource_version => cached,
+        Some(c) => {
+            let num = |r: &Option<String>| r.as_deref().and_then(|r| r.parse::<u64>().ok());
+            match (num(&c.resource_version), num(&m.resource_version)) {
+                (Some(cv), Some(mv)) if cv > mv => cached,
+                (Some(_), Some(_)) => Some(m),
+                _ => cached,
+            }
+        }
+        None => Some(m),
+    }
+}
+
+/// What converging an object takes.
+#[derive(Debug, PartialEq)]
+enum Write {
+    Create,
+    /// Replace, at this resourceVersion and uid.
+    Replace(Option<String>, Option<String>),
+    /// It already holds the desired content.
+    Nothing,
+}
+
+fn write_for(current: Option<Current>, desired: u64) -> Write {
+    match current {
+        None => Write::Create,
+        Some(c) if c.digest != desired => Write::Replace(c.resource_version, c.uid),
+        Some(_) => Write::Nothing,
+    }
+}
+
+/// Creates `desired` or replaces the current copy (the newest of the cache's and the
+/// writer's own, see [`newest`]) when its content (`desired_digest`) differs, and
+/// remembers what it wrote. A 409 is left to the watch: the object's event plans the
+/// service again.
 async fn converge<K>(
     api: Api<K>,
-    current: Option<Arc<K>>,
+    memo: &Memo,
+    cached: Option<Current>,
     mut desired: K,
-    differs: impl Fn(&K, &K) -> bool,
+    desired_digest: u64,
 ) -> kube::Result<()>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    match current {
-        None => match api.create(&pp(), &desired).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(e),
-        },
-        Some(cur) if differs(&cur, &desired) => {
-            desired.meta_mut().resource_version = cur.meta().resource_version.clone();
-            desired.meta_mut().uid = cur.meta().uid.clone();
-            let name = desired.meta().name.clone().unwrap_or_default();
-            match api.replace(&name, &pp(), &desired).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-                Err(e) => Err(e),
-            }
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let ns = desired.meta().namespace.clone().unwrap_or_default();
+    let key = format!("{}/{ns}/{name}", std::any::type_name::<K>());
+    let r = match write_for(
+        newest(cached, memo.get(&key, Instant::now())),
+        desired_digest,
+    ) {
+        Write::Nothing => return Ok(()),
+        Write::Create => api.create(&pp(), &desired).await,
+        Write::Replace(rv, uid) => {
+            desired.meta_mut().resource_version = rv;
+            desired.meta_mut().uid = uid;
+            api.replace(&name, &pp(), &desired).await
         }
-        Some(_) => Ok(()),
+    };
+    match r {
+        Ok(done) => {
+            memo.put(
+                key,
+                Some(Current::of(&done, desired_digest)),
+                Instant::now(),
+            );
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            memo.put(key, None, Instant::now());
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
 async fn write_objects(
     client: &Client,
     c: &Caches,
+    memo: &Memo,
     ns: &str,
     objs: &service::ServiceObjects,
-    existing_probes: &[Arc<NetworkProbe>],
+    existing_probes: &[Arc<CachedProbe>],
 ) -> kube::Result<()> {
     let name = objs.service.metadata.name.clone().unwrap_or_default();
-    converge(
-        Api::<Service>::namespaced(client.clone(), ns),
-        cached(&c.k8s_services, ns, &name),
-        objs.service.clone(),
-        service_differs,
-    )
-    .await?;
-    converge(
-        Api::<Endpoints>::namespaced(client.clone(), ns),
-        cached(&c.endpoints, ns, &name),
-        objs.endpoints.clone(),
-        |a, b| a.subsets != b.subsets || a.metadata.labels != b.metadata.labels,
-    )
-    .await?;
-    let slice_name = objs.slice.metadata.name.clone().unwrap_or_default();
-    converge(
-        Api::<EndpointSlice>::namespaced(client.clone(), ns),
-        cached(&c.slices, ns, &slice_name),
-        objs.slice.clone(),
-        |a, b| a.endpoints != b.endpoints || a.ports != b.ports,
-    )
-    .await?;
+    // The Service, Endpoints and EndpointSlice in order, beside the probes.
+    let generated = async {
+        converge(
+            Api::<Service>::namespaced(client.clone(), ns),
+            memo,
+            cached(&c.k8s_services, ns, &name)
+                .map(|cur| Current::of(cur.as_ref(), service_digest(&cur))),
+            objs.service.clone(),
+            service_digest(&objs.service),
+        )
+        .await?;
+        converge(
+            Api::<Endpoints>::namespaced(client.clone(), ns),
+            memo,
+            cached(&c.endpoints, ns, &name)
+                .map(|cur| Current::of(cur.as_ref(), endpoints_digest(&cur))),
+            objs.endpoints.clone(),
+            endpoints_digest(&objs.endpoints),
+        )
+        .await?;
+        let slice_name = objs.slice.metadata.name.clone().unwrap_or_default();
+        converge(
+            Api::<EndpointSlice>::namespaced(client.clone(), ns),
+            memo,
+            cached(&c.slices, ns, &slice_name)
+                .map(|cur| Current::of(cur.as_ref(), slice_digest(&cur))),
+            objs.slice.clone(),
+            slice_digest(&objs.slice),
+        )
+        .await?;
+        Ok::<(), kube::Error>(())
+    };
+
     let probes: Api<NetworkProbe> = Api::namespaced(client.clone(), ns);
     let want: BTreeSet<String> = objs
         .probes
@@ -308,11 +530,8 @@ async fn write_objects(
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     // A service's probes are written side by side (a new service of 20 backends is 20
-    // creates): one after the other, they capped probe creation near 400/s.
-    let existing: BTreeMap<&str, &Arc<NetworkProbe>> = existing_probes
-        .iter()
-        .filter_map(|e| Some((e.metadata.name.as_deref()?, e)))
-        .collect();
+    // creates): one after the other, they capped probe creation near 400/s. Each is
+    // compared with the cache as it is now (fresher than when the service was planned).
     let writes: Vec<_> = objs
         .probes
         .iter()
@@ -321,15 +540,15 @@ async fn write_objects(
                 .metadata
                 .name
                 .as_deref()
-                .and_then(|n| existing.get(n))
-                .map(|e| Arc::clone(e));
-            converge(probes.clone(), cur, p.clone(), probe_differs)
+                .and_then(|n| cached(&c.probes, ns, n))
+                .map(|e| Current::of(e.as_ref(), e.spec_digest));
+            converge(probes.clone(), memo, cur, p.clone(), spec_digest(&p.spec))
         })
         .collect();
-    futures::stream::iter(writes)
+    let probe_writes = futures::stream::iter(writes)
         .buffer_unordered(PROBE_WRITES)
-        .try_collect::<Vec<()>>()
-        .await?;
+        .try_collect::<Vec<()>>();
+    tokio::try_join!(generated, probe_writes)?;
     for stale in existing_probes
         .iter()
         .filter(|p| !want.contains(&p.name_any()))
@@ -346,15 +565,21 @@ async fn write_objects(
     Ok(())
 }
 
-fn probe_differs(a: &NetworkProbe, b: &NetworkProbe) -> bool {
-    a.spec != b.spec
+/// What the writer compares of a generated Service (the API server fills in the rest).
+fn service_digest(s: &Service) -> u64 {
+    digest(&(
+        s.spec.as_ref().map(|s| (&s.ports, &s.cluster_ip)),
+        &s.metadata.annotations,
+        &s.metadata.labels,
+    ))
 }
 
-fn service_differs(cur: &Service, want: &Service) -> bool {
-    cur.spec.as_ref().map(|s| (&s.ports, &s.cluster_ip))
-        != want.spec.as_ref().map(|s| (&s.ports, &s.cluster_ip))
-        || cur.metadata.annotations != want.metadata.annotations
-        || cur.metadata.labels != want.metadata.labels
+fn endpoints_digest(e: &Endpoints) -> u64 {
+    digest(&(&e.subsets, &e.metadata.labels))
+}
+
+fn slice_digest(s: &EndpointSlice) -> u64 {
+    digest(&(&s.endpoints, &s.ports))
 }
 
 async fn event(client: &Client, svc: &YusurService, type_: &str, reason: &str, message: &str) {
@@ -389,5 +614,91 @@ async fn event(client: &Client, svc: &YusurService, type_: &str, reason: &str, m
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     if let Err(e) = api.create(&PostParams::default(), &ev).await {
         tracing::debug!(error = %e, "recording an event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_service_neither_written_nor_settling_goes_next() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<String>>();
+        let busy: HashSet<String> = ["a".to_string()].into();
+        let settling: HashMap<String, Instant> = [
+            ("b".to_string(), ms(150)),
+            ("c".to_string(), ms(90)),
+            ("d".to_string(), ms(10)),
+        ]
+        .into();
+        let cases = [
+            // a is being written, b settles: c, settled at 90 ms... not yet at 50 ms.
+            (keys(&["a", "b", "c"]), ms(50), Pick::WaitUntil(ms(90))),
+            (keys(&["a", "b", "c"]), ms(100), Pick::Take("c".into())),
+            // d's settling is over; e never wrote.
+            (keys(&["b", "d"]), ms(50), Pick::Take("d".into())),
+            (keys(&["b", "e"]), ms(50), Pick::Take("e".into())),
+            (keys(&["a"]), ms(50), Pick::Nothing),
+            (keys(&[]), ms(50), Pick::Nothing),
+        ];
+        for (queued, now, want) in cases {
+            assert_eq!(
+                pick(queued.iter(), &busy, &settling, now),
+                want,
+                "{queued:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_writers_own_write_counts_until_the_cache_shows_it_or_a_later_one() {
+        let cur = |rv: &str, digest: u64| Current {
+            resource_version: Some(rv.into()),
+            uid: Some("u".into()),
+            digest,
+        };
+        let cases = [
+            // Nothing written lately: the cache.
+            (Some(cur("5", 1)), None, Some(cur("5", 1))),
+            (None, None, None),
+            // Created, the watch not there yet.
+            (None, Some(cur("7", 2)), Some(cur("7", 2))),
+            // Replaced, the cache one version behind, at it, past it.
+            (Some(cur("5", 1)), Some(cur("7", 2)), Some(cur("7", 2))),
+            (Some(cur("7", 2)), Some(cur("7", 2)), Some(cur("7", 2))),
+            (Some(cur("9", 3)), Some(cur("7", 2)), Some(cur("9", 3))),
+            // Versions that are not numbers: the cache.
+            (Some(cur("x", 1)), Some(cur("y", 2)), Some(cur("x", 1))),
+        ];
+        for (cached, memo, want) in cases {
+            assert_eq!(
+                newest(cached.clone(), memo.clone()),
+                want,
+                "{cached:?} {memo:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_object_is_written_only_when_missing_or_its_content_differs() {
+        let cur = Current {
+            resource_version: Some("7".into()),
+            uid: Some("u".into()),
+            digest: 2,
+        };
+        assert_eq!(write_for(None, 2), Write::Create);
+        assert_eq!(write_for(Some(cur.clone()), 2), Write::Nothing);
+        assert_eq!(
+            write_for(Some(cur), 3),
+            Write::Replace(Some("7".into()), Some("u".into()))
+        );
+        // Equal content, equal digest; other content, another.
+        let a = Endpoints::default();
+        let mut b = a.clone();
+        assert_eq!(endpoints_digest(&a), endpoints_digest(&b));
+        b.subsets = Some(vec![Default::default()]);
+        assert_ne!(endpoints_digest(&a), endpoints_digest(&b));
     }
 }

@@ -59,7 +59,7 @@ fn owned_rows(nb: &ferry_ovsdb::Client) -> BTreeMap<(String, String), Vec<String
         let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for t in ferry_ovsdb::nb::TABLES {
             for (uuid, cols) in m.table(t.name).into_iter().flatten() {
-                if let Some(k) = ferry_net::owned_key(t.name, cols) {
+                if let Some(k) = ferry_net::owned_key(t.name, &cols) {
                     out.entry((t.name.to_string(), k))
                         .or_default()
                         .push(uuid.clone());

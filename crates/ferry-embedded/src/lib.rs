@@ -11,7 +11,7 @@
 //! | `endpoints_controller`, [`run`] | their watches and writes | - |
 //! | [`scheduler`] | where a Pod runs (kube-scheduler's filters for nodeSelector, required node affinity, taints, Ready nodes; spreading) | yes |
 //! | `scheduler_controller` | binds through `pods/binding`, or writes `Pending`/`PodScheduled=False` and an Event | - |
-//! | [`workloads`] | Deployments -> ReplicaSets -> Pods, rolling updates, revisions, statuses (kube-controller-manager's deployment and replicaset controllers) | yes |
+//! | [`workloads`] | Deployments -> ReplicaSets -> Pods, rolling updates, revisions, statuses; DaemonSets -> one Pod per eligible node, rolled within maxUnavailable (kube-controller-manager's deployment, replicaset and daemonset controllers) | yes |
 //! | `workloads_controller` | their watches and writes | - |
 //! | [`serviceaccounts_controller`] | a `default` ServiceAccount in every namespace (kube-controller-manager's serviceaccounts controller) | the choice |
 

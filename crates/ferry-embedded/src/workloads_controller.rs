@@ -1,12 +1,14 @@
-//! The workload controllers' I/O: caches of Deployments, ReplicaSets and Pods; each pass
-//! plans every ReplicaSet ([`crate::workloads::replicaset::plan`]) and every Deployment
-//! ([`crate::workloads::deployment::plan`]) and writes the difference. Pods a ReplicaSet
+//! The workload controllers' I/O: caches of Deployments, ReplicaSets, DaemonSets, Nodes and
+//! Pods; each pass plans every ReplicaSet ([`crate::workloads::replicaset::plan`]), every
+//! Deployment ([`crate::workloads::deployment::plan`]) and every DaemonSet
+//! ([`crate::workloads::daemonset::plan`]) and writes the difference. Pods a ReplicaSet
 //! just created or deleted are remembered until the cache shows it (kube's
 //! "expectations"), so a cache that lags never makes it create or delete twice.
 //!
 //! Writes: Pods (create from the template with `generateName`, delete), ReplicaSets
 //! (create, replace for replicas and revision annotations, delete beyond the history
-//! limit), `replicasets/status`, `deployments/status`, the Deployment's revision annotation.
+//! limit), `replicasets/status`, `deployments/status`, the Deployment's revision annotation,
+//! `daemonsets/status`.
 //! Deleting a Deployment or ReplicaSet takes its dependents with it through the API
 //! server's garbage collector (owner references with `blockOwnerDeletion`).
 
@@ -15,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -26,7 +28,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::EmbeddedError;
 use crate::cache::reflect;
-use crate::workloads::{MANAGER, REVISION, controller_of, deployment, replicaset};
+use crate::workloads::{MANAGER, REVISION, controller_of, daemonset, deployment, replicaset};
 
 /// Every object is planned at least this often.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -41,10 +43,12 @@ struct Ctx {
     client: Client,
     deployments: Store<Deployment>,
     replicasets: Store<ReplicaSet>,
+    daemonsets: Store<DaemonSet>,
+    nodes: Store<Node>,
     pods: Store<Pod>,
-    /// ReplicaSet uid -> Pods it created that the cache may not show yet.
+    /// ReplicaSet (or DaemonSet) uid -> Pods it created that the cache may not show yet.
     created: HashMap<String, Vec<(Pod, Instant)>>,
-    /// ReplicaSet uid -> names of Pods it deleted that the cache may still show.
+    /// ReplicaSet (or DaemonSet) uid -> names of Pods it deleted that the cache may still show.
     deleted: HashMap<String, HashMap<String, Instant>>,
 }
 
@@ -69,6 +73,16 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) -> Result<
             watcher::Config::default(),
             wake.clone(),
         ),
+        daemonsets: reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake.clone(),
+        ),
+        nodes: reflect(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            wake.clone(),
+        ),
         pods: reflect(
             Api::all(client.clone()),
             watcher::Config::default(),
@@ -82,6 +96,8 @@ pub async fn run(client: Client, mut shutdown: watch::Receiver<bool>) -> Result<
         let _ = ctx.deployments.wait_until_ready().await;
         let _ = ctx.replicasets.wait_until_ready().await;
         let _ = ctx.pods.wait_until_ready().await;
+        let _ = ctx.daemonsets.wait_until_ready().await;
+        let _ = ctx.nodes.wait_until_ready().await;
     };
     tokio::select! {
         _ = ready => {}
@@ -137,31 +153,45 @@ impl Ctx {
                 tracing::warn!(deployment = %key(d.as_ref()), error = %e, "syncing a Deployment failed; retrying");
             }
         }
+        let nodes = self.nodes.state();
+        let nodes: Vec<&Node> = nodes.iter().map(|n| n.as_ref()).collect();
+        for d in self.daemonsets.state() {
+            let uid = d.uid().unwrap_or_default();
+            let cached = by_owner.get(uid.as_str()).cloned().unwrap_or_default();
+            if let Err(e) = self.daemonset(&d, &nodes, &cached, now).await {
+                tracing::warn!(daemonset = %key(d.as_ref()), error = %e, "syncing a DaemonSet failed; retrying");
+            }
+        }
     }
 
-    async fn replicaset(
-        &mut self,
-        rs: &ReplicaSet,
-        cached: &[&Pod],
-        now: jiff::Timestamp,
-    ) -> Result<(), kube::Error> {
-        let uid = rs.uid().unwrap_or_default();
-        let ns = rs.namespace().unwrap_or_default();
+    /// The Pods `uid` owns as far as this controller knows: the cache's, without those it
+    /// deleted, with those it created that the cache does not show yet (expectations).
+    fn expected<'a>(&'a mut self, uid: &str, cached: &[&'a Pod]) -> Vec<&'a Pod> {
         let names: BTreeMap<String, &Pod> = cached.iter().map(|p| (p.name_any(), *p)).collect();
-        // Expectations: drop what the cache shows (or what is too old to wait for).
-        let created = self.created.entry(uid.clone()).or_default();
+        let created = self.created.entry(uid.to_string()).or_default();
         created.retain(|(p, at)| !names.contains_key(&p.name_any()) && at.elapsed() < EXPECT);
-        let deleted = self.deleted.entry(uid.clone()).or_default();
+        let deleted = self.deleted.entry(uid.to_string()).or_default();
         deleted.retain(|n, at| names.contains_key(n) && at.elapsed() < EXPECT);
+        let deleted = &self.deleted[uid];
         let mut owned: Vec<&Pod> = cached
             .iter()
             .copied()
             .filter(|p| !deleted.contains_key(&p.name_any()))
             .collect();
-        owned.extend(created.iter().map(|(p, _)| p));
-        let plan = replicaset::plan(rs, &owned, now);
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let made: Vec<Result<Pod, kube::Error>> = futures::stream::iter(plan.create)
+        owned.extend(self.created[uid].iter().map(|(p, _)| p));
+        owned
+    }
+
+    /// Creates and deletes Pods for `uid` (remembering both), returning the first error.
+    async fn write_pods(
+        &mut self,
+        uid: &str,
+        ns: &str,
+        create: Vec<Pod>,
+        delete: Vec<String>,
+    ) -> Option<kube::Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let made: Vec<Result<Pod, kube::Error>> = futures::stream::iter(create)
             .map(|p| {
                 let api = api.clone();
                 async move { api.create(&pp(), &p).await }
@@ -174,7 +204,7 @@ impl Ctx {
             match m {
                 Ok(p) => self
                     .created
-                    .entry(uid.clone())
+                    .entry(uid.to_string())
                     .or_default()
                     .push((p, Instant::now())),
                 Err(e) => {
@@ -182,7 +212,7 @@ impl Ctx {
                 }
             }
         }
-        for name in plan.delete {
+        for name in delete {
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -192,10 +222,55 @@ impl Ctx {
                 }
             }
             self.deleted
-                .entry(uid.clone())
+                .entry(uid.to_string())
                 .or_default()
                 .insert(name, Instant::now());
         }
+        first_err
+    }
+
+    async fn daemonset(
+        &mut self,
+        ds: &DaemonSet,
+        nodes: &[&Node],
+        cached: &[&Pod],
+        now: jiff::Timestamp,
+    ) -> Result<(), kube::Error> {
+        let uid = ds.uid().unwrap_or_default();
+        let ns = ds.namespace().unwrap_or_default();
+        let plan = {
+            let owned = self.expected(&uid, cached);
+            daemonset::plan(ds, nodes, &owned, now)
+        };
+        let first_err = self.write_pods(&uid, &ns, plan.create, plan.delete).await;
+        let want = serde_json::to_value(&plan.status).map_err(kube::Error::SerdeError)?;
+        let have = serde_json::to_value(ds.status.clone().unwrap_or_default())
+            .map_err(kube::Error::SerdeError)?;
+        if want != have {
+            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), &ns);
+            api.patch_status(
+                &ds.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": want})),
+            )
+            .await?;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn replicaset(
+        &mut self,
+        rs: &ReplicaSet,
+        cached: &[&Pod],
+        now: jiff::Timestamp,
+    ) -> Result<(), kube::Error> {
+        let uid = rs.uid().unwrap_or_default();
+        let ns = rs.namespace().unwrap_or_default();
+        let plan = {
+            let owned = self.expected(&uid, cached);
+            replicaset::plan(rs, &owned, now)
+        };
+        let first_err = self.write_pods(&uid, &ns, plan.create, plan.delete).await;
         let want = serde_json::to_value(&plan.status).map_err(kube::Error::SerdeError)?;
         let have = serde_json::to_value(rs.status.clone().unwrap_or_default())
             .map_err(kube::Error::SerdeError)?;

@@ -84,6 +84,8 @@ pub enum BenchError {
     Json(#[from] serde_json::Error),
     #[error("timed out: {0}")]
     Timeout(String),
+    #[error(transparent)]
+    Credential(#[from] crate::credential::CredentialError),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -186,10 +188,13 @@ async fn run_in(
         let mut cfg = JoinConfig::new(name);
         cfg.tenant = Some("bench".into());
         cfg.workspace = Some("w1".into());
+        // Each member joins with its own token, as in a real federation (its RBAC checked
+        // on every request it makes).
+        let own = member_client(&fed, &fserver.kubeconfig, &cfg, root).await?;
         tasks.push(tokio::spawn({
-            let (fed, client, stop) = (fed.clone(), client.clone(), stop.clone());
+            let (client, stop) = (client.clone(), stop.clone());
             async move {
-                if let Err(e) = join::run(fed, client, cfg, stop).await {
+                if let Err(e) = join::run(own, client, cfg, stop).await {
                     tracing::error!(error = %e, "join agent");
                 }
             }
@@ -206,6 +211,31 @@ async fn run_in(
     }
     fserver.shutdown().await;
     outcome
+}
+
+/// Registers the member `cfg` names and returns a client of the federation with its own
+/// token (its kubeconfig written under `root`).
+async fn member_client(
+    fed: &Client,
+    admin_kubeconfig: &std::path::Path,
+    cfg: &JoinConfig,
+    root: &std::path::Path,
+) -> Result<Client, BenchError> {
+    use crate::credential;
+    let spec = credential::MemberSpec {
+        name: cfg.name.clone(),
+        tenant: cfg.tenant.clone(),
+        workspace: cfg.workspace.clone(),
+        cells: cfg.cells.clone(),
+    };
+    let token = credential::add_member(fed, &spec).await?;
+    let path = root.join(format!("{}-federation.kubeconfig", cfg.name));
+    let endpoint = credential::endpoint_of(admin_kubeconfig)?;
+    credential::write_member_kubeconfig(
+        &path,
+        &credential::member_kubeconfig(&endpoint, &cfg.name, &token),
+    )?;
+    Ok(client_for(&path).await?)
 }
 
 async fn measure(

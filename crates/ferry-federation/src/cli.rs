@@ -21,6 +21,8 @@ pub enum CliError {
     Controller(#[from] kube::Error),
     #[error("--store: {0}")]
     Store(#[from] ferry_apiserver::StoreError),
+    #[error(transparent)]
+    Credential(#[from] crate::credential::CredentialError),
 }
 
 /// The federation control plane: the API server with only federation CRDs, and
@@ -106,4 +108,36 @@ pub async fn join(
         Err(e) => tracing::error!(error = %e, "join task"),
     }
     Ok(())
+}
+
+/// `ferry federation member add`: registers member `spec.name` through the admin's
+/// `kubeconfig` and writes the member's own kubeconfig (mode 0600) to `out`, the only copy
+/// of its token (the federation keeps its hash). `server` overrides the federation's
+/// address as the member will dial it. Running it again for the same member issues a new
+/// token and revokes the old one.
+pub async fn member_add(
+    kubeconfig: &Path,
+    spec: &crate::credential::MemberSpec,
+    out: &Path,
+    server: Option<&str>,
+) -> Result<(), CliError> {
+    use crate::credential;
+    let mut endpoint = credential::endpoint_of(kubeconfig)?;
+    if let Some(s) = server {
+        endpoint.server = s.to_string();
+    }
+    let client = client_for(kubeconfig).await?;
+    let token = credential::add_member(&client, spec).await?;
+    credential::write_member_kubeconfig(
+        out,
+        &credential::member_kubeconfig(&endpoint, &spec.name, &token),
+    )?;
+    Ok(())
+}
+
+/// `ferry federation member revoke`: every token of member `name` stops working; how many
+/// there were.
+pub async fn member_revoke(kubeconfig: &Path, name: &str) -> Result<usize, CliError> {
+    let client = client_for(kubeconfig).await?;
+    Ok(crate::credential::revoke(&client, name).await?)
 }

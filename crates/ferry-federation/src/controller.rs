@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Event, ObjectReference};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -72,7 +72,13 @@ struct Sent {
     namespaces: BTreeSet<String>,
     /// Objects whose writes failed, replanned at the next tick.
     retry: BTreeSet<(String, String)>,
+    /// Member -> the global names last written into its namespace, and when.
+    globals: BTreeMap<String, (String, Instant)>,
 }
+
+/// A member's global names are rewritten at most this often; a change within it waits for
+/// the next tick (a bulk create turns many targets ready one after the other).
+const GLOBALS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` turns true: caches warm at once, writes only while holding the
 /// Lease, the Lease released on the way out.
@@ -140,6 +146,7 @@ pub async fn run(
         if !*leading.borrow() {
             // Standing by: whatever we sent may be overwritten by the leader meanwhile.
             sent.lock().await.works.clear();
+            sent.lock().await.globals.clear();
             views.clear();
             dirty.mark_all();
             tokio::select! {
@@ -334,7 +341,46 @@ async fn pass(
             .instrument(span)
         })
         .await;
+    write_globals(client, c, &members, sent).await;
     failed.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hands each member the global names of its tenancy ([`crate::global`]) in the ConfigMap
+/// of its namespace, the only place its token may read them.
+async fn write_globals(client: &Client, c: &Caches, members: &[Member], sent: &Mutex<Sent>) {
+    let objects = c.objects.state();
+    for m in members {
+        let names = crate::global::desired_global(
+            objects.iter().map(|o| &**o),
+            m.tenancy.tenant.as_deref(),
+            m.tenancy.workspace.as_deref(),
+        );
+        let text = crate::global::encode(&names);
+        match sent.lock().await.globals.get(&m.name) {
+            Some((t, _)) if *t == text => continue,
+            Some((_, at)) if at.elapsed() < GLOBALS_EVERY => continue,
+            _ => {}
+        }
+        let ns = plan::member_namespace(&m.name);
+        ensure_namespace(client, &ns, sent).await;
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let pp = PatchParams::apply("ferry-federation-controller").force();
+        let manifest = crate::global::configmap_manifest(&ns, &names);
+        match api
+            .patch(crate::global::CONFIGMAP, &pp, &Patch::Apply(&manifest))
+            .await
+        {
+            Ok(_) => {
+                sent.lock()
+                    .await
+                    .globals
+                    .insert(m.name.clone(), (text, Instant::now()));
+            }
+            Err(e) => {
+                tracing::debug!(member = %m.name, error = %e, "writing global names; next pass retries")
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,10 @@
 //!
 //! [`desired_global`] (pure) picks, from the federated objects' status, the EIPs of targets
 //! whose `Ready` condition is True (applied at their Work's generation, member ready,
-//! ready endpoints); the join agent ([`run`]) keeps, in its member, one selector-less
+//! ready endpoints). The federation controller writes each member's names into the
+//! ConfigMap [`CONFIGMAP`] of the member's own namespace ([`configmap_manifest`]): a
+//! member reads nothing outside its namespace, so it never sees another tenant's objects,
+//! and its token could not list them. The join agent ([`run`]) keeps, in its member, one selector-less
 //! headless `v1 Service` `NAME-global` in the object's namespace with an EndpointSlice of
 //! those addresses, which the member's cluster DNS (`ferry-dns`) already answers:
 //! `NAME-global.NAMESPACE.svc.cluster.local` -> the ready EIPs, from the member's default
@@ -13,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -23,6 +26,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::cache::reflect;
 use crate::types::{FederatedYusurService, LABEL_TENANT, LABEL_WORKSPACE};
+
+/// The ConfigMap, in a member's namespace of the federation, holding its global names.
+pub const CONFIGMAP: &str = "global-names";
+/// Its data key: a JSON list of `{namespace, name, addresses}`.
+pub const CONFIGMAP_KEY: &str = "names.json";
 
 /// Marks the Services (and slices) this module owns in a member.
 pub const LABEL_GLOBAL: &str = "federation.iaas.yusur.io/global";
@@ -73,6 +81,40 @@ pub fn desired_global<'a>(
     out
 }
 
+/// The ConfigMap that hands `names` to the member whose namespace is `namespace`.
+pub fn configmap_manifest(namespace: &str, names: &GlobalNames) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": CONFIGMAP, "namespace": namespace},
+        "data": {CONFIGMAP_KEY: encode(names)},
+    })
+}
+
+/// `names` as the ConfigMap holds them (sorted, so equal names give equal text).
+pub fn encode(names: &GlobalNames) -> String {
+    let list: Vec<Value> = names
+        .iter()
+        .map(|((ns, name), addrs)| json!({"namespace": ns, "name": name, "addresses": addrs}))
+        .collect();
+    Value::Array(list).to_string()
+}
+
+/// The names a ConfigMap's text holds; None when it is not what [`encode`] writes.
+pub fn decode(text: &str) -> Option<GlobalNames> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        namespace: String,
+        name: String,
+        addresses: BTreeSet<String>,
+    }
+    let list: Vec<Entry> = serde_json::from_str(text).ok()?;
+    Some(
+        list.into_iter()
+            .map(|e| ((e.namespace, e.name), e.addresses))
+            .collect(),
+    )
+}
+
 /// The headless Service of one global name.
 pub fn service_manifest(namespace: &str, name: &str) -> Value {
     json!({
@@ -98,50 +140,54 @@ pub fn slice_manifest(namespace: &str, name: &str, eips: &BTreeSet<String>) -> V
     })
 }
 
-/// Keeps the member's global names in step with the federated objects (a watch of
-/// them in the federation) until `shutdown`: a pass on each change, and at least every
-/// `every`. Only what changed is written; what the agent owns but no longer wants is
-/// deleted (on the first pass, whatever the member holds with [`LABEL_GLOBAL`]). Errors are
-/// logged and the next pass retries.
+/// Keeps the member's global names in step with the ConfigMap [`CONFIGMAP`] of its
+/// namespace `namespace` in the federation (a watch of it) until `shutdown`: a pass on each
+/// change, and at least every `every`. Only what changed is written; what the agent owns
+/// but no longer wants is deleted (on the first pass, whatever the member holds with
+/// [`LABEL_GLOBAL`]). While the ConfigMap is missing (the controller has not written it
+/// yet) the member's names are left as they are. Errors are logged and the next pass
+/// retries.
 pub async fn run(
     federation: Client,
     member: Client,
-    tenant: Option<String>,
-    workspace: Option<String>,
+    namespace: String,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (wake_tx, mut wake) = mpsc::channel(1);
-    let objects = reflect(
-        Api::<FederatedYusurService>::all(federation),
-        watcher::Config::default(),
-        move |_: Option<&FederatedYusurService>| {
+    let maps = reflect(
+        Api::<ConfigMap>::namespaced(federation, &namespace),
+        watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP}")),
+        move |_: Option<&ConfigMap>| {
             let _ = wake_tx.try_send(());
         },
     );
     tokio::select! {
-        _ = objects.wait_until_ready() => {}
+        _ = maps.wait_until_ready() => {}
         _ = stopped(&mut shutdown) => return,
     }
     let mut applied: Option<GlobalNames> = None;
     loop {
-        let all = objects.state();
-        let desired = desired_global(
-            all.iter().map(|o| &**o),
-            tenant.as_deref(),
-            workspace.as_deref(),
-        );
-        match apply(&member, &desired, applied.as_ref()).await {
-            Ok(()) => applied = Some(desired),
-            // Unknown state after a failure: the next pass compares with the member again.
-            Err(e) => {
-                tracing::warn!(error = %e, "global names");
-                applied = None;
+        let desired = maps
+            .state()
+            .iter()
+            .find(|m| m.name_any() == CONFIGMAP)
+            .and_then(|m| decode(m.data.as_ref()?.get(CONFIGMAP_KEY)?));
+        if let Some(desired) = desired
+            && applied.as_ref() != Some(&desired)
+        {
+            match apply(&member, &desired, applied.as_ref()).await {
+                Ok(()) => applied = Some(desired),
+                // Unknown state after a failure: the next pass compares with the member again.
+                Err(e) => {
+                    tracing::warn!(error = %e, "global names");
+                    applied = None;
+                }
             }
         }
         tokio::select! {
-            // A burst of changes (a bulk create) becomes one pass: names need not follow
-            // each status write within milliseconds.
+            // A burst of changes becomes one pass: names need not follow each write
+            // within milliseconds.
             _ = wake.recv() => {
                 tokio::time::sleep(DEBOUNCE).await;
                 while wake.try_recv().is_ok() {}
@@ -290,7 +336,15 @@ mod tests {
             ),
         ];
         for (name, tenant, want) in cases {
-            assert_eq!(desired_global(&objects, tenant, Some("w1")), want, "{name}");
+            let got = desired_global(&objects, tenant, Some("w1"));
+            // What the controller writes for the member is what the member reads back.
+            assert_eq!(
+                decode(&encode(&got)),
+                Some(got.clone()),
+                "{name}: round trip"
+            );
+            assert_eq!(got, want, "{name}");
         }
+        assert_eq!(decode("{}"), None);
     }
 }

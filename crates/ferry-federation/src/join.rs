@@ -58,6 +58,10 @@ impl JoinConfig {
 pub enum JoinError {
     #[error("registering MemberCluster {name} in the federation: {source}")]
     Register { name: String, source: kube::Error },
+    #[error(
+        "MemberCluster {name} is not registered in the federation: its admin registers it and issues this member's credential with `ferry federation member add {name}`"
+    )]
+    NotRegistered { name: String },
 }
 
 /// Parses `NAME=NAMESPACE` (or `NAME`, the namespace of the same name).
@@ -95,16 +99,15 @@ pub async fn run(
         config.clone(),
         shutdown.clone(),
     ));
-    // Global names (`NAME-global`), from the federated objects' status.
+    let ns = member_namespace(&config.name);
+    // Global names (`NAME-global`), as the controller hands them to this member.
     let globals = tokio::spawn(crate::global::run(
         federation.clone(),
         member.clone(),
-        config.tenant.clone(),
-        config.workspace.clone(),
+        ns.clone(),
         config.resync,
         shutdown.clone(),
     ));
-    let ns = member_namespace(&config.name);
     let (wake_tx, mut wake) = mpsc::channel(1);
     let dirty: Arc<Dirty<String>> = Arc::new(Dirty::new(wake_tx));
     let works = reflect(
@@ -201,8 +204,9 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Creates the MemberCluster when it does not exist. When it does, the federation's record
-/// wins: its tenant and cells are the admin's to set, never the member's.
+/// Checks the MemberCluster the admin registered (`ferry federation member add`): its tenant
+/// and cells are the admin's to set, never the member's. A member's own token cannot
+/// create it; with an admin credential (tests, the bench) it is created when missing.
 async fn register(federation: &Client, config: &JoinConfig) -> Result<(), JoinError> {
     let api: Api<MemberCluster> = Api::all(federation.clone());
     let err = |source| JoinError::Register {
@@ -249,6 +253,9 @@ async fn register(federation: &Client, config: &JoinConfig) -> Result<(), JoinEr
             match api.create(&PostParams::default(), &mc).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 403 => Err(JoinError::NotRegistered {
+                    name: config.name.clone(),
+                }),
                 Err(e) => Err(err(e)),
             }
         }

@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::controller::{self, ControllerConfig};
+use crate::credential::{self, MemberSpec};
 use crate::join::{self, JoinConfig};
 use crate::server::{client_for, start_server};
 use crate::types::{FederatedYusurService, MemberCluster};
@@ -93,6 +94,10 @@ impl FedLab {
     }
     pub fn kubeconfig(&self) -> PathBuf {
         self.fed().join("kubeconfig")
+    }
+    /// Member `n`'s own kubeconfig for the federation (its token, from `member add`).
+    pub fn member_federation_kubeconfig(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("c{n}-federation.kubeconfig"))
     }
     fn supervisor_pid(&self) -> PathBuf {
         self.dir.join("supervisor.pid")
@@ -371,13 +376,34 @@ pub async fn serve(
         let member = client_for(&kubeconfig)
             .await
             .map_err(|e| fail(&format!("c{n} client"), e, None))?;
-        let mut config = JoinConfig::new(format!("c{n}"));
-        config.tenant = Some(TENANT.into());
-        config.workspace = Some(WORKSPACE.into());
+        // The member joins with its own token, as `ferry federation member add` issues it.
+        let spec = MemberSpec {
+            name: format!("c{n}"),
+            tenant: Some(TENANT.into()),
+            workspace: Some(WORKSPACE.into()),
+            cells: Vec::new(),
+        };
+        let own = lab.member_federation_kubeconfig(n);
+        let token = credential::add_member(&fed, &spec)
+            .await
+            .map_err(|e| fail(&format!("c{n} member add"), e, None))?;
+        let endpoint = credential::endpoint_of(&server.kubeconfig)
+            .map_err(|e| fail(&format!("c{n} member add"), e, None))?;
+        credential::write_member_kubeconfig(
+            &own,
+            &credential::member_kubeconfig(&endpoint, &spec.name, &token),
+        )
+        .map_err(|e| fail(&format!("c{n} member add"), e, None))?;
+        let member_fed = client_for(&own)
+            .await
+            .map_err(|e| fail(&format!("c{n} federation client"), e, None))?;
+        let mut config = JoinConfig::new(spec.name.clone());
+        config.tenant = spec.tenant.clone();
+        config.workspace = spec.workspace.clone();
         config.heartbeat = Duration::from_secs(2);
-        let (fed, rx) = (fed.clone(), rx.clone());
+        let rx = rx.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = join::run(fed, member, config, rx).await {
+            if let Err(e) = join::run(member_fed, member, config, rx).await {
                 tracing::error!(member = n, error = %e, "join agent");
             }
         }));
@@ -619,6 +645,96 @@ fn row(check: &str, target: &str, result: impl Into<String>, pass: bool) -> Row 
     }
 }
 
+/// Each member's own token, probed for real ([`crate::access::probe`]) against the next
+/// member's objects, and the federation's store holding only the tokens' hashes.
+async fn credential_rows(lab: &FedLab, fed: &kube::Client, members: &[usize]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut tokens = Vec::new();
+    for (i, n) in members.iter().enumerate() {
+        let me = format!("c{n}");
+        let other = format!("c{}", members[(i + 1) % members.len()]);
+        let path = lab.member_federation_kubeconfig(*n);
+        tokens.push(
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_saphyr::from_str::<Value>(&t).ok())
+                .and_then(|k| Some(k["users"][0]["user"]["token"].as_str()?.to_string())),
+        );
+        let probes = match client_for(&path).await {
+            Ok(c) => crate::access::probe(&c, &me, &other).await,
+            Err(e) => {
+                rows.push(row(
+                    "member credential: own token, RBAC",
+                    &me,
+                    e.to_string(),
+                    false,
+                ));
+                continue;
+            }
+        };
+        let allowed = probes.iter().filter(|p| p.allowed).count();
+        let bad: Vec<String> = probes
+            .iter()
+            .filter(|p| !p.holds())
+            .map(|p| format!("{}: {:?}", p.what, p.got))
+            .collect();
+        let result = if bad.is_empty() {
+            format!(
+                "{allowed} own reads/writes allowed, {} refused (403) incl. {other}'s",
+                probes.len() - allowed
+            )
+        } else {
+            bad.join("; ")
+        };
+        rows.push(row(
+            "member credential: own token, RBAC",
+            &me,
+            result,
+            bad.is_empty() && allowed > 0,
+        ));
+    }
+    // The store: one member-token Secret per member, holding the SHA-256, never the token.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(fed.clone(), ferry_apiserver::SYSTEM_NAMESPACE);
+    let (pass, result) = match secrets.list(&Default::default()).await {
+        Err(e) => (false, e.to_string()),
+        Ok(list) => {
+            let held = serde_json::to_string(&list.items).unwrap_or_default();
+            let hashes_found = tokens
+                .iter()
+                .flatten()
+                .filter(|t| {
+                    let name = ferry_apiserver::member_token::secret_name(
+                        &ferry_apiserver::member_token::hash_token(t),
+                    );
+                    list.items
+                        .iter()
+                        .any(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+                })
+                .count();
+            let plaintext = tokens
+                .iter()
+                .flatten()
+                .filter(|t| held.contains(t.as_str()))
+                .count();
+            (
+                hashes_found == members.len() && plaintext == 0,
+                format!(
+                    "{hashes_found}/{} tokens' SHA-256 stored, {plaintext} in plain text",
+                    members.len()
+                ),
+            )
+        }
+    };
+    rows.push(row(
+        "member tokens stored hashed",
+        "federation",
+        result,
+        pass,
+    ));
+    rows
+}
+
 /// The A records of `name` from lab host `host` of member `n` (through its VPC's cluster
 /// DNS), sorted.
 fn dig_from(lab: &FedLab, n: usize, host: &str, name: &str) -> Result<Vec<String>, String> {
@@ -694,6 +810,7 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
             ready,
         ));
     }
+    rows.extend(credential_rows(lab, &fed, &members).await);
 
     // A fresh start: port 80 only, no mask, every placed member updated.
     let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
@@ -857,15 +974,22 @@ pub async fn check(lab: &FedLab) -> Result<(Vec<Row>, bool), LabError> {
         .await
         .map_err(|e| fail("federated service", e, None))?;
     let gen_before = before.metadata.generation.unwrap_or_default();
+    // Timed from the federated write to the first answer on the new port through c1's
+    // EIP: the "change -> traffic" figure of the issue's bench.
+    let applied_at = std::time::Instant::now();
     apply_service(&fed, Some(&["c1"]), &[GRAY_PORT])
         .await
         .map_err(|e| fail("gray release", e, None))?;
     let c1 = wait_answer(&format!("http://{}:{GRAY_PORT}/", eip_of(1)), true).await;
+    let to_traffic_ms = applied_at.elapsed().as_millis();
     rows.push(row(
         "gray release: masked member gets the update",
         &format!("c1 :{GRAY_PORT}"),
         match &c1 {
-            Ok(b) => format!("answered by {}", b.join(",")),
+            Ok(b) => format!(
+                "answered by {}, {to_traffic_ms} ms after the update (polled every 0.5 s)",
+                b.join(",")
+            ),
             Err(e) => e.clone(),
         },
         c1.is_ok(),

@@ -11,10 +11,12 @@
 // kube-derive repeats `type_` across printcolumn(...) entries.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod access;
 pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod controller;
+pub mod credential;
 pub mod global;
 pub mod join;
 pub mod lab;

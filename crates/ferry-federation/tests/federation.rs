@@ -46,6 +46,8 @@ struct Member {
     _dir: tempfile::TempDir,
     join: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
     config: JoinConfig,
+    /// The member's own federation client, once registered ([`Member::register`]).
+    own: Option<Client>,
 }
 
 impl Member {
@@ -82,13 +84,39 @@ impl Member {
             _dir: dir,
             join: None,
             config,
+            own: None,
         }
     }
 
+    /// Registers the member as the admin does (`ferry federation member add`): its
+    /// MemberCluster, RBAC and its own token, which its join agent then uses.
+    async fn register(&mut self, admin: &Client, admin_kubeconfig: &std::path::Path) {
+        use ferry_federation::credential;
+        let spec = credential::MemberSpec {
+            name: self.config.name.clone(),
+            tenant: self.config.tenant.clone(),
+            workspace: self.config.workspace.clone(),
+            cells: self.config.cells.clone(),
+        };
+        let token = credential::add_member(admin, &spec)
+            .await
+            .expect("member add");
+        let endpoint = credential::endpoint_of(admin_kubeconfig).expect("endpoint");
+        let path = self._dir.path().join("federation.kubeconfig");
+        credential::write_member_kubeconfig(
+            &path,
+            &credential::member_kubeconfig(&endpoint, &spec.name, &token),
+        )
+        .expect("member kubeconfig");
+        self.own = Some(client_for(&path).await.expect("member's federation client"));
+    }
+
+    /// Runs the join agent with the member's own client (the given one until registered).
     fn join(&mut self, federation: &Client) {
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn({
-            let (f, m, c) = (federation.clone(), self.client.clone(), self.config.clone());
+            let f = self.own.clone().unwrap_or_else(|| federation.clone());
+            let (m, c) = (self.client.clone(), self.config.clone());
             async move {
                 join::run(f, m, c, rx).await.expect("join agent");
             }
@@ -231,6 +259,7 @@ async fn federation_places_isolates_gray_releases_survives_a_down_member_and_fee
     let mut c2 = Member::start("c2", "t1", &[]).await;
     let mut c3 = Member::start("c3", "t2", &[]).await;
     for m in [&mut c1, &mut c2, &mut c3] {
+        m.register(&fed, &fserver.kubeconfig).await;
         m.join(&fed);
     }
     let mcs: Api<MemberCluster> = Api::all(fed.clone());
@@ -773,5 +802,141 @@ async fn a_standby_replica_takes_over_and_removes_orphaned_works() {
     assert!(has_work("default.ns-a.y").await.is_some());
     let _ = c.0.send(true);
     let _ = c.1.await;
+    fserver.shutdown().await;
+}
+
+/// Each member's own token (issued by `member add`, stored only as its SHA-256) reads only
+/// what is placed on it and writes only its statuses: every probe of
+/// `ferry_federation::access::probe` against the other member is a 403, every own one
+/// allowed. Re-registering issues a new token and the old one is refused (401). The global
+/// names of a member's tenant reach it in its own namespace, and no other tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_tokens_read_only_what_is_placed_and_write_only_status() {
+    use ferry_federation::access;
+    let fdir = tempfile::tempdir().expect("temp dir");
+    let fserver = start_server(fdir.path(), "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("federation API server");
+    let fed = client_for(&fserver.kubeconfig)
+        .await
+        .expect("federation client");
+    let (tx, rx) = watch::channel(false);
+    let mut cfg = ControllerConfig::new("fed-a");
+    cfg.member_grace = Duration::from_secs(3);
+    let ctl = tokio::spawn(controller::run(fed.clone(), cfg, rx));
+    let mut c1 = Member::start("c1", "t1", &[]).await;
+    let mut c2 = Member::start("c2", "t2", &[]).await;
+    for m in [&mut c1, &mut c2] {
+        m.register(&fed, &fserver.kubeconfig).await;
+        m.join(&fed);
+    }
+    let api: Api<FederatedYusurService> = Api::namespaced(fed.clone(), "default");
+    for (name, tenant, cluster) in [("web", "t1", "c1"), ("db", "t2", "c2")] {
+        api.create(
+            &PostParams::default(),
+            &fysvc(
+                name,
+                tenant,
+                json!({"topologyType": "cluster", "clusters": [cluster]}),
+            ),
+        )
+        .await
+        .expect("creating a fysvc");
+    }
+    eventually("web in c1, db in c2", || async {
+        (c1.holds().await == ["default/web:80"] && c2.holds().await == ["default/db:80"])
+            .then_some(())
+    })
+    .await;
+    c1.report("default", "web", "198.18.1.10", 2).await;
+    // The global names reach c1 through its own namespace: web's EIP, nothing of t2's.
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::all(c1.client.clone());
+    let names = eventually("web-global in c1", || async {
+        let mut names: Vec<String> = svcs
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .map(|s| s.name_any())
+            .filter(|n| n.ends_with("-global"))
+            .collect();
+        names.sort();
+        (!names.is_empty()).then_some(names)
+    })
+    .await;
+    assert_eq!(names, ["web-global"]);
+
+    for (m, other) in [(&c1, "c2"), (&c2, "c1")] {
+        let me = m.config.name.clone();
+        let own = m.own.clone().expect("registered");
+        let probes = access::probe(&own, &me, other).await;
+        let broken: Vec<&access::Probe> = probes.iter().filter(|p| !p.holds()).collect();
+        assert!(broken.is_empty(), "{me}: {broken:#?}");
+        let allowed: Vec<&str> = probes
+            .iter()
+            .filter(|p| p.allowed)
+            .map(|p| p.what.as_str())
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                format!("get memberclusters/{me}"),
+                format!("patch memberclusters/{me}/status"),
+                format!("list works -n ferry-member-{me}"),
+                format!(
+                    "patch works/default.default.{}/status -n ferry-member-{me}",
+                    if me == "c1" { "web" } else { "db" }
+                ),
+            ],
+            "{probes:#?}"
+        );
+        assert_eq!(
+            probes.iter().filter(|p| !p.allowed).count(),
+            12,
+            "{probes:#?}"
+        );
+    }
+
+    // The store holds the hashes, never a token.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(fed.clone(), "ferry-system");
+    let held = serde_json::to_string(
+        &secrets
+            .list(&Default::default())
+            .await
+            .expect("secrets")
+            .items,
+    )
+    .expect("json");
+    for m in [&c1, &c2] {
+        let text = std::fs::read_to_string(m._dir.path().join("federation.kubeconfig"))
+            .expect("kubeconfig");
+        let token = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: "))
+            .expect("a token");
+        assert!(!held.contains(token), "plain token in the store");
+        assert!(held.contains(&ferry_apiserver::member_token::hash_token(token)[..40]));
+    }
+
+    // Re-registering c1: the new token works, the old one is refused.
+    let old = c1.own.clone().expect("registered");
+    c1.register(&fed, &fserver.kubeconfig).await;
+    let mcs_old: Api<MemberCluster> = Api::all(old);
+    match mcs_old.get("c1").await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 401),
+        other => panic!("the revoked token still answers: {other:?}"),
+    }
+    let mcs_new: Api<MemberCluster> = Api::all(c1.own.clone().expect("registered"));
+    mcs_new.get("c1").await.expect("the new token");
+
+    for m in [&mut c1, &mut c2] {
+        m.leave().await;
+    }
+    let _ = tx.send(true);
+    let _ = ctl.await;
+    c1.server.shutdown().await;
+    c2.server.shutdown().await;
     fserver.shutdown().await;
 }

@@ -1044,6 +1044,12 @@ pub fn down(lab: &LabDir) -> Result<Vec<String>, LabError> {
                 "{node}: removed {netns} namespaces, {killed} processes left by the agent"
             ));
         }
+        // A socket LB an agent left pinned (killed, not stopped).
+        match ferry_agent::socket_lb::remove_pins(node) {
+            Ok(true) => report.push(format!("{node}: removed the socket LB's pins")),
+            Ok(false) => {}
+            Err(e) => report.push(format!("{node}: removing the socket LB's pins: {e}")),
+        }
     }
     let ovn = lab.data().join("ovn");
     // Node chassis (`--chassis-per-node`) first: the fabric in the central registry

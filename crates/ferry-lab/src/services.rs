@@ -30,6 +30,8 @@ const NODE_PORT: u16 = 30080;
 const EXTERNAL_IP: &str = "198.18.0.77";
 const NODE_PORT_LOCAL: u16 = 30081;
 const UDP_PORT: u16 = 5353;
+/// The EIP of the UDP YusurService (in the lab's pool, beside the fixed .100 and .101).
+const UDP_EIP: &str = "198.18.0.120";
 /// Backends answer here with the client's address.
 const WHO_PORT: u16 = 8081;
 const NODE_PORT_WHO: u16 = 30082;
@@ -108,6 +110,12 @@ pub fn objects() -> Vec<Value> {
             "spec": {"type": "ClusterIP", "scope": "vpc", "vpc": "vpc1", "sessionAffinity": "ClientIP",
                 "sessionAffinityTimeoutSeconds": 1, "selector": {"svc": "svc1-ep"},
                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}),
+        // A UDP YusurService behind an EIP with no healthCheck: its probes follow the
+        // port's protocol (a TCP probe of this UDP echo never succeeded).
+        json!({"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
+            "metadata": {"name": "udp-eip", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "scope": "vpc", "eip": UDP_EIP, "selector": web,
+                "ports": [{"name": "echo", "port": UDP_PORT, "protocol": "UDP", "targetPort": UDP_PORT}]}}),
     ]);
     out
 }
@@ -629,6 +637,23 @@ pub async fn check(
         "svc UDP",
         CLIENT,
         &format!("{udp_ip}:{UDP_PORT}/udp"),
+        format!(
+            "{}/{n} answers from {ok:?}",
+            answers.iter().filter(|a| a.is_ok()).count()
+        ),
+        good,
+    ));
+    let answers: Vec<Result<String, String>> = (0..n)
+        .map(|_| udp("ext-client", UDP_EIP, UDP_PORT))
+        .collect();
+    let ok: BTreeSet<&String> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    let good = answers
+        .iter()
+        .all(|a| a.as_ref().is_ok_and(|w| backends.contains(&w.as_str())));
+    rows.push(row(
+        "ysvc UDP behind an EIP from outside",
+        "ext-client",
+        &format!("{UDP_EIP}:{UDP_PORT}/udp"),
         format!(
             "{}/{n} answers from {ok:?}",
             answers.iter().filter(|a| a.is_ok()).count()

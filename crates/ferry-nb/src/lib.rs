@@ -119,11 +119,11 @@ impl Applied {
 pub fn current_rows(mirror: &Mirror) -> Vec<CurrentRow> {
     let mut rows = Vec::new();
     for t in nb::TABLES {
-        for (uuid, cols) in mirror.table(t.name).into_iter().flatten() {
+        for (uuid, columns) in mirror.table(t.name).into_iter().flatten() {
             rows.push(CurrentRow {
                 table: t.name.to_string(),
-                uuid: uuid.clone(),
-                columns: cols.clone(),
+                uuid,
+                columns,
             });
         }
     }
@@ -269,12 +269,12 @@ impl Applier {
         let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
             let mut rows = Vec::new();
             for table in [nb::load_balancer::TABLE, nb::load_balancer_group::TABLE] {
-                for (uuid, cols) in m.table(table).into_iter().flatten() {
-                    if ferry_net::delta_input(table, cols, owners) {
+                for (uuid, columns) in m.table(table).into_iter().flatten() {
+                    if ferry_net::delta_input(table, &columns, owners) {
                         rows.push(CurrentRow {
                             table: table.to_string(),
-                            uuid: uuid.clone(),
-                            columns: cols.clone(),
+                            uuid,
+                            columns,
                         });
                     }
                 }
@@ -315,13 +315,27 @@ impl Applier {
     /// `ferry_net::port_delta`) and nothing was sent.
     pub async fn ensure_ports(&self, changes: &[PortChange]) -> Result<Option<Applied>> {
         let t = Instant::now();
+        let names: BTreeSet<&str> = changes
+            .iter()
+            .flat_map(|(a, b)| a.iter().chain(b.iter()))
+            .map(|p| p.name.as_str())
+            .collect();
         let current = self.client.with_mirror(|m| {
+            // Only the ports named are built from the mirror's compact rows (a scan of
+            // their names), not all 200,000.
+            let ports = m
+                .table(nb::logical_switch_port::TABLE)
+                .map(|t| t.rows_with_str(nb::logical_switch_port::NAME, |n| names.contains(n)))
+                .unwrap_or_default();
+            let switches: Vec<(String, ferry_ovsdb::Row)> = m
+                .table(nb::logical_switch::TABLE)
+                .into_iter()
+                .flatten()
+                .collect();
             ferry_net::port_delta_current(
                 changes,
-                m.table(nb::logical_switch_port::TABLE)
-                    .into_iter()
-                    .flatten(),
-                m.table(nb::logical_switch::TABLE).into_iter().flatten(),
+                ports.iter().map(|(u, r)| (u, r)),
+                switches.iter().map(|(u, r)| (u, r)),
             )
         });
         let read = t.elapsed();

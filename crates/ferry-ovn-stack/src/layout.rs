@@ -52,6 +52,20 @@ pub struct OvnOptions {
     /// servers, and [`OvnStack::nb_remote`](crate::OvnStack::nb_remote) lists them all
     /// (see [`crate::raft`]). Not combined with [`Self::tls`] yet.
     pub raft_members: usize,
+    /// With RAFT ([`Self::raft_members`] > 1): `ovn-northd` reaches NB and SB through a
+    /// proxy that forwards to the current leader (`run/nb-leader.sock`,
+    /// `run/sb-leader.sock`, see [`crate::leader_proxy`]) instead of walking the member
+    /// list with ovsdb-idl's doubling backoff, which found a new NB leader 7 s after the
+    /// old one's `kill -9` in the lab. Default true; the proxy lives in the process that
+    /// runs the stack (as the supervisor does).
+    pub northd_leader_proxy: bool,
+    /// With RAFT: the clusters' election timer in ms, set on each leader after start
+    /// (`cluster/change-election-timer`; kept in the database). `None` leaves OVSDB's
+    /// default, 1,000 ms, which OVN's docs and deployments keep or raise on loaded
+    /// clusters; a follower starts an election this long plus a random 0-1,000 ms after
+    /// the leader's last heartbeat, so a shorter timer elects a new leader sooner after a
+    /// `kill -9` at the price of spurious elections when a server is starved of CPU.
+    pub election_timer_ms: Option<u64>,
     /// `Open_vSwitch` `other_config` keys written before `ovs-vswitchd` starts (some, like
     /// `userspace-tso-enable`, only take effect for ports opened after they are set).
     /// Default: [`default_ovs_other_config`].
@@ -98,6 +112,8 @@ impl OvnOptions {
             run_central: true,
             sb_remote: None,
             raft_members: 1,
+            northd_leader_proxy: true,
+            election_timer_ms: None,
             ovs_other_config: default_ovs_other_config(),
         }
     }

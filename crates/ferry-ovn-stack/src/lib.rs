@@ -33,9 +33,14 @@
 //! - After `ovs-vswitchd` is killed and restarted, the taps and veth ends it left in its
 //!   namespace are reopened and traffic resumes (about 1.4 s here).
 //!
+//! - `ovn-northd`'s ovsdb-idl follows a new RAFT leader only after a doubling backoff
+//!   (7 s after a `kill -9` in the lab), and no `ovs-appctl` command shortens it; with
+//!   RAFT it is given [`leader_proxy`] sockets instead of the members.
+//!
 //! Supervision runs on a thread of the process that called [`OvnStack::start`]; a daemon
 //! outlives that process (own process group, no parent-death signal) but is no longer
-//! restarted once it is gone.
+//! restarted once it is gone. So do the leader proxies: with RAFT, northd loses its NB and
+//! SB when that process is gone.
 //!
 //! ```no_run
 //! # fn demo() -> ferry_ovn_stack::Result<()> {
@@ -52,6 +57,7 @@ mod error;
 pub mod fabric;
 pub mod jsonrpc;
 mod layout;
+pub mod leader_proxy;
 pub mod netns;
 pub mod pki;
 pub mod process;

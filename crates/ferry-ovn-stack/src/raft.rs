@@ -205,9 +205,113 @@ pub fn leader(dir: &Path, daemon: Daemon, n: usize) -> Option<(Member, i32)> {
         })
 }
 
+/// OVSDB's default RAFT election timer (ms).
+pub const DEFAULT_ELECTION_TIMER_MS: u64 = 1000;
+
+/// The values `cluster/change-election-timer` must be given, in order, to go from `from` to
+/// `to` ms: ovsdb-server (3.1, `raft.c`) refuses an increase of more than 2x at once, so
+/// that followers that have not applied it yet do not time out; a decrease goes in one
+/// step. Outside 100..=600,000 ms it refuses anything (the caller must not ask).
+pub fn election_timer_steps(from: u64, to: u64) -> Vec<u64> {
+    let mut steps = Vec::new();
+    let mut cur = from.max(1);
+    while cur != to {
+        cur = if to < cur { to } else { to.min(cur * 2) };
+        steps.push(cur);
+    }
+    steps
+}
+
+/// The `Election timer:` of `cluster/status` output.
+pub fn parse_election_timer(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Election timer:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `cluster/status DB` of the member whose unixctl socket is `ctl`.
+fn cluster_status(ctl: &Path, db: &str) -> Result<String, String> {
+    jsonrpc::call(ctl, "cluster/status", json!([db]), Duration::from_secs(2))
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+}
+
+/// Sets `daemon`'s cluster's election timer to `ms` on its leader (the only member that
+/// may change it), in steps of at most 2x, each waited for until the leader reports it.
+/// `wait` bounds the whole change (and the wait for a leader). Already at `ms`: nothing.
+pub fn set_election_timer(
+    dir: &Path,
+    daemon: Daemon,
+    n: usize,
+    ms: u64,
+    wait: Duration,
+) -> Result<(), String> {
+    let (_, db) = schema(daemon);
+    let p = LabPaths::new(dir);
+    let started = std::time::Instant::now();
+    let mut last = String::from("no leader");
+    while started.elapsed() < wait {
+        let Some((m, _)) = leader(dir, daemon, n) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let ctl = p.ctl_named(&m.name);
+        let now = match cluster_status(&ctl, db).map(|s| parse_election_timer(&s)) {
+            Ok(Some(now)) => now,
+            Ok(None) => return Err(format!("{}: no election timer in cluster/status", m.name)),
+            Err(e) => {
+                last = e;
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Some(&next) = election_timer_steps(now, ms).first() else {
+            return Ok(());
+        };
+        // Refused while a previous change is pending ("election timer change pending"):
+        // the next round tries again.
+        match jsonrpc::call(
+            &ctl,
+            "cluster/change-election-timer",
+            json!([db, next.to_string()]),
+            Duration::from_secs(2),
+        ) {
+            Ok(_) => tracing::info!(member = %m.name, from = now, to = next, "election timer"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "{db}: election timer not at {ms} ms after {wait:?}: {last}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn election_timer_grows_by_at_most_two_and_shrinks_at_once() {
+        let cases: [(u64, u64, &[u64]); 6] = [
+            (1000, 1000, &[]),
+            (1000, 500, &[500]),
+            (1000, 100, &[100]),
+            (1000, 3000, &[2000, 3000]),
+            (500, 4000, &[1000, 2000, 4000]),
+            (500, 1000, &[1000]),
+        ];
+        for (from, to, want) in cases {
+            assert_eq!(election_timer_steps(from, to), want, "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn election_timer_is_read_from_cluster_status() {
+        let status = "5f03\nName: OVN_Northbound\nRole: leader\nTerm: 2\n\
+                      Election timer: 500\nLog: [2, 70]\n";
+        assert_eq!(parse_election_timer(status), Some(500));
+        assert_eq!(parse_election_timer("Role: follower\n"), None);
+    }
 
     #[test]
     fn members_keep_the_standalone_names_for_member_one() {

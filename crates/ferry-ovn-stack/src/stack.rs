@@ -52,6 +52,8 @@ pub struct OvnStack {
     tls: Option<crate::pki::StackTls>,
     /// Set by the caller (a signal handler) to abandon [`OvnStack::start_cancellable`].
     cancel: Arc<AtomicBool>,
+    /// With RAFT and [`OvnOptions::northd_leader_proxy`]: northd's NB and SB proxies.
+    proxies: Vec<crate::leader_proxy::LeaderProxy>,
 }
 
 impl std::fmt::Debug for OvnStack {
@@ -126,6 +128,7 @@ impl OvnStack {
             finished: false,
             tls: None,
             cancel,
+            proxies: Vec::new(),
         };
         match stack.bring_up() {
             Ok(()) => Ok(stack),
@@ -180,10 +183,43 @@ impl OvnStack {
                 })?;
             }
         }
+        if n > 1
+            && let Some(ms) = o.election_timer_ms
+        {
+            for d in [Daemon::NbDb, Daemon::SbDb] {
+                crate::raft::set_election_timer(&p.dir, d, n, ms, o.ready_timeout).map_err(
+                    |reason| Error::Invalid {
+                        what: "RAFT election timer",
+                        value: format!("{ms} ms"),
+                        reason,
+                    },
+                )?;
+            }
+        }
+        let (northd_nb, northd_sb) = if n > 1 && o.northd_leader_proxy {
+            let mut remotes = Vec::new();
+            for (d, stem) in [(Daemon::NbDb, "nb"), (Daemon::SbDb, "sb")] {
+                let (_, dbname) = crate::raft::schema(d);
+                let socks = crate::raft::members(&p, d, n)
+                    .into_iter()
+                    .map(|m| m.sock)
+                    .collect();
+                let proxy = crate::leader_proxy::LeaderProxy::start(
+                    &p.run_dir.join(format!("{stem}-leader.sock")),
+                    socks,
+                    dbname,
+                )?;
+                remotes.push(proxy.remote());
+                self.proxies.push(proxy);
+            }
+            (remotes.remove(0), remotes.remove(0))
+        } else {
+            (self.nb_remote(), self.sb_remote())
+        };
         let mut argv = vec![
             "ovn-northd".into(),
-            format!("--ovnnb-db={}", self.nb_remote()),
-            format!("--ovnsb-db={}", self.sb_remote()),
+            format!("--ovnnb-db={northd_nb}"),
+            format!("--ovnsb-db={northd_sb}"),
             p.ctl_flag(Daemon::Northd),
             p.log_flag(Daemon::Northd),
             "-vconsole:off".into(),
@@ -615,6 +651,8 @@ impl OvnStack {
                 failures.push(e.to_string());
             }
         }
+        // After northd (stopped above), so it never sees its databases vanish first.
+        self.proxies.clear();
         if self.created_netns
             && let Some(ns) = &self.opts.ovs_netns
         {

@@ -1,7 +1,9 @@
 //! NB and SB as 3-member RAFT clusters (`raft_members: 3`, what `ferry up --ovn-raft 3`
 //! runs): six `ovsdb-server`s, `ovn-northd` given every member, a change still reaching
 //! the SB after `kill -9` of the NB leader and of the SB leader (the supervisor restarts
-//! them and they rejoin), and a stop that leaves nothing.
+//! them and they rejoin), and a stop that leaves nothing. `ovn-northd` reaches both
+//! through the leader proxies (`run/nb-leader.sock`, `run/sb-leader.sock`), and the
+//! clusters run the election timer asked for.
 
 use std::time::Duration;
 
@@ -24,9 +26,45 @@ fn raft_nb_and_sb_survive_kill_9_of_their_leaders() -> anyhow::Result<()> {
     let lab = StackDir::new("raft")?;
     let opts = OvnOptions {
         raft_members: 3,
+        election_timer_ms: Some(500),
         ..OvnOptions::central()
     };
     let stack = OvnStack::start(lab.path(), opts)?;
+    for d in [Daemon::NbDb, Daemon::SbDb] {
+        let (_, db) = ferry_ovn_stack::raft::schema(d);
+        for m in stack.members(d) {
+            // Followers apply it once the leader's log entry reaches them.
+            eventually(
+                "the election timer applied",
+                Duration::from_secs(10),
+                || {
+                    let s = ferry_ovn_stack::jsonrpc::call(
+                        &stack.paths().ctl_named(&m.name),
+                        "cluster/status",
+                        serde_json::json!([db]),
+                        Duration::from_secs(2),
+                    )?;
+                    match ferry_ovn_stack::raft::parse_election_timer(s.as_str().unwrap_or("")) {
+                        Some(500) => Ok(()),
+                        other => Err(format!("{}: election timer {other:?}", m.name)),
+                    }
+                },
+            )?;
+        }
+    }
+    let northd_args = std::fs::read(format!(
+        "/proc/{}/cmdline",
+        stack.pid(Daemon::Northd).expect("northd")
+    ))?;
+    let northd_args = String::from_utf8_lossy(&northd_args).replace('\0', " ");
+    let run = stack.paths().run_dir.clone();
+    for stem in ["nb", "sb"] {
+        let proxy = run.join(format!("{stem}-leader.sock"));
+        assert!(
+            northd_args.contains(&format!("unix:{}", proxy.display())),
+            "northd is given the {stem} leader proxy: {northd_args}"
+        );
+    }
     let nb = stack.nb_remote();
     assert_eq!(nb.split(',').count(), 3, "three NB remotes: {nb}");
     assert_eq!(
@@ -80,6 +118,23 @@ fn raft_nb_and_sb_survive_kill_9_of_their_leaders() -> anyhow::Result<()> {
             stack.leader(d)
         })?;
     }
+    // The proxy reaches the new leaders: a `_Server` query through it is answered by a
+    // connected leader.
+    for (d, stem) in [(Daemon::NbDb, "nb"), (Daemon::SbDb, "sb")] {
+        let (_, db) = ferry_ovn_stack::raft::schema(d);
+        let proxy = run.join(format!("{stem}-leader.sock"));
+        eventually(
+            "the proxy answers as leader",
+            Duration::from_secs(30),
+            || {
+                if ferry_ovn_stack::raft::is_leader(&proxy, db) {
+                    Ok(())
+                } else {
+                    Err(format!("{} reached no leader", proxy.display()))
+                }
+            },
+        )?;
+    }
     stack.nbctl(&["--wait=sb", "ls-add", "after"])?;
     let dp = stack.sbctl(&[
         "--bare",
@@ -107,5 +162,9 @@ fn raft_nb_and_sb_survive_kill_9_of_their_leaders() -> anyhow::Result<()> {
         assert!(is_gone(pid), "process {pid} still runs after stop");
     }
     assert_eq!(stop_from_dir(lab.path())?, Default::default());
+    for stem in ["nb", "sb"] {
+        let proxy = run.join(format!("{stem}-leader.sock"));
+        assert!(!proxy.exists(), "{} left after stop", proxy.display());
+    }
     Ok(())
 }

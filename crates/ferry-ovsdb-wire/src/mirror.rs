@@ -5,18 +5,27 @@
 //! the mirror fills them in) and canonical: set columns are always `["set",[…]]` and map
 //! columns `["map",[…]]`, elements sorted the way ovsdb-server sorts them. So a row built by
 //! `ferry-net` in the same canonical form compares equal with `==`.
+//!
+//! They are stored compactly ([`compact`]: column names once per table, typed atoms,
+//! 16-byte uuids) and built as wire-notation [`Row`]s when read, so reading a row costs an
+//! allocation and holding 200,000 ports does not cost a `serde_json` map each.
+
+mod compact;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub use compact::Table;
+use compact::{Atom, Datum};
+
 use crate::error::{Error, Result};
 use crate::schema::{ColumnType, Schema};
 use crate::wire::{Row, atom_cmp, map_pairs, set_elements};
 
-/// Table name -> row uuid -> row.
-pub type Tables = BTreeMap<String, BTreeMap<String, Row>>;
+/// Table name -> its rows.
+pub type Tables = BTreeMap<String, Table>;
 
 /// What the mirror needs to interpret notifications: the schema and the monitored
 /// columns of each table.
@@ -39,8 +48,8 @@ impl Mirror {
     pub fn new(shape: Arc<Shape>) -> Mirror {
         let tables = shape
             .columns
-            .keys()
-            .map(|t| (t.clone(), BTreeMap::new()))
+            .iter()
+            .map(|(t, cols)| (t.clone(), Table::new(cols)))
             .collect();
         Mirror {
             tables,
@@ -51,8 +60,13 @@ impl Mirror {
 
     /// Switches to a new shape (after a reconnect), keeping the rows.
     pub fn set_shape(&mut self, shape: Arc<Shape>) {
-        for t in shape.columns.keys() {
-            self.tables.entry(t.clone()).or_default();
+        for (t, cols) in &shape.columns {
+            match self.tables.get_mut(t) {
+                Some(table) => table.relayout(cols),
+                None => {
+                    self.tables.insert(t.clone(), Table::new(cols));
+                }
+            }
         }
         self.shape = shape;
     }
@@ -62,31 +76,29 @@ impl Mirror {
         &self.tables
     }
 
-    /// The rows of one table, by uuid.
-    pub fn table(&self, table: &str) -> Option<&BTreeMap<String, Row>> {
+    /// The rows of one table.
+    pub fn table(&self, table: &str) -> Option<&Table> {
         self.tables.get(table)
     }
 
-    /// One row.
-    pub fn row(&self, table: &str, uuid: &str) -> Option<&Row> {
+    /// One row (built from its compact form).
+    pub fn row(&self, table: &str, uuid: &str) -> Option<Row> {
         self.tables.get(table)?.get(uuid)
     }
 
     /// The rows of `table` whose `column` equals `value`, as `(uuid, row)`.
-    pub fn find<'a>(
-        &'a self,
-        table: &str,
-        column: &str,
-        value: &Value,
-    ) -> Vec<(&'a String, &'a Row)> {
-        self.tables
-            .get(table)
-            .map(|rows| {
-                rows.iter()
-                    .filter(|(_, r)| r.get(column) == Some(value))
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn find(&self, table: &str, column: &str, value: &Value) -> Vec<(String, Row)> {
+        let Some(t) = self.tables.get(table) else {
+            return Vec::new();
+        };
+        let hits: std::collections::BTreeSet<String> = t
+            .column(column)
+            .filter(|(_, v)| v == value)
+            .map(|(id, _)| id)
+            .collect();
+        hits.into_iter()
+            .filter_map(|id| t.get(&id).map(|r| (id, r)))
+            .collect()
     }
 
     /// The `last-txn-id` of the latest `update3` (clustered databases only: a standalone
@@ -95,37 +107,14 @@ impl Mirror {
         self.last_txn_id.as_deref()
     }
 
-    /// Rough heap size in bytes: strings, JSON nodes and map entries.
+    /// Rough heap size in bytes of the stored rows.
     pub fn estimated_bytes(&self) -> usize {
-        fn value_bytes(v: &Value) -> usize {
-            let node = std::mem::size_of::<Value>();
-            node + match v {
-                Value::String(s) => s.capacity(),
-                Value::Array(a) => a.iter().map(value_bytes).sum::<usize>(),
-                Value::Object(o) => o
-                    .iter()
-                    .map(|(k, v)| k.capacity() + 32 + value_bytes(v))
-                    .sum::<usize>(),
-                _ => 0,
-            }
-        }
-        self.tables
-            .values()
-            .flat_map(|rows| rows.iter())
-            .map(|(id, row)| {
-                id.capacity()
-                    + 64
-                    + row
-                        .iter()
-                        .map(|(k, v)| k.capacity() + 32 + value_bytes(v))
-                        .sum::<usize>()
-            })
-            .sum()
+        self.tables.values().map(Table::estimated_bytes).sum()
     }
 
     /// Number of rows over all tables.
     pub fn len(&self) -> usize {
-        self.tables.values().map(BTreeMap::len).sum()
+        self.tables.values().map(Table::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -155,7 +144,7 @@ impl Mirror {
                     .ok_or_else(|| proto("row-update2 is not an object"))?;
                 if let Some(row) = change.get("initial").or_else(|| change.get("insert")) {
                     let row = self.complete_row(table, row)?;
-                    self.table_mut(table).insert(uuid.clone(), row);
+                    self.table_mut(table).insert(uuid, &row);
                 } else if let Some(diff) = change.get("modify") {
                     self.modify(table, uuid, diff)?;
                 } else if change.contains_key("delete") {
@@ -175,7 +164,7 @@ impl Mirror {
                 match change.get("new") {
                     Some(new) => {
                         let row = self.complete_row(table, new)?;
-                        self.table_mut(table).insert(uuid.clone(), row);
+                        self.table_mut(table).insert(uuid, &row);
                     }
                     None => {
                         self.table_mut(table).remove(uuid);
@@ -186,8 +175,14 @@ impl Mirror {
         Ok(())
     }
 
-    fn table_mut(&mut self, table: &str) -> &mut BTreeMap<String, Row> {
-        self.tables.entry(table.to_owned()).or_default()
+    fn table_mut(&mut self, table: &str) -> &mut Table {
+        if !self.tables.contains_key(table) {
+            let cols = self.shape.columns.get(table).cloned().unwrap_or_default();
+            self.tables.insert(table.to_owned(), Table::new(&cols));
+        }
+        self.tables
+            .get_mut(table)
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     fn column_type(&self, table: &str, column: &str) -> Option<ColumnType> {
@@ -220,17 +215,42 @@ impl Mirror {
             .ok_or_else(|| proto("modify is not an object"))?;
         let types: Vec<Option<ColumnType>> =
             diff.keys().map(|c| self.column_type(table, c)).collect();
-        let row = self
-            .table_mut(table)
-            .get_mut(uuid)
+        let t = self.table_mut(table);
+        let positions: Vec<Option<usize>> = diff.keys().map(|c| t.position(c)).collect();
+        let row = t
+            .row_mut(uuid)
             .ok_or_else(|| proto(&format!("modify of unknown row {table} {uuid}")))?;
-        for ((col, d), ty) in diff.iter().zip(types) {
-            let new = match (ty, row.get(col)) {
-                (Some(ty), Some(old)) if ty.is_map() => apply_map_diff(old, d),
-                (Some(ty), Some(old)) if ty.is_set() => apply_set_diff(old, d),
-                (ty, _) => canonical(ty, d),
-            };
-            row.insert(col.clone(), new);
+        for (((col, d), ty), at) in diff.iter().zip(types).zip(positions) {
+            let cell = at.and_then(|i| row.cells.get_mut(i));
+            match cell {
+                Some(cell) => {
+                    let new = match (ty, cell.take()) {
+                        (Some(ty), Some(Datum::Set(old))) if ty.is_set() => {
+                            let d: Vec<Atom> =
+                                set_elements(d).into_iter().map(Atom::from_value).collect();
+                            Datum::Set(compact::set_diff(&old, &d))
+                        }
+                        (Some(ty), Some(old)) if ty.is_map() => {
+                            Datum::from_value(&apply_map_diff(&old.to_value(), d))
+                        }
+                        (Some(ty), Some(old)) if ty.is_set() => {
+                            Datum::from_value(&apply_set_diff(&old.to_value(), d))
+                        }
+                        (ty, _) => Datum::from_value(&canonical(ty, d)),
+                    };
+                    *cell = Some(new);
+                }
+                None => {
+                    // A column the table's layout does not name: kept as JSON.
+                    let extra = row.extra.get_or_insert_with(Default::default);
+                    let new = match (ty, extra.get(col)) {
+                        (Some(ty), Some(old)) if ty.is_map() => apply_map_diff(old, d),
+                        (Some(ty), Some(old)) if ty.is_set() => apply_set_diff(old, d),
+                        (ty, _) => canonical(ty, d),
+                    };
+                    extra.insert(col.clone(), new);
+                }
+            }
         }
         Ok(())
     }
@@ -366,7 +386,7 @@ mod tests {
             .expect("apply");
         assert_eq!(
             m.row("Sw", "u1"),
-            Some(&crate::wire::row([
+            Some(crate::wire::row([
                 ("name", json!("a")),
                 ("ports", json!(["set", [["uuid", "p1"]]])),
                 ("opt", json!(["set", []])),
@@ -407,8 +427,8 @@ mod tests {
             m.apply_update2(&json!({"Sw": {"u1": {"modify": diff}}}))
                 .expect(name);
             assert_eq!(
-                m.row("Sw", "u1").and_then(|r| r.get(col)),
-                Some(&want),
+                m.row("Sw", "u1").and_then(|r| r.get(col).cloned()),
+                Some(want),
                 "{name}"
             );
         }
@@ -417,8 +437,17 @@ mod tests {
     #[test]
     fn a_set_diff_toggles_each_element_of_a_large_set() {
         // 1,000 ports; the diff removes every third and adds 100 new ones (one named
-        // twice, so it stays out), in no particular order.
-        let uuid = |i: usize| json!(["uuid", format!("p{i:05}")]);
+        // twice, so it stays out), in no particular order. Canonical uuids (stored in 16
+        // bytes) and other names (kept as JSON) alike.
+        let canonical: fn(usize) -> String = |i| format!("00000000-0000-0000-0000-{i:012}");
+        let other: fn(usize) -> String = |i| format!("p{i:05}");
+        for name in [canonical, other] {
+            set_diff_of_a_large_set(name);
+        }
+    }
+
+    fn set_diff_of_a_large_set(name: fn(usize) -> String) {
+        let uuid = |i: usize| json!(["uuid", name(i)]);
         let old: Vec<Value> = (0..1000).map(uuid).collect();
         let mut diff: Vec<Value> = (1000..1100).rev().map(uuid).collect();
         diff.extend((0..1000).step_by(3).map(uuid));
@@ -434,8 +463,8 @@ mod tests {
             .expect("modify");
         let want: Vec<Value> = want.into_iter().map(uuid).collect();
         assert_eq!(
-            m.row("Sw", "u1").and_then(|r| r.get("ports")),
-            Some(&json!(["set", want]))
+            m.row("Sw", "u1").and_then(|r| r.get("ports").cloned()),
+            Some(json!(["set", want]))
         );
     }
 

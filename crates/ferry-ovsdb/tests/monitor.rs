@@ -10,7 +10,7 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn switch<'a>(m: &'a Mirror, name: &str) -> Option<(&'a String, &'a wire::Row)> {
+fn switch(m: &Mirror, name: &str) -> Option<(String, wire::Row)> {
     m.find(ls::TABLE, ls::NAME, &json!(name)).into_iter().next()
 }
 
@@ -83,8 +83,8 @@ async fn mirror_follows_another_clients_inserts_updates_and_deletes_with_every_m
             assert_eq!(ports.len(), 1, "{method:?}: {r:?}");
             let p = wire::as_uuid(ports[0]).expect("uuid");
             assert_eq!(
-                m.row(lsp::TABLE, p).map(|p| &p[lsp::NAME]),
-                Some(&json!(format!("{name}-p2")))
+                m.row(lsp::TABLE, p).map(|p| p[lsp::NAME].clone()),
+                Some(json!(format!("{name}-p2")))
             );
         });
 

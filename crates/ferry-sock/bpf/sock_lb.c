@@ -177,6 +177,26 @@ struct {
 	__type(value, struct rev_val);
 } ferry_rev SEC(".maps");
 
+/* Liveness guard of a pinned socket LB (the programs outlive the agent that programs
+ * them): the agent writes a deadline (bpf_ktime_get_ns, CLOCK_MONOTONIC) here and moves
+ * it forward while it runs. Past it, nothing new is translated, so the sockets keep the
+ * VIP and OVN's load balancers (kept healthy by the controller) answer them; reverse
+ * translation of sockets already translated goes on. 0 = no guard (an unpinned socket LB
+ * detaches with its owner instead). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ferry_live SEC(".maps");
+
+static __always_inline int alive(void)
+{
+	__u32 zero = 0;
+	__u64 *deadline = bpf_map_lookup_elem(&ferry_live, &zero);
+	return !deadline || *deadline == 0 || bpf_ktime_get_ns() <= *deadline;
+}
+
 static __always_inline void *inner_map(void *outer)
 {
 	__u32 zero = 0;
@@ -201,6 +221,8 @@ static __always_inline int pick_backend(void *ctx, __u32 proto, __u32 vip, __u16
 					struct backend *be)
 {
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	if (!alive())
 		return 0;
 
 	void *netns = inner_map(&ferry_netns);

@@ -40,6 +40,8 @@ pub enum SockLbError {
         want: u32,
         used: u64,
     },
+    #[error("pinning the socket LB at {path}: {detail}")]
+    Pin { path: PathBuf, detail: String },
     #[error("network namespace cookie of {what}: {source}")]
     NetnsCookie {
         what: String,

@@ -23,6 +23,8 @@ use crate::plan::{
 };
 use crate::wire::{self, ServiceValue};
 
+pub mod pinned;
+
 /// The compiled C programs (see build.rs).
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
 
@@ -41,7 +43,7 @@ const PROGRAMS: [&str; 8] = [
 
 /// `BPF_F_NO_PREALLOC`: hash entries are allocated on insert, so a map sized for 1M
 /// backends costs memory only for the backends it holds. Must equal the C templates' flags.
-const NO_PREALLOC: u32 = 1;
+pub(crate) const NO_PREALLOC: u32 = 1;
 
 /// `SO_NETNS_COOKIE` (Linux 5.14+; not in every libc release).
 const SO_NETNS_COOKIE: libc::c_int = 71;
@@ -275,6 +277,27 @@ where
     ArrayOfMaps::try_from(map).map_err(|e| SockLbError::map(name, "open", e))
 }
 
+/// Program `name` of the object, loaded into the kernel (not attached yet).
+fn load_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, SockLbError> {
+    let prog_err = |e| SockLbError::Program {
+        name,
+        source: Box::new(e),
+    };
+    let program: &mut CgroupSockAddr = ebpf
+        .program_mut(name)
+        .ok_or(SockLbError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    Ok(program)
+}
+
 fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -286,7 +309,8 @@ fn take_hash<K: aya::Pod, V: aya::Pod>(
 }
 
 /// The socket load balancer attached to one cgroup v2. Dropping it detaches the programs
-/// (sockets then keep their VIP and the OVN load balancers answer them).
+/// (sockets then keep their VIP and the OVN load balancers answer them), unless it was
+/// loaded pinned ([`SocketLb::load_pinned`]).
 pub struct SocketLb {
     /// Holds the programs and their cgroup links.
     _ebpf: Ebpf,
@@ -296,9 +320,17 @@ pub struct SocketLb {
     sizes: MapSizes,
     programmed: Programmed,
     netns: BTreeMap<u64, VpcId>,
-    /// An apply failed half way: the maps may not match `programmed`, so the next apply
-    /// rebuilds them whole.
+    /// An apply failed half way (or the maps were adopted from a previous owner): the
+    /// maps may not match `programmed`, so the next apply rebuilds them whole.
     stale: bool,
+    /// Pinned: the links and the liveness guard ([`pinned`]).
+    pins: Option<pinned::Pins>,
+    /// The maps were adopted from another owner and not replaced yet: the replacement
+    /// carries their slot and member entries over (see [`SocketLb::replace_adopted`]).
+    adopted: bool,
+    /// Adopted past their deadline: [`SocketLb::keep_alive`] does nothing until the
+    /// adopted maps are replaced.
+    dormant: bool,
 }
 
 impl std::fmt::Debug for SocketLb {
@@ -308,6 +340,7 @@ impl std::fmt::Debug for SocketLb {
             .field("usage", &self.usage())
             .field("netns", &self.netns.len())
             .field("stale", &self.stale)
+            .field("pinned", &self.pins.is_some())
             .finish()
     }
 }
@@ -341,23 +374,7 @@ impl SocketLb {
         let inner = Inner::create(&sizes)?;
         outer.point_at(&inner)?;
         for name in PROGRAMS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(SockLbError::Missing {
-                    kind: "program",
-                    name,
-                })?
-                .try_into()
-                .map_err(|e| SockLbError::Program {
-                    name,
-                    source: Box::new(e),
-                })?;
-            let prog_err = |e| SockLbError::Program {
-                name,
-                source: Box::new(e),
-            };
-            program.load().map_err(prog_err)?;
-            program
+            load_program(&mut ebpf, name)?
                 .attach(&cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|e| SockLbError::Program {
                     name,
@@ -374,6 +391,9 @@ impl SocketLb {
             programmed: Programmed::default(),
             netns: BTreeMap::new(),
             stale: false,
+            pins: None,
+            adopted: false,
+            dormant: false,
         })
     }
 
@@ -428,8 +448,12 @@ impl SocketLb {
     }
 
     fn execute(&mut self, p: Plan) -> Result<ApplyReport, SockLbError> {
-        let rebuilt = self.stale;
-        if self.stale {
+        let rebuilt = self.stale || self.adopted;
+        if self.adopted {
+            let next = self.programmed.after(&p);
+            self.replace_adopted(&next)?;
+            self.programmed = next;
+        } else if self.stale {
             let next = self.programmed.after(&p);
             self.rebuild(self.sizes, &next)?;
             self.programmed = next;
@@ -481,6 +505,59 @@ impl SocketLb {
         Ok(())
     }
 
+    /// Replaces adopted maps by `programmed` without a moment where a connection finds a
+    /// service without its backends. The four maps are swapped one after the other, so a
+    /// program may look a service up in the old map and its slots in the new one: the new
+    /// programming's ids are above the old ones ([`Programmed::above`]) and the first new
+    /// slot and member maps also hold every old entry, so both generations resolve until
+    /// the service map is swapped. A second rebuild then drops the old entries (both
+    /// sides of that one hold the same programming).
+    fn replace_adopted(&mut self, programmed: &Programmed) -> Result<(), SockLbError> {
+        let read = |map: &'static str| move |e: MapError| SockLbError::map(map, "read", e);
+        let old_slots: Vec<(wire::SlotKey, wire::SlotValue)> = self
+            .inner
+            .slots
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(read("slots"))?;
+        let old_members: Vec<(wire::MemberKey, wire::MemberValue)> = self
+            .inner
+            .members
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(read("members"))?;
+        let union = MapSizes {
+            slots: self.sizes.slots.saturating_add(old_slots.len() as u32),
+            members: self.sizes.members.saturating_add(old_members.len() as u32),
+            ..self.sizes
+        };
+        let mut inner = Inner::create(&union)?;
+        let put = |map: &'static str| move |e: MapError| SockLbError::map(map, "insert", e);
+        for (k, v) in old_slots {
+            inner.slots.insert(k, v, 0).map_err(put("slots"))?;
+        }
+        for (k, v) in old_members {
+            inner.members.insert(k, v, 0).map_err(put("members"))?;
+        }
+        for (cookie, vpc) in &self.netns {
+            inner
+                .netns
+                .insert(wire::netns_key(*cookie), wire::netns_value(*vpc), 0)
+                .map_err(put("netns"))?;
+        }
+        inner.run(&fill(programmed))?;
+        self.outer.point_at(&inner)?;
+        self.inner = inner;
+        self.adopted = false;
+        // Until the second rebuild succeeds, the next apply rebuilds.
+        self.stale = true;
+        info!("socket LB: adopted maps replaced");
+        self.rebuild(self.sizes, programmed)?;
+        // Current again: a dormant guard may move.
+        self.dormant = false;
+        self.keep_alive()
+    }
+
     fn rebuild(&mut self, sizes: MapSizes, programmed: &Programmed) -> Result<(), SockLbError> {
         let mut inner = Inner::create(&sizes)?;
         for (cookie, vpc) in &self.netns {
@@ -496,6 +573,12 @@ impl SocketLb {
         self.stale = false;
         info!(?sizes, "socket LB maps swapped");
         Ok(())
+    }
+
+    /// The next apply rebuilds the maps whole (after a failed apply, or adopted maps not
+    /// yet replaced), even if it changes nothing.
+    pub fn needs_rebuild(&self) -> bool {
+        self.stale || self.adopted
     }
 
     /// Entries used in the service, slot and member maps.

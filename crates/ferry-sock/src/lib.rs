@@ -24,13 +24,15 @@
 //! 1. At start: `SocketLb::load(cgroup2_root, MapSizes::default())`, where the root is the
 //!    cgroup2 mount (`/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
 //!    hybrid one; [`cgroup2_mount`] finds it). Keep the `SocketLb` for the agent's life
-//!    (behind a mutex); dropping it detaches the programs and the OVN LBs take over.
+//!    (behind a mutex); dropping it detaches the programs and the OVN LBs take over. Or
+//!    `SocketLb::load_pinned` (below): the programs outlive the agent.
 //! 2. CNI ADD, after the pod's port is plumbed: `netns_cookie_of_path(CNI_NETNS)` and
 //!    `set_netns_vpc(cookie, vpc_id)`, with one `VpcId` per Ferry VPC chosen by the agent
 //!    (e.g. an index kept in its state; the same numbers go into [`ServiceKey::vpc`]).
 //!    Record the cookie with the sandbox. CNI DEL: `remove_netns(cookie)`. On agent
-//!    restart the maps start empty: re-run `set_netns_vpc` for every live sandbox before
-//!    the first `apply`; [`SocketLb::netns`] lists what is registered for a repair pass.
+//!    restart without pins the maps start empty: re-run `set_netns_vpc` for every live
+//!    sandbox before the first `apply`; [`SocketLb::netns`] lists what is registered for
+//!    a repair pass.
 //! 3. Whenever the controller's Endpoints change (the same healthy set that goes into the
 //!    OVN LBs, probe flips included): build a [`Desired`] for every service port of every
 //!    VPC that has pods on this node, `backends` = ready endpoints (target port),
@@ -48,13 +50,54 @@
 //!    just the services an event touched costs well under a millisecond.
 //!
 //! # Lifetime, restarts, several agents on one host
-//! Programs and maps live as long as the `SocketLb` (nothing is pinned to bpffs). That is
-//! deliberate: if the agent dies, health updates stop, and a pinned data path would keep
-//! sending new connections to backends that may be dead; unpinned, the hooks detach and
-//! OVN's load balancers (kept healthy by the controller) serve the pods. The cost of a
-//! restart: ClientIP affinity starts over, and sockets opened before it see the backend
-//! address in `getpeername`/`recvfrom` (an in-flight UDP exchange may need a retry).
-//! Established TCP connections are unaffected (they are connected to the backend).
+//! Two ways to own the programs and maps:
+//! - [`SocketLb::load`]: they live as long as the `SocketLb`; dropping it (or the agent's
+//!   death) detaches the hooks and OVN's load balancers serve the pods.
+//! - [`SocketLb::load_pinned`] (what the agent uses when `/sys/fs/bpf` is a bpffs): the
+//!   maps and the cgroup links are pinned under a per-node directory
+//!   (`/sys/fs/bpf/ferry/NODE/v1/`, see [`kernel::pinned`](crate::PinConfig)), so they
+//!   outlive the process: an agent killed with `kill -9` leaves its pods translated, and
+//!   the next agent adopts the pins instead of detaching and attaching again.
+//!
+//! Why pin, when the unpinned design detached "by design": while the agent restarts
+//! (~1 s under a supervisor) its pods stay in the socket-LB port group (the controller
+//! takes them out only when the agent's Lease lapses), whose traffic skips conntrack;
+//! with the hooks gone, a ClusterIP connection is DNATed by OVN and the reply from a
+//! member backend skips un-DNAT, so it fails (4-11 failed requests per `kill -9` of an
+//! agent in `ferry lab faults`). The reason for detaching is kept as a **liveness guard**:
+//! if the agent is gone for good, health updates stop, and a pinned data path would keep
+//! sending new connections to backends that may have died. The programs translate only
+//! while the deadline in the `ferry_live` map (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC`) is
+//! ahead; the agent moves it to now + ttl every second ([`SocketLb::keep_alive`]), with
+//! ttl = its Lease's duration + 5 s. The controller takes a dead agent's pods out of the
+//! port group when the Lease lapses; 5 s later the hooks stop translating and OVN's load
+//! balancers, with conntrack again, serve those pods. Reverse translation goes on past the
+//! deadline (sockets already translated keep seeing the VIP). Pins found past their
+//! deadline ([`Adoption::expired`]) stay dormant until the first apply has replaced the
+//! maps: nobody kept them current, so they are not revived before.
+//!
+//! Adoption ([`Adoption`]): a link whose program has the same tag as the one just loaded
+//! (the kernel's hash of the instructions, map references zeroed) is kept untouched (same
+//! link id, no detach); one running another program is replaced by attaching the new
+//! link first and removing the old one after (both run for a moment, harmlessly: a socket
+//! the first translated no longer matches a VIP in the second). The adopted maps keep
+//! serving; their netns registrations are read back ([`SocketLb::netns`]), and
+//! `vpc_names` (a user-space map pinned beside them, [`SocketLb::set_vpc_name`]) gives
+//! the new owner the previous VPC numbering before any sandbox has registered again. The
+//! first apply replaces the adopted maps with maps built from the caller's state (so the
+//! caller must give it everything, not a partial change): its ids are above the adopted
+//! ones, and the first new slot and member maps carry every adopted entry too, so while
+//! the four maps are swapped one by one a service found in either generation finds its
+//! backends; a second rebuild then drops the old entries. [`SocketLb::unpin`] is the
+//! clean stop (the agent's SIGTERM): pins removed, links detached. [`remove_pinned`] is
+//! the backstop (`ferry lab down`).
+//!
+//! The cost of a restart of an unpinned socket LB: ClientIP affinity starts over, and
+//! sockets opened before it see the backend address in `getpeername`/`recvfrom` (an
+//! in-flight UDP exchange may need a retry). Pinned, affinity entries survive (an entry
+//! whose service id changed at the replacement fails its membership check and is drawn
+//! again). Established TCP connections are unaffected either way (they are connected to
+//! the backend).
 //!
 //! Several agents on one host (the lab) may each attach their own `SocketLb` at the same
 //! cgroup: the kernel runs every attached set, and each translates only the namespaces
@@ -69,6 +112,9 @@ pub mod plan;
 pub mod wire;
 
 pub use error::SockLbError;
+pub use kernel::pinned::{
+    Adoption, LAYOUT, LinkAction, LinkState, PinConfig, VPC_NAME_MAX, link_action, remove_pinned,
+};
 pub use kernel::{
     ApplyReport, MapSizes, SocketLb, current_netns_cookie, netns_cookie_of, netns_cookie_of_path,
 };

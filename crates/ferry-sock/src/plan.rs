@@ -123,6 +123,17 @@ impl Programmed {
         self.wrapped |= plan.wrapped;
     }
 
+    /// Nothing programmed, with fresh service ids above `max_service_id` and sets above
+    /// `max_set`: for maps adopted from another owner, whose entries keep their ids until
+    /// they are replaced, so old and new entries never share one.
+    pub fn above(max_service_id: u32, max_set: u32) -> Programmed {
+        Programmed {
+            next_service_id: max_service_id.saturating_add(1),
+            next_set: max_set.saturating_add(1),
+            ..Programmed::default()
+        }
+    }
+
     /// This state after `plan`.
     pub fn after(&self, plan: &Plan) -> Programmed {
         let mut next = self.clone();

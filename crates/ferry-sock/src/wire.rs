@@ -64,6 +64,14 @@ pub fn netns_value(vpc: u32) -> NetnsValue {
     vpc.to_ne_bytes()
 }
 
+pub fn parse_netns_key(b: &NetnsKey) -> u64 {
+    u64::from_ne_bytes(*b)
+}
+
+pub fn parse_netns_value(b: &NetnsValue) -> u32 {
+    u32::from_ne_bytes(*b)
+}
+
 pub fn svc_key(key: &ServiceKey) -> SvcKey {
     let mut b = [0u8; 12];
     b[0..4].copy_from_slice(&key.vpc.to_ne_bytes());

@@ -621,3 +621,199 @@ fn connections_during_backend_changes_always_find_a_whole_backend_list() -> Resu
     );
     Ok(())
 }
+
+/// A private bpffs for one test (pins must live on one), unmounted on drop.
+struct Bpffs {
+    mount: PathBuf,
+}
+
+impl Bpffs {
+    fn new(tag: &str) -> Result<Bpffs> {
+        let mount = std::env::temp_dir().join(format!("ferry-sock-bpffs-{tag}"));
+        fs::create_dir_all(&mount)?;
+        run("mount", &["-t", "bpf", "bpf", &mount.display().to_string()])?;
+        Ok(Bpffs { mount })
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = run("umount", &[&self.mount.display().to_string()]);
+        let _ = fs::remove_dir(&self.mount);
+    }
+}
+
+/// Set for the child process of `a_pinned_socket_lb_outlives_its_owner`: the cgroup, the
+/// pin dir, the netns cookie and the file to write its link ids to, separated by spaces.
+const PIN_CHILD_ENV: &str = "FERRY_SOCK_PIN_CHILD";
+
+fn pin_config(dir: &Path, ttl_s: u64) -> ferry_sock::PinConfig {
+    ferry_sock::PinConfig {
+        dir: dir.to_path_buf(),
+        ttl: std::time::Duration::from_secs(ttl_s),
+    }
+}
+
+fn one_backend() -> Desired {
+    let mut d = Desired::default();
+    tcp_udp(&mut d, 1, VIP, spec(&[be(11)], Algorithm::Random, 0));
+    d
+}
+
+/// The owner that gets `kill -9`ed: the agent's code path (`load_pinned`, register the
+/// pod's netns, apply), then it prints its link ids and waits to be killed. A no-op test
+/// unless started by the test below.
+#[test]
+#[ignore = "needs root and cgroup v2 (the child of a_pinned_socket_lb_outlives_its_owner)"]
+fn pinned_owner_child() -> Result<()> {
+    let Ok(args) = std::env::var(PIN_CHILD_ENV) else {
+        return Ok(());
+    };
+    let parts: Vec<&str> = args.split(' ').collect();
+    ensure!(parts.len() == 4, "{PIN_CHILD_ENV}={args}");
+    let (mut lb, adoption) = SocketLb::load_pinned(
+        Path::new(parts[0]),
+        MapSizes::default(),
+        &pin_config(Path::new(parts[1]), 3600),
+    )?;
+    ensure!(!adoption.adopted, "a fresh pin dir: {adoption:?}");
+    lb.set_netns_vpc(parts[2].parse()?, 1)?;
+    lb.set_vpc_name(1, "vpc1")?;
+    lb.apply(&one_backend())?;
+    let ids: Vec<String> = lb.links().iter().map(|l| l.link_id.to_string()).collect();
+    // Written whole, then renamed: the parent never reads half a file.
+    let tmp = format!("{}.tmp", parts[3]);
+    fs::write(&tmp, ids.join(","))?;
+    fs::rename(&tmp, parts[3])?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
+#[test]
+#[ignore = "needs root and cgroup v2"]
+fn a_pinned_socket_lb_outlives_its_owner_and_is_adopted_then_unpinned() -> Result<()> {
+    let mut lab = Lab::new("pinned")?;
+    let vpc1 = lab.netns("a", &[be(11).ip().to_owned()])?;
+    serve(&vpc1, "vpc1", be(11))?;
+    let bpffs = Bpffs::new(&lab.tag)?;
+    let dir = bpffs.mount.join("node-a");
+    let vip = VIP.to_string();
+
+    // The owner: another process, killed with SIGKILL once it has programmed the VIP.
+    let ready = bpffs.mount.with_extension("ready");
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "pinned_owner_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            PIN_CHILD_ENV,
+            format!(
+                "{} {} {} {}",
+                lab.cgroup.display(),
+                dir.display(),
+                vpc1.cookie,
+                ready.display()
+            ),
+        )
+        .spawn()?;
+    // Waits for the owner's file (or its end: then it failed, see its output above).
+    let child_links = loop {
+        if let Ok(s) = fs::read_to_string(&ready) {
+            break s;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the owner ended before it was ready: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = fs::remove_file(&ready);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    child.wait()?;
+
+    // Nothing owns the socket LB now: the VIP is still translated.
+    for r in lab.client(&vpc1, &["tcp", &vip, "80", "3"])? {
+        assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "owner dead: {r}");
+        assert_eq!(r["peer"], vip_port(VIP), "{r}");
+    }
+
+    // A new owner adopts: the same links (ids), the same program, the netns registration
+    // read back; it keeps translating before and after its first (full) apply.
+    let (mut lb, adoption) =
+        SocketLb::load_pinned(&lab.cgroup, MapSizes::default(), &pin_config(&dir, 3600))?;
+    assert!(adoption.adopted && !adoption.expired, "{adoption:?}");
+    assert_eq!(adoption.kept.len(), 8, "every link kept: {adoption:?}");
+    assert!(adoption.replaced.is_empty() && adoption.attached.is_empty());
+    assert_eq!(adoption.netns, 1);
+    assert_eq!(lb.netns().get(&vpc1.cookie), Some(&1));
+    assert_eq!(
+        lb.vpc_names(),
+        std::collections::BTreeMap::from([(1, "vpc1".to_string())]),
+        "the VPC numbering is kept with the pins"
+    );
+    let ids: Vec<String> = lb.links().iter().map(|l| l.link_id.to_string()).collect();
+    assert_eq!(ids.join(","), child_links, "the same links, never detached");
+    for r in lab.client(&vpc1, &["tcp", &vip, "80", "2"])? {
+        assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "adopted: {r}");
+    }
+    let report = lb.apply(&one_backend())?;
+    assert!(
+        report.rebuilt,
+        "the adopted maps are replaced at the first apply"
+    );
+    // The owner used ids 1 and 2 (a TCP and a UDP service): the replacement's are above,
+    // so no old service ever resolves to a new backend set while the maps are swapped.
+    for (key, s) in lb.programmed().services() {
+        assert!(s.id > 2 && s.set > 2, "{key}: id {} set {}", s.id, s.set);
+        let (_, slots) = lb
+            .kernel_service(key)?
+            .context("programmed in the kernel")?;
+        assert_eq!(slots, vec![be(11)], "{key}");
+    }
+    for r in lab.client(&vpc1, &["udp", &vip, "80", "2"])? {
+        assert_eq!(
+            r["backend"], "vpc1 10.1.0.11:8080",
+            "after the rebuild: {r}"
+        );
+        assert_eq!(r["from"], vip_port(VIP), "{r}");
+    }
+    drop(lb);
+
+    // The liveness guard: an owner whose deadline has passed (ttl 0) translates nothing
+    // (the socket keeps the VIP, which nothing in this namespace routes).
+    let (lb, _) = SocketLb::load_pinned(&lab.cgroup, MapSizes::default(), &pin_config(&dir, 0))?;
+    for r in lab.client(&vpc1, &["tcp", &vip, "80", "1"])? {
+        assert!(r.get("backend").is_none(), "past the deadline: {r}");
+    }
+    drop(lb);
+
+    // Maps adopted past their deadline stay dormant until the new owner has replaced
+    // them with its own state; then they translate again.
+    let (mut lb, adoption) =
+        SocketLb::load_pinned(&lab.cgroup, MapSizes::default(), &pin_config(&dir, 3600))?;
+    assert!(adoption.adopted && adoption.kept.len() == 8, "{adoption:?}");
+    assert!(adoption.expired, "the previous owner's deadline had passed");
+    lb.keep_alive()?;
+    for r in lab.client(&vpc1, &["tcp", &vip, "80", "1"])? {
+        assert!(r.get("backend").is_none(), "dormant until replaced: {r}");
+    }
+    lb.apply(&one_backend())?;
+    for r in lab.client(&vpc1, &["tcp", &vip, "80", "1"])? {
+        assert_eq!(r["backend"], "vpc1 10.1.0.11:8080", "alive again: {r}");
+    }
+
+    // The clean stop removes every pin and detaches.
+    lb.unpin()?;
+    assert!(!dir.exists(), "no pin left in {}", dir.display());
+    for r in lab.client(&vpc1, &["tcp", &vip, "80", "1"])? {
+        assert!(r.get("backend").is_none(), "detached: {r}");
+    }
+    Ok(())
+}

@@ -30,6 +30,10 @@ enum Command {
     Controller(ControllerArgs),
     /// The node agent: probes, node interface, and (with --lab) the lab node runtime.
     Agent(AgentArgs),
+    /// A node's share of the cluster DNS as a process of its own (so a restarting agent
+    /// does not take it down): answers in every VPC on the node's probe port there (the
+    /// agent runs with --external-dns then).
+    Dns(DnsNodeArgs),
     /// The one-machine lab: real OVN, real packets, the four scenarios.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -222,8 +226,38 @@ impl DnsArgs {
                 cluster_ip,
                 domain: self.cluster_domain.clone(),
                 upstreams: self.dns_upstreams.clone(),
+                in_agent: true,
             }))
     }
+}
+
+#[derive(Args, Debug)]
+struct DnsNodeArgs {
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME")]
+    node: String,
+    /// Kubeconfig of the API server (in-cluster config when absent).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    dns: DnsArgs,
+}
+
+async fn dns_node(args: DnsNodeArgs) -> anyhow::Result<()> {
+    let Some(cfg) = args.dns.agent()? else {
+        anyhow::bail!("--cluster-dns is empty: there is no cluster DNS to serve");
+    };
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let node = args.node.clone();
+    let task =
+        tokio::spawn(
+            async move { ferry_agent::dns::run_standalone(client, &node, &cfg, rx).await },
+        );
+    shutdown_signal().await;
+    let _ = tx.send(true);
+    task.await.context("dns task")??;
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -277,7 +311,8 @@ enum FederationCommand {
     },
     /// Join this cluster to a federation: dials out, holds what is placed on it.
     Join {
-        /// The federation API server's kubeconfig.
+        /// This member's kubeconfig for the federation, as `ferry federation member add`
+        /// wrote it (its own token; the admin's also works).
         #[arg(long)]
         federation_kubeconfig: PathBuf,
         /// This member's API server.
@@ -286,11 +321,13 @@ enum FederationCommand {
         /// This member's MemberCluster name.
         #[arg(long)]
         name: String,
+        /// The tenant this member expects (the admin's `member add` sets it; a mismatch
+        /// is logged, the federation's record kept).
         #[arg(long)]
         tenant: Option<String>,
         #[arg(long)]
         workspace: Option<String>,
-        /// A cell of this member as NAME=NAMESPACE (repeatable).
+        /// A cell of this member as NAME=NAMESPACE (repeatable; as `--tenant`).
         #[arg(long = "cell", value_parser = ferry_federation::join::parse_cell)]
         cells: Vec<ferry_federation::types::Cell>,
         #[arg(long, default_value = "5")]
@@ -300,6 +337,44 @@ enum FederationCommand {
     /// federation, with a FederatedYusurService checked by real traffic.
     #[command(subcommand)]
     Lab(FederationLabCommand),
+    /// Register members and issue their own credentials (the federation's admin).
+    #[command(subcommand)]
+    Member(FederationMemberCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum FederationMemberCommand {
+    /// Register member NAME (its MemberCluster, Work namespace and RBAC) and write its own
+    /// kubeconfig for `ferry federation join --federation-kubeconfig`: a token only it
+    /// holds, which reads only what is placed on it and writes only its status. The
+    /// federation keeps the token's SHA-256 only; the file (mode 0600) is its one copy.
+    /// Again for the same NAME: a new token, the old one revoked.
+    Add {
+        name: String,
+        /// The federation admin's kubeconfig.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        workspace: Option<String>,
+        /// A cell of this member as NAME=NAMESPACE (repeatable).
+        #[arg(long = "cell", value_parser = ferry_federation::join::parse_cell)]
+        cells: Vec<ferry_federation::types::Cell>,
+        /// Where to write the member's kubeconfig [default: NAME.kubeconfig].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The federation API server's URL as the member dials it [default: the admin
+        /// kubeconfig's].
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Revoke every token of member NAME (its MemberCluster and Works stay).
+    Revoke {
+        name: String,
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -639,8 +714,22 @@ struct AgentArgs {
     /// Serve Prometheus metrics (`/metrics`) on this address.
     #[arg(long, env = "FERRY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Seconds the agent's Lease (`kube-node-lease/ferry-agent-NODE`) lasts: the
+    /// controller counts this node's agent gone (its probes Unknown) that long after the
+    /// last renewal. The kubelet's node Lease's by default; `ferry up`'s agents use 10.
+    #[arg(long, env = "FERRY_AGENT_LEASE_DURATION_S",
+        default_value_t = ferry_api::AgentLeaseTiming::KUBELET.duration.as_secs())]
+    lease_duration_s: u64,
+    /// Seconds between two renewals of the agent's Lease (the kubelet: a quarter of it).
+    #[arg(long, env = "FERRY_AGENT_LEASE_RENEW_S",
+        default_value_t = ferry_api::AgentLeaseTiming::KUBELET.renew_every.as_secs())]
+    lease_renew_s: u64,
     #[command(flatten)]
     dns: DnsArgs,
+    /// The node's cluster DNS is served by `ferry dns` (a process or container of its
+    /// own, which survives the agent's restarts); the agent only writes resolv.conf.
+    #[arg(long, env = "FERRY_EXTERNAL_DNS")]
+    external_dns: bool,
     #[command(flatten)]
     options: AgentOptions,
     /// VPC-aware socket-level load balancing for this node's pods: eBPF programs at the
@@ -658,6 +747,13 @@ struct AgentArgs {
     /// every pod of the node is covered.
     #[arg(long, env = "FERRY_SOCKET_LB_CGROUP")]
     socket_lb_cgroup: Option<PathBuf>,
+    /// With --lab: an OCI image layout (`scripts/image.sh` writes `target/image/oci`). A
+    /// Pod container whose image is one of it (`[REGISTRY/]ferry:TAG`) runs chrooted into
+    /// that image, unpacked once under STATE_DIR/images, with its hostPath volumes, its
+    /// ConfigMap/Secret environment and a token of its ServiceAccount; other images run
+    /// on the host's file system as before.
+    #[arg(long, env = "FERRY_LAB_IMAGES")]
+    lab_images: Option<PathBuf>,
     /// With --lab: where the API server reaches this agent for `kubectl logs` and `exec`
     /// (published on the Node; requests must carry this agent's own API token).
     #[arg(long, env = "FERRY_STREAMING_LISTEN", default_value = "127.0.0.1:0")]
@@ -716,6 +812,10 @@ struct UpArgs {
     /// controller are given every member and follow the leader.
     #[arg(long, env = "FERRY_OVN_RAFT", default_value_t = 1)]
     ovn_raft: usize,
+    /// With --ovn-raft: the clusters' RAFT election timer in ms, set on each leader after
+    /// start (OVSDB's default 1,000 when not given; docs/resilience.md).
+    #[arg(long, env = "FERRY_OVN_ELECTION_TIMER_MS")]
+    ovn_election_timer_ms: Option<u64>,
     #[command(flatten)]
     network: NetworkArgs,
     /// Nodes whose agent runs inside `ferry up` in lab mode (comma separated).
@@ -745,10 +845,14 @@ struct UpArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_node_ip)]
     node_external_ips: Vec<(String, std::net::Ipv4Addr)>,
     /// Run the API server, two controller replicas (one leads, one stands by) and each
-    /// node's agent as child processes restarted 0.5 s after they die, instead of inside
+    /// node's agent as child processes restarted 100 ms after they die, instead of inside
     /// this process, so that one can be killed alone (`ferry lab faults`).
     #[arg(long, env = "FERRY_ROLE_PROCESSES")]
     role_processes: bool,
+    /// The lab agents' OCI image layout (`ferry agent --lab-images`): Pod containers of its
+    /// images (e.g. `localhost/ferry:dev` from `scripts/image.sh`) run chrooted into them.
+    #[arg(long, env = "FERRY_LAB_IMAGES")]
+    lab_images: Option<PathBuf>,
 }
 
 fn parse_node_ip(s: &str) -> Result<(String, std::net::Ipv4Addr), String> {
@@ -800,6 +904,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => runtime()?.block_on(up(args)),
         Command::Controller(args) => runtime()?.block_on(controller(args)),
         Command::Agent(args) => runtime()?.block_on(agent(args)),
+        Command::Dns(args) => runtime()?.block_on(dns_node(args)),
         Command::Lab(cmd) => lab(cmd),
         Command::Bench(BenchCommand::Dataplane {
             services,
@@ -855,8 +960,15 @@ fn main() -> anyhow::Result<()> {
                 metrics: true,
                 failover: true,
             };
+            // On SIGTERM/SIGINT the run is dropped, and with it the API server, controllers
+            // and OVN daemons it started (they would outlive a bench killed mid-run).
             let r = runtime()?
-                .block_on(ferry_bench::control_plane::control_plane(&opts))
+                .block_on(async {
+                    tokio::select! {
+                        r = ferry_bench::control_plane::control_plane(&opts) => r,
+                        _ = shutdown_signal() => Err("interrupted".to_string()),
+                    }
+                })
                 .map_err(anyhow::Error::msg)?;
             ferry_bench::control_plane::print_control_plane(&r);
             Ok(())
@@ -1232,6 +1344,33 @@ async fn federation(cmd: FederationCommand) -> anyhow::Result<()> {
             identity,
         } => cli::controller(&kubeconfig, identity, shutdown_signal()).await?,
         FederationCommand::Lab(cmd) => federation_lab(cmd).await?,
+        FederationCommand::Member(FederationMemberCommand::Add {
+            name,
+            kubeconfig,
+            tenant,
+            workspace,
+            cells,
+            out,
+            server,
+        }) => {
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.kubeconfig")));
+            let spec = ferry_federation::credential::MemberSpec {
+                name: name.clone(),
+                tenant,
+                workspace,
+                cells,
+            };
+            cli::member_add(&kubeconfig, &spec, &out, server.as_deref()).await?;
+            println!(
+                "member {name} registered; its kubeconfig (its own token, shown nowhere else): {}\n  on the member: ferry federation join --name {name} --federation-kubeconfig {} --kubeconfig MEMBER_KUBECONFIG",
+                out.display(),
+                out.display()
+            );
+        }
+        FederationCommand::Member(FederationMemberCommand::Revoke { name, kubeconfig }) => {
+            let n = cli::member_revoke(&kubeconfig, &name).await?;
+            println!("member {name}: {n} token(s) revoked");
+        }
         FederationCommand::Join {
             federation_kubeconfig,
             kubeconfig,
@@ -1537,6 +1676,7 @@ fn agent_config(
         external_ip: None,
         socket_lb: None,
         streaming: None,
+        lease: ferry_api::AgentLeaseTiming::KUBELET,
     }
 }
 
@@ -1558,8 +1698,22 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         &args.service_cidr,
         args.node_interface.then(|| args.node_ifname.clone()),
     );
-    config.dns = args.dns.agent()?;
+    config.dns = args.dns.agent()?.map(|d| ferry_agent::dns::DnsConfig {
+        in_agent: !args.external_dns,
+        ..d
+    });
     config.external_ip = args.external_ip;
+    if args.lease_renew_s == 0 || args.lease_renew_s >= args.lease_duration_s {
+        anyhow::bail!(
+            "--lease-renew-s {} must be at least 1 and shorter than --lease-duration-s {}",
+            args.lease_renew_s,
+            args.lease_duration_s
+        );
+    }
+    config.lease = ferry_api::AgentLeaseTiming {
+        duration: std::time::Duration::from_secs(args.lease_duration_s),
+        renew_every: std::time::Duration::from_secs(args.lease_renew_s),
+    };
     config.socket_lb = args.socket_lb.then(|| match args.lab {
         true => ferry_agent::socket_lb::SocketLbConfig::lab(),
         false => ferry_agent::socket_lb::SocketLbConfig {
@@ -1578,6 +1732,13 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
                     None
                 }
             };
+    }
+    if let (true, Some(layout)) = (args.lab, &args.lab_images) {
+        ferry_agent::lab_image::configure(ferry_agent::lab_image::LabImages::for_client(
+            layout.clone(),
+            args.state_dir.join("images"),
+            &kube_config(args.kubeconfig.as_deref()).await?,
+        ));
     }
     let task = tokio::spawn(ferry_agent::node::run(client, config, rx));
     shutdown_signal().await;
@@ -1618,6 +1779,7 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
             let mut opts = ferry_ovn_stack::OvnOptions::new(args.network.gateway_chassis.clone());
             opts.tls = args.ovn_tls;
             opts.raft_members = args.ovn_raft;
+            opts.election_timer_ms = args.ovn_election_timer_ms;
             if args.chassis_per_node {
                 // The central part only here; each node's chassis follows.
                 opts.chassis = false;
@@ -1731,6 +1893,14 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
                 .node_kubeconfig(node)
                 .with_context(|| format!("minting node {node}'s identity"))?;
             let client = kube_client(Some(&agent_kubeconfig)).await?;
+            // (One image store for the process; the agents share the API server.)
+            if let Some(layout) = &args.lab_images {
+                ferry_agent::lab_image::configure(ferry_agent::lab_image::LabImages::for_client(
+                    layout.clone(),
+                    args.server.data_dir.join("agent/images"),
+                    &kube_config(Some(&agent_kubeconfig)).await?,
+                ));
+            }
             // With --chassis-per-node each agent plumbs into its own node's chassis.
             let options = match node_chassis.iter().find(|c| c.node == node) {
                 Some(c) => {
@@ -1752,6 +1922,8 @@ async fn up(mut args: UpArgs) -> anyhow::Result<()> {
                 None,
             );
             config.dns = args.network.dns.agent()?;
+            // The lab's agents lapse fast: its fault and partition tests wait for it.
+            config.lease = ferry_api::AgentLeaseTiming::FAST;
             config.external_ip = args
                 .node_external_ips
                 .iter()

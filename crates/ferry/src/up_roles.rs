@@ -1,6 +1,7 @@
 //! `ferry up --role-processes`: after OVN, the API server (installing the CRDs and writing
-//! each node's kubeconfig at start), two controller replicas and each node's agent run as
-//! child processes (`ferry apiserver`, `ferry controller`, `ferry agent --lab`) restarted
+//! each node's kubeconfig at start), two controller replicas, each node's agent and its
+//! cluster DNS server run as child processes (`ferry apiserver`, `ferry controller`,
+//! `ferry agent --lab --external-dns`, `ferry dns`) restarted
 //! when they die (`ferry_lab::faults::roles`), so that
 //! `ferry lab faults` can kill one role at a time. Only kube-controller-manager's jobs
 //! (`ferry-embedded`) stay in this process. The metrics page is not served in this mode
@@ -142,6 +143,11 @@ pub(crate) async fn run(
             s(&data.join("kubeconfig-controller")),
             "--identity".into(),
             id.into(),
+            // The lab's replicas fail over within 3 s (issue 15's target): a 2 s Lease,
+            // renewed every 250 ms on the Lease's own thread and connections. The
+            // production default stays 5 s (`ferry controller --lease-duration-s`).
+            "--lease-duration-s".into(),
+            roles::LAB_LEASE_S.to_string(),
         ];
         if let Some(nb) = &ovn_nb {
             argv.extend(["--ovn-nb".into(), nb.join(",")]);
@@ -181,6 +187,17 @@ pub(crate) async fn run(
                 s(&ovs_db),
                 "--ovs-port-type".into(),
                 std::env::var("FERRY_OVS_PORT_TYPE").unwrap_or_default(),
+                // The lab's agents lapse fast (as `ferry up`'s own): the faults wait for it.
+                "--lease-duration-s".into(),
+                ferry_api::AgentLeaseTiming::FAST
+                    .duration
+                    .as_secs()
+                    .to_string(),
+                "--lease-renew-s".into(),
+                ferry_api::AgentLeaseTiming::FAST
+                    .renew_every
+                    .as_secs()
+                    .to_string(),
             ];
             if let Some(ns) = bridge.and_then(|b| b.netns) {
                 argv.extend(["--ovs-netns".into(), ns]);
@@ -191,12 +208,38 @@ pub(crate) async fn run(
             if args.socket_lb {
                 argv.push("--socket-lb".into());
             }
+            if let Some(layout) = &args.lab_images {
+                argv.extend(["--lab-images".into(), s(layout)]);
+            }
             argv.extend(dns_argv(args));
+            // The node's DNS as a role of its own, which the agent's death leaves running.
+            // FERRY_LAB_DNS_ROLE=false keeps it inside the agent (for before/after runs).
+            let dns = args.network.dns.address()?.is_some()
+                && std::env::var("FERRY_LAB_DNS_ROLE").as_deref() != Ok("false");
+            if dns {
+                argv.push("--external-dns".into());
+            }
             specs.push(RoleSpec {
                 name: roles::agent(node),
                 argv,
                 gid: Some(roles::AGENT_GID_BASE + i as u32 + 1),
             });
+            if dns {
+                let mut argv = vec![
+                    exe.clone(),
+                    "dns".into(),
+                    "--node".into(),
+                    node.clone(),
+                    "--kubeconfig".into(),
+                    s(kubeconfig),
+                ];
+                argv.extend(dns_argv(args));
+                specs.push(RoleSpec {
+                    name: roles::dns(node),
+                    argv,
+                    gid: None,
+                });
+            }
         }
     }
     // The API server first; the others once it answers (their kubeconfigs exist then).

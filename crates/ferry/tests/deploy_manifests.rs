@@ -303,12 +303,16 @@ fn deploy_readme_steps_against_ferrys_api_server() {
             .collect()
     };
     assert_eq!(names(&pod["initContainers"]), ["install-cni"]);
-    assert_eq!(names(&pod["containers"]), ["agent", "cni"]);
+    assert_eq!(names(&pod["containers"]), ["agent", "dns", "cni"]);
     let init = &pod["initContainers"][0];
     assert_eq!(init["image"], "localhost/ferry:dev", "{init}");
     assert_eq!(init["command"], serde_json::json!(["ferry", "cni-install"]));
     assert_eq!(
         pod["containers"][1]["command"],
+        serde_json::json!(["ferry", "dns"])
+    );
+    assert_eq!(
+        pod["containers"][2]["command"],
         serde_json::json!(["ferry", "cni-install", "--watch"])
     );
     let deploy_obj = get_json(
@@ -458,7 +462,7 @@ fn deploy_readme_steps_against_ferrys_api_server() {
     // The `cni` container: refreshes the kubeconfig when the token rotates, removes the
     // three files on SIGTERM.
     let mut watch = Proc(
-        container(&pod["containers"][1])
+        container(&pod["containers"][2])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,7 +1,9 @@
 //! The federation through the `ferry` binary and `kubectl`, as a user runs it:
 //! `ferry federation up`, two member `ferry apiserver`s (Ferry's CRDs applied with kubectl)
-//! joined with `ferry federation join` (members c1 of tenant t1, c2 of tenant t2), one
-//! FederatedYusurService of t1 placed on both. No root, no OVN.
+//! registered with `ferry federation member add` and joined with `ferry federation join`
+//! using their own tokens (members c1 of tenant t1, c2 of tenant t2), one
+//! FederatedYusurService of t1 placed on both; c1's token checked with kubectl against
+//! what it may and may not do. No root, no OVN.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -149,6 +151,30 @@ fn federation_up_join_and_kubectl() {
             let (ok, out) = kubectl(&kc, &["apply", "-f", crds.to_str().unwrap_or_default()]);
             ok.then_some(()).ok_or(out)
         });
+        // The admin registers the member and hands it its own kubeconfig.
+        let own = d.join(format!("{name}-federation.kubeconfig"));
+        let add = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["federation", "member", "add", name, "--kubeconfig"])
+            .arg(&fkc)
+            .args(["--tenant", tenant, "--workspace", "w1", "--cell"])
+            .arg(format!("{name}-cell=ns-{name}"))
+            .arg("--out")
+            .arg(&own)
+            .output()
+            .expect("ferry federation member add");
+        assert!(
+            add.status.success(),
+            "member add: {}",
+            String::from_utf8_lossy(&add.stderr)
+        );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&own)
+                .expect("member kubeconfig")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the member's kubeconfig is private");
+        }
         let join = ferry(
             d,
             &format!("join-{name}.log"),
@@ -156,7 +182,7 @@ fn federation_up_join_and_kubectl() {
                 "federation",
                 "join",
                 "--federation-kubeconfig",
-                fkc.to_str().unwrap_or_default(),
+                own.to_str().unwrap_or_default(),
                 "--kubeconfig",
                 kc.to_str().unwrap_or_default(),
                 "--name",
@@ -261,6 +287,94 @@ spec:
         ],
     );
     assert_eq!(out, "NotInTenant");
+
+    // c1's own token through kubectl: its own objects, its status; a 403 for c2's objects,
+    // any spec, any list outside its namespace.
+    let c1fed = d.join("c1-federation.kubeconfig");
+    let allowed: [&[&str]; 4] = [
+        &["get", "mc", "c1"],
+        &["get", "works", "-n", "ferry-member-c1"],
+        &[
+            "get",
+            "works.federation.iaas.yusur.io",
+            "default.default.web",
+            "-n",
+            "ferry-member-c1",
+        ],
+        &[
+            "patch",
+            "mc",
+            "c1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"version":"probe"}}"#,
+        ],
+    ];
+    for args in allowed {
+        let (ok, out) = kubectl(&c1fed, args);
+        assert!(ok, "c1's token refused {args:?}: {out}");
+    }
+    let refused: [&[&str]; 10] = [
+        &["get", "mc", "c2"],
+        &["get", "mc"],
+        &["get", "works", "-n", "ferry-member-c2"],
+        &["get", "works", "-A"],
+        &["get", "fysvc", "-A"],
+        &["get", "secrets", "-n", "ferry-system"],
+        &[
+            "patch",
+            "mc",
+            "c2",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"version":"forged"}}"#,
+        ],
+        &[
+            "label",
+            "mc",
+            "c1",
+            "iaas.yusur.io/tenant=t2",
+            "--overwrite",
+        ],
+        &[
+            "patch",
+            "works.federation.iaas.yusur.io",
+            "default.default.web",
+            "-n",
+            "ferry-member-c1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"generation":99}}"#,
+        ],
+        &[
+            "delete",
+            "works.federation.iaas.yusur.io",
+            "default.default.web",
+            "-n",
+            "ferry-member-c1",
+        ],
+    ];
+    for args in refused {
+        let (ok, out) = kubectl(&c1fed, args);
+        assert!(
+            !ok && out.contains("Forbidden"),
+            "c1's token not refused {args:?}: {out}"
+        );
+    }
+    // Revoked: the token no longer authenticates at all.
+    let revoke = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["federation", "member", "revoke", "c1", "--kubeconfig"])
+        .arg(&fkc)
+        .output()
+        .expect("ferry federation member revoke");
+    assert_eq!(
+        String::from_utf8_lossy(&revoke.stdout).trim(),
+        "member c1: 1 token(s) revoked"
+    );
+    let (ok, out) = kubectl(&c1fed, &["get", "mc", "c1"]);
+    assert!(!ok && out.contains("Unauthorized"), "after revoke: {out}");
 }
 
 /// A FederatedYusurService of tenant t1 named `name`, placed on a cluster that is no member

@@ -2,7 +2,8 @@
 //! --clusters 3` (three whole member labs, each in its own private namespaces, joined to a
 //! federation control plane), `ferry federation lab check` (every federation row with real
 //! traffic from the one client on the shared external network, the global name from a pod
-//! of every VPC of every member), then `ferry federation lab down`, which leaves none of the
+//! of every VPC of every member; each member's own token probed against the other members'
+//! objects), then `ferry federation lab down`, which leaves none of the
 //! members' processes and neither of the shared network's namespaces behind.
 
 mod common;
@@ -79,6 +80,8 @@ fn federation_lab_with_three_members_passes_every_row() {
         checks,
         [
             "member joined (dials out)",
+            "member credential: own token, RBAC",
+            "member tokens stored hashed",
             "federated service applied",
             "placement: shared client -> fed-web EIP",
             "status feedback (EIP, endpoints)",
@@ -90,7 +93,7 @@ fn federation_lab_with_three_members_passes_every_row() {
             "tenant isolation: t2's object on t1's members",
         ]
     );
-    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 16);
+    assert_eq!(out.lines().filter(|l| l.starts_with("PASS")).count(), 20);
 
     drop(down);
     // The shared external network's namespaces went with it.

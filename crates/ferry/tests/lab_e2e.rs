@@ -337,6 +337,7 @@ fn lab_up_check_status_exec_down() {
         "isolation: vpc2 -> vpc1 VIP (socket LB on)",
         "failover: svc1-ep-2 blocked",
         "seed ysvc1",
+        "ysvc UDP behind an EIP from outside",
     ] {
         assert!(table.contains(row), "missing row {row}");
     }

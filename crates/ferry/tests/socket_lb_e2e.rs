@@ -10,9 +10,10 @@
 //!   an unregistered pod (its CNI config records elsewhere) is rejected by OVN;
 //! - a registered pod of vpc2 (overlapping CIDR) dialing the default VPC's VIP gets no
 //!   translation: its socket stays on the VIP and nothing answers;
-//! - the backend's probe patched Unhealthy takes it out of the kernel map (the pod's
-//!   connections fall back to the VIP, which OVN rejects) and Healthy puts it back; the
-//!   time from the patch to the agent's map write is printed (no timing assertion);
+//! - the backend refusing its port (a REJECT rule in its namespace) makes its probe
+//!   Unhealthy, which takes it out of the kernel map (the pod's connections fall back to
+//!   the VIP, which OVN rejects); removing the rule makes it Healthy and puts it back; the
+//!   time from the rule change to the agent's map write is printed (no timing assertion);
 //! - CNI DEL of the pod stops its translation.
 
 mod common;
@@ -344,6 +345,10 @@ fn a_pod_reaches_a_yusurservice_vip_through_the_socket_lb_and_vpc2_gets_no_trans
             .filter_map(|p| p.metadata.name.clone())
             .find(|n| n.starts_with("web-"))
     })?;
+    // The backend really fails and recovers: its port refuses (a REJECT rule in its
+    // namespace), so the agent's own probe turns it Unhealthy. (Patching the probe's
+    // status by hand raced the agent, which writes back what its probe found.)
+    let reject = ["INPUT", "-p", "tcp", "--dport", "8080", "-j", "REJECT"];
     let mut latencies = Vec::new();
     for (phase, want, connected) in [
         ("Unhealthy", format!("{VIP}:80/tcp removed"), false),
@@ -353,11 +358,16 @@ fn a_pod_reaches_a_yusurservice_vip_through_the_socket_lb_and_vpc2_gets_no_trans
     ] {
         let before = log_lines(&agent_log, &["socket LB programmed", &want]).len();
         let t0 = now();
-        rt.block_on(probes.patch_status(
-            &probe,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"status": {"phase": phase}})),
-        ))?;
+        let rule = if phase == "Unhealthy" { "-I" } else { "-D" };
+        web.exec(&[&["iptables", rule][..], &reject[..]].concat())?;
+        eventually(
+            &format!("the probe turns {phase}"),
+            Duration::from_secs(30),
+            || {
+                let p = rt.block_on(probes.get(&probe)).ok()?;
+                (p.status?.phase.as_str() == phase).then_some(())
+            },
+        )?;
         let line = eventually(
             &format!("{phase}: the map follows"),
             Duration::from_secs(20),
@@ -380,7 +390,7 @@ fn a_pod_reaches_a_yusurservice_vip_through_the_socket_lb_and_vpc2_gets_no_trans
         assert_eq!(to_backend, connected, "{phase}: {r}");
     }
     eprintln!(
-        "probe status patched -> socket LB map written: {}",
+        "backend blocked or unblocked -> socket LB map written (probe detection included): {}",
         latencies
             .iter()
             .map(|(p, ms)| format!("{p} {ms:.0} ms"))

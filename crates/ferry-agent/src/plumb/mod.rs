@@ -2,7 +2,8 @@
 //! namespace with the assigned MAC, address and default route, and whose host end is a
 //! port of the OVS integration bridge bound to the pod's OVN logical switch port
 //! (`external_ids:iface-id`). [`add`] creates it, [`del`] removes it (idempotently),
-//! [`check`] reports the first difference from what [`add`] would have made.
+//! [`check`] reports the first difference from what [`add`] would have made, [`ensure`]
+//! keeps a correct one and makes it again otherwise.
 //!
 //! The same plumbing serves the node's own interface on the join subnet
 //! ([`crate::node_iface`]): there the "container" namespace is the host's, and
@@ -25,7 +26,7 @@ use crate::command::CommandError;
 use crate::mac_addr::MacAddr;
 
 pub use check::{Discrepancy, check};
-pub use veth::{AddOutcome, add, del};
+pub use veth::{AddOutcome, Ensured, add, del, ensure};
 
 /// Everything needed to plumb (or check) one pod interface.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,6 +77,35 @@ pub fn add(req: &PlumbRequest) -> Result<AddOutcome, PlumbError> {
     }
 }
 
+/// What [`ensure`] did.
+#[derive(Debug)]
+pub enum Ensured {
+    /// The interface already matched the request and was left alone.
+    Kept,
+    /// It was (re)made.
+    Plumbed(AddOutcome),
+}
+
+/// Makes the pod interface match `req`: left as it is when [`super::check`] finds nothing
+/// to fix (an agent restarted while its pods run adopts their interfaces, and their
+/// traffic never stops), else removed, OVS port included, and added again.
+///
+/// Removing the OVS port matters with the userspace datapath: [`add`] alone replaces a
+/// stale veth but keeps the port's row (`--may-exist add-port`), and `ovs-vswitchd` kept
+/// reading the deleted device, so the new veth under the same name carried nothing (issue
+/// 15: after the lab agent's `kill -9` every pod and probe port of its node was cut off
+/// until `ovs-vswitchd` restarted).
+pub fn ensure(req: &PlumbRequest) -> Result<Ensured, PlumbError> {
+    match super::check(req) {
+        Ok(()) => Ok(Ensured::Kept),
+        Err(reason) => {
+            tracing::debug!(host_ifname = %req.host_ifname, %reason, "plumbing");
+            del(&req.unplumb())?;
+            add(req).map(Ensured::Plumbed)
+        }
+    }
+}
+
 fn peer_tmp_ifname_for(req: &PlumbRequest) -> String {
     // host_ifname is "fy" + hash; the peer is "fz" + the same hash.
     match req.host_ifname.strip_prefix("fy") {

@@ -1,10 +1,12 @@
 //! The health-probe engine: a pure thresholded state machine ([`ProbeState`]), executors
 //! for TCP, HTTP, UDP and ICMP ([`execute`]), and a [`ProbeRunner`] that schedules many
 //! probes on a small tokio runtime, creating their sockets inside the target VPC's
-//! probe namespace ([`crate::netns`]), and emits only phase transitions.
+//! probe namespace ([`crate::netns`]), and emits only phase transitions; [`report`]
+//! decides which results the agent writes (again) to the status.
 
 mod exec;
 pub mod icmp;
+pub mod report;
 mod runner;
 mod state;
 mod target;

@@ -313,23 +313,55 @@ pub fn service_entries(
 }
 
 /// The number each VPC has in this agent's maps. Numbers are handed out in order of first
-/// use and never reused while the agent runs (the maps live as long as the agent, so a
-/// number only has to be stable that long); two VPCs can never share one, which a hash of
-/// the name could not promise.
+/// use and never reused while the maps live; two VPCs can never share one, which a hash of
+/// the name could not promise. The maps outlive the agent when pinned: a restarted agent
+/// finds the numbers of the namespaces still registered ([`VpcIds::adopt`] when a sandbox
+/// of that VPC registers again) and never hands out one of them to another VPC
+/// ([`VpcIds::reserve`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VpcIds {
     ids: BTreeMap<String, VpcId>,
+    /// Numbers found in adopted maps, not (yet) claimed by a VPC.
+    reserved: BTreeSet<VpcId>,
 }
 
 impl VpcIds {
-    /// The number of `vpc`, given one if it has none (numbers start at 1).
+    /// The number of `vpc`, given one if it has none: the smallest free one from 1.
     pub fn assign(&mut self, vpc: &str) -> VpcId {
-        let next = self.ids.len() as VpcId + 1;
-        *self.ids.entry(vpc.to_string()).or_insert(next)
+        if let Some(id) = self.get(vpc) {
+            return id;
+        }
+        let used: BTreeSet<VpcId> = self.ids.values().copied().collect();
+        let next = (1..)
+            .find(|i| !used.contains(i) && !self.reserved.contains(i))
+            .unwrap_or(VpcId::MAX);
+        self.ids.insert(vpc.to_string(), next);
+        next
     }
 
     pub fn get(&self, vpc: &str) -> Option<VpcId> {
         self.ids.get(vpc).copied()
+    }
+
+    /// Keeps `ids` (numbers in adopted maps) from being handed out by [`VpcIds::assign`].
+    pub fn reserve(&mut self, ids: impl IntoIterator<Item = VpcId>) {
+        let used: BTreeSet<VpcId> = self.ids.values().copied().collect();
+        self.reserved
+            .extend(ids.into_iter().filter(|i| !used.contains(i)));
+    }
+
+    /// Gives `vpc` the number `id` an adopted namespace of it carries, when `vpc` has no
+    /// number yet and no other VPC has `id`; returns the number `vpc` has afterwards.
+    pub fn adopt(&mut self, vpc: &str, id: VpcId) -> VpcId {
+        if let Some(have) = self.get(vpc) {
+            return have;
+        }
+        if self.ids.values().any(|v| *v == id) {
+            return self.assign(vpc);
+        }
+        self.reserved.remove(&id);
+        self.ids.insert(vpc.to_string(), id);
+        id
     }
 }
 

@@ -24,6 +24,17 @@
 //! If the programs cannot be loaded (no root, old kernel) the agent runs without: OVN's load
 //! balancers serve every client as before.
 //!
+//! **Restarts.** The maps and links are pinned in `/sys/fs/bpf/ferry/NODE`
+//! ([`ferry_sock::SocketLb::load_pinned`]) when `/sys/fs/bpf` is a bpffs, so the socket LB
+//! keeps translating while the agent is down (a crash, `kill -9`): its pods stay in the
+//! socket-LB port group meanwhile, which is only correct while something translates. A
+//! restarted agent adopts the pins (same links, same maps), keeps its announcement, holds
+//! its writes until every store has listed, then swaps in maps rebuilt from that state in
+//! one go. The liveness guard stops translation [`LIVENESS_GRACE`] past the agent's Lease
+//! after its last heartbeat, later than the controller takes a dead agent's pods out of the
+//! port group. A clean stop (SIGTERM) withdraws the announcement, then unpins and detaches.
+//! Without a bpffs the socket LB is not pinned and detaches with the agent, as before.
+//!
 //! Over 600 lines: the watches and the map writes share one task's state; the pure
 //! planning already lives in `desired.rs`.
 
@@ -61,6 +72,42 @@ pub struct SocketLbConfig {
     /// lab, whose runtime reports its sandboxes directly.
     pub sandbox_dir: Option<PathBuf>,
     pub sizes: MapSizes,
+    /// Where the maps and links are pinned (a directory on a bpffs, one per node); `None`:
+    /// [`default_pin_dir`] if `/sys/fs/bpf` is a bpffs, else not pinned.
+    pub pin_dir: Option<PathBuf>,
+    /// How long the pinned programs keep translating after the agent's last heartbeat
+    /// ([`start_for_agent`]: the agent Lease's duration plus [`LIVENESS_GRACE`]).
+    pub liveness_ttl: Duration,
+}
+
+/// Where the bpffs is mounted on a node.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// How long past the agent's Lease the pinned programs keep translating after the agent's
+/// last heartbeat: the controller takes a dead agent's pods out of the socket-LB port
+/// group when its Lease lapses, and its pods must fall back to OVN's load balancers only
+/// after that (both orders are wrong the other way round only while they overlap).
+pub const LIVENESS_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the agent moves the liveness deadline forward.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// `/sys/fs/bpf/ferry/NODE`.
+pub fn default_pin_dir(node: &str) -> PathBuf {
+    Path::new(BPFFS).join("ferry").join(node)
+}
+
+/// Removes the pins a node's socket LB left in [`default_pin_dir`] (`ferry lab down`, an
+/// uninstall); true when there were some. Its programs detach with them (unless an agent
+/// still runs and holds them).
+pub fn remove_pins(node: &str) -> std::io::Result<bool> {
+    ferry_sock::remove_pinned(&default_pin_dir(node))
+}
+
+/// Whether `path` is a bpffs mount (statfs magic `BPF_FS_MAGIC`).
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
 impl SocketLbConfig {
@@ -70,6 +117,8 @@ impl SocketLbConfig {
             cgroup: None,
             sandbox_dir: None,
             sizes: MapSizes::default(),
+            pin_dir: None,
+            liveness_ttl: ferry_api::AgentLeaseTiming::KUBELET.duration + LIVENESS_GRACE,
         }
     }
 
@@ -124,6 +173,8 @@ enum Msg {
 pub struct SocketLbHandle {
     tx: mpsc::UnboundedSender<Msg>,
     lb: Arc<Mutex<SocketLb>>,
+    /// Turns true when the task has stopped (unpinned and detached).
+    finished: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for SocketLbHandle {
@@ -160,6 +211,13 @@ impl SocketLbHandle {
         }
     }
 
+    /// Waits (at most `limit`) until the task has stopped after the shutdown signal: the
+    /// announcement withdrawn, the pins removed, the programs detached.
+    pub async fn finished(&self, limit: Duration) {
+        let mut f = self.finished.clone();
+        let _ = tokio::time::timeout(limit, f.wait_for(|done| *done)).await;
+    }
+
     /// A sandbox stopped: its namespace is no longer translated.
     pub fn sandbox_stopped(&self, key: &str) {
         let _ = self.tx.send(Msg::SandboxDown {
@@ -192,8 +250,8 @@ fn poisoned() -> SockLbError {
     }
 }
 
-/// Loads and attaches the programs and starts watching; runs until `shutdown` turns true,
-/// then detaches (OVN's load balancers take over).
+/// Loads and attaches the programs (adopting pinned ones) and starts watching; runs until
+/// `shutdown` turns true, then unpins and detaches (OVN's load balancers take over).
 pub async fn start(
     client: Client,
     node: &str,
@@ -204,12 +262,36 @@ pub async fn start(
         Some(c) => c.clone(),
         None => ferry_sock::cgroup2_mount().ok_or(SocketLbError::NoCgroup2)?,
     };
-    // A previous run of this agent may have died with its announcement on the Node: take
-    // it back before attaching (its pods leave the stateless port group until this run has
-    // programmed everything).
-    announce(&client, node, false).await;
-    let sizes = cfg.sizes;
-    let lb = tokio::task::spawn_blocking(move || SocketLb::load(&cgroup, sizes)).await??;
+    let pin_dir = cfg
+        .pin_dir
+        .clone()
+        .or_else(|| is_bpffs(Path::new(BPFFS)).then(|| default_pin_dir(node)));
+    let (sizes, ttl) = (cfg.sizes, cfg.liveness_ttl);
+    let pin = pin_dir.map(|dir| ferry_sock::PinConfig { dir, ttl });
+    let (lb, adopted) = tokio::task::spawn_blocking(move || match pin {
+        Some(pin) => SocketLb::load_pinned(&cgroup, sizes, &pin)
+            .map(|(lb, a)| (lb, (a.adopted, a.adopted && !a.expired))),
+        None => {
+            warn!("no bpffs at {BPFFS}: the socket LB is not pinned and detaches with the agent");
+            SocketLb::load(&cgroup, sizes).map(|lb| (lb, (false, false)))
+        }
+    })
+    .await??;
+    let (adopted, translating) = adopted;
+    // Adopted and still within its deadline: the previous run's programs kept
+    // translating, its announcement stays true. Otherwise a previous run may have died
+    // with its announcement on the Node: take it back (its pods leave the stateless port
+    // group until this run has programmed everything).
+    if !translating {
+        announce(&client, node, false).await;
+    }
+    // The VPC numbers of the adopted maps (the names the previous run recorded), so the
+    // first write already numbers every VPC as the maps do.
+    let mut ids = VpcIds::default();
+    for (id, name) in lb.vpc_names() {
+        ids.adopt(&name, id);
+    }
+    ids.reserve(lb.netns().values().copied());
     let lb = Arc::new(Mutex::new(lb));
     let (tx, rx) = mpsc::unbounded_channel();
     let stores = Stores {
@@ -234,19 +316,29 @@ pub async fn start(
         }
     };
     tokio::spawn(synced);
-    let handle = SocketLbHandle { tx, lb: lb.clone() };
+    let (finished_tx, finished) = watch::channel(false);
+    let handle = SocketLbHandle {
+        tx,
+        lb: lb.clone(),
+        finished,
+    };
     let task = Task {
         client,
         node: node.to_string(),
         lb,
         stores,
-        ids: VpcIds::default(),
+        ids,
         owned: BTreeMap::new(),
         sandboxes: BTreeMap::new(),
         sandbox_dir: cfg.sandbox_dir,
+        adopted,
+        announced: translating,
     };
-    tokio::spawn(task.run(rx, shutdown));
-    info!(node, "socket LB attached");
+    tokio::spawn(async move {
+        task.run(rx, shutdown).await;
+        let _ = finished_tx.send(true);
+    });
+    info!(node, adopted, "socket LB attached");
     Ok(handle)
 }
 
@@ -257,7 +349,8 @@ pub async fn start_for_agent(
     cfg: &crate::node::AgentConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Option<SocketLbHandle> {
-    let lb = cfg.socket_lb.clone()?;
+    let mut lb = cfg.socket_lb.clone()?;
+    lb.liveness_ttl = cfg.lease.duration + LIVENESS_GRACE;
     match start(client.clone(), &cfg.node, lb, shutdown).await {
         Ok(h) => Some(h),
         Err(e) => {
@@ -323,7 +416,8 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let stream = reflector::reflector(writer, crate::watch_restart::restartable(api, config))
+        .backoff(ferry_api::WatchBackoff::default());
     let tx = tx.clone();
     tokio::spawn(async move {
         stream
@@ -425,6 +519,11 @@ struct Task {
     /// Registered sandboxes: key -> netns cookie.
     sandboxes: BTreeMap<String, u64>,
     sandbox_dir: Option<PathBuf>,
+    /// The maps were adopted from a previous run: nothing is written before every store
+    /// has listed (a partial state would replace the adopted maps' complete one).
+    adopted: bool,
+    /// The Node carries this node's announcement already (adopted maps still translating).
+    announced: bool,
 }
 
 impl Task {
@@ -434,7 +533,9 @@ impl Task {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut poll = tokio::time::interval(SANDBOX_POLL);
-        let mut announced = false;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut announced = self.announced;
+        let mut synced_once = false;
         loop {
             let mut batch = Vec::new();
             tokio::select! {
@@ -443,6 +544,10 @@ impl Task {
                     None => break,
                 },
                 _ = poll.tick(), if self.sandbox_dir.is_some() => {}
+                _ = heartbeat.tick() => {
+                    self.keep_alive();
+                    continue;
+                }
                 _ = shutdown.changed() => break,
             }
             while let Ok(m) = rx.try_recv() {
@@ -466,10 +571,11 @@ impl Task {
                     }
                 }
             }
+            synced_once |= synced;
             if all {
                 dirty = self.every_service();
             }
-            if !dirty.is_empty() {
+            if !dirty.is_empty() && (synced_once || !self.adopted) {
                 self.program(dirty).await;
             }
             if synced && !announced {
@@ -481,16 +587,43 @@ impl Task {
             announce(&self.client, &self.node, false).await;
             tokio::time::sleep(WITHDRAW_GRACE).await;
         }
-        info!("socket LB detached");
+        let r = match self.lb.lock() {
+            Ok(mut lb) => lb.unpin(),
+            Err(_) => Err(poisoned()),
+        };
+        match r {
+            Ok(()) => info!("socket LB detached"),
+            Err(e) => warn!(error = %e, "socket LB: removing its pins failed"),
+        }
+    }
+
+    /// Moves the pinned programs' liveness deadline forward.
+    fn keep_alive(&self) {
+        let r = match self.lb.lock() {
+            Ok(mut lb) => lb.keep_alive(),
+            Err(_) => Err(poisoned()),
+        };
+        if let Err(e) = r {
+            warn!(error = %e, "socket LB: the heartbeat failed");
+        }
     }
 
     /// Registers a sandbox's namespace; true when its VPC is new here (its services are
     /// then programmed too).
     fn register(&mut self, key: String, cookie: u64, vpc: &str) -> bool {
         let new_vpc = self.ids.get(vpc).is_none();
-        let id = self.ids.assign(vpc);
         let r = match self.lb.lock() {
-            Ok(mut lb) => lb.set_netns_vpc(cookie, id),
+            Ok(mut lb) => {
+                // A namespace the adopted maps hold keeps its VPC's number.
+                let id = match lb.netns().get(&cookie) {
+                    Some(old) => self.ids.adopt(vpc, *old),
+                    None => self.ids.assign(vpc),
+                };
+                if new_vpc && let Err(e) = lb.set_vpc_name(id, vpc) {
+                    warn!(vpc, error = %e, "socket LB: recording the VPC's number failed");
+                }
+                lb.set_netns_vpc(cookie, id)
+            }
             Err(_) => Err(poisoned()),
         };
         match r {
@@ -682,7 +815,9 @@ fn apply(
 ) -> Result<Applied, SockLbError> {
     let mut lb = lb.lock().map_err(|_| poisoned())?;
     changes.retain(|k, v| lb.programmed().services().get(k).map(|p| &p.spec) != v.as_ref());
-    if changes.is_empty() {
+    // Adopted maps are replaced even when nothing is to be written (everything they held
+    // was deleted while the agent was down).
+    if changes.is_empty() && !lb.needs_rebuild() {
         return Ok(Applied {
             written: 0,
             ops: 0,

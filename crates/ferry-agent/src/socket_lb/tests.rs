@@ -325,3 +325,19 @@ fn vpc_numbers_are_stable_distinct_and_only_numbered_vpcs_are_programmed() {
         BTreeMap::from([(k1, Some(spec(&["10.0.1.6"], 80, 0))), (k2, None)])
     );
 }
+
+#[test]
+fn a_restarted_agent_keeps_the_vpc_numbers_of_adopted_namespaces() {
+    // The adopted maps hold namespaces of numbers 1 and 3 (vpc "b" and "a" before).
+    let mut ids = VpcIds::default();
+    ids.reserve([1, 3]);
+    // A new VPC registers first: it gets a number no adopted namespace carries.
+    assert_eq!(ids.assign("new"), 2);
+    // Sandboxes of the adopted VPCs register again and claim their numbers.
+    assert_eq!(ids.adopt("a", 3), 3);
+    assert_eq!(ids.adopt("b", 1), 1);
+    // A VPC already numbered keeps its number; a number taken is never shared.
+    assert_eq!(ids.adopt("a", 1), 3);
+    assert_eq!(ids.adopt("c", 2), 4);
+    assert_eq!(ids.assign("d"), 5);
+}

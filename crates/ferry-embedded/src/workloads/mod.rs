@@ -5,7 +5,11 @@
 //! `maxSurge`/`maxUnavailable` counting only available Pods (Ready, for `minReadySeconds`),
 //! and a ReplicaSet keeps `replicas` active Pods from its template. Pure: [`replicaset::plan`]
 //! and [`deployment::plan`] take objects and return what to write; the controller writes it.
+//! DaemonSets ([`daemonset::plan`]): one Pod per eligible node, rolled node by node.
 
+pub mod daemonset;
+#[cfg(test)]
+mod daemonset_tests;
 pub mod deployment;
 pub mod replicaset;
 #[cfg(test)]

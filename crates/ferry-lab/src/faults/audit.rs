@@ -171,6 +171,13 @@ pub fn expected(lab: &Lab, chassis: &[String], nodes: &[String]) -> Vec<String> 
     v.push(roles::APISERVER.into());
     v.extend(roles::CONTROLLERS.iter().map(|c| c.to_string()));
     v.extend(nodes.iter().map(|n| roles::agent(n)));
+    // The nodes' DNS servers, when the lab runs them as roles (it has a cluster DNS).
+    v.extend(
+        nodes
+            .iter()
+            .map(|n| roles::dns(n))
+            .filter(|r| roles::pidfile(&lab.data, r).exists()),
+    );
     v.extend(backend_hosts().into_iter().map(|h| format!("http@{h}")));
     v
 }
@@ -247,6 +254,7 @@ pub fn running(lab: &Lab, chassis: &[String]) -> BTreeMap<String, usize> {
                 "apiserver" => Some(roles::APISERVER.to_string()),
                 "controller" => after("--identity"),
                 "agent" => after("--node").map(|n| roles::agent(&n)),
+                "dns" => after("--node").map(|n| roles::dns(&n)),
                 _ => None,
             };
         } else if args.iter().any(|a| a == "http.server") {

@@ -14,10 +14,14 @@ pub const CHANGE_TARGET_S: f64 = 3.0;
 pub const DATAPLANE_TARGET_S: f64 = 5.0;
 /// Losing the active gateway chassis must move EIP traffic within this long.
 pub const GATEWAY_TARGET_S: f64 = 3.0;
-/// A failed request this long after an unrelated `ovs-vswitchd` abort (or 0.5 s before
-/// its logged time) is counted apart: the supervisor restarts it and `ovn-controller`
-/// reprograms it within about that long.
+/// A failed request sent up to this long after an unrelated `ovs-vswitchd` abort (or up
+/// to [`ABORT_INFLIGHT_S`] before its logged time) is counted apart: the supervisor
+/// restarts it and `ovn-controller` reprograms it within about that long.
 pub const ABORT_OUTAGE_S: f64 = 6.0;
+/// A request is timed by when it was sent and may take 2 s (the flows' limit): one sent
+/// this long before an abort's logged time was still in flight when `ovs-vswitchd` died
+/// (the limit plus 0.5 s for the log's timing).
+pub const ABORT_INFLIGHT_S: f64 = 2.5;
 
 /// One fault of the campaign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -233,7 +237,7 @@ pub fn summarize(samples: &[Sample], aborts: &[f64], start: f64, end: f64) -> Tr
             .filter(|s| {
                 aborts
                     .iter()
-                    .any(|a| s.at >= a - 0.5 && s.at <= a + ABORT_OUTAGE_S)
+                    .any(|a| s.at >= a - ABORT_INFLIGHT_S && s.at <= a + ABORT_OUTAGE_S)
             })
             .count();
         if !failed.is_empty() {

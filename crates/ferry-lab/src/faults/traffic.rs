@@ -26,10 +26,18 @@ pub struct Target {
 }
 
 impl Target {
-    /// One request; whether it was answered.
+    /// One request; whether it was answered within [`TIMEOUT_S`].
     pub fn request(&self) -> bool {
+        self.request_within(f64::from(TIMEOUT_S))
+    }
+
+    /// One request; whether it was answered within `secs` (DNS: whole seconds, at least 1).
+    pub fn request_within(&self, secs: f64) -> bool {
         let ns = format!("ferry-{}", self.client);
-        let t = TIMEOUT_S.to_string();
+        let t = match self.flow {
+            Flow::Dns => (secs.ceil().max(1.0) as u32).to_string(),
+            Flow::ClusterIp | Flow::Eip => format!("{secs:.1}"),
+        };
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns]);
         match self.flow {

@@ -225,6 +225,27 @@ fn summaries() {
                 ..Traffic::default()
             },
         ),
+        (
+            "sent up to 2.5 s before an abort (in flight when it died) or within 6 s after one logged before the window: apart",
+            vec![
+                s(Flow::Dns, -1.0, false),
+                s(Flow::Dns, 0.0, true),
+                s(Flow::Dns, 5.6, false),
+                s(Flow::Dns, 6.1, false),
+                s(Flow::Dns, 8.0, true),
+            ],
+            vec![-5.5, 8.5],
+            (-1.0, 8.0),
+            Traffic {
+                requests: 5,
+                failed: 3,
+                failed_during_abort: 2,
+                failed_by_flow: BTreeMap::from([("dns".to_string(), 3)]),
+                longest_gap_s: 8.0,
+                recovered_s: 8.0,
+                ..Traffic::default()
+            },
+        ),
     ];
     for (name, samples, aborts, (start, end), want) in cases {
         assert_eq!(summarize(&samples, &aborts, start, end), want, "{name}");

@@ -1,0 +1,249 @@
+//! What the probe and pod stores keep: [`CachedProbe`] and [`CachedPod`], projections that
+//! are their own `kube::Resource` (the NetworkProbe's and the Pod's group, version and
+//! kind), deserialized through the full object, which is dropped at once; the reflectors
+//! store only them.
+//!
+//! Why: every replica caches one probe per backend and every pod (200,000 of each at 10k
+//! services x 20). A full `NetworkProbe` in a reflector store costs ~2.3 KB (672 bytes
+//! inline, a labels map, the owner reference, the spec's strings, the agent's message and
+//! timestamps; the `probe_cache_mem` example measures it), of which the controller reads
+//! its name, its service, its phase, whether its spec is the one it would write, and the
+//! resourceVersion and uid a replace needs. A `Pod` is 2,176 bytes inline even with its
+//! spec and status emptied (`PodSpec` alone is 1,416), of which the controller reads the
+//! metadata, `spec.nodeName`, `spec.hostNetwork`, `status.phase` and `status.podIP`.
+
+use std::borrow::Cow;
+use std::hash::{DefaultHasher, Hasher};
+
+use ferry_api::{NetworkProbe, NetworkProbeSpec, ProbePhase, SERVICE_LABEL};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::Deserialize;
+
+/// A NetworkProbe as the controller caches it (deserialized from the full object, which is
+/// dropped at once).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "NetworkProbe")]
+pub struct CachedProbe {
+    /// Name, namespace, resourceVersion, uid and deletion time only.
+    pub metadata: ObjectMeta,
+    /// Its service's name (the `SERVICE_LABEL` label).
+    pub service: Option<String>,
+    /// [`spec_digest`] of its spec.
+    pub spec_digest: u64,
+    /// `status.phase` (Unknown without a status).
+    pub phase: ProbePhase,
+}
+
+impl From<NetworkProbe> for CachedProbe {
+    fn from(p: NetworkProbe) -> Self {
+        let m = p.metadata;
+        CachedProbe {
+            service: m.labels.and_then(|mut l| l.remove(SERVICE_LABEL)),
+            metadata: ObjectMeta {
+                name: m.name,
+                namespace: m.namespace,
+                resource_version: m.resource_version,
+                uid: m.uid,
+                deletion_timestamp: m.deletion_timestamp,
+                ..Default::default()
+            },
+            spec_digest: spec_digest(&p.spec),
+            phase: p.status.map(|s| s.phase).unwrap_or_default(),
+        }
+    }
+}
+
+/// A digest of a probe spec: equal specs have equal digests within this process, so the
+/// writer can tell whether a cached probe needs replacing without the cache keeping the
+/// spec (a 64-bit collision would only skip one replace until the spec changes again).
+pub fn spec_digest(spec: &NetworkProbeSpec) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write(&serde_json::to_vec(spec).unwrap_or_default());
+    h.finish()
+}
+
+impl Resource for CachedProbe {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        NetworkProbe::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        NetworkProbe::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        NetworkProbe::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        NetworkProbe::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The annotation `kubectl apply` leaves: a copy of the whole object, read by nothing here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A Pod as the controller caches it: the metadata (less managedFields and
+/// `kubectl apply`'s copy of the object) and the four fields it reads, under the Pod's own
+/// field names (see `world::pod_backend`, `world::pod_subnet`, `net_model::pod_port`,
+/// `caches::address_book`, `caches::net_objects`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(from = "Pod")]
+pub struct CachedPod {
+    pub metadata: ObjectMeta,
+    pub spec: Option<CachedPodSpec>,
+    pub status: Option<CachedPodStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CachedPodSpec {
+    pub node_name: Option<String>,
+    pub host_network: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CachedPodStatus {
+    pub phase: Option<String>,
+    pub pod_ip: Option<String>,
+}
+
+impl From<Pod> for CachedPod {
+    fn from(p: Pod) -> Self {
+        let mut metadata = p.metadata;
+        metadata.managed_fields = None;
+        if let Some(a) = metadata.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+        CachedPod {
+            metadata,
+            spec: p.spec.map(|s| CachedPodSpec {
+                node_name: s.node_name,
+                host_network: s.host_network,
+            }),
+            status: p.status.map(|s| CachedPodStatus {
+                phase: s.phase,
+                pod_ip: s.pod_ip,
+            }),
+        }
+    }
+}
+
+impl Resource for CachedPod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Pod::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        Pod::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        Pod::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Pod::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(port: i32, status: serde_json::Value) -> NetworkProbe {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "iaas.yusur.io/v1", "kind": "NetworkProbe",
+            "metadata": {"name": "s1-pod-b", "namespace": "default", "uid": "u1",
+                "resourceVersion": "42", "generation": 1, "creationTimestamp": "2026-11-29T10:00:00Z",
+                "labels": {"iaas.yusur.io/service": "s1", "other": "x"},
+                "ownerReferences": [{"apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
+                    "name": "s1", "uid": "u0"}]},
+            "spec": {"target": {"kind": "Pod", "name": "b", "vpc": "vpc1", "ip": "10.0.0.2"},
+                "port": port, "nodeName": "n1", "periodSeconds": 10, "timeoutSeconds": 1,
+                "successThreshold": 1, "failureThreshold": 3},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cached_probe_keeps_what_the_controller_reads() {
+        let full = probe(
+            8080,
+            serde_json::json!({"phase": "Healthy", "message": "ok", "prober": "n1",
+                "lastTransitionTime": "2026-11-29T10:00:01Z"}),
+        );
+        // As the watch deserializes it, and as converted from the full object.
+        let read: CachedProbe =
+            serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        let want = CachedProbe {
+            metadata: ObjectMeta {
+                name: Some("s1-pod-b".into()),
+                namespace: Some("default".into()),
+                resource_version: Some("42".into()),
+                uid: Some("u1".into()),
+                ..Default::default()
+            },
+            service: Some("s1".into()),
+            spec_digest: spec_digest(&full.spec),
+            phase: ProbePhase::Healthy,
+        };
+        assert_eq!((read, CachedProbe::from(full)), (want.clone(), want));
+    }
+
+    #[test]
+    fn the_digest_follows_the_spec_and_no_status_is_unknown() {
+        let (a, b) = (
+            probe(8080, serde_json::Value::Null),
+            probe(8081, serde_json::Value::Null),
+        );
+        assert_eq!(spec_digest(&a.spec), spec_digest(&a.clone().spec));
+        assert_ne!(spec_digest(&a.spec), spec_digest(&b.spec));
+        assert_eq!(CachedProbe::from(a).phase, ProbePhase::Unknown);
+    }
+
+    #[test]
+    fn a_cached_pod_keeps_its_metadata_node_network_phase_and_address() {
+        let full: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"},
+                "annotations": {"iaas.yusur.io/subnet": "s1", LAST_APPLIED: "{}"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"nodeName": "n1", "hostNetwork": false,
+                "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}],
+                "volumes": [{"name": "v", "emptyDir": {}}]},
+            "status": {"phase": "Running", "podIP": "10.1.0.5",
+                "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let read: CachedPod = serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        let want = CachedPod {
+            metadata: serde_json::from_value(serde_json::json!({"name": "p", "namespace": "ns",
+                "uid": "u1", "labels": {"app": "a"}, "annotations": {"iaas.yusur.io/subnet": "s1"}}))
+            .unwrap(),
+            spec: Some(CachedPodSpec {
+                node_name: Some("n1".into()),
+                host_network: Some(false),
+            }),
+            status: Some(CachedPodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some("10.1.0.5".into()),
+            }),
+        };
+        assert_eq!((read, CachedPod::from(full)), (want.clone(), want));
+    }
+}
