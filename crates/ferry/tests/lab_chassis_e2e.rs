@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::lab::{Lab, lab_namespaces};
+use common::lab::{Lab, failed_rows, lab_namespaces};
 
 #[test]
 #[ignore = "needs root, OVN/OVS and network namespaces"]
@@ -26,7 +26,12 @@ fn single_chassis_lab_with_the_socket_lb_off_passes_every_check() {
     assert!(up_ok, "lab up --single-chassis failed");
     let check = check.expect("check ran");
     let table = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "lab check failed:\n{table}");
+    assert!(
+        check.status.success(),
+        "lab check failed; rows that failed: {:#?}\nits stderr: {}\n{table}",
+        failed_rows(&table),
+        String::from_utf8_lossy(&check.stderr)
+    );
     for row in [
         "1 chassis",
         "2 chassis",

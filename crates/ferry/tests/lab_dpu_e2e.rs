@@ -8,9 +8,12 @@
 //! while its DPU's Lease lapsed), `ferry lab dpu-cpu -o json`, then `ferry lab down`
 //! leaving no namespace and no cgroup.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::lab::failed_rows;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -49,15 +52,10 @@ fn lab_up_dpu_check_passes_every_row() {
         .expect("run scripts/lab-isolated.sh");
     let out = String::from_utf8_lossy(&run.stdout).into_owned();
     eprintln!("{out}\n{}", String::from_utf8_lossy(&run.stderr));
-    // The rows that failed, first in the message: CI keeps only the end of a long output.
-    let failed: Vec<String> = out
-        .lines()
-        .filter(|l| l.split('│').map(str::trim).rfind(|c| !c.is_empty()) == Some("NO"))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
     assert!(
         out.contains("check rc=0"),
-        "lab up --dpu or a check failed; rows that failed: {failed:#?}"
+        "lab up --dpu or a check failed; rows that failed: {:#?}",
+        failed_rows(&out)
     );
     for row in [
         "dpu: processes per side",

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::lab::{Lab, ferry, lab_namespaces, text};
+use common::lab::{Lab, failed_rows, ferry, lab_namespaces, text};
 use ferry_testkit::browser::{self, Browser};
 use serde_json::{Value, json};
 
@@ -327,7 +327,12 @@ fn lab_up_check_status_exec_down() {
     );
     let check = check.expect("check ran");
     let table = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "lab check failed:\n{table}");
+    assert!(
+        check.status.success(),
+        "lab check failed; rows that failed: {:#?}\nits stderr: {}\n{table}",
+        failed_rows(&table),
+        String::from_utf8_lossy(&check.stderr)
+    );
     for row in [
         "1 clusterip-in-vpc",
         "2 node-to-default-vpc",

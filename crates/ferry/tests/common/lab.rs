@@ -31,6 +31,16 @@ pub fn text(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// The rows of a `lab check` table whose PASS column says NO, each on one line: put first
+/// in a failure message, since CI keeps only the start and end of a long output.
+pub fn failed_rows(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .filter(|l| l.split('│').map(str::trim).rfind(|c| !c.is_empty()) == Some("NO"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 /// The lab's network namespaces present on the machine (hosts `ferry-*`, probe ports `fp-*`).
 pub fn lab_namespaces() -> Vec<String> {
     text("ip", &["netns", "list"])
