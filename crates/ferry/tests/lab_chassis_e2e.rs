@@ -15,7 +15,7 @@ use common::lab::{Lab, failed_rows, lab_namespaces};
 #[ignore = "needs root, OVN/OVS and network namespaces"]
 fn single_chassis_lab_with_the_socket_lb_off_passes_every_check() {
     let lab = Lab::up(&["--single-chassis", "--socket-lb=false"]);
-    let check = lab.is_up().then(|| lab.run("check", &[]));
+    let check = lab.is_up().then(|| lab.check());
     let sb = lab.sb_show();
     let tso = lab.userspace_tso(&lab.ovn());
     let node_chassis = std::path::Path::new(&lab.ovn())

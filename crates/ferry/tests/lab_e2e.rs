@@ -287,7 +287,7 @@ fn lab_up_check_status_exec_down() {
     let lab = Lab::up(&[]);
     let dir = lab.dir.clone();
     let dir = dir.as_str();
-    let check = lab.is_up().then(|| lab.run("check", &[]));
+    let check = lab.is_up().then(|| lab.check());
     let chassis = match &check {
         Some(c) => two_chassis(&lab, &String::from_utf8_lossy(&c.stdout)),
         None => Err("lab up failed".into()),
