@@ -46,6 +46,7 @@ pub mod cached;
 pub mod caches;
 pub mod changes;
 pub mod cluster_dns;
+mod converge;
 pub mod index;
 pub mod ipam;
 pub mod kube_service;
