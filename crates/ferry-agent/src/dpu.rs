@@ -91,6 +91,10 @@ pub struct Duties {
     pub node_interface: bool,
     /// May set `other_config:hw-offload` (only where OVS is).
     pub hw_offload: bool,
+    /// May run the socket LB (eBPF at the cgroup root where the pods run, reading the
+    /// sandboxes `ferry cni` records): only beside the pods. Two on one node would share
+    /// one pin path and one node annotation.
+    pub socket_lb: bool,
     /// Renews [`dpu_lease_name`] for its host.
     pub dpu_lease: bool,
 }
@@ -106,6 +110,7 @@ pub fn duties(mode: AgentMode) -> Duties {
             probes: true,
             node_interface: true,
             hw_offload: true,
+            socket_lb: true,
             dpu_lease: false,
         },
         AgentMode::DpuHost => Duties {
@@ -116,6 +121,7 @@ pub fn duties(mode: AgentMode) -> Duties {
             probes: false,
             node_interface: false,
             hw_offload: false,
+            socket_lb: true,
             dpu_lease: false,
         },
         AgentMode::Dpu => Duties {
@@ -126,6 +132,7 @@ pub fn duties(mode: AgentMode) -> Duties {
             probes: true,
             node_interface: true,
             hw_offload: true,
+            socket_lb: false,
             dpu_lease: true,
         },
     }
@@ -338,6 +345,7 @@ mod tests {
                     probes: true,
                     node_interface: true,
                     hw_offload: true,
+                    socket_lb: true,
                     dpu_lease: false,
                 },
             ),
@@ -352,6 +360,7 @@ mod tests {
                     probes: false,
                     node_interface: false,
                     hw_offload: false,
+                    socket_lb: true,
                     dpu_lease: false,
                 },
             ),
@@ -366,6 +375,7 @@ mod tests {
                     probes: true,
                     node_interface: true,
                     hw_offload: true,
+                    socket_lb: false,
                     dpu_lease: true,
                 },
             ),
@@ -385,6 +395,7 @@ mod tests {
             ("plumb", h.plumb_pods, d.plumb_pods, f.plumb_pods),
             ("ovs", h.ovs_ports, d.ovs_ports, f.ovs_ports),
             ("probes", h.probes, d.probes, f.probes),
+            ("socket lb", h.socket_lb, d.socket_lb, f.socket_lb),
             (
                 "node iface",
                 h.node_interface,

@@ -419,8 +419,11 @@ impl DpuSide {
             let log = std::fs::File::create(&log_path)
                 .map_err(|e| format!("{}: {e}", log_path.display()))?;
             let err = log.try_clone().map_err(|e| e.to_string())?;
+            // `ferry up` runs with the lab's FERRY_SOCKET_LB: the socket LB is the host
+            // agent's (it ran twice per node, both on one pin path and node annotation).
             let child = Command::new(&spec.ferry)
                 .args(dpu_agent_args(spec, n))
+                .env_remove("FERRY_SOCKET_LB")
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(err)

@@ -1681,6 +1681,13 @@ fn agent_config(
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    if args.socket_lb && !ferry_agent::dpu::duties(args.options.mode).socket_lb {
+        anyhow::bail!(
+            "--socket-lb (FERRY_SOCKET_LB) with --mode {}: the socket LB runs beside the pods, \
+             in the host's agent (--mode full or dpu-host), not on the DPU",
+            args.options.mode
+        );
+    }
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let _metrics = serve_metrics(
         args.metrics_listen,
