@@ -243,6 +243,16 @@ struct Outer {
 }
 
 impl Outer {
+    /// Takes the four outer maps out of a loaded object.
+    fn take(ebpf: &mut Ebpf) -> Result<Outer, SockLbError> {
+        Ok(Outer {
+            netns: take_outer(ebpf, "ferry_netns")?,
+            services: take_outer(ebpf, "ferry_svc")?,
+            slots: take_outer(ebpf, "ferry_slots")?,
+            members: take_outer(ebpf, "ferry_members")?,
+        })
+    }
+
     /// Points the programs at `inner`. Each swap is one atomic map update; programs
     /// already running finish on the maps they looked up. Mixing old and new maps
     /// between two swaps is harmless because both hold the same programming.
@@ -364,12 +374,7 @@ impl SocketLb {
             .map_max_entries("ferry_rev", sizes.reverse)
             .load(BPF_OBJECT)
             .map_err(|e| SockLbError::Load(Box::new(e)))?;
-        let mut outer = Outer {
-            netns: take_outer(&mut ebpf, "ferry_netns")?,
-            services: take_outer(&mut ebpf, "ferry_svc")?,
-            slots: take_outer(&mut ebpf, "ferry_slots")?,
-            members: take_outer(&mut ebpf, "ferry_members")?,
-        };
+        let mut outer = Outer::take(&mut ebpf)?;
         let affinity = take_hash(&mut ebpf, "ferry_affinity")?;
         let inner = Inner::create(&sizes)?;
         outer.point_at(&inner)?;

@@ -35,7 +35,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, loaded_programs};
 use tracing::{info, warn};
 
-use super::{BPF_OBJECT, Inner, Outer, PROGRAMS, SocketLb, load_program, take_hash, take_outer};
+use super::{BPF_OBJECT, Inner, Outer, PROGRAMS, SocketLb, load_program, take_hash};
 use crate::error::SockLbError;
 use crate::kernel::MapSizes;
 use crate::model::VpcId;
@@ -271,12 +271,7 @@ impl SocketLb {
         let mut ebpf = loader
             .load(BPF_OBJECT)
             .map_err(|e| SockLbError::Load(Box::new(e)))?;
-        let mut outer = Outer {
-            netns: take_outer(&mut ebpf, "ferry_netns")?,
-            services: take_outer(&mut ebpf, "ferry_svc")?,
-            slots: take_outer(&mut ebpf, "ferry_slots")?,
-            members: take_outer(&mut ebpf, "ferry_members")?,
-        };
+        let mut outer = Outer::take(&mut ebpf)?;
         let affinity = take_hash(&mut ebpf, "ferry_affinity")?;
         let live_map = ebpf.take_map("ferry_live").ok_or(SockLbError::Missing {
             kind: "map",
