@@ -200,11 +200,21 @@ const IPERF_TRIES: usize = 4;
 
 const OVS_PROGRAMS: [&str; 3] = ["ovs-vswitchd", "ovsdb-server", "ovn-controller"];
 
-fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+/// The program a process runs: its executable's file name, else its `comm`. Not `comm`
+/// alone: a child the agent has forked but not yet exec'd is named after the forking
+/// thread ("tokio-rt-worker") while it still runs the agent's own binary.
+fn program(pid: i32) -> String {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    match exe.as_ref().and_then(|e| e.file_name()) {
+        Some(name) => name
+            .to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_string(),
+        None => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
 }
 
 fn row(check: &str, client: &str, target: &str, result: String, pass: bool) -> CheckRow {
@@ -253,7 +263,7 @@ fn sides_row(lab: &LabDir) -> CheckRow {
     let host_ovs: Vec<String> = cg
         .pids(HOST)
         .into_iter()
-        .map(comm)
+        .map(program)
         .filter(|c| OVS_PROGRAMS.contains(&c.as_str()))
         .collect();
     let host_n = cg.pids(HOST).len();
@@ -261,14 +271,14 @@ fn sides_row(lab: &LabDir) -> CheckRow {
     let mut per_dpu = Vec::new();
     for node in topology::NODES {
         let name = switch_cgroup(node, true);
-        let comms: BTreeSet<String> = cg.pids(&name).into_iter().map(comm).collect();
+        let programs: BTreeSet<String> = cg.pids(&name).into_iter().map(program).collect();
         for want in OVS_PROGRAMS.iter().chain(&["ferry"]) {
-            if !comms.contains(*want) {
+            if !programs.contains(*want) {
                 problems.push(format!("{name} has no {want}"));
             }
         }
         // The DPU runs its switching and its agent, no workload.
-        for other in comms.iter().filter(|c| {
+        for other in programs.iter().filter(|c| {
             !OVS_PROGRAMS.contains(&c.as_str())
                 && !["ferry", "ovs-vsctl", "ip"].contains(&c.as_str())
         }) {
@@ -276,7 +286,7 @@ fn sides_row(lab: &LabDir) -> CheckRow {
         }
         per_dpu.push(format!(
             "{name}: {}",
-            comms.into_iter().collect::<Vec<_>>().join(" ")
+            programs.into_iter().collect::<Vec<_>>().join(" ")
         ));
     }
     if !host_ovs.is_empty() {

@@ -36,7 +36,7 @@ pub fn text(program: &str, args: &[&str]) -> String {
 pub fn failed_rows(table: &str) -> Vec<String> {
     table
         .lines()
-        .filter(|l| l.split('│').map(str::trim).rfind(|c| !c.is_empty()) == Some("NO"))
+        .filter(|l| l.trim_end().trim_end_matches('│').split_whitespace().last() == Some("NO"))
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
 }
