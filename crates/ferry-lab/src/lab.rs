@@ -824,7 +824,7 @@ pub async fn check(lab: &LabDir, requests: usize) -> Result<(Vec<CheckRow>, bool
 /// How many times OVS 3.1's userspace conntrack has aborted the lab's ovs-vswitchd so far
 /// (each abort logs its assertion twice).
 /// With a chassis per node, every chassis' log counts.
-fn vswitchd_aborts(lab_data: &std::path::Path) -> usize {
+pub fn vswitchd_aborts(lab_data: &std::path::Path) -> usize {
     let ovn = lab_data.join("ovn");
     let count = |dir: &std::path::Path| {
         std::fs::read_to_string(dir.join("logs/ovs-vswitchd.log"))

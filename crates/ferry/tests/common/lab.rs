@@ -125,20 +125,11 @@ impl Lab {
     }
 
     /// How many times OVS 3.1.0's conntrack assertion has aborted an `ovs-vswitchd` of the
-    /// lab so far, from every chassis' log (each abort logs the assertion twice).
+    /// lab so far (`lab check` counts the same way).
     pub fn vswitchd_aborts(&self) -> usize {
-        let ovn = std::path::PathBuf::from(self.ovn());
-        let mut logs = vec![ovn.join("logs/ovs-vswitchd.log")];
-        if let Ok(dirs) = std::fs::read_dir(&ovn) {
-            logs.extend(
-                dirs.flatten()
-                    .map(|d| d.path().join("logs/ovs-vswitchd.log")),
-            );
-        }
-        logs.iter()
-            .filter_map(|l| std::fs::read_to_string(l).ok())
-            .map(|l| l.matches("assertion conn->conn_type").count() / 2)
-            .sum()
+        ferry_lab::lab::vswitchd_aborts(
+            &ferry_lab::lab::LabDir::new(std::path::Path::new(&self.dir)).data(),
+        )
     }
 
     /// The lab's OVN directory (`DIR/ferry/ovn`): the central NB/SB; with a chassis per
