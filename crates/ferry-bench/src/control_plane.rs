@@ -80,6 +80,8 @@ pub struct ControlPlaneResult {
     /// Times a controller lost its leadership before the kill (its "lost leadership"
     /// lines): each drops the running pass.
     pub leadership_losses: usize,
+    /// Of those, the ones won back in the same term (nothing dropped, no repair pass).
+    pub leadership_resumed: usize,
     pub objects: usize,
     /// Whether the components recorded metrics (`FERRY_METRICS` unset or on).
     pub metrics: bool,
@@ -107,11 +109,14 @@ const API_GETS: usize = 4000;
 /// The controllers' leader Lease (seconds): short, for a failover within the 3 s target.
 const LEASE_S: u64 = 2;
 
-/// The number of leaderships lost in a controller log.
-pub fn leadership_losses(log: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("lost leadership; standing by"))
-        .count()
+/// The leaderships lost in a controller log, and how many of them it won back in the same
+/// term: (lost, resumed).
+pub fn leadership_losses(log: &str) -> (usize, usize) {
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    (
+        count("lost leadership; standing by"),
+        count("leading again in the same term"),
+    )
 }
 
 /// The pass times (ms) of `reconcile pass` lines in a controller log: (incremental, full).
@@ -695,7 +700,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         full.len(),
         percentile(&mut full, 0.5)
     );
-    let leadership_losses = pids
+    let (leadership_losses, leadership_resumed) = pids
         .keys()
         .map(|id| {
             leadership_losses(
@@ -703,8 +708,10 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
                     .unwrap_or_default(),
             )
         })
-        .sum();
-    eprintln!("  leaderships lost so far: {leadership_losses}");
+        .fold((0, 0), |(l, r), (a, b)| (l + a, r + b));
+    eprintln!(
+        "  leaderships lost so far: {leadership_losses} ({leadership_resumed} won back in the same term)"
+    );
     let standby = if leading == "bench-a" {
         "bench-b"
     } else {
@@ -767,6 +774,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         lease_renewals: stats.renewals.load(std::sync::atomic::Ordering::Relaxed),
         failover_s,
         leadership_losses,
+        leadership_resumed,
         objects,
         metrics: opts.metrics,
         passes_incremental: incremental.len(),
@@ -1030,8 +1038,8 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
             format!("{:.2}", r.failover_s),
         ),
         (
-            "leadership_losses (before the kill)",
-            r.leadership_losses.to_string(),
+            "leadership_losses (before the kill; won back in the same term)",
+            format!("{} ({})", r.leadership_losses, r.leadership_resumed),
         ),
         ("objects", r.objects.to_string()),
         (
@@ -1074,9 +1082,10 @@ mod tests {
         let log = "2026-11-29T00:00:00Z  INFO ferry_controller: taking over identity=bench-a\n\
                    2026-11-29T00:00:01Z  WARN ferry_controller: lost leadership; standing by identity=bench-a\n\
                    2026-11-29T00:00:02Z  WARN ferry_controller::leader: not leading identity=bench-a\n\
-                   2026-11-29T00:00:03Z  WARN ferry_controller: lost leadership; standing by identity=bench-a\n";
-        assert_eq!(leadership_losses(log), 2);
-        assert_eq!(leadership_losses(""), 0);
+                   2026-11-29T00:00:03Z  WARN ferry_controller: lost leadership; standing by identity=bench-a\n\
+                   2026-11-29T00:00:04Z  INFO ferry_controller: leading again in the same term; nothing dropped identity=bench-a\n";
+        assert_eq!(leadership_losses(log), (2, 1));
+        assert_eq!(leadership_losses(""), (0, 0));
     }
 
     #[test]

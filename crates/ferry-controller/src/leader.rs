@@ -4,8 +4,8 @@
 //!
 //! The Lease is held by a task of its own ([`spawn`]), on its own schedule, never by the
 //! pass loop: a long pass cannot make the Lease lapse while its holder still writes. The
-//! task publishes a leadership flag; it turns false the moment the holder cannot prove it
-//! still leads (the Lease was taken, or `renew_deadline` passed without a successful
+//! task publishes the [`Term`] it leads in; it turns `None` the moment the holder cannot
+//! prove it still leads (the Lease was taken, or `renew_deadline` passed without a successful
 //! renewal, even while a renewal request hangs), and the pass driver and its writer stop
 //! writing on that edge. As client-go's leader election, `renew_deadline` is shorter than
 //! `lease_duration`, so the old leader has stopped before a standby may take over.
@@ -190,6 +190,32 @@ pub async fn acquire(client: &Client, cfg: &LeaderConfig) {
     }
 }
 
+/// One unbroken hold of the Lease by one holder. Taking the Lease from another holder (or
+/// from nobody, after a release) counts a transition, so a replica that wins back a Lease
+/// in the same term knows that nobody else held it, and wrote, in between: what it had
+/// queued is still right (`crate::leadership`). The uid tells a re-created Lease apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub lease_uid: String,
+    pub transitions: i32,
+}
+
+impl Term {
+    pub fn of(lease: &Lease) -> Term {
+        Term {
+            lease_uid: lease.metadata.uid.clone().unwrap_or_default(),
+            transitions: lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.lease_transitions)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What the Lease task publishes: the term this replica leads in, `None` while it does not.
+pub type Leadership = Option<Term>;
+
 /// Where leadership stands, as the Lease task sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -225,17 +251,17 @@ pub fn next_role(
     }
 }
 
-/// Holds the Lease until `shutdown`: publishes `true` while leading, `false` otherwise,
-/// releases the Lease on the way out. Returns the flag.
+/// Holds the Lease until `shutdown`: publishes the term while leading, `None` otherwise,
+/// releases the Lease on the way out. Returns the published leadership.
 pub fn spawn(
     client: Client,
     cfg: LeaderConfig,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> (
-    tokio::sync::watch::Receiver<bool>,
+    tokio::sync::watch::Receiver<Leadership>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(None);
     // A blocking-pool thread is an OS thread of its own for as long as the task runs.
     let task = tokio::task::spawn_blocking(move || {
         let rt = match tokio::runtime::Builder::new_current_thread()
@@ -268,7 +294,7 @@ pub fn spawn(
 async fn hold(
     client: Client,
     cfg: LeaderConfig,
-    tx: tokio::sync::watch::Sender<bool>,
+    tx: tokio::sync::watch::Sender<Leadership>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut role = Role::Standby;
@@ -319,8 +345,18 @@ async fn hold(
                 }
             }
             role = next;
-            tx.send_replace(role == Role::Leading);
         }
+        // A renewal keeps the term; a Lease taken back from another holder while still
+        // leading (clocks apart) starts a new one, published like a takeover.
+        let term = match role {
+            Role::Leading => held.as_ref().map(Term::of),
+            Role::Standby => None,
+        };
+        tx.send_if_modified(|published| {
+            let changed = *published != term;
+            *published = term;
+            changed
+        });
         // While leading, also wake at the deadline, so the flag falls on time even if
         // the next attempt cannot start.
         let wait = match role {
@@ -335,12 +371,12 @@ async fn hold(
         }
         if role == Role::Leading && renewed.elapsed() >= cfg.renew_deadline {
             role = Role::Standby;
-            tx.send_replace(false);
+            tx.send_replace(None);
             tracing::warn!(identity = %cfg.identity, "renew deadline passed; not leading");
         }
     }
-    let was_leading = *tx.borrow();
-    tx.send_replace(false);
+    let was_leading = tx.borrow().is_some();
+    tx.send_replace(None);
     if was_leading {
         release(&client, &cfg).await;
         tracing::info!("released the leader lease");

@@ -23,6 +23,7 @@
 //! | `network` | the NB seam: the connection and `ferry_nb::Applier`, the one NB applier | - |
 //! | `writer` | status and generated objects, off the planning loop | - |
 //! | `pass`, [`run`] | the pass driver, leadership, retries (`retry`: the error policy) | - |
+//! | `leader`, `leadership` | the Lease task; what a lost or won leadership changes | `leadership`: yes |
 //! | `pacing` | when a full pass may run (spaced by its own duration) | yes |
 //!
 //! **A probe result to Endpoints:** the agent patches a NetworkProbe's status -> the probe
@@ -51,6 +52,7 @@ pub mod index;
 pub mod ipam;
 pub mod kube_service;
 pub mod leader;
+pub mod leadership;
 pub mod nb_work;
 pub mod net_model;
 pub mod network;
@@ -75,6 +77,8 @@ use tokio::sync::{mpsc, watch};
 use crate::caches::Watches;
 use crate::changes::Changes;
 use crate::ipam::Pool;
+use crate::leader::Leadership;
+use crate::leadership::Edge;
 use crate::pass::{Pass, PassState};
 use crate::service_ips::ServicePools;
 use crate::writer::Writes;
@@ -129,9 +133,11 @@ pub enum ControllerError {
 /// Runs the controllers until `shutdown` turns true. Every replica warms up the same way
 /// (caches, the NB mirror, and passes in shadow mode that keep indexes, address claims and
 /// the planned NB state current without writing); the Lease task (`leader::spawn`) decides
-/// which one writes, and a replica stops writing on the edge of its leadership flag: its
-/// pass is dropped and its writer aborted. On taking over, the first pass programs what
-/// changed lately (the old leader may not have), then a full pass repairs everything.
+/// which one writes, and a replica stops writing on the edge of its leadership: its pass
+/// is dropped and its writer pauses. Winning back the Lease in the same term resumes where
+/// it stopped; taking over in a new term starts a fresh writer, and a full pass repairs
+/// everything (`leadership`). Either way the first pass programs what shadow passes
+/// planned lately (the old leader, or this one paused, may not have).
 pub async fn run(
     client: Client,
     config: ControllerConfig,
@@ -188,6 +194,11 @@ pub async fn run(
     let mut st = PassState::default();
     let writes = Writes::new(wake_tx);
     let mut writer: Option<tokio::task::JoinHandle<()>> = None;
+    // The term the driver writes in (`None`: standing by), the last one it led in, and
+    // since when it stands by.
+    let mut acting: Option<leader::Term> = None;
+    let mut last_term: Option<leader::Term> = None;
+    let mut paused_at = Instant::now();
     // A replica that wins at once (the only one) skips the shadow pass.
     let _ = tokio::time::timeout(lease.retry * 2, won(&mut leading)).await;
     let mut resync = tokio::time::interval(config.resync);
@@ -195,7 +206,6 @@ pub async fn run(
     // What shadow passes saw lately: on taking over, the old leader may not have
     // programmed it.
     let mut recent = Recent::default();
-    let mut was_leading = false;
     let mut repair = false;
     let mut nodes_checked = Instant::now();
     // The first pass is a full one (a repair of everything).
@@ -204,12 +214,43 @@ pub async fn run(
     let mut urgent = true;
     let mut full_passes = pacing::FullPasses::default();
     loop {
-        let is_leading = *leading.borrow_and_update();
-        if is_leading != was_leading {
-            was_leading = is_leading;
-            if is_leading {
-                tracing::info!(identity = %config.identity, "taking over");
-                writer = Some(tokio::spawn(writes.clone().run(client.clone(), c.clone())));
+        let published = leading.borrow_and_update().clone();
+        let edge = leadership::edge(
+            acting.as_ref(),
+            last_term.as_ref(),
+            published.as_ref(),
+            paused_at.elapsed(),
+            Recent::WINDOW,
+        );
+        match edge {
+            Edge::Same => {}
+            Edge::Paused => {
+                // The writer saw it too and stopped; what it holds waits for the verdict.
+                tracing::warn!(identity = %config.identity, "lost leadership; standing by");
+                paused_at = Instant::now();
+            }
+            Edge::Resumed { .. } | Edge::TookOver => {
+                if edge == Edge::TookOver {
+                    tracing::info!(identity = %config.identity, term = ?published, "taking over");
+                    if let Some(w) = writer.take() {
+                        w.abort();
+                    }
+                    writes.clear();
+                    st.nb_left = Default::default();
+                    repair = true;
+                } else {
+                    tracing::info!(identity = %config.identity, "leading again in the same term; nothing dropped");
+                    repair = edge == (Edge::Resumed { repair: true });
+                }
+                if let (None, Some(term)) = (&writer, &published) {
+                    let run = writes.clone().run(
+                        client.clone(),
+                        c.clone(),
+                        leading.clone(),
+                        term.clone(),
+                    );
+                    writer = Some(tokio::spawn(run));
+                }
                 let (keys, workloads) = recent.take(Instant::now());
                 for k in &keys {
                     st.net.remove(k);
@@ -225,17 +266,11 @@ pub async fn run(
                             .insert(p.name.clone(), (None, Some(p.clone())));
                     }
                 }
-                repair = true;
-            } else {
-                tracing::warn!(identity = %config.identity, "lost leadership; standing by");
-                if let Some(w) = writer.take() {
-                    w.abort();
-                }
-                writes.clear();
-                st.nb_left = Default::default();
-                changes.all = true;
+                last_term.clone_from(&published);
             }
         }
+        acting = published;
+        let is_leading = acting.is_some();
         changes.merge(Changes::take(&watches.changes));
         if is_leading {
             st.due_retries(&mut changes, &writes, Instant::now());
@@ -270,9 +305,14 @@ pub async fn run(
             let again = this.clone();
             tokio::select! {
                 _ = p.run(this, &mut st, net.as_mut(), &writes) => {}
-                _ = lost(&mut leading) => {
+                _ = moved_from(&mut leading, &acting) => {
                     changes.merge(again);
                     changes.all = true;
+                    // Spaced like one that ran: a full pass cut short again and again
+                    // (a lease lost every half minute) must not start over back to back.
+                    if full {
+                        full_passes.ran(Instant::now(), started.elapsed());
+                    }
                     continue;
                 }
             }
@@ -365,14 +405,14 @@ impl Recent {
     }
 }
 
-/// Resolves once the leadership flag turns true.
-async fn won(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|l| *l).await.map(|_| ());
+/// Resolves once this replica leads.
+async fn won(rx: &mut watch::Receiver<Leadership>) {
+    let _ = rx.wait_for(Option::is_some).await.map(|_| ());
 }
 
-/// Resolves once the leadership flag turns false.
-async fn lost(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|l| !*l).await.map(|_| ());
+/// Resolves once the published leadership is no longer `acting` (lost, or a new term).
+async fn moved_from(rx: &mut watch::Receiver<Leadership>, acting: &Leadership) {
+    let _ = rx.wait_for(|l| l != acting).await.map(|_| ());
 }
 
 /// Resolves once shutdown is requested (the guard `wait_for` returns is not `Send`).

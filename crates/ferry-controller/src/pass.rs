@@ -231,7 +231,13 @@ impl Pass<'_> {
         }
         let plan_ms = planning.elapsed().as_millis() as u64;
         let nb_started = Instant::now();
-        let mut work = std::mem::take(&mut st.nb_left);
+        // A shadow pass sends nothing and leaves the work a paused leader had left over
+        // (`crate::leadership`).
+        let mut work = if self.shadow {
+            NbWork::default()
+        } else {
+            std::mem::take(&mut st.nb_left)
+        };
         nb_work::add_pass(&mut work, &mut st.net, states, only.as_ref(), ports);
         let nb: Option<NbResult> = match net {
             Some(net) if !self.shadow => Some(self.send(net, work, st).await),

@@ -20,12 +20,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use crate::cached::{CachedProbe, spec_digest};
 use crate::caches::{Caches, cached};
 use crate::converge::{Current, Memo, converge, endpoints_digest, service_digest, slice_digest};
+use crate::leader::{Leadership, Term};
 use crate::plan::ServiceOutcome;
 use crate::retry::Retries;
 use crate::service;
@@ -103,7 +104,19 @@ impl Writes {
     /// services at once, each as soon as a slot frees (no batch waits for its slowest
     /// service): per service the status first (Programmed follows the NB commit that
     /// already happened), then the generated objects.
-    pub async fn run(self, client: Client, c: Caches) {
+    ///
+    /// Writes only while `leading` publishes `term`. The moment it does not, the writes in
+    /// flight are dropped (their services are planned again, see `record`) and the writer
+    /// waits with its queue and its memory of its own writes kept: if the same term comes
+    /// back nobody else wrote meanwhile (`crate::leadership`); if another comes, the pass
+    /// driver drops this task.
+    pub async fn run(
+        self,
+        client: Client,
+        c: Caches,
+        mut leading: watch::Receiver<Leadership>,
+        term: Term,
+    ) {
         // The last status written per service (uid, status): the cache may not show it yet.
         let mut written: HashMap<String, (String, YusurServiceStatus)> = HashMap::new();
         let memo = Memo::default();
@@ -111,6 +124,20 @@ impl Writes {
         let mut settling: HashMap<String, Instant> = HashMap::new();
         let mut inflight = FuturesUnordered::new();
         loop {
+            if leading.borrow_and_update().as_ref() != Some(&term) {
+                inflight = FuturesUnordered::new();
+                for key in busy.drain() {
+                    self.record(&key, false);
+                }
+                if leading
+                    .wait_for(|l| l.as_ref() == Some(&term))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             let mut wait = None;
             while inflight.len() < SERVICE_WRITES {
                 let (o, st) = match self.take_one(&busy, &settling, Instant::now()) {
@@ -141,6 +168,7 @@ impl Writes {
                 tokio::select! {
                     _ = self.notify.notified() => {}
                     _ = tokio::time::sleep_until(settled) => {}
+                    _ = leading.changed() => {}
                 }
                 continue;
             }
@@ -161,6 +189,7 @@ impl Writes {
                 }
                 _ = self.notify.notified() => {}
                 _ = tokio::time::sleep_until(settled) => {}
+                _ = leading.changed() => {}
             }
         }
     }

@@ -435,7 +435,7 @@ async fn the_leadership_flag_falls_when_another_holder_takes_the_lease() {
     let (stop, rx_stop) = tokio::sync::watch::channel(false);
     let cfg = ferry_controller::leader::LeaderConfig::new("a");
     let (mut leading, task) = ferry_controller::leader::spawn(client, cfg, rx_stop);
-    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| *l))
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(Option::is_some))
         .await
         .expect("a leads")
         .unwrap();
@@ -453,7 +453,7 @@ async fn the_leadership_flag_falls_when_another_holder_takes_the_lease() {
         .replace("ferry-controller", &PostParams::default(), &lease)
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| !*l))
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(Option::is_none))
         .await
         .expect("a stops leading")
         .unwrap();
