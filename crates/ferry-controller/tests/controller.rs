@@ -600,3 +600,168 @@ async fn a_lapsed_agent_lease_makes_its_pods_probes_unknown_and_moves_host_probe
     let _ = stop.send(true);
     task.await.unwrap();
 }
+
+/// A TCP proxy to `upstream` that stops passing bytes (and holds new connections) while
+/// `frozen`: a Lease renewal through it hangs as on an API server too loaded to answer.
+async fn freezable_proxy(
+    upstream: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frozen = std::sync::Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (f1, f2) = (f.clone(), f.clone());
+            let pass = async |mut from: tokio::net::tcp::OwnedReadHalf,
+                              mut to: tokio::net::tcp::OwnedWriteHalf,
+                              frozen: std::sync::Arc<AtomicBool>| {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = from.read(&mut buf).await {
+                    while frozen.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            tokio::spawn(pass(dr, uw, f1));
+            tokio::spawn(pass(ur, dw, f2));
+        }
+    });
+    (addr, frozen)
+}
+
+/// The controllers' log lines, kept in memory (this binary's only subscriber).
+fn captured_log() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    #[derive(Clone)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Sink(buf.clone());
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || sink.clone())
+        .init();
+    buf
+}
+
+/// A leader whose renewals go unanswered past its renew deadline stops writing; when it
+/// wins the Lease back and nobody held it meanwhile (the same term), it resumes, keeping
+/// what it had (no second takeover), and programs what changed while it stood by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_wins_its_lease_back_in_the_same_term_resumes() {
+    use std::sync::atomic::Ordering;
+    let log = captured_log();
+    let e = env().await;
+    let kc = kube::config::Kubeconfig::read_from(&e.controller_kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let api_addr: std::net::SocketAddr = cfg
+        .cluster_url
+        .authority()
+        .unwrap()
+        .as_str()
+        .parse()
+        .unwrap();
+    let (proxy, frozen) = freezable_proxy(api_addr).await;
+    let mut lease_cfg = cfg.clone();
+    lease_cfg.cluster_url = format!("https://{proxy}").parse().unwrap();
+    let client = Client::try_from(cfg).unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let config = ferry_controller::ControllerConfig {
+        identity: "resumer".into(),
+        lease_duration: Some(Duration::from_secs(2)),
+        lease_client: Some(lease_cfg),
+        ..Default::default()
+    };
+    let task = tokio::spawn(async move {
+        ferry_controller::run(client, config, rx).await.unwrap();
+    });
+    topology(&e.client).await;
+    apply(&e.client, seed()).await;
+    let eps: Api<Endpoints> = Api::namespaced(e.client.clone(), "default");
+    eventually("ysvc1's Endpoints", Duration::from_secs(10), async || {
+        eps.get_opt("ysvc1").await.ok().flatten()
+    })
+    .await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.client.clone(), "kube-system");
+    let term = async || {
+        let l = leases.get("ferry-controller").await.unwrap();
+        let s = l.spec.unwrap();
+        (l.metadata.uid, s.holder_identity, s.lease_transitions)
+    };
+    let before = term().await;
+    assert_eq!(before.1.as_deref(), Some("resumer"));
+
+    // Renewals hang: past the 1.5 s renew deadline the leader stands by.
+    frozen.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ysvcs: Api<YusurService> = Api::namespaced(e.client.clone(), "default");
+    let mut paused = ysvcs.get("ysvc1").await.unwrap();
+    paused.metadata = kube::api::ObjectMeta {
+        name: Some("ysvc-paused".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    paused.status = None;
+    ysvcs.create(&PostParams::default(), &paused).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        eps.get_opt("ysvc-paused").await.unwrap().is_none(),
+        "a leader past its renew deadline writes nothing"
+    );
+
+    frozen.store(false, Ordering::SeqCst);
+    eventually(
+        "ysvc-paused's Endpoints, after the leader resumed",
+        Duration::from_secs(15),
+        async || eps.get_opt("ysvc-paused").await.ok().flatten(),
+    )
+    .await;
+    assert_eq!(
+        term().await,
+        before,
+        "won back in the same term: the same Lease, holder and transitions"
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let count = |needle: &str| {
+        log.lines()
+            .filter(|l| l.contains("identity=resumer") && l.contains(needle))
+            .count()
+    };
+    assert!(count("lost leadership") >= 1, "it stood by:\n{log}");
+    assert!(
+        count("leading again in the same term") >= 1,
+        "it resumed:\n{log}"
+    );
+    assert_eq!(
+        count("taking over"),
+        1,
+        "one takeover, at the start:\n{log}"
+    );
+}
