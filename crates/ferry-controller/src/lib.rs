@@ -240,7 +240,7 @@ pub async fn run(
                     repair = true;
                 } else {
                     tracing::info!(identity = %config.identity, "leading again in the same term; nothing dropped");
-                    repair = edge == (Edge::Resumed { repair: true });
+                    repair |= edge == (Edge::Resumed { repair: true });
                 }
                 if let (None, Some(term)) = (&writer, &published) {
                     let run = writes.clone().run(
