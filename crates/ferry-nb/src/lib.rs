@@ -267,19 +267,30 @@ impl Applier {
     ) -> Result<Option<Applied>> {
         let t = Instant::now();
         let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
-            let mut rows = Vec::new();
-            for table in [nb::load_balancer::TABLE, nb::load_balancer_group::TABLE] {
-                for (uuid, columns) in m.table(table).into_iter().flatten() {
-                    if ferry_net::delta_input(table, &columns, owners) {
-                        rows.push(CurrentRow {
-                            table: table.to_string(),
-                            uuid,
-                            columns,
-                        });
-                    }
-                }
-            }
-            rows
+            // The load balancers of `owners` found on the compact rows (only those are
+            // built), then the few groups.
+            let lb = nb::load_balancer::TABLE;
+            let owned = m
+                .table(lb)
+                .map(|t| {
+                    t.rows_with_map_str(nb::load_balancer::EXTERNAL_IDS, ferry_net::OWNER, |o| {
+                        owners.contains(o)
+                    })
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .map(|row| (lb, row));
+            let group = nb::load_balancer_group::TABLE;
+            let groups = m.table(group).into_iter().flatten().map(|row| (group, row));
+            owned
+                .chain(groups)
+                .filter(|(table, (_, columns))| ferry_net::delta_input(table, columns, owners))
+                .map(|(table, (uuid, columns))| CurrentRow {
+                    table: table.to_string(),
+                    uuid,
+                    columns,
+                })
+                .collect()
         });
         let read = t.elapsed();
         let t = Instant::now();

@@ -295,6 +295,32 @@ impl Table {
             .collect()
     }
 
+    /// The rows whose map `column` maps the string `key` to a string that `pred` accepts
+    /// (an `external_ids` lookup), as `(uuid, row)`: a scan of the compact cells that
+    /// builds only the rows it returns. At 10,000 services the service fast path built
+    /// every load balancer to keep a few, 41% of the leader's CPU.
+    pub fn rows_with_map_str(
+        &self,
+        column: &str,
+        key: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Row)> {
+        let Some(at) = self.position(column) else {
+            return Vec::new();
+        };
+        let matches = |r: &CompactRow| match r.cells.get(at) {
+            Some(Some(Datum::Map(pairs))) => pairs.iter().any(
+                |(k, v)| matches!((k, v), (Atom::Str(k), Atom::Str(v)) if &**k == key && pred(v)),
+            ),
+            _ => false,
+        };
+        self.rows
+            .iter()
+            .filter(|(_, r)| matches(r))
+            .map(|(k, r)| (k.text(), self.to_row(r)))
+            .collect()
+    }
+
     fn to_row(&self, r: &CompactRow) -> Row {
         let mut out = Map::new();
         for (name, cell) in self.columns.iter().zip(r.cells.iter()) {
@@ -557,5 +583,50 @@ mod tests {
             vec![("u1".to_owned(), row)]
         );
         assert_eq!(t.rows_with_str("name", |n| n == "b"), vec![]);
+    }
+
+    #[test]
+    fn rows_are_found_by_a_string_in_a_map_column() {
+        let mut t = Table::new(&["name".to_owned(), "external_ids".to_owned()]);
+        let ids = |owner: &str| json!(["map", [["ferry.io/owner", owner], ["other", "x"]]]);
+        let rows: Vec<(&str, Row)> = [("u1", "svc-a"), ("u2", "svc-b"), ("u3", "svc-c")]
+            .into_iter()
+            .map(|(u, o)| {
+                let row = serde_json::from_value(json!({"name": u, "external_ids": ids(o)}))
+                    .expect("row");
+                (u, row)
+            })
+            .collect();
+        for (u, r) in &rows {
+            t.insert(u, r);
+        }
+        // A row without the key, and one whose value under it is not a string.
+        let bare: Row = serde_json::from_value(json!({"name": "u4", "external_ids": ["map", []]}))
+            .expect("row");
+        t.insert("u4", &bare);
+        let odd: Row = serde_json::from_value(
+            json!({"name": "u5", "external_ids": ["map", [["ferry.io/owner", 7]]]}),
+        )
+        .expect("row");
+        t.insert("u5", &odd);
+        let found = t.rows_with_map_str("external_ids", "ferry.io/owner", |o| {
+            o == "svc-a" || o == "svc-c"
+        });
+        assert_eq!(
+            found,
+            vec![
+                ("u1".to_owned(), rows[0].1.clone()),
+                ("u3".to_owned(), rows[2].1.clone())
+            ]
+        );
+        // The value under another key does not count, nor does a missing column.
+        assert_eq!(
+            t.rows_with_map_str("external_ids", "other", |o| o == "svc-a"),
+            vec![]
+        );
+        assert_eq!(
+            t.rows_with_map_str("options", "ferry.io/owner", |_| true),
+            vec![]
+        );
     }
 }
