@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo build --release -p ferry
-FERRY=./target/release/ferry
+# Where cargo put it: a CARGO_TARGET_DIR set in the environment moves target/.
+FERRY=${CARGO_TARGET_DIR:-./target}/release/ferry
 DIR=${FERRY_LAB_DIR:-.ferry-lab}
 $FERRY lab down --dir "$DIR" >/dev/null 2>&1 || true
 $FERRY lab up --dir "$DIR"
