@@ -357,7 +357,7 @@ async fn hold(
             *published = term;
             changed
         });
-        // While leading, also wake at the deadline, so the flag falls on time even if
+        // While leading, also wake at the deadline, so the term falls on time even if
         // the next attempt cannot start.
         let wait = match role {
             Role::Leading => cfg

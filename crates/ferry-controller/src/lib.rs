@@ -229,45 +229,31 @@ pub async fn run(
                 tracing::warn!(identity = %config.identity, "lost leadership; standing by");
                 paused_at = Instant::now();
             }
-            Edge::Resumed { .. } | Edge::TookOver => {
-                if edge == Edge::TookOver {
-                    tracing::info!(identity = %config.identity, term = ?published, "taking over");
-                    if let Some(w) = writer.take() {
-                        w.abort();
-                    }
-                    writes.clear();
-                    st.nb_left = Default::default();
-                    repair = true;
-                } else {
-                    tracing::info!(identity = %config.identity, "leading again in the same term; nothing dropped");
-                    repair |= edge == (Edge::Resumed { repair: true });
+            Edge::TookOver => {
+                tracing::info!(identity = %config.identity, term = ?published, "taking over");
+                if let Some(w) = writer.take() {
+                    w.abort();
                 }
-                if let (None, Some(term)) = (&writer, &published) {
-                    let run = writes.clone().run(
-                        client.clone(),
-                        c.clone(),
-                        leading.clone(),
-                        term.clone(),
-                    );
-                    writer = Some(tokio::spawn(run));
-                }
-                let (keys, workloads) = recent.take(Instant::now());
-                for k in &keys {
-                    st.net.remove(k);
-                }
-                changes.services.extend(keys);
-                // Shadow passes took these workloads' changes without writing their NB
-                // ports; the old leader may not have either (sent again: the port fast
-                // path plans from the NB mirror, so a port already there costs nothing).
-                for w in &workloads {
-                    if let Some(p) = st.index.port(w) {
-                        st.nb_left
-                            .ports
-                            .insert(p.name.clone(), (None, Some(p.clone())));
-                    }
-                }
-                last_term.clone_from(&published);
+                writes.clear();
+                st.nb_left = Default::default();
+                repair = true;
             }
+            Edge::Resumed { repair: owed } => {
+                tracing::info!(identity = %config.identity, "leading again in the same term; nothing dropped");
+                repair |= owed;
+            }
+        }
+        if matches!(edge, Edge::TookOver | Edge::Resumed { .. }) {
+            // A resumed leader kept its writer; a new term has none.
+            if let (None, Some(term)) = (&writer, &published) {
+                let run =
+                    writes
+                        .clone()
+                        .run(client.clone(), c.clone(), leading.clone(), term.clone());
+                writer = Some(tokio::spawn(run));
+            }
+            recent.program_again(&mut st, &mut changes);
+            last_term.clone_from(&published);
         }
         acting = published;
         let is_leading = acting.is_some();
@@ -386,6 +372,25 @@ impl Recent {
             .retain(|_, at| now.duration_since(*at) < Self::WINDOW);
         self.1
             .retain(|_, at| now.duration_since(*at) < Self::WINDOW);
+    }
+
+    /// Has the next pass program what shadow passes planned within the window: their
+    /// services are planned again as if new to the NB, their workloads' ports sent again
+    /// (the port fast path plans from the NB mirror, so a port already there costs
+    /// nothing). The old leader, or this one while paused, may not have written them.
+    fn program_again(&mut self, st: &mut PassState, changes: &mut Changes) {
+        let (keys, workloads) = self.take(Instant::now());
+        for k in &keys {
+            st.net.remove(k);
+        }
+        changes.services.extend(keys);
+        for w in &workloads {
+            if let Some(p) = st.index.port(w) {
+                st.nb_left
+                    .ports
+                    .insert(p.name.clone(), (None, Some(p.clone())));
+            }
+        }
     }
 
     /// The services and the workloads seen within the window before `now`.

@@ -267,9 +267,9 @@ impl Applier {
     ) -> Result<Option<Applied>> {
         let t = Instant::now();
         let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
-            // The load balancers of `owners` found on the compact rows (only those are
-            // built), then the few groups.
-            let lb = nb::load_balancer::TABLE;
+            // The load balancers of `owners`, found on the compact rows (only those are
+            // built), then Ferry's few groups.
+            let (lb, group) = (nb::load_balancer::TABLE, nb::load_balancer_group::TABLE);
             let owned = m
                 .table(lb)
                 .map(|t| {
@@ -277,19 +277,21 @@ impl Applier {
                         owners.contains(o)
                     })
                 })
-                .unwrap_or_default()
+                .unwrap_or_default();
+            let groups = m
+                .table(group)
                 .into_iter()
-                .map(|row| (lb, row));
-            let group = nb::load_balancer_group::TABLE;
-            let groups = m.table(group).into_iter().flatten().map(|row| (group, row));
+                .flatten()
+                .filter(|(_, columns)| ferry_net::delta_input(group, columns, owners));
+            let row = |table: &str, (uuid, columns)| CurrentRow {
+                table: table.to_string(),
+                uuid,
+                columns,
+            };
             owned
-                .chain(groups)
-                .filter(|(table, (_, columns))| ferry_net::delta_input(table, columns, owners))
-                .map(|(table, (uuid, columns))| CurrentRow {
-                    table: table.to_string(),
-                    uuid,
-                    columns,
-                })
+                .into_iter()
+                .map(|r| row(lb, r))
+                .chain(groups.map(|r| row(group, r)))
                 .collect()
         });
         let read = t.elapsed();
