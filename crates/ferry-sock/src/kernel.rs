@@ -162,9 +162,22 @@ impl Inner {
         })
     }
 
-    fn run(&mut self, ops: &[MapOp]) -> Result<(), SockLbError> {
+    /// Fills maps that the programs do not see yet (nothing reads them, so nothing to
+    /// wait for).
+    fn fill(&mut self, ops: &[MapOp]) -> Result<(), SockLbError> {
         for op in ops {
             self.run_one(op)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `ops` on these maps, which `outer` points the programs at.
+    fn run(&mut self, ops: &[MapOp], outer: &mut Outer) -> Result<(), SockLbError> {
+        for op in ops {
+            match op {
+                MapOp::WaitForReaders => outer.wait_for_readers(&self.services)?,
+                op => self.run_one(op)?,
+            }
         }
         Ok(())
     }
@@ -216,6 +229,8 @@ impl Inner {
                     )?;
                 }
             }
+            // Only live maps have readers; `Inner::run` waits for those.
+            MapOp::WaitForReaders => {}
         }
         Ok(())
     }
@@ -271,6 +286,18 @@ impl Outer {
             .set(0, &inner.netns, 0)
             .map_err(set("ferry_netns"))?;
         Ok(())
+    }
+}
+
+impl Outer {
+    /// Returns once every program that may have looked a map up before the call has
+    /// returned. Updating a map-of-maps makes the kernel wait for a grace period
+    /// (`synchronize_rcu` in `maybe_wait_bpf_programs`) before the syscall returns, so
+    /// pointing `ferry_svc` at the service map it already holds is such a wait.
+    fn wait_for_readers(&mut self, services: &SvcMap) -> Result<(), SockLbError> {
+        self.services
+            .set(0, services, 0)
+            .map_err(|e| SockLbError::map("ferry_svc", "wait for readers", e))
     }
 }
 
@@ -462,7 +489,7 @@ impl SocketLb {
             let next = self.programmed.after(&p);
             self.rebuild(self.sizes, &next)?;
             self.programmed = next;
-        } else if let Err(e) = self.inner.run(&p.ops) {
+        } else if let Err(e) = self.inner.run(&p.ops, &mut self.outer) {
             self.stale = true;
             return Err(e);
         } else {
@@ -550,7 +577,7 @@ impl SocketLb {
                 .insert(wire::netns_key(*cookie), wire::netns_value(*vpc), 0)
                 .map_err(put("netns"))?;
         }
-        inner.run(&fill(programmed))?;
+        inner.fill(&fill(programmed))?;
         self.outer.point_at(&inner)?;
         self.inner = inner;
         self.adopted = false;
@@ -571,7 +598,7 @@ impl SocketLb {
                 .insert(wire::netns_key(*cookie), wire::netns_value(*vpc), 0)
                 .map_err(|e| SockLbError::map("netns", "insert", e))?;
         }
-        inner.run(&fill(programmed))?;
+        inner.fill(&fill(programmed))?;
         self.outer.point_at(&inner)?;
         self.inner = inner;
         self.sizes = sizes;

@@ -4,13 +4,17 @@
 //!
 //! Order matters because the hooks read the maps while they change:
 //! * a changed backend list goes to a **new backend set**, written before the service
-//!   entry points at it, and the old set is deleted after, so a hook never sees a slot
-//!   count that does not match the slots;
+//!   entry points at it, so a hook never sees a slot count that does not match the slots;
+//! * what the old service values point at (old sets, removed members) is deleted only at
+//!   the end of a plan, after one [`MapOp::WaitForReaders`]: a hook that read a service
+//!   value just before it changed still finds that value's slots (deleting them at once
+//!   left such a connect untranslated, and it failed with "network unreachable");
 //! * set ids are never reused within a run of ids (a monotonically increasing counter that
 //!   skips live ids), so a hook still holding an old service value cannot read another
 //!   service's slots (which could belong to another VPC);
-//! * affinity members are added before and removed after the service entry changes;
-//! * removed services go first, so their slots free room for the rest.
+//! * affinity members are added before the service entry changes;
+//! * removed services' entries go first; their slots and members go with the rest at the
+//!   end, so capacity is counted at the plan's peak, with everything old still there.
 //!
 //! Planning is incremental: a service whose desired spec equals the one it was programmed
 //! from is not looked at again, so a probe flip costs one service's work whatever the
@@ -179,6 +183,9 @@ pub enum MapOp {
         set: u32,
         count: u32,
     },
+    /// Wait until every hook that may have read a map before this point has returned, so
+    /// that what follows can delete what such a hook may still look up.
+    WaitForReaders,
 }
 
 /// Why a service was not (re)programmed.
@@ -409,25 +416,26 @@ fn plan_inner(
         }
     }
 
-    // Removals first: they free room.
+    // What old service values point at, deleted once no hook can be reading them.
+    let mut retired = Vec::new();
+
+    // Removed services' entries first: they free room in the service map.
     for key in removals {
         let Some(old) = current.services.get(&key) else {
             continue;
         };
         ops.push(MapOp::DeleteService { key });
         if !old.members.is_empty() {
-            ops.push(MapOp::DeleteMembers {
+            retired.push(MapOp::DeleteMembers {
                 service: old.id,
                 backends: old.members.iter().copied().collect(),
             });
         }
-        ops.push(MapOp::DeleteSlots {
+        retired.push(MapOp::DeleteSlots {
             set: old.set,
             count: old.slots.len() as u32,
         });
         usage.services -= 1;
-        usage.slots -= slot_entries(old.slots.len());
-        usage.members -= old.members.len() as u64;
         updates.push((key, None));
     }
 
@@ -526,25 +534,27 @@ fn plan_inner(
             value: programmed.value(),
         });
         if !removed.is_empty() {
-            ops.push(MapOp::DeleteMembers {
+            retired.push(MapOp::DeleteMembers {
                 service: id,
-                backends: removed.clone(),
+                backends: removed,
             });
         }
         match old {
-            Some(o) if slots_change => {
-                ops.push(MapOp::DeleteSlots {
-                    set: o.set,
-                    count: o.slots.len() as u32,
-                });
-                usage.slots -= slot_entries(o.slots.len());
-            }
+            Some(o) if slots_change => retired.push(MapOp::DeleteSlots {
+                set: o.set,
+                count: o.slots.len() as u32,
+            }),
             Some(_) => {}
             None => usage.services += 1,
         }
         usage.slots += new_slots;
-        usage.members = usage.members + added.len() as u64 - removed.len() as u64;
+        usage.members += added.len() as u64;
         updates.push((key, Some(programmed)));
+    }
+
+    if !retired.is_empty() {
+        ops.push(MapOp::WaitForReaders);
+        ops.append(&mut retired);
     }
 
     Plan {

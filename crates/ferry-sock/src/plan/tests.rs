@@ -123,6 +123,7 @@ fn plan_cases() {
                     key: key(1, 1),
                     value: value(1, 2, 1),
                 },
+                MapOp::WaitForReaders,
                 MapOp::DeleteSlots { set: 1, count: 2 },
             ],
             want_rejected: vec![],
@@ -134,6 +135,7 @@ fn plan_cases() {
             cap: CAP,
             want_ops: vec![
                 MapOp::DeleteService { key: key(1, 1) },
+                MapOp::WaitForReaders,
                 MapOp::DeleteSlots { set: 1, count: 1 },
             ],
             want_rejected: vec![],
@@ -152,6 +154,7 @@ fn plan_cases() {
                     key: key(2, 1),
                     value: value(2, 3, 2),
                 },
+                MapOp::WaitForReaders,
                 MapOp::DeleteSlots { set: 2, count: 1 },
             ],
             want_rejected: vec![],
@@ -193,6 +196,7 @@ fn plan_cases() {
                         ..value(1, 2, 1)
                     },
                 },
+                MapOp::WaitForReaders,
                 MapOp::DeleteMembers {
                     service: 1,
                     backends: vec![be(1)],
@@ -208,7 +212,6 @@ fn plan_cases() {
             cap: CAP,
             want_ops: vec![
                 MapOp::DeleteService { key: key(1, 1) },
-                MapOp::DeleteSlots { set: 1, count: 1 },
                 MapOp::PutSlots {
                     set: 2,
                     slots: vec![be(1)],
@@ -217,6 +220,8 @@ fn plan_cases() {
                     key: key(1, 2),
                     value: value(2, 2, 1),
                 },
+                MapOp::WaitForReaders,
+                MapOp::DeleteSlots { set: 1, count: 1 },
             ],
             want_rejected: vec![],
         },
@@ -256,7 +261,31 @@ fn plan_cases() {
             }],
         },
         Case {
-            name: "a removal frees room for an addition in the same plan",
+            name: "a removal frees its service entry for an addition in the same plan",
+            before: vec![desired(&[(key(1, 1), spec(&[1, 2]))])],
+            desired: desired(&[(key(1, 2), spec(&[1, 2]))]),
+            cap: Capacity {
+                services: 1,
+                slots: 2,
+                members: 0,
+            },
+            want_ops: vec![
+                MapOp::DeleteService { key: key(1, 1) },
+                MapOp::PutSlots {
+                    set: 2,
+                    slots: vec![be(1), be(2)],
+                },
+                MapOp::PutService {
+                    key: key(1, 2),
+                    value: value(2, 2, 2),
+                },
+                MapOp::WaitForReaders,
+                MapOp::DeleteSlots { set: 1, count: 2 },
+            ],
+            want_rejected: vec![],
+        },
+        Case {
+            name: "a removed service's slots count until the plan's end (a hook may read them)",
             before: vec![desired(&[(key(1, 1), spec(&[1, 2]))])],
             desired: desired(&[(key(1, 2), spec(&[1, 2]))]),
             cap: Capacity {
@@ -266,17 +295,17 @@ fn plan_cases() {
             },
             want_ops: vec![
                 MapOp::DeleteService { key: key(1, 1) },
+                MapOp::WaitForReaders,
                 MapOp::DeleteSlots { set: 1, count: 2 },
-                MapOp::PutSlots {
-                    set: 2,
-                    slots: vec![be(1), be(2)],
-                },
-                MapOp::PutService {
-                    key: key(1, 2),
-                    value: value(2, 2, 2),
-                },
             ],
-            want_rejected: vec![],
+            want_rejected: vec![Rejected {
+                key: key(1, 2),
+                reason: RejectReason::SlotsFull {
+                    need: 1,
+                    used: 1,
+                    max: 1,
+                },
+            }],
         },
         Case {
             name: "weights needing too many slots are rejected",
@@ -428,6 +457,7 @@ impl Maps {
                     assert!(self.slots.remove(&(*set, i)).is_some(), "slot not there");
                 }
             }
+            MapOp::WaitForReaders => {}
         }
     }
 
@@ -455,6 +485,20 @@ impl Maps {
                 assert!(
                     self.slots.contains_key(&(v.set, i)),
                     "{k}: slot {i} missing"
+                );
+            }
+        }
+    }
+
+    /// A hook still holding any of `held` (values it read before they changed) finds
+    /// that value's slots.
+    fn check_held(&self, held: &[(ServiceKey, ServiceValue)]) {
+        for (k, v) in held {
+            for i in 0..v.count {
+                assert!(
+                    self.slots.contains_key(&(v.set, i)),
+                    "{k}: slot {i} of set {} gone while a hook may still read it",
+                    v.set
                 );
             }
         }
@@ -516,7 +560,8 @@ fn arb_desired() -> impl Strategy<Value = Desired> {
 
 proptest! {
     /// Replaying the plan from A to B on maps holding A gives maps holding B, every
-    /// intermediate state is readable, and no map ever exceeds its capacity.
+    /// intermediate state is readable (also by a hook that read a service value before
+    /// it changed), and no map ever exceeds its capacity.
     #[test]
     fn replaying_a_plan_reaches_its_next_state(a in arb_desired(), b in arb_desired(), slots in 12u32..200) {
         let cap = Capacity { services: 6, slots, members: 12 };
@@ -524,9 +569,20 @@ proptest! {
         let pb = plan(&na, &b, cap);
         let nb = na.after(&pb);
         let mut maps = Maps::of(&na);
+        // Service values a running hook may hold: all it could have read since the last
+        // wait for readers.
+        let mut held: Vec<_> = maps.services.iter().map(|(k, v)| (*k, *v)).collect();
         for op in &pb.ops {
             maps.apply(op);
+            match op {
+                MapOp::PutService { key, value } => held.push((*key, *value)),
+                MapOp::WaitForReaders => {
+                    held = maps.services.iter().map(|(k, v)| (*k, *v)).collect();
+                }
+                _ => {}
+            }
             maps.check_readable();
+            maps.check_held(&held);
             let (s, sl, m) = maps.usage();
             prop_assert!(s <= 6 && sl <= slots as usize && m <= 12);
         }
@@ -568,6 +624,7 @@ fn plan_changes_touches_only_the_listed_services() {
                 key: key(1, 2),
                 value: value(2, 3, 1),
             },
+            MapOp::WaitForReaders,
             MapOp::DeleteSlots { set: 2, count: 2 },
         ]
     );
