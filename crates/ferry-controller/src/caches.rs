@@ -523,12 +523,30 @@ pub fn kube_services(
             })
             .collect(),
     };
+    // Most passes find no ordinary Service (the slices of generated ones wake them too):
+    // the slices, 10,000 of them at 10,000 services, are read only for one that is, and
+    // matched by namespace and name without building a key per slice.
+    let mut wanted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (k, found) in &out {
+        if let Some((svc, _)) = found {
+            wanted
+                .entry(svc.namespace().unwrap_or_default())
+                .or_default()
+                .insert(svc.name_any(), k.clone());
+        }
+    }
+    if wanted.is_empty() {
+        return out;
+    }
     for sl in c.slices.state() {
         let Some(name) = sl.labels().get(ks::SERVICE_NAME_LABEL) else {
             continue;
         };
-        let k = format!("svc/{}/{name}", sl.namespace().unwrap_or_default());
-        if let Some(Some((_, slices))) = out.get_mut(&k) {
+        let ns = sl.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(k) = wanted.get(ns).and_then(|names| names.get(name.as_str())) else {
+            continue;
+        };
+        if let Some(Some((_, slices))) = out.get_mut(k) {
             slices.push(sl);
         }
     }

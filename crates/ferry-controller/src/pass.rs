@@ -154,6 +154,7 @@ impl Pass<'_> {
                 .collect(),
         };
         let planning = Instant::now();
+        let prepare_ms = planning.duration_since(started).as_millis() as u64;
         if full {
             st.claims = Claims::default();
         }
@@ -270,6 +271,7 @@ impl Pass<'_> {
         tracing::debug!(
             full,
             services,
+            prepare_ms,
             plan_ms,
             nb_ms,
             // Fractional: `ferry bench metrics-cost` reads pass times from this line, which

@@ -76,6 +76,11 @@ impl Claims {
 
     /// Forgets what `keys` hold (they are about to be decided again).
     pub fn release(&mut self, keys: &BTreeSet<String>) {
+        // Every pass releases what it re-plans, often nothing: skip the scan of every
+        // claim then.
+        if keys.is_empty() {
+            return;
+        }
         self.vips.retain(|_, k| !keys.contains(k));
         self.eips.retain(|_, k| !keys.contains(k));
     }
