@@ -240,7 +240,7 @@ impl Index {
                     continue;
                 };
                 for s in svcs {
-                    if !service::select_backends(s, std::slice::from_ref(b)).is_empty() {
+                    if service::selects(s, b) {
                         out.services.insert(key_of(s.as_ref()));
                     }
                 }
@@ -267,12 +267,12 @@ impl Index {
     }
 
     /// Backends in `namespace` labelled `label=value`.
-    pub fn candidates(&self, namespace: &str, label: &str, value: &str) -> Vec<Backend> {
+    pub fn candidates(&self, namespace: &str, label: &str, value: &str) -> Vec<&Backend> {
         self.by_label
             .get(&(namespace.to_string(), label.to_string(), value.to_string()))
             .into_iter()
             .flatten()
-            .filter_map(|w| self.backends.get(w).cloned())
+            .filter_map(|w| self.backends.get(w))
             .collect()
     }
 

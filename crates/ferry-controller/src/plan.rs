@@ -103,7 +103,7 @@ pub fn plan_services(
             }
             None => (None, None),
         };
-        let candidates: Vec<Backend> = match svc.spec.selector.iter().next() {
+        let candidates: Vec<&Backend> = match svc.spec.selector.iter().next() {
             Some((k, v)) => index.candidates(&ns, k, v),
             None => Vec::new(),
         };
