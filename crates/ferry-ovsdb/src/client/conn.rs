@@ -490,15 +490,25 @@ async fn run(inner: &Arc<Inner>, mut live: Live) -> String {
     let interval = inner.config.echo_interval;
     let mut shutdown = inner.shutdown.clone();
     let mut tick = tokio::time::interval(interval);
+    // After a stall, one late tick and then a full interval: the reader gets to run.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut last_tick = Instant::now();
+    // Since when this task could hear the server (see `server_silent`).
+    let mut listening_since = last_tick;
     loop {
         tokio::select! {
             r = &mut live.reader => return r.unwrap_or_else(|e| e.to_string()),
             r = &mut live.writer => return r.unwrap_or_else(|e| e.to_string()),
             _ = shutdown.wait_for(|s| *s) => return "shutdown".into(),
             _ = tick.tick() => {
+                let now = Instant::now();
+                if stalled(now.duration_since(last_tick), interval) {
+                    listening_since = now;
+                }
+                last_tick = now;
                 let idle = lock(&live.conn.last_rx).elapsed();
-                if idle > interval * 2 {
+                if server_silent(idle, now.duration_since(listening_since), interval) {
                     return format!("no message from server for {} ms", idle.as_millis());
                 }
                 if let Some(id) = live.conn.register(Pending::Echo) {
@@ -507,6 +517,20 @@ async fn run(inner: &Arc<Inner>, mut live: Live) -> String {
             }
         }
     }
+}
+
+/// Whether a tick that came `since_last` after the previous one shows that this process
+/// stalled (a runtime busy elsewhere): the server's messages may then be waiting unread.
+fn stalled(since_last: Duration, interval: Duration) -> bool {
+    since_last > interval + interval / 2
+}
+
+/// Whether the server is silent: no message for two echo intervals, counted only over
+/// the time this task was listening (`listening`, restarted after a stall). A standby
+/// controller whose runtime was busy for 30 s otherwise dropped a healthy connection
+/// and reloaded 200,000 ports from a snapshot just as it took over.
+fn server_silent(idle: Duration, listening: Duration, interval: Duration) -> bool {
+    idle.min(listening) > interval * 2
 }
 
 async fn write_loop(mut w: BoxWrite, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) -> String {
@@ -671,6 +695,32 @@ fn apply(inner: &Inner, f: impl FnOnce(&mut Mirror) -> Result<()>) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_is_judged_only_on_time_the_client_listened() {
+        let s = Duration::from_secs;
+        let i = s(5);
+        // (idle since the last message, listening for, silent?)
+        let cases = [
+            (s(4), s(100), false),
+            (s(11), s(100), true),
+            // The process stalled 31 s and has just resumed: the reader has not run yet.
+            (s(31), s(0), false),
+            (s(31), s(9), false),
+            // Still nothing one interval after the stall plus one: the server is gone.
+            (s(42), s(11), true),
+        ];
+        for (idle, listening, want) in cases {
+            assert_eq!(
+                server_silent(idle, listening, i),
+                want,
+                "{idle:?} {listening:?}"
+            );
+        }
+        assert!(!stalled(s(5), i));
+        assert!(!stalled(Duration::from_millis(7400), i));
+        assert!(stalled(s(31), i));
+    }
 
     #[test]
     fn raft_role_of_server_rows() {
