@@ -287,9 +287,7 @@ impl Outer {
             .map_err(set("ferry_netns"))?;
         Ok(())
     }
-}
 
-impl Outer {
     /// Returns once every program that may have looked a map up before the call has
     /// returned. Updating a map-of-maps makes the kernel wait for a grace period
     /// (`synchronize_rcu` in `maybe_wait_bpf_programs`) before the syscall returns, so
