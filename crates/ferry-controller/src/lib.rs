@@ -213,6 +213,8 @@ pub async fn run(
     // Only the first full pass cannot wait; the others are paced (`pacing`).
     let mut urgent = true;
     let mut full_passes = pacing::FullPasses::default();
+    // A full pass completed: the indexes and claims are whole.
+    let mut warm = false;
     loop {
         let published = leading.borrow_and_update().clone();
         let edge = leadership::edge(
@@ -294,6 +296,9 @@ pub async fn run(
                 _ = moved_from(&mut leading, &acting) => {
                     changes.merge(again);
                     changes.all = true;
+                    // The state may be half-updated: only a completed full pass makes it
+                    // whole again.
+                    warm = false;
                     // Spaced like one that ran: a full pass cut short again and again
                     // (a lease lost every half minute) must not start over back to back.
                     if full {
@@ -304,6 +309,7 @@ pub async fn run(
             }
             if full {
                 full_passes.ran(Instant::now(), started.elapsed());
+                warm = true;
             }
             // The repair after a takeover is paced too: a leadership that changes hands
             // often (a loaded API server) still gets its incremental passes through.
@@ -311,11 +317,45 @@ pub async fn run(
                 changes.all = true;
                 continue;
             }
+        } else if full {
+            // A full shadow pass takes tens of seconds at 10k: it runs on a copy of the
+            // state, off the async workers, and a win abandons it (`shadow_full_pass`).
+            let again = this.clone();
+            let shadow = shadow_full_pass(
+                Shadow {
+                    client: client.clone(),
+                    c: c.clone(),
+                    pools: pools.clone(),
+                    eip_range,
+                    cluster_dns: config.cluster_dns,
+                    writes: writes.clone(),
+                },
+                this,
+                st.clone(),
+            );
+            tokio::select! {
+                done = shadow => {
+                    if let Some(next) = done {
+                        st = next;
+                        warm = true;
+                    }
+                    full_passes.ran(Instant::now(), started.elapsed());
+                }
+                _ = won(&mut leading) => {
+                    tracing::info!("won the lease during a full shadow pass; abandoning it");
+                    changes.merge(again);
+                    // The state is the last pass's, whole: the first pass as leader can be
+                    // incremental (the takeover's repair follows, paced) unless no full
+                    // pass ever completed.
+                    changes.all = !warm;
+                    urgent |= !warm;
+                    full_passes.owe();
+                    continue;
+                }
+                _ = stopped(&mut shutdown) => break,
+            }
         } else {
             p.run(this, &mut st, None, &writes).await;
-            if full {
-                full_passes.ran(Instant::now(), started.elapsed());
-            }
         }
         // Wake for the next retry or for NB work left undone.
         let mut idle = Duration::from_secs(1);
@@ -407,6 +447,53 @@ impl Recent {
             .map(|(k, _)| k)
             .collect();
         (services, workloads)
+    }
+}
+
+/// What a full shadow pass needs, owned (it runs on a blocking thread).
+struct Shadow {
+    client: Client,
+    c: caches::Caches,
+    pools: ServicePools,
+    eip_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    writes: Writes,
+}
+
+/// Runs a standby's full pass on `st` (a copy of the driver's state) on a blocking-pool
+/// thread; the state it leaves, or `None` if it failed. Dropping the returned future (the
+/// replica won meanwhile) stops the pass at its next step (`pass` yields between steps) and
+/// drops the copy: the driver's state stays the last completed pass's, and nothing was
+/// written (a shadow pass writes nothing). At 10k a full shadow pass held an async worker
+/// for ~30 s: a standby that won meanwhile noticed it 10 s late.
+async fn shadow_full_pass(s: Shadow, changes: Changes, mut st: PassState) -> Option<PassState> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Sends on drop: the pass ends when this future is dropped.
+    let _stop = stop;
+    let handle = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let p = Pass {
+            client: &s.client,
+            c: &s.c,
+            pools: &s.pools,
+            eip_range: s.eip_range,
+            cluster_dns: s.cluster_dns,
+            shadow: true,
+        };
+        let completed = handle.block_on(async {
+            tokio::select! {
+                _ = p.run(changes, &mut st, None, &s.writes) => true,
+                _ = stopped => false,
+            }
+        });
+        completed.then_some(st)
+    });
+    match task.await {
+        Ok(st) => st,
+        Err(e) => {
+            tracing::error!(error = %e, "a full shadow pass failed");
+            None
+        }
     }
 }
 

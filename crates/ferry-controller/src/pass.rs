@@ -36,7 +36,7 @@ impl ProbeView for Store<CachedProbe> {
 }
 
 /// What passes keep from one to the next.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PassState {
     pub index: Index,
     pub claims: Claims,
@@ -123,7 +123,7 @@ impl Pass<'_> {
         let full = changes.all;
         let seen = (changes.service_seen, changes.probe_seen);
         let (only, ports, needs_address) = if full {
-            st.index.rebuild(c);
+            heavy(|| st.index.rebuild(c));
             (None, Vec::new(), true)
         } else {
             let u = st.index.update(c, &changes);
@@ -131,6 +131,9 @@ impl Pass<'_> {
             only.extend(changes.services.iter().cloned());
             (Some(only), u.ports, u.needs_address)
         };
+        // Between the steps of a pass, whatever waits for this worker runs, and a pass
+        // raced against leadership (`crate::run`) can stop.
+        tokio::task::yield_now().await;
         if only.as_ref().is_some_and(BTreeSet::is_empty)
             && changes.kube_services.is_empty()
             && ports.is_empty()
@@ -192,13 +195,16 @@ impl Pass<'_> {
             vpcs: caches::vpcs(c),
             probes: &c.probes,
         };
-        let outcomes = plan::plan_services(
-            &input,
-            self.pools,
-            &mut st.service_pending,
-            &mut st.claims,
-            &st.index,
-        );
+        let outcomes = heavy_if(full, || {
+            plan::plan_services(
+                &input,
+                self.pools,
+                &mut st.service_pending,
+                &mut st.claims,
+                &st.index,
+            )
+        });
+        tokio::task::yield_now().await;
         lb_ips.extend(kube_service::lb_ips(
             &kube_svcs,
             self.pools.eips.as_ref(),
@@ -239,7 +245,10 @@ impl Pass<'_> {
         } else {
             std::mem::take(&mut st.nb_left)
         };
-        nb_work::add_pass(&mut work, &mut st.net, states, only.as_ref(), ports);
+        heavy_if(full, || {
+            nb_work::add_pass(&mut work, &mut st.net, states, only.as_ref(), ports)
+        });
+        tokio::task::yield_now().await;
         let nb: Option<NbResult> = match net {
             Some(net) if !self.shadow => Some(self.send(net, work, st).await),
             _ => None,
@@ -470,4 +479,23 @@ where
     if let Err(e) = result {
         tracing::warn!(kind = %K::kind(&()), %name, error = %e, "writing a status failed");
     }
+}
+
+/// Runs seconds of CPU (a full pass's index rebuild or planning: 5-15 s each at 10,000
+/// services x 20) without holding an async worker: on a multi-thread runtime the worker's
+/// other tasks (the NB client's reader, the watches) move to another thread meanwhile. At
+/// 10k a standby whose worker was held ~30 s dropped a healthy NB connection and noticed
+/// its win 10 s late.
+fn heavy<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// [`heavy`] when `full`, else in place (a few services take microseconds, less than
+/// moving the worker's tasks would).
+fn heavy_if<R>(full: bool, f: impl FnOnce() -> R) -> R {
+    if full { heavy(f) } else { f() }
 }

@@ -20,7 +20,7 @@ pub struct ServicePools {
 }
 
 /// Service addresses handed out but not yet seen in a service's status.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pending {
     cluster_ips: HashMap<String, Ipv4Addr>,
     eips: HashMap<String, Ipv4Addr>,
@@ -39,7 +39,7 @@ pub type AddressOutcome = Result<(Ipv4Addr, Option<Ipv4Addr>), Problem>;
 
 /// Which service holds each ClusterIP and EIP, kept across passes so that a pass over a
 /// few services need not read every other one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Claims {
     vips: BTreeMap<Ipv4Addr, String>,
     eips: BTreeMap<Ipv4Addr, String>,
