@@ -261,10 +261,21 @@ pub(crate) fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn backend_ip(i: usize) -> (Ipv4Addr, usize) {
-    // 4 subnets of /16: 10.100.0.0/16 .. 10.103.0.0/16; .0.1 is each gateway.
-    let subnet = i % 4;
-    let n = (i / 4) as u32 + 2;
+/// Pods per subnet at most. OVN gives a logical switch at most 32,767 ports (tunnel keys):
+/// past that northd binds no more (at 10k x 20 in 4 subnets, the SB held 32,767 Port_Bindings
+/// of 200,000 ports). The rest is left for the nodes' probe ports, which share a subnet.
+const PODS_PER_SUBNET: usize = 20_000;
+
+/// Subnets for `pods` backends: at least 4, each holding at most [`PODS_PER_SUBNET`].
+fn subnet_count(pods: usize) -> usize {
+    pods.div_ceil(PODS_PER_SUBNET).max(4)
+}
+
+/// The address and subnet of backend `i` of `subnets` /16s (10.100.0.0/16, 10.101.0.0/16,
+/// ...; .0.1 is each gateway), dealt round-robin.
+fn backend_ip(i: usize, subnets: usize) -> (Ipv4Addr, usize) {
+    let subnet = i % subnets;
+    let n = (i / subnets) as u32 + 2;
     (
         Ipv4Addr::new(10, 100 + subnet as u8, (n >> 8) as u8, (n & 0xff) as u8),
         subnet,
@@ -386,7 +397,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         }
     }
 
-    // The network: one VPC, four /16 subnets.
+    // The network: one VPC, /16 subnets enough for the pods (`subnet_count`).
     let apply = async |v: Value| -> Result<(), String> {
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
         let name = v["metadata"]["name"]
@@ -409,7 +420,14 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         .map_err(|e| e.to_string())
     };
     apply(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "Vpc", "metadata": {"name": "vpc1"}, "spec": {}})).await?;
-    for s in 0..4 {
+    let subnets = subnet_count(n * m);
+    if subnets > 100 {
+        return Err(format!(
+            "{} backends need {subnets} subnets; the bench has room for 100 (10.100-10.199)",
+            n * m
+        ));
+    }
+    for s in 0..subnets {
         apply(json!({"apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": format!("bench-{s}")}, "spec": {"vpc": "vpc1", "cidrBlock": format!("10.{}.0.0/16", 100 + s)}})).await?;
     }
     // The hollow nodes: Nodes and Leases, then renewals and probe reports from now on.
@@ -432,7 +450,7 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
             let pods = pods.clone();
             let created = created.clone();
             async move {
-                let (ip, s) = backend_ip(i);
+                let (ip, s) = backend_ip(i, subnets);
                 let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({"metadata": {"name": format!("b-{i}"), "labels": {"svc": format!("s{}", i / m)},
                     "annotations": {"iaas.yusur.io/subnet": format!("bench-{s}"), "iaas.yusur.io/ip_address": ip.to_string(), "iaas.yusur.io/mac_address": format!("0a:00:{:02x}:{:02x}:{:02x}:{:02x}", ip.octets()[0], ip.octets()[1], ip.octets()[2], ip.octets()[3]),
                         "iaas.yusur.io/gateway": format!("10.{}.0.1", 100 + s), "iaas.yusur.io/cidr": format!("10.{}.0.0/16", 100 + s)}},
@@ -1076,6 +1094,25 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_subnet_gets_more_pods_than_ovn_can_bind() {
+        for pods in [100, 80_000, 200_000, 1_000_000] {
+            let subnets = subnet_count(pods);
+            let mut per = vec![0usize; subnets];
+            let mut seen = std::collections::BTreeSet::new();
+            for i in 0..pods {
+                let (ip, s) = backend_ip(i, subnets);
+                assert_eq!(ip.octets()[1] as usize, 100 + s, "pod {i}");
+                assert!(ip.octets()[2..] != [0, 0] && ip.octets()[2..] != [0, 1]);
+                assert!(seen.insert(ip), "{ip} given twice");
+                per[s] += 1;
+            }
+            assert!(subnets >= 4);
+            assert!(per.iter().all(|&n| n <= PODS_PER_SUBNET), "{pods}: {per:?}");
+        }
+        assert_eq!(subnet_count(200_000), 10);
+    }
 
     #[test]
     fn leadership_losses_count_the_controllers_lines() {
