@@ -164,6 +164,12 @@ pub fn cluster_ip_delta(
 const LSP: &str = nb::logical_switch_port::TABLE;
 const SWITCH: &str = nb::logical_switch::TABLE;
 
+/// The `ferry.io/key` of a workload port's row (`Logical_Switch_Port:NAME`), as
+/// [`port_delta`] writes it: what goes in a [`crate::Fence`]'s `keys` for that port.
+pub fn port_key(name: &str) -> String {
+    crate::topology::key(LSP, name)
+}
+
 /// Whether a current row belongs in [`port_delta`]'s `current`: a switch, or a switch port
 /// Ferry owns.
 fn port_delta_input(table: &str, columns: &Map<String, Value>) -> bool {
@@ -269,7 +275,7 @@ pub fn port_delta(
         let Some(name) = new.as_ref().or(old.as_ref()).map(|p| p.name.as_str()) else {
             continue;
         };
-        let key = crate::topology::key(LSP, name);
+        let key = port_key(name);
         let cur = ports.get(name).copied();
         if let Some(c) = cur
             && owned_key(LSP, &c.columns).as_deref() != Some(key.as_str())

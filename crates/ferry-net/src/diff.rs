@@ -17,6 +17,12 @@
 //! - Units are ordered by dependency: load balancers, then groups (which reference them),
 //!   then switches and routers (which reference both); deletes of stale roots come last,
 //!   switches and routers first, so nothing still references a group when it goes.
+//!
+//! [`diff_fenced`] leaves alone the rows a [`Fence`] names (by `ferry.io/owner` or
+//! `ferry.io/key`): what fast paths ([`crate::cluster_ip_delta`], [`crate::port_delta`])
+//! wrote after the snapshot `desired` was built from. For them the NB as it is is the truth:
+//! no operation on them, and their membership in every reference column the diff writes
+//! follows the NB, while everything else converges as [`diff`] does.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +32,7 @@ use ferry_ovsdb_wire::wire;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::model::{Desired, KEY};
+use crate::model::{Desired, KEY, OWNER};
 
 /// A row as an OVSDB monitor mirror holds it (wire notation: `["set", ..]`, `["map", ..]`,
 /// `["uuid", ..]`).
@@ -53,6 +59,169 @@ impl Plan {
     /// Operations over all transactions.
     pub fn op_count(&self) -> usize {
         self.transactions.iter().map(Vec::len).sum()
+    }
+}
+
+/// Rows [`diff_fenced`] must leave as the NB has them: those whose `ferry.io/owner` is in
+/// `owners` or whose `ferry.io/key` is in `keys` (`Load_Balancer_Group`s, which have no
+/// `external_ids`, never are). A key is fenced as a whole: if one row with a key is fenced
+/// (desired or current), every row with that key is, and so are the desired rows below a
+/// fenced one (they are written only through it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fence {
+    pub owners: BTreeSet<String>,
+    pub keys: BTreeSet<String>,
+}
+
+impl Fence {
+    /// Nothing fenced: [`diff_fenced`] is then [`diff`].
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty() && self.keys.is_empty()
+    }
+
+    /// Whether a row of `table` with these `external_ids` is fenced by its own ids.
+    fn holds(&self, table: &str, external_ids: Option<&Value>) -> bool {
+        if table == nb::load_balancer_group::TABLE {
+            return false;
+        }
+        let Some(ids) = external_ids else {
+            return false;
+        };
+        map_str(ids, OWNER).is_some_and(|o| self.owners.contains(o))
+            || map_str(ids, KEY).is_some_and(|k| self.keys.contains(k))
+    }
+}
+
+/// The string under `key` in a `["map", [[K, V], ..]]` value, without allocating.
+fn map_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    let [tag, Value::Array(pairs)] = v.as_array()?.as_slice() else {
+        return None;
+    };
+    if tag != "map" {
+        return None;
+    }
+    pairs
+        .iter()
+        .find_map(|p| match p.as_array().map(Vec::as_slice) {
+            Some([Value::String(k), Value::String(v)]) if k == key => Some(v.as_str()),
+            _ => None,
+        })
+}
+
+/// What a [`Fence`] covers in one diff's input.
+#[derive(Default)]
+struct Fenced<'a> {
+    /// Desired keys (table, key) that get no operation and whose membership follows the NB.
+    keys: BTreeSet<(String, String)>,
+    /// Current rows that are fenced.
+    uuids: BTreeSet<&'a str>,
+    /// The current uuid of each fenced key the NB has (the smallest, as for kept rows).
+    ids: BTreeMap<(String, String), String>,
+}
+
+impl<'a> Fenced<'a> {
+    fn new(
+        fence: &Fence,
+        desired: &Desired,
+        current: &'a [CurrentRow],
+        owned: &BTreeMap<(String, String), Vec<&'a CurrentRow>>,
+        parent: &BTreeMap<(String, String), (String, String)>,
+    ) -> Self {
+        let mut f = Fenced::default();
+        if fence.is_empty() {
+            return f;
+        }
+        const IDS: &str = nb::load_balancer::EXTERNAL_IDS;
+        for row in &desired.rows {
+            if fence.holds(row.table, row.columns.get(IDS)) {
+                f.keys.insert((row.table.to_string(), row.key.clone()));
+            }
+        }
+        for row in current {
+            if fence.holds(&row.table, row.columns.get(IDS)) {
+                f.uuids.insert(&row.uuid);
+                // One key, one row: fenced if any of its rows is.
+                if let Some(k) = owned_key(&row.table, &row.columns) {
+                    f.keys.insert((row.table.clone(), k));
+                }
+            }
+        }
+        // Rows below a fenced desired row (none below the leaves fast paths write).
+        let tables: BTreeSet<&str> = f.keys.iter().map(|(t, _)| t.as_str()).collect();
+        if parent.values().any(|(t, _)| tables.contains(t.as_str())) {
+            let below: Vec<&(String, String)> = parent
+                .iter()
+                .filter(|(_, p)| {
+                    let mut cur = *p;
+                    for _ in 0..16 {
+                        if f.keys.contains(cur) {
+                            return true;
+                        }
+                        match parent.get(cur) {
+                            Some(up) => cur = up,
+                            None => break,
+                        }
+                    }
+                    false
+                })
+                .map(|(k, _)| k)
+                .collect();
+            f.keys.extend(below.into_iter().cloned());
+        }
+        for k in &f.keys {
+            if let Some(rows) = owned.get(k) {
+                f.uuids.extend(rows.iter().map(|r| r.uuid.as_str()));
+                if let Some(first) = rows.first() {
+                    f.ids.insert(k.clone(), first.uuid.clone());
+                }
+            }
+        }
+        f
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.uuids.is_empty()
+    }
+}
+
+/// Fenced uuids (U in `fenced`) in a current value: a `["uuid", U]` or a set of them (the
+/// reference columns Ferry writes hold no maps of uuids).
+fn fenced_refs<'v>(v: &'v Value, fenced: &BTreeSet<&str>, out: &mut Vec<&'v str>) {
+    let atoms = match v.as_array().map(Vec::as_slice) {
+        Some([tag, Value::Array(items)]) if tag == "set" => items.as_slice(),
+        Some([_, _]) => std::slice::from_ref(v),
+        _ => return,
+    };
+    for a in atoms {
+        if let Some([tag, Value::String(u)]) = a.as_array().map(Vec::as_slice)
+            && tag == "uuid"
+            && fenced.contains(u.as_str())
+        {
+            out.push(u);
+        }
+    }
+}
+
+/// `v` (a resolved reference column) with the references `extra` added.
+fn with_refs(v: Value, extra: &[&str]) -> Value {
+    let more = extra.iter().map(|u| json!(["uuid", u]));
+    match v {
+        Value::Array(mut a) if a.len() == 2 && a[0] == "set" => {
+            if let Value::Array(items) = &mut a[1] {
+                items.extend(more);
+            }
+            Value::Array(a)
+        }
+        Value::Array(a) if a.len() == 2 && a[0] == "uuid" => {
+            json!([
+                "set",
+                std::iter::once(Value::Array(a))
+                    .chain(more)
+                    .collect::<Vec<_>>()
+            ])
+        }
+        // Not a reference column (a map, an atom): fenced uuids never appear there.
+        other => other,
     }
 }
 
@@ -209,14 +378,20 @@ fn current_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
     }
 }
 
-/// Replaces desired references by `["uuid", U]`; a reference to a row that is not desired
-/// (never produced by the builder) is dropped rather than sent.
-fn resolve(v: &Value, ids: &BTreeMap<(String, String), String>) -> Value {
+/// Replaces desired references by `["uuid", U]` (U from `ids`, else from `extra`); a
+/// reference to a row in neither (never produced by the builder, or fenced) is dropped
+/// rather than sent.
+fn resolve(
+    v: &Value,
+    ids: &BTreeMap<(String, String), String>,
+    extra: &BTreeMap<(String, String), String>,
+) -> Value {
     let as_ref = |x: &Value| -> Option<Option<Value>> {
         let a = x.as_array()?;
         if a.len() == 3 && a[0] == "ref" {
             let k = (a[1].as_str()?.to_string(), a[2].as_str()?.to_string());
-            return Some(ids.get(&k).map(|u| json!(["uuid", u])));
+            let u = ids.get(&k).or_else(|| extra.get(&k));
+            return Some(u.map(|u| json!(["uuid", u])));
         }
         None
     };
@@ -227,7 +402,7 @@ fn resolve(v: &Value, ids: &BTreeMap<(String, String), String>) -> Value {
                 .iter()
                 .filter_map(|x| match as_ref(x) {
                     Some(r) => r,
-                    None => Some(resolve(x, ids)),
+                    None => Some(resolve(x, ids, extra)),
                 })
                 .collect();
             json!(["set", out])
@@ -306,6 +481,28 @@ struct Unit {
 /// that, e.g. a new switch with many ports, gets a transaction of its own). Applying the
 /// transactions in order, each on its own, converges the NB; a second `diff` is then empty.
 pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -> Plan {
+    diff_fenced(desired, current, max_ops_per_txn, &Fence::default())
+}
+
+/// [`diff`], leaving the rows `fence` covers as the NB has them (`desired` comes from a
+/// snapshot older than what fast paths wrote since):
+///
+/// - no insert, update or delete of a fenced row, desired or current, and no unit merge
+///   because of one;
+/// - in every column written for another row, references to fenced rows are those of the
+///   NB: taken out of the desired value, the current value's put back (an inserted row
+///   keeps a desired reference to a fenced row only if the NB has that row). A column
+///   whose only difference is such a reference gives no operation;
+/// - a stale root that references a fenced row, or that a fenced row references, is not
+///   deleted (nor, then, a group it holds).
+///
+/// Everything else converges as with [`diff`]; with the same fence, a second call is empty.
+pub fn diff_fenced(
+    desired: &Desired,
+    current: &[CurrentRow],
+    max_ops_per_txn: usize,
+    fence: &Fence,
+) -> Plan {
     // Owned rows by key; with duplicates the smallest uuid is kept, the others are stale.
     let mut owned: BTreeMap<(String, String), Vec<&CurrentRow>> = BTreeMap::new();
     let mut owned_uuid: BTreeSet<&str> = BTreeSet::new();
@@ -334,11 +531,30 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
         }
     }
 
-    // Every desired row's uuid: the existing row's, or a fresh deterministic one.
+    // The desired tree: each non-root row's parent, hence its root.
+    let mut parent: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    for row in &desired.rows {
+        let mut refs = Vec::new();
+        for (c, v) in &row.columns {
+            if !is_weak(row.table, c) {
+                desired_refs(v, &mut refs);
+            }
+        }
+        for r in refs {
+            if !is_root(&r.0) {
+                parent.insert(r, (row.table.to_string(), row.key.clone()));
+            }
+        }
+    }
+    let fenced = Fenced::new(fence, desired, current, &owned, &parent);
+
+    // Every desired row's uuid: the existing row's, or a fresh deterministic one. Fenced
+    // rows get none, so references to them resolve to nothing.
     let wanted: BTreeSet<(String, String)> = desired
         .rows
         .iter()
         .map(|r| (r.table.to_string(), r.key.clone()))
+        .filter(|k| !fenced.keys.contains(k))
         .collect();
     let mut taken: BTreeSet<String> = current.iter().map(|r| r.uuid.clone()).collect();
     let mut ids: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -363,21 +579,6 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
         .map(|(k, r)| (r.uuid.as_str(), k.clone()))
         .collect();
 
-    // The desired tree: each non-root row's parent, hence its root.
-    let mut parent: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
-    for row in &desired.rows {
-        let mut refs = Vec::new();
-        for (c, v) in &row.columns {
-            if !is_weak(row.table, c) {
-                desired_refs(v, &mut refs);
-            }
-        }
-        for r in refs {
-            if !is_root(&r.0) {
-                parent.insert(r, (row.table.to_string(), row.key.clone()));
-            }
-        }
-    }
     let desired_root = |k: &(String, String)| -> (String, String) {
         let mut cur = k.clone();
         for _ in 0..16 {
@@ -394,7 +595,7 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
         for _ in 0..16 {
             let row = by_uuid.get(cur)?;
             if is_root(&row.table) {
-                if !owned_uuid.contains(cur) {
+                if !owned_uuid.contains(cur) || fenced.uuids.contains(cur) {
                     return None;
                 }
                 return Some(match kept_uuid.get(cur) {
@@ -410,6 +611,9 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
     let mut units = Units::default();
     for row in &desired.rows {
         let k = (row.table.to_string(), row.key.clone());
+        if fenced.keys.contains(&k) {
+            continue;
+        }
         let root = desired_root(&k);
         let id = desired_id(&root.0, &root.1);
         units.add(&id);
@@ -431,18 +635,42 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
         unit.rank = unit.rank.min(rank);
         unit.ops.push(op);
     };
+    let no_ids = BTreeMap::new();
     for row in &desired.rows {
         let k = (row.table.to_string(), row.key.clone());
+        if fenced.keys.contains(&k) {
+            continue;
+        }
         let root = desired_root(&k);
         let id = desired_id(&root.0, &root.1);
-        let cols: Map<String, Value> = row
-            .columns
-            .iter()
-            .map(|(c, v)| (c.clone(), resolve(v, &ids)))
-            .collect();
         let op = match kept.get(&k) {
-            None => json!({"op": "insert", "table": row.table, "uuid": ids[&k], "row": cols}),
+            None => {
+                // A new row may reference a fenced row the NB has.
+                let cols: Map<String, Value> = row
+                    .columns
+                    .iter()
+                    .map(|(c, v)| (c.clone(), resolve(v, &ids, &fenced.ids)))
+                    .collect();
+                json!({"op": "insert", "table": row.table, "uuid": ids[&k], "row": cols})
+            }
             Some(cur) => {
+                let mut cols: Map<String, Value> = row
+                    .columns
+                    .iter()
+                    .map(|(c, v)| (c.clone(), resolve(v, &ids, &no_ids)))
+                    .collect();
+                if !fenced.is_empty() {
+                    // References to fenced rows stay as the NB has them.
+                    for (c, v) in cols.iter_mut() {
+                        let mut keep = Vec::new();
+                        if let Some(have) = cur.columns.get(c) {
+                            fenced_refs(have, &fenced.uuids, &mut keep);
+                        }
+                        if !keep.is_empty() {
+                            *v = with_refs(std::mem::take(v), &keep);
+                        }
+                    }
+                }
                 let changed = changed_columns(&cur.columns, cols);
                 if changed.is_empty() {
                     continue;
@@ -453,10 +681,47 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
         };
         push(&mut units, &id, rank(&root.0, false), op);
     }
+    // Stale roots kept for the fence: those holding or held by a fenced row, and what they
+    // hold strongly (a group under such a switch).
+    let mut protected: BTreeSet<&str> = BTreeSet::new();
+    if !fenced.uuids.is_empty() {
+        let stale = owned.iter().flat_map(|((table, _), rows)| {
+            rows.iter()
+                .filter(|r| is_root(table) && !kept_uuid.contains_key(r.uuid.as_str()))
+        });
+        for cur in stale {
+            let mut refs = Vec::new();
+            for v in cur.columns.values() {
+                fenced_refs(v, &fenced.uuids, &mut refs);
+            }
+            let held = referrers
+                .get(cur.uuid.as_str())
+                .is_some_and(|rs| rs.iter().any(|r| fenced.uuids.contains(r)));
+            if !refs.is_empty() || held {
+                protected.insert(&cur.uuid);
+            }
+        }
+        let mut below = Vec::new();
+        for u in &protected {
+            for v in by_uuid[u].columns.values() {
+                current_refs(v, &mut below);
+            }
+        }
+        below.retain(|u| {
+            by_uuid
+                .get(u)
+                .is_some_and(|r| is_root(&r.table) && r.table != "Load_Balancer")
+        });
+        protected.extend(below);
+    }
     // Stale owned roots go; stale non-root rows go with their parent's update or delete.
     for ((table, _), rows) in &owned {
         for cur in rows {
-            if !is_root(table) || kept_uuid.contains_key(cur.uuid.as_str()) {
+            if !is_root(table)
+                || kept_uuid.contains_key(cur.uuid.as_str())
+                || fenced.uuids.contains(cur.uuid.as_str())
+                || protected.contains(cur.uuid.as_str())
+            {
                 continue;
             }
             // A row someone else still references (a foreign switch using a Ferry group)

@@ -2,6 +2,8 @@
 //! the external network, services and their ready backends) to the complete set of OVN
 //! Northbound rows Ferry owns ([`build_desired`]), and from those plus the rows the NB holds
 //! to the minimal OVSDB operations that converge them ([`diff`], in bounded transactions).
+//! [`diff_fenced`] does the same from an older snapshot while fast paths keep writing: the
+//! rows a [`Fence`] names (what they wrote since) are left as the NB has them.
 //!
 //! No I/O, no clock, no async: the network controller feeds it plain data read from the API
 //! and from an OVSDB monitor mirror, and sends what it returns. It must not talk to OVSDB or
@@ -47,7 +49,7 @@
 //! mirror against a real NB: idempotence, ovn-trace of the four scenarios, a SIGKILLed NB
 //! healed without duplicates). `examples/nb_scale.rs` times N services x M backends into a
 //! real NB through the same applier. Writing the NB is not this crate's job: `ferry-nb`
-//! sends what [`diff`], [`cluster_ip_delta`] and [`port_delta`] return.
+//! sends what [`diff`] (or [`diff_fenced`]), [`cluster_ip_delta`] and [`port_delta`] return.
 
 mod build;
 mod delta;
@@ -59,8 +61,8 @@ mod socket_lb;
 mod topology;
 
 pub use build::{build_desired, group_name};
-pub use delta::{cluster_ip_delta, delta_input, port_delta, port_delta_current};
-pub use diff::{CurrentRow, Plan, diff, owned_key, plan, row_uuid};
+pub use delta::{cluster_ip_delta, delta_input, port_delta, port_delta_current, port_key};
+pub use diff::{CurrentRow, Fence, Plan, diff, diff_fenced, owned_key, plan, row_uuid};
 pub use model::*;
 pub use names::{PortKind, link, mac_from, port_name};
 pub use socket_lb::{SOCKET_LB_ACL_PRIORITY, socket_lb_acl_matches, socket_lb_group};
