@@ -37,9 +37,11 @@
 //! **A YusurService to the NB:** the service watch records it -> `plan` gives it addresses
 //! (`service_ips`) and backends -> `net_model::service_state` -> `nb_work` -> `network` ->
 //! the `ferry-nb` crate's `Applier` (`ensure_services`, the fast path for ClusterIP
-//! services; `ensure_state` for everything else: `ferry_net::build_desired`, then
-//! `ferry_net::diff` against the NB mirror, sent in bounded transactions) -> Programmed in
-//! its status once the NB committed. The bench, `ferry-net`'s real-NB tests and its
+//! services; for everything else a full convergence in a task of its own,
+//! `network::Network::converge_beside`: `ferry_net::build_desired`, then
+//! `ferry_net::diff_fenced` against the NB mirror, sent in bounded transactions, leaving
+//! what the fast paths wrote meanwhile) -> Programmed in its status once the NB committed
+//! (for a service the convergence carries, once it ended: `PassState::converged`). The bench, `ferry-net`'s real-NB tests and its
 //! `nb_scale` example write the NB through the same `Applier`.
 
 pub mod allocate;
@@ -154,6 +156,7 @@ pub async fn run(
         },
     };
     let (wake_tx, mut wake) = mpsc::channel(1);
+    let converged_tx = wake_tx.clone();
     let watches = Watches {
         client: client.clone(),
         changes: Arc::new(Mutex::new(Changes::everything())),
@@ -230,6 +233,10 @@ pub async fn run(
                 // The writer saw it too and stopped; what it holds waits for the verdict.
                 tracing::warn!(identity = %config.identity, "lost leadership; standing by");
                 paused_at = Instant::now();
+                // A full convergence stopped on the same edge; it is owed again.
+                if net.as_mut().is_some_and(network::Network::stop) {
+                    st.nb_left.full = true;
+                }
             }
             Edge::TookOver => {
                 tracing::info!(identity = %config.identity, term = ?published, "taking over");
@@ -237,7 +244,11 @@ pub async fn run(
                     w.abort();
                 }
                 writes.clear();
+                if let Some(n) = net.as_mut() {
+                    n.stop();
+                }
                 st.nb_left = Default::default();
+                st.awaiting_nb.clear();
                 repair = true;
             }
             Edge::Resumed { repair: owed } => {
@@ -262,6 +273,9 @@ pub async fn run(
         changes.merge(Changes::take(&watches.changes));
         if is_leading {
             st.due_retries(&mut changes, &writes, Instant::now());
+            if let Some((run, result)) = net.as_mut().and_then(network::Network::finished) {
+                st.converged(run, &result, &writes);
+            }
         }
         // An agent whose Lease lapsed (or came back) changes who probes what: a full pass.
         // Lapsing is a matter of time, not of events (10k agents renew ~3k times a
@@ -279,6 +293,11 @@ pub async fn run(
         if !is_leading {
             recent.record(&this, Instant::now());
         }
+        let beside = acting.as_ref().map(|_| pass::Beside {
+            leading: leading.clone(),
+            term: acting.clone(),
+            wake: converged_tx.clone(),
+        });
         let p = Pass {
             client: &client,
             c: &c,
@@ -286,6 +305,7 @@ pub async fn run(
             eip_range,
             cluster_dns: config.cluster_dns,
             shadow: !is_leading,
+            beside: beside.as_ref(),
         };
         if is_leading {
             // The pass stops the moment leadership does (nothing more is written); what
@@ -379,6 +399,9 @@ pub async fn run(
     }
     if let Some(w) = writer {
         w.abort();
+    }
+    if let Some(n) = net.as_mut() {
+        n.stop();
     }
     // The Lease task saw `shutdown` too and releases the Lease if it held it.
     let _ = lease_task.await;
@@ -479,6 +502,7 @@ async fn shadow_full_pass(s: Shadow, changes: Changes, mut st: PassState) -> Opt
             eip_range: s.eip_range,
             cluster_dns: s.cluster_dns,
             shadow: true,
+            beside: None,
         };
         let completed = handle.block_on(async {
             tokio::select! {

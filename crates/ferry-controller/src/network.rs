@@ -1,9 +1,12 @@
 //! The network controller's NB seam: a connection to the OVN Northbound database and
-//! `ferry-nb`'s [`Applier`] on it. A pass hands it the cluster's network state (a full
-//! convergence: `ferry_net::build_desired`, then the applier's diff and bounded
-//! transactions until the NB matches) or what changed (the applier's per-service and
-//! per-port fast paths). The first pass after start is a full repair: stale rows Ferry
-//! owns are removed, rows it does not own are never touched.
+//! `ferry-nb`'s [`Applier`] on it. A pass hands it what changed (the applier's per-service
+//! and per-port fast paths) or, when those do not cover it, the cluster's network state: a
+//! full convergence (`ferry_net::build_desired`, then the applier's fenced diff and bounded
+//! transactions until the NB matches) that runs as a task of its own beside the passes and
+//! their fast paths, which it never undoes ([`Network::converge_beside`]). At 10,000
+//! services x 20 that convergence takes tens of seconds; no change waits for it. The first
+//! pass after start is a full repair: stale rows Ferry owns are removed, rows it does not
+//! own are never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -12,6 +15,7 @@ use ferry_nb::{Applier, PortChange};
 use ferry_net::{NetworkState, ServiceState};
 use ferry_ovsdb::{Client, nb};
 use ipnet::Ipv4Net;
+use std::future::Future;
 
 /// TLS material for `ssl:` NB remotes (re-exported so the binary needs no OVSDB import).
 pub use ferry_ovsdb::TlsConfig;
@@ -54,6 +58,10 @@ pub enum NetworkError {
 pub struct Network {
     nb: Applier,
     config: NetworkConfig,
+    /// Full convergences started so far.
+    started: u64,
+    /// The one running, with its number.
+    running: Option<(u64, tokio::task::JoinHandle<Converged>)>,
 }
 
 impl Network {
@@ -73,6 +81,8 @@ impl Network {
         Ok(Network {
             nb: Applier::new(client, config.max_lb_per_txn),
             config,
+            started: 0,
+            running: None,
         })
     }
 
@@ -83,7 +93,7 @@ impl Network {
     /// The fast path: converges only the load balancers of `changed` (new states) and of
     /// `owners` (every touched service, removed ones included) with one mutate of each
     /// group they are in. `Ok(false)` when it does not apply (an EIP, a group not yet in
-    /// the NB, ...): the caller then converges everything with [`Network::apply`].
+    /// the NB, ...): the caller then converges everything ([`Network::converge_beside`]).
     pub async fn apply_services(
         &mut self,
         changed: &[ServiceState],
@@ -100,17 +110,84 @@ impl Network {
         Ok(applied.is_some())
     }
 
-    /// Converges the NB to `state`; returns the per-object errors of the model (keyed by
-    /// object) or the transaction error.
-    pub async fn apply(
+    /// Starts converging the NB to `state` (a snapshot of now) in a task of its own, unless
+    /// one runs already (see [`Network::running`]). Fast paths that run meanwhile are left
+    /// alone (`ferry_nb::Applier::ensure_fenced`). The task ends when `stop` resolves (the
+    /// leadership it was started under is gone) and wakes the pass driver through `wake`
+    /// when it ends; [`Network::finished`] then gives its result. Returns the run's number.
+    pub fn converge_beside(
         &mut self,
-        state: &NetworkState,
-    ) -> Result<BTreeMap<String, String>, NetworkError> {
-        let (desired, _) = self.nb.ensure_state(state.clone()).await?;
-        Ok(desired
-            .errors
-            .iter()
-            .map(|e| (e.object().to_string(), e.to_string()))
-            .collect())
+        state: NetworkState,
+        stop: impl Future<Output = ()> + Send + 'static,
+        wake: tokio::sync::mpsc::Sender<()>,
+    ) -> u64 {
+        let run = self.started + 1;
+        if self.running.is_some() {
+            return run;
+        }
+        self.started = run;
+        // From the snapshot on: whatever a fast path writes after this is fenced.
+        let fence = self.nb.fence_from_now();
+        let nb = self.nb.clone();
+        let task = tokio::spawn(async move {
+            let converge = async {
+                let desired = tokio::task::spawn_blocking(move || ferry_net::build_desired(&state))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let desired = std::sync::Arc::new(desired);
+                nb.ensure_fenced(desired.clone(), fence)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(desired
+                    .errors
+                    .iter()
+                    .map(|e| (e.object().to_string(), e.to_string()))
+                    .collect())
+            };
+            let result = tokio::select! {
+                r = converge => r,
+                _ = stop => Err("stopped: no longer leading".to_string()),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "NB convergence failed; retrying next pass");
+            }
+            let _ = wake.try_send(());
+            result
+        });
+        self.running = Some((run, task));
+        run
+    }
+
+    /// Whether a convergence runs: one asked for meanwhile waits for it to end, and is
+    /// given the number [`Network::converge_beside`] would return.
+    pub fn running(&self) -> Option<u64> {
+        self.running.as_ref().map(|_| self.started + 1)
+    }
+
+    /// The number and result of the convergence that ended since the last call: the
+    /// model's per-object errors, or why it failed.
+    pub fn finished(&mut self) -> Option<(u64, Converged)> {
+        if !self.running.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+            return None;
+        }
+        let (run, task) = self.running.take()?;
+        let result = futures::FutureExt::now_or_never(task)?
+            .unwrap_or_else(|e| Err(format!("the NB convergence task failed: {e}")));
+        Some((run, result))
+    }
+
+    /// Stops a running convergence (leadership was lost); true if one ran.
+    pub fn stop(&mut self) -> bool {
+        match self.running.take() {
+            Some((_, task)) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
     }
 }
+
+/// What a full convergence ended with: the model's per-object errors (keyed by object),
+/// or why it failed.
+pub type Converged = Result<BTreeMap<String, String>, String>;

@@ -1,6 +1,7 @@
-//! When a full pass may run (pure; the caller passes the time). A full pass re-plans every
-//! service and converges the whole NB: at 10,000 services x 20 backends it takes tens of
-//! seconds, and changes wait behind it. Only the first one cannot wait; those asked for by
+//! When a full pass may run (pure; the caller passes the time). A full pass rebuilds the
+//! indexes and re-plans every service (its NB convergence runs beside the passes,
+//! `network`): at 10,000 services x 20 backends that still takes ~10 s, and changes wait
+//! behind it. Only the first one cannot wait; those asked for by
 //! a change to a global object (a Node, a VPC, a subnet, a namespace, an EIP), by a watch
 //! that restarted, by an agent Lease that lapsed or by a takeover (the repair) can: they
 //! are held back until the last full pass has been over for

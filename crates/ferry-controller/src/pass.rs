@@ -22,7 +22,9 @@ use crate::changes::Changes;
 use crate::index::Index;
 use crate::kube_service;
 use crate::nb_work::{self, NbWork};
+use crate::network::Converged;
 use crate::network::Network;
+use crate::plan::ServiceOutcome;
 use crate::plan::{self, PlanInput, ProbeView};
 use crate::retry::Retries;
 use crate::service_ips::{self, Claims, ServicePools};
@@ -48,6 +50,9 @@ pub struct PassState {
     pub nb_left: NbWork,
     /// Holders whose address write failed, asked again with backoff.
     pub address_retries: Retries<Holder>,
+    /// Services whose Programmed condition waits for a full convergence running beside
+    /// the passes: its number, and the outcome to write once it ends.
+    pub awaiting_nb: BTreeMap<String, (u64, ServiceOutcome)>,
 }
 
 impl PassState {
@@ -86,6 +91,25 @@ impl PassState {
         }
     }
 
+    /// Writes the statuses that waited for full convergence `run`, now ended with
+    /// `result`; a failed one is owed again.
+    pub fn converged(&mut self, run: u64, result: &Converged, writes: &Writes) {
+        if result.is_err() {
+            self.nb_left.full = true;
+        }
+        let nb: NbResult = result.clone();
+        let now = jiff::Timestamp::now();
+        let (done, waiting) = std::mem::take(&mut self.awaiting_nb)
+            .into_iter()
+            .partition(|(_, (r, _))| *r <= run);
+        self.awaiting_nb = waiting;
+        let done: BTreeMap<String, (u64, ServiceOutcome)> = done;
+        for (_, (_, o)) in done {
+            let status = status::desired_status(&o, status::programmed(&o, Some(&nb)), now);
+            writes.push(o, status);
+        }
+    }
+
     /// When the next retry is due.
     pub fn next_retry(&self, writes: &Writes) -> Option<Instant> {
         let services = writes.retries.lock().ok().and_then(|r| r.next_due());
@@ -107,6 +131,37 @@ pub struct Pass<'a> {
     /// A standby's pass: plans and keeps `PassState` warm, writes nothing (no address,
     /// no NB transaction, no status); see `leader`.
     pub shadow: bool,
+    /// How a full convergence this pass starts stops and reports (a leader's passes).
+    pub beside: Option<&'a Beside>,
+}
+
+/// What a full convergence started by a pass runs under: the leadership it stops with,
+/// and the pass driver's wake-up.
+#[derive(Clone)]
+pub struct Beside {
+    pub leading: tokio::sync::watch::Receiver<crate::leader::Leadership>,
+    pub term: crate::leader::Leadership,
+    pub wake: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Beside {
+    /// Resolves once the leadership is no longer `term`.
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (mut rx, term) = (self.leading.clone(), self.term.clone());
+        async move {
+            let _ = rx.wait_for(|l| *l != term).await.map(|_| ());
+        }
+    }
+}
+
+/// What became of a pass's NB work: the fast paths' result, and the full convergence that
+/// carries the rest, if any.
+struct Sent {
+    now: NbResult,
+    /// Services the service fast path programmed.
+    carried: BTreeSet<String>,
+    /// The convergence's number: the statuses of services it carries wait for it.
+    beside: Option<u64>,
 }
 
 impl Pass<'_> {
@@ -236,6 +291,13 @@ impl Pass<'_> {
         if let Some(o) = only.as_mut() {
             o.extend(kube.keys().cloned());
         }
+        // Services whose NB state this pass changes: if a full convergence carries them,
+        // their Programmed condition waits for it.
+        let changed: BTreeSet<String> = outcomes
+            .iter()
+            .filter(|o| st.net.get(&o.key) != states.get(&o.key))
+            .map(|o| o.key.clone())
+            .collect();
         let plan_ms = planning.elapsed().as_millis() as u64;
         let nb_started = Instant::now();
         // A shadow pass sends nothing and leaves the work a paused leader had left over
@@ -249,11 +311,17 @@ impl Pass<'_> {
             nb_work::add_pass(&mut work, &mut st.net, states, only.as_ref(), ports)
         });
         tokio::task::yield_now().await;
-        let nb: Option<NbResult> = match net {
+        let nb: Option<Sent> = match net {
             Some(net) if !self.shadow => Some(self.send(net, work, st).await),
             _ => None,
         };
-        if let Some(Ok(_)) = &nb {
+        // Committed: all of it, not only what the fast paths carried.
+        if let Some(Sent {
+            now: Ok(_),
+            beside: None,
+            ..
+        }) = &nb
+        {
             ferry_metrics::controller().nb_committed(seen.0, seen.1);
         }
         let nb_ms = nb_started.elapsed().as_millis() as u64;
@@ -272,8 +340,28 @@ impl Pass<'_> {
         let services = outcomes.len();
         let now = jiff::Timestamp::now();
         for o in outcomes {
-            let programmed = status::programmed(&o, nb.as_ref());
-            let status = status::desired_status(&o, programmed, now);
+            let status = match &nb {
+                Some(Sent {
+                    beside: Some(run),
+                    carried,
+                    ..
+                }) if o.programmable()
+                    && !carried.contains(&o.key)
+                    && !status::programmed_now(&o, changed.contains(&o.key)) =>
+                {
+                    // Carried by the convergence: its Programmed condition stays as it
+                    // was until that ends (`PassState::converged`).
+                    let mut s = status::desired_status(&o, None, now);
+                    status::keep_programmed(&mut s, &o.service);
+                    st.awaiting_nb.insert(o.key.clone(), (*run, o.clone()));
+                    s
+                }
+                Some(sent) => {
+                    st.awaiting_nb.remove(&o.key);
+                    status::desired_status(&o, status::programmed(&o, Some(&sent.now)), now)
+                }
+                None => status::desired_status(&o, None, now),
+            };
             writes.push(o, status);
         }
         ferry_metrics::controller().pass(full, started.elapsed());
@@ -411,11 +499,18 @@ impl Pass<'_> {
         }
     }
 
-    /// Sends the NB its work: the fast paths (changed ports, then changed services) when
-    /// they apply, else a convergence of everything. Work that failed is kept in `st`.
-    async fn send(&self, net: &mut Network, work: NbWork, st: &mut PassState) -> NbResult {
+    /// Sends the NB its work: the fast paths (changed ports, then changed services), and,
+    /// when everything must converge (asked, or a fast path does not apply), a full
+    /// convergence beside the passes (`network`); one that runs already is followed by
+    /// another. Work that failed is kept in `st`.
+    async fn send(&self, net: &mut Network, work: NbWork, st: &mut PassState) -> Sent {
+        let done = |now| Sent {
+            now,
+            carried: BTreeSet::new(),
+            beside: None,
+        };
         if work.is_empty() {
-            return Ok(BTreeMap::new());
+            return done(Ok(BTreeMap::new()));
         }
         let ports: Vec<_> = work.ports.values().cloned().collect();
         let changed: Vec<_> = work
@@ -423,37 +518,56 @@ impl Pass<'_> {
             .iter()
             .filter_map(|k| st.net.get(k).cloned())
             .collect();
-        let fast = if work.full {
-            Ok(false)
-        } else if ports.is_empty() {
+        let fast = if ports.is_empty() {
             Ok(true)
         } else {
             net.apply_ports(&ports).await
         };
+        let mut carried = BTreeSet::new();
         let fast = match fast {
-            Ok(true) if !work.owners.is_empty() => net.apply_services(&changed, &work.owners).await,
+            Ok(true) if !work.owners.is_empty() => {
+                let r = net.apply_services(&changed, &work.owners).await;
+                if let Ok(true) = r {
+                    carried.clone_from(&work.services);
+                }
+                r
+            }
             other => other,
         };
         match fast {
-            Ok(true) => Ok(BTreeMap::new()),
+            Ok(true) if !work.full => done(Ok(BTreeMap::new())),
             Err(e) => {
                 tracing::warn!(error = %e, "NB fast path failed; retrying next pass");
                 let msg = e.to_string();
                 st.nb_left = work;
-                Err(msg)
+                done(Err(msg))
             }
-            Ok(false) => {
-                let state = crate::net_model::network_state(
-                    caches::net_objects(self.c),
-                    st.net.values().cloned().collect(),
-                    net.config(),
-                    self.eip_range,
-                );
-                let r = net.apply(&state).await.map_err(|e| e.to_string());
-                if r.is_err() {
-                    st.nb_left.full = true;
+            Ok(_) => {
+                let beside = match (net.running(), self.beside) {
+                    (Some(next), _) => {
+                        // After the one running, from a newer snapshot.
+                        st.nb_left.full = true;
+                        next
+                    }
+                    (None, Some(b)) => {
+                        let state = crate::net_model::network_state(
+                            caches::net_objects(self.c),
+                            st.net.values().cloned().collect(),
+                            net.config(),
+                            self.eip_range,
+                        );
+                        net.converge_beside(state, b.stopped(), b.wake.clone())
+                    }
+                    (None, None) => {
+                        st.nb_left.full = true;
+                        return done(Err("no full convergence outside leadership".into()));
+                    }
+                };
+                Sent {
+                    now: Ok(BTreeMap::new()),
+                    carried,
+                    beside: Some(beside),
                 }
-                r
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_api::{Condition, YusurServiceStatus};
+use ferry_api::{Condition, YusurService, YusurServiceStatus};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -24,6 +24,32 @@ pub fn programmed(o: &ServiceOutcome, nb: Option<&NbResult>) -> Option<Result<()
         },
         Err(e) => Err(e.clone()),
     })
+}
+
+/// Whether `o`'s service already shows Programmed, true, for its current generation, and
+/// this pass leaves its NB state as it was (`changed` false): a full convergence then
+/// changes nothing it depends on.
+pub fn programmed_now(o: &ServiceOutcome, changed: bool) -> bool {
+    let svc = &o.service;
+    !changed
+        && svc.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Programmed"
+                    && c.status == "True"
+                    && c.observed_generation == svc.metadata.generation
+            })
+        })
+}
+
+/// Puts the service's current Programmed condition, as it is (generation and time
+/// included), into `status`: it holds until a full convergence says otherwise.
+pub fn keep_programmed(status: &mut YusurServiceStatus, svc: &YusurService) {
+    let current = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Programmed"));
+    status.conditions.retain(|c| c.type_ != "Programmed");
+    status.conditions.extend(current.cloned());
 }
 
 fn condition(
@@ -300,5 +326,45 @@ mod tests {
             .collect();
         assert_eq!(changed, ["NoReadyEndpoints"]);
         assert_eq!(flipped.ready.as_deref(), Some("0/2"));
+    }
+
+    #[test]
+    fn a_convergence_in_flight_keeps_the_programmed_condition_it_had() {
+        let t0 = Timestamp::from_second(1000).unwrap();
+        let nb_ok: NbResult = Ok(BTreeMap::new());
+        // Programmed at generation 3 (the outcome's).
+        let mut o = outcome(None, 2, 2);
+        let shown = desired_status(&o, programmed(&o, Some(&nb_ok)), t0);
+        let mut svc = (*o.service).clone();
+        svc.status = Some(shown.clone());
+        o.service = Arc::new(svc);
+        assert!(programmed_now(&o, false), "unchanged and programmed");
+        assert!(!programmed_now(&o, true), "its NB state changes");
+        // Kept as it was, time and generation included, while the rest is new.
+        let later = Timestamp::from_second(2000).unwrap();
+        let mut s = desired_status(&o, None, later);
+        keep_programmed(&mut s, &o.service);
+        let kept = s.conditions.iter().find(|c| c.type_ == "Programmed");
+        assert_eq!(
+            kept,
+            shown.conditions.iter().find(|c| c.type_ == "Programmed")
+        );
+        // A newer generation is not programmed yet, whatever the condition says.
+        let mut svc = (*o.service).clone();
+        svc.metadata.generation = Some(4);
+        o.service = Arc::new(svc);
+        assert!(
+            !programmed_now(&o, false),
+            "generation 4 was never programmed"
+        );
+        // Nothing to keep: no Programmed condition at all.
+        let fresh = outcome(None, 2, 2);
+        let mut s = desired_status(&fresh, Some(Ok(())), later);
+        keep_programmed(&mut s, &fresh.service);
+        assert_eq!(
+            brief(&s),
+            [("Ready".into(), "True".into(), "EndpointsReady".into())]
+        );
+        assert!(!programmed_now(&fresh, false));
     }
 }

@@ -14,6 +14,13 @@
 //! sends `diff`'s transactions with `ovsdb-client`, to check them against a writer and rows
 //! that are not Ferry's.
 //!
+//! A full convergence can also run beside the fast paths ([`Applier::ensure_fenced`], from a
+//! snapshot older than what the fast paths write meanwhile): the applier records what each
+//! fast path wrote since [`Applier::fence_from_now`] and the convergence leaves those rows
+//! as the NB has them (`ferry_net::diff_fenced`). One sender at a time: a fast path holds
+//! the applier's send lock from its mirror read to its last transaction, the convergence
+//! takes it per transaction and re-plans when a fast path wrote since its plan.
+//!
 //! Why a crate of its own: the decisions (which rows, which operations) are `ferry-net`'s
 //! and stay pure, without tokio; the client is `ferry-ovsdb`'s and knows nothing of
 //! Ferry's model. The applier needs both plus a runtime (the diff of a large NB runs on a
@@ -27,7 +34,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_net::{CurrentRow, Desired, NetworkState, PortState, ServiceState};
+use ferry_net::{CurrentRow, Desired, Fence, NetworkState, PortState, ServiceState};
 use ferry_ovsdb::{Client, Mirror, nb};
 use serde_json::Value;
 use tracing::Instrument;
@@ -38,6 +45,11 @@ pub const PORTS_PER_TXN: usize = 1000;
 /// Diffs sent per [`Applier::ensure`] at most: the first plan normally converges; a second
 /// covers rows another writer moved meanwhile; past that the caller's next pass retries.
 pub const MAX_ROUNDS: usize = 3;
+
+/// Plans of [`Applier::ensure_fenced`] cut short by a fast path before it plans with the
+/// send lock held: fast paths then wait for one diff (seconds at 10,000 services), but a
+/// stream of them cannot keep the convergence from ever sending.
+pub const FENCED_TRIES: usize = 2;
 
 /// Errors of an apply.
 #[derive(Debug, thiserror::Error)]
@@ -132,12 +144,69 @@ pub fn current_rows(mirror: &Mirror) -> Vec<CurrentRow> {
 
 /// The applier: an NB client (connected with `ferry_ovsdb::nb::config` or a variant of it,
 /// so its mirror holds every table Ferry writes) and the bound on operations per
-/// transaction.
+/// transaction. Clones share the send lock and the fence.
 #[derive(Clone)]
 pub struct Applier {
     client: Client,
     max_ops: usize,
     before_send: Option<BeforeSend>,
+    gate: Arc<Gate>,
+}
+
+/// One sender at a time, and what fast paths wrote while a fenced convergence runs.
+#[derive(Default)]
+struct Gate {
+    send: tokio::sync::Mutex<()>,
+    log: std::sync::Mutex<FenceLog>,
+}
+
+#[derive(Default)]
+struct FenceLog {
+    /// A fenced convergence runs (or is about to): fast paths record what they write.
+    active: bool,
+    /// Bumped by each fast path while active.
+    generation: u64,
+    fence: Fence,
+}
+
+impl Gate {
+    fn log(&self) -> std::sync::MutexGuard<'_, FenceLog> {
+        // A panic while holding it left plain data: use it as it is.
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a fast path's rows, by owner or by key, when a fenced convergence runs.
+    fn record(
+        &self,
+        owners: impl IntoIterator<Item = String>,
+        keys: impl IntoIterator<Item = String>,
+    ) {
+        let mut log = self.log();
+        if log.active {
+            log.fence.owners.extend(owners);
+            log.fence.keys.extend(keys);
+            log.generation += 1;
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.log().generation
+    }
+}
+
+/// A fenced convergence's hold on the fence ([`Applier::fence_from_now`]): recording stops
+/// and the fence is emptied when it is dropped (the convergence ended or was cancelled).
+#[must_use = "the fence records only while this lives"]
+pub struct FenceRun {
+    gate: Arc<Gate>,
+}
+
+impl Drop for FenceRun {
+    fn drop(&mut self) {
+        let mut log = self.gate.log();
+        log.active = false;
+        log.fence = Fence::default();
+    }
 }
 
 impl std::fmt::Debug for Applier {
@@ -158,6 +227,7 @@ impl Applier {
             client,
             max_ops: max_ops_per_txn.max(1),
             before_send: None,
+            gate: Arc::default(),
         }
     }
 
@@ -202,20 +272,64 @@ impl Applier {
     /// with [`Error::Transact`]; calling again resumes from what committed.
     pub async fn ensure(&self, desired: Arc<Desired>) -> Result<Applied> {
         let span = tracing::info_span!("nb apply", kind = "full", rows = desired.rows.len());
-        self.converge(desired).instrument(span).await
+        self.converge(desired, false).instrument(span).await
     }
 
-    async fn converge(&self, desired: Arc<Desired>) -> Result<Applied> {
+    /// Starts recording what the fast paths write, for a fenced convergence of a snapshot
+    /// taken now ([`Applier::ensure_fenced`]). Call it before the fast paths of anything
+    /// newer than the snapshot run. One fenced convergence at a time.
+    pub fn fence_from_now(&self) -> FenceRun {
+        let mut log = self.gate.log();
+        log.active = true;
+        log.fence = Fence::default();
+        log.generation += 1;
+        FenceRun {
+            gate: self.gate.clone(),
+        }
+    }
+
+    /// Converges the NB to `desired` (built from a snapshot taken at [`Applier::fence_from_now`])
+    /// while fast paths keep writing: every plan leaves what they wrote since as the NB
+    /// holds it (`ferry_net::diff_fenced`). Plans are made without the send lock and their
+    /// transactions sent one by one under it; a fast path in between ends the plan (each
+    /// transaction stands alone) and the next is made with the new fence. After
+    /// [`FENCED_TRIES`] plans cut short, one is made and sent with the lock held. Ends with
+    /// an empty plan (converged) or after [`MAX_ROUNDS`] plans sent whole.
+    pub async fn ensure_fenced(&self, desired: Arc<Desired>, run: FenceRun) -> Result<Applied> {
+        let span = tracing::info_span!("nb apply", kind = "fenced", rows = desired.rows.len());
+        let applied = self.converge(desired, true).instrument(span).await;
+        drop(run);
+        applied
+    }
+
+    /// [`Applier::ensure`] (`fenced` false: every plan made and sent with the send lock
+    /// held) or [`Applier::ensure_fenced`].
+    async fn converge(&self, desired: Arc<Desired>, fenced: bool) -> Result<Applied> {
         let started = Instant::now();
         let mut applied = Applied::default();
+        let (mut cut_short, mut whole) = (0, 0);
         loop {
+            // Nobody sends between this plan and its transactions: a fast path in between
+            // would be undone by an unfenced plan.
+            let held = if !fenced || cut_short >= FENCED_TRIES {
+                Some(self.gate.send.lock().await)
+            } else {
+                None
+            };
+            let (generation, fence) = match fenced {
+                true => {
+                    let log = self.gate.log();
+                    (log.generation, log.fence.clone())
+                }
+                false => (0, Fence::default()),
+            };
             let (client, d, max) = (self.client.clone(), desired.clone(), self.max_ops);
             let (read, plan_time, plan) = tokio::task::spawn_blocking(move || {
                 let t = Instant::now();
                 let current = client.with_mirror(current_rows);
                 let read = t.elapsed();
                 let t = Instant::now();
-                let plan = ferry_net::diff(&d, &current, max);
+                let plan = ferry_net::diff_fenced(&d, &current, max, &fence);
                 (read, t.elapsed(), plan)
             })
             .await
@@ -230,16 +344,34 @@ impl Applier {
                 applied.rounds.push(round);
                 break;
             }
-            if applied.rounds.len() == MAX_ROUNDS {
+            if whole == MAX_ROUNDS {
                 applied.rounds.push(round);
                 break;
             }
-            let r = self.send(plan.transactions, &mut round).await;
+            let mut interrupted = false;
+            for ops in plan.transactions {
+                let _sending = match &held {
+                    Some(_) => None,
+                    None => Some(self.gate.send.lock().await),
+                };
+                if held.is_none() && self.gate.generation() != generation {
+                    interrupted = true;
+                    break;
+                }
+                if let Err(source) = self.send(vec![ops], &mut round).await {
+                    applied.rounds.push(round);
+                    return Err(Error::Transact {
+                        sent: applied.transactions(),
+                        source,
+                    });
+                }
+            }
             applied.rounds.push(round);
-            r.map_err(|source| Error::Transact {
-                sent: applied.transactions(),
-                source,
-            })?;
+            if interrupted {
+                cut_short += 1;
+            } else {
+                whole += 1;
+            }
         }
         self.record_rows();
         if applied.transactions() > 0 {
@@ -247,6 +379,8 @@ impl Applier {
                 txns = applied.transactions(),
                 ops = applied.ops(),
                 converged = applied.converged,
+                fenced,
+                cut_short,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "NB converged"
             );
@@ -265,6 +399,7 @@ impl Applier {
         changed: &[ServiceState],
         owners: &BTreeSet<String>,
     ) -> Result<Option<Applied>> {
+        let _sending = self.gate.send.lock().await;
         let t = Instant::now();
         let current: Vec<CurrentRow> = self.client.with_mirror(|m| {
             // The load balancers of `owners`, found on the compact rows (only those are
@@ -318,15 +453,18 @@ impl Applier {
                 None => return Ok(None),
             }
         }
-        self.send_fast("services", read, t.elapsed(), deltas)
-            .await
-            .map(Some)
+        let sent = self.send_fast("services", read, t.elapsed(), deltas).await;
+        // Recorded even if nothing needed sending or a transaction failed: what the NB
+        // holds for these services is newer than any fenced convergence's snapshot.
+        self.gate.record(owners.iter().cloned(), []);
+        sent.map(Some)
     }
 
     /// The workload-port fast path: `changes` pairs each changed port's old and new state.
     /// `Ok(None)` when it does not apply (a switch not yet in the NB, ...; see
     /// `ferry_net::port_delta`) and nothing was sent.
     pub async fn ensure_ports(&self, changes: &[PortChange]) -> Result<Option<Applied>> {
+        let _sending = self.gate.send.lock().await;
         let t = Instant::now();
         let names: BTreeSet<&str> = changes
             .iter()
@@ -362,9 +500,10 @@ impl Applier {
                 None => return Ok(None),
             }
         }
-        self.send_fast("ports", read, t.elapsed(), deltas)
-            .await
-            .map(Some)
+        let sent = self.send_fast("ports", read, t.elapsed(), deltas).await;
+        self.gate
+            .record([], names.iter().map(|n| ferry_net::port_key(n)));
+        sent.map(Some)
     }
 
     /// Sends a fast path's transactions in order, in a span naming the path (`kind`).

@@ -199,3 +199,118 @@ async fn the_port_fast_path_adds_moves_and_removes_workload_ports() {
     );
     assert_converged(&nb, &s, "a declined port").await;
 }
+
+/// What the fast paths write in the fenced tests, after the snapshot: s2 loses a backend,
+/// s3 goes, s6 is new, and port `default_b` joins; `snapshot` is what the convergence was
+/// built from (s1 changed, a new subnet s3 with a port). Returns the network the NB must
+/// end as: the snapshot's changes plus the fast paths'.
+async fn fast_paths_after_the_snapshot(nb: &Applier, before: &NetworkState) -> NetworkState {
+    let mut after = before.clone();
+    after.services[1].backends.pop();
+    let gone = after.services.remove(2);
+    let new = service(6, &["10.0.1.10"]);
+    after.services.push(new.clone());
+    let changed = [after.services[1].clone(), new];
+    let owners: BTreeSet<String> = changed.iter().chain([&gone]).map(service_owner).collect();
+    nb.ensure_services(&changed, &owners)
+        .await
+        .expect("service fast path")
+        .expect("applies");
+    let b = port("default_b", "s1", "10.0.1.11");
+    nb.ensure_ports(&[(None, Some(b.clone()))])
+        .await
+        .expect("port fast path")
+        .expect("applies");
+    after.ports.push(b);
+    after
+}
+
+/// The snapshot a fenced convergence starts from: s1 with one backend only, and a new
+/// subnet with a port.
+fn snapshot(before: &NetworkState) -> NetworkState {
+    let mut s = before.clone();
+    s.services[0].backends.truncate(1);
+    s.subnets.push(subnet("s3", 3));
+    s.ports.push(port("default_c", "s3", "10.0.3.10"));
+    s
+}
+
+/// The fast paths' rows, as `want` says, on top of the snapshot's.
+fn merged(snapshot: &NetworkState, fast: &NetworkState) -> NetworkState {
+    let mut m = fast.clone();
+    m.services[0] = snapshot.services[0].clone();
+    m.subnets = snapshot.subnets.clone();
+    m.ports.push(snapshot.ports[1].clone());
+    m
+}
+
+#[tokio::test]
+#[ignore = "needs OVN binaries"]
+async fn a_fenced_convergence_leaves_what_fast_paths_wrote_after_its_snapshot() {
+    let server = NbServer::standalone();
+    let nb = connected(&server, 2).await;
+    let s0 = state();
+    nb.ensure_state(s0.clone()).await.expect("apply");
+
+    // The snapshot is taken, then fast paths run before the convergence does.
+    let snap = snapshot(&s0);
+    let run = nb.fence_from_now();
+    let fast = fast_paths_after_the_snapshot(&nb, &s0).await;
+    let applied = nb
+        .ensure_fenced(Arc::new(build_desired(&snap)), run)
+        .await
+        .expect("fenced convergence");
+    assert!(applied.converged, "{applied:?}");
+    // Both the snapshot's changes and the fast paths' are in the NB, and nothing else:
+    // an unfenced apply of the two together finds nothing to do.
+    assert_converged(&nb, &merged(&snap, &fast), "the fenced convergence").await;
+
+    // Without the fence the same convergence undoes them (what the fence is for).
+    let run = nb.fence_from_now();
+    drop(run);
+    let snap2 = snapshot(&s0);
+    let (_, undone) = nb.ensure_state(snap2.clone()).await.expect("unfenced");
+    assert!(undone.transactions() > 0, "{undone:?}");
+    assert_converged(&nb, &snap2, "the unfenced convergence").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs OVN binaries"]
+async fn a_fast_path_between_two_transactions_of_a_fenced_plan_is_never_undone() {
+    let server = NbServer::standalone();
+    // One operation per transaction: the plan's group update comes after its load
+    // balancers', and the fast paths land in between.
+    let nb = connected(&server, 1).await;
+    let s0 = state();
+    nb.ensure_state(s0.clone()).await.expect("apply");
+    // The snapshot also adds s7: its plan rewrites the group's set of load balancers,
+    // which the fast path then changes too (s6 joins, s3 leaves).
+    let mut snap = snapshot(&s0);
+    snap.services.push(service(7, &["10.0.2.10"]));
+    let first_sent = Arc::new(tokio::sync::Notify::new());
+    let background = nb.clone().before_send({
+        let (first_sent, once) = (first_sent.clone(), std::sync::Once::new());
+        Arc::new(move |_| {
+            once.call_once(|| {
+                first_sent.notify_one();
+                // The fast paths (on the other worker) queue for the send lock meanwhile:
+                // they get it before this plan's next transaction.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            })
+        })
+    });
+    let run = nb.fence_from_now();
+    let converge = {
+        let d = Arc::new(build_desired(&snap));
+        tokio::spawn(async move { background.ensure_fenced(d, run).await })
+    };
+    first_sent.notified().await;
+    let fast = fast_paths_after_the_snapshot(&nb, &s0).await;
+    let applied = converge.await.expect("task").expect("fenced convergence");
+    assert!(applied.converged, "{applied:?}");
+    // Its first plan was cut short, and a second one made with the fast paths fenced.
+    assert!(applied.rounds.len() >= 3, "{applied:?}");
+    let mut want = merged(&snap, &fast);
+    want.services.push(snap.services[5].clone());
+    assert_converged(&nb, &want, "fast paths inside the fenced plan").await;
+}
