@@ -129,7 +129,7 @@ pub enum AllocError {
 }
 
 /// Addresses handed out but not yet seen in the caches, by subnet.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Pending {
     by_subnet: HashMap<String, HashMap<Holder, Ipv4Addr>>,
 }

@@ -38,7 +38,7 @@ pub struct Update {
 }
 
 /// The controller's indexes, kept across passes.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Index {
     backends: HashMap<WorkloadRef, Backend>,
     by_label: HashMap<(String, String, String), BTreeSet<WorkloadRef>>,

@@ -338,8 +338,8 @@ pub async fn run(
                 continue;
             }
         } else if full {
-            // A full shadow pass takes tens of seconds at 10k: it runs on a copy of the
-            // state, off the async workers, and a win abandons it (`shadow_full_pass`).
+            // A full shadow pass takes tens of seconds at 10k: it rebuilds the state off
+            // the async workers, and a win abandons it (`shadow_full_pass`).
             let again = this.clone();
             let shadow = shadow_full_pass(
                 Shadow {
@@ -351,12 +351,12 @@ pub async fn run(
                     writes: writes.clone(),
                 },
                 this,
-                st.clone(),
+                st.for_full_shadow(),
             );
             tokio::select! {
                 done = shadow => {
-                    if let Some(next) = done {
-                        st = next;
+                    if let Some(done) = done {
+                        st.adopt_full(done);
                         warm = true;
                     }
                     full_passes.ran(Instant::now(), started.elapsed());
@@ -483,10 +483,10 @@ struct Shadow {
     writes: Writes,
 }
 
-/// Runs a standby's full pass on `st` (a copy of the driver's state) on a blocking-pool
-/// thread; the state it leaves, or `None` if it failed. Dropping the returned future (the
+/// Runs a standby's full pass on `st` (`PassState::for_full_shadow`) on a blocking-pool
+/// thread; the state it rebuilt, or `None` if it failed. Dropping the returned future (the
 /// replica won meanwhile) stops the pass at its next step (`pass` yields between steps) and
-/// drops the copy: the driver's state stays the last completed pass's, and nothing was
+/// drops what it built: the driver's state stays the last completed pass's, and nothing was
 /// written (a shadow pass writes nothing). At 10k a full shadow pass held an async worker
 /// for ~30 s: a standby that won meanwhile noticed it 10 s late.
 async fn shadow_full_pass(s: Shadow, changes: Changes, mut st: PassState) -> Option<PassState> {

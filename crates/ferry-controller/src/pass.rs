@@ -38,7 +38,7 @@ impl ProbeView for Store<CachedProbe> {
 }
 
 /// What passes keep from one to the next.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct PassState {
     pub index: Index,
     pub claims: Claims,
@@ -89,6 +89,25 @@ impl PassState {
         if let Ok(mut r) = writes.retries.lock() {
             changes.services.extend(r.take_due(now));
         }
+    }
+
+    /// What a full shadow pass starts from: a full pass rebuilds the index, the claims and
+    /// the planned NB states from the caches, so only the service addresses handed out
+    /// and not yet seen are carried (no copy of the 200,000-workload index: at 10k that
+    /// took seconds on a loaded machine, and delayed noticing a win by as much).
+    pub fn for_full_shadow(&self) -> PassState {
+        PassState {
+            service_pending: self.service_pending.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Takes what a completed full shadow pass ([`PassState::for_full_shadow`]) rebuilt.
+    pub fn adopt_full(&mut self, done: PassState) {
+        self.index = done.index;
+        self.claims = done.claims;
+        self.service_pending = done.service_pending;
+        self.net = done.net;
     }
 
     /// Writes the statuses that waited for full convergence `run`, now ended with
@@ -293,11 +312,14 @@ impl Pass<'_> {
         }
         // Services whose NB state this pass changes: if a full convergence carries them,
         // their Programmed condition waits for it.
-        let changed: BTreeSet<String> = outcomes
-            .iter()
-            .filter(|o| st.net.get(&o.key) != states.get(&o.key))
-            .map(|o| o.key.clone())
-            .collect();
+        let changed: BTreeSet<String> = match self.shadow {
+            true => BTreeSet::new(),
+            false => outcomes
+                .iter()
+                .filter(|o| st.net.get(&o.key) != states.get(&o.key))
+                .map(|o| o.key.clone())
+                .collect(),
+        };
         let plan_ms = planning.elapsed().as_millis() as u64;
         let nb_started = Instant::now();
         // A shadow pass sends nothing and leaves the work a paused leader had left over

@@ -25,7 +25,7 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// Keys that failed, when each is due again and how often each failed in a row.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Retries<K> {
     due: BTreeMap<K, Instant>,
     attempts: BTreeMap<K, u32>,

@@ -39,7 +39,7 @@ pub type AddressOutcome = Result<(Ipv4Addr, Option<Ipv4Addr>), Problem>;
 
 /// Which service holds each ClusterIP and EIP, kept across passes so that a pass over a
 /// few services need not read every other one.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Claims {
     vips: BTreeMap<Ipv4Addr, String>,
     eips: BTreeMap<Ipv4Addr, String>,
