@@ -32,11 +32,6 @@ impl FullPasses {
         self.owed = false;
     }
 
-    /// Records that a full pass is owed (one was asked for and did not complete).
-    pub fn owe(&mut self) {
-        self.owed = true;
-    }
-
     /// When a deferrable full pass may start: at once if none ran yet.
     pub fn allowed_at(&self) -> Option<Instant> {
         self.last
@@ -85,11 +80,5 @@ mod tests {
         assert_eq!(f.allowed_at(), Some(t0 + s(101)));
         assert!(!f.decide(true, t0 + s(100)));
         assert!(f.decide(false, t0 + s(101)));
-        // One that was abandoned is owed, and paced like one asked for.
-        f.ran(t0 + s(110), s(5));
-        f.owe();
-        assert_eq!(f.wake_at(), Some(t0 + s(120)));
-        assert!(!f.decide(false, t0 + s(119)));
-        assert!(f.decide(false, t0 + s(120)));
     }
 }
