@@ -41,8 +41,9 @@
 //! `network::Network::converge_beside`: `ferry_net::build_desired`, then
 //! `ferry_net::diff_fenced` against the NB mirror, sent in bounded transactions, leaving
 //! what the fast paths wrote meanwhile) -> Programmed in its status once the NB committed
-//! (for a service the convergence carries, once it ended: `PassState::converged`). The bench, `ferry-net`'s real-NB tests and its
-//! `nb_scale` example write the NB through the same `Applier`.
+//! (for a service the convergence carries, once it ended: `PassState::converged`). The
+//! bench, `ferry-net`'s real-NB tests and its `nb_scale` example write the NB through the
+//! same `Applier`.
 
 pub mod allocate;
 pub mod cached;
