@@ -111,20 +111,24 @@ impl PassState {
     }
 
     /// Writes the statuses that waited for full convergence `run`, now ended with
-    /// `result`; a failed one is owed again.
+    /// `result`. A failed one is owed again, and its services wait for the next one as
+    /// well: their failure is shown meanwhile, and a success clears it.
     pub fn converged(&mut self, run: u64, result: &Converged, writes: &Writes) {
-        if result.is_err() {
+        let failed = result.is_err();
+        if failed {
             self.nb_left.full = true;
         }
-        let nb: NbResult = result.clone();
         let now = jiff::Timestamp::now();
         let (done, waiting) = std::mem::take(&mut self.awaiting_nb)
             .into_iter()
             .partition(|(_, (r, _))| *r <= run);
         self.awaiting_nb = waiting;
         let done: BTreeMap<String, (u64, ServiceOutcome)> = done;
-        for (_, (_, o)) in done {
-            let status = status::desired_status(&o, status::programmed(&o, Some(&nb)), now);
+        for (key, (_, o)) in done {
+            let status = status::desired_status(&o, status::programmed(&o, Some(result)), now);
+            if failed {
+                self.awaiting_nb.insert(key, (run + 1, o.clone()));
+            }
             writes.push(o, status);
         }
     }
@@ -634,4 +638,74 @@ fn heavy<R>(f: impl FnOnce() -> R) -> R {
 /// moving the worker's tasks would).
 fn heavy_if<R>(full: bool, f: impl FnOnce() -> R) -> R {
     if full { heavy(f) } else { f() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str) -> ServiceOutcome {
+        let svc: ferry_api::YusurService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
+            "metadata": {"name": name, "namespace": "default", "generation": 1},
+            "spec": {"ports": [{"port": 80}]}}))
+        .unwrap();
+        ServiceOutcome {
+            key: format!("default/{name}"),
+            service: Arc::new(svc),
+            cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 1)),
+            eip: None,
+            ready: vec![],
+            total: 0,
+            problem: None,
+            objects: crate::service::ServiceObjects {
+                service: Default::default(),
+                endpoints: Default::default(),
+                slice: Default::default(),
+                probes: vec![],
+                ready: vec![],
+                total: 0,
+            },
+            existing_probes: vec![],
+        }
+    }
+
+    fn programmed(writes: &Writes, key: &str) -> Option<(String, String)> {
+        let status = writes.queued(key)?;
+        let c = status.conditions.iter().find(|c| c.type_ == "Programmed")?;
+        Some((c.status.clone(), c.reason.clone()))
+    }
+
+    #[test]
+    fn statuses_wait_for_their_convergence_and_a_failure_waits_for_the_next() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let writes = Writes::new(tx);
+        let mut st = PassState::default();
+        st.awaiting_nb.insert("default/a".into(), (1, outcome("a")));
+        st.awaiting_nb.insert("default/b".into(), (2, outcome("b")));
+        // Run 1 fails: a shows it and waits for run 2; b waits for run 2 anyway.
+        st.converged(1, &Err("NB down".into()), &writes);
+        assert_eq!(
+            programmed(&writes, "default/a"),
+            Some(("False".into(), "ProgrammingFailed".into()))
+        );
+        assert_eq!(programmed(&writes, "default/b"), None);
+        assert!(st.nb_left.full, "a failed convergence is owed again");
+        let waiting: Vec<(&String, u64)> =
+            st.awaiting_nb.iter().map(|(k, (r, _))| (k, *r)).collect();
+        assert_eq!(
+            waiting,
+            [(&"default/a".to_string(), 2), (&"default/b".to_string(), 2)]
+        );
+        // Run 2 succeeds: both are programmed, nothing waits.
+        st.converged(2, &Ok(BTreeMap::new()), &writes);
+        for k in ["default/a", "default/b"] {
+            assert_eq!(
+                programmed(&writes, k),
+                Some(("True".into(), "Programmed".into())),
+                "{k}"
+            );
+        }
+        assert!(st.awaiting_nb.is_empty());
+    }
 }

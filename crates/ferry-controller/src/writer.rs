@@ -61,6 +61,13 @@ impl Writes {
         self.notify.notify_one();
     }
 
+    /// The status queued for `key`, not yet written.
+    #[cfg(test)]
+    pub(crate) fn queued(&self, key: &str) -> Option<YusurServiceStatus> {
+        let q = self.queue.lock().ok()?;
+        q.get(key).map(|(_, s)| s.clone())
+    }
+
     /// Drops what is not written yet (leadership lost).
     pub fn clear(&self) {
         if let Ok(mut q) = self.queue.lock() {
