@@ -53,6 +53,9 @@ pub struct PassState {
     /// Services whose Programmed condition waits for a full convergence running beside
     /// the passes: its number, and the outcome to write once it ends.
     pub awaiting_nb: BTreeMap<String, (u64, ServiceOutcome)>,
+    /// When the changes a full convergence carries were first seen (services, probes), by
+    /// its number: the programming and flip metrics are observed once it ends.
+    pub awaiting_seen: BTreeMap<u64, (Option<Instant>, Option<Instant>)>,
 }
 
 impl PassState {
@@ -118,6 +121,15 @@ impl PassState {
         if failed {
             self.nb_left.full = true;
         }
+        for (r, seen) in std::mem::take(&mut self.awaiting_seen) {
+            if r > run {
+                self.awaiting_seen.insert(r, seen);
+            } else if failed {
+                self.wait_seen(run + 1, seen);
+            } else {
+                ferry_metrics::controller().nb_committed(seen.0, seen.1);
+            }
+        }
         let now = jiff::Timestamp::now();
         let (done, waiting) = std::mem::take(&mut self.awaiting_nb)
             .into_iter()
@@ -131,6 +143,16 @@ impl PassState {
             }
             writes.push(o, status);
         }
+    }
+
+    /// Records that changes first seen at `seen` wait for full convergence `run`.
+    fn wait_seen(&mut self, run: u64, seen: (Option<Instant>, Option<Instant>)) {
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let e = self.awaiting_seen.entry(run).or_default();
+        *e = (earliest(e.0, seen.0), earliest(e.1, seen.1));
     }
 
     /// When the next retry is due.
@@ -341,14 +363,20 @@ impl Pass<'_> {
             Some(net) if !self.shadow => Some(self.send(net, work, st).await),
             _ => None,
         };
-        // Committed: all of it, not only what the fast paths carried.
-        if let Some(Sent {
-            now: Ok(_),
-            beside: None,
-            ..
-        }) = &nb
-        {
-            ferry_metrics::controller().nb_committed(seen.0, seen.1);
+        // Committed: all of it, not only what the fast paths carried; else once the
+        // convergence that carries the rest has ended (`PassState::converged`).
+        match &nb {
+            Some(Sent {
+                now: Ok(_),
+                beside: None,
+                ..
+            }) => ferry_metrics::controller().nb_committed(seen.0, seen.1),
+            Some(Sent {
+                now: Ok(_),
+                beside: Some(run),
+                ..
+            }) => st.wait_seen(*run, seen),
+            _ => {}
         }
         let nb_ms = nb_started.elapsed().as_millis() as u64;
         if self.shadow {
@@ -683,6 +711,8 @@ mod tests {
         let mut st = PassState::default();
         st.awaiting_nb.insert("default/a".into(), (1, outcome("a")));
         st.awaiting_nb.insert("default/b".into(), (2, outcome("b")));
+        let t0 = Instant::now();
+        st.wait_seen(1, (Some(t0), None));
         // Run 1 fails: a shows it and waits for run 2; b waits for run 2 anyway.
         st.converged(1, &Err("NB down".into()), &writes);
         assert_eq!(
@@ -697,6 +727,8 @@ mod tests {
             waiting,
             [(&"default/a".to_string(), 2), (&"default/b".to_string(), 2)]
         );
+        // Its changes' first sight waits for run 2 too, to be observed once it commits.
+        assert_eq!(st.awaiting_seen.get(&2), Some(&(Some(t0), None)));
         // Run 2 succeeds: both are programmed, nothing waits.
         st.converged(2, &Ok(BTreeMap::new()), &writes);
         for k in ["default/a", "default/b"] {
@@ -707,5 +739,6 @@ mod tests {
             );
         }
         assert!(st.awaiting_nb.is_empty());
+        assert!(st.awaiting_seen.is_empty());
     }
 }
