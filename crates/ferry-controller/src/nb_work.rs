@@ -87,7 +87,7 @@ pub fn add_pass(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::ServiceOutcome;
     use crate::service::ServiceObjects;
@@ -95,7 +95,8 @@ mod tests {
     use ferry_net::PortState;
     use std::sync::Arc;
 
-    fn outcome(name: &str, vip: &str) -> ServiceOutcome {
+    /// A programmable ClusterIP service's outcome with no backends (also `pass`'s tests).
+    pub(crate) fn outcome(name: &str, vip: &str) -> ServiceOutcome {
         let svc: YusurService = serde_json::from_value(serde_json::json!({
             "apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
             "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}")},

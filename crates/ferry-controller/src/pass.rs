@@ -147,10 +147,7 @@ impl PassState {
 
     /// Records that changes first seen at `seen` wait for full convergence `run`.
     fn wait_seen(&mut self, run: u64, seen: (Option<Instant>, Option<Instant>)) {
-        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        use crate::changes::earliest;
         let e = self.awaiting_seen.entry(run).or_default();
         *e = (earliest(e.0, seen.0), earliest(e.1, seen.1));
     }
@@ -673,29 +670,7 @@ mod tests {
     use super::*;
 
     fn outcome(name: &str) -> ServiceOutcome {
-        let svc: ferry_api::YusurService = serde_json::from_value(serde_json::json!({
-            "apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
-            "metadata": {"name": name, "namespace": "default", "generation": 1},
-            "spec": {"ports": [{"port": 80}]}}))
-        .unwrap();
-        ServiceOutcome {
-            key: format!("default/{name}"),
-            service: Arc::new(svc),
-            cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 1)),
-            eip: None,
-            ready: vec![],
-            total: 0,
-            problem: None,
-            objects: crate::service::ServiceObjects {
-                service: Default::default(),
-                endpoints: Default::default(),
-                slice: Default::default(),
-                probes: vec![],
-                ready: vec![],
-                total: 0,
-            },
-            existing_probes: vec![],
-        }
+        crate::nb_work::tests::outcome(name, "10.96.0.1")
     }
 
     fn programmed(writes: &Writes, key: &str) -> Option<(String, String)> {
