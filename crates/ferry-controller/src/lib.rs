@@ -25,6 +25,7 @@
 //! | `pass`, [`run`] | the pass driver, leadership, retries (`retry`: the error policy) | - |
 //! | `leader`, `leadership` | the Lease task; what a lost or won leadership changes | `leadership`: yes |
 //! | `pacing` | when a full pass may run (spaced by its own duration) | yes |
+//! | `full_plan` | full passes planned off the pass loop (a standby's; a warm leader's, taken in when done) | - |
 //!
 //! **A probe result to Endpoints:** the agent patches a NetworkProbe's status -> the probe
 //! watch records its service (`changes`) -> `pass` plans that service -> `plan` reads the
@@ -51,6 +52,7 @@ pub mod caches;
 pub mod changes;
 pub mod cluster_dns;
 mod converge;
+mod full_plan;
 pub mod index;
 pub mod ipam;
 pub mod kube_service;
@@ -219,6 +221,17 @@ pub async fn run(
     let mut full_passes = pacing::FullPasses::default();
     // A full pass completed: the indexes and claims are whole.
     let mut warm = false;
+    // A warm leader's full pass planned off the loop (`full_plan`), and whether another
+    // was asked for meanwhile (one at a time).
+    let mut background: Option<full_plan::Background> = None;
+    let mut full_asked_meanwhile = false;
+    let off_loop = full_plan::OffLoop {
+        client: client.clone(),
+        c: c.clone(),
+        pools: pools.clone(),
+        eip_range,
+        cluster_dns: config.cluster_dns,
+    };
     loop {
         let published = leading.borrow_and_update().clone();
         let edge = leadership::edge(
@@ -228,6 +241,10 @@ pub async fn run(
             paused_at.elapsed(),
             Recent::WINDOW,
         );
+        if !matches!(edge, Edge::Same) {
+            // Planned for a leadership that moved: stopped and dropped.
+            background = None;
+        }
         match edge {
             Edge::Same => {}
             Edge::Paused => {
@@ -288,7 +305,18 @@ pub async fn run(
             }
         }
         let asked = std::mem::take(&mut changes.all);
-        changes.all = std::mem::take(&mut urgent) || full_passes.decide(asked, Instant::now());
+        // A leader's full pass planned off the loop, ready to be taken in.
+        let adopted = match background.as_mut().map(full_plan::Background::take_done) {
+            Some(Some(done)) => background.take().map(|b| (done, b)),
+            _ => None,
+        };
+        if background.is_some() || adopted.is_some() {
+            // One at a time: asked for again meanwhile, it waits for this one.
+            full_asked_meanwhile |= asked;
+        } else {
+            let asked = asked || std::mem::take(&mut full_asked_meanwhile);
+            changes.all = std::mem::take(&mut urgent) || full_passes.decide(asked, Instant::now());
+        }
         let this = std::mem::take(&mut changes);
         let (full, started) = (this.all, Instant::now());
         if !is_leading {
@@ -308,9 +336,64 @@ pub async fn run(
             shadow: !is_leading,
             beside: beside.as_ref(),
         };
-        if is_leading {
+        if let Some((done, mut b)) = adopted {
+            // Taken in: what the loop planned since it started is planned again on it.
+            let mut since = std::mem::take(&mut b.since);
+            since.merge(this);
+            let again = since.clone();
+            match done {
+                Some(done) => tokio::select! {
+                    _ = p.adopt(done, since, &mut st, net.as_mut(), &writes) => {
+                        full_passes.ran(Instant::now(), b.started.elapsed());
+                    }
+                    _ = moved_from(&mut leading, &acting) => {
+                        changes.merge(again);
+                        changes.all = true;
+                        warm = false;
+                        full_passes.ran(Instant::now(), b.started.elapsed());
+                        continue;
+                    }
+                },
+                None => {
+                    // Failed (logged): owed again, paced; meanwhile the loop's changes.
+                    full_passes.ran(Instant::now(), b.started.elapsed());
+                    full_asked_meanwhile = true;
+                    changes.merge(again);
+                    continue;
+                }
+            }
+        } else if is_leading && full && warm {
+            // The indexes and claims are whole: the full pass is planned off the loop,
+            // and the rest of these changes (and the next ones) go through meanwhile.
+            let mut rest = this;
+            rest.all = false;
+            let mut b = full_plan::Background::start(
+                off_loop.clone(),
+                Changes::everything(),
+                &st,
+                converged_tx.clone(),
+            );
+            b.since.merge(rest.clone());
+            background = Some(b);
+            // It is the repair a takeover owes, if one does.
+            repair = false;
+            let again = rest.clone();
+            tokio::select! {
+                _ = p.run(rest, &mut st, net.as_mut(), &writes) => {}
+                _ = moved_from(&mut leading, &acting) => {
+                    background = None;
+                    changes.merge(again);
+                    changes.all = true;
+                    warm = false;
+                    continue;
+                }
+            }
+        } else if is_leading {
             // The pass stops the moment leadership does (nothing more is written); what
             // it was given is kept for the next one (a full pass may wait, see `pacing`).
+            if let Some(b) = background.as_mut() {
+                b.since.merge(this.clone());
+            }
             let again = this.clone();
             tokio::select! {
                 _ = p.run(this, &mut st, net.as_mut(), &writes) => {}
@@ -340,20 +423,9 @@ pub async fn run(
             }
         } else if full {
             // A full shadow pass takes tens of seconds at 10k: it rebuilds the state off
-            // the async workers, and a win abandons it (`shadow_full_pass`).
+            // the async workers, and a win abandons it (`full_plan`).
             let again = this.clone();
-            let shadow = shadow_full_pass(
-                Shadow {
-                    client: client.clone(),
-                    c: c.clone(),
-                    pools: pools.clone(),
-                    eip_range,
-                    cluster_dns: config.cluster_dns,
-                    writes: writes.clone(),
-                },
-                this,
-                st.for_full_shadow(),
-            );
+            let shadow = full_plan::plan(off_loop.clone(), this, st.for_full_shadow());
             tokio::select! {
                 done = shadow => {
                     if let Some(done) = done {
@@ -472,54 +544,6 @@ impl Recent {
             .map(|(k, _)| k)
             .collect();
         (services, workloads)
-    }
-}
-
-/// What a full shadow pass needs, owned (it runs on a blocking thread).
-struct Shadow {
-    client: Client,
-    c: caches::Caches,
-    pools: ServicePools,
-    eip_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
-    cluster_dns: Option<std::net::Ipv4Addr>,
-    writes: Writes,
-}
-
-/// Runs a standby's full pass on `st` (`PassState::for_full_shadow`) on a blocking-pool
-/// thread; the state it rebuilt, or `None` if it failed. Dropping the returned future (the
-/// replica won meanwhile) stops the pass at its next step (`pass` yields between steps) and
-/// drops what it built: the driver's state stays the last completed pass's, and nothing was
-/// written (a shadow pass writes nothing). At 10k a full shadow pass held an async worker
-/// for ~30 s: a standby that won meanwhile noticed it 10 s late.
-async fn shadow_full_pass(s: Shadow, changes: Changes, mut st: PassState) -> Option<PassState> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // Sends on drop: the pass ends when this future is dropped.
-    let _stop = stop;
-    let handle = tokio::runtime::Handle::current();
-    let task = tokio::task::spawn_blocking(move || {
-        let p = Pass {
-            client: &s.client,
-            c: &s.c,
-            pools: &s.pools,
-            eip_range: s.eip_range,
-            cluster_dns: s.cluster_dns,
-            shadow: true,
-            beside: None,
-        };
-        let completed = handle.block_on(async {
-            tokio::select! {
-                _ = p.run(changes, &mut st, None, &s.writes) => true,
-                _ = stopped => false,
-            }
-        });
-        completed.then_some(st)
-    });
-    match task.await {
-        Ok(st) => st,
-        Err(e) => {
-            tracing::error!(error = %e, "a full shadow pass failed");
-            None
-        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! When a full pass may run (pure; the caller passes the time). A full pass rebuilds the
-//! indexes and re-plans every service (its NB convergence runs beside the passes,
-//! `network`): at 10,000 services x 20 backends that still takes ~10 s, and changes wait
-//! behind it. Only the first one cannot wait; those asked for by
+//! indexes and re-plans every service (a warm leader plans it off the pass loop,
+//! `full_plan`, and its NB convergence runs beside the passes, `network`): at 10,000
+//! services x 20 backends that still takes ~10 s of CPU, which changes share the two
+//! cores with. Only the first one cannot wait; those asked for by
 //! a change to a global object (a Node, a VPC, a subnet, a namespace, an EIP), by a watch
 //! that restarted, by an agent Lease that lapsed or by a takeover (the repair) can: they
 //! are held back until the last full pass has been over for

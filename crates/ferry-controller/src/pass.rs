@@ -2,7 +2,8 @@
 //! give addresses to what lacks one (`allocate`), plan the services concerned (`plan`), send
 //! the NB its work (`nb_work`, then `network`), and queue each service's status and objects
 //! for the writer (`status`, `writer`). Level-triggered: a pass reads the caches, never the
-//! event that woke it.
+//! event that woke it. `Pass::plan` is the first half, `Pass::finish` the second; a full
+//! plan made off the loop (`crate::full_plan`) is finished by `Pass::adopt`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -105,12 +106,13 @@ impl PassState {
         }
     }
 
-    /// Takes what a completed full shadow pass ([`PassState::for_full_shadow`]) rebuilt.
-    pub fn adopt_full(&mut self, done: PassState) {
-        self.index = done.index;
-        self.claims = done.claims;
-        self.service_pending = done.service_pending;
-        self.net = done.net;
+    /// Takes what a full shadow pass planned off the loop (`crate::full_plan`) rebuilt:
+    /// a standby's whole state.
+    pub fn adopt_full(&mut self, done: FullPlan) {
+        self.index = done.state.index;
+        self.claims = done.state.claims;
+        self.service_pending = done.state.service_pending;
+        self.net = done.planned.states;
     }
 
     /// Writes the statuses that waited for full convergence `run`, now ended with
@@ -206,6 +208,52 @@ struct Sent {
     beside: Option<u64>,
 }
 
+/// What a pass planned, before the NB and the writer are given it.
+pub struct Planned {
+    full: bool,
+    started: Instant,
+    /// When the changes planned were first seen (services, probes).
+    seen: (Option<Instant>, Option<Instant>),
+    prepare_ms: u64,
+    plan_ms: u64,
+    /// The services planned (`None`: every one).
+    only: Option<BTreeSet<String>>,
+    ports: Vec<nb_work::PortChange>,
+    outcomes: Vec<ServiceOutcome>,
+    states: BTreeMap<String, ServiceState>,
+    kube: BTreeMap<String, Option<caches::KubeService>>,
+    lb_ips: BTreeMap<String, Result<Ipv4Addr, crate::problem::Problem>>,
+}
+
+impl Planned {
+    /// Replaces what `newer` planned again (a full plan made off the pass loop, and the
+    /// services the loop planned meanwhile): its services' outcomes and states, its
+    /// ordinary Services, its port changes.
+    fn overlay(&mut self, newer: Planned) {
+        let again = newer.only.unwrap_or_default();
+        self.outcomes.retain(|o| !again.contains(&o.key));
+        self.outcomes.extend(newer.outcomes);
+        self.states.retain(|k, _| !again.contains(k));
+        self.states.extend(newer.states);
+        self.kube.extend(newer.kube);
+        self.lb_ips.extend(newer.lb_ips);
+        self.ports = newer.ports;
+        self.seen = (
+            crate::changes::earliest(self.seen.0, newer.seen.0),
+            crate::changes::earliest(self.seen.1, newer.seen.1),
+        );
+    }
+}
+
+/// A leader's full pass planned off the pass loop (`crate::full_plan`): the state it
+/// rebuilt (`PassState::for_full_shadow`, planned as a standby would, writing nothing),
+/// the service addresses pending when it started, and its plan.
+pub struct FullPlan {
+    pub state: PassState,
+    pub pending_before: service_ips::Pending,
+    pub planned: Planned,
+}
+
 impl Pass<'_> {
     /// Reconciles what `changes` concern (everything when `changes.all`).
     pub async fn run(
@@ -215,7 +263,59 @@ impl Pass<'_> {
         net: Option<&mut Network>,
         writes: &Writes,
     ) {
-        let (c, client) = (self.c, self.client);
+        if let Some(planned) = self.plan(changes, st, false).await {
+            self.finish(planned, st, net, writes).await;
+        }
+    }
+
+    /// Takes in a full pass planned off the loop: its index and claims replace the
+    /// loop's, and what the loop planned meanwhile (`since`, with the services the plan
+    /// gave new addresses: only the loop hands addresses out) is planned again on them.
+    /// The whole is then sent and written as a full pass. The loop's own service
+    /// addresses pending stay: they are the ones handed out.
+    pub async fn adopt(
+        &self,
+        done: FullPlan,
+        mut since: Changes,
+        st: &mut PassState,
+        net: Option<&mut Network>,
+        writes: &Writes,
+    ) {
+        let FullPlan {
+            state,
+            pending_before,
+            mut planned,
+        } = done;
+        st.index = state.index;
+        since.all = false;
+        let replanned = std::mem::take(&mut since.services);
+        (st.claims, since.services) =
+            state
+                .claims
+                .taken_in(&state.service_pending, &pending_before, replanned);
+        tracing::info!(
+            planned_again = since.services.len(),
+            planned_ms = planned.started.elapsed().as_millis() as u64,
+            "full pass planned off the loop taken in"
+        );
+        if let Some(again) = self.plan(since, st, true).await {
+            planned.overlay(again);
+        }
+        planned.only = None;
+        planned.full = true;
+        self.finish(planned, st, net, writes).await;
+    }
+
+    /// Updates the indexes, gives addresses to what lacks one (always when
+    /// `allocate_all`) and plans the services concerned; `None` when there is nothing to
+    /// do.
+    pub(crate) async fn plan(
+        &self,
+        changes: Changes,
+        st: &mut PassState,
+        allocate_all: bool,
+    ) -> Option<Planned> {
+        let c = self.c;
         let started = Instant::now();
         let full = changes.all;
         let seen = (changes.service_seen, changes.probe_seen);
@@ -226,7 +326,7 @@ impl Pass<'_> {
             let u = st.index.update(c, &changes);
             let mut only = u.services;
             only.extend(changes.services.iter().cloned());
-            (Some(only), u.ports, u.needs_address)
+            (Some(only), u.ports, u.needs_address || allocate_all)
         };
         // Between the steps of a pass, whatever waits for this worker runs, and a pass
         // raced against leadership (`crate::run`) can stop.
@@ -237,7 +337,7 @@ impl Pass<'_> {
             && !needs_address
             && st.nb_left.is_empty()
         {
-            return;
+            return None;
         }
         if needs_address && !self.shadow {
             self.allocate(st).await;
@@ -333,17 +433,57 @@ impl Pass<'_> {
         if let Some(o) = only.as_mut() {
             o.extend(kube.keys().cloned());
         }
+        let plan_ms = planning.elapsed().as_millis() as u64;
+        Some(Planned {
+            full,
+            started,
+            seen,
+            prepare_ms,
+            plan_ms,
+            only,
+            ports,
+            outcomes,
+            states,
+            kube,
+            lb_ips,
+        })
+    }
+
+    /// Sends the NB what `planned` changes and queues each service's status and objects
+    /// for the writer (a shadow pass only keeps its state).
+    async fn finish(
+        &self,
+        planned: Planned,
+        st: &mut PassState,
+        net: Option<&mut Network>,
+        writes: &Writes,
+    ) {
+        let Planned {
+            full,
+            started,
+            seen,
+            prepare_ms,
+            plan_ms,
+            only,
+            ports,
+            outcomes,
+            states,
+            kube,
+            lb_ips,
+        } = planned;
+        let (c, client) = (self.c, self.client);
         // Services whose NB state this pass changes: if a full convergence carries them,
         // their Programmed condition waits for it.
         let changed: BTreeSet<String> = match self.shadow {
             true => BTreeSet::new(),
-            false => outcomes
-                .iter()
-                .filter(|o| st.net.get(&o.key) != states.get(&o.key))
-                .map(|o| o.key.clone())
-                .collect(),
+            false => heavy_if(full, || {
+                outcomes
+                    .iter()
+                    .filter(|o| st.net.get(&o.key) != states.get(&o.key))
+                    .map(|o| o.key.clone())
+                    .collect()
+            }),
         };
-        let plan_ms = planning.elapsed().as_millis() as u64;
         let nb_started = Instant::now();
         // A shadow pass sends nothing and leaves the work a paused leader had left over
         // (`crate::leadership`).
@@ -677,6 +817,66 @@ mod tests {
         let status = writes.queued(key)?;
         let c = status.conditions.iter().find(|c| c.type_ == "Programmed")?;
         Some((c.status.clone(), c.reason.clone()))
+    }
+
+    fn planned(only: Option<&[&str]>, outcomes: Vec<ServiceOutcome>) -> Planned {
+        Planned {
+            full: only.is_none(),
+            started: Instant::now(),
+            seen: (None, None),
+            prepare_ms: 0,
+            plan_ms: 0,
+            only: only.map(|o| o.iter().map(|k| format!("default/{k}")).collect()),
+            ports: Vec::new(),
+            states: nb_work::states_of(&outcomes),
+            outcomes,
+            kube: BTreeMap::new(),
+            lb_ips: BTreeMap::new(),
+        }
+    }
+
+    /// A full plan made off the loop, overlaid with what the loop planned again: a
+    /// service planned again takes its new outcome and state, one deleted meanwhile
+    /// leaves, the others stay as the full plan had them.
+    #[test]
+    fn a_full_plan_takes_what_was_planned_again_over_its_own() {
+        let mut full = planned(
+            None,
+            vec![
+                crate::nb_work::tests::outcome("kept", "10.96.0.1"),
+                crate::nb_work::tests::outcome("moved", "10.96.0.2"),
+                crate::nb_work::tests::outcome("gone", "10.96.0.3"),
+            ],
+        );
+        let t = Instant::now();
+        let mut again = planned(
+            Some(&["moved", "gone"]),
+            vec![crate::nb_work::tests::outcome("moved", "10.96.0.9")],
+        );
+        again.seen = (Some(t), None);
+        full.overlay(again);
+        let vips: BTreeMap<&str, Option<Ipv4Addr>> = full
+            .outcomes
+            .iter()
+            .map(|o| (o.key.as_str(), o.cluster_ip))
+            .collect();
+        assert_eq!(
+            vips,
+            [
+                ("default/kept", Some("10.96.0.1".parse().unwrap())),
+                ("default/moved", Some("10.96.0.9".parse().unwrap())),
+            ]
+            .into()
+        );
+        assert_eq!(
+            full.states.keys().collect::<Vec<_>>(),
+            ["default/kept", "default/moved"]
+        );
+        assert_eq!(
+            full.states["default/moved"],
+            nb_work::states_of(&[crate::nb_work::tests::outcome("moved", "10.96.0.9")])["default/moved"]
+        );
+        assert_eq!(full.seen, (Some(t), None));
     }
 
     #[test]

@@ -26,6 +26,23 @@ pub struct Pending {
     eips: HashMap<String, Ipv4Addr>,
 }
 
+impl Pending {
+    /// The services given an address here that `before` did not have (the same address
+    /// kept is not new).
+    pub fn handed_out_since(&self, before: &Pending) -> BTreeSet<String> {
+        let new = |now: &HashMap<String, Ipv4Addr>, then: &HashMap<String, Ipv4Addr>| {
+            now.iter()
+                .filter(|(k, ip)| then.get(*k) != Some(*ip))
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+        };
+        new(&self.cluster_ips, &before.cluster_ips)
+            .into_iter()
+            .chain(new(&self.eips, &before.eips))
+            .collect()
+    }
+}
+
 pub(crate) fn key_of(s: &YusurService) -> String {
     format!(
         "{}/{}",
@@ -83,6 +100,24 @@ impl Claims {
         }
         self.vips.retain(|_, k| !keys.contains(k));
         self.eips.retain(|_, k| !keys.contains(k));
+    }
+}
+
+impl Claims {
+    /// The claims of a full pass planned off the pass loop (with `pending`, from
+    /// `pending_before`), as the loop takes them in: only the loop hands addresses out, so
+    /// what the plan handed out itself is dropped, as is what `replanned` (the services
+    /// the loop planned meanwhile) hold. Returns them with every service the loop must
+    /// plan again on them.
+    pub fn taken_in(
+        mut self,
+        pending: &Pending,
+        pending_before: &Pending,
+        mut replanned: BTreeSet<String>,
+    ) -> (Claims, BTreeSet<String>) {
+        replanned.extend(pending.handed_out_since(pending_before));
+        self.release(&replanned);
+        (self, replanned)
     }
 }
 
@@ -335,6 +370,58 @@ mod tests {
             })
         );
         assert_eq!(out["default/any"], Ok(("10.96.0.3".parse().unwrap(), None)));
+    }
+
+    /// A full plan made off the loop gave `x` (new to it) the address the loop had
+    /// meanwhile given `z`, and written into z's status: taken in, x is planned again and
+    /// gets another one; z keeps its own.
+    #[test]
+    fn a_full_plan_taken_in_never_gives_an_address_the_loop_handed_out() {
+        let pools = ServicePools {
+            cluster_ips: Pool::subnet("10.96.0.0/29", None, &[]).unwrap(),
+            eips: None,
+        };
+        let before = Pending::default();
+        // Off the loop: x, with nothing pending, gets the first free address.
+        let mut off = before.clone();
+        let mut off_claims = Claims::default();
+        let planned = service_addresses(
+            &[svc("x", None, 1)],
+            &pools,
+            &BTreeMap::new(),
+            &mut off,
+            &mut off_claims,
+        );
+        let a = planned["default/x"].clone().unwrap().0;
+        // The loop, meanwhile: z (created later, not yet seen by the plan) gets the same
+        // one, written to its status.
+        let mut pending = before.clone();
+        let mut claims = Claims::default();
+        let z_first = service_addresses(
+            &[svc("z", None, 2)],
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut claims,
+        );
+        assert_eq!(z_first["default/z"].clone().unwrap().0, a);
+        let z = svc("z", Some(&a.to_string()), 2);
+        let (mut merged, again) =
+            off_claims.taken_in(&off, &before, ["default/z".to_string()].into());
+        assert_eq!(
+            again,
+            ["default/x".to_string(), "default/z".to_string()].into()
+        );
+        let out = service_addresses(
+            &[svc("x", None, 1), z],
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut merged,
+        );
+        assert_eq!(out["default/z"], Ok((a, None)), "z keeps what it was given");
+        let x = out["default/x"].clone().unwrap().0;
+        assert_ne!(x, a, "x must not be given z's address");
     }
 
     #[test]

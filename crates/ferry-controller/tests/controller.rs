@@ -10,6 +10,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+mod common;
+
 struct Env {
     _dir: tempfile::TempDir,
     server: Option<ferry_apiserver::ApiServer>,
@@ -643,36 +645,13 @@ async fn freezable_proxy(
     (addr, frozen)
 }
 
-/// The controllers' log lines, kept in memory (this binary's only subscriber).
-fn captured_log() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    #[derive(Clone)]
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = Sink(buf.clone());
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || sink.clone())
-        .init();
-    buf
-}
-
 /// A leader whose renewals go unanswered past its renew deadline stops writing; when it
 /// wins the Lease back and nobody held it meanwhile (the same term), it resumes, keeping
 /// what it had (no second takeover), and programs what changed while it stood by.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_wins_its_lease_back_in_the_same_term_resumes() {
     use std::sync::atomic::Ordering;
-    let log = captured_log();
+    let log = common::captured_log();
     let e = env().await;
     let kc = kube::config::Kubeconfig::read_from(&e.controller_kubeconfig).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())

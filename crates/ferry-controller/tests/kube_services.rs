@@ -7,11 +7,13 @@
 
 use std::time::Duration;
 
-use ferry_testkit::api::{apply, client_for};
+use ferry_testkit::api::apply;
 use ferry_testkit::ovsdb::NbServer;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
+
+mod common;
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -66,30 +68,8 @@ fn slice(name: &str, svc: &str, endpoints: Value) -> Value {
 async fn kubernetes_services_of_every_type_reach_the_nb() {
     let dir = tempfile::tempdir().unwrap();
     let nb_server = NbServer::standalone();
-    let server = ferry_testkit::api::start_with_crds(ferry_apiserver::Config {
-        data_dir: dir.path().join("api"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: Default::default(),
-        services: Default::default(),
-    })
-    .await;
-    let admin = client_for(&dir.path().join("api/kubeconfig")).await;
-    let config = ferry_controller::ControllerConfig {
-        identity: "kube-svc-test".into(),
-        eip_pool: Some("198.18.0.100-198.18.0.199".into()),
-        network: Some(ferry_controller::network::NetworkConfig {
-            remotes: vec![nb_server.unix_remote()],
-            tls: None,
-            gateway_chassis: "ch1".into(),
-            external: Some(ferry_controller::network::ExternalConfig {
-                cidr: "198.18.0.0/24".parse().unwrap(),
-                gateway: "198.18.0.1".parse().unwrap(),
-            }),
-            max_lb_per_txn: 500,
-        }),
-        ..Default::default()
-    };
-    let c = client_for(&dir.path().join("api/kubeconfig-controller")).await;
+    let (server, admin, c) = common::api(dir.path()).await;
+    let config = common::with_nb("kube-svc-test", nb_server.unix_remote());
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move { ferry_controller::run(c, config, rx).await.unwrap() });
 

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use ferry_testkit::api::client_for;
 use ferry_testkit::ovsdb::NbServer;
 
+mod common;
+
 async fn apply(client: &Client, v: Value) {
     let api_version = v["apiVersion"].as_str().unwrap().to_string();
     let kind = v["kind"].as_str().unwrap().to_string();
@@ -84,35 +86,8 @@ fn lb_vips(nb: &ferry_ovsdb::Client, name: &str) -> Option<String> {
 async fn seed_lb_in_the_nb_restart_changes_nothing_delete_removes_rows() {
     let dir = tempfile::tempdir().unwrap();
     let nb_server = NbServer::standalone();
-    let server = ferry_apiserver::ApiServer::start(ferry_apiserver::Config {
-        data_dir: dir.path().join("api"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: Default::default(),
-        services: Default::default(),
-    })
-    .await
-    .unwrap();
-    let crds: Vec<Value> = ferry_api::all_crds()
-        .iter()
-        .map(|c| serde_json::to_value(c).unwrap())
-        .collect();
-    server.install_crds(&crds).await.unwrap();
-    let admin = client_for(&dir.path().join("api/kubeconfig")).await;
-    let config = ferry_controller::ControllerConfig {
-        identity: "net-test".into(),
-        eip_pool: Some("198.18.0.100-198.18.0.199".into()),
-        network: Some(ferry_controller::network::NetworkConfig {
-            remotes: vec![nb_server.unix_remote()],
-            tls: None,
-            gateway_chassis: "ch1".into(),
-            external: Some(ferry_controller::network::ExternalConfig {
-                cidr: "198.18.0.0/24".parse().unwrap(),
-                gateway: "198.18.0.1".parse().unwrap(),
-            }),
-            max_lb_per_txn: 500,
-        }),
-        ..Default::default()
-    };
+    let (server, admin, _) = common::api(dir.path()).await;
+    let config = common::with_nb("net-test", nb_server.unix_remote());
     let start_controller = async || {
         let c = client_for(&dir.path().join("api/kubeconfig-controller")).await;
         let (tx, rx) = tokio::sync::watch::channel(false);
