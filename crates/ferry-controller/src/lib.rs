@@ -456,7 +456,8 @@ pub async fn run(
         if let Some(at) = st.next_retry(&writes).filter(|_| is_leading) {
             idle = idle.min(at.saturating_duration_since(Instant::now()));
         }
-        if let Some(at) = full_passes.wake_at() {
+        // (Not while one is planned off the loop: the one owed is that one.)
+        if let Some(at) = full_passes.wake_at().filter(|_| background.is_none()) {
             idle = idle.min(at.saturating_duration_since(Instant::now()));
         }
         tokio::select! {
