@@ -244,6 +244,7 @@ pub async fn run(
         if !matches!(edge, Edge::Same) {
             // Planned for a leadership that moved: stopped and dropped.
             background = None;
+            st.planned_since = None;
         }
         match edge {
             Edge::Same => {}
@@ -337,31 +338,24 @@ pub async fn run(
             beside: beside.as_ref(),
         };
         if let Some((done, mut b)) = adopted {
-            // Taken in: what the loop planned since it started is planned again on it.
-            let mut since = std::mem::take(&mut b.since);
-            since.merge(this);
-            let again = since.clone();
-            match done {
-                Some(done) => tokio::select! {
-                    _ = p.adopt(done, since, &mut st, net.as_mut(), &writes) => {
-                        full_passes.ran(Instant::now(), b.started.elapsed());
-                    }
-                    _ = moved_from(&mut leading, &acting) => {
-                        changes.merge(again);
-                        changes.all = true;
-                        warm = false;
-                        full_passes.ran(Instant::now(), b.started.elapsed());
-                        continue;
-                    }
-                },
-                None => {
-                    // Failed (logged): owed again, paced; meanwhile the loop's changes.
-                    full_passes.ran(Instant::now(), b.started.elapsed());
-                    full_asked_meanwhile = true;
-                    changes.merge(again);
-                    continue;
+            // Taken in (`Pass::adopt`); these changes go to the next pass, at once.
+            changes.merge(this);
+            full_passes.ran(Instant::now(), b.started.elapsed());
+            let Some(done) = done else {
+                // Failed (logged): owed again, paced.
+                st.planned_since = None;
+                full_asked_meanwhile = true;
+                continue;
+            };
+            let since = std::mem::take(&mut b.since);
+            tokio::select! {
+                _ = p.adopt(done, since, &mut st, net.as_mut(), &writes) => {}
+                _ = moved_from(&mut leading, &acting) => {
+                    changes.all = true;
+                    warm = false;
                 }
             }
+            continue;
         } else if is_leading && full && warm {
             // The indexes and claims are whole: the full pass is planned off the loop,
             // and the rest of these changes (and the next ones) go through meanwhile.
@@ -375,6 +369,7 @@ pub async fn run(
             );
             b.since.merge(rest.clone());
             background = Some(b);
+            st.planned_since = Some(Default::default());
             // It is the repair a takeover owes, if one does.
             repair = false;
             let again = rest.clone();
@@ -382,6 +377,7 @@ pub async fn run(
                 _ = p.run(rest, &mut st, net.as_mut(), &writes) => {}
                 _ = moved_from(&mut leading, &acting) => {
                     background = None;
+                    st.planned_since = None;
                     changes.merge(again);
                     changes.all = true;
                     warm = false;

@@ -57,6 +57,9 @@ pub struct PassState {
     /// When the changes a full convergence carries were first seen (services, probes), by
     /// its number: the programming and flip metrics are observed once it ends.
     pub awaiting_seen: BTreeMap<u64, (Option<Instant>, Option<Instant>)>,
+    /// While a full pass is planned off the loop: every service (and ordinary Service)
+    /// the loop planned since it started (`Pass::adopt`).
+    pub planned_since: Option<BTreeSet<String>>,
 }
 
 impl PassState {
@@ -226,6 +229,20 @@ pub struct Planned {
 }
 
 impl Planned {
+    /// Leaves what the loop planned since this plan's snapshot (`touched`) as the loop
+    /// has it: their NB states from `net`, no outcome (their statuses were written).
+    fn keep_loop(&mut self, touched: &BTreeSet<String>, net: &BTreeMap<String, ServiceState>) {
+        self.outcomes.retain(|o| !touched.contains(&o.key));
+        self.states.retain(|k, _| !touched.contains(k));
+        self.states.extend(
+            touched
+                .iter()
+                .filter_map(|k| Some((k.clone(), net.get(k)?.clone()))),
+        );
+        self.kube.retain(|k, _| !touched.contains(k));
+        self.lb_ips.retain(|k, _| !touched.contains(k));
+    }
+
     /// Replaces what `newer` planned again (a full plan made off the pass loop, and the
     /// services the loop planned meanwhile): its services' outcomes and states, its
     /// ordinary Services, its port changes.
@@ -268,15 +285,17 @@ impl Pass<'_> {
         }
     }
 
-    /// Takes in a full pass planned off the loop: its index and claims replace the
-    /// loop's, and what the loop planned meanwhile (`since`, with the services the plan
-    /// gave new addresses: only the loop hands addresses out) is planned again on them.
-    /// The whole is then sent and written as a full pass. The loop's own service
-    /// addresses pending stay: they are the ones handed out.
+    /// Takes in a full pass planned off the loop. The loop kept planning meanwhile, and
+    /// what it planned stands: those services (`PassState::planned_since`) keep the loop's
+    /// NB states, statuses and claims; every other service takes the full plan's. Its
+    /// index replaces the loop's once `since` (the changes the loop planned meanwhile) is
+    /// replayed on it. Services the plan gave new addresses (only the loop hands them out)
+    /// or whose backends moved since its snapshot are planned again here. The whole is
+    /// then sent and written as a full pass.
     pub async fn adopt(
         &self,
         done: FullPlan,
-        mut since: Changes,
+        since: Changes,
         st: &mut PassState,
         net: Option<&mut Network>,
         writes: &Writes,
@@ -286,21 +305,42 @@ impl Pass<'_> {
             pending_before,
             mut planned,
         } = done;
+        let touched = st.planned_since.take().unwrap_or_default();
+        let t = Instant::now();
         st.index = state.index;
-        since.all = false;
-        let replanned = std::mem::take(&mut since.services);
-        (st.claims, since.services) =
+        // Its port changes were sent by the loop's passes.
+        let moved = heavy(|| st.index.update(self.c, &since)).services;
+        let replay_ms = t.elapsed().as_millis() as u64;
+        let (mut claims, again) =
             state
                 .claims
-                .taken_in(&state.service_pending, &pending_before, replanned);
-        tracing::info!(
-            planned_again = since.services.len(),
-            planned_ms = planned.started.elapsed().as_millis() as u64,
-            "full pass planned off the loop taken in"
-        );
-        if let Some(again) = self.plan(since, st, true).await {
+                .taken_in(&state.service_pending, &pending_before, touched.clone());
+        claims.absorb(&st.claims, &touched);
+        st.claims = claims;
+        let replan: BTreeSet<String> = again
+            .into_iter()
+            .chain(moved)
+            .filter(|k| !touched.contains(k))
+            .collect();
+        let (kept_from_loop, planned_again) = (touched.len(), replan.len());
+        let planned_ms = planned.started.elapsed().as_millis() as u64;
+        planned.keep_loop(&touched, &st.net);
+        let replan = Changes {
+            services: replan,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        if let Some(again) = self.plan(replan, st, true).await {
             planned.overlay(again);
         }
+        tracing::info!(
+            kept_from_loop,
+            planned_again,
+            planned_ms,
+            replay_ms,
+            replan_ms = t.elapsed().as_millis() as u64,
+            "full pass planned off the loop taken in"
+        );
         planned.only = None;
         planned.full = true;
         self.finish(planned, st, net, writes).await;
@@ -433,6 +473,9 @@ impl Pass<'_> {
         if let Some(o) = only.as_mut() {
             o.extend(kube.keys().cloned());
         }
+        if let (Some(since), Some(o)) = (st.planned_since.as_mut(), &only) {
+            since.extend(o.iter().cloned());
+        }
         let plan_ms = planning.elapsed().as_millis() as u64;
         Some(Planned {
             full,
@@ -471,6 +514,7 @@ impl Pass<'_> {
             kube,
             lb_ips,
         } = planned;
+        let finishing = Instant::now();
         let (c, client) = (self.c, self.client);
         // Services whose NB state this pass changes: if a full convergence carries them,
         // their Programmed condition waits for it.
@@ -562,6 +606,7 @@ impl Pass<'_> {
             prepare_ms,
             plan_ms,
             nb_ms,
+            finish_ms = finishing.elapsed().as_millis() as u64,
             // Fractional: `ferry bench metrics-cost` reads pass times from this line, which
             // is written whether metrics are on or off.
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -877,6 +922,31 @@ mod tests {
             nb_work::states_of(&[crate::nb_work::tests::outcome("moved", "10.96.0.9")])["default/moved"]
         );
         assert_eq!(full.seen, (Some(t), None));
+    }
+
+    /// What the loop planned while the full plan was made stays as the loop has it: no
+    /// outcome from the plan (its status was written), the loop's NB state; a service the
+    /// loop removed meanwhile has none.
+    #[test]
+    fn a_full_plan_leaves_what_the_loop_planned_meanwhile() {
+        let mut full = planned(
+            None,
+            vec![
+                crate::nb_work::tests::outcome("kept", "10.96.0.1"),
+                crate::nb_work::tests::outcome("moved", "10.96.0.2"),
+                crate::nb_work::tests::outcome("gone", "10.96.0.3"),
+            ],
+        );
+        let loop_net = nb_work::states_of(&[crate::nb_work::tests::outcome("moved", "10.96.0.9")]);
+        let touched: BTreeSet<String> = ["default/moved".into(), "default/gone".into()].into();
+        full.keep_loop(&touched, &loop_net);
+        let keys: Vec<&str> = full.outcomes.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["default/kept"]);
+        assert_eq!(
+            full.states.keys().collect::<Vec<_>>(),
+            ["default/kept", "default/moved"]
+        );
+        assert_eq!(full.states["default/moved"], loop_net["default/moved"]);
     }
 
     #[test]
