@@ -110,14 +110,15 @@ impl Network {
         Ok(applied.is_some())
     }
 
-    /// Starts converging the NB to `state` (a snapshot of now) in a task of its own, unless
-    /// one runs already (see [`Network::running`]). Fast paths that run meanwhile are left
+    /// Starts converging the NB to what `state` builds (a snapshot of now, built off the
+    /// async workers: at 10k it reads 200,000 pods) in a task of its own, unless one runs
+    /// already (see [`Network::running`]). Fast paths that run meanwhile are left
     /// alone (`ferry_nb::Applier::ensure_fenced`). The task ends when `stop` resolves (the
     /// leadership it was started under is gone) and wakes the pass driver through `wake`
     /// when it ends; [`Network::finished`] then gives its result. Returns the run's number.
     pub fn converge_beside(
         &mut self,
-        state: NetworkState,
+        state: impl FnOnce() -> NetworkState + Send + 'static,
         stop: impl Future<Output = ()> + Send + 'static,
         wake: tokio::sync::mpsc::Sender<()>,
     ) -> u64 {
@@ -131,9 +132,10 @@ impl Network {
         let nb = self.nb.clone();
         let task = tokio::spawn(async move {
             let converge = async {
-                let desired = tokio::task::spawn_blocking(move || ferry_net::build_desired(&state))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let desired =
+                    tokio::task::spawn_blocking(move || ferry_net::build_desired(&state()))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 let desired = std::sync::Arc::new(desired);
                 nb.ensure_fenced(desired.clone(), fence)
                     .await

@@ -786,12 +786,13 @@ impl Pass<'_> {
                         next
                     }
                     (None, Some(b)) => {
-                        let state = crate::net_model::network_state(
-                            caches::net_objects(self.c),
-                            st.net.values().cloned().collect(),
-                            net.config(),
-                            self.eip_range,
-                        );
+                        let (c, config, eips) =
+                            (self.c.clone(), net.config().clone(), self.eip_range);
+                        let services: Vec<ServiceState> = st.net.values().cloned().collect();
+                        let state = move || {
+                            let objects = caches::net_objects(&c);
+                            crate::net_model::network_state(objects, services, &config, eips)
+                        };
                         net.converge_beside(state, b.stopped(), b.wake.clone())
                     }
                     (None, None) => {
