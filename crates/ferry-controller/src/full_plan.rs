@@ -4,9 +4,11 @@
 //! nothing), while the loop goes on:
 //! - a standby's is abandoned when it wins (the loop selects it against the win);
 //! - a warm leader's ([`Background`]) runs while the loop's incremental passes keep
-//!   programming changes; once done, the loop takes it in (`pass::Pass::adopt`), planning
-//!   again what it planned meanwhile. Only the loop hands out addresses and writes.
+//!   programming changes. Once planned, it replays on its index what the loop planned
+//!   meanwhile and works out the address and status work, still off the loop; then the
+//!   loop takes it in (`pass::Pass::adopt`). Only the loop hands out addresses and writes.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kube::Client;
@@ -28,10 +30,17 @@ pub(crate) struct OffLoop {
 }
 
 /// Plans `changes` (a full pass) on `st` (`PassState::for_full_shadow`) on a blocking-pool
-/// thread; `None` if it failed. Dropping the returned future stops the pass at its next
-/// step (`pass` yields between steps) and drops what it built. At 10k a full pass held an
-/// async worker for ~30 s: a standby that won meanwhile noticed it 10 s late.
-pub(crate) async fn plan(s: OffLoop, changes: Changes, mut st: PassState) -> Option<FullPlan> {
+/// thread; `None` if it failed. For a leader, `since` collects what the loop plans
+/// meanwhile: replayed here once planned (`FullPlan::moved`). Dropping the returned future
+/// stops the pass at its next step (`pass` yields between steps) and drops what it
+/// built. At 10k a full pass held an async worker for ~30 s: a standby that won meanwhile
+/// noticed it 10 s late.
+pub(crate) async fn plan(
+    s: OffLoop,
+    changes: Changes,
+    mut st: PassState,
+    since: Option<Arc<Mutex<Changes>>>,
+) -> Option<FullPlan> {
     let (stop, stopped) = oneshot::channel::<()>();
     // Sends on drop: the pass ends when this future is dropped.
     let _stop = stop;
@@ -53,11 +62,21 @@ pub(crate) async fn plan(s: OffLoop, changes: Changes, mut st: PassState) -> Opt
                 _ = stopped => None,
             }
         })?;
-        Some(FullPlan {
+        let mut done = FullPlan {
             state: st,
             pending_before,
             planned,
-        })
+            moved: Default::default(),
+            needs_address: false,
+            statuses: Vec::new(),
+        };
+        if let Some(since) = since {
+            done.replay(&s.c, &Changes::take(&since));
+            let (held, requests) = crate::caches::address_book(&s.c);
+            done.needs_address |= !requests.is_empty();
+            done.statuses = crate::pass::status_patches(&s.c, &held);
+        }
+        Some(done)
     });
     match task.await {
         Ok(done) => done,
@@ -74,7 +93,7 @@ pub(crate) async fn plan(s: OffLoop, changes: Changes, mut st: PassState) -> Opt
 pub(crate) struct Background {
     task: tokio::task::JoinHandle<()>,
     done: oneshot::Receiver<Option<FullPlan>>,
-    pub since: Changes,
+    since: Arc<Mutex<Changes>>,
     pub started: Instant,
 }
 
@@ -84,16 +103,30 @@ impl Background {
     pub fn start(s: OffLoop, changes: Changes, st: &PassState, wake: mpsc::Sender<()>) -> Self {
         let (tx, done) = oneshot::channel();
         let fresh = st.for_full_shadow();
+        let since = Arc::new(Mutex::new(Changes::default()));
+        let replay = since.clone();
         let task = tokio::spawn(async move {
-            let _ = tx.send(plan(s, changes, fresh).await);
+            let _ = tx.send(plan(s, changes, fresh, Some(replay)).await);
             let _ = wake.try_send(());
         });
         Background {
             task,
             done,
-            since: Changes::default(),
+            since,
             started: Instant::now(),
         }
+    }
+
+    /// Records changes the loop plans meanwhile.
+    pub fn record(&self, changes: &Changes) {
+        if let Ok(mut since) = self.since.lock() {
+            since.merge(changes.clone());
+        }
+    }
+
+    /// What the loop planned since the plan replayed what it had.
+    pub fn take_since(&self) -> Changes {
+        Changes::take(&self.since)
     }
 
     /// The plan once it is ready (`Some(None)`: it failed), without waiting.

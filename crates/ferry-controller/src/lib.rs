@@ -337,7 +337,7 @@ pub async fn run(
             shadow: !is_leading,
             beside: beside.as_ref(),
         };
-        if let Some((done, mut b)) = adopted {
+        if let Some((done, b)) = adopted {
             // Taken in (`Pass::adopt`); these changes go to the next pass, at once.
             changes.merge(this);
             full_passes.ran(Instant::now(), b.started.elapsed());
@@ -347,7 +347,7 @@ pub async fn run(
                 full_asked_meanwhile = true;
                 continue;
             };
-            let since = std::mem::take(&mut b.since);
+            let since = b.take_since();
             tokio::select! {
                 _ = p.adopt(done, since, &mut st, net.as_mut(), &writes) => {}
                 _ = moved_from(&mut leading, &acting) => {
@@ -361,13 +361,13 @@ pub async fn run(
             // and the rest of these changes (and the next ones) go through meanwhile.
             let mut rest = this;
             rest.all = false;
-            let mut b = full_plan::Background::start(
+            let b = full_plan::Background::start(
                 off_loop.clone(),
                 Changes::everything(),
                 &st,
                 converged_tx.clone(),
             );
-            b.since.merge(rest.clone());
+            b.record(&rest);
             background = Some(b);
             st.planned_since = Some(Default::default());
             // It is the repair a takeover owes, if one does.
@@ -387,8 +387,8 @@ pub async fn run(
         } else if is_leading {
             // The pass stops the moment leadership does (nothing more is written); what
             // it was given is kept for the next one (a full pass may wait, see `pacing`).
-            if let Some(b) = background.as_mut() {
-                b.since.merge(this.clone());
+            if let Some(b) = &background {
+                b.record(&this);
             }
             let again = this.clone();
             tokio::select! {
@@ -421,7 +421,7 @@ pub async fn run(
             // A full shadow pass takes tens of seconds at 10k: it rebuilds the state off
             // the async workers, and a win abandons it (`full_plan`).
             let again = this.clone();
-            let shadow = full_plan::plan(off_loop.clone(), this, st.for_full_shadow());
+            let shadow = full_plan::plan(off_loop.clone(), this, st.for_full_shadow(), None);
             tokio::select! {
                 done = shadow => {
                     if let Some(done) = done {

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ferry_api::{NetworkProbe, YusurService};
+use ferry_testkit::api::client_for;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -19,31 +20,10 @@ struct Env {
     controller_kubeconfig: std::path::PathBuf,
 }
 
-async fn client_for(path: &std::path::Path) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(path).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(cfg).unwrap()
-}
-
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let server = ferry_apiserver::ApiServer::start(ferry_apiserver::Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        limits: Default::default(),
-        services: Default::default(),
-    })
-    .await
-    .unwrap();
-    let crds: Vec<serde_json::Value> = ferry_api::all_crds()
-        .iter()
-        .map(|c| serde_json::to_value(c).unwrap())
-        .collect();
-    server.install_crds(&crds).await.unwrap();
-    let client = client_for(&dir.path().join("kubeconfig")).await;
-    let controller_kubeconfig = dir.path().join("kubeconfig-controller");
+    let (server, client, _) = common::api(dir.path()).await;
+    let controller_kubeconfig = dir.path().join("api/kubeconfig-controller");
     Env {
         _dir: dir,
         server: Some(server),

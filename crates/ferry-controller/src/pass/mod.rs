@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use ferry_api::BackendKind;
 use ferry_net::ServiceState;
-use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::runtime::reflector::Store;
 
@@ -31,6 +30,11 @@ use crate::retry::Retries;
 use crate::service_ips::{self, Claims, ServicePools};
 use crate::status::{self, NbResult};
 use crate::writer::{self, Writes};
+
+mod adopt;
+mod writes;
+pub(crate) use adopt::FullPlan;
+pub(crate) use writes::{StatusPatch, status_patches};
 
 impl ProbeView for Store<CachedProbe> {
     fn probe(&self, namespace: &str, name: &str) -> Option<Arc<CachedProbe>> {
@@ -111,7 +115,7 @@ impl PassState {
 
     /// Takes what a full shadow pass planned off the loop (`crate::full_plan`) rebuilt:
     /// a standby's whole state.
-    pub fn adopt_full(&mut self, done: FullPlan) {
+    pub(crate) fn adopt_full(&mut self, done: FullPlan) {
         self.index = done.state.index;
         self.claims = done.state.claims;
         self.service_pending = done.state.service_pending;
@@ -228,49 +232,6 @@ pub struct Planned {
     lb_ips: BTreeMap<String, Result<Ipv4Addr, crate::problem::Problem>>,
 }
 
-impl Planned {
-    /// Leaves what the loop planned since this plan's snapshot (`touched`) as the loop
-    /// has it: their NB states from `net`, no outcome (their statuses were written).
-    fn keep_loop(&mut self, touched: &BTreeSet<String>, net: &BTreeMap<String, ServiceState>) {
-        self.outcomes.retain(|o| !touched.contains(&o.key));
-        self.states.retain(|k, _| !touched.contains(k));
-        self.states.extend(
-            touched
-                .iter()
-                .filter_map(|k| Some((k.clone(), net.get(k)?.clone()))),
-        );
-        self.kube.retain(|k, _| !touched.contains(k));
-        self.lb_ips.retain(|k, _| !touched.contains(k));
-    }
-
-    /// Replaces what `newer` planned again (a full plan made off the pass loop, and the
-    /// services the loop planned meanwhile): its services' outcomes and states, its
-    /// ordinary Services, its port changes.
-    fn overlay(&mut self, newer: Planned) {
-        let again = newer.only.unwrap_or_default();
-        self.outcomes.retain(|o| !again.contains(&o.key));
-        self.outcomes.extend(newer.outcomes);
-        self.states.retain(|k, _| !again.contains(k));
-        self.states.extend(newer.states);
-        self.kube.extend(newer.kube);
-        self.lb_ips.extend(newer.lb_ips);
-        self.ports = newer.ports;
-        self.seen = (
-            crate::changes::earliest(self.seen.0, newer.seen.0),
-            crate::changes::earliest(self.seen.1, newer.seen.1),
-        );
-    }
-}
-
-/// A leader's full pass planned off the pass loop (`crate::full_plan`): the state it
-/// rebuilt (`PassState::for_full_shadow`, planned as a standby would, writing nothing),
-/// the service addresses pending when it started, and its plan.
-pub struct FullPlan {
-    pub state: PassState,
-    pub pending_before: service_ips::Pending,
-    pub planned: Planned,
-}
-
 impl Pass<'_> {
     /// Reconciles what `changes` concern (everything when `changes.all`).
     pub async fn run(
@@ -283,67 +244,6 @@ impl Pass<'_> {
         if let Some(planned) = self.plan(changes, st, false).await {
             self.finish(planned, st, net, writes).await;
         }
-    }
-
-    /// Takes in a full pass planned off the loop. The loop kept planning meanwhile, and
-    /// what it planned stands: those services (`PassState::planned_since`) keep the loop's
-    /// NB states, statuses and claims; every other service takes the full plan's. Its
-    /// index replaces the loop's once `since` (the changes the loop planned meanwhile) is
-    /// replayed on it. Services the plan gave new addresses (only the loop hands them out)
-    /// or whose backends moved since its snapshot are planned again here. The whole is
-    /// then sent and written as a full pass.
-    pub async fn adopt(
-        &self,
-        done: FullPlan,
-        since: Changes,
-        st: &mut PassState,
-        net: Option<&mut Network>,
-        writes: &Writes,
-    ) {
-        let FullPlan {
-            state,
-            pending_before,
-            mut planned,
-        } = done;
-        let touched = st.planned_since.take().unwrap_or_default();
-        let t = Instant::now();
-        st.index = state.index;
-        // Its port changes were sent by the loop's passes.
-        let moved = heavy(|| st.index.update(self.c, &since)).services;
-        let replay_ms = t.elapsed().as_millis() as u64;
-        let (mut claims, again) =
-            state
-                .claims
-                .taken_in(&state.service_pending, &pending_before, touched.clone());
-        claims.absorb(&st.claims, &touched);
-        st.claims = claims;
-        let replan: BTreeSet<String> = again
-            .into_iter()
-            .chain(moved)
-            .filter(|k| !touched.contains(k))
-            .collect();
-        let (kept_from_loop, planned_again) = (touched.len(), replan.len());
-        let planned_ms = planned.started.elapsed().as_millis() as u64;
-        planned.keep_loop(&touched, &st.net);
-        let replan = Changes {
-            services: replan,
-            ..Default::default()
-        };
-        let t = Instant::now();
-        if let Some(again) = self.plan(replan, st, true).await {
-            planned.overlay(again);
-        }
-        tracing::info!(
-            kept_from_loop,
-            planned_again,
-            planned_ms,
-            replay_ms,
-            replan_ms = t.elapsed().as_millis() as u64,
-            "full pass planned off the loop taken in"
-        );
-        planned.only = None;
-        planned.full = true;
-        self.finish(planned, st, net, writes).await;
     }
 
     /// Updates the indexes, gives addresses to what lacks one (always when
@@ -614,127 +514,6 @@ impl Pass<'_> {
         );
     }
 
-    /// Writes each LoadBalancer Service's address to its status (when it changed), as a
-    /// cloud's load-balancer controller does; a Service that cannot have one gets an Event.
-    async fn write_lb_ips(
-        &self,
-        kube: &BTreeMap<String, Option<caches::KubeService>>,
-        lb_ips: &BTreeMap<String, Result<Ipv4Addr, crate::problem::Problem>>,
-    ) {
-        for (k, found) in kube {
-            let Some((svc, _)) = found else { continue };
-            let Some(r) = lb_ips.get(k) else { continue };
-            let ns = svc.metadata.namespace.clone().unwrap_or_default();
-            let name = svc.metadata.name.clone().unwrap_or_default();
-            match r {
-                Ok(ip) if kube_service::lb_ip_in_status(svc) != Some(*ip) => {
-                    let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}}});
-                    let api: kube::Api<Service> = kube::Api::namespaced(self.client.clone(), &ns);
-                    if let Err(e) = api
-                        .patch_status(
-                            &name,
-                            &kube::api::PatchParams::default(),
-                            &kube::api::Patch::Merge(&patch),
-                        )
-                        .await
-                    {
-                        tracing::warn!(service = %k, error = %e, "writing the LoadBalancer address failed");
-                    }
-                }
-                Ok(_) => {}
-                Err(p) => {
-                    tracing::warn!(service = %k, reason = p.reason(), message = %p.message(), "no LoadBalancer address")
-                }
-            }
-        }
-    }
-
-    /// Writes the Subnets', Vpcs' and Eips' statuses that changed
-    /// ([`crate::network_status`]); a failed write waits for the next pass that changes
-    /// addresses or for the next full pass.
-    async fn write_network_statuses(&self) {
-        use crate::network_status::{differs, eip_status, subnet_statuses, vpc_statuses};
-        use ferry_api::{Eip, Subnet, Vpc};
-        use kube::ResourceExt;
-        let (c, client) = (self.c, self.client);
-        let subnets = caches::subnets(c);
-        let (held, _) = caches::address_book(c);
-        let want = subnet_statuses(&subnets, &held);
-        for s in c.subnets.state() {
-            if let Some(w) = want.get(&s.name_any())
-                && differs(s.status.as_ref(), w)
-            {
-                patch_status::<Subnet>(client, &s.name_any(), w).await;
-            }
-        }
-        let vpcs = c.vpcs.state();
-        let want = vpc_statuses(
-            vpcs.iter().filter_map(|v| v.metadata.name.as_deref()),
-            &subnets,
-        );
-        for v in &vpcs {
-            if let Some(w) = want.get(&v.name_any())
-                && differs(v.status.as_ref(), w)
-            {
-                patch_status::<Vpc>(client, &v.name_any(), w).await;
-            }
-        }
-        let bound: BTreeMap<Ipv4Addr, String> = c
-            .services
-            .state()
-            .iter()
-            .filter_map(|s| {
-                let ip = s.status.as_ref()?.eip.as_deref()?.parse().ok()?;
-                Some((ip, service_ips::key_of(s)))
-            })
-            .collect();
-        for e in c.eips.state() {
-            let w = eip_status(
-                e.spec.address.as_deref().and_then(|a| a.parse().ok()),
-                &bound,
-            );
-            if differs(e.status.as_ref(), &w) {
-                patch_status::<Eip>(client, &e.name_any(), &w).await;
-            }
-        }
-    }
-
-    /// Gives every holder that lacks an address one, and schedules a retry of those whose
-    /// write failed.
-    async fn allocate(&self, st: &mut PassState) {
-        let subnets = caches::subnets(self.c);
-        let (held, requests) = caches::address_book(self.c);
-        let mut assignments = Vec::new();
-        for (holder, decided) in allocate::plan(&subnets, &held, &requests, &mut st.address_pending)
-        {
-            match decided {
-                Ok(a) => assignments.push(a),
-                Err(e) => {
-                    tracing::warn!(holder = %holder, reason = %e, "cannot allocate an address")
-                }
-            }
-        }
-        if assignments.is_empty() {
-            return;
-        }
-        let written: Vec<Holder> = assignments.iter().map(|a| a.holder.clone()).collect();
-        let failed = allocate::write(
-            self.client,
-            assignments,
-            &caches::probe_ports(self.c),
-            &mut st.address_pending,
-        )
-        .await;
-        let now = Instant::now();
-        for h in written {
-            if failed.contains(&h) {
-                st.address_retries.failed(h, now);
-            } else {
-                st.address_retries.succeeded(&h);
-            }
-        }
-    }
-
     /// Sends the NB its work: the fast paths (changed ports, then changed services), and,
     /// when everything must converge (asked, or a fast path does not apply), a full
     /// convergence beside the passes (`network`); one that runs already is followed by
@@ -810,28 +589,6 @@ impl Pass<'_> {
     }
 }
 
-/// Merge-patches the status of the cluster-scoped object `name`; a failure is logged (the
-/// next pass that writes statuses tries again).
-async fn patch_status<K>(client: &Client, name: &str, status: &impl serde::Serialize)
-where
-    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let patch = serde_json::json!({ "status": status });
-    let result = kube::Api::<K>::all(client.clone())
-        .patch_status(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await;
-    if let Err(e) = result {
-        tracing::warn!(kind = %K::kind(&()), %name, error = %e, "writing a status failed");
-    }
-}
-
 /// Runs seconds of CPU (a full pass's index rebuild or planning: 5-15 s each at 10,000
 /// services x 20) without holding an async worker: on a multi-thread runtime the worker's
 /// other tasks (the NB client's reader, the watches) move to another thread meanwhile. At
@@ -852,139 +609,4 @@ fn heavy_if<R>(full: bool, f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(name: &str) -> ServiceOutcome {
-        crate::nb_work::tests::outcome(name, "10.96.0.1")
-    }
-
-    fn programmed(writes: &Writes, key: &str) -> Option<(String, String)> {
-        let status = writes.queued(key)?;
-        let c = status.conditions.iter().find(|c| c.type_ == "Programmed")?;
-        Some((c.status.clone(), c.reason.clone()))
-    }
-
-    fn planned(only: Option<&[&str]>, outcomes: Vec<ServiceOutcome>) -> Planned {
-        Planned {
-            full: only.is_none(),
-            started: Instant::now(),
-            seen: (None, None),
-            prepare_ms: 0,
-            plan_ms: 0,
-            only: only.map(|o| o.iter().map(|k| format!("default/{k}")).collect()),
-            ports: Vec::new(),
-            states: nb_work::states_of(&outcomes),
-            outcomes,
-            kube: BTreeMap::new(),
-            lb_ips: BTreeMap::new(),
-        }
-    }
-
-    /// A full plan made off the loop, overlaid with what the loop planned again: a
-    /// service planned again takes its new outcome and state, one deleted meanwhile
-    /// leaves, the others stay as the full plan had them.
-    #[test]
-    fn a_full_plan_takes_what_was_planned_again_over_its_own() {
-        let mut full = planned(
-            None,
-            vec![
-                crate::nb_work::tests::outcome("kept", "10.96.0.1"),
-                crate::nb_work::tests::outcome("moved", "10.96.0.2"),
-                crate::nb_work::tests::outcome("gone", "10.96.0.3"),
-            ],
-        );
-        let t = Instant::now();
-        let mut again = planned(
-            Some(&["moved", "gone"]),
-            vec![crate::nb_work::tests::outcome("moved", "10.96.0.9")],
-        );
-        again.seen = (Some(t), None);
-        full.overlay(again);
-        let vips: BTreeMap<&str, Option<Ipv4Addr>> = full
-            .outcomes
-            .iter()
-            .map(|o| (o.key.as_str(), o.cluster_ip))
-            .collect();
-        assert_eq!(
-            vips,
-            [
-                ("default/kept", Some("10.96.0.1".parse().unwrap())),
-                ("default/moved", Some("10.96.0.9".parse().unwrap())),
-            ]
-            .into()
-        );
-        assert_eq!(
-            full.states.keys().collect::<Vec<_>>(),
-            ["default/kept", "default/moved"]
-        );
-        assert_eq!(
-            full.states["default/moved"],
-            nb_work::states_of(&[crate::nb_work::tests::outcome("moved", "10.96.0.9")])["default/moved"]
-        );
-        assert_eq!(full.seen, (Some(t), None));
-    }
-
-    /// What the loop planned while the full plan was made stays as the loop has it: no
-    /// outcome from the plan (its status was written), the loop's NB state; a service the
-    /// loop removed meanwhile has none.
-    #[test]
-    fn a_full_plan_leaves_what_the_loop_planned_meanwhile() {
-        let mut full = planned(
-            None,
-            vec![
-                crate::nb_work::tests::outcome("kept", "10.96.0.1"),
-                crate::nb_work::tests::outcome("moved", "10.96.0.2"),
-                crate::nb_work::tests::outcome("gone", "10.96.0.3"),
-            ],
-        );
-        let loop_net = nb_work::states_of(&[crate::nb_work::tests::outcome("moved", "10.96.0.9")]);
-        let touched: BTreeSet<String> = ["default/moved".into(), "default/gone".into()].into();
-        full.keep_loop(&touched, &loop_net);
-        let keys: Vec<&str> = full.outcomes.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["default/kept"]);
-        assert_eq!(
-            full.states.keys().collect::<Vec<_>>(),
-            ["default/kept", "default/moved"]
-        );
-        assert_eq!(full.states["default/moved"], loop_net["default/moved"]);
-    }
-
-    #[test]
-    fn statuses_wait_for_their_convergence_and_a_failure_waits_for_the_next() {
-        let (tx, _rx) = tokio::sync::mpsc::channel(1);
-        let writes = Writes::new(tx);
-        let mut st = PassState::default();
-        st.awaiting_nb.insert("default/a".into(), (1, outcome("a")));
-        st.awaiting_nb.insert("default/b".into(), (2, outcome("b")));
-        let t0 = Instant::now();
-        st.wait_seen(1, (Some(t0), None));
-        // Run 1 fails: a shows it and waits for run 2; b waits for run 2 anyway.
-        st.converged(1, &Err("NB down".into()), &writes);
-        assert_eq!(
-            programmed(&writes, "default/a"),
-            Some(("False".into(), "ProgrammingFailed".into()))
-        );
-        assert_eq!(programmed(&writes, "default/b"), None);
-        assert!(st.nb_left.full, "a failed convergence is owed again");
-        let waiting: Vec<(&String, u64)> =
-            st.awaiting_nb.iter().map(|(k, (r, _))| (k, *r)).collect();
-        assert_eq!(
-            waiting,
-            [(&"default/a".to_string(), 2), (&"default/b".to_string(), 2)]
-        );
-        // Its changes' first sight waits for run 2 too, to be observed once it commits.
-        assert_eq!(st.awaiting_seen.get(&2), Some(&(Some(t0), None)));
-        // Run 2 succeeds: both are programmed, nothing waits.
-        st.converged(2, &Ok(BTreeMap::new()), &writes);
-        for k in ["default/a", "default/b"] {
-            assert_eq!(
-                programmed(&writes, k),
-                Some(("True".into(), "Programmed".into())),
-                "{k}"
-            );
-        }
-        assert!(st.awaiting_nb.is_empty());
-        assert!(st.awaiting_seen.is_empty());
-    }
-}
+mod tests;
