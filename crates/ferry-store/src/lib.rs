@@ -121,6 +121,9 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Writes that may wait for the writer before callers are slowed down.
     pub queue_depth: usize,
+    /// redb's page cache, in bytes (redb's own default: 1 GiB). Pages it does not hold are
+    /// read through the kernel's page cache.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -130,6 +133,7 @@ impl Default for StoreOptions {
             watch_buffer: 4096,
             max_batch: 1024,
             queue_depth: 4096,
+            cache_bytes: 1 << 30,
         }
     }
 }
@@ -223,6 +227,7 @@ impl Store {
     /// keys, and starts its writer thread. Blocking: call it at startup or in `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
             .create(path)
             .map_err(db_err("open database"))?;
         let (revision, compacted) = init_tables(&db)?;
