@@ -32,10 +32,13 @@ use crate::retry::Retries;
 use crate::service;
 use crate::status;
 
+/// A service's decision waiting to be written: its outcome and status.
+type Queued = (Arc<ServiceOutcome>, YusurServiceStatus);
+
 /// Decisions waiting to be written, and the services whose writes failed.
 #[derive(Clone)]
 pub struct Writes {
-    queue: Arc<Mutex<BTreeMap<String, (ServiceOutcome, YusurServiceStatus)>>>,
+    queue: Arc<Mutex<BTreeMap<String, Queued>>>,
     notify: Arc<Notify>,
     /// Services to plan again, with backoff.
     pub retries: Arc<Mutex<Retries<String>>>,
@@ -54,7 +57,7 @@ impl Writes {
     }
 
     /// Queues a service's decision, replacing an older one not yet written.
-    pub fn push(&self, outcome: ServiceOutcome, status: YusurServiceStatus) {
+    pub fn push(&self, outcome: Arc<ServiceOutcome>, status: YusurServiceStatus) {
         if let Ok(mut q) = self.queue.lock() {
             q.insert(outcome.key.clone(), (outcome, status));
         }
@@ -86,7 +89,7 @@ impl Writes {
         busy: &HashSet<String>,
         settling: &HashMap<String, Instant>,
         now: Instant,
-    ) -> Result<(ServiceOutcome, YusurServiceStatus), Option<Instant>> {
+    ) -> Result<Queued, Option<Instant>> {
         let mut q = self.queue.lock().map_err(|_| None)?;
         match pick(q.keys(), busy, settling, now) {
             Pick::Take(key) => q.remove(&key).ok_or(None),
@@ -257,7 +260,7 @@ async fn write_service(
     client: Client,
     c: Caches,
     memo: Memo,
-    o: ServiceOutcome,
+    o: Arc<ServiceOutcome>,
     st: YusurServiceStatus,
     before: YusurServiceStatus,
     uid: String,
@@ -275,7 +278,7 @@ async fn write_service(
         tracing::warn!(error = %e, "writing generated objects failed; will retry");
     }
     ServiceWritten {
-        key: o.key,
+        key: o.key.clone(),
         status,
         objects_ok: r.is_ok(),
     }

@@ -57,7 +57,7 @@ pub struct PassState {
     pub address_retries: Retries<Holder>,
     /// Services whose Programmed condition waits for a full convergence running beside
     /// the passes: its number, and the outcome to write once it ends.
-    pub awaiting_nb: BTreeMap<String, (u64, ServiceOutcome)>,
+    pub awaiting_nb: BTreeMap<String, (u64, Arc<ServiceOutcome>)>,
     /// When the changes a full convergence carries were first seen (services, probes), by
     /// its number: the programming and flip metrics are observed once it ends.
     pub awaiting_seen: BTreeMap<u64, (Option<Instant>, Option<Instant>)>,
@@ -144,7 +144,7 @@ impl PassState {
             .into_iter()
             .partition(|(_, (r, _))| *r <= run);
         self.awaiting_nb = waiting;
-        let done: BTreeMap<String, (u64, ServiceOutcome)> = done;
+        let done: BTreeMap<String, (u64, Arc<ServiceOutcome>)> = done;
         for (key, (_, o)) in done {
             let status = status::desired_status(&o, status::programmed(&o, Some(result)), now);
             if failed {
@@ -475,6 +475,9 @@ impl Pass<'_> {
         let services = outcomes.len();
         let now = jiff::Timestamp::now();
         for o in outcomes {
+            // Shared with the writer and `awaiting_nb`, not copied: an outcome holds every
+            // object of its service, and a full pass carries thousands.
+            let o = Arc::new(o);
             let status = match &nb {
                 Some(Sent {
                     beside: Some(run),

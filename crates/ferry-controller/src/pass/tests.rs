@@ -98,8 +98,10 @@ fn statuses_wait_for_their_convergence_and_a_failure_waits_for_the_next() {
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
     let writes = Writes::new(tx);
     let mut st = PassState::default();
-    st.awaiting_nb.insert("default/a".into(), (1, outcome("a")));
-    st.awaiting_nb.insert("default/b".into(), (2, outcome("b")));
+    st.awaiting_nb
+        .insert("default/a".into(), (1, Arc::new(outcome("a"))));
+    st.awaiting_nb
+        .insert("default/b".into(), (2, Arc::new(outcome("b"))));
     let t0 = Instant::now();
     st.wait_seen(1, (Some(t0), None));
     // Run 1 fails: a shows it and waits for run 2; b waits for run 2 anyway.
