@@ -3,7 +3,9 @@
 //! the NB its work (`nb_work`, then `network`), and queue each service's status and objects
 //! for the writer (`status`, `writer`). Level-triggered: a pass reads the caches, never the
 //! event that woke it. `Pass::plan` is the first half, `Pass::finish` the second; a full
-//! plan made off the loop (`crate::full_plan`) is finished by `Pass::adopt`.
+//! plan made off the loop (`crate::full_plan`) is finished by `Pass::adopt`. Taking a plan
+//! in (`adopt`), the address and status writes (`writes`) and the tests live beside; this
+//! file keeps the sequence itself whole, ~600 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
