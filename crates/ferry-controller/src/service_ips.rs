@@ -384,6 +384,33 @@ mod tests {
         assert_eq!(out["default/any"], Ok(("10.96.0.3".parse().unwrap(), None)));
     }
 
+    /// What a plan handed out: a new ClusterIP, a new EIP, or a changed one; the same
+    /// address kept is not new.
+    #[test]
+    fn handed_out_since_names_new_and_changed_addresses_only() {
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let mut before = Pending::default();
+        before
+            .cluster_ips
+            .insert("default/kept".into(), ip("10.96.0.1"));
+        before
+            .cluster_ips
+            .insert("default/moved".into(), ip("10.96.0.2"));
+        let mut now = before.clone();
+        now.cluster_ips
+            .insert("default/moved".into(), ip("10.96.0.5"));
+        now.cluster_ips
+            .insert("default/new".into(), ip("10.96.0.6"));
+        now.eips.insert("default/kept".into(), ip("198.18.0.100"));
+        assert_eq!(
+            now.handed_out_since(&before),
+            ["default/kept", "default/moved", "default/new"]
+                .map(String::from)
+                .into()
+        );
+        assert!(before.handed_out_since(&before).is_empty());
+    }
+
     /// A full plan made off the loop gave `x` (new to it) the address the loop had
     /// meanwhile given `z`, and written into z's status: taken in, x is planned again and
     /// gets another one; z keeps its own.
