@@ -384,8 +384,8 @@ mod tests {
         assert_eq!(out["default/any"], Ok(("10.96.0.3".parse().unwrap(), None)));
     }
 
-    /// What a plan handed out: a new ClusterIP, a new EIP, or a changed one; the same
-    /// address kept is not new.
+    /// What a plan handed out: a new ClusterIP, a new EIP, or a changed one; a service
+    /// that kept both of its addresses is not named.
     #[test]
     fn handed_out_since_names_new_and_changed_addresses_only() {
         let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
@@ -396,6 +396,12 @@ mod tests {
         before
             .cluster_ips
             .insert("default/moved".into(), ip("10.96.0.2"));
+        before
+            .cluster_ips
+            .insert("default/same".into(), ip("10.96.0.3"));
+        before
+            .eips
+            .insert("default/same".into(), ip("198.18.0.101"));
         let mut now = before.clone();
         now.cluster_ips
             .insert("default/moved".into(), ip("10.96.0.5"));
