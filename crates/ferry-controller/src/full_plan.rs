@@ -58,7 +58,7 @@ pub(crate) async fn plan(
         };
         let planned = handle.block_on(async {
             tokio::select! {
-                planned = p.plan(changes, &mut st, false) => planned,
+                planned = p.plan(changes, &mut st) => planned,
                 _ = stopped => None,
             }
         })?;

@@ -133,7 +133,7 @@ impl Pass<'_> {
         } else {
             writes::write_status_patches(self.client, statuses).await;
         }
-        if let Some(again) = self.plan(replan, st, false).await {
+        if let Some(again) = self.plan(replan, st).await {
             planned.overlay(again);
         }
         tracing::info!(

@@ -243,20 +243,14 @@ impl Pass<'_> {
         net: Option<&mut Network>,
         writes: &Writes,
     ) {
-        if let Some(planned) = self.plan(changes, st, false).await {
+        if let Some(planned) = self.plan(changes, st).await {
             self.finish(planned, st, net, writes).await;
         }
     }
 
-    /// Updates the indexes, gives addresses to what lacks one (always when
-    /// `allocate_all`) and plans the services concerned; `None` when there is nothing to
-    /// do.
-    pub(crate) async fn plan(
-        &self,
-        changes: Changes,
-        st: &mut PassState,
-        allocate_all: bool,
-    ) -> Option<Planned> {
+    /// Updates the indexes, gives addresses to what lacks one and plans the services
+    /// concerned; `None` when there is nothing to do.
+    pub(crate) async fn plan(&self, changes: Changes, st: &mut PassState) -> Option<Planned> {
         let c = self.c;
         let started = Instant::now();
         let full = changes.all;
@@ -268,7 +262,7 @@ impl Pass<'_> {
             let u = st.index.update(c, &changes);
             let mut only = u.services;
             only.extend(changes.services.iter().cloned());
-            (Some(only), u.ports, u.needs_address || allocate_all)
+            (Some(only), u.ports, u.needs_address)
         };
         // Between the steps of a pass, whatever waits for this worker runs, and a pass
         // raced against leadership (`crate::run`) can stop.

@@ -10,10 +10,8 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 
 use super::{Pass, PassState};
-use crate::allocate::Held;
-use crate::allocate::{self, Holder};
-use crate::caches;
-use crate::caches::Caches;
+use crate::allocate::{self, Held, Holder};
+use crate::caches::{self, Caches};
 use crate::kube_service;
 use crate::service_ips;
 
