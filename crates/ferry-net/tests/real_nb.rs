@@ -30,7 +30,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use ferry_nb::{Applier, current_rows};
@@ -79,15 +79,9 @@ impl Ovn {
         self.stack.nb_remote()
     }
 
-    /// SIGKILL of the NB server, by the PID the stack recorded; returns that PID.
-    fn kill_nb(&mut self) -> i32 {
-        let pid = self.stack.pid(Daemon::NbDb).expect("NB running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("SIGKILL the NB");
-        pid
+    /// The NB server's PID, as the stack recorded it.
+    fn nb_pid(&self) -> i32 {
+        self.stack.pid(Daemon::NbDb).expect("NB running")
     }
 
     /// Waits until the supervisor has restarted the NB (same database file and socket
@@ -152,13 +146,11 @@ async fn converge(
     d: &Desired,
     max_ops: usize,
     max_failures: usize,
-    sent: Option<Arc<AtomicUsize>>,
+    before_send: Option<ferry_nb::BeforeSend>,
 ) -> Converged {
     let mut applier = Applier::new(client.clone(), max_ops);
-    if let Some(s) = sent {
-        applier = applier.before_send(Arc::new(move |_| {
-            s.fetch_add(1, Ordering::SeqCst);
-        }));
+    if let Some(f) = before_send {
+        applier = applier.before_send(f);
     }
     let d = Arc::new(d.clone());
     let mut c = Converged::default();
@@ -753,21 +745,41 @@ async fn nb_killed_mid_converge_heals_without_duplicates() {
     let total = diff(&d, &current(&client), max_ops).transactions.len();
     assert!(total > 30, "want many transactions, the plan has {total}");
 
-    // The loop runs on its own; the NB dies under it after a few transactions.
+    // The loop runs on its own; the NB dies with its sixth transaction in flight. The NB
+    // is stopped just before that transaction is sent and killed while it waits unanswered,
+    // so the loop always has a transaction lost under it (a kill between two transactions
+    // would only make the next one wait for the reconnect, and the test would prove less).
+    let killed = ovn.nb_pid();
+    let (killed_tx, killed_rx) = std::sync::mpsc::channel();
     let sent = Arc::new(AtomicUsize::new(0));
-    let task = {
-        let (client, d, sent) = (client.clone(), d.clone(), sent.clone());
-        tokio::spawn(async move { converge(&client, &d, max_ops, 1_000, Some(sent)).await })
+    let hook: ferry_nb::BeforeSend = {
+        let sent = sent.clone();
+        let killed_tx = std::sync::Mutex::new(Some(killed_tx));
+        Arc::new(move |_| {
+            if sent.fetch_add(1, Ordering::SeqCst) + 1 != 6 {
+                return;
+            }
+            let pid = nix::unistd::Pid::from_raw(killed);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP the NB");
+            let tx = killed_tx.lock().unwrap().take();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+                    .expect("SIGKILL the NB");
+                if let Some(tx) = tx {
+                    let _ = tx.send(());
+                }
+            });
+        })
     };
-    let start = Instant::now();
-    while sent.load(Ordering::SeqCst) < 6 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the loop does not send"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let killed = ovn.kill_nb();
+    let task = {
+        let (client, d) = (client.clone(), d.clone());
+        tokio::spawn(async move { converge(&client, &d, max_ops, 1_000, Some(hook)).await })
+    };
+    tokio::task::spawn_blocking(move || killed_rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .expect("kill waiter")
+        .expect("the loop did not send six transactions in 60 s");
     let at_kill = sent.load(Ordering::SeqCst);
     assert!(!task.is_finished(), "the loop finished before the kill");
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -779,7 +791,10 @@ async fn nb_killed_mid_converge_heals_without_duplicates() {
         .await
         .expect("converged in time")
         .expect("converge task");
-    assert!(c.failures >= 1, "the kill was not noticed: {c:?}");
+    assert!(
+        c.failures >= 1,
+        "the transaction in flight did not fail: {c:?}"
+    );
     assert!(client.status().connects >= 2, "{:?}", client.status());
     eprintln!(
         "killed after {at_kill} of {total} planned transactions ({partial} load balancers \
