@@ -94,7 +94,7 @@ async fn collect_dependents_of(
         if dep
             .owners
             .iter()
-            .all(|u| u == uid || cache.by_uid(u).is_none())
+            .all(|u| &**u == uid || cache.by_uid(u).is_none())
         {
             tracing::debug!(key = %dep.key, owner = %uid, "garbage-collecting dependent");
             delete(objects, registry, &dep).await;
@@ -144,7 +144,7 @@ async fn finish_owner(
             if let Some(drt) = resource_of(registry, &dep.key) {
                 let mut dv = dep.value();
                 if let Some(refs) = dv["metadata"]["ownerReferences"].as_array_mut() {
-                    refs.retain(|r| r["uid"].as_str() != Some(o.uid.as_str()));
+                    refs.retain(|r| r["uid"].as_str() != Some(&*o.uid));
                 }
                 if let Ok(Some(cur)) = objects
                     .current(&drt, dep.namespace.as_deref(), &dep.name)

@@ -96,15 +96,34 @@ impl LabelSelector {
         })
     }
 
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn matches(&self, labels: &impl LabelLookup) -> bool {
         self.0.iter().all(|r| match r {
-            Requirement::Eq(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEq(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
-            Requirement::NotIn(k, vs) => !labels.get(k).is_some_and(|l| vs.contains(l)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::NotExists(k) => !labels.contains_key(k),
+            Requirement::Eq(k, v) => labels.label(k) == Some(v),
+            Requirement::NotEq(k, v) => labels.label(k) != Some(v),
+            Requirement::In(k, vs) => labels.label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => {
+                !labels.label(k).is_some_and(|l| vs.iter().any(|v| v == l))
+            }
+            Requirement::Exists(k) => labels.label(k).is_some(),
+            Requirement::NotExists(k) => labels.label(k).is_none(),
         })
+    }
+}
+
+/// Labels a selector can be matched against: the cache's compact ones, or a map.
+pub trait LabelLookup {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelLookup for crate::cache::Labels {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
+impl LabelLookup for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
     }
 }
 
@@ -144,9 +163,11 @@ impl FieldSelector {
         let mut parsed: Option<Value> = None;
         self.0.iter().all(|(path, eq, want)| {
             let have = match path.as_str() {
-                "metadata.name" => Some(o.name.clone()),
-                "metadata.namespace" => Some(o.namespace.clone().unwrap_or_default()),
-                "spec.nodeName" => Some(o.node_name.clone().unwrap_or_default()),
+                "metadata.name" => Some(o.name.to_string()),
+                "metadata.namespace" => {
+                    Some(o.namespace.as_deref().unwrap_or_default().to_string())
+                }
+                "spec.nodeName" => Some(o.node_name.as_deref().unwrap_or_default().to_string()),
                 _ => {
                     let v = parsed.get_or_insert_with(|| o.value());
                     let mut cur = &*v;

@@ -99,7 +99,7 @@ impl Server {
             .authenticate(header, now, |ns, name| {
                 self.cache
                     .get(&format!("/registry/core/serviceaccounts/{ns}/{name}"))
-                    .map(|c| c.uid.clone())
+                    .map(|c| c.uid.to_string())
             })
             .or_else(|| {
                 let token = header?.strip_prefix("Bearer ")?.trim();
@@ -666,7 +666,7 @@ async fn review(
                     crate::auth::ServiceAccountToken {
                         namespace: namespace.clone(),
                         name: name.clone(),
-                        uid: sa.uid.clone(),
+                        uid: sa.uid.to_string(),
                         expires,
                     },
                     now.as_second(),
@@ -1009,7 +1009,7 @@ async fn list(
     if more && let Some(last) = items.last() {
         let tok = serde_json::to_vec(&ContinueToken {
             rv: rev,
-            start: last.key.clone(),
+            start: last.key.to_string(),
         })
         .unwrap_or_default();
         meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok));
