@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
+use ferry_api::CompactMap;
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
@@ -27,41 +28,11 @@ pub struct Cached {
     pub namespace: Option<Box<str>>,
     pub name: Box<str>,
     pub uid: Box<str>,
-    pub labels: Labels,
+    pub labels: CompactMap,
     pub owners: Box<[Box<str>]>,
     pub node_name: Option<Box<str>>,
     /// `metadata.deletionTimestamp` is set (the garbage collector looks only at these).
     pub deleting: bool,
-}
-
-/// An object's labels, sorted by key. A boxed slice: most objects have one or two labels,
-/// for which a `BTreeMap` node costs ~500 bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels(Box<[(Box<str>, Box<str>)]>);
-
-impl Labels {
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &*self.0[i].1)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
-    }
-}
-
-impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for Labels {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Labels {
-        let mut v: Vec<(Box<str>, Box<str>)> = pairs
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        v.sort();
-        v.dedup_by(|a, b| a.0 == b.0);
-        Labels(v.into_boxed_slice())
-    }
 }
 
 impl Cached {

@@ -115,7 +115,7 @@ pub trait LabelLookup {
     fn label(&self, key: &str) -> Option<&str>;
 }
 
-impl LabelLookup for crate::cache::Labels {
+impl LabelLookup for ferry_api::CompactMap {
     fn label(&self, key: &str) -> Option<&str> {
         self.get(key)
     }

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hasher};
 
-use ferry_api::{NetworkProbe, NetworkProbeSpec, ProbePhase, SERVICE_LABEL};
+use ferry_api::{CompactMap, NetworkProbe, NetworkProbeSpec, ProbePhase, SERVICE_LABEL};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -92,14 +92,21 @@ impl Resource for CachedProbe {
 /// The annotation `kubectl apply` leaves: a copy of the whole object, read by nothing here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// A Pod as the controller caches it: the metadata (less managedFields and
-/// `kubectl apply`'s copy of the object) and the four fields it reads, under the Pod's own
-/// field names (see `world::pod_backend`, `world::pod_subnet`, `net_model::pod_port`,
-/// `caches::address_book`, `caches::net_objects`).
+/// A Pod as the controller caches it: the metadata (less managedFields), its labels and
+/// annotations as compact maps (less `kubectl apply`'s copy of the object), and the four
+/// fields it reads, under the Pod's own field names (see `world::pod_backend`,
+/// `world::pod_subnet`, `net_model::pod_port`, `caches::address_book`,
+/// `caches::net_objects`).
+///
+/// The labels and annotations live in [`CachedPod::labels`] and [`CachedPod::annotations`],
+/// not in `metadata` (where `ResourceExt::labels()` would look, and find nothing): two
+/// `BTreeMap`s cost ~1 KB per pod, 200 MB per replica at 200,000 pods.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(from = "Pod")]
 pub struct CachedPod {
     pub metadata: ObjectMeta,
+    pub labels: CompactMap,
+    pub annotations: CompactMap,
     pub spec: Option<CachedPodSpec>,
     pub status: Option<CachedPodStatus>,
 }
@@ -116,15 +123,28 @@ pub struct CachedPodStatus {
     pub pod_ip: Option<String>,
 }
 
-impl From<Pod> for CachedPod {
-    fn from(p: Pod) -> Self {
-        let mut metadata = p.metadata;
+impl CachedPod {
+    /// A pod with only this metadata (its labels and annotations moved to the compact maps).
+    pub fn from_metadata(mut metadata: ObjectMeta) -> CachedPod {
         metadata.managed_fields = None;
-        if let Some(a) = metadata.annotations.as_mut() {
+        let labels = metadata.labels.take().map(CompactMap::from);
+        let annotations = metadata.annotations.take().map(|mut a| {
             a.remove(LAST_APPLIED);
-        }
+            CompactMap::from(a)
+        });
         CachedPod {
             metadata,
+            labels: labels.unwrap_or_default(),
+            annotations: annotations.unwrap_or_default(),
+            spec: None,
+            status: None,
+        }
+    }
+}
+
+impl From<Pod> for CachedPod {
+    fn from(p: Pod) -> Self {
+        CachedPod {
             spec: p.spec.map(|s| CachedPodSpec {
                 node_name: s.node_name,
                 host_network: s.host_network,
@@ -133,6 +153,7 @@ impl From<Pod> for CachedPod {
                 phase: s.phase,
                 pod_ip: s.pod_ip,
             }),
+            ..CachedPod::from_metadata(p.metadata)
         }
     }
 }
@@ -233,8 +254,10 @@ mod tests {
         let read: CachedPod = serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
         let want = CachedPod {
             metadata: serde_json::from_value(serde_json::json!({"name": "p", "namespace": "ns",
-                "uid": "u1", "labels": {"app": "a"}, "annotations": {"iaas.yusur.io/subnet": "s1"}}))
+                "uid": "u1"}))
             .unwrap(),
+            labels: [("app", "a")].into_iter().collect(),
+            annotations: [("iaas.yusur.io/subnet", "s1")].into_iter().collect(),
             spec: Some(CachedPodSpec {
                 node_name: Some("n1".into()),
                 host_network: Some(false),

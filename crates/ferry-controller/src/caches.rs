@@ -348,29 +348,26 @@ pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
         .map(|n| (n.name_any(), n))
         .collect();
     let (mut held, mut requests) = (Vec::new(), Vec::new());
-    let mut annotated = |holder: Holder,
-                         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-                         subnet: Option<&SubnetInfo>,
-                         wants: bool| {
-        let Some(subnet) = subnet else { return };
-        let a = meta.annotations.clone().unwrap_or_default();
-        let ip = parse(a.get(ferry_api::ANNOTATION_IP));
-        if let Some(ip) = ip {
-            held.push(Held {
-                subnet: subnet.name.clone(),
-                ip,
-                holder: holder.clone(),
-            });
-        }
-        if wants && !a.contains_key(ferry_api::ANNOTATION_MAC) {
-            requests.push(Request {
-                holder,
-                subnet: subnet.name.clone(),
-                preset_ip: ip,
-                preset_mac: None,
-            });
-        }
-    };
+    let mut annotated =
+        |holder: Holder, a: &ferry_api::CompactMap, subnet: Option<&SubnetInfo>, wants: bool| {
+            let Some(subnet) = subnet else { return };
+            let ip = a.get(ferry_api::ANNOTATION_IP).and_then(|s| s.parse().ok());
+            if let Some(ip) = ip {
+                held.push(Held {
+                    subnet: subnet.name.clone(),
+                    ip,
+                    holder: holder.clone(),
+                });
+            }
+            if wants && !a.contains_key(ferry_api::ANNOTATION_MAC) {
+                requests.push(Request {
+                    holder,
+                    subnet: subnet.name.clone(),
+                    preset_ip: ip,
+                    preset_mac: None,
+                });
+            }
+        };
     for pod in c.pods.state() {
         let ns = pod.namespace().unwrap_or_default();
         let subnet = world::pod_subnet(&pod, namespaces.get(&ns).map(|n| n.as_ref()), &subnets);
@@ -378,7 +375,12 @@ pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
             namespace: ns,
             name: pod.name_any(),
         };
-        annotated(holder, &pod.metadata, subnet, world::on_pod_network(&pod));
+        annotated(
+            holder,
+            &pod.annotations,
+            subnet,
+            world::on_pod_network(&pod),
+        );
     }
     for vmi in c.vmis.iter().flat_map(|s| s.state()) {
         let ns = vmi.namespace().unwrap_or_default();
@@ -389,14 +391,19 @@ pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
         };
         annotated(
             holder,
-            &vmi.metadata,
+            &vmi.metadata.annotations.clone().unwrap_or_default().into(),
             subnet,
             vmi.metadata.deletion_timestamp.is_none(),
         );
     }
     let join = subnets.get(ferry_api::JOIN_SUBNET);
     for n in c.nodes.state() {
-        annotated(Holder::Node(n.name_any()), &n.metadata, join, true);
+        annotated(
+            Holder::Node(n.name_any()),
+            &n.metadata.annotations.clone().unwrap_or_default().into(),
+            join,
+            true,
+        );
     }
     // Hosts carry their address in status; the spec may preset it.
     let hosts = c

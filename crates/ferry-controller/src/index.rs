@@ -70,7 +70,7 @@ fn resolve(
             Some(p) => (
                 world::pod_backend(&p, caches::namespace(c, ns).as_deref(), subnets),
                 net_model::pod_port(&p),
-                world::on_pod_network(&p) && lacks(&p.metadata),
+                world::on_pod_network(&p) && !p.annotations.contains_key(ferry_api::ANNOTATION_MAC),
             ),
             None => (None, None, false),
         },
@@ -160,9 +160,9 @@ impl Index {
     fn put(&mut self, w: WorkloadRef, b: Option<Backend>, p: Option<PortState>) {
         if let Some(mut b) = b {
             world::assign_node(&mut b, &self.ready_nodes);
-            for (k, v) in &b.labels {
+            for (k, v) in b.labels.iter() {
                 self.by_label
-                    .entry((b.namespace.clone(), k.clone(), v.clone()))
+                    .entry((b.namespace.clone(), k.to_string(), v.to_string()))
                     .or_default()
                     .insert(w.clone());
             }
@@ -176,8 +176,8 @@ impl Index {
     fn forget(&mut self, w: &WorkloadRef) -> (Option<Backend>, Option<PortState>) {
         let b = self.backends.remove(w);
         if let Some(b) = &b {
-            for (k, v) in &b.labels {
-                let label = (b.namespace.clone(), k.clone(), v.clone());
+            for (k, v) in b.labels.iter() {
+                let label = (b.namespace.clone(), k.to_string(), v.to_string());
                 if let Some(set) = self.by_label.get_mut(&label) {
                     set.remove(w);
                     if set.is_empty() {
@@ -234,8 +234,9 @@ impl Index {
             }
         }
         for b in &moved {
-            for (k, v) in &b.labels {
-                let Some(svcs) = by_selector.get(&(b.namespace.clone(), k.clone(), v.clone()))
+            for (k, v) in b.labels.iter() {
+                let Some(svcs) =
+                    by_selector.get(&(b.namespace.clone(), k.to_string(), v.to_string()))
                 else {
                     continue;
                 };

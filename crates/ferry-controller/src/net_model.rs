@@ -72,25 +72,30 @@ fn ip(s: Option<&String>) -> Option<Ipv4Addr> {
 
 /// The NB port of a pod, once the controller has written its address.
 pub fn pod_port(pod: &crate::cached::CachedPod) -> Option<PortState> {
-    annotated_port(PortKind::Pod, &pod.metadata)
+    annotated_port(PortKind::Pod, &pod.metadata, &pod.annotations)
 }
 
 /// The NB port of a VMI, once the controller has written its address.
 pub fn vmi_port(vmi: &ferry_api::VirtualMachineInstance) -> Option<PortState> {
-    annotated_port(PortKind::Vmi, &vmi.metadata)
+    let annotations = vmi.metadata.annotations.clone()?.into();
+    annotated_port(PortKind::Vmi, &vmi.metadata, &annotations)
 }
 
-fn annotated_port(kind: PortKind, meta: &ObjectMeta) -> Option<PortState> {
-    let a = meta.annotations.as_ref()?;
+/// The port of a workload whose name is in `meta`, from the address annotations in `a`.
+fn annotated_port(
+    kind: PortKind,
+    meta: &ObjectMeta,
+    a: &ferry_api::CompactMap,
+) -> Option<PortState> {
     Some(PortState {
         name: ferry_net::port_name(
             kind,
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
         ),
-        subnet: a.get(ferry_api::ANNOTATION_SUBNET)?.clone(),
-        mac: a.get(ferry_api::ANNOTATION_MAC)?.clone(),
-        ip: ip(a.get(ferry_api::ANNOTATION_IP))?,
+        subnet: a.get(ferry_api::ANNOTATION_SUBNET)?.to_string(),
+        mac: a.get(ferry_api::ANNOTATION_MAC)?.to_string(),
+        ip: a.get(ferry_api::ANNOTATION_IP)?.parse().ok()?,
     })
 }
 

@@ -40,7 +40,8 @@ pub struct Backend {
     pub subnet: String,
     /// The node whose agent probes it.
     pub node: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    /// Compact: the index holds a backend per workload (200,000 at 10k x 20).
+    pub labels: ferry_api::CompactMap,
 }
 
 /// The VPCs a service lives in.
@@ -80,7 +81,7 @@ fn picks(svc: &YusurService, ns: &str, vpcs: &[String], b: &Backend) -> bool {
             .spec
             .selector
             .iter()
-            .all(|(k, v)| b.labels.get(k) == Some(v))
+            .all(|(k, v)| b.labels.get(k) == Some(v.as_str()))
         && svc
             .spec
             .backend_kinds

@@ -62,9 +62,15 @@ pub fn pod_subnet<'a>(
 ) -> Option<&'a SubnetInfo> {
     let ns = pod.namespace().unwrap_or_default();
     let named = pod
-        .annotations()
+        .annotations
         .get(ferry_api::ANNOTATION_SUBNET)
-        .or_else(|| namespace.and_then(|n| n.annotations().get(ferry_api::ANNOTATION_SUBNET)));
+        .or_else(|| {
+            namespace.and_then(|n| {
+                n.annotations()
+                    .get(ferry_api::ANNOTATION_SUBNET)
+                    .map(String::as_str)
+            })
+        });
     if let Some(name) = named {
         return subnets.get(name);
     }
@@ -81,14 +87,11 @@ pub fn vmi_subnet<'a>(
     namespace: Option<&Namespace>,
     subnets: &'a BTreeMap<String, SubnetInfo>,
 ) -> Option<&'a SubnetInfo> {
-    let as_pod = CachedPod {
-        metadata: vmi.metadata.clone(),
-        ..Default::default()
-    };
+    let as_pod = CachedPod::from_metadata(vmi.metadata.clone());
     pod_subnet(&as_pod, namespace, subnets)
 }
 
-fn parse_ip(s: Option<&String>) -> Option<Ipv4Addr> {
+fn parse_ip(s: Option<&str>) -> Option<Ipv4Addr> {
     s.and_then(|s| s.parse().ok())
 }
 
@@ -113,7 +116,7 @@ pub fn project_node(node: &mut Node) {
 
 /// The address of a pod: Ferry's annotation first, then `status.podIP`.
 pub fn pod_ip(pod: &CachedPod) -> Option<Ipv4Addr> {
-    parse_ip(pod.annotations().get(ferry_api::ANNOTATION_IP)).or_else(|| {
+    parse_ip(pod.annotations.get(ferry_api::ANNOTATION_IP)).or_else(|| {
         pod.status
             .as_ref()
             .and_then(|s| s.pod_ip.as_deref())
@@ -155,7 +158,7 @@ pub fn pod_backend(
         vpc: subnet.vpc.clone(),
         subnet: subnet.name.clone(),
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        labels: pod.labels().clone(),
+        labels: pod.labels.clone(),
     })
 }
 
@@ -169,7 +172,12 @@ pub fn vmi_backend(
         return None;
     }
     let status = vmi.status.clone().unwrap_or_default();
-    let ip = parse_ip(vmi.annotations().get(ferry_api::ANNOTATION_IP)).or_else(|| {
+    let ip = parse_ip(
+        vmi.annotations()
+            .get(ferry_api::ANNOTATION_IP)
+            .map(String::as_str),
+    )
+    .or_else(|| {
         status
             .interfaces
             .first()
@@ -186,7 +194,7 @@ pub fn vmi_backend(
         vpc: subnet.vpc.clone(),
         subnet: subnet.name.clone(),
         node: status.node_name.clone(),
-        labels: vmi.labels().clone(),
+        labels: vmi.labels().clone().into(),
     })
 }
 
@@ -204,7 +212,7 @@ pub fn baremetal_backend(
         BackendKind::BareMetal,
         &bm.metadata,
         &bm.spec.subnet,
-        parse_ip(ip),
+        parse_ip(ip.map(String::as_str)),
         bm.spec.node_name.clone(),
         subnets,
     )
@@ -221,7 +229,7 @@ pub fn vnicip_backend(v: &VNicIP, subnets: &BTreeMap<String, SubnetInfo>) -> Opt
         BackendKind::VNicIP,
         &v.metadata,
         &v.spec.subnet,
-        parse_ip(ip),
+        parse_ip(ip.map(String::as_str)),
         v.spec.node_name.clone(),
         subnets,
     )
@@ -248,7 +256,7 @@ fn host_backend(
         vpc: s.vpc.clone(),
         subnet: s.name.clone(),
         node,
-        labels: meta.labels.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default().into(),
     })
 }
 
@@ -317,7 +325,7 @@ mod tests {
                 vpc: "vpc1".into(),
                 subnet: "s1".into(),
                 node: Some("n1".into()),
-                labels: [("app".to_string(), "a".to_string())].into(),
+                labels: [("app", "a")].into_iter().collect(),
             })
         );
         assert!(crate::net_model::pod_port(&cached).is_some());

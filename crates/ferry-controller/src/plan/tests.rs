@@ -26,7 +26,7 @@ fn backend(name: &str, ip: &str, vpc: &str) -> Backend {
         vpc: vpc.into(),
         subnet: format!("{vpc}-subnet1"),
         node: Some("node1".into()),
-        labels: [("app".to_string(), "web".to_string())].into(),
+        labels: [("app", "web")].into_iter().collect(),
     }
 }
 
