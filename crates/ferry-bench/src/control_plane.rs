@@ -529,6 +529,8 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
     // Empty -> all Programmed, every probe created (seen by its node), every backend
     // Healthy in its load balancer (the hollow nodes report as the probes appear).
     let (mut full_sync_s, mut probes_created_s, mut probes_healthy_s) = (None, None, None);
+    // (load balancers with every backend, when that count last rose)
+    let mut progressed = (0, Instant::now());
     let (full_sync_s, probes_created_s, probes_healthy_s): (f64, f64, f64) = loop {
         let lbs = nb.with_mirror(|mm| mm.table("Load_Balancer").map(|t| t.len()).unwrap_or(0));
         // The LIST of every service (tens of MB at 10k) only once every LB is in the NB:
@@ -591,6 +593,15 @@ pub async fn control_plane(opts: &ControlPlaneOptions) -> Result<ControlPlaneRes
         }
         if start.elapsed() > Duration::from_secs(3600) {
             return Err("the services were not all Programmed and Healthy within an hour".into());
+        }
+        if full > progressed.0 {
+            progressed = (full, Instant::now());
+        } else if progressed.1.elapsed() > STALLED {
+            return Err(format!(
+                "no load balancer gained its last backend in {}s ({full} of {n} have all): {}",
+                STALLED.as_secs(),
+                not_ready(&ysvcs).await?
+            ));
         }
         if waited.elapsed() >= Duration::from_secs(10) {
             waited = Instant::now();
@@ -1145,6 +1156,41 @@ pub fn print_control_plane(r: &ControlPlaneResult) {
     }
     println!("{t}");
     println!("{}", serde_json::to_string(r).unwrap_or_default());
+}
+
+/// How long the services phase may go without one more load balancer gaining its last
+/// backend before the bench gives up and says why (a run stuck on services that can never
+/// be programmed waited for the hour before).
+const STALLED: Duration = Duration::from_secs(300);
+
+/// The services whose Ready condition is not True, with its reason and message (the first
+/// five, and how many in all).
+async fn not_ready(ysvcs: &Api<YusurService>) -> Result<String, String> {
+    let list = ysvcs
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let stuck: Vec<String> = list
+        .items
+        .iter()
+        .filter_map(|y| {
+            let name = y.metadata.name.as_deref().unwrap_or_default();
+            let ready = y
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+            match ready {
+                Some(c) if c.status == "True" => None,
+                Some(c) => Some(format!("{name} ({}: {})", c.reason, c.message)),
+                None => Some(format!("{name} (no Ready condition)")),
+            }
+        })
+        .collect();
+    Ok(format!(
+        "{} services not Ready; {}",
+        stuck.len(),
+        stuck.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+    ))
 }
 
 #[cfg(test)]
