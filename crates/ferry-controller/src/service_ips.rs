@@ -155,6 +155,12 @@ fn spec_vip(s: &YusurService) -> Option<Ipv4Addr> {
     s.spec.cluster_ip.as_deref().and_then(|i| i.parse().ok())
 }
 
+/// The ClusterIP a service's status shows.
+fn status_vip(s: &YusurService) -> Option<Ipv4Addr> {
+    let status = s.status.as_ref().and_then(|st| st.cluster_ip.as_deref());
+    status.and_then(|i| i.parse().ok())
+}
+
 /// The ClusterIP `s` was handed out, if nobody else holds it (see [`handed_out`]).
 fn handed_vip(
     used: &BTreeMap<Ipv4Addr, String>,
@@ -162,11 +168,10 @@ fn handed_vip(
     key: &str,
     pending: &Pending,
 ) -> Option<Ipv4Addr> {
-    let status = s.status.as_ref().and_then(|st| st.cluster_ip.as_deref());
     handed_out(
         used,
         key,
-        status.and_then(|i| i.parse().ok()),
+        status_vip(s),
         pending.cluster_ips.get(key).copied(),
     )
 }
@@ -215,6 +220,11 @@ pub fn service_addresses(
         if asked.is_none() && want.is_none() {
             // Whatever it was handed out that another holds now is dropped: pick again.
             pending.cluster_ips.remove(&k);
+        }
+        let shown = status_vip(s);
+        if asked.is_none() && shown.is_some() && want != shown {
+            tracing::warn!(service = %k, cluster_ip = ?shown, holder = ?shown.and_then(|ip| used_vip.get(&ip)),
+                "a clusterIP handed out twice: this service gets a new one");
         }
         let vip = match want {
             Some(ip) if used_vip.get(&ip) != Some(&k) => {
@@ -268,6 +278,9 @@ pub fn service_addresses(
         let held = handed_out(used_eip, &k, current_eip(s), pending.eips.get(&k).copied());
         if held.is_none() {
             pending.eips.remove(&k);
+        }
+        if requested.is_none() && current_eip(s).is_some() && held != current_eip(s) {
+            tracing::warn!(service = %k, eip = ?current_eip(s), "an EIP handed out twice: this service gets a new one");
         }
         let eip = match requested {
             Some(Err(p)) => {
