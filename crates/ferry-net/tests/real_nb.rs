@@ -14,9 +14,9 @@
 //! - [`socket_lb_members_skip_conntrack_between_each_other_only`]: the socket-LB port
 //!   group and its stateless ACLs, traced: member to member without conntrack, everything
 //!   else (the VIP, non-members) with it; members leave, the group goes.
-//! - [`nb_killed_mid_converge_heals_without_duplicates`]: SIGKILL of the NB server between
-//!   bounded transactions of a large state, restarted on the same file and socket by the
-//!   stack's supervisor; the client reconnects by itself and the applier, called again
+//! - [`nb_killed_mid_converge_heals_without_duplicates`]: SIGKILL of the NB server with one
+//!   of the bounded transactions of a large state in flight, restarted on the same file and
+//!   socket by the stack's supervisor; the client reconnects by itself and the applier, called again
 //!   after each failure as the controller's next pass would, finishes with one row per
 //!   key and an empty plan.
 //!
