@@ -63,6 +63,24 @@ impl<K: Into<Box<str>>, V: Into<Box<str>>> FromIterator<(K, V)> for CompactMap {
     }
 }
 
+/// A string map read by key: a [`CompactMap`] or the `BTreeMap` Kubernetes types carry, so
+/// one function reads either without copying one into the other.
+pub trait StrLookup {
+    fn lookup(&self, key: &str) -> Option<&str>;
+}
+
+impl StrLookup for CompactMap {
+    fn lookup(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
+impl StrLookup for BTreeMap<String, String> {
+    fn lookup(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 impl From<BTreeMap<String, String>> for CompactMap {
     fn from(m: BTreeMap<String, String>) -> CompactMap {
         m.into_iter().collect()

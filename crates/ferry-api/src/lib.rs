@@ -24,7 +24,7 @@ pub use backends::{
     BareMetal, BareMetalSpec, BareMetalStatus, HostAddressSpec, HostAddressStatus, VNicIP,
     VNicIPSpec, VNicIPStatus,
 };
-pub use compact_map::CompactMap;
+pub use compact_map::{CompactMap, StrLookup};
 pub use contract::{
     ANNOTATION_CIDR, ANNOTATION_GATEWAY, ANNOTATION_IP, ANNOTATION_MAC, ANNOTATION_PROBE_PORTS,
     ANNOTATION_SOCKET_LB, ANNOTATION_SUBNET, ANNOTATION_VPC, DEFAULT_POD_SUBNET, DEFAULT_VPC,

@@ -4,7 +4,7 @@
 //! leader-election Lease, which reads the store; one store watch fans out to any number of
 //! API watchers.
 //!
-//! Over 600 lines with its tests (~520 without): the cache's apply, indexes, waiters and
+//! Over 600 lines with its tests (~540 without): the cache's apply, indexes, waiters and
 //! watch fan-out share one lock and one revision, so they stay together.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

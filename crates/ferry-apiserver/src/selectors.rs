@@ -1,8 +1,8 @@
 //! Label and field selectors, parsed once per request and matched against cached objects.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
+
+use ferry_api::StrLookup;
 
 use crate::cache::Cached;
 
@@ -96,34 +96,17 @@ impl LabelSelector {
         })
     }
 
-    pub fn matches(&self, labels: &impl LabelLookup) -> bool {
+    pub fn matches(&self, labels: &impl StrLookup) -> bool {
         self.0.iter().all(|r| match r {
-            Requirement::Eq(k, v) => labels.label(k) == Some(v),
-            Requirement::NotEq(k, v) => labels.label(k) != Some(v),
-            Requirement::In(k, vs) => labels.label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::Eq(k, v) => labels.lookup(k) == Some(v),
+            Requirement::NotEq(k, v) => labels.lookup(k) != Some(v),
+            Requirement::In(k, vs) => labels.lookup(k).is_some_and(|l| vs.iter().any(|v| v == l)),
             Requirement::NotIn(k, vs) => {
-                !labels.label(k).is_some_and(|l| vs.iter().any(|v| v == l))
+                !labels.lookup(k).is_some_and(|l| vs.iter().any(|v| v == l))
             }
-            Requirement::Exists(k) => labels.label(k).is_some(),
-            Requirement::NotExists(k) => labels.label(k).is_none(),
+            Requirement::Exists(k) => labels.lookup(k).is_some(),
+            Requirement::NotExists(k) => labels.lookup(k).is_none(),
         })
-    }
-}
-
-/// Labels a selector can be matched against: the cache's compact ones, or a map.
-pub trait LabelLookup {
-    fn label(&self, key: &str) -> Option<&str>;
-}
-
-impl LabelLookup for ferry_api::CompactMap {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.get(key)
-    }
-}
-
-impl LabelLookup for BTreeMap<String, String> {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.get(key).map(String::as_str)
     }
 }
 
@@ -189,6 +172,7 @@ impl FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

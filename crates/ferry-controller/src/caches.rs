@@ -9,7 +9,9 @@ use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use ferry_api::{BackendKind, BareMetal, Eip, ProbePort, Subnet, VNicIP, Vpc, YusurService};
+use ferry_api::{
+    BackendKind, BareMetal, Eip, ProbePort, StrLookup, Subnet, VNicIP, Vpc, YusurService,
+};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
@@ -348,10 +350,13 @@ pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
         .map(|n| (n.name_any(), n))
         .collect();
     let (mut held, mut requests) = (Vec::new(), Vec::new());
+    let none = BTreeMap::new();
     let mut annotated =
-        |holder: Holder, a: &ferry_api::CompactMap, subnet: Option<&SubnetInfo>, wants: bool| {
+        |holder: Holder, a: &dyn StrLookup, subnet: Option<&SubnetInfo>, wants: bool| {
             let Some(subnet) = subnet else { return };
-            let ip = a.get(ferry_api::ANNOTATION_IP).and_then(|s| s.parse().ok());
+            let ip = a
+                .lookup(ferry_api::ANNOTATION_IP)
+                .and_then(|s| s.parse().ok());
             if let Some(ip) = ip {
                 held.push(Held {
                     subnet: subnet.name.clone(),
@@ -359,7 +364,7 @@ pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
                     holder: holder.clone(),
                 });
             }
-            if wants && !a.contains_key(ferry_api::ANNOTATION_MAC) {
+            if wants && a.lookup(ferry_api::ANNOTATION_MAC).is_none() {
                 requests.push(Request {
                     holder,
                     subnet: subnet.name.clone(),
@@ -391,7 +396,7 @@ pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
         };
         annotated(
             holder,
-            &vmi.metadata.annotations.clone().unwrap_or_default().into(),
+            vmi.metadata.annotations.as_ref().unwrap_or(&none),
             subnet,
             vmi.metadata.deletion_timestamp.is_none(),
         );
@@ -400,7 +405,7 @@ pub fn address_book(c: &Caches) -> (Vec<Held>, Vec<Request>) {
     for n in c.nodes.state() {
         annotated(
             Holder::Node(n.name_any()),
-            &n.metadata.annotations.clone().unwrap_or_default().into(),
+            n.metadata.annotations.as_ref().unwrap_or(&none),
             join,
             true,
         );

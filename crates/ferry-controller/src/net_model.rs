@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use ferry_api::{BareMetal, Protocol as ApiProtocol, Scope, SessionAffinity, VNicIP};
+use ferry_api::{BareMetal, Protocol as ApiProtocol, Scope, SessionAffinity, StrLookup, VNicIP};
 use ferry_net::{
     ExternalNetwork, NetworkState, PortKind, PortState, ServicePort, ServiceScope, ServiceState,
     SubnetState,
@@ -77,25 +77,24 @@ pub fn pod_port(pod: &crate::cached::CachedPod) -> Option<PortState> {
 
 /// The NB port of a VMI, once the controller has written its address.
 pub fn vmi_port(vmi: &ferry_api::VirtualMachineInstance) -> Option<PortState> {
-    let annotations = vmi.metadata.annotations.clone()?.into();
-    annotated_port(PortKind::Vmi, &vmi.metadata, &annotations)
+    annotated_port(
+        PortKind::Vmi,
+        &vmi.metadata,
+        vmi.metadata.annotations.as_ref()?,
+    )
 }
 
 /// The port of a workload whose name is in `meta`, from the address annotations in `a`.
-fn annotated_port(
-    kind: PortKind,
-    meta: &ObjectMeta,
-    a: &ferry_api::CompactMap,
-) -> Option<PortState> {
+fn annotated_port(kind: PortKind, meta: &ObjectMeta, a: &impl StrLookup) -> Option<PortState> {
     Some(PortState {
         name: ferry_net::port_name(
             kind,
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
         ),
-        subnet: a.get(ferry_api::ANNOTATION_SUBNET)?.to_string(),
-        mac: a.get(ferry_api::ANNOTATION_MAC)?.to_string(),
-        ip: a.get(ferry_api::ANNOTATION_IP)?.parse().ok()?,
+        subnet: a.lookup(ferry_api::ANNOTATION_SUBNET)?.to_string(),
+        mac: a.lookup(ferry_api::ANNOTATION_MAC)?.to_string(),
+        ip: a.lookup(ferry_api::ANNOTATION_IP)?.parse().ok()?,
     })
 }
 
