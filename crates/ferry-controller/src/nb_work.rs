@@ -90,7 +90,6 @@ pub fn add_pass(
 pub(crate) mod tests {
     use super::*;
     use crate::plan::ServiceOutcome;
-    use crate::service::ServiceObjects;
     use ferry_api::YusurService;
     use ferry_net::PortState;
     use std::sync::Arc;
@@ -110,14 +109,8 @@ pub(crate) mod tests {
             ready: vec![],
             total: 0,
             problem: None,
-            objects: ServiceObjects {
-                service: Default::default(),
-                endpoints: Default::default(),
-                slice: Default::default(),
-                probes: vec![],
-                ready: vec![],
-                total: 0,
-            },
+            selected: vec![],
+            phases: Default::default(),
             existing_probes: vec![],
         }
     }

@@ -53,9 +53,28 @@ pub struct ServiceOutcome {
     pub ready: Vec<Backend>,
     pub total: usize,
     pub problem: Option<Problem>,
-    /// The objects to write for it, and the probes it has now.
-    pub objects: service::ServiceObjects,
+    /// Every backend selected, and its probe's phase by probe name: what [`Self::objects`]
+    /// builds from.
+    pub selected: Vec<Backend>,
+    pub phases: BTreeMap<String, ProbePhase>,
+    /// The probes it has now.
     pub existing_probes: Vec<Arc<CachedProbe>>,
+}
+
+impl ServiceOutcome {
+    /// The objects to write for it, built when written rather than held: a full pass
+    /// plans every service, and its outcomes wait in the writer's queue. Held, their
+    /// objects (20 NetworkProbes, Endpoints, EndpointSlice and Service per service) were
+    /// ~0.5 GiB at 10,000 x 20 (`examples/full_pass_mem.rs`).
+    pub fn objects(&self) -> service::ServiceObjects {
+        service::build(
+            &self.service,
+            &self.selected,
+            &self.phases,
+            self.cluster_ip,
+            self.eip,
+        )
+    }
 }
 
 impl ServiceOutcome {
@@ -120,7 +139,7 @@ pub fn plan_services(
                 (pn, phase)
             })
             .collect();
-        let objects = service::build(svc, &selected, &phases, cluster_ip, eip);
+        let ready = service::ready(&name, &selected, &phases);
         if problem.is_none() && selected.is_empty() {
             problem = Some(Problem::NoBackends {
                 empty_selector: svc.spec.selector.is_empty(),
@@ -135,11 +154,12 @@ pub fn plan_services(
             service: svc.clone(),
             cluster_ip,
             eip,
-            ready: objects.ready.clone(),
-            total: objects.total,
+            ready,
+            total: selected.len(),
             problem,
+            selected,
+            phases,
             existing_probes,
-            objects,
         });
     }
     outcomes

@@ -204,6 +204,19 @@ pub struct ServiceObjects {
     pub total: usize,
 }
 
+/// The backends of service `name` whose probes are Healthy.
+pub fn ready(
+    name: &str,
+    backends: &[Backend],
+    phases: &BTreeMap<String, ProbePhase>,
+) -> Vec<Backend> {
+    backends
+        .iter()
+        .filter(|b| phases.get(&probe_name(name, b)) == Some(&ProbePhase::Healthy))
+        .cloned()
+        .collect()
+}
+
 /// The objects for `svc` with `backends` selected, ready per their probes' phases.
 pub fn build(
     svc: &YusurService,
@@ -213,11 +226,7 @@ pub fn build(
     eip: Option<Ipv4Addr>,
 ) -> ServiceObjects {
     let name = svc.name_any();
-    let ready: Vec<Backend> = backends
-        .iter()
-        .filter(|b| phases.get(&probe_name(&name, b)) == Some(&ProbePhase::Healthy))
-        .cloned()
-        .collect();
+    let ready = ready(&name, backends, phases);
     let mut service_meta = meta(svc, name.clone());
     if let Some(l) = service_meta.labels.as_mut() {
         l.insert(PROXY_NAME_LABEL.into(), "ferry".into());

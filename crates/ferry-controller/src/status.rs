@@ -162,7 +162,6 @@ pub fn changed_conditions<'a>(
 mod tests {
     use super::*;
     use crate::problem::Problem;
-    use crate::service::ServiceObjects;
     use ferry_api::YusurService;
     use std::sync::Arc;
 
@@ -191,14 +190,8 @@ mod tests {
             ready: vec![b; ready],
             total,
             problem,
-            objects: ServiceObjects {
-                service: Default::default(),
-                endpoints: Default::default(),
-                slice: Default::default(),
-                probes: vec![],
-                ready: vec![],
-                total,
-            },
+            selected: vec![],
+            phases: Default::default(),
             existing_probes: vec![],
         }
     }

@@ -269,9 +269,10 @@ async fn write_service(
     // and one after the other a new service took ~8 round trips (measured in
     // docs/benchmarks.md); side by side it takes as long as its probes' 3 rounds.
     let ns = o.service.namespace().unwrap_or_default();
+    let objects = o.objects();
     let (status, r) = tokio::join!(
         write_status(&client, &o.service, st, &before),
-        write_objects(&client, &c, &memo, &ns, &o.objects, &o.existing_probes)
+        write_objects(&client, &c, &memo, &ns, &objects, &o.existing_probes)
     );
     let status = status.map(|s| (uid, s));
     if let Err(e) = &r {
@@ -335,7 +336,7 @@ pub async fn mark_orphaned_probes(
     }
     let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     for o in outcomes {
-        for p in &o.objects.probes {
+        for p in &o.objects().probes {
             let Some(node) = p.spec.node_name.as_ref().filter(|n| lapsed.contains(*n)) else {
                 continue;
             };

@@ -1,0 +1,217 @@
+//! What a full pass costs the controller in memory: the caches filled as at the end of
+//! `ferry bench control-plane --services N --backends M --nodes N` (every probe Healthy,
+//! every service addressed), then one full pass planned as a standby plans it (`Pass::run`,
+//! shadow: no writes), then the whole desired NB state a full convergence builds. Prints
+//! each step's RSS growth and its peak within (mimalloc, as the `ferry` binary).
+//!
+//! `cargo run --release -p ferry-controller --example full_pass_mem -- 10000 20`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use ferry_api::{NetworkProbe, Subnet, Vpc, YusurService};
+use ferry_controller::cached::{CachedPod, CachedProbe};
+use ferry_controller::caches::Caches;
+use ferry_controller::changes::Changes;
+use ferry_controller::ipam::Pool;
+use ferry_controller::pass::{Pass, PassState};
+use ferry_controller::service_ips::ServicePools;
+use ferry_controller::writer::Writes;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+/// mimalloc, as the `ferry` binary: RSS and its peak read as the bench reads them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// (VmRSS, VmHWM) in MiB.
+fn rss_and_peak() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// Runs `f`, printing the RSS after it and its peak within it, above the RSS before it
+/// (the peak is reset first: `clear_refs` 5).
+fn step<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let (before, _) = rss_and_peak();
+    let r = f();
+    // mimalloc returns freed pages after a delay.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (rss, peak) = rss_and_peak();
+    println!(
+        "{what:<48} RSS {:>+8.1} MiB  peak within {:>+8.1} MiB  RSS {:>8.1} MiB",
+        rss - before,
+        peak - before,
+        rss
+    );
+    r
+}
+
+fn store<K>(objects: impl Iterator<Item = K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = reflector::store::<K>();
+    for o in objects {
+        writer.apply_watcher_event(&Event::Apply(o));
+    }
+    std::mem::forget(writer);
+    reader
+}
+
+fn obj<K: serde::de::DeserializeOwned>(v: serde_json::Value) -> K {
+    serde_json::from_value(v).unwrap()
+}
+
+fn main() {
+    let arg = |i: usize, d: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(d)
+    };
+    let (n, m) = (arg(1, 10_000), arg(2, 20));
+    let (total, subnets) = (n * m, (n * m).div_ceil(60_000));
+    let node = |i: usize| format!("hollow-{:05}", i % n);
+    let ip = |i: usize| {
+        let (s, h) = (i % subnets, i / subnets + 2);
+        format!("10.{}.{}.{}", 100 + s, h >> 8, h & 0xff)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let c = step("caches (as the bench leaves them)", || {
+        Caches {
+        services: store((0..n).map(|i| obj::<YusurService>(json!({
+            "apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
+            "metadata": {"name": format!("s{i}"), "namespace": "default", "uid": format!("5f1c2d3e-{i:04x}-4a5b-8c7d-0123456789ab"),
+                "resourceVersion": "1", "generation": 1},
+            "spec": {"vpc": "vpc1", "ports": [{"port": 80, "targetPort": 8080}], "selector": {"svc": format!("s{i}")}},
+            "status": {"clusterIP": format!("10.96.{}.{}", (i + 2) >> 8, (i + 2) & 0xff), "vpcs": "vpc1",
+                "readyEndpoints": m, "totalEndpoints": m, "observedGeneration": 1}})))),
+        pods: store((0..total).map(|i| {
+            let s = i % subnets;
+            CachedPod::from(obj::<Pod>(json!({
+                "metadata": {"name": format!("b-{i}"), "namespace": "default", "uid": format!("7f1c2d3e-{i:04x}-4a5b-8c7d-0123456789ab"),
+                    "resourceVersion": "2", "labels": {"svc": format!("s{}", i / m)},
+                    "annotations": {"iaas.yusur.io/subnet": format!("bench-{s}"), "iaas.yusur.io/ip_address": ip(i),
+                        "iaas.yusur.io/mac_address": "0a:00:0a:64:00:02", "iaas.yusur.io/gateway": format!("10.{}.0.1", 100 + s),
+                        "iaas.yusur.io/cidr": format!("10.{}.0.0/16", 100 + s)}},
+                "spec": {"nodeName": node(i), "containers": [{"name": "c", "image": "none"}]}})))
+        })),
+        namespaces: store(std::iter::once(obj::<Namespace>(
+            json!({"metadata": {"name": "default"}}),
+        ))),
+        nodes: store((0..n).map(|i| obj::<Node>(json!({
+            "metadata": {"name": node(i), "annotations": {ferry_api::ANNOTATION_PROBE_PORTS:
+                format!(r#"{{"vpc1":{{"ip":"10.{}.255.{}","mac":"0a:58:0a:00:00:01"}}}}"#, 100 + i % subnets, i % 250 + 1)}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": format!("172.20.{}.{}", i >> 8, i & 0xff)}]}})))),
+        vpcs: store(std::iter::once(obj::<Vpc>(json!({
+            "apiVersion": "iaas.yusur.io/v1", "kind": "Vpc", "metadata": {"name": "vpc1"}, "spec": {}})))),
+        subnets: store((0..subnets).map(|s| obj::<Subnet>(json!({
+            "apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": format!("bench-{s}")},
+            "spec": {"vpc": "vpc1", "cidrBlock": format!("10.{}.0.0/16", 100 + s)}})))),
+        eips: store(std::iter::empty()),
+        baremetals: store(std::iter::empty()),
+        vnicips: store(std::iter::empty()),
+        probes: store((0..total).map(|i| {
+            let svc = format!("s{}", i / m);
+            CachedProbe::from(obj::<NetworkProbe>(json!({
+                "apiVersion": "iaas.yusur.io/v1", "kind": "NetworkProbe",
+                "metadata": {"name": format!("{svc}-pod-b-{i}"), "namespace": "default",
+                    "uid": format!("6f1c2d3e-{i:04x}-4a5b-8c7d-0123456789ab"), "resourceVersion": "3", "generation": 1,
+                    "labels": {ferry_api::SERVICE_LABEL: svc}},
+                "spec": {"target": {"kind": "Pod", "name": format!("b-{i}"), "namespace": "default", "vpc": "vpc1",
+                        "subnet": format!("bench-{}", i % subnets), "ip": ip(i)},
+                    "type": "TCP", "port": 8080, "nodeName": node(i),
+                    "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+                "status": {"phase": "Healthy", "prober": node(i)}})))
+        })),
+        k8s_services: store(std::iter::empty()),
+        endpoints: store(std::iter::empty()),
+        slices: store(std::iter::empty()),
+        agent_leases: store(std::iter::empty()),
+        leases_stale_since: Default::default(),
+        vmis: None,
+    }
+    });
+    let client =
+        kube::Client::try_from(kube::Config::new("https://127.0.0.1:9".parse().unwrap())).unwrap();
+    let pools = ServicePools {
+        cluster_ips: Pool::subnet("10.96.0.0/12", None, &[]).unwrap(),
+        eips: None,
+    };
+    let pass = Pass {
+        client: &client,
+        c: &c,
+        pools: &pools,
+        eip_range: None,
+        cluster_dns: None,
+        shadow: true,
+        beside: None,
+    };
+    let (wake, _woken) = tokio::sync::mpsc::channel(1);
+    let writes = Writes::new(wake);
+    let mut st = PassState::default();
+    step("a full pass planned as a standby (Pass::run)", || {
+        rt.block_on(pass.run(
+            Changes {
+                all: true,
+                ..Default::default()
+            },
+            &mut st,
+            None,
+            &writes,
+        ))
+    });
+    let services: Vec<ferry_net::ServiceState> = st.net.values().cloned().collect();
+    println!(
+        "  {} services planned, {} with every backend",
+        st.net.len(),
+        services.iter().filter(|s| s.backends.len() == m).count()
+    );
+    let state = step("the desired NB state of a full convergence", || {
+        ferry_controller::net_model::network_state(
+            ferry_controller::caches::net_objects(&c),
+            services,
+            &ferry_controller::network::NetworkConfig {
+                remotes: Vec::new(),
+                tls: None,
+                gateway_chassis: "ch".into(),
+                external: None,
+                max_lb_per_txn: 1000,
+            },
+            None,
+        )
+    });
+    step("  dropped", || drop(state));
+    step("a second full pass on the warm state", || {
+        rt.block_on(pass.run(
+            Changes {
+                all: true,
+                ..Default::default()
+            },
+            &mut st,
+            None,
+            &writes,
+        ))
+    });
+    let PassState {
+        index, claims, net, ..
+    } = st;
+    step("  its index dropped", || drop(index));
+    step("  its claims dropped", || drop(claims));
+    step("  its NB states dropped", || drop(net));
+}
