@@ -198,7 +198,11 @@ pub fn service_addresses(
             .and_then(|st| st.eip.as_deref())
             .and_then(|i| i.parse::<Ipv4Addr>().ok())
     };
-    // Services that already hold an address keep it: claim those first, oldest first.
+    // Services that already hold an address keep it: claim those first, oldest first;
+    // what a status shows before what was handed out and not yet written. A pending
+    // address is seen by no client and moves for free, but a status one does: a standby's
+    // pending addresses are its own guesses, and one older service's guess had taken a
+    // newer one's status address from it (10k: thousands of moves planned per standby).
     let mut order: Vec<&Arc<YusurService>> = services.iter().collect();
     order.sort_by_cached_key(|s| {
         (
@@ -208,7 +212,18 @@ pub fn service_addresses(
     });
     for s in &order {
         let k = key_of(s.as_ref());
-        if let Some(ip) = spec_vip(s).or_else(|| handed_vip(used_vip, s, &k, pending)) {
+        if let Some(ip) = spec_vip(s).or_else(|| handed_out(used_vip, &k, status_vip(s), None)) {
+            used_vip.entry(ip).or_insert(k.clone());
+        }
+        if let Some(ip) = handed_out(used_eip, &k, current_eip(s), None) {
+            used_eip.entry(ip).or_insert(k);
+        }
+    }
+    for s in &order {
+        let k = key_of(s.as_ref());
+        if spec_vip(s).is_none()
+            && let Some(ip) = handed_vip(used_vip, s, &k, pending)
+        {
             used_vip.entry(ip).or_insert(k.clone());
         }
         if let Some(ip) = handed_out(used_eip, &k, current_eip(s), pending.eips.get(&k).copied()) {
@@ -225,7 +240,12 @@ pub fn service_addresses(
             pending.cluster_ips.remove(&k);
         }
         let shown = status_vip(s);
-        if asked.is_none() && shown.is_some() && want != shown {
+        // Once, when it moves (its status says the old one until rewritten).
+        let moved_before = pending
+            .cluster_ips
+            .get(&k)
+            .is_some_and(|p| Some(*p) == want);
+        if asked.is_none() && shown.is_some() && want != shown && !moved_before {
             tracing::warn!(service = %k, cluster_ip = ?shown, holder = ?shown.and_then(|ip| used_vip.get(&ip)),
                 "a clusterIP handed out twice: this service gets a new one");
         }
@@ -282,7 +302,12 @@ pub fn service_addresses(
         if held.is_none() {
             pending.eips.remove(&k);
         }
-        if requested.is_none() && current_eip(s).is_some() && held != current_eip(s) {
+        let moved_before = pending.eips.get(&k).is_some_and(|p| Some(*p) == held);
+        if requested.is_none()
+            && current_eip(s).is_some()
+            && held != current_eip(s)
+            && !moved_before
+        {
             tracing::warn!(service = %k, eip = ?current_eip(s), "an EIP handed out twice: this service gets a new one");
         }
         let eip = match requested {
@@ -391,6 +416,48 @@ mod tests {
     /// the same second (as a 10k run with a leadership flap did, 17 times): the first by
     /// key keeps them, the other gets new ones instead of a conflict for good, and keeps
     /// those while its status still shows the old ones.
+    /// A standby plans with its own guesses as pending addresses; the leader's statuses
+    /// then show other services at those addresses. The status wins, whatever the ages:
+    /// an older service's guess took a newer one's status address from it, and a standby
+    /// that won would have moved an address clients use.
+    #[test]
+    fn a_status_address_beats_one_handed_out_and_not_yet_written() {
+        let pools = ServicePools {
+            cluster_ips: Pool::subnet("10.96.0.0/24", None, &[]).unwrap(),
+            eips: None,
+        };
+        let older = svc("older", None, 7);
+        let mut newer = (*svc("newer", None, 8)).clone();
+        newer.status = Some(serde_json::from_value(json!({"clusterIP": "10.96.0.2"})).unwrap());
+        let services = vec![older, Arc::new(newer)];
+        let mut pending = Pending::default();
+        // The older service was given 10.96.0.2 here, before the newer's status arrived.
+        let guess = service_addresses(
+            &services[..1],
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut Claims::default(),
+        );
+        assert_eq!(
+            guess["default/older"],
+            Ok(("10.96.0.2".parse().unwrap(), None))
+        );
+        let out = service_addresses(
+            &services,
+            &pools,
+            &BTreeMap::new(),
+            &mut pending,
+            &mut Claims::default(),
+        );
+        assert_eq!(
+            out["default/newer"],
+            Ok(("10.96.0.2".parse().unwrap(), None))
+        );
+        let moved = out["default/older"].clone().expect("the guess moves").0;
+        assert_ne!(moved, "10.96.0.2".parse::<Ipv4Addr>().unwrap());
+    }
+
     #[test]
     fn an_address_handed_out_twice_moves_the_second_holder() {
         let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
