@@ -7,18 +7,20 @@
 //! `cargo run --release -p ferry-controller --example full_pass_mem -- 10000 20`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use ferry_api::{NetworkProbe, Subnet, Vpc, YusurService};
-use ferry_controller::cached::{CachedPod, CachedProbe};
+use ferry_api::{Subnet, Vpc};
+use ferry_controller::cached::{CachedEndpoints, CachedPod, CachedProbe, CachedSlice};
 use ferry_controller::caches::Caches;
 use ferry_controller::changes::Changes;
 use ferry_controller::ipam::Pool;
 use ferry_controller::pass::{Pass, PassState};
 use ferry_controller::service_ips::ServicePools;
 use ferry_controller::writer::Writes;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::Event;
 use serde_json::json;
+
+mod shapes;
 
 /// mimalloc, as the `ferry` binary: RSS and its peak read as the bench reads them.
 #[global_allocator]
@@ -37,6 +39,9 @@ fn rss_and_peak() -> (f64, f64) {
     (kib("VmRSS:"), kib("VmHWM:"))
 }
 
+/// Each step's (name, RSS growth, peak growth), for the JSON printed at the end.
+static STEPS: std::sync::Mutex<Vec<serde_json::Value>> = std::sync::Mutex::new(Vec::new());
+
 /// Runs `f`, printing the RSS after it and its peak within it, above the RSS before it
 /// (the peak is reset first: `clear_refs` 5).
 fn step<R>(what: &str, f: impl FnOnce() -> R) -> R {
@@ -52,6 +57,11 @@ fn step<R>(what: &str, f: impl FnOnce() -> R) -> R {
         peak - before,
         rss
     );
+    STEPS
+        .lock()
+        .unwrap()
+        .push(json!({"step": what.trim(), "rss_mib": rss - before,
+        "peak_mib": peak - before, "rss_after_mib": rss}));
     r
 }
 
@@ -79,12 +89,12 @@ fn main() {
             .unwrap_or(d)
     };
     let (n, m) = (arg(1, 10_000), arg(2, 20));
-    let (total, subnets) = (n * m, (n * m).div_ceil(60_000));
-    let node = |i: usize| format!("hollow-{:05}", i % n);
-    let ip = |i: usize| {
-        let (s, h) = (i % subnets, i / subnets + 2);
-        format!("10.{}.{}.{}", 100 + s, h >> 8, h & 0xff)
-    };
+    assert_eq!(
+        m,
+        shapes::BACKENDS,
+        "the shapes are of {} backends",
+        shapes::BACKENDS
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -93,55 +103,24 @@ fn main() {
     let _guard = rt.enter();
     let c = step("caches (as the bench leaves them)", || {
         Caches {
-        services: store((0..n).map(|i| obj::<YusurService>(json!({
-            "apiVersion": "iaas.yusur.io/v1", "kind": "YusurService",
-            "metadata": {"name": format!("s{i}"), "namespace": "default", "uid": format!("5f1c2d3e-{i:04x}-4a5b-8c7d-0123456789ab"),
-                "resourceVersion": "1", "generation": 1},
-            "spec": {"vpc": "vpc1", "ports": [{"port": 80, "targetPort": 8080}], "selector": {"svc": format!("s{i}")}},
-            "status": {"clusterIP": format!("10.96.{}.{}", (i + 2) >> 8, (i + 2) & 0xff), "vpcs": "vpc1",
-                "readyEndpoints": m, "totalEndpoints": m, "observedGeneration": 1}})))),
-        pods: store((0..total).map(|i| {
-            let s = i % subnets;
-            CachedPod::from(obj::<Pod>(json!({
-                "metadata": {"name": format!("b-{i}"), "namespace": "default", "uid": format!("7f1c2d3e-{i:04x}-4a5b-8c7d-0123456789ab"),
-                    "resourceVersion": "2", "labels": {"svc": format!("s{}", i / m)},
-                    "annotations": {"iaas.yusur.io/subnet": format!("bench-{s}"), "iaas.yusur.io/ip_address": ip(i),
-                        "iaas.yusur.io/mac_address": "0a:00:0a:64:00:02", "iaas.yusur.io/gateway": format!("10.{}.0.1", 100 + s),
-                        "iaas.yusur.io/cidr": format!("10.{}.0.0/16", 100 + s)}},
-                "spec": {"nodeName": node(i), "containers": [{"name": "c", "image": "none"}]}})))
-        })),
+        services: store((0..n).map(shapes::service)),
+        pods: store((0..n * m).map(|b| CachedPod::from(shapes::pod(b, n)))),
         namespaces: store(std::iter::once(obj::<Namespace>(
             json!({"metadata": {"name": "default"}}),
         ))),
-        nodes: store((0..n).map(|i| obj::<Node>(json!({
-            "metadata": {"name": node(i), "annotations": {ferry_api::ANNOTATION_PROBE_PORTS:
-                format!(r#"{{"vpc1":{{"ip":"10.{}.255.{}","mac":"0a:58:0a:00:00:01"}}}}"#, 100 + i % subnets, i % 250 + 1)}},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                "addresses": [{"type": "InternalIP", "address": format!("172.20.{}.{}", i >> 8, i & 0xff)}]}})))),
+        nodes: store((0..n).map(|i| shapes::node(i, n))),
         vpcs: store(std::iter::once(obj::<Vpc>(json!({
             "apiVersion": "iaas.yusur.io/v1", "kind": "Vpc", "metadata": {"name": "vpc1"}, "spec": {}})))),
-        subnets: store((0..subnets).map(|s| obj::<Subnet>(json!({
+        subnets: store((0..shapes::SUBNETS).map(|s| obj::<Subnet>(json!({
             "apiVersion": "iaas.yusur.io/v1", "kind": "Subnet", "metadata": {"name": format!("bench-{s}")},
             "spec": {"vpc": "vpc1", "cidrBlock": format!("10.{}.0.0/16", 100 + s)}})))),
         eips: store(std::iter::empty()),
         baremetals: store(std::iter::empty()),
         vnicips: store(std::iter::empty()),
-        probes: store((0..total).map(|i| {
-            let svc = format!("s{}", i / m);
-            CachedProbe::from(obj::<NetworkProbe>(json!({
-                "apiVersion": "iaas.yusur.io/v1", "kind": "NetworkProbe",
-                "metadata": {"name": format!("{svc}-pod-b-{i}"), "namespace": "default",
-                    "uid": format!("6f1c2d3e-{i:04x}-4a5b-8c7d-0123456789ab"), "resourceVersion": "3", "generation": 1,
-                    "labels": {ferry_api::SERVICE_LABEL: svc}},
-                "spec": {"target": {"kind": "Pod", "name": format!("b-{i}"), "namespace": "default", "vpc": "vpc1",
-                        "subnet": format!("bench-{}", i % subnets), "ip": ip(i)},
-                    "type": "TCP", "port": 8080, "nodeName": node(i),
-                    "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
-                "status": {"phase": "Healthy", "prober": node(i)}})))
-        })),
-        k8s_services: store(std::iter::empty()),
-        endpoints: store(std::iter::empty()),
-        slices: store(std::iter::empty()),
+        probes: store((0..n * m).map(|b| CachedProbe::from(shapes::probe(b, n)))),
+        k8s_services: store((0..n).map(|i| shapes::generated(i, n).service)),
+        endpoints: store((0..n).map(|i| CachedEndpoints::from(shapes::generated(i, n).endpoints))),
+        slices: store((0..n).map(|i| CachedSlice::from(shapes::generated(i, n).slice))),
         agent_leases: store(std::iter::empty()),
         leases_stale_since: Default::default(),
         vmis: None,
@@ -214,4 +193,8 @@ fn main() {
     step("  its index dropped", || drop(index));
     step("  its claims dropped", || drop(claims));
     step("  its NB states dropped", || drop(net));
+    println!(
+        "{}",
+        json!({"services": n, "backends": m, "steps": *STEPS.lock().unwrap()})
+    );
 }

@@ -1,7 +1,7 @@
-//! What the probe and pod stores keep: [`CachedProbe`] and [`CachedPod`], projections that
-//! are their own `kube::Resource` (the NetworkProbe's and the Pod's group, version and
-//! kind), deserialized through the full object, which is dropped at once; the reflectors
-//! store only them.
+//! What the probe, pod, Endpoints and EndpointSlice stores keep: [`CachedProbe`],
+//! [`CachedPod`], [`CachedEndpoints`] and [`CachedSlice`], projections that are their own
+//! `kube::Resource` (the original's group, version and kind), deserialized through the
+//! full object, which is dropped at once; the reflectors store only them.
 //!
 //! Why: every replica caches one probe per backend and every pod (200,000 of each at 10k
 //! services x 20). A full `NetworkProbe` in a reflector store costs ~2.3 KB (672 bytes
@@ -10,14 +10,19 @@
 //! its name, its service, its phase, whether its spec is the one it would write, and the
 //! resourceVersion and uid a replace needs. A `Pod` is 2,176 bytes inline even with its
 //! spec and status emptied (`PodSpec` alone is 1,416), of which the controller reads the
-//! metadata, `spec.nodeName`, `spec.hostNetwork`, `status.phase` and `status.podIP`.
+//! metadata, `spec.nodeName`, `spec.hostNetwork`, `status.phase` and `status.podIP`. Of
+//! the Endpoints and EndpointSlice Ferry generates (10,000 each, of 20 addresses, ~11 KB
+//! apiece as typed objects) the writer reads only whether their content is what it would
+//! write: a digest.
 
 use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hasher};
+use std::sync::Arc;
 
 use ferry_api::{CompactMap, NetworkProbe, NetworkProbeSpec, ProbePhase, SERVICE_LABEL};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
@@ -65,27 +70,108 @@ pub fn spec_digest(spec: &NetworkProbeSpec) -> u64 {
     h.finish()
 }
 
-impl Resource for CachedProbe {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
+/// `kube::Resource` for a projection `$cached` of `$of`: the original's group, version,
+/// kind and plural, so a reflector of `$cached` watches `$of`.
+macro_rules! projection_of {
+    ($cached:ty, $of:ty) => {
+        impl Resource for $cached {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        NetworkProbe::kind(dt)
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$of>::kind(dt)
+            }
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$of>::group(dt)
+            }
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$of>::version(dt)
+            }
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$of>::plural(dt)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+projection_of!(CachedProbe, NetworkProbe);
+projection_of!(CachedPod, Pod);
+projection_of!(CachedEndpoints, Endpoints);
+projection_of!(CachedSlice, EndpointSlice);
+
+/// Name, namespace, resourceVersion, uid, deletion time and labels: what the writer's
+/// replace and the change feed read.
+fn slim(m: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        resource_version: m.resource_version,
+        uid: m.uid,
+        deletion_timestamp: m.deletion_timestamp,
+        labels: m.labels,
+        ..Default::default()
     }
-    fn group(dt: &()) -> Cow<'_, str> {
-        NetworkProbe::group(dt)
+}
+
+/// A generated Endpoints as the controller caches it (the watch sees only those, by the
+/// service label): its metadata and the digest of its content
+/// (`converge::endpoints_digest`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "Endpoints")]
+pub struct CachedEndpoints {
+    pub metadata: ObjectMeta,
+    pub digest: u64,
+}
+
+impl From<Endpoints> for CachedEndpoints {
+    fn from(e: Endpoints) -> Self {
+        CachedEndpoints {
+            digest: crate::converge::endpoints_digest(&e),
+            metadata: slim(e.metadata),
+        }
     }
-    fn version(dt: &()) -> Cow<'_, str> {
-        NetworkProbe::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        NetworkProbe::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+}
+
+/// An EndpointSlice as the controller caches it: one Ferry generated keeps its metadata
+/// and the digest of its content (`converge::slice_digest`); any other (an ordinary
+/// Service's, whose endpoints are programmed) is kept whole as well.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "EndpointSlice")]
+pub struct CachedSlice {
+    pub metadata: ObjectMeta,
+    pub digest: u64,
+    /// The whole slice, unless Ferry generated it.
+    pub full: Option<Arc<EndpointSlice>>,
+}
+
+impl From<EndpointSlice> for CachedSlice {
+    fn from(s: EndpointSlice) -> Self {
+        let digest = crate::converge::slice_digest(&s);
+        let (key, value) = crate::service::SLICE_MANAGED_BY;
+        let generated = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .is_some_and(|v| v == value);
+        match generated {
+            true => CachedSlice {
+                digest,
+                metadata: slim(s.metadata),
+                full: None,
+            },
+            false => CachedSlice {
+                digest,
+                metadata: slim(s.metadata.clone()),
+                full: Some(Arc::new(s)),
+            },
+        }
     }
 }
 
@@ -155,30 +241,6 @@ impl From<Pod> for CachedPod {
             }),
             ..CachedPod::from_metadata(p.metadata)
         }
-    }
-}
-
-impl Resource for CachedPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Pod::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Pod::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Pod::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Pod::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
     }
 }
 
@@ -268,5 +330,59 @@ mod tests {
             }),
         };
         assert_eq!((read, CachedPod::from(full)), (want.clone(), want));
+    }
+
+    #[test]
+    fn generated_endpoints_and_slices_are_cached_as_a_digest_others_whole() {
+        let endpoints: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s1", "namespace": "default", "resourceVersion": "7", "uid": "u",
+                "labels": {"iaas.yusur.io/service": "s1"}, "annotations": {"a": "b"}},
+            "subsets": [{"addresses": [{"ip": "10.0.0.2", "nodeName": "n1"}],
+                "ports": [{"port": 8080, "protocol": "TCP"}]}]
+        }))
+        .unwrap();
+        let slice = |managed_by: &str| -> EndpointSlice {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s1-x", "namespace": "default", "resourceVersion": "8",
+                    "labels": {"kubernetes.io/service-name": "s1",
+                        "endpointslice.kubernetes.io/managed-by": managed_by}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.0.0.2"], "conditions": {"ready": true}}],
+                "ports": [{"port": 8080}]
+            }))
+            .unwrap()
+        };
+        // As the watch deserializes them.
+        let read = |v: serde_json::Value| serde_json::from_value::<CachedSlice>(v).unwrap();
+        let e: CachedEndpoints =
+            serde_json::from_value(serde_json::to_value(&endpoints).unwrap()).unwrap();
+        assert_eq!(e.digest, crate::converge::endpoints_digest(&endpoints));
+        assert_eq!(e.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(e.metadata.annotations, None);
+        assert_eq!(
+            e.metadata.labels.as_ref().map(|l| l.len()),
+            Some(1),
+            "the service label is what the change feed reads"
+        );
+        let ours = slice(crate::service::SLICE_MANAGED_BY.1);
+        let theirs = slice("endpointslice-controller.k8s.io");
+        let (a, b) = (
+            read(serde_json::to_value(&ours).unwrap()),
+            read(serde_json::to_value(&theirs).unwrap()),
+        );
+        assert_eq!(a.digest, crate::converge::slice_digest(&ours));
+        assert_eq!((a.full, b.full.as_deref()), (None, Some(&theirs)));
+        assert_eq!(
+            (
+                CachedSlice::kind(&()),
+                CachedSlice::group(&()),
+                CachedSlice::plural(&())
+            ),
+            (
+                "EndpointSlice".into(),
+                "discovery.k8s.io".into(),
+                "endpointslices".into()
+            )
+        );
     }
 }

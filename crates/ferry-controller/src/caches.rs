@@ -14,7 +14,7 @@ use ferry_api::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::allocate::{Held, Holder, Request};
-use crate::cached::{CachedPod, CachedProbe};
+use crate::cached::{CachedEndpoints, CachedPod, CachedProbe, CachedSlice};
 use crate::changes::{self, Changes, Feed, KubeObject};
 use crate::world::{self, SubnetInfo, lease_lapsed, subnet_info};
 
@@ -43,8 +43,9 @@ pub struct Caches {
     /// Projections ([`CachedProbe`]), not full objects.
     pub probes: Store<CachedProbe>,
     pub k8s_services: Store<Service>,
-    pub endpoints: Store<Endpoints>,
-    pub slices: Store<EndpointSlice>,
+    /// Projections ([`CachedEndpoints`], [`CachedSlice`]): a digest of what Ferry generated.
+    pub endpoints: Store<CachedEndpoints>,
+    pub slices: Store<CachedSlice>,
     /// The node agents' Leases.
     pub agent_leases: Store<Lease>,
     /// Since when the Lease watch has been broken (an error, and no event since): see
@@ -558,8 +559,8 @@ pub fn kube_services(
         let Some(k) = wanted.get(ns).and_then(|names| names.get(name.as_str())) else {
             continue;
         };
-        if let Some(Some((_, slices))) = out.get_mut(k) {
-            slices.push(sl);
+        if let (Some(Some((_, slices))), Some(full)) = (out.get_mut(k), &sl.full) {
+            slices.push(full.clone());
         }
     }
     out

@@ -24,6 +24,11 @@ pub const PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// Label on everything the service controller writes, naming the YusurService.
 pub const SERVICE_LABEL: &str = "iaas.yusur.io/service";
 /// Annotation on the headless Service carrying Ferry's VIP.
+/// The `endpointslice.kubernetes.io/managed-by` of the EndpointSlices Ferry generates.
+pub const SLICE_MANAGED_BY: (&str, &str) = (
+    "endpointslice.kubernetes.io/managed-by",
+    "ferry.iaas.yusur.io",
+);
 pub const VIP_ANNOTATION: &str = "iaas.yusur.io/vip";
 /// Annotation carrying the EIP of a LoadBalancer service.
 pub const EIP_ANNOTATION: &str = "iaas.yusur.io/eip";
@@ -302,10 +307,7 @@ pub fn build(
     let mut slice_meta = meta(svc, format!("{name}-ferry"));
     if let Some(l) = slice_meta.labels.as_mut() {
         l.insert("kubernetes.io/service-name".into(), name.clone());
-        l.insert(
-            "endpointslice.kubernetes.io/managed-by".into(),
-            "ferry.iaas.yusur.io".into(),
-        );
+        l.insert(SLICE_MANAGED_BY.0.into(), SLICE_MANAGED_BY.1.into());
     }
     let slice = EndpointSlice {
         metadata: slice_meta,

@@ -386,8 +386,7 @@ async fn write_objects(
         converge(
             Api::<Endpoints>::namespaced(client.clone(), ns),
             memo,
-            cached(&c.endpoints, ns, &name)
-                .map(|cur| Current::of(cur.as_ref(), endpoints_digest(&cur))),
+            cached(&c.endpoints, ns, &name).map(|cur| Current::of(cur.as_ref(), cur.digest)),
             objs.endpoints.clone(),
             endpoints_digest(&objs.endpoints),
         )
@@ -396,8 +395,7 @@ async fn write_objects(
         converge(
             Api::<EndpointSlice>::namespaced(client.clone(), ns),
             memo,
-            cached(&c.slices, ns, &slice_name)
-                .map(|cur| Current::of(cur.as_ref(), slice_digest(&cur))),
+            cached(&c.slices, ns, &slice_name).map(|cur| Current::of(cur.as_ref(), cur.digest)),
             objs.slice.clone(),
             slice_digest(&objs.slice),
         )
