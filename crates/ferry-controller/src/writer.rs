@@ -336,11 +336,16 @@ pub async fn mark_orphaned_probes(
     }
     let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     for o in outcomes {
-        for p in &o.objects().probes {
-            let Some(node) = p.spec.node_name.as_ref().filter(|n| lapsed.contains(*n)) else {
+        // Each backend's probe runs on its node (`service::probe_spec`).
+        let (ns, svc) = (
+            o.service.namespace().unwrap_or_default(),
+            o.service.name_any(),
+        );
+        for b in &o.selected {
+            let Some(node) = b.node.as_ref().filter(|n| lapsed.contains(*n)) else {
                 continue;
             };
-            let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+            let name = service::probe_name(&svc, b);
             let Some(cur) = cached(&c.probes, &ns, &name) else {
                 continue;
             };
