@@ -27,9 +27,29 @@ pub struct ServicePools {
 pub struct Pending {
     cluster_ips: HashMap<String, Ipv4Addr>,
     eips: HashMap<String, Ipv4Addr>,
+    /// Status addresses found held by another service and given up since the last
+    /// [`Pending::take_moved`].
+    moved: Vec<Moved>,
+}
+
+/// A status address given up because another service holds it: a client of `service`
+/// sees its address change once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub service: String,
+    /// `clusterIP` or `EIP`.
+    pub kind: &'static str,
+    pub address: Ipv4Addr,
+    pub holder: Option<String>,
 }
 
 impl Pending {
+    /// The moves planned since the last call. A leader's pass warns of them; a standby's
+    /// pending addresses are its own guesses, so its moves are nobody's.
+    pub fn take_moved(&mut self) -> Vec<Moved> {
+        std::mem::take(&mut self.moved)
+    }
+
     /// The services given an address here that `before` did not have (the same address
     /// kept is not new).
     pub fn handed_out_since(&self, before: &Pending) -> BTreeSet<String> {
@@ -245,9 +265,15 @@ pub fn service_addresses(
             .cluster_ips
             .get(&k)
             .is_some_and(|p| Some(*p) == want);
-        if asked.is_none() && shown.is_some() && want != shown && !moved_before {
-            tracing::warn!(service = %k, cluster_ip = ?shown, holder = ?shown.and_then(|ip| used_vip.get(&ip)),
-                "a clusterIP handed out twice: this service gets a new one");
+        if let (None, Some(ip), false) = (asked, shown, moved_before)
+            && want != shown
+        {
+            pending.moved.push(Moved {
+                service: k.clone(),
+                kind: "clusterIP",
+                address: ip,
+                holder: used_vip.get(&ip).cloned(),
+            });
         }
         let vip = match want {
             Some(ip) if used_vip.get(&ip) != Some(&k) => {
@@ -303,12 +329,15 @@ pub fn service_addresses(
             pending.eips.remove(&k);
         }
         let moved_before = pending.eips.get(&k).is_some_and(|p| Some(*p) == held);
-        if requested.is_none()
-            && current_eip(s).is_some()
-            && held != current_eip(s)
-            && !moved_before
+        if let (None, Some(ip), false) = (&requested, current_eip(s), moved_before)
+            && held != Some(ip)
         {
-            tracing::warn!(service = %k, eip = ?current_eip(s), "an EIP handed out twice: this service gets a new one");
+            pending.moved.push(Moved {
+                service: k.clone(),
+                kind: "EIP",
+                address: ip,
+                holder: used_eip.get(&ip).cloned(),
+            });
         }
         let eip = match requested {
             Some(Err(p)) => {
@@ -493,8 +522,18 @@ mod tests {
         let eip = eip.expect("an EIP");
         assert!(vip != ip("10.96.0.5") && vip != other, "{vip} {other}");
         assert_ne!(eip, ip("198.18.0.9"));
+        let moved = |kind, address: &str| Moved {
+            service: "default/s11".into(),
+            kind,
+            address: ip(address),
+            holder: Some("default/s100".into()),
+        };
+        assert_eq!(
+            pending.take_moved(),
+            [moved("clusterIP", "10.96.0.5"), moved("EIP", "198.18.0.9")]
+        );
         // The next pass over s11 alone, its status not yet rewritten: the same new
-        // addresses, nothing handed out again.
+        // addresses, nothing handed out or moved again.
         let before = pending.clone();
         let again = service_addresses(
             &services[..1],
@@ -505,6 +544,7 @@ mod tests {
         );
         assert_eq!(again["default/s11"], Ok((vip, Some(eip))));
         assert!(pending.handed_out_since(&before).is_empty());
+        assert_eq!(pending.take_moved(), []);
         // A clusterIP asked for in the spec is still reported, not moved.
         let mut asked = (*held("s12")).clone();
         asked.spec.cluster_ip = Some("10.96.0.5".into());

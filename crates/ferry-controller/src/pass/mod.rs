@@ -337,6 +337,12 @@ impl Pass<'_> {
                 &st.index,
             )
         });
+        for m in st.service_pending.take_moved() {
+            if !self.shadow {
+                tracing::warn!(service = %m.service, address = %m.address, holder = ?m.holder,
+                    "a {} handed out twice: this service gets a new one", m.kind);
+            }
+        }
         tokio::task::yield_now().await;
         lb_ips.extend(kube_service::lb_ips(
             &kube_svcs,
