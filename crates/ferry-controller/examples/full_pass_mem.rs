@@ -143,17 +143,11 @@ fn main() {
     };
     let (wake, _woken) = tokio::sync::mpsc::channel(1);
     let writes = Writes::new(wake);
+    let full_pass =
+        |st: &mut PassState| rt.block_on(pass.run(Changes::everything(), st, None, &writes));
     let mut st = PassState::default();
     step("a full pass planned as a standby (Pass::run)", || {
-        rt.block_on(pass.run(
-            Changes {
-                all: true,
-                ..Default::default()
-            },
-            &mut st,
-            None,
-            &writes,
-        ))
+        full_pass(&mut st)
     });
     let services: Vec<ferry_net::ServiceState> = st.net.values().cloned().collect();
     println!(
@@ -177,15 +171,7 @@ fn main() {
     });
     step("  dropped", || drop(state));
     step("a second full pass on the warm state", || {
-        rt.block_on(pass.run(
-            Changes {
-                all: true,
-                ..Default::default()
-            },
-            &mut st,
-            None,
-            &writes,
-        ))
+        full_pass(&mut st)
     });
     let PassState {
         index, claims, net, ..
