@@ -29,7 +29,7 @@
 //!
 //! **A probe result to Endpoints:** the agent patches a NetworkProbe's status -> the probe
 //! watch records its service (`changes`) -> `pass` plans that service -> `plan` reads the
-//! probe's phase and `service::build` keeps only Healthy backends -> `nb_work` sees the
+//! probe's phase and `service::ready` keeps only Healthy backends -> `nb_work` sees the
 //! service's NB state change -> `network::Network::apply_services` ->
 //! `ferry_nb::Applier::ensure_services` rewrites its load balancers -> `writer` writes
 //! Endpoints, the EndpointSlice and the status (a service's results within

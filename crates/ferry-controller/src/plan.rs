@@ -1,10 +1,12 @@
 //! Planning, pure: what each YusurService resolves to in this pass (its addresses, the
-//! backends it selects, which of them are ready, the objects to write, its problem), from
+//! backends it selects, which of them are ready, its problem; the objects to write are
+//! built from these when written: [`ServiceOutcome::objects`]), from
 //! plain data ([`PlanInput`]) and the indexes ([`Index`]). No client, no cache, no clock.
 //!
 //! A probe result reaches Endpoints here: the probe's phase (looked up through
-//! [`ProbeView`]) decides whether its backend is in `ready`, which `service::build` turns
-//! into Endpoints, the EndpointSlice and the load balancers' backends.
+//! [`ProbeView`]) decides whether its backend is in `ready` (`service::ready`), which
+//! becomes the load balancers' backends and, through `service::build`, Endpoints and the
+//! EndpointSlice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

@@ -478,7 +478,7 @@ impl Pass<'_> {
         let now = jiff::Timestamp::now();
         for o in outcomes {
             // Shared with the writer and `awaiting_nb`, not copied: an outcome holds every
-            // object of its service, and a full pass carries thousands.
+            // backend of its service, and a full pass carries thousands.
             let o = Arc::new(o);
             let status = match &nb {
                 Some(Sent {
