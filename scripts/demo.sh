@@ -13,10 +13,12 @@ DIR=${FERRY_LAB_DIR:-.ferry-lab}
 $FERRY lab down --dir "$DIR" >/dev/null 2>&1 || true
 $FERRY lab up --dir "$DIR"
 $FERRY lab check --dir "$DIR"
+# The lab's kubeconfig, whether FERRY_LAB_DIR is absolute or relative.
+case $DIR in /*) KC=$DIR/ferry/kubeconfig ;; *) KC=$PWD/$DIR/ferry/kubeconfig ;; esac
 cat <<EOT
 
 The lab is still running. Try:
-  export KUBECONFIG=$PWD/$DIR/ferry/kubeconfig
+  export KUBECONFIG=$KC
   kubectl get ysvc,np,pods -o wide        # services, probes, pods with their addresses
   $FERRY lab status --dir $DIR            # hosts and scenarios
   $FERRY lab exec --dir $DIR client-vpc1 -- curl -s http://10.96.0.10/     # scenario 1
