@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_api::{HealthCheckType, NetworkProbe, Subnet};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -752,8 +752,11 @@ pub async fn run(
                     }
                 }
             }
-            // On a real node: in the host's own namespace, without a default route.
-            if let (false, Some(ifname)) = (cfg.lab, &cfg.node_interface) {
+            // On a real node: in the host's own namespace, without a default route. Its
+            // routes come from the Subnets, so it waits for their first list: plumbed
+            // earlier, it would lack the pod routes and be re-plumbed a moment later.
+            let subnets_listed = subnets.wait_until_ready().now_or_never().is_some();
+            if let (false, Some(ifname), true) = (cfg.lab, &cfg.node_interface, subnets_listed) {
                 let target = node_iface::Target {
                     ifname: ifname.clone(),
                     netns: node_iface::own_netns().to_path_buf(),

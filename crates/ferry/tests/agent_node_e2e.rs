@@ -216,11 +216,19 @@ fn ferry_agent_on_a_real_node_plumbs_ferry0_into_the_host_namespace() -> Result<
     let _relay = up.api_relay_into(&host)?;
     let mut agent = Agent::start(&up, &host, &node, &state, &log)?;
 
-    // The controller annotates the Node; the agent plumbs ferry0 with that address.
+    // The controller annotates the Node; the agent plumbs ferry0 with that address, then
+    // adds its routes one by one: wait for the last.
     let index = eventually(
-        "ferry0 in the host namespace",
+        "ferry0 in the host namespace, with its routes",
         Duration::from_secs(60),
-        || ferry0(&host),
+        || {
+            let index = ferry0(&host)?;
+            let on_ferry0 = routes(&host, &["dev", "ferry0"]).ok()?;
+            on_ferry0
+                .iter()
+                .any(|r| r["dst"] == "10.16.0.0/16")
+                .then_some(index)
+        },
     )
     .with_context(|| format!("{}\n--- agent ---\n{}", up.log_tail(), agent_log()))?;
     let n = up
