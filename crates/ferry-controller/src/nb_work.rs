@@ -107,7 +107,6 @@ pub(crate) mod tests {
             cluster_ip: Some(vip.parse().unwrap()),
             eip: None,
             ready: vec![],
-            total: 0,
             problem: None,
             selected: vec![],
             phases: Default::default(),

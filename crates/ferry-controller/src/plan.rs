@@ -53,7 +53,6 @@ pub struct ServiceOutcome {
     pub cluster_ip: Option<Ipv4Addr>,
     pub eip: Option<Ipv4Addr>,
     pub ready: Vec<Backend>,
-    pub total: usize,
     pub problem: Option<Problem>,
     /// Every backend selected, and its probe's phase by probe name: what [`Self::objects`]
     /// builds from.
@@ -64,6 +63,11 @@ pub struct ServiceOutcome {
 }
 
 impl ServiceOutcome {
+    /// How many backends it selected, healthy or not.
+    pub fn total(&self) -> usize {
+        self.selected.len()
+    }
+
     /// The objects to write for it, built when written rather than held: a full pass
     /// plans every service, and its outcomes wait in the writer's queue. Held, their
     /// objects (20 NetworkProbes, Endpoints, EndpointSlice and Service per service) were
@@ -157,7 +161,6 @@ pub fn plan_services(
             cluster_ip,
             eip,
             ready,
-            total: selected.len(),
             problem,
             selected,
             phases,

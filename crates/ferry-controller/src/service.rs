@@ -205,8 +205,6 @@ pub struct ServiceObjects {
     pub endpoints: Endpoints,
     pub slice: EndpointSlice,
     pub probes: Vec<NetworkProbe>,
-    pub ready: Vec<Backend>,
-    pub total: usize,
 }
 
 /// The backends of service `name` whose probes are Healthy.
@@ -352,8 +350,6 @@ pub fn build(
         endpoints,
         slice,
         probes,
-        total: backends.len(),
-        ready,
     }
 }
 
@@ -501,7 +497,7 @@ mod tests {
             .collect();
         assert_eq!(ips, ["10.0.1.10"]);
         assert_eq!(out.slice.endpoints.len(), 1);
-        assert_eq!((out.ready.len(), out.total, out.probes.len()), (1, 3, 3));
+        assert_eq!(out.probes.len(), 3, "one probe per backend, healthy or not");
         assert_eq!(out.probes[2].spec.port, 5001);
         assert_eq!(
             out.service.spec.unwrap().cluster_ip.as_deref(),

@@ -68,7 +68,7 @@ fn brief(o: &ServiceOutcome) -> Brief {
         o.cluster_ip.map(|i| i.to_string()),
         o.eip.map(|i| i.to_string()),
         o.ready.iter().map(|b| b.name.clone()).collect(),
-        o.total,
+        o.total(),
         o.problem.as_ref().map(Problem::reason),
     )
 }
