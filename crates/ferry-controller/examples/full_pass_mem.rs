@@ -1,8 +1,10 @@
 //! What a full pass costs the controller in memory: the caches filled as at the end of
 //! `ferry bench control-plane --services N --backends M --nodes N` (every probe Healthy,
 //! every service addressed), then one full pass planned as a standby plans it (`Pass::run`,
-//! shadow: no writes), then the whole desired NB state a full convergence builds. Prints
-//! each step's RSS growth and its peak within (mimalloc, as the `ferry` binary).
+//! shadow: no writes), then the whole desired NB state a full convergence builds, and two
+//! full convergences on a real NB (`ovsdb-server`): one that fills it, one that finds it
+//! converged. Prints each step's RSS growth and its peak within (mimalloc, as the `ferry`
+//! binary).
 //!
 //! `cargo run --release -p ferry-controller --example full_pass_mem -- 10000 20`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -169,6 +171,49 @@ fn main() {
             None,
         )
     });
+    // The full convergence's own cost, on a real NB (the test kit's `ovsdb-server`): the
+    // first one fills the NB, the second finds it converged, as the last full pass of a
+    // bench run does.
+    let server = ferry_testkit::ovsdb::NbServer::standalone();
+    let nb = rt
+        .block_on(ferry_ovsdb::Client::connect(ferry_ovsdb::nb::config(vec![
+            server.unix_remote(),
+        ])))
+        .unwrap();
+    let applier = ferry_nb::Applier::new(nb, 1000);
+    let first = step("a full convergence into an empty NB", || {
+        rt.block_on(applier.ensure_state(state.clone())).unwrap()
+    });
+    println!(
+        "  {} desired rows, {} transactions, converged {}",
+        first.0.rows.len(),
+        first.1.transactions(),
+        first.1.converged
+    );
+    drop(first);
+    let (rows, bytes) = applier
+        .client()
+        .with_mirror(|m| (m.len(), m.estimated_bytes()));
+    println!(
+        "  the mirror: {rows} rows, {:.1} MiB by its own estimate",
+        bytes as f64 / 1048576.0
+    );
+    let again = step("a full convergence of a converged NB", || {
+        rt.block_on(applier.ensure_state(state.clone())).unwrap()
+    });
+    assert_eq!(again.1.transactions(), 0, "the NB was converged");
+    drop(again);
+    // Its parts, one by one.
+    let desired = step("  its desired rows (build_desired)", || {
+        ferry_net::build_desired(&state)
+    });
+    let current = step("  the mirror's rows as the diff reads them", || {
+        applier.client().with_mirror(ferry_nb::current_rows)
+    });
+    let plan = step("  the diff", || ferry_net::diff(&desired, &current, 1000));
+    assert!(plan.is_empty(), "the NB was converged");
+    step("  all three dropped", || drop((desired, current, plan)));
+    step("  the NB mirror dropped", || drop(applier));
     step("  dropped", || drop(state));
     step("a second full pass on the warm state", || {
         full_pass(&mut st)
