@@ -28,11 +28,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_ovsdb_wire::nb::{self, is_root};
-use ferry_ovsdb_wire::wire;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::model::{Desired, KEY, OWNER};
+use crate::model::{Desired, KEY, OWNER, Row};
 
 /// A row as an OVSDB monitor mirror holds it (wire notation: `["set", ..]`, `["map", ..]`,
 /// `["uuid", ..]`).
@@ -108,24 +107,34 @@ fn map_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
         })
 }
 
+/// A row's identity in one diff: its table and its `ferry.io/key`, borrowed from the rows
+/// diffed (owned only for a group, whose key is made from its name). At 10,000 services the
+/// diff's maps hold over a million of them.
+type Key<'a> = (&'a str, Cow<'a, str>);
+
+/// A key borrowed from a desired row.
+fn key_of(row: &Row) -> Key<'_> {
+    (row.table, Cow::Borrowed(row.key.as_str()))
+}
+
 /// What a [`Fence`] covers in one diff's input.
 #[derive(Default)]
 struct Fenced<'a> {
-    /// Desired keys (table, key) that get no operation and whose membership follows the NB.
-    keys: BTreeSet<(String, String)>,
+    /// Desired keys that get no operation and whose membership follows the NB.
+    keys: BTreeSet<Key<'a>>,
     /// Current rows that are fenced.
     uuids: BTreeSet<&'a str>,
     /// The current uuid of each fenced key the NB has (the smallest, as for kept rows).
-    ids: BTreeMap<(String, String), String>,
+    ids: BTreeMap<Key<'a>, Cow<'a, str>>,
 }
 
 impl<'a> Fenced<'a> {
     fn new(
         fence: &Fence,
-        desired: &Desired,
+        desired: &'a Desired,
         current: &'a [CurrentRow],
-        owned: &BTreeMap<(String, String), Vec<&'a CurrentRow>>,
-        parent: &BTreeMap<(String, String), (String, String)>,
+        owned: &BTreeMap<Key<'a>, Vec<&'a CurrentRow>>,
+        parent: &BTreeMap<Key<'a>, Key<'a>>,
     ) -> Self {
         let mut f = Fenced::default();
         if fence.is_empty() {
@@ -134,22 +143,22 @@ impl<'a> Fenced<'a> {
         const IDS: &str = nb::load_balancer::EXTERNAL_IDS;
         for row in &desired.rows {
             if fence.holds(row.table, row.columns.get(IDS)) {
-                f.keys.insert((row.table.to_string(), row.key.clone()));
+                f.keys.insert(key_of(row));
             }
         }
         for row in current {
             if fence.holds(&row.table, row.columns.get(IDS)) {
                 f.uuids.insert(&row.uuid);
                 // One key, one row: fenced if any of its rows is.
-                if let Some(k) = owned_key(&row.table, &row.columns) {
-                    f.keys.insert((row.table.clone(), k));
+                if let Some(k) = owned_key_ref(&row.table, &row.columns) {
+                    f.keys.insert((&row.table, k));
                 }
             }
         }
         // Rows below a fenced desired row (none below the leaves fast paths write).
-        let tables: BTreeSet<&str> = f.keys.iter().map(|(t, _)| t.as_str()).collect();
-        if parent.values().any(|(t, _)| tables.contains(t.as_str())) {
-            let below: Vec<&(String, String)> = parent
+        let tables: BTreeSet<&str> = f.keys.iter().map(|(t, _)| *t).collect();
+        if parent.values().any(|(t, _)| tables.contains(t)) {
+            let below: Vec<&Key> = parent
                 .iter()
                 .filter(|(_, p)| {
                     let mut cur = *p;
@@ -172,7 +181,7 @@ impl<'a> Fenced<'a> {
             if let Some(rows) = owned.get(k) {
                 f.uuids.extend(rows.iter().map(|r| r.uuid.as_str()));
                 if let Some(first) = rows.first() {
-                    f.ids.insert(k.clone(), first.uuid.clone());
+                    f.ids.insert(k.clone(), Cow::Borrowed(first.uuid.as_str()));
                 }
             }
         }
@@ -236,14 +245,19 @@ fn is_weak(table: &str, column: &str) -> bool {
 
 /// The desired key of a row in the NB, if Ferry owns it.
 pub fn owned_key(table: &str, columns: &Map<String, Value>) -> Option<String> {
+    owned_key_ref(table, columns).map(Cow::into_owned)
+}
+
+/// [`owned_key`], borrowed from the row where it can be.
+fn owned_key_ref<'a>(table: &str, columns: &'a Map<String, Value>) -> Option<Cow<'a, str>> {
     if table == nb::load_balancer_group::TABLE {
         let name = columns.get(nb::load_balancer_group::NAME)?.as_str()?;
         return name
             .starts_with("ferry-")
-            .then(|| format!("{table}:{name}"));
+            .then(|| Cow::Owned(format!("{table}:{name}")));
     }
     let ids = columns.get(nb::load_balancer::EXTERNAL_IDS)?;
-    wire::map_get(ids, KEY)?.as_str().map(String::from)
+    map_str(ids, KEY).map(Cow::Borrowed)
 }
 
 /// The uuid a new desired row is inserted with: a name-based (RFC 9562 version 8) uuid
@@ -345,12 +359,12 @@ pub(crate) fn changed_columns(
 }
 
 /// Desired references (`["ref", TABLE, KEY]`) in a value.
-fn desired_refs(v: &Value, out: &mut Vec<(String, String)>) {
+fn desired_refs<'v>(v: &'v Value, out: &mut Vec<Key<'v>>) {
     if let Value::Array(a) = v {
         if let [tag, Value::String(t), Value::String(k)] = a.as_slice()
             && tag == "ref"
         {
-            out.push((t.clone(), k.clone()));
+            out.push((t, Cow::Borrowed(k)));
             return;
         }
         for x in a {
@@ -381,15 +395,11 @@ fn current_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
 /// Replaces desired references by `["uuid", U]` (U from `ids`, else from `extra`); a
 /// reference to a row in neither (never produced by the builder, or fenced) is dropped
 /// rather than sent.
-fn resolve(
-    v: &Value,
-    ids: &BTreeMap<(String, String), String>,
-    extra: &BTreeMap<(String, String), String>,
-) -> Value {
+fn resolve(v: &Value, ids: &BTreeMap<Key, Cow<str>>, extra: &BTreeMap<Key, Cow<str>>) -> Value {
     let as_ref = |x: &Value| -> Option<Option<Value>> {
         let a = x.as_array()?;
         if a.len() == 3 && a[0] == "ref" {
-            let k = (a[1].as_str()?.to_string(), a[2].as_str()?.to_string());
+            let k: Key = (a[1].as_str()?, Cow::Borrowed(a[2].as_str()?));
             let u = ids.get(&k).or_else(|| extra.get(&k));
             return Some(u.map(|u| json!(["uuid", u])));
         }
@@ -497,18 +507,18 @@ pub fn diff(desired: &Desired, current: &[CurrentRow], max_ops_per_txn: usize) -
 ///   deleted (nor, then, a group it holds).
 ///
 /// Everything else converges as with [`diff`]; with the same fence, a second call is empty.
-pub fn diff_fenced(
-    desired: &Desired,
-    current: &[CurrentRow],
+pub fn diff_fenced<'a>(
+    desired: &'a Desired,
+    current: &'a [CurrentRow],
     max_ops_per_txn: usize,
     fence: &Fence,
 ) -> Plan {
     // Owned rows by key; with duplicates the smallest uuid is kept, the others are stale.
-    let mut owned: BTreeMap<(String, String), Vec<&CurrentRow>> = BTreeMap::new();
+    let mut owned: BTreeMap<Key, Vec<&CurrentRow>> = BTreeMap::new();
     let mut owned_uuid: BTreeSet<&str> = BTreeSet::new();
     for row in current {
-        if let Some(k) = owned_key(&row.table, &row.columns) {
-            owned.entry((row.table.clone(), k)).or_default().push(row);
+        if let Some(k) = owned_key_ref(&row.table, &row.columns) {
+            owned.entry((&row.table, k)).or_default().push(row);
             owned_uuid.insert(&row.uuid);
         }
     }
@@ -532,7 +542,7 @@ pub fn diff_fenced(
     }
 
     // The desired tree: each non-root row's parent, hence its root.
-    let mut parent: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    let mut parent: BTreeMap<Key, Key> = BTreeMap::new();
     for row in &desired.rows {
         let mut refs = Vec::new();
         for (c, v) in &row.columns {
@@ -541,8 +551,8 @@ pub fn diff_fenced(
             }
         }
         for r in refs {
-            if !is_root(&r.0) {
-                parent.insert(r, (row.table.to_string(), row.key.clone()));
+            if !is_root(r.0) {
+                parent.insert(r, key_of(row));
             }
         }
     }
@@ -550,40 +560,43 @@ pub fn diff_fenced(
 
     // Every desired row's uuid: the existing row's, or a fresh deterministic one. Fenced
     // rows get none, so references to them resolve to nothing.
-    let wanted: BTreeSet<(String, String)> = desired
+    let wanted: BTreeSet<Key> = desired
         .rows
         .iter()
-        .map(|r| (r.table.to_string(), r.key.clone()))
+        .map(key_of)
         .filter(|k| !fenced.keys.contains(k))
         .collect();
-    let mut taken: BTreeSet<String> = current.iter().map(|r| r.uuid.clone()).collect();
-    let mut ids: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut kept: BTreeMap<(String, String), &CurrentRow> = BTreeMap::new();
+    let mut taken: BTreeSet<Cow<str>> = current
+        .iter()
+        .map(|r| Cow::Borrowed(r.uuid.as_str()))
+        .collect();
+    let mut ids: BTreeMap<Key, Cow<str>> = BTreeMap::new();
+    let mut kept: BTreeMap<Key, &CurrentRow> = BTreeMap::new();
     for k in &wanted {
         if let Some(cur) = owned.get(k).and_then(|v| v.first()) {
-            ids.insert(k.clone(), cur.uuid.clone());
+            ids.insert(k.clone(), Cow::Borrowed(cur.uuid.as_str()));
             kept.insert(k.clone(), cur);
         } else {
             let mut salt = 0;
-            let mut u = row_uuid(&k.0, &k.1, 0);
-            while taken.contains(&u) {
+            let mut u = row_uuid(k.0, &k.1, 0);
+            while taken.contains(u.as_str()) {
                 salt += 1;
-                u = row_uuid(&k.0, &k.1, salt);
+                u = row_uuid(k.0, &k.1, salt);
             }
-            taken.insert(u.clone());
-            ids.insert(k.clone(), u);
+            taken.insert(Cow::Owned(u.clone()));
+            ids.insert(k.clone(), Cow::Owned(u));
         }
     }
-    let kept_uuid: BTreeMap<&str, (String, String)> = kept
+    let kept_uuid: BTreeMap<&str, Key> = kept
         .iter()
         .map(|(k, r)| (r.uuid.as_str(), k.clone()))
         .collect();
 
-    let desired_root = |k: &(String, String)| -> (String, String) {
+    let desired_root = |k: &Key<'a>| -> Key<'a> {
         let mut cur = k.clone();
         for _ in 0..16 {
             match parent.get(&cur) {
-                Some(p) if !is_root(&cur.0) => cur = p.clone(),
+                Some(p) if !is_root(cur.0) => cur = p.clone(),
                 _ => break,
             }
         }
@@ -610,12 +623,12 @@ pub fn diff_fenced(
 
     let mut units = Units::default();
     for row in &desired.rows {
-        let k = (row.table.to_string(), row.key.clone());
+        let k = key_of(row);
         if fenced.keys.contains(&k) {
             continue;
         }
         let root = desired_root(&k);
-        let id = desired_id(&root.0, &root.1);
+        let id = desired_id(root.0, &root.1);
         units.add(&id);
         if !is_root(row.table)
             && let Some(cur) = kept.get(&k)
@@ -637,12 +650,12 @@ pub fn diff_fenced(
     };
     let no_ids = BTreeMap::new();
     for row in &desired.rows {
-        let k = (row.table.to_string(), row.key.clone());
+        let k = key_of(row);
         if fenced.keys.contains(&k) {
             continue;
         }
         let root = desired_root(&k);
-        let id = desired_id(&root.0, &root.1);
+        let id = desired_id(root.0, &root.1);
         let op = match kept.get(&k) {
             None => {
                 // A new row may reference a fenced row the NB has.
@@ -679,7 +692,7 @@ pub fn diff_fenced(
                        "where": [["_uuid", "==", ["uuid", cur.uuid]]], "row": changed})
             }
         };
-        push(&mut units, &id, rank(&root.0, false), op);
+        push(&mut units, &id, rank(root.0, false), op);
     }
     // Stale roots kept for the fence: those holding or held by a fenced row, and what they
     // hold strongly (a group under such a switch).
@@ -726,7 +739,7 @@ pub fn diff_fenced(
             }
             // A row someone else still references (a foreign switch using a Ferry group)
             // cannot be deleted; it is left until that reference goes.
-            let foreign_ref = table != "Load_Balancer"
+            let foreign_ref = *table != "Load_Balancer"
                 && referrers.get(cur.uuid.as_str()).is_some_and(|rs| {
                     rs.iter()
                         .any(|r| !owned_uuid.contains(r) && is_root_row(&by_uuid, r))
