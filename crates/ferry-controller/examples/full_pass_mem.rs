@@ -207,10 +207,16 @@ fn main() {
     let desired = step("  its desired rows (build_desired)", || {
         ferry_net::build_desired(&state)
     });
-    let current = step("  the mirror's rows as the diff reads them", || {
-        applier.client().with_mirror(ferry_nb::current_rows)
+    let current = step("  the mirror's rows as the diff indexes them", || {
+        applier.client().with_mirror(ferry_nb::indexed_rows)
     });
-    let plan = step("  the diff", || ferry_net::diff(&desired, &current, 1000));
+    let plan = step("  the diff (compared rows read one by one)", || {
+        let full: ferry_net::FullRow = &|r| {
+            let row = applier.client().with_mirror(|m| m.row(&r.table, &r.uuid));
+            Some(std::borrow::Cow::Owned(row?))
+        };
+        ferry_net::diff_fenced_with(&desired, &current, full, 1000, &Default::default())
+    });
     assert!(plan.is_empty(), "the NB was converged");
     step("  all three dropped", || drop((desired, current, plan)));
     step("  the NB mirror dropped", || drop(applier));

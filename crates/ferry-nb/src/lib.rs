@@ -30,6 +30,7 @@
 //! it writes what it is given and touches only what `ferry_net::diff` plans (rows Ferry
 //! owns).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,6 +133,26 @@ pub fn current_rows(mirror: &Mirror) -> Vec<CurrentRow> {
     let mut rows = Vec::new();
     for t in nb::TABLES {
         for (uuid, columns) in mirror.table(t.name).into_iter().flatten() {
+            rows.push(CurrentRow {
+                table: t.name.to_string(),
+                uuid,
+                columns,
+            });
+        }
+    }
+    rows
+}
+
+/// [`current_rows`] with only the columns a diff reads of every row
+/// (`ferry_net::indexed_column`): the rest is read row by row, for the rows it compares
+/// ([`Applier::ensure`]).
+pub fn indexed_rows(mirror: &Mirror) -> Vec<CurrentRow> {
+    let mut rows = Vec::new();
+    for t in nb::TABLES {
+        let Some(table) = mirror.table(t.name) else {
+            continue;
+        };
+        for (uuid, columns) in table.iter_columns(|c| ferry_net::indexed_column(t.name, c)) {
             rows.push(CurrentRow {
                 table: t.name.to_string(),
                 uuid,
@@ -326,10 +347,16 @@ impl Applier {
             let (client, d, max) = (self.client.clone(), desired.clone(), self.max_ops);
             let (read, plan_time, plan) = tokio::task::spawn_blocking(move || {
                 let t = Instant::now();
-                let current = client.with_mirror(current_rows);
+                let current = client.with_mirror(indexed_rows);
                 let read = t.elapsed();
                 let t = Instant::now();
-                let plan = ferry_net::diff_fenced(&d, &current, max, &fence);
+                // The mirror as it is now: a row changed since is fenced or read anew.
+                let full: ferry_net::FullRow = &|r| {
+                    Some(Cow::Owned(
+                        client.with_mirror(|m| m.row(&r.table, &r.uuid))?,
+                    ))
+                };
+                let plan = ferry_net::diff_fenced_with(&d, &current, full, max, &fence);
                 (read, t.elapsed(), plan)
             })
             .await

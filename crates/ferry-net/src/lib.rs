@@ -62,7 +62,10 @@ mod topology;
 
 pub use build::{build_desired, group_name};
 pub use delta::{cluster_ip_delta, delta_input, port_delta, port_delta_current, port_key};
-pub use diff::{CurrentRow, Fence, Plan, diff, diff_fenced, owned_key, plan, row_uuid};
+pub use diff::{
+    CurrentRow, Fence, FullRow, Plan, diff, diff_fenced, diff_fenced_with, indexed_column,
+    owned_key, plan, row_uuid,
+};
 pub use model::*;
 pub use names::{PortKind, link, mac_from, port_name};
 pub use socket_lb::{SOCKET_LB_ACL_PRIORITY, socket_lb_acl_matches, socket_lb_group};

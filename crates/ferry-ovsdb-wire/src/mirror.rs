@@ -396,6 +396,29 @@ mod tests {
     }
 
     #[test]
+    fn iter_columns_builds_only_the_columns_kept() {
+        let mut m = Mirror::new(shape());
+        m.apply_update2(&json!({"Sw": {
+            "u1": {"insert": {"name": "a", "ports": ["uuid", "p1"], "opt": "x"}},
+            "u2": {"insert": {"name": "b"}}}}))
+            .expect("apply");
+        let t = m.table("Sw").expect("table");
+        let kept: Vec<(String, Row)> = t.iter_columns(|c| c == "name" || c == "ports").collect();
+        let whole: Vec<(String, Row)> = t
+            .iter()
+            .map(|(u, r)| {
+                let r = r
+                    .into_iter()
+                    .filter(|(c, _)| c == "name" || c == "ports")
+                    .collect();
+                (u, r)
+            })
+            .collect();
+        assert_eq!(kept, whole);
+        assert_eq!(kept[0].1.len(), 2, "{kept:?}");
+    }
+
+    #[test]
     fn update2_modify_is_a_diff_for_sets_and_maps() {
         let cases = [
             (

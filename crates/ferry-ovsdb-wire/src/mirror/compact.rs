@@ -257,6 +257,31 @@ impl Table {
         self.rows.keys().map(RowKey::text)
     }
 
+    /// Every row as `(uuid, row)`, in uuid order, with only the columns `keep` accepts:
+    /// what a caller reads of every row, built without the rest.
+    pub fn iter_columns<'a>(
+        &'a self,
+        keep: impl Fn(&str) -> bool + 'a,
+    ) -> impl Iterator<Item = (String, Row)> + 'a {
+        let kept: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| keep(&self.columns[i]))
+            .collect();
+        self.rows.iter().map(move |(k, r)| {
+            let mut out = Map::new();
+            for &i in &kept {
+                if let Some(Some(d)) = r.cells.get(i) {
+                    out.insert(self.columns[i].clone(), d.to_value());
+                }
+            }
+            for (c, v) in r.extra.iter().flat_map(|e| e.iter()) {
+                if keep(c) {
+                    out.insert(c.clone(), v.clone());
+                }
+            }
+            (k.text(), out)
+        })
+    }
+
     /// One row.
     pub fn get(&self, uuid: &str) -> Option<Row> {
         self.rows.get(&RowKey::new(uuid)).map(|r| self.to_row(r))
