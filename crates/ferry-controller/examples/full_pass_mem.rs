@@ -49,12 +49,14 @@ static STEPS: std::sync::Mutex<Vec<serde_json::Value>> = std::sync::Mutex::new(V
 fn step<R>(what: &str, f: impl FnOnce() -> R) -> R {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (before, _) = rss_and_peak();
+    let started = std::time::Instant::now();
     let r = f();
+    let secs = started.elapsed().as_secs_f64();
     // mimalloc returns freed pages after a delay.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (rss, peak) = rss_and_peak();
     println!(
-        "{what:<48} RSS {:>+8.1} MiB  peak within {:>+8.1} MiB  RSS {:>8.1} MiB",
+        "{what:<48} RSS {:>+8.1} MiB  peak within {:>+8.1} MiB  RSS {:>8.1} MiB  {secs:>6.2} s",
         rss - before,
         peak - before,
         rss
@@ -63,7 +65,7 @@ fn step<R>(what: &str, f: impl FnOnce() -> R) -> R {
         .lock()
         .unwrap()
         .push(json!({"step": what.trim(), "rss_mib": rss - before,
-        "peak_mib": peak - before, "rss_after_mib": rss}));
+        "peak_mib": peak - before, "rss_after_mib": rss, "seconds": secs}));
     r
 }
 
@@ -207,6 +209,15 @@ fn main() {
     let desired = step("  its desired rows (build_desired)", || {
         ferry_net::build_desired(&state)
     });
+    // Whole rows, as the applier read them before 141f129, beside what it reads now.
+    let whole = step("  the mirror's rows whole", || {
+        applier.client().with_mirror(ferry_nb::current_rows)
+    });
+    let plan = step("  the diff on them", || {
+        ferry_net::diff(&desired, &whole, 1000)
+    });
+    assert!(plan.is_empty(), "the NB was converged");
+    step("  both dropped", || drop((whole, plan)));
     let current = step("  the mirror's rows as the diff indexes them", || {
         applier.client().with_mirror(ferry_nb::indexed_rows)
     });
@@ -218,7 +229,9 @@ fn main() {
         ferry_net::diff_fenced_with(&desired, &current, full, 1000, &Default::default())
     });
     assert!(plan.is_empty(), "the NB was converged");
-    step("  all three dropped", || drop((desired, current, plan)));
+    step("  all three dropped (desired, index, diff)", || {
+        drop((desired, current, plan))
+    });
     step("  the NB mirror dropped", || drop(applier));
     step("  dropped", || drop(state));
     step("a second full pass on the warm state", || {
