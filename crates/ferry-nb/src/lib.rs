@@ -1,6 +1,7 @@
 //! `ferry-nb` is Ferry's one OVN Northbound applier (what `EnsureLBs` is to
 //! ovn-kubernetes): given the rows Ferry wants (`ferry_net::build_desired`), it reads what
-//! the NB holds from the client's monitor mirror, diffs (`ferry_net::diff`), sends the
+//! the NB holds from the client's monitor mirror (an index of every row, [`indexed_rows`],
+//! and each row it compares whole), diffs (`ferry_net::diff_fenced_with`), sends the
 //! bounded transactions in order, reads again and reports what it did ([`Applied`]). It
 //! also owns the fast paths a controller takes when it knows what changed: the load
 //! balancers of a few services ([`Applier::ensure_services`]) and a few workload ports

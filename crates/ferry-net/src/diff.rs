@@ -23,6 +23,10 @@
 //! wrote after the snapshot `desired` was built from. For them the NB as it is is the truth:
 //! no operation on them, and their membership in every reference column the diff writes
 //! follows the NB, while everything else converges as [`diff`] does.
+//!
+//! [`diff_fenced_with`] plans the same from an index of the NB's rows (only the columns
+//! [`indexed_column`] names) and reads each row it compares whole when it compares it: a
+//! large NB is not held whole twice, once in the client's mirror and once here.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
