@@ -234,7 +234,7 @@ pub fn port_delta_current<'a>(
 }
 
 /// One transaction converging workload ports that changed: `changes` pairs a port's old
-/// state with its new one (`None`: absent), given `current`, the rows [`port_delta_input`]
+/// state with its new one (`None`: absent), given `current`, the rows `port_delta_input`
 /// selects. A new port is inserted with a `mutate` of its switch's `ports`; a port that
 /// goes is removed from its switch (the NB collects the row); one that moves changes both
 /// switches in the same transaction. `None` when this is not enough (a switch not in the
