@@ -131,29 +131,24 @@ impl Applied {
 /// Every row of the tables Ferry writes, as `mirror` holds them, in `ferry_net::diff`'s
 /// input form.
 pub fn current_rows(mirror: &Mirror) -> Vec<CurrentRow> {
-    let mut rows = Vec::new();
-    for t in nb::TABLES {
-        for (uuid, columns) in mirror.table(t.name).into_iter().flatten() {
-            rows.push(CurrentRow {
-                table: t.name.to_string(),
-                uuid,
-                columns,
-            });
-        }
-    }
-    rows
+    rows_with(mirror, |_, _| true)
 }
 
 /// [`current_rows`] with only the columns a diff reads of every row
 /// (`ferry_net::indexed_column`): the rest is read row by row, for the rows it compares
 /// ([`Applier::ensure`]).
 pub fn indexed_rows(mirror: &Mirror) -> Vec<CurrentRow> {
+    rows_with(mirror, ferry_net::indexed_column)
+}
+
+/// Every row of the tables Ferry writes, with the columns `keep(table, column)` accepts.
+fn rows_with(mirror: &Mirror, keep: fn(&str, &str) -> bool) -> Vec<CurrentRow> {
     let mut rows = Vec::new();
     for t in nb::TABLES {
         let Some(table) = mirror.table(t.name) else {
             continue;
         };
-        for (uuid, columns) in table.iter_columns(|c| ferry_net::indexed_column(t.name, c)) {
+        for (uuid, columns) in table.iter_columns(|c| keep(t.name, c)) {
             rows.push(CurrentRow {
                 table: t.name.to_string(),
                 uuid,

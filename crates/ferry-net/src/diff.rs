@@ -27,6 +27,9 @@
 //! [`diff_fenced_with`] plans the same from an index of the NB's rows (only the columns
 //! [`indexed_column`] names) and reads each row it compares whole when it compares it: a
 //! large NB is not held whole twice, once in the client's mirror and once here.
+//!
+//! Over 600 lines: one algorithm (keys, the unit tree, the fence, the operations and their
+//! order) whose steps share the same borrowed maps; split, each part would take them all.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
